@@ -1,0 +1,195 @@
+"""Configs: nested dicts read from a preset or YAML file, with ``key=value`` overrides.
+
+A config is a plain nested ``dict``. :data:`DEFAULTS` lists every key; a preset (a YAML
+file in ``clapkit/configs/``) or a user's YAML file overrides some of them, and
+``--set a.b=value`` overrides one more (the value is parsed as YAML, so ``1e-4``,
+``true``, ``[1, 2]`` and ``null`` work). Unknown keys are errors, so a typo never passes
+silently. The resolved config is saved beside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "data": {
+        # Training sources as KIND:PATH specs (csv:, jsonl:, clotho:, audiocaps:, synthetic:).
+        "train": [],
+        # Validation sources; when empty, `val_fraction` of the training pairs are held out.
+        "val": [],
+        "audio_dir": None,  # audio folder for clotho:/audiocaps: specs
+        "audiocaps_pattern": None,  # e.g. "Y{youtube_id}.wav"; None tries common names
+        "val_fraction": 0.2,
+        "val_split_by": "pair",  # pair (as the paper) or audio (no clip in both splits)
+        "fraction": 1.0,  # seeded fraction of the training pairs to use
+        "skip_bad": False,  # skip (and count) bad rows and files instead of failing
+        "num_workers": 0,
+    },
+    "audio": {
+        "sample_rate": 16000,
+        "segment_seconds": 5.0,
+        "normalize": True,  # per-clip zero mean, unit variance
+    },
+    "model": {
+        "audio": {
+            "name": "small_cnn",  # small_cnn | cnn14
+            "checkpoint": None,  # path to a PANNs checkpoint (cnn14) or a clapkit audio tower
+            "n_mels": 64,
+            "n_fft": 1024,
+            "hop_length": 320,
+            "fmin": 50.0,
+            "fmax": 14000.0,
+            "channels": [16, 32, 64, 128],  # small_cnn only
+            "dropout": 0.2,
+        },
+        "text": {
+            "name": "minilm",  # "minilm" (shipped offline), a local path or a hub name
+            "pooling": "mean",  # cls | cls_before_pooler | mean
+            "max_length": 64,
+        },
+        "projector": {"dim": 512, "hidden": 512, "depth": 2, "dropout": 0.1},
+        "init_temperature": 0.07,
+        "learn_temperature": True,
+        "logit_clamp": 100.0,
+    },
+    "train": {
+        "batch_size": 128,
+        "epochs": 40,  # total, frozen epochs included
+        "frozen_epochs": 5,
+        "frozen_backbones": ["audio", "text"],  # which towers the frozen phase freezes
+        "lr_frozen": 1e-4,
+        "lr_unfrozen": 1e-5,
+        "weight_decay": 0.0,
+        "grad_clip": 100.0,
+        "plateau_factor": 0.1,
+        "plateau_patience": 10,
+        "early_stopping_patience": 15,  # epochs without val improvement; 0 turns it off
+        "cache_frozen": True,  # cache backbone outputs while the backbones are frozen
+        "logger": "csv",  # csv | tensorboard
+        "device": "auto",  # auto | cpu | cuda | cuda:N
+        "eval_batch_size": 64,
+        "progress": True,
+    },
+}
+
+
+def _preset_path(name: str) -> Path | None:
+    res = resources.files("clapkit") / "configs" / f"{name}.yaml"
+    return Path(str(res)) if res.is_file() else None
+
+
+def list_presets() -> list[str]:
+    folder = resources.files("clapkit") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
+    """Recursively merge ``override`` into a copy of ``base``; unknown keys are errors."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key not in out:
+            raise ConfigError(
+                f"{where}: unknown config key '{dotted}'. Known keys at this level: "
+                f"{', '.join(sorted(out))}"
+            )
+        if isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{dotted}' must be a mapping, got {value!r}")
+            out[key] = merge(out[key], value, where, dotted + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict:
+    """``"a.b.c=1e-4"`` -> ``{"a": {"b": {"c": 0.0001}}}``."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.batch_size=32")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)  # YAML 1.1 reads "1e-4" as a string
+    node: dict = {}
+    cur = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cur[part] = {}
+        cur = cur[part]
+    cur[parts[-1]] = value
+    return node
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """Resolve a config from a preset name or YAML path plus ``key=value`` overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if source:
+        path = _preset_path(str(source)) if not str(source).endswith((".yaml", ".yml")) else None
+        if path is None:
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(
+                    f"--config {source}: neither a preset ({', '.join(list_presets())}) "
+                    "nor an existing YAML file"
+                )
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+        cfg = merge(cfg, data, str(path))
+    for item in overrides or []:
+        cfg = merge(cfg, parse_override(item), f"--set {item}")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    """Check values whose mistakes would otherwise surface deep inside training."""
+    choices = {
+        ("data", "val_split_by"): {"pair", "audio"},
+        ("model", "audio", "name"): {"small_cnn", "cnn14"},
+        ("model", "text", "pooling"): {"cls", "cls_before_pooler", "mean"},
+        ("train", "logger"): {"csv", "tensorboard"},
+    }
+    for keys, allowed in choices.items():
+        value = get(cfg, keys)
+        if value not in allowed:
+            raise ConfigError(f"'{'.'.join(keys)}' = {value!r}; choose one of {sorted(allowed)}")
+    if not 0.0 <= cfg["data"]["val_fraction"] < 1.0:
+        raise ConfigError("'data.val_fraction' must be in [0, 1)")
+    if not 0.0 < cfg["data"]["fraction"] <= 1.0:
+        raise ConfigError("'data.fraction' must be in (0, 1]")
+    if cfg["train"]["batch_size"] < 2:
+        raise ConfigError("'train.batch_size' must be at least 2 for a contrastive loss")
+    if isinstance(cfg["data"]["train"], str):
+        cfg["data"]["train"] = [cfg["data"]["train"]]
+    if isinstance(cfg["data"]["val"], str):
+        cfg["data"]["val"] = [cfg["data"]["val"]]
+
+
+def get(cfg: dict, keys: tuple[str, ...]) -> Any:
+    node: Any = cfg
+    for key in keys:
+        node = node[key]
+    return node

@@ -1,0 +1,85 @@
+"""Audio input: decode (soundfile), mix to mono, resample (soxr), cut or pad, normalise.
+
+``fix_length`` picks a *random* segment when given a generator (training) and the
+*centre* segment otherwise (evaluation), so evaluation never depends on a seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from ..errors import DataError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
+
+
+class AudioError(DataError):
+    """A file could not be decoded, or holds no samples."""
+
+
+def load_audio(path: str | Path, sample_rate: int, where: str | None = None) -> np.ndarray:
+    """Decode ``path`` to a mono float32 array at ``sample_rate``.
+
+    ``where`` (e.g. ``"train.csv row 12"``) is added to the error so a user can find
+    the manifest row that points at a bad file.
+    """
+    label = f"{where}: {path}" if where else str(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except FileNotFoundError as exc:
+        raise AudioError("audio file not found", label) from exc
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(f"cannot decode audio ({exc})", label) from exc
+    if data.shape[0] == 0:
+        raise AudioError("audio file holds no samples", label)
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(wave)):
+        raise AudioError("audio holds NaN or infinite samples", label)
+    if sr != sample_rate:
+        wave = soxr.resample(wave, sr, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def fix_length(
+    wave: np.ndarray, length: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Cut ``wave`` to ``length`` samples or zero-pad it at the end.
+
+    With ``rng`` a random segment is taken (training); without, the centre segment
+    (evaluation, deterministic).
+    """
+    n = wave.shape[0]
+    if n == length:
+        return wave
+    if n < length:
+        out = np.zeros(length, dtype=np.float32)
+        out[:n] = wave
+        return out
+    start = int(rng.integers(0, n - length + 1)) if rng is not None else (n - length) // 2
+    return wave[start : start + length]
+
+
+def normalize(wave: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Zero mean, unit variance per clip (silence stays silence)."""
+    wave = wave - wave.mean()
+    std = wave.std()
+    return (wave / std).astype(np.float32) if std > eps else wave.astype(np.float32)
+
+
+def resolve_audio(path: Path) -> Path:
+    """Return ``path``, or a file with the same stem and another audio extension.
+
+    Datasets are often re-encoded (ESC-50's csv names ``.wav`` while a copy holds
+    ``.ogg``); metadata keeps the original name.
+    """
+    if path.exists():
+        return path
+    for ext in AUDIO_EXTENSIONS:
+        alt = path.with_suffix(ext)
+        if alt.exists():
+            return alt
+    return path

@@ -1,0 +1,113 @@
+"""Labelled audio sets for zero-shot evaluation and classification.
+
+- ``esc50:ROOT`` - ESC-50 as published: ``ROOT/meta/esc50.csv``
+  (``filename,fold,target,category,...``) and ``ROOT/audio/``. The csv names ``.wav``
+  files; a re-encoded copy (``.ogg``, ``.flac``) with the same stem is accepted.
+  Class index = ``target``, class name = ``category`` (``_`` shown as a space in prompts).
+- ``folder:DIR`` - one sub-folder per class; the folder name is the label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from .audio import AUDIO_EXTENSIONS, resolve_audio
+from .manifests import Skipped, _read_csv_rows, parse_spec
+
+
+@dataclass(frozen=True)
+class LabelledClip:
+    audio: Path
+    label: int
+    fold: int | None
+    where: str
+
+
+@dataclass
+class LabelledSet:
+    clips: list[LabelledClip]
+    class_names: list[str]  # index = label
+    skipped: Skipped
+
+    def label_texts(self) -> list[str]:
+        """Class names as words (``door_wood_knock`` -> ``door wood knock``)."""
+        return [name.replace("_", " ") for name in self.class_names]
+
+
+def load_labelled(
+    spec: str,
+    folds: list[int] | None = None,
+    classes: list[str] | None = None,
+    skip_bad: bool = False,
+) -> LabelledSet:
+    kind, path = parse_spec(spec, ("esc50", "folder"))
+    skipped = Skipped()
+    if kind == "esc50":
+        clips, names = _esc50(path, skip_bad, skipped)
+    else:
+        clips, names = _folder(path)
+    if folds:
+        if any(c.fold is None for c in clips):
+            raise DataError(f"{spec}: --folds given but this set has no folds")
+        clips = [c for c in clips if c.fold in set(folds)]
+    if classes:
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise DataError(f"{spec}: unknown class(es) {', '.join(unknown)}")
+        # the candidate set becomes the selected classes, in the set's own order
+        keep = [i for i, n in enumerate(names) if n in set(classes)]
+        remap = {old: new for new, old in enumerate(keep)}
+        clips = [LabelledClip(c.audio, remap[c.label], c.fold, c.where) for c in clips if c.label in remap]
+        names = [names[i] for i in keep]
+    if not clips:
+        raise DataError(f"{spec}: no clips left after the fold/class selection")
+    return LabelledSet(clips, names, skipped)
+
+
+def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
+    meta = root / "meta" / "esc50.csv"
+    rows = _read_csv_rows(meta, ["filename", "fold", "target", "category"])
+    names: dict[int, str] = {}
+    clips = []
+    for line, row in rows:
+        where = f"{meta} line {line}"
+        try:
+            try:
+                target, fold = int(row["target"]), int(row["fold"])
+            except (TypeError, ValueError) as exc:
+                raise DataError("target and fold must be integers", where) from exc
+            category = (row["category"] or "").strip()
+            if not category:
+                raise DataError("empty category", where)
+            if names.setdefault(target, category) != category:
+                raise DataError(f"target {target} is both {names[target]!r} and {category!r}", where)
+            audio = resolve_audio(root / "audio" / row["filename"])
+            if not audio.is_file():
+                raise DataError(f"audio file not found: {root / 'audio' / row['filename']}", where)
+            clips.append(LabelledClip(audio, target, fold, where))
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped.add(exc)
+    if not names:
+        raise DataError("no rows", str(meta))
+    n = max(names) + 1
+    missing = [i for i in range(n) if i not in names]
+    if missing:
+        raise DataError(f"targets {missing} never occur; targets must be 0..{n - 1}", str(meta))
+    return clips, [names[i] for i in range(n)]
+
+
+def _folder(root: Path) -> tuple[list[LabelledClip], list[str]]:
+    if not root.is_dir():
+        raise DataError("folder not found", str(root))
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError("no class sub-folders (expected one folder of audio files per class)", str(root))
+    clips = []
+    for label, name in enumerate(names):
+        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
+        clips.extend(LabelledClip(f, label, None, str(f)) for f in files)
+    return clips, names

@@ -1,0 +1,249 @@
+"""Audio-caption manifests in their owners' formats.
+
+Every audio is paired with each of its captions (one :class:`Pair` per caption), as in
+the CLAP papers. Supported specs (``KIND:PATH``):
+
+- ``csv:FILE`` - columns ``audio`` and ``caption`` (names selectable); audio paths relative
+  to the CSV's folder or absolute.
+- ``jsonl:FILE`` - one object a line with ``audio`` and ``caption`` (a string or a list).
+- ``clotho:CSV`` - Clotho's ``file_name,caption_1..caption_5``; audio in ``audio_dir``
+  (default: the CSV's folder).
+- ``audiocaps:CSV`` - AudioCaps' ``audiocap_id,youtube_id,start_time,caption``; the audio
+  file is found by ``audiocaps_pattern`` (fields ``{audiocap_id}``, ``{youtube_id}``,
+  ``{start_time}``) in ``audio_dir``; by default the common download layouts are tried.
+
+A bad row (missing column, empty caption, missing audio file) raises a
+:class:`~clapkit.errors.DataError` naming the file and line, or, with ``skip_bad``, is
+counted in a :class:`Skipped` record that the commands write into their outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .audio import resolve_audio
+
+AUDIOCAPS_PATTERNS = (
+    "{youtube_id}_{start_time}",
+    "Y{youtube_id}",
+    "{youtube_id}",
+    "{audiocap_id}",
+    "Y{youtube_id}_{start_time}.000_{end_time}.000",
+)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One audio file with one caption. ``audio_id`` groups the captions of one clip."""
+
+    audio: Path
+    caption: str
+    audio_id: str
+    where: str  # "FILE line N", for error messages
+
+
+@dataclass
+class Skipped:
+    """Rows and files left out because the user asked for ``skip_bad``."""
+
+    reasons: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, error: DataError) -> None:
+        reason = str(error).split(": ")[-1] if error.where else str(error)
+        self.reasons[reason] += 1
+        if len(self.examples) < 20:
+            self.examples.append(str(error))
+
+    @property
+    def count(self) -> int:
+        return sum(self.reasons.values())
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "by_reason": dict(self.reasons), "examples": self.examples}
+
+
+def parse_spec(spec: str, kinds: tuple[str, ...]) -> tuple[str, Path]:
+    """Split ``KIND:PATH`` and check the kind."""
+    kind, sep, path = str(spec).partition(":")
+    if not sep or kind not in kinds:
+        raise DataError(f"data spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(kinds)}")
+    if not path:
+        raise DataError(f"data spec {spec!r}: the path after '{kind}:' is empty")
+    return kind, Path(path).expanduser()
+
+
+def _read_csv_rows(path: Path, required: list[str]) -> list[tuple[int, dict]]:
+    """Rows of a CSV as dicts with their line numbers; errors name the file."""
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(
+                    f"missing column(s) {', '.join(missing)}; the header has {', '.join(header) or 'nothing'}",
+                    f"{path} line 1",
+                )
+            rows = []
+            for row in reader:
+                rows.append((reader.line_num, row))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from exc
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV ({exc})", str(path)) from exc
+    return rows
+
+
+def _check_row(row: dict, line: int, path: Path, columns: list[str]) -> None:
+    if None in row:  # more fields than the header
+        raise DataError(f"{len(row) - 1 + len(row[None])} fields but the header has {len(row) - 1}", f"{path} line {line}")
+    empty = [c for c in columns if row.get(c) is None]
+    if empty:
+        raise DataError(f"row is short: no value for {', '.join(empty)}", f"{path} line {line}")
+
+
+def _caption(text: str | None, where: str) -> str:
+    caption = (text or "").strip()
+    if not caption:
+        raise DataError("empty caption", where)
+    return caption
+
+
+def _audio(path: Path, where: str, require_audio: bool) -> Path:
+    resolved = resolve_audio(path)
+    if require_audio and not resolved.is_file():
+        raise DataError(f"audio file not found: {path}", where)
+    return resolved
+
+
+def load_pairs(
+    spec: str,
+    audio_dir: str | Path | None = None,
+    audiocaps_pattern: str | None = None,
+    skip_bad: bool = False,
+    skipped: Skipped | None = None,
+    require_audio: bool = True,
+    audio_column: str = "audio",
+    caption_column: str = "caption",
+) -> list[Pair]:
+    """Read a manifest spec into pairs (one per caption)."""
+    kind, path = parse_spec(spec, ("csv", "jsonl", "clotho", "audiocaps"))
+    skipped = skipped if skipped is not None else Skipped()
+    base = Path(audio_dir) if audio_dir else path.parent
+    pairs: list[Pair] = []
+
+    def attempt(fn) -> None:
+        try:
+            pairs.extend(fn())
+        except DataError as exc:
+            if not skip_bad:
+                raise DataError(f"{exc} (use --skip-bad to skip and count such rows)") from exc
+            skipped.add(exc)
+
+    if kind == "jsonl":
+        if not path.is_file():
+            raise DataError("file not found", str(path))
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not UTF-8 text ({exc.reason})", str(path)) from exc
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {n}"
+
+            def one(line=line, where=where):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"not valid JSON ({exc.msg})", where) from exc
+                if not isinstance(obj, dict) or audio_column not in obj or caption_column not in obj:
+                    raise DataError(f"needs keys '{audio_column}' and '{caption_column}'", where)
+                caps = obj[caption_column]
+                caps = caps if isinstance(caps, list) else [caps]
+                audio = _audio(_join(base, obj[audio_column]), where, require_audio)
+                return [Pair(audio, _caption(c, where), str(obj[audio_column]), where) for c in caps]
+
+            attempt(one)
+        return pairs
+
+    if kind == "csv":
+        rows = _read_csv_rows(path, [audio_column, caption_column])
+        for line, row in rows:
+            where = f"{path} line {line}"
+
+            def one(row=row, line=line, where=where):
+                _check_row(row, line, path, [audio_column, caption_column])
+                if not row[audio_column].strip():
+                    raise DataError("empty audio path", where)
+                audio = _audio(_join(base, row[audio_column].strip()), where, require_audio)
+                return [Pair(audio, _caption(row[caption_column], where), row[audio_column].strip(), where)]
+
+            attempt(one)
+        return pairs
+
+    if kind == "clotho":
+        rows = _read_csv_rows(path, ["file_name", "caption_1"])
+        cap_cols = [c for c in (rows and rows[0][1].keys() or []) if c and c.startswith("caption_")]
+        for line, row in rows:
+            where = f"{path} line {line}"
+
+            def one(row=row, line=line, where=where):
+                _check_row(row, line, path, ["file_name", *cap_cols])
+                audio = _audio(base / row["file_name"], where, require_audio)
+                return [Pair(audio, _caption(row[c], f"{where} column {c}"), row["file_name"], where) for c in cap_cols]
+
+            attempt(one)
+        return pairs
+
+    # audiocaps
+    cols = ["audiocap_id", "youtube_id", "start_time", "caption"]
+    rows = _read_csv_rows(path, cols)
+    for line, row in rows:
+        where = f"{path} line {line}"
+
+        def one(row=row, line=line, where=where):
+            _check_row(row, line, path, cols)
+            audio = _audiocaps_file(base, row, audiocaps_pattern, where, require_audio)
+            return [Pair(audio, _caption(row["caption"], where), row["youtube_id"] + "_" + row["start_time"], where)]
+
+        attempt(one)
+    return pairs
+
+
+def _join(base: Path, rel: str) -> Path:
+    p = Path(rel).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _audiocaps_file(base: Path, row: dict, pattern: str | None, where: str, require: bool) -> Path:
+    try:
+        start = int(float(row["start_time"]))
+    except ValueError as exc:
+        raise DataError(f"start_time {row['start_time']!r} is not a number", where) from exc
+    fields = {
+        "audiocap_id": row["audiocap_id"],
+        "youtube_id": row["youtube_id"],
+        "start_time": start,
+        "end_time": start + 10,
+    }
+    patterns = [pattern] if pattern else list(AUDIOCAPS_PATTERNS)
+    tried = []
+    for pat in patterns:
+        name = pat.format(**fields)
+        candidate = resolve_audio(base / (name if Path(name).suffix else name + ".wav"))
+        if candidate.is_file() or not require:
+            return candidate
+        tried.append(candidate.name)
+    raise DataError(
+        f"audio file not found in {base} (tried {', '.join(tried)}); set data.audiocaps_pattern",
+        where,
+    )

@@ -1,0 +1,162 @@
+"""The embedded synthetic audio-caption set used by ``clapkit demo`` and the tests.
+
+Sounds are built from three attributes, so class names are descriptive and share
+words: pitch (low / high), pattern (steady / pulsing / rising / falling) and source
+(beep / buzz / hiss / bell), e.g. "high pulsing beep". Captions describe a clip with
+varied wording ("a shrill, stuttering sine tone"). Some attribute combinations are
+*never used in training*; every one of their words is, so a model can only classify
+them zero-shot by composing what it learnt. Everything is drawn from a seeded
+generator: the same seed writes the same files.
+
+Written layout (the formats clapkit reads)::
+
+    train.csv            audio,caption  - pairs of the seen classes (several captions per clip)
+    test.csv             audio,caption  - held-out clips of the seen classes (retrieval)
+    unseen/<class>/*.wav folder-per-class set of the never-seen classes (zero-shot)
+    seen/<class>/*.wav   folder-per-class set of held-out seen-class clips
+    classes.json         class names, which are unseen, generation settings
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+PITCHES = {"low": (110.0, 220.0), "high": (1100.0, 2200.0)}
+PATTERNS = ("steady", "pulsing", "rising", "falling")
+SOURCES = ("beep", "buzz", "hiss", "bell")
+
+WORDS = {
+    "low": ("low", "low-pitched", "deep"),
+    "high": ("high", "high-pitched", "shrill"),
+    "steady": ("steady", "constant", "continuous"),
+    "pulsing": ("pulsing", "repeating", "stuttering"),
+    "rising": ("rising", "climbing", "upward sweeping"),
+    "falling": ("falling", "descending", "downward sweeping"),
+    "beep": ("beep", "pure tone", "sine tone"),
+    "buzz": ("buzz", "buzzing drone", "harsh buzz"),
+    "hiss": ("hiss", "hissing noise", "airy hiss"),
+    "bell": ("bell", "ringing bell", "metallic chime"),
+}
+TEMPLATES = (
+    "a {pitch} {pattern} {source}",
+    "the sound of a {pitch} {source} that is {pattern}",
+    "a {pattern} {source} with a {pitch} tone",
+    "someone plays a {pitch}, {pattern} {source}",
+    "a {source}, {pitch} and {pattern}",
+    "{pattern} {pitch} {source} in a quiet room",
+)
+
+
+def class_name(pitch: str, pattern: str, source: str) -> str:
+    return f"{pitch} {pattern} {source}"
+
+
+def all_classes() -> list[tuple[str, str, str]]:
+    return list(itertools.product(PITCHES, PATTERNS, SOURCES))
+
+
+def unseen_classes() -> list[tuple[str, str, str]]:
+    """8 of the 32 combinations, chosen so every word still occurs in a seen class and each
+    (pattern, source) pair is seen with the other pitch."""
+    out = []
+    for p, (pitch, _) in enumerate(PITCHES.items()):
+        for i, pattern in enumerate(PATTERNS):
+            for j, source in enumerate(SOURCES):
+                if (i + j + 2 * p) % 4 == 0:
+                    out.append((pitch, pattern, source))
+    return out
+
+
+def synth_clip(pitch: str, pattern: str, source: str, rng: np.random.Generator, sr: int, seconds: float) -> np.ndarray:
+    n = int(sr * seconds)
+    t = np.arange(n) / sr
+    lo, hi = PITCHES[pitch]
+    f0 = np.exp(rng.uniform(np.log(lo), np.log(hi)))
+    span = 1.5 * rng.uniform(0.8, 1.2)  # octaves swept by rising/falling
+    if pattern == "rising":
+        freq = f0 * 2 ** (span * (t / seconds - 0.5))
+    elif pattern == "falling":
+        freq = f0 * 2 ** (span * (0.5 - t / seconds))
+    else:
+        freq = np.full(n, f0)
+    phase = 2 * np.pi * np.cumsum(freq) / sr + rng.uniform(0, 2 * np.pi)
+    if source == "beep":
+        x = np.sin(phase)
+    elif source == "buzz":
+        x = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.6
+    elif source == "hiss":  # narrow-band noise around the frequency track
+        noise = rng.standard_normal(n + 64)
+        width = max(4, int(sr / (0.15 * f0 + 40)))
+        smooth = np.convolve(noise, np.ones(width) / np.sqrt(width), mode="same")[:n]
+        x = smooth * np.sin(phase)
+        x /= np.abs(x).max() + 1e-9
+    else:  # bell: inharmonic partials
+        x = sum(np.sin(r * phase) / (1 + i) for i, r in enumerate((1.0, 2.76, 5.40, 8.93))) * 0.5
+    if pattern == "pulsing":
+        rate = rng.uniform(3.0, 5.0)
+        x = x * (np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi)) > 0)
+    onset = int(rng.uniform(0, 0.15) * n)
+    env = np.ones(n)
+    env[:onset] = 0
+    fade = int(0.01 * sr)
+    env[onset : onset + fade] *= np.linspace(0, 1, fade)[: max(0, min(fade, n - onset))]
+    x = x * env * rng.uniform(0.3, 0.9)
+    x = x + rng.standard_normal(n) * rng.uniform(0.005, 0.03)
+    return x.astype(np.float32)
+
+
+def caption(pitch: str, pattern: str, source: str, rng: np.random.Generator) -> str:
+    tpl = TEMPLATES[rng.integers(len(TEMPLATES))]
+    words = {k: WORDS[v][rng.integers(3)] for k, v in (("pitch", pitch), ("pattern", pattern), ("source", source))}
+    text = tpl.format(**words)
+    return text[0].upper() + text[1:] + "."
+
+
+def write_synthetic(
+    out: str | Path, seed: int = 0, sr: int = 16000, seconds: float = 2.0,
+    train_clips: int = 16, test_clips: int = 4, unseen_clips: int = 10, captions_per_clip: int = 3,
+) -> dict:
+    """Write the set to ``out``; returns the contents of ``classes.json``."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    unseen = set(unseen_classes())
+    train_rows, test_rows = [], []
+
+    def write(rel: str, cls: tuple[str, str, str]) -> None:
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, synth_clip(*cls, rng, sr, seconds), sr, subtype="PCM_16")
+
+    for cls in all_classes():
+        name = class_name(*cls).replace(" ", "_")
+        if cls in unseen:
+            for k in range(unseen_clips):
+                write(f"unseen/{name}/{name}_{k:02d}.wav", cls)
+            continue
+        for k in range(train_clips):
+            rel = f"audio/{name}_{k:02d}.wav"
+            write(rel, cls)
+            train_rows += [(rel, caption(*cls, rng)) for _ in range(captions_per_clip)]
+        for k in range(test_clips):
+            rel = f"seen/{name}/{name}_test{k:02d}.wav"
+            write(rel, cls)
+            test_rows += [(rel, caption(*cls, rng)) for _ in range(2)]
+    for fname, rows in (("train.csv", train_rows), ("test.csv", test_rows)):
+        with open(out / fname, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["audio", "caption"])
+            w.writerows(rows)
+    meta = {
+        "classes": [class_name(*c) for c in all_classes()],
+        "unseen": [class_name(*c) for c in all_classes() if c in unseen],
+        "seed": seed, "sample_rate": sr, "seconds": seconds,
+        "train_pairs": len(train_rows), "test_pairs": len(test_rows),
+    }
+    (out / "classes.json").write_text(json.dumps(meta, indent=2))
+    return meta

@@ -1,0 +1,1 @@
+"""Evaluation: metrics on embeddings (pure functions) and evaluators that embed data."""

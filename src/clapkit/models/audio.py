@@ -1,0 +1,148 @@
+"""Audio towers: waveform (B, T) -> embedding x_a (B, embed_dim).
+
+- :class:`Cnn14` - PANNs CNN14 with the module names and shapes of the published
+  ``Cnn14_mAP=0.431.pth`` (its ``model`` state dict loads strictly, extractors and the
+  AudioSet head included); the 2048-d ``fc1`` output is the embedding.
+- :class:`SmallCNN` - a few conv blocks over a log-mel, for CPU training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .frontend import LogMel, PannsLogmel, PannsSpectrogram
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 conv + BN + ReLU, then average pooling (PANNs' ConvBlock)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        for conv in (self.conv1, self.conv2):
+            nn.init.xavier_uniform_(conv.weight)
+
+    def forward(self, x: torch.Tensor, pool: tuple[int, int] = (2, 2)) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return F.avg_pool2d(x, pool) if pool != (1, 1) else x
+
+
+def _global_pool(x: torch.Tensor) -> torch.Tensor:
+    """PANNs' pooling: mean over mel bins, smoothed max+mean over time."""
+    x = x.mean(dim=3)  # (B, C, frames)
+    x = F.max_pool1d(x, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)
+    return x.max(dim=2).values + x.mean(dim=2)
+
+
+class Cnn14(nn.Module):
+    """PANNs CNN14 (Kong et al., 2020). Defaults: 32 kHz, window 1024, hop 320, 64 mels, 50-14000 Hz."""
+
+    embed_dim = 2048
+
+    def __init__(
+        self, sample_rate: int = 32000, n_fft: int = 1024, hop_length: int = 320, n_mels: int = 64,
+        fmin: float = 50.0, fmax: float = 14000.0, classes_num: int = 527, dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.spectrogram_extractor = PannsSpectrogram(n_fft, hop_length)
+        self.logmel_extractor = PannsLogmel(sample_rate, n_fft, n_mels, fmin, fmax)
+        self.bn0 = nn.BatchNorm2d(n_mels)
+        widths = [1, 64, 128, 256, 512, 1024, 2048]
+        for i in range(6):
+            setattr(self, f"conv_block{i + 1}", ConvBlock(widths[i], widths[i + 1]))
+        self.fc1 = nn.Linear(2048, 2048)
+        self.fc_audioset = nn.Linear(2048, classes_num)  # kept so the checkpoint loads strictly
+        self.fc_audioset.requires_grad_(False)  # not used for the embedding
+        self.dropout = dropout
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        x = self.logmel_extractor(self.spectrogram_extractor(wave))  # (B, 1, frames, mels)
+        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        for i in range(1, 7):
+            x = getattr(self, f"conv_block{i}")(x, (2, 2) if i < 6 else (1, 1))
+            x = F.dropout(x, self.dropout, self.training)
+        x = F.dropout(_global_pool(x), 0.5, self.training)
+        return F.relu(self.fc1(x))
+
+    def load_panns(self, path: str | Path) -> None:
+        """Load a PANNs checkpoint (``{"model": state_dict, ...}``) strictly."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"model.audio.checkpoint: file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ConfigError(f"{path}: not a CNN14 checkpoint with the PANNs layout ({exc})") from exc
+
+
+class SmallCNN(nn.Module):
+    """Log-mel + ``len(channels)`` ConvBlocks + PANNs pooling + a linear layer."""
+
+    def __init__(
+        self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 320, n_mels: int = 64,
+        fmin: float = 50.0, fmax: float = 8000.0, channels: list[int] | None = None, dropout: float = 0.2,
+    ):
+        super().__init__()
+        channels = list(channels or [16, 32, 64, 128])
+        self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, fmin, fmax)
+        self.bn0 = nn.BatchNorm2d(n_mels)
+        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip([1, *channels[:-1]], channels))
+        self.embed_dim = channels[-1] * 2
+        self.fc = nn.Linear(channels[-1], self.embed_dim)
+        self.dropout = dropout
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        x = self.frontend(wave)
+        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        for block in self.blocks:
+            x = F.dropout(block(x), self.dropout, self.training)
+        return F.relu(self.fc(_global_pool(x)))
+
+
+def build_audio_tower(cfg: dict, sample_rate: int) -> nn.Module:
+    """Build the tower named by ``model.audio`` for audio at ``sample_rate``."""
+    a = cfg
+    common = dict(
+        sample_rate=sample_rate, n_fft=a["n_fft"], hop_length=a["hop_length"], n_mels=a["n_mels"],
+        fmin=a["fmin"], fmax=min(a["fmax"], sample_rate / 2), dropout=a["dropout"],
+    )
+    if a["name"] == "cnn14":
+        tower = Cnn14(**common)
+        if a.get("checkpoint"):
+            tower.load_panns(a["checkpoint"])
+            if sample_rate != 32000:
+                # The checkpoint's filterbank is for 32 kHz; keep the conv weights, rebuild melW.
+                fresh = PannsLogmel(sample_rate, a["n_fft"], a["n_mels"], a["fmin"], common["fmax"])
+                tower.logmel_extractor.melW.data.copy_(fresh.melW.data)
+        return tower
+    if a["name"] == "small_cnn":
+        tower = SmallCNN(channels=a["channels"], **common)
+        if a.get("checkpoint"):
+            load_tower_weights(tower, a["checkpoint"])
+        return tower
+    raise ConfigError(f"model.audio.name = {a['name']!r}; choose cnn14 or small_cnn")
+
+
+def load_tower_weights(tower: nn.Module, path: str | Path) -> None:
+    """Load a tower's own state dict from a ``.safetensors`` file, strictly."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model.audio.checkpoint: file not found: {path}")
+    try:
+        tower.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: weights do not fit model.audio = {type(tower).__name__} ({exc})") from exc

@@ -1,0 +1,1 @@
+"""Training: shared run utilities (:mod:`.common`) and recipes (:mod:`.clap`)."""

@@ -1,0 +1,378 @@
+"""``clapkit train clap``: the CLAP recipe of the class-separability-pitfalls paper.
+
+Phases: for ``train.frozen_epochs`` epochs both backbones are frozen (eval mode) and
+only the projectors and temperature learn (Adam, ``lr_frozen``); then everything is
+unfrozen (Adam, ``lr_unfrozen``). Each phase has its own optimizer and
+ReduceLROnPlateau on the validation loss. Gradients are clipped to ``grad_clip``; logits
+to ``[-logit_clamp, logit_clamp]``. Training stops after ``epochs`` or when the
+validation loss has not improved for ``early_stopping_patience`` epochs.
+
+While frozen, the backbone outputs of every clip and caption are computed once and
+cached (``train.cache_frozen``), so a frozen epoch costs only the projectors. The
+cache holds one segment per clip (drawn with the run's seed); clips no longer than
+``audio.segment_seconds`` see no difference.
+
+Output folder::
+
+    config.yaml      the resolved config
+    checkpoint/      best model by validation loss (a clapkit checkpoint)
+    last/            last epoch's model + trainer_state.pt (what --resume reads)
+    metrics.csv      one row per epoch
+    summary.json     counts, best epoch and losses, skipped inputs
+
+Every random draw is seeded by (seed, epoch), so ``--resume`` continues exactly: one
+epoch, resume, one more epoch gives the weights of two uninterrupted epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data.datasets import ClipDataset, check_audio_files, collate_clips
+from ..data.manifests import Pair, Skipped, load_pairs
+from ..errors import ConfigError
+from ..losses import clip_loss, gather_with_grad
+from ..models.clap import ClapModel
+from .common import (
+    ScalarLogger,
+    atomic_dir,
+    init_distributed,
+    is_main,
+    pick_device,
+    recover_dir,
+    seed_everything,
+)
+
+
+@dataclass
+class ClapData:
+    train: list[Pair]
+    val: list[Pair]
+    skipped: Skipped
+
+
+def load_clap_data(cfg: dict) -> ClapData:
+    """Read the training (and validation) manifests, check the audio, split, subsample."""
+    d = cfg["data"]
+    skipped = Skipped()
+
+    def read(specs: list[str]) -> list[Pair]:
+        pairs: list[Pair] = []
+        for spec in specs:
+            pairs += load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped)
+        return check_audio_files(pairs, d["skip_bad"], skipped)
+
+    if not d["train"]:
+        raise ConfigError("data.train is empty: e.g. --set 'data.train=[clotho:captions.csv]' --set data.audio_dir=DIR")
+    pairs = read(d["train"])
+    if d["val"]:
+        train, val = pairs, read(d["val"])
+    else:
+        train, val = split_pairs(pairs, d["val_fraction"], d["val_split_by"], cfg["seed"])
+    if d["fraction"] < 1.0:
+        rng = np.random.default_rng((cfg["seed"], 7))
+        keep = np.sort(rng.permutation(len(train))[: max(2, int(round(d["fraction"] * len(train))))])
+        train = [train[i] for i in keep]
+    if len(train) < 2:
+        raise ConfigError(f"only {len(train)} training pair(s) after the split; need at least 2")
+    return ClapData(train, val, skipped)
+
+
+def split_pairs(pairs: list[Pair], fraction: float, by: str, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Seeded random split; ``by="audio"`` keeps all captions of a clip on one side."""
+    if fraction <= 0:
+        return pairs, []
+    rng = np.random.default_rng((seed, 3))
+    n_val = int(round(fraction * len(pairs)))
+    if by == "pair":
+        perm = rng.permutation(len(pairs))
+        val_idx = set(perm[:n_val].tolist())
+    else:
+        ids = sorted({p.audio_id for p in pairs})
+        chosen, count = set(), 0
+        by_id: dict[str, int] = {}
+        for p in pairs:
+            by_id[p.audio_id] = by_id.get(p.audio_id, 0) + 1
+        for j in rng.permutation(len(ids)):
+            if count >= n_val:
+                break
+            chosen.add(ids[j])
+            count += by_id[ids[j]]
+        val_idx = {i for i, p in enumerate(pairs) if p.audio_id in chosen}
+    train = [p for i, p in enumerate(pairs) if i not in val_idx]
+    val = [p for i, p in enumerate(pairs) if i in val_idx]
+    return train, val
+
+
+class FeatureCache:
+    """Backbone outputs of the frozen towers for a pair list: x_a per distinct clip,
+    x_t per distinct caption; ``None`` for a tower that is not frozen."""
+
+    def __init__(self, model: ClapModel, pairs: list[Pair], cfg: dict, train: bool, device: torch.device):
+        bs = cfg["train"]["eval_batch_size"]
+        self.x_a = self.x_t = None
+        with torch.no_grad():
+            if "audio" in model.frozen:
+                items = _first_pair_per_clip(pairs)
+                row = {p.audio: i for i, p in enumerate(items)}
+                self.audio_rows = torch.tensor([row[p.audio] for p in pairs])
+                a = cfg["audio"]
+                ds = ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=train, seed=cfg["seed"])
+                loader = DataLoader(ds, batch_size=bs, collate_fn=collate_clips, num_workers=cfg["data"]["num_workers"])
+                self.x_a = torch.cat([model.audio_backbone(w.to(device)) for w, _ in loader])
+            if "text" in model.frozen:
+                texts = list(dict.fromkeys(p.caption for p in pairs))
+                row = {t: i for i, t in enumerate(texts)}
+                self.text_rows = torch.tensor([row[p.caption] for p in pairs])
+                self.x_t = torch.cat([
+                    model.text_backbone({k: v.to(device) for k, v in model.text.tokenize(texts[i : i + bs]).items()})
+                    for i in range(0, len(texts), bs)
+                ])
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x_a = self.x_a[self.audio_rows[idx]] if self.x_a is not None else None
+        x_t = self.x_t[self.text_rows[idx]] if self.x_t is not None else None
+        return x_a, x_t
+
+
+def _first_pair_per_clip(pairs: list[Pair]) -> list[Pair]:
+    seen: dict[Path, Pair] = {}
+    for p in pairs:
+        seen.setdefault(p.audio, p)
+    return list(seen.values())
+
+
+class ClapTrainer:
+    def __init__(self, cfg: dict, out: str | Path, resume: bool = False, data: ClapData | None = None):
+        self.out = Path(out)
+        self.rank, self.world = init_distributed()
+        if resume:
+            cfg = self._resume_config(cfg)
+        self.cfg = cfg
+        t = cfg["train"]
+        if t["batch_size"] % self.world:
+            raise ConfigError(f"train.batch_size = {t['batch_size']} must be divisible by the {self.world} processes")
+        self.device = pick_device(t["device"])
+        seed_everything(cfg["seed"])
+        self.data = data or load_clap_data(cfg)
+        a = cfg["audio"]
+        self.train_ds = ClipDataset(self.data.train, a["sample_rate"], a["segment_seconds"], a["normalize"], train=True, seed=cfg["seed"])
+        self.val_ds = ClipDataset(self.data.val, a["sample_rate"], a["segment_seconds"], a["normalize"], train=False)
+        self.state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None}
+        if resume:
+            recover_dir(self.out / "last")
+            self.model = ClapModel.load(self.out / "last").to(self.device)
+        else:
+            self.model = ClapModel(cfg).to(self.device)
+        self.caches: dict[str, FeatureCache] | None = None
+        self._opt_state = None
+        if resume:
+            saved = torch.load(self.out / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
+            self.state = saved["state"]
+            self._opt_state = saved
+        if is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.logger = ScalarLogger(self.out, t["logger"], append=resume) if is_main() else None
+        if resume and self.logger:
+            self.logger.truncate(self.state["epoch"])
+
+    def _resume_config(self, cfg: dict) -> dict:
+        saved = self.out / "config.yaml"
+        if not (recover_dir(self.out / "last") / "trainer_state.pt").is_file() or not saved.is_file():
+            raise ConfigError(f"--resume: {self.out} holds no resumable run (no last/trainer_state.pt); start without --resume")
+        base = yaml.safe_load(saved.read_text())
+        base["train"]["epochs"] = cfg["train"]["epochs"]  # the one knob a resume may change
+        return base
+
+    # --- phases ------------------------------------------------------------------------
+    def _phase(self, epoch: int) -> str:
+        return "frozen" if epoch < self.cfg["train"]["frozen_epochs"] else "unfrozen"
+
+    def _start_phase(self, phase: str) -> None:
+        t = self.cfg["train"]
+        self.model.freeze_backbones(t["frozen_backbones"] if phase == "frozen" else ())
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        lr = t["lr_frozen"] if phase == "frozen" else t["lr_unfrozen"]
+        self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=t["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=t["plateau_factor"], patience=t["plateau_patience"]
+        )
+        if self._opt_state is not None and self._opt_state["state"]["phase"] == phase:
+            self.optimizer.load_state_dict(self._opt_state["optimizer"])
+            self.scheduler.load_state_dict(self._opt_state["scheduler"])
+        self._opt_state = None
+        self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.world > 1 else self.model
+        self.caches = None
+        if self.model.frozen and t["cache_frozen"]:
+            self.model.eval()
+            self.caches = {
+                "train": FeatureCache(self.model, self.data.train, self.cfg, True, self.device),
+                "val": FeatureCache(self.model, self.data.val, self.cfg, False, self.device) if self.data.val else None,
+            }
+        if self.state["phase"] != phase:  # a new phase restarts the patience count
+            self.state["bad_epochs"] = 0
+        self.state["phase"] = phase
+
+    # --- one epoch -----------------------------------------------------------------------
+    def _batches(self, epoch: int) -> list[list[int]]:
+        """This process's share of each global batch of the epoch's seeded permutation."""
+        n, bs = len(self.data.train), self.cfg["train"]["batch_size"]
+        order = np.random.default_rng((self.cfg["seed"], epoch, 1)).permutation(n)
+        n_batches = max(1, n // bs)
+        per_rank = min(bs, n) // self.world
+        out = []
+        for b in range(n_batches):
+            glob = order[b * bs : b * bs + min(bs, n)]
+            out.append(glob[self.rank * per_rank : (self.rank + 1) * per_rank].tolist())
+        return out
+
+    def _loss(self, audio=None, tokens=None, x_a=None, x_t=None) -> torch.Tensor:
+        e_a, e_t, scale = self.net(audio=audio, tokens=tokens, x_a=x_a, x_t=x_t)
+        return clip_loss(gather_with_grad(e_a), gather_with_grad(e_t), scale, self.model.logit_clamp)
+
+    def _tokens(self, pairs: list[Pair], idx) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in self.model.text.tokenize([pairs[i].caption for i in idx]).items()}
+
+    def _inputs(self, split: str, idx: list[int], waves: torch.Tensor | None = None) -> dict:
+        """Model inputs for pairs ``idx``: cached backbone outputs where a tower is cached."""
+        pairs, ds = (self.data.train, self.train_ds) if split == "train" else (self.data.val, self.val_ds)
+        cache = self.caches.get(split) if self.caches else None
+        x_a, x_t = cache.batch(torch.tensor(idx)) if cache is not None else (None, None)
+        out = {"x_a": x_a, "x_t": x_t, "audio": None, "tokens": None}
+        if x_a is None:
+            if waves is None:
+                waves = torch.stack([torch.from_numpy(ds.wave(i)) for i in idx])
+            out["audio"] = waves.to(self.device)
+        if x_t is None:
+            out["tokens"] = self._tokens(pairs, idx)
+        return out
+
+    def _audio_cached(self) -> bool:
+        return bool(self.caches) and self.caches["train"].x_a is not None
+
+    def train_step(self, idx: list[int], waves: torch.Tensor | None = None) -> float:
+        """One optimisation step on the pairs ``idx`` of the training set."""
+        loss = self._loss(**self._inputs("train", idx, waves))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg["train"]["grad_clip"])
+        self.optimizer.step()
+        return loss.item()
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        self.train_ds.set_epoch(epoch)
+        torch.manual_seed(self.cfg["seed"] * 100003 + epoch)  # dropout masks of this epoch
+        batches = self._batches(epoch)
+        losses = []
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1} ({self.state['phase']})", leave=False,
+                   disable=not (self.cfg["train"]["progress"] and is_main()))
+        if self._audio_cached():
+            steps = ((idx, None) for idx in batches)
+        else:
+            loader = DataLoader(self.train_ds, batch_sampler=batches, collate_fn=collate_clips,
+                                num_workers=self.cfg["data"]["num_workers"])
+            steps = ((idx.tolist(), waves) for waves, idx in loader)
+        for idx, waves in steps:
+            losses.append(self.train_step(idx, waves))
+            bar.update()
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.close()
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def val_loss(self) -> float:
+        """Mean CLIP loss over fixed validation batches (centre segments, eval mode)."""
+        if not self.data.val:
+            return math.nan
+        self.model.eval()
+        bs, n = self.cfg["train"]["batch_size"], len(self.data.val)
+        total = torch.zeros(2, dtype=torch.float64)
+        for b, start in enumerate(range(0, n, bs)):
+            if b % self.world != self.rank:
+                continue
+            idx = list(range(start, min(start + bs, n)))
+            if len(idx) < 2:
+                continue
+            e_a, e_t, scale = self.model(**self._inputs("val", idx))
+            total += torch.tensor([clip_loss(e_a, e_t, scale, self.model.logit_clamp).item() * len(idx), len(idx)], dtype=torch.float64)
+        if self.world > 1:
+            torch.distributed.all_reduce(total)
+        return float(total[0] / total[1]) if total[1] > 0 else math.nan
+
+    # --- the run -------------------------------------------------------------------------
+    def fit(self) -> dict:
+        t = self.cfg["train"]
+        start_time = time.time()
+        epoch = self.state["epoch"]
+        current = None
+        while epoch < t["epochs"]:
+            phase = self._phase(epoch)
+            if phase != current:
+                self._start_phase(phase)
+                current = phase
+            t0 = time.time()
+            train_loss = self.train_epoch(epoch)
+            val = self.val_loss()
+            monitor = val if not math.isnan(val) else train_loss
+            self.scheduler.step(monitor)
+            improved = monitor < self.state["best_val"]
+            if improved:
+                self.state.update(best_val=monitor, best_epoch=epoch, bad_epochs=0)
+            else:
+                self.state["bad_epochs"] += 1
+            epoch += 1
+            self.state["epoch"] = epoch
+            row = {
+                "epoch": epoch, "phase": phase, "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss, "val_loss": val, "temperature": 1.0 / self.model.scale().item(),
+                "seconds": time.time() - t0,
+            }
+            if is_main():
+                self.logger.log(epoch, row)
+                self._save(improved)
+                if t["progress"]:
+                    print(f"epoch {epoch}/{t['epochs']} {phase}: train {train_loss:.4f} val {val:.4f}"
+                          f"{' *' if improved else ''}", flush=True)
+            patience = t["early_stopping_patience"]
+            if patience and phase == "unfrozen" and self.state["bad_epochs"] >= patience:
+                break
+        summary = {
+            "epochs_run": self.state["epoch"],
+            "best_epoch": self.state["best_epoch"] + 1,
+            "best_val_loss": self.state["best_val"],
+            "train_pairs": len(self.data.train),
+            "val_pairs": len(self.data.val),
+            "train_clips": len({p.audio for p in self.data.train}),
+            "skipped": self.data.skipped.to_dict(),
+            "seconds": time.time() - start_time,
+            "processes": self.world,
+        }
+        if is_main():
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _save(self, improved: bool) -> None:
+        with atomic_dir(self.out / "last") as tmp:
+            self.model.save(tmp)
+            torch.save({"state": self.state, "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict()}, tmp / "trainer_state.pt")
+        if improved or not (self.out / "checkpoint").exists():
+            with atomic_dir(self.out / "checkpoint") as tmp:
+                self.model.save(tmp)
+
+
+def train_clap(cfg: dict, out: str | Path, resume: bool = False) -> dict:
+    return ClapTrainer(cfg, out, resume).fit()

@@ -1,0 +1,128 @@
+"""Pieces every training recipe shares: seeding, devices, processes, checkpoints, logs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if dist.is_initialized() and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {name!r} but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes (env vars); (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Write a directory in a temporary sibling, then swap it in.
+
+    A crash while writing leaves the previous ``final`` intact. Between the two renames
+    the old copy is ``final.old``; :func:`recover_dir` brings it back.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        old = final.with_name(final.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def recover_dir(final: Path) -> Path:
+    """``final``, or its ``.old`` copy if a crash hit between the renames of :func:`atomic_dir`."""
+    old = final.with_name(final.name + ".old")
+    if not final.exists() and old.exists():
+        os.replace(old, final)
+    return final
+
+
+class ScalarLogger:
+    """Per-epoch scalars to ``metrics.csv`` (always) and TensorBoard (optional)."""
+
+    def __init__(self, folder: Path, kind: str = "csv", append: bool = False):
+        self.path = Path(folder) / "metrics.csv"
+        self.append = append and self.path.exists()
+        self.fields: list[str] | None = None
+        if self.append:
+            with open(self.path, newline="") as fh:
+                self.fields = next(csv.reader(fh), None)
+        self.tb = None
+        if kind == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ConfigError("train.logger = tensorboard needs `pip install tensorboard`; or use csv") from exc
+            self.tb = SummaryWriter(str(Path(folder) / "tensorboard"))
+
+    def log(self, step: int, row: dict) -> None:
+        if self.fields is None:
+            self.fields = list(row)
+            with open(self.path, "w", newline="") as fh:
+                csv.writer(fh).writerow(self.fields)
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow([row.get(k, "") for k in self.fields])
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float):
+                    self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+
+    def truncate(self, last_epoch: int) -> None:
+        """On resume, drop rows logged after the checkpoint that is resumed from."""
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_epoch]
+        with open(self.path, "w", newline="") as fh:
+            csv.writer(fh).writerows(keep)
