@@ -10,8 +10,13 @@ class ConfigError(ClapkitError):
 
 
 class DataError(ClapkitError):
-    """A data file, row or value is wrong. ``where`` names the file and row."""
+    """A data file, row or value is wrong.
 
-    def __init__(self, message: str, where: str | None = None):
+    ``where`` names the file and row; ``reason`` is a short kind of fault used to count
+    skipped inputs (defaults to the message).
+    """
+
+    def __init__(self, message: str, where: str | None = None, reason: str | None = None):
         self.where = where
+        self.reason = reason or message
         super().__init__(f"{where}: {message}" if where else message)

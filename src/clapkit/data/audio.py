@@ -28,12 +28,12 @@ def load_audio(path: str | Path, sample_rate: int, where: str | None = None) -> 
     the manifest row that points at a bad file.
     """
     label = f"{where}: {path}" if where else str(path)
+    if not Path(path).is_file():
+        raise AudioError("audio file not found", label)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except FileNotFoundError as exc:
-        raise AudioError("audio file not found", label) from exc
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(f"cannot decode audio ({exc})", label) from exc
+        raise AudioError(f"cannot decode audio ({exc})", label, reason="unreadable audio") from exc
     if data.shape[0] == 0:
         raise AudioError("audio file holds no samples", label)
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

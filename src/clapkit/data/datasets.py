@@ -61,7 +61,7 @@ def check_audio_files(items: Sequence, skip_bad: bool, skipped: Skipped) -> list
         except AudioError as exc:
             bad[item.audio] = exc
         except Exception as exc:  # soundfile raises several types for unreadable files
-            bad[item.audio] = AudioError(f"cannot read audio ({exc})", f"{item.where}: {item.audio}")
+            bad[item.audio] = AudioError(f"cannot read audio ({exc})", f"{item.where}: {item.audio}", reason="unreadable audio")
     if bad and not skip_bad:
         first = next(iter(bad.values()))
         raise DataError(f"{first} [{len(bad)} bad audio file(s) in all; use --skip-bad to skip and count them]")

@@ -85,7 +85,7 @@ def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledC
                 raise DataError(f"target {target} is both {names[target]!r} and {category!r}", where)
             audio = resolve_audio(root / "audio" / row["filename"])
             if not audio.is_file():
-                raise DataError(f"audio file not found: {root / 'audio' / row['filename']}", where)
+                raise DataError(f"audio file not found: {root / 'audio' / row['filename']}", where, reason="audio file not found")
             clips.append(LabelledClip(audio, target, fold, where))
         except DataError as exc:
             if not skip_bad:

@@ -55,8 +55,7 @@ class Skipped:
     examples: list[str] = field(default_factory=list)
 
     def add(self, error: DataError) -> None:
-        reason = str(error).split(": ")[-1] if error.where else str(error)
-        self.reasons[reason] += 1
+        self.reasons[error.reason] += 1
         if len(self.examples) < 20:
             self.examples.append(str(error))
 
@@ -120,7 +119,7 @@ def _caption(text: str | None, where: str) -> str:
 def _audio(path: Path, where: str, require_audio: bool) -> Path:
     resolved = resolve_audio(path)
     if require_audio and not resolved.is_file():
-        raise DataError(f"audio file not found: {path}", where)
+        raise DataError(f"audio file not found: {path}", where, reason="audio file not found")
     return resolved
 
 
@@ -145,7 +144,7 @@ def load_pairs(
             pairs.extend(fn())
         except DataError as exc:
             if not skip_bad:
-                raise DataError(f"{exc} (use --skip-bad to skip and count such rows)") from exc
+                raise DataError(f"{exc} (use --skip-bad to skip and count such rows)", reason=exc.reason) from exc
             skipped.add(exc)
 
     if kind == "jsonl":

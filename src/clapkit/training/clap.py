@@ -278,7 +278,7 @@ class ClapTrainer:
         batches = self._batches(epoch)
         losses = []
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1} ({self.state['phase']})", leave=False,
-                   disable=not (self.cfg["train"]["progress"] and is_main()))
+                   disable=None if self.cfg["train"]["progress"] and is_main() else True)
         if self._audio_cached():
             steps = ((idx, None) for idx in batches)
         else:

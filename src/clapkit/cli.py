@@ -1,0 +1,245 @@
+"""The ``clapkit`` command line. Every metric command writes JSON and prints a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import ClapkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+train_app = typer.Typer(no_args_is_help=True, help="Train models.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate models; results as JSON.")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.batch_size=32")]
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files and count them in the output instead of failing")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _device(name: str):
+    from .training.common import pick_device
+
+    return pick_device(name)
+
+
+def _write_json(obj: dict, path: Path | None) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
+    typer.echo(f"wrote {path}")
+
+
+def _load_model(path: Path, device):
+    from .models.clap import ClapModel
+
+    return ClapModel.load(path).to(device)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("demo-out"),
+    set_: SetOpt = None,
+) -> None:
+    """The whole pipeline on the embedded synthetic set, offline (see clapkit.demo)."""
+    from .demo import run_demo
+
+    m = run_demo(out, set_)
+    zs, r = m["zeroshot_unseen"], m["retrieval_heldout"]
+    typer.echo(
+        f"zero-shot on {len(zs['classes'])} never-seen classes: accuracy {zs['accuracy']:.3f} "
+        f"(chance {zs['chance']:.3f}, x{zs['accuracy_over_chance']:.1f})\n"
+        f"retrieval on {r['audio']} held-out clips: text->audio R@1 {r['text_to_audio']['R@1']:.3f}, "
+        f"audio->text R@1 {r['audio_to_text']['R@1']:.3f}\n"
+        f"{m['seconds']['total']:.0f} s; metrics in {out / 'metrics.json'}, model in {out / 'checkpoint'}"
+    )
+
+
+@train_app.command("clap")
+def train_clap_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, config, metrics)")],
+    config: Annotated[str | None, typer.Option(help="Preset name (demo, paper, small) or YAML file")] = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last epoch")] = False,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Train a CLAP (audio + text backbones, MLP projectors, CLIP loss). Works under torchrun."""
+    from .config import load_config
+    from .training.clap import train_clap
+
+    overrides = list(set_ or []) + (["data.skip_bad=true"] if skip_bad else [])
+    cfg = load_config(config, overrides)
+    s = train_clap(cfg, out, resume=resume)
+    from .training.common import is_main
+
+    if is_main():
+        typer.echo(
+            f"{s['epochs_run']} epochs on {s['train_pairs']} pairs ({s['val_pairs']} validation); "
+            f"best validation loss {s['best_val_loss']:.4f} at epoch {s['best_epoch']}; "
+            f"skipped {s['skipped']['count']}; model in {out / 'checkpoint'}"
+        )
+
+
+@eval_app.command("zeroshot")
+def eval_zeroshot(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder")],
+    data: Annotated[str, typer.Option(help="esc50:ROOT or folder:DIR")],
+    out: Annotated[Path | None, typer.Option(help="JSON file for the metrics")] = None,
+    folds: Annotated[str | None, typer.Option(help="Comma-separated folds, e.g. 1,2,3")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class names to evaluate on")] = None,
+    template: Annotated[list[str] | None, typer.Option(help="Prompt template with {label}; repeat to ensemble")] = None,
+    ensemble: Annotated[bool, typer.Option(help="Average the built-in set of templates")] = False,
+    confusion: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: beside --out)")] = None,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix."""
+    from .data.datasets import check_audio_files
+    from .data.labelled import load_labelled
+    from .evaluation.zeroshot import DEFAULT_TEMPLATE, ENSEMBLE_TEMPLATES, plot_confusion, zeroshot_eval
+
+    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    class_list = [c.strip() for c in classes.split(",")] if classes else None
+    labelled = load_labelled(data, fold_list, class_list, skip_bad)
+    labelled.clips = check_audio_files(labelled.clips, skip_bad, labelled.skipped)
+    templates = list(template or []) or (list(ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_TEMPLATE])
+    dev = _device(device)
+    m = zeroshot_eval(_load_model(model, dev), labelled, templates, batch_size, dev, progress=True)
+    m.update(model=str(model), data=data, folds=fold_list)
+    _write_json(m, out)
+    png = confusion or (out.with_suffix(".confusion.png") if out else None)
+    if png:
+        plot_confusion(m["confusion"], labelled.class_names, png)
+        typer.echo(f"wrote {png}")
+    extra = f", top-5 {m['top5']:.3f}" if "top5" in m else ""
+    typer.echo(
+        f"zero-shot {data}: {m['clips']} clips, {m['classes']} classes: top-1 {m['top1']:.3f}{extra} "
+        f"(chance {m['chance']:.3f}); skipped {m['skipped']['count']}"
+    )
+
+
+def _pairs(data: str, audio_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool):
+    from .data.datasets import check_audio_files
+    from .data.manifests import Skipped, load_pairs
+
+    skipped = Skipped()
+    pairs = load_pairs(data, audio_dir, audiocaps_pattern, skip_bad, skipped)
+    return check_audio_files(pairs, skip_bad, skipped), skipped
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder")],
+    data: Annotated[str, typer.Option(help="csv:FILE, jsonl:FILE, clotho:CSV or audiocaps:CSV")],
+    out: Annotated[Path | None, typer.Option(help="JSON file for the metrics")] = None,
+    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
+    audiocaps_pattern: Annotated[str | None, typer.Option(help="AudioCaps file name, e.g. 'Y{youtube_id}.wav'")] = None,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10, median rank."""
+    from .evaluation.retrieval import retrieval_eval
+
+    pairs, skipped = _pairs(data, audio_dir, audiocaps_pattern, skip_bad)
+    if not pairs:
+        raise ClapkitError(f"{data}: no pairs left to evaluate")
+    dev = _device(device)
+    m = retrieval_eval(_load_model(model, dev), pairs, batch_size, dev, progress=True)
+    m.update(model=str(model), data=data, skipped=skipped.to_dict())
+    _write_json(m, out)
+    t2a, a2t = m["text_to_audio"], m["audio_to_text"]
+    typer.echo(
+        f"retrieval {data}: {m['audio']} audio, {m['captions']} captions; "
+        f"text->audio R@1 {t2a['R@1']:.3f} R@10 {t2a['R@10']:.3f} mAP@10 {t2a['mAP@10']:.3f}; "
+        f"audio->text R@1 {a2t['R@1']:.3f} R@10 {a2t['R@10']:.3f} mAP@10 {a2t['mAP@10']:.3f}; "
+        f"skipped {skipped.count}"
+    )
+
+
+@app.command()
+def embed(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder")],
+    out: Annotated[Path, typer.Option(help=".npz file with arrays 'embeddings' and 'ids'")],
+    audio: Annotated[str | None, typer.Option(help="Audio to embed: esc50:, folder:, csv:, jsonl:, clotho:, audiocaps:")] = None,
+    text: Annotated[Path | None, typer.Option(help="Text file, one text a line")] = None,
+    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
+    backbone: Annotated[bool, typer.Option(help="Backbone outputs x (not the projected, normalised E)")] = False,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Write audio or text embeddings of a checkpoint."""
+    import numpy as np
+
+    from .data.datasets import check_audio_files
+    from .data.labelled import load_labelled
+    from .data.manifests import Skipped
+    from .evaluation.embed import embed_audio, embed_text
+
+    if (audio is None) == (text is None):
+        raise ClapkitError("give exactly one of --audio SPEC or --text FILE")
+    dev = _device(device)
+    net = _load_model(model, dev)
+    skipped = Skipped()
+    if audio is not None:
+        if audio.split(":", 1)[0] in ("esc50", "folder"):
+            labelled = load_labelled(audio, skip_bad=skip_bad)
+            items, skipped = labelled.clips, labelled.skipped
+        else:
+            pairs, skipped = _pairs(audio, audio_dir, None, skip_bad)
+            items = list({p.audio: p for p in pairs}.values())
+        items = check_audio_files(items, skip_bad, skipped)
+        emb = embed_audio(net, items, batch_size, projected=not backbone, device=dev, progress=True)
+        ids = [str(i.audio) for i in items]
+    else:
+        from .data.text import read_lines
+
+        ids = read_lines(text)
+        emb = embed_text(net, ids, projected=not backbone, device=dev)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, embeddings=emb, ids=np.array(ids))
+    typer.echo(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} ({'backbone' if backbone else 'projected'}); skipped {skipped.count}")
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[str | None, typer.Option(help="Preset name or YAML file")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the resolved config (every key, with the preset and overrides applied)."""
+    import yaml
+
+    from .config import list_presets, load_config
+
+    typer.echo(yaml.safe_dump(load_config(config, set_), sort_keys=False).rstrip())
+    typer.echo(f"# presets: {', '.join(list_presets())}")
+
+
+def main() -> None:
+    _quiet_libraries()
+    try:
+        app()
+    except ClapkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Shared fixtures: the shared data folder, a tiny BERT, tiny configs, a tiny trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; a missing folder fails the test (it must exist in CI)."""
+    if not (SHARED / "esc50" / "meta" / "esc50.csv").is_file():
+        pytest.fail(f"shared data not found at {SHARED}: the data tests need ../shared/data beside the repository")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer, saved as a HF folder."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from clapkit.models.text import resolve_text_model
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def tiny_overrides(text_model: str) -> list[str]:
+    """A model and recipe small enough for a unit test."""
+    return [
+        f"model.text.name={text_model}",
+        "model.text.max_length=16",
+        "model.audio.name=small_cnn",
+        "model.audio.channels=[4, 8]",
+        "model.audio.n_fft=256",
+        "model.audio.hop_length=128",
+        "model.audio.n_mels=16",
+        "model.audio.fmax=4000",
+        "model.projector.dim=16",
+        "model.projector.hidden=32",
+        "audio.sample_rate=8000",
+        "audio.segment_seconds=0.5",
+        "train.batch_size=16",
+        "train.eval_batch_size=16",
+        "train.progress=false",
+        "train.frozen_epochs=0",
+        "train.lr_unfrozen=3e-3",
+        "train.early_stopping_patience=0",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """A small copy of the embedded synthetic set (8 kHz, 0.5 s clips)."""
+    from clapkit.data.synthetic import write_synthetic
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(folder, seed=1, sr=8000, seconds=0.5, train_clips=3, test_clips=1, unseen_clips=2, captions_per_clip=2)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_bert, tiny_synthetic) -> Path:
+    """A tiny model trained for one epoch on the tiny synthetic set."""
+    from clapkit.config import load_config
+    from clapkit.training.clap import train_clap
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    cfg = load_config(None, tiny_overrides(tiny_bert) + [f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "train.epochs=1"])
+    train_clap(cfg, out)
+    return out / "checkpoint"
