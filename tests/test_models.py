@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+
+from clapkit.errors import ConfigError
+from clapkit.models.audio import Cnn14, SmallCNN, build_audio_tower
+from clapkit.models.frontend import LogMel, PannsLogmel, PannsSpectrogram, mel_matrix
+from clapkit.models.text import TextTower
+
+
+def published_cnn14_shapes() -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of ``Cnn14_mAP=0.431.pth``'s ``model`` state dict, written out
+    from the PANNs layout (not read from clapkit's module)."""
+    shapes = {
+        "spectrogram_extractor.stft.conv_real.weight": (513, 1, 1024),
+        "spectrogram_extractor.stft.conv_imag.weight": (513, 1, 1024),
+        "logmel_extractor.melW": (513, 64),
+    }
+
+    def bn(prefix, n):
+        shapes.update({f"{prefix}.weight": (n,), f"{prefix}.bias": (n,), f"{prefix}.running_mean": (n,),
+                       f"{prefix}.running_var": (n,), f"{prefix}.num_batches_tracked": ()})
+
+    bn("bn0", 64)
+    widths = [1, 64, 128, 256, 512, 1024, 2048]
+    for i in range(6):
+        cin, cout = widths[i], widths[i + 1]
+        shapes[f"conv_block{i + 1}.conv1.weight"] = (cout, cin, 3, 3)
+        shapes[f"conv_block{i + 1}.conv2.weight"] = (cout, cout, 3, 3)
+        bn(f"conv_block{i + 1}.bn1", cout)
+        bn(f"conv_block{i + 1}.bn2", cout)
+    shapes.update({"fc1.weight": (2048, 2048), "fc1.bias": (2048,),
+                   "fc_audioset.weight": (527, 2048), "fc_audioset.bias": (527,)})
+    return shapes
+
+
+def test_cnn14_matches_published_layout():
+    got = {k: tuple(v.shape) for k, v in Cnn14().state_dict().items()}
+    assert got == published_cnn14_shapes()
+
+
+def test_cnn14_loads_generated_checkpoint_strictly(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for k, shape in published_cnn14_shapes().items():
+        if k.endswith("num_batches_tracked"):
+            state[k] = torch.tensor(1000, dtype=torch.long)
+        elif k.endswith("running_var"):
+            state[k] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[k] = torch.randn(shape, generator=g) * 0.05
+    path = tmp_path / "Cnn14_mAP=0.431.pth"
+    torch.save({"model": state, "iteration": 600000}, path)
+    cfg = {"name": "cnn14", "checkpoint": str(path), "n_fft": 1024, "hop_length": 320, "n_mels": 64,
+           "fmin": 50.0, "fmax": 14000.0, "dropout": 0.2, "channels": None}
+    tower = build_audio_tower(cfg, 32000)
+    for k, v in tower.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    out = tower.eval()(torch.randn(2, 32000))
+    assert out.shape == (2, 2048)
+    # a checkpoint with a wrong shape is refused with the file named
+    state["fc1.weight"] = torch.zeros(10, 10)
+    torch.save({"model": state}, path)
+    with pytest.raises(ConfigError, match="Cnn14_mAP=0.431.pth: not a CNN14 checkpoint"):
+        build_audio_tower(cfg, 32000)
+
+
+def test_panns_frontend_equals_fft_frontend():
+    x = torch.randn(2, 16000)
+    fft = LogMel(32000, 1024, 320, 64, 50, 14000)(x)
+    conv = PannsLogmel(32000, 1024, 64, 50, 14000)(PannsSpectrogram(1024, 320)(x))
+    assert fft.shape == conv.shape == (2, 1, 51, 64)
+    assert torch.allclose(fft, conv, atol=1e-3)
+
+
+def test_mel_matrix_slaney_properties():
+    m = mel_matrix(16000, 512, 40, 0, 8000)
+    assert m.shape == (257, 40)
+    assert (m >= 0).all()
+    peaks = m.argmax(axis=0)
+    assert (np.diff(peaks) >= 0).all()  # filters ordered by frequency
+    # Slaney normalisation: each triangle has area 2 / (f_hi - f_lo) * width / 2 ~ constant energy
+    assert np.allclose(m.sum(axis=0)[5:] * (16000 / 512), m.sum(axis=0)[5:].mean() * (16000 / 512), rtol=0.3)
+
+
+def test_small_cnn_shapes_and_gradient():
+    net = SmallCNN(8000, 256, 128, 16, 0, 4000, channels=[4, 8])
+    x = torch.randn(3, 4000, requires_grad=True)
+    y = net(x)
+    assert y.shape == (3, net.embed_dim) == (3, 16)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("pooling", ["cls", "cls_before_pooler", "mean"])
+def test_text_pooling(tiny_bert, pooling):
+    tower = TextTower(tiny_bert, pooling, max_length=16).eval()
+    tokens = tower.tokenize(["a dog barks loudly", "rain"])
+    with torch.no_grad():
+        got = tower(tokens)
+        out = tower.model(**tokens)
+    if pooling == "cls":
+        expected = out.pooler_output
+    elif pooling == "cls_before_pooler":
+        expected = out.last_hidden_state[:, 0]
+    else:
+        mask = tokens["attention_mask"]
+        expected = torch.stack([out.last_hidden_state[i, mask[i].bool()].mean(0) for i in range(2)])
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert tower.embed_dim == 32
+
+
+def test_text_tower_bad_name_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot load a Hugging Face encoder"):
+        TextTower(str(tmp_path / "no-such-model"))
+
+
+def test_shipped_minilm_loads_offline():
+    tower = TextTower("minilm", "mean")
+    with torch.no_grad():
+        e = tower(tower.tokenize(["a dog barks", "a dog is barking", "thunder and rain"]))
+    e = torch.nn.functional.normalize(e, dim=1)
+    assert e.shape == (3, 384)
+    assert (e[0] @ e[1]) > (e[0] @ e[2])  # a real sentence encoder, not random weights

@@ -1,0 +1,178 @@
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from clapkit.config import load_config
+from clapkit.errors import ConfigError, DataError
+from clapkit.training.clap import ClapTrainer, split_pairs, train_clap
+from clapkit.training.common import atomic_dir, recover_dir
+from conftest import tiny_overrides
+
+
+def _cfg(tiny_bert, synthetic, *extra):
+    return load_config(None, tiny_overrides(tiny_bert) + [f"data.train=[csv:{synthetic / 'train.csv'}]", *extra])
+
+
+def _val_losses(run: Path) -> list[float]:
+    with open(run / "metrics.csv") as fh:
+        return [float(r["val_loss"]) for r in csv.DictReader(fh)]
+
+
+def test_tiny_training_lowers_validation_loss_and_writes_outputs(tmp_path, tiny_synthetic):
+    # the shipped MiniLM frozen (cached), a tiny audio CNN learning
+    cfg = _cfg("minilm", tiny_synthetic, "train.epochs=6", "train.frozen_epochs=6", "train.frozen_backbones=[text]",
+               "train.lr_frozen=3e-3", "model.audio.channels=[8, 16]")
+    summary = train_clap(cfg, tmp_path)
+    losses = _val_losses(tmp_path)
+    assert len(losses) == 6
+    assert losses[-1] < losses[0] - 0.3, losses
+    assert summary["train_pairs"] + summary["val_pairs"] == 24 * 3 * 2
+    assert summary["val_pairs"] == round(0.2 * 144)
+    for name in ("config.json", "model.safetensors", "text/config.json"):
+        assert (tmp_path / "checkpoint" / name).exists()
+    assert (tmp_path / "last" / "trainer_state.pt").exists()
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 6 and saved["model"]["audio"]["channels"] == [8, 16]
+    # the text tower of a checkpoint loads on its own
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(tmp_path / "checkpoint" / "text")
+
+
+def test_resume_continues_exactly(tmp_path, tiny_bert, tiny_synthetic):
+    """2 epochs + resume + 1 epoch == 3 epochs, across a frozen->unfrozen switch."""
+    common = ("train.frozen_epochs=1", "train.lr_frozen=3e-3")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=3", *common), tmp_path / "straight")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=2", *common), tmp_path / "resumed")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=3", *common), tmp_path / "resumed", resume=True)
+    a = load_file(tmp_path / "straight" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ta = load_file(tmp_path / "straight" / "last" / "text" / "model.safetensors")
+    tb = load_file(tmp_path / "resumed" / "last" / "text" / "model.safetensors")
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    assert _val_losses(tmp_path / "straight") == _val_losses(tmp_path / "resumed")
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path, tiny_bert, tiny_synthetic):
+    with pytest.raises(ConfigError, match="no resumable run"):
+        ClapTrainer(_cfg(tiny_bert, tiny_synthetic), tmp_path / "empty", resume=True)
+
+
+def test_frozen_cache_gives_the_same_losses_as_no_cache(tmp_path, tiny_bert, tiny_synthetic):
+    args = ("train.epochs=2", "train.frozen_epochs=2", "model.projector.dropout=0", "train.lr_frozen=3e-3")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "train.cache_frozen=true", "audio.segment_seconds=0.5"), tmp_path / "c")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "train.cache_frozen=false", "audio.segment_seconds=0.5"), tmp_path / "n")
+    # clips are exactly segment long, so the cached segment equals every epoch's segment
+    assert _val_losses(tmp_path / "c") == pytest.approx(_val_losses(tmp_path / "n"), abs=1e-5)
+
+
+def test_bad_audio_in_manifest_fails_then_skips_and_counts(tmp_path, tiny_bert, tiny_synthetic):
+    rows = (tiny_synthetic / "train.csv").read_text().splitlines()
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    for name in ("broken.wav", "empty.wav"):
+        rows.append(f"{tmp_path / name},a caption")
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("\n".join(rows).replace("audio/", f"{tiny_synthetic}/audio/") + "\n")
+    base = tiny_overrides(tiny_bert) + [f"data.train=[csv:{manifest}]", "train.epochs=1"]
+    with pytest.raises(DataError, match=r"train.csv line 146: .*broken.wav.*2 bad audio file"):
+        train_clap(load_config(None, base), tmp_path / "run")
+    summary = train_clap(load_config(None, base + ["data.skip_bad=true"]), tmp_path / "run")
+    assert summary["skipped"]["count"] == 2
+    assert summary["train_pairs"] + summary["val_pairs"] == 144
+
+
+def test_split_by_audio_keeps_captions_together(tiny_synthetic):
+    from clapkit.data.manifests import load_pairs
+
+    pairs = load_pairs(f"csv:{tiny_synthetic / 'train.csv'}")
+    train, val = split_pairs(pairs, 0.2, "audio", seed=0)
+    assert not ({p.audio for p in train} & {p.audio for p in val})
+    assert len(train) + len(val) == len(pairs)
+    t2, v2 = split_pairs(pairs, 0.2, "pair", seed=0)
+    assert len(v2) == round(0.2 * len(pairs))
+    assert split_pairs(pairs, 0.2, "pair", seed=0) == (t2, v2)  # seeded
+
+
+def test_atomic_dir_keeps_old_copy_on_failure(tmp_path):
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("half-written")
+            raise RuntimeError("crash while saving")
+    assert (target / "a.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    # a crash between the two renames leaves ckpt.old, which recover_dir restores
+    target.rename(tmp_path / "ckpt.old")
+    assert (recover_dir(target) / "a.txt").read_text() == "v1"
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="unknown config key 'train.batchsize'"):
+        load_config(None, ["train.batchsize=3"])
+    with pytest.raises(ConfigError, match="'model.text.pooling' = 'max'"):
+        load_config(None, ["model.text.pooling=max"])
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_config("no-such-preset")
+    assert load_config("paper")["model"]["audio"]["name"] == "cnn14"
+    assert load_config(None, ["train.lr_frozen=1e-4"])["train"]["lr_frozen"] == 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_no_dropout(tmp_path_factory, tiny_bert):
+    from transformers import AutoConfig, AutoModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert-nodrop")
+    model = AutoModel.from_pretrained(tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model.save_pretrained(folder)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    assert AutoConfig.from_pretrained(folder).hidden_dropout_prob == 0.0
+    return str(folder)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tiny_synthetic):
+    """Under torchrun with 2 gloo processes the loss over the global batch and the
+    gradients equal one process's on the same global batch (text tower trains, audio
+    tower frozen so BatchNorm is in eval mode; no dropout)."""
+    overrides = tiny_overrides(tiny_bert_no_dropout) + [
+        f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "train.frozen_epochs=1",
+        "train.frozen_backbones=[audio]", "model.projector.dropout=0", "train.batch_size=16",
+    ]
+    cfg = load_config(None, overrides)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    worker = Path(__file__).with_name("ddp_worker.py")
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        out.mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(29500 + n),
+             str(worker), str(out), str(cfg_path)],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    one = torch.load(tmp_path / "n1" / "rank0.pt")
+    r0, r1 = (torch.load(tmp_path / "n2" / f"rank{r}.pt") for r in (0, 1))
+    assert r0["batch"] + r1["batch"] == one["batch"]  # the two shares make the global batch
+    assert r0["loss"] == pytest.approx(one["loss"], abs=1e-6)
+    assert r1["loss"] == pytest.approx(one["loss"], abs=1e-6)
+    assert set(one["grads"]) == set(r0["grads"])
+    assert any(k.startswith("text.") for k in one["grads"])  # the gather carries gradients into the text tower
+    for k, g in one["grads"].items():
+        torch.testing.assert_close(r0["grads"][k], g, atol=1e-6, rtol=1e-4, msg=k)
+        torch.testing.assert_close(r1["grads"][k], g, atol=1e-6, rtol=1e-4, msg=k)
