@@ -114,13 +114,17 @@ def eval_zeroshot(
     from .data.labelled import load_labelled
     from .evaluation.zeroshot import DEFAULT_TEMPLATE, ENSEMBLE_TEMPLATES, plot_confusion, zeroshot_eval
 
-    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    dev = _device(device)
+    net = _load_model(model, dev)
+    try:
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+    except ValueError as exc:
+        raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
     class_list = [c.strip() for c in classes.split(",")] if classes else None
     labelled = load_labelled(data, fold_list, class_list, skip_bad)
     labelled.clips = check_audio_files(labelled.clips, skip_bad, labelled.skipped)
     templates = list(template or []) or (list(ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_TEMPLATE])
-    dev = _device(device)
-    m = zeroshot_eval(_load_model(model, dev), labelled, templates, batch_size, dev, progress=True)
+    m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True)
     m.update(model=str(model), data=data, folds=fold_list)
     _write_json(m, out)
     png = confusion or (out.with_suffix(".confusion.png") if out else None)
@@ -157,11 +161,12 @@ def eval_retrieval(
     """Text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10, median rank."""
     from .evaluation.retrieval import retrieval_eval
 
+    dev = _device(device)
+    net = _load_model(model, dev)
     pairs, skipped = _pairs(data, audio_dir, audiocaps_pattern, skip_bad)
     if not pairs:
         raise ClapkitError(f"{data}: no pairs left to evaluate")
-    dev = _device(device)
-    m = retrieval_eval(_load_model(model, dev), pairs, batch_size, dev, progress=True)
+    m = retrieval_eval(net, pairs, batch_size, dev, progress=True)
     m.update(model=str(model), data=data, skipped=skipped.to_dict())
     _write_json(m, out)
     t2a, a2t = m["text_to_audio"], m["audio_to_text"]

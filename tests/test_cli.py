@@ -1,0 +1,109 @@
+"""The command line, end to end, on the shared data and the tiny synthetic set."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def clapkit(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "clapkit.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"clapkit {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_eval_zeroshot_on_shared_esc50(tmp_path, tiny_checkpoint, shared_data):
+    out = tmp_path / "zs.json"
+    proc = clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", f"esc50:{shared_data / 'esc50'}", "--out", out)
+    m = json.loads(out.read_text())
+    assert m["clips"] == 414 and m["classes"] == 50
+    assert sum(v["clips"] for v in m["per_class"].values()) == 414
+    assert np.array(m["confusion"]).sum() == 414
+    assert m["templates"] == ["This is a sound of {label}."]
+    assert 0.0 <= m["top1"] <= m["top5"] <= 1.0
+    assert (tmp_path / "zs.confusion.png").stat().st_size > 1000
+    assert "top-1" in proc.stdout
+    # fold and class selection; evaluation is deterministic
+    out4 = tmp_path / "zs4.json"
+    clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", f"esc50:{shared_data / 'esc50'}", "--folds", "4",
+            "--classes", "dog,rooster,door_wood_knock", "--ensemble", "--out", out4)
+    m4 = json.loads(out4.read_text())
+    assert m4["clips"] == 24 and m4["classes"] == 3 and len(m4["templates"]) > 1
+    clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", f"esc50:{shared_data / 'esc50'}", "--folds", "4",
+            "--classes", "dog,rooster,door_wood_knock", "--ensemble", "--out", tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text())["per_class"] == m4["per_class"]
+
+
+def test_eval_retrieval_and_embed(tmp_path, tiny_checkpoint, tiny_synthetic):
+    out = tmp_path / "r.json"
+    clapkit("eval", "retrieval", "--model", tiny_checkpoint, "--data", f"csv:{tiny_synthetic / 'test.csv'}", "--out", out)
+    m = json.loads(out.read_text())
+    assert m["audio"] == 24 and m["captions"] == 48
+    assert m["text_to_audio"]["queries"] == 48 and m["audio_to_text"]["queries"] == 24
+    assert m["skipped"]["count"] == 0
+    emb = tmp_path / "a.npz"
+    clapkit("embed", "--model", tiny_checkpoint, "--audio", f"folder:{tiny_synthetic / 'unseen'}", "--out", emb)
+    z = np.load(emb)
+    assert z["embeddings"].shape == (16, 16) and len(z["ids"]) == 16
+    np.testing.assert_allclose(np.linalg.norm(z["embeddings"], axis=1), 1.0, atol=1e-5)
+    (tmp_path / "t.txt").write_text("a dog barks\nrain on a roof\n")
+    clapkit("embed", "--model", tiny_checkpoint, "--text", tmp_path / "t.txt", "--backbone", "--out", tmp_path / "t.npz")
+    assert np.load(tmp_path / "t.npz")["embeddings"].shape == (2, 32)
+
+
+def test_bad_input_errors_name_the_row_and_skip_counts(tmp_path, tiny_checkpoint, tiny_synthetic):
+    good = (tiny_synthetic / "test.csv").read_text().splitlines()
+    rows = [good[0]] + [f"{tiny_synthetic}/{r}" for r in good[1:5]] + ["nowhere.wav,a caption", f"{tiny_synthetic}/{good[1]}".rsplit(",", 1)[0] + ","]
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    proc = clapkit("eval", "retrieval", "--model", tiny_checkpoint, "--data", f"csv:{manifest}", check=False)
+    assert proc.returncode == 2
+    assert "bad.csv line 6" in proc.stderr and "audio file not found" in proc.stderr and "Traceback" not in proc.stderr
+    out = tmp_path / "r.json"
+    clapkit("eval", "retrieval", "--model", tiny_checkpoint, "--data", f"csv:{manifest}", "--skip-bad", "--out", out)
+    m = json.loads(out.read_text())
+    assert m["captions"] == 4 and m["skipped"]["count"] == 2
+    assert m["skipped"]["by_reason"] == {"audio file not found": 1, "empty caption": 1}
+
+
+def test_cli_usage_errors(tmp_path, tiny_checkpoint):
+    proc = clapkit("eval", "zeroshot", "--model", tmp_path, "--data", "esc50:/nope", check=False)
+    assert proc.returncode == 2 and "not a clapkit checkpoint" in proc.stderr
+    proc = clapkit("train", "clap", "--config", "demo", "--set", "train.nope=1", "--out", tmp_path / "x", check=False)
+    assert proc.returncode == 2 and "unknown config key 'train.nope'" in proc.stderr
+    proc = clapkit("train", "clap", "--config", "demo", "--out", tmp_path / "x", check=False)
+    assert proc.returncode == 2 and "data.train is empty" in proc.stderr
+    proc = clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", "wav:/x", check=False)
+    assert proc.returncode == 2 and "expected KIND:PATH" in proc.stderr
+
+
+def test_train_clap_command(tmp_path, tiny_bert, tiny_synthetic):
+    from conftest import tiny_overrides
+
+    args = [a for o in tiny_overrides(tiny_bert) for a in ("--set", o)]
+    clapkit("train", "clap", *args, "--set", f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "--set", "train.epochs=1",
+            "--out", tmp_path / "run")
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["epochs_run"] == 1 and s["train_pairs"] + s["val_pairs"] == 144
+    clapkit("train", "clap", *args, "--set", "train.epochs=2", "--out", tmp_path / "run", "--resume")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_demo_meets_its_promise(tmp_path):
+    """`clapkit demo`: never-seen-class zero-shot accuracy at least twice chance."""
+    proc = clapkit("demo", "--out", tmp_path / "demo")
+    m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    zs = m["zeroshot_unseen"]
+    assert zs["clips"] == 80 and len(zs["classes"]) == 8 and zs["chance"] == 0.125
+    assert zs["accuracy"] >= 2 * zs["chance"], zs
+    # the never-seen classes really are absent from training
+    train_text = (tmp_path / "demo" / "data" / "train.csv").read_text()
+    assert not any(c.replace(" ", "_") in train_text for c in zs["classes"])
+    assert m["retrieval_heldout"]["audio"] == 96
+    for f in ("checkpoint/model.safetensors", "confusion_unseen.png", "training_curve.png"):
+        assert (tmp_path / "demo" / f).exists()
+    assert "never-seen classes" in proc.stdout
