@@ -144,3 +144,20 @@ def test_shared_caption_files(shared_data):
     ac = load_pairs(f"audiocaps:{cap / 'audiocaps' / 'train.csv'}", require_audio=False)
     assert len(ac) == 49838
     assert all(p.caption for p in ac)
+
+
+def test_labelled_sets_as_training_pairs(tmp_path):
+    _wav(tmp_path / "dog_bark" / "a.wav")
+    _wav(tmp_path / "rain" / "b.wav")
+    pairs = load_pairs(f"folder:{tmp_path}", label_templates=["{label}.", "the sound of {label}"])
+    assert [p.caption for p in pairs] == ["dog bark.", "the sound of dog bark", "rain.", "the sound of rain"]
+
+
+def test_text_lines(tmp_path):
+    from clapkit.data.text import read_lines
+
+    (tmp_path / "t.txt").write_text("a dog\n\nrain\n")
+    with pytest.raises(DataError, match="t.txt line 2: empty line"):
+        read_lines(tmp_path / "t.txt")
+    (tmp_path / "t.txt").write_text("a dog\nrain\n")
+    assert read_lines(tmp_path / "t.txt") == ["a dog", "rain"]

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_overrides
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
 from clapkit.errors import ConfigError, DataError
 from clapkit.training.clap import ClapTrainer, split_pairs, train_clap
 from clapkit.training.common import atomic_dir, recover_dir
-from conftest import tiny_overrides
 
 
 def _cfg(tiny_bert, synthetic, *extra):

@@ -112,7 +112,12 @@ def eval_zeroshot(
     """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix."""
     from .data.datasets import check_audio_files
     from .data.labelled import load_labelled
-    from .evaluation.zeroshot import DEFAULT_TEMPLATE, ENSEMBLE_TEMPLATES, plot_confusion, zeroshot_eval
+    from .evaluation.zeroshot import (
+        DEFAULT_TEMPLATE,
+        ENSEMBLE_TEMPLATES,
+        plot_confusion,
+        zeroshot_eval,
+    )
 
     dev = _device(device)
     net = _load_model(model, dev)

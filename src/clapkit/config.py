@@ -21,12 +21,13 @@ from .errors import ConfigError
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {
-        # Training sources as KIND:PATH specs (csv:, jsonl:, clotho:, audiocaps:, synthetic:).
+        # Training sources as KIND:PATH specs (csv:, jsonl:, clotho:, audiocaps:, esc50:, folder:).
         "train": [],
         # Validation sources; when empty, `val_fraction` of the training pairs are held out.
         "val": [],
         "audio_dir": None,  # audio folder for clotho:/audiocaps: specs
         "audiocaps_pattern": None,  # e.g. "Y{youtube_id}.wav"; None tries common names
+        "label_templates": ["This is a sound of {label}."],  # captions for esc50:/folder: sources
         "val_fraction": 0.2,
         "val_split_by": "pair",  # pair (as the paper) or audio (no clip in both splits)
         "fraction": 1.0,  # seeded fraction of the training pairs to use

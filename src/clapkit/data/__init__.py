@@ -1,8 +1,8 @@
 """Data: audio I/O, audio-caption manifests, labelled sets and the embedded synthetic set."""
 
 from .audio import AudioError, fix_length, load_audio, normalize
-from .manifests import Pair, load_pairs, parse_spec
 from .labelled import LabelledClip, load_labelled
+from .manifests import Pair, load_pairs, parse_spec
 
 __all__ = [
     "AudioError",

@@ -107,5 +107,5 @@ class ClipDataset(Dataset):
 
 
 def collate_clips(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    waves, idx = zip(*batch)
+    waves, idx = zip(*batch, strict=True)
     return torch.stack(waves), torch.tensor(idx)

@@ -132,10 +132,23 @@ def load_pairs(
     require_audio: bool = True,
     audio_column: str = "audio",
     caption_column: str = "caption",
+    label_templates: tuple[str, ...] | list[str] = ("This is a sound of {label}.",),
 ) -> list[Pair]:
     """Read a manifest spec into pairs (one per caption)."""
-    kind, path = parse_spec(spec, ("csv", "jsonl", "clotho", "audiocaps"))
+    kind, path = parse_spec(spec, ("csv", "jsonl", "clotho", "audiocaps", "esc50", "folder"))
     skipped = skipped if skipped is not None else Skipped()
+    if kind in ("esc50", "folder"):
+        from .labelled import load_labelled
+
+        labelled = load_labelled(spec, skip_bad=skip_bad)
+        skipped.reasons.update(labelled.skipped.reasons)
+        skipped.examples += labelled.skipped.examples
+        texts = labelled.label_texts()
+        return [
+            Pair(c.audio, tpl.format(label=texts[c.label]), str(c.audio), c.where)
+            for c in labelled.clips
+            for tpl in label_templates
+        ]
     base = Path(audio_dir) if audio_dir else path.parent
     pairs: list[Pair] = []
 
@@ -148,13 +161,9 @@ def load_pairs(
             skipped.add(exc)
 
     if kind == "jsonl":
-        if not path.is_file():
-            raise DataError("file not found", str(path))
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 text ({exc.reason})", str(path)) from exc
-        for n, line in enumerate(lines, 1):
+        from .text import read_text
+
+        for n, line in enumerate(read_text(path).splitlines(), 1):
             if not line.strip():
                 continue
             where = f"{path} line {n}"

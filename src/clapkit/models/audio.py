@@ -98,7 +98,7 @@ class SmallCNN(nn.Module):
         channels = list(channels or [16, 32, 64, 128])
         self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, fmin, fmax)
         self.bn0 = nn.BatchNorm2d(n_mels)
-        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip([1, *channels[:-1]], channels))
+        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip([1, *channels[:-1]], channels, strict=True))
         self.embed_dim = channels[-1] * 2
         self.fc = nn.Linear(channels[-1], self.embed_dim)
         self.dropout = dropout

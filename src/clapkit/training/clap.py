@@ -70,7 +70,8 @@ def load_clap_data(cfg: dict) -> ClapData:
     def read(specs: list[str]) -> list[Pair]:
         pairs: list[Pair] = []
         for spec in specs:
-            pairs += load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped)
+            pairs += load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
+                                label_templates=d["label_templates"])
         return check_audio_files(pairs, d["skip_bad"], skipped)
 
     if not d["train"]:
