@@ -176,3 +176,26 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
     for k, g in one["grads"].items():
         torch.testing.assert_close(r0["grads"][k], g, atol=1e-6, rtol=1e-4, msg=k)
         torch.testing.assert_close(r1["grads"][k], g, atol=1e-6, rtol=1e-4, msg=k)
+
+
+def test_early_stopping_stops_after_patience(tmp_path, tiny_bert, tiny_synthetic):
+    # lr 0: only BatchNorm statistics move, and the validation loss soon stops improving
+    cfg = _cfg(tiny_bert, tiny_synthetic, "train.epochs=10", "train.lr_unfrozen=0", "train.early_stopping_patience=2")
+    summary = train_clap(cfg, tmp_path)
+    losses = _val_losses(tmp_path)
+    assert summary["epochs_run"] < 10
+    assert summary["epochs_run"] - summary["best_epoch"] == 2  # stopped exactly `patience` epochs after the best
+    assert min(losses) == losses[summary["best_epoch"] - 1] == summary["best_val_loss"]
+
+
+def test_paper_preset_builds_cnn14_at_44k(tiny_bert):
+    from clapkit.models.clap import ClapModel
+
+    cfg = load_config("paper", [f"model.text.name={tiny_bert}"])
+    assert (cfg["audio"]["sample_rate"], cfg["train"]["batch_size"], cfg["train"]["frozen_epochs"]) == (44100, 128, 5)
+    model = ClapModel(cfg).eval()
+    with torch.no_grad():
+        e_a, e_t, scale = model(audio=torch.randn(2, 44100 * 5), tokens=model.text.tokenize(["a dog", "rain"]))
+    assert e_a.shape == e_t.shape == (2, 1024)
+    assert scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
+    assert torch.allclose(e_a.norm(dim=1), torch.ones(2), atol=1e-5)

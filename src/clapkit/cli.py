@@ -155,7 +155,7 @@ def _pairs(data: str, audio_dir: Path | None, audiocaps_pattern: str | None, ski
 @eval_app.command("retrieval")
 def eval_retrieval(
     model: Annotated[Path, typer.Option(help="Checkpoint folder")],
-    data: Annotated[str, typer.Option(help="csv:FILE, jsonl:FILE, clotho:CSV or audiocaps:CSV")],
+    data: Annotated[str, typer.Option(help="csv:FILE, jsonl:FILE, clotho:CSV, audiocaps:CSV, or esc50:/folder: with templated captions")],
     out: Annotated[Path | None, typer.Option(help="JSON file for the metrics")] = None,
     audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
     audiocaps_pattern: Annotated[str | None, typer.Option(help="AudioCaps file name, e.g. 'Y{youtube_id}.wav'")] = None,

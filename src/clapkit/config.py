@@ -76,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "cache_frozen": True,  # cache backbone outputs while the backbones are frozen
         "logger": "csv",  # csv | tensorboard
         "device": "auto",  # auto | cpu | cuda | cuda:N
+        "sync_batchnorm": True,  # under DDP on GPUs: BatchNorm statistics over the global batch
         "eval_batch_size": 64,
         "progress": True,
     },

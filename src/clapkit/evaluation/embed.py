@@ -27,7 +27,7 @@ def embed_audio(
     if progress:
         from tqdm.auto import tqdm
 
-        loader = tqdm(loader, desc="audio", leave=False)
+        loader = tqdm(loader, desc="audio", leave=False, disable=None)  # off when not a terminal
     for waves, _ in loader:
         x = model.audio_backbone(waves.to(device))
         out.append((model.project_audio(x) if projected else x).float().cpu())

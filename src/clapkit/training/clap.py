@@ -176,6 +176,9 @@ class ClapTrainer:
             self.model = ClapModel.load(self.out / "last").to(self.device)
         else:
             self.model = ClapModel(cfg).to(self.device)
+        if self.world > 1 and self.device.type == "cuda" and t["sync_batchnorm"]:
+            # BatchNorm statistics over the global batch (SyncBatchNorm runs on GPUs only)
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.caches: dict[str, FeatureCache] | None = None
         self._opt_state = None
         if resume:
@@ -214,7 +217,9 @@ class ClapTrainer:
             self.optimizer.load_state_dict(self._opt_state["optimizer"])
             self.scheduler.load_state_dict(self._opt_state["scheduler"])
         self._opt_state = None
-        self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.world > 1 else self.model
+        self.net = self.model
+        if self.world > 1:
+            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.caches = None
         if self.model.frozen and t["cache_frozen"]:
             self.model.eval()
@@ -300,7 +305,7 @@ class ClapTrainer:
             return math.nan
         self.model.eval()
         bs, n = self.cfg["train"]["batch_size"], len(self.data.val)
-        total = torch.zeros(2, dtype=torch.float64)
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)  # NCCL reduces device tensors
         for b, start in enumerate(range(0, n, bs)):
             if b % self.world != self.rank:
                 continue
@@ -308,7 +313,8 @@ class ClapTrainer:
             if len(idx) < 2:
                 continue
             e_a, e_t, scale = self.model(**self._inputs("val", idx))
-            total += torch.tensor([clip_loss(e_a, e_t, scale, self.model.logit_clamp).item() * len(idx), len(idx)], dtype=torch.float64)
+            loss = clip_loss(e_a, e_t, scale, self.model.logit_clamp).double()
+            total += torch.stack([loss * len(idx), torch.tensor(float(len(idx)), dtype=torch.float64, device=self.device)])
         if self.world > 1:
             torch.distributed.all_reduce(total)
         return float(total[0] / total[1]) if total[1] > 0 else math.nan
