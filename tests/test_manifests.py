@@ -47,6 +47,9 @@ def test_csv_and_jsonl(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "a.wav", "caption": ["x", "y"]}) + "\n")
     assert [p.caption for p in load_pairs(f"csv:{tmp_path / 'm.csv'}")] == ["hello"]
     assert [p.caption for p in load_pairs(f"jsonl:{tmp_path / 'm.jsonl'}")] == ["x", "y"]
+    (tmp_path / "o.csv").write_text("id,wav,text\n7,a.wav,other names\n")
+    pairs = load_pairs(f"csv:{tmp_path / 'o.csv'}", audio_column="wav", caption_column="text")
+    assert [(p.audio.name, p.caption) for p in pairs] == [("a.wav", "other names")]
 
 
 @pytest.mark.parametrize(

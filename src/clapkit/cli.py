@@ -143,12 +143,18 @@ def eval_zeroshot(
     )
 
 
-def _pairs(data: str, audio_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool):
+AudioColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the audio path")]
+CaptionColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the caption")]
+
+
+def _pairs(data: str, audio_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool,
+           audio_column: str = "audio", caption_column: str = "caption"):
     from .data.datasets import check_audio_files
     from .data.manifests import Skipped, load_pairs
 
     skipped = Skipped()
-    pairs = load_pairs(data, audio_dir, audiocaps_pattern, skip_bad, skipped)
+    pairs = load_pairs(data, audio_dir, audiocaps_pattern, skip_bad, skipped,
+                       audio_column=audio_column, caption_column=caption_column)
     return check_audio_files(pairs, skip_bad, skipped), skipped
 
 
@@ -159,6 +165,8 @@ def eval_retrieval(
     out: Annotated[Path | None, typer.Option(help="JSON file for the metrics")] = None,
     audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
     audiocaps_pattern: Annotated[str | None, typer.Option(help="AudioCaps file name, e.g. 'Y{youtube_id}.wav'")] = None,
+    audio_column: AudioColumn = "audio",
+    caption_column: CaptionColumn = "caption",
     batch_size: int = 32,
     device: Device = "auto",
     skip_bad: SkipBad = False,
@@ -168,7 +176,7 @@ def eval_retrieval(
 
     dev = _device(device)
     net = _load_model(model, dev)
-    pairs, skipped = _pairs(data, audio_dir, audiocaps_pattern, skip_bad)
+    pairs, skipped = _pairs(data, audio_dir, audiocaps_pattern, skip_bad, audio_column, caption_column)
     if not pairs:
         raise ClapkitError(f"{data}: no pairs left to evaluate")
     m = retrieval_eval(net, pairs, batch_size, dev, progress=True)

@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
         "audio_dir": None,  # audio folder for clotho:/audiocaps: specs
         "audiocaps_pattern": None,  # e.g. "Y{youtube_id}.wav"; None tries common names
         "label_templates": ["This is a sound of {label}."],  # captions for esc50:/folder: sources
+        "audio_column": "audio",  # column (csv:) or key (jsonl:) of the audio path
+        "caption_column": "caption",  # column or key of the caption
         "val_fraction": 0.2,
         "val_split_by": "pair",  # pair (as the paper) or audio (no clip in both splits)
         "fraction": 1.0,  # seeded fraction of the training pairs to use

@@ -71,6 +71,7 @@ def load_clap_data(cfg: dict) -> ClapData:
         pairs: list[Pair] = []
         for spec in specs:
             pairs += load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
+                                audio_column=d["audio_column"], caption_column=d["caption_column"],
                                 label_templates=d["label_templates"])
         return check_audio_files(pairs, d["skip_bad"], skipped)
 
