@@ -16,7 +16,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 train_app = typer.Typer(no_args_is_help=True, help="Train models.")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate models; results as JSON.")
 app.add_typer(train_app, name="train")
+audit_app = typer.Typer(no_args_is_help=True, help="Audit zero-shot claims.")
 app.add_typer(eval_app, name="eval")
+app.add_typer(audit_app, name="audit")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.batch_size=32")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files and count them in the output instead of failing")]
@@ -234,6 +236,33 @@ def embed(
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, embeddings=emb, ids=np.array(ids))
     typer.echo(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} ({'backbone' if backbone else 'projected'}); skipped {skipped.count}")
+
+
+@audit_app.command("leakage")
+def audit_leakage_cmd(
+    captions: Annotated[list[str], typer.Option(help="Training caption files (Clotho, AudioCaps, csv, jsonl; or KIND:PATH)")],
+    labels: Annotated[str, typer.Option(help="Evaluation labels: esc50:ROOT, folder:DIR or txt:FILE")],
+    out: Annotated[Path, typer.Option(help="Report folder")],
+    words: Annotated[Path | None, typer.Option(help="Edited word list (words.txt of an earlier run)")] = None,
+    pretrain_labels: Annotated[Path | None, typer.Option(help="Pre-training label vocabulary (CSV with display_name, or text)")] = None,
+    write_clean: Annotated[Path | None, typer.Option(help="Write the training pairs that name no class to this CSV")] = None,
+    clean_by: Annotated[str, typer.Option(help="pair: drop dirty pairs; audio: drop every pair of a clip with a dirty caption")] = "pair",
+    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder, for the paths of the clean manifest")] = None,
+    more_captions: Annotated[list[str] | None, typer.Argument(help="More caption files: --captions A B C works")] = None,
+) -> None:
+    """Find training captions that name evaluation classes (the paper's dirty/clean split)."""
+    from .audit.leakage import audit_leakage
+
+    r = audit_leakage(list(captions) + list(more_captions or []), labels, out, words, pretrain_labels, write_clean, clean_by, audio_dir)
+    for f in r["files"]:
+        typer.echo(f"{f['file']}: {f['dirty_pairs']} of {f['pairs']} captions ({f['dirty_fraction']:.1%}) name a class; "
+                   f"{f['dirty_audio']} of {f['audio']} clips")
+    top = sorted(r["per_class"].items(), key=lambda kv: -kv[1]["captions"])[:5]
+    typer.echo("most named: " + ", ".join(f"{k} ({v['captions']})" for k, v in top))
+    if "pretrain_overlap" in r:
+        p = r["pretrain_overlap"]
+        typer.echo(f"pre-training vocabulary: {p['classes_overlapping']} of {r['classes']} classes overlap")
+    typer.echo(f"report in {out} (leakage.json, summary.md, words.txt)")
 
 
 @app.command("config")

@@ -111,3 +111,25 @@ def _folder(root: Path) -> tuple[list[LabelledClip], list[str]]:
         files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
         clips.extend(LabelledClip(f, label, None, str(f)) for f in files)
     return clips, names
+
+
+def load_label_names(spec: str) -> list[str]:
+    """Class names only (no audio needed): ``esc50:ROOT`` (from ``meta/esc50.csv``),
+    ``folder:DIR`` (sub-folder names) or ``txt:FILE`` (one class a line)."""
+    kind, path = parse_spec(spec, ("esc50", "folder", "txt"))
+    if kind == "txt":
+        from .text import read_lines
+
+        return list(dict.fromkeys(read_lines(path)))
+    if kind == "folder":
+        if not path.is_dir():
+            raise DataError("folder not found", str(path))
+        return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    meta = path / "meta" / "esc50.csv"
+    names: dict[int, str] = {}
+    for line, row in _read_csv_rows(meta, ["target", "category"]):
+        try:
+            names.setdefault(int(row["target"]), row["category"].strip())
+        except (TypeError, ValueError) as exc:
+            raise DataError("target must be an integer", f"{meta} line {line}") from exc
+    return [names[k] for k in sorted(names)]

@@ -67,6 +67,27 @@ class Skipped:
         return {"count": self.count, "by_reason": dict(self.reasons), "examples": self.examples}
 
 
+def detect_spec(arg: str) -> str:
+    """``KIND:PATH`` as given, or a bare caption file with its kind read off its header
+    (Clotho's ``file_name,caption_1..``, AudioCaps' ``audiocap_id,youtube_id,..``,
+    otherwise ``csv:``; ``.jsonl`` files are ``jsonl:``)."""
+    kind = str(arg).split(":", 1)[0]
+    if kind in ("csv", "jsonl", "clotho", "audiocaps", "esc50", "folder"):
+        return str(arg)
+    path = Path(arg)
+    if path.suffix.lower() == ".jsonl":
+        return f"jsonl:{path}"
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    if "file_name" in header and "caption_1" in header:
+        return f"clotho:{path}"
+    if {"audiocap_id", "youtube_id", "caption"} <= set(header):
+        return f"audiocaps:{path}"
+    return f"csv:{path}"
+
+
 def parse_spec(spec: str, kinds: tuple[str, ...]) -> tuple[str, Path]:
     """Split ``KIND:PATH`` and check the kind."""
     kind, sep, path = str(spec).partition(":")

@@ -1,0 +1,1 @@
+"""Audits of zero-shot claims: caption/label leakage (:mod:`.leakage`)."""

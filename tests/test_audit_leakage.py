@@ -1,0 +1,125 @@
+import csv
+import json
+
+import pytest
+
+from clapkit.audit.leakage import audit_leakage, label_words, pretrain_overlap, read_word_list, scan
+from clapkit.data.manifests import Pair, detect_spec
+from clapkit.errors import DataError
+
+
+def _pairs(captions):
+    return [Pair(audio=__import__("pathlib").Path(f"{i}.wav"), caption=c, audio_id=str(i), where=f"row {i}")
+            for i, c in enumerate(captions)]
+
+
+WORDS = {
+    "dog": label_words("dog"),
+    "cat": label_words("cat"),
+    "door_wood_knock": label_words("door_wood_knock"),
+    "crackling_fire": label_words("crackling_fire"),
+    "can_opening": label_words("can_opening"),
+}
+
+
+def test_label_words_split_and_drop_stop_words():
+    assert WORDS["door_wood_knock"] == ["door", "wood", "knock"]
+    assert WORDS["crackling_fire"] == ["crackling", "fire"]  # 'fire' is kept although sklearn lists it
+    assert WORDS["can_opening"] == ["opening"]  # the modal 'can' would flag most captions
+
+
+@pytest.mark.parametrize(
+    "caption,expected",
+    [
+        ("Two dogs are barking", ["dog"]),
+        ("A DOG barks", ["dog"]),
+        ("Someone is knocking on a wooden door", ["door_wood_knock"]),  # "wooden" stems to itself; door, knocking match
+        ("The categories of the catalogue", []),  # 'cat' inside other words never matches
+        ("A fire crackles while a cat meows", ["cat", "crackling_fire"]),
+        ("You can hear rain", []),
+        ("A can is opened", ["can_opening"]),
+        ("dog's collar jingles", ["dog"]),
+    ],
+)
+def test_scan_matches_inflections_not_substrings(caption, expected):
+    result = scan(_pairs([caption]), WORDS)
+    assert result.dirty == [expected]
+
+
+def test_scan_counts_examples_and_matched_words():
+    caps = ["Two dogs bark", "A dog barks", "A door creaks", "Rain on a roof", "A knocking on the door"]
+    r = scan(_pairs(caps), WORDS)
+    assert [bool(d) for d in r.dirty] == [True, True, True, False, True]
+    assert r.per_class["dog"]["captions"] == 2
+    assert r.per_class["dog"]["matched_words"] == {"dogs": 1, "dog": 1}
+    assert r.per_class["door_wood_knock"]["captions"] == 2
+    assert r.per_class["door_wood_knock"]["examples"] == ["A door creaks", "A knocking on the door"]
+    assert r.per_class["cat"]["captions"] == 0
+
+
+def test_pretrain_overlap():
+    got = pretrain_overlap(WORDS, ["Dog", "Domestic animals, pets", "Fire alarm", "Knock", "Speech"])
+    assert got == {"dog": ["Dog"], "door_wood_knock": ["Knock"], "crackling_fire": ["Fire alarm"]}
+
+
+def test_audit_writes_report_clean_file_and_editable_word_list(tmp_path):
+    (tmp_path / "labels.txt").write_text("dog\ndoor_wood_knock\nsea_waves\n")
+    (tmp_path / "clotho.csv").write_text(
+        "file_name,caption_1,caption_2\n"
+        "a.wav,A dog barks,Birds sing\n"
+        "b.wav,Waves crash on the shore,Someone knocks on a door\n"
+        "c.wav,Wind blows,Leaves rustle\n"
+    )
+    (tmp_path / "pairs.csv").write_text("audio,caption\nx.wav,Dogs are howling\ny.wav,An engine idles\n")
+    clean = tmp_path / "clean.csv"
+    r = audit_leakage([str(tmp_path / "clotho.csv"), str(tmp_path / "pairs.csv")], f"txt:{tmp_path / 'labels.txt'}",
+                      tmp_path / "out", write_clean=clean)
+    assert [f["file"].split(":")[0] for f in r["files"]] == ["clotho", "csv"]
+    assert (r["files"][0]["pairs"], r["files"][0]["dirty_pairs"], r["files"][0]["dirty_audio"]) == (6, 3, 2)
+    assert (r["total"]["pairs"], r["total"]["dirty_pairs"]) == (8, 4)
+    assert r["per_class"]["dog"]["captions"] == 2 and r["per_class"]["sea_waves"]["captions"] == 1
+    with open(clean) as fh:
+        kept = [row["caption"] for row in csv.DictReader(fh)]
+    assert kept == ["Birds sing", "Wind blows", "Leaves rustle", "An engine idles"]  # exactly the non-matching rows
+    assert json.loads((tmp_path / "out" / "leakage.json").read_text())["total"]["dirty_pairs"] == 4
+    assert "| dog | 2 |" in (tmp_path / "out" / "summary.md").read_text()
+    # clean by audio drops every caption of a clip with one dirty caption
+    r2 = audit_leakage([str(tmp_path / "clotho.csv")], f"txt:{tmp_path / 'labels.txt'}", tmp_path / "out2",
+                       write_clean=tmp_path / "clean2.csv", clean_by="audio")
+    assert r2["clean"]["pairs"] == 2
+    # an edited word list changes the result
+    words = read_word_list(tmp_path / "out" / "words.txt")
+    assert words == {"dog": ["dog"], "door_wood_knock": ["door", "wood", "knock"], "sea_waves": ["sea", "waves"]}
+    (tmp_path / "edited.txt").write_text("dog\tdog howl\n")
+    r3 = audit_leakage([str(tmp_path / "pairs.csv")], f"txt:{tmp_path / 'labels.txt'}", tmp_path / "out3",
+                       words_file=tmp_path / "edited.txt")
+    assert r3["classes"] == 1 and r3["per_class"]["dog"]["matched_words"] == {"dogs": 1, "howling": 1}
+
+
+def test_detect_spec_reads_headers(tmp_path):
+    (tmp_path / "c.csv").write_text("file_name,caption_1,caption_2\n")
+    (tmp_path / "a.csv").write_text("audiocap_id,youtube_id,start_time,caption\n")
+    (tmp_path / "g.csv").write_text("audio,caption\n")
+    assert detect_spec(str(tmp_path / "c.csv")).startswith("clotho:")
+    assert detect_spec(str(tmp_path / "a.csv")).startswith("audiocaps:")
+    assert detect_spec(str(tmp_path / "g.csv")).startswith("csv:")
+    assert detect_spec("clotho:/x.csv") == "clotho:/x.csv"
+    with pytest.raises(DataError, match="file not found"):
+        detect_spec(str(tmp_path / "missing.csv"))
+
+
+def test_bad_word_list_names_the_line(tmp_path):
+    (tmp_path / "w.txt").write_text("# comment\ndog dog\n")
+    with pytest.raises(DataError, match="w.txt line 2: expected 'class<TAB>word"):
+        read_word_list(tmp_path / "w.txt")
+
+
+def test_shared_captions_against_esc50(tmp_path, shared_data):
+    cap = shared_data / "captions"
+    r = audit_leakage([str(cap / "audiocaps" / "train.csv"), str(cap / "clotho" / "development.csv")],
+                      f"esc50:{shared_data / 'esc50'}", tmp_path)
+    ac, cl = r["files"]
+    assert (ac["pairs"], cl["pairs"], cl["audio"]) == (49838, 19195, 3839)
+    assert r["classes"] == 50 and r["total"]["classes_named"] == 50
+    # regression values of this stemmer and word list (see the closing note of the audit)
+    assert (ac["dirty_pairs"], cl["dirty_pairs"]) == (33394, 12196)
