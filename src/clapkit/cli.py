@@ -265,6 +265,38 @@ def audit_leakage_cmd(
     typer.echo(f"report in {out} (leakage.json, summary.md, words.txt)")
 
 
+@audit_app.command("embeddings")
+def audit_embeddings_cmd(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder")],
+    data: Annotated[str, typer.Option(help="esc50:ROOT or folder:DIR")],
+    out: Annotated[Path, typer.Option(help="Report folder")],
+    folds: Annotated[str | None, typer.Option(help="Comma-separated folds")] = None,
+    template: Annotated[str, typer.Option(help="Prompt template for the label texts")] = "This is a sound of {label}.",
+    k_max: Annotated[int, typer.Option(help="Largest k of the topological similarity")] = 10,
+    include_self: Annotated[bool, typer.Option(help="Count a point among its own neighbours (the paper's literal text)")] = False,
+    seed: Annotated[int, typer.Option(help="t-SNE seed")] = 0,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Silhouette scores, topological similarities and t-SNE maps of a model's embeddings."""
+    from .audit.embeddings import audit_embeddings
+    from .data.datasets import check_audio_files
+    from .data.labelled import load_labelled
+
+    dev = _device(device)
+    net = _load_model(model, dev)
+    labelled = load_labelled(data, [int(f) for f in folds.split(",")] if folds else None, skip_bad=skip_bad)
+    labelled.clips = check_audio_files(labelled.clips, skip_bad, labelled.skipped)
+    r = audit_embeddings(net, labelled, out, template, k_max, include_self, seed, batch_size, dev)
+    t = r["topological_similarity"]
+    typer.echo(
+        f"{r['clips']} clips, {r['classes']} classes: zero-shot {r['zeroshot_accuracy']:.3f}; silhouette x_a "
+        f"{r['silhouette']['x_a']:.3f}, E_a {r['silhouette']['E_a']:.3f}; S(x_a,E_a) {t['x_a_vs_E_a']:.3f}, "
+        f"S(x_t,E_t) {t['x_t_vs_E_t']:.3f}, S(E_a,E_t) {t['E_a_vs_E_t']:.3f}; report in {out / 'report.md'}"
+    )
+
+
 @app.command("config")
 def show_config(
     config: Annotated[str | None, typer.Option(help="Preset name or YAML file")] = None,
