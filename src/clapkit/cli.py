@@ -17,6 +17,8 @@ train_app = typer.Typer(no_args_is_help=True, help="Train models.")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate models; results as JSON.")
 app.add_typer(train_app, name="train")
 audit_app = typer.Typer(no_args_is_help=True, help="Audit zero-shot claims.")
+experiment_app = typer.Typer(no_args_is_help=True, help="End-to-end experiments from one config.")
+app.add_typer(experiment_app, name="experiment")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
 
@@ -95,6 +97,23 @@ def train_clap_cmd(
             f"best validation loss {s['best_val_loss']:.4f} at epoch {s['best_epoch']}; "
             f"skipped {s['skipped']['count']}; model in {out / 'checkpoint'}"
         )
+
+
+@train_app.command("audio-backbone")
+def train_backbone_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder (audio_tower.safetensors, metrics)")],
+    config: Annotated[str | None, typer.Option(help="Preset name or YAML file (model.audio, audio, backbone.*)")] = None,
+    set_: SetOpt = None,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Supervised pre-training of the audio tower on a labelled set (include/exclude classes)."""
+    from .config import load_config
+    from .training.backbone import train_audio_backbone
+
+    cfg = load_config(config, list(set_ or []) + (["data.skip_bad=true"] if skip_bad else []))
+    s = train_audio_backbone(cfg, out)
+    typer.echo(f"{len(s['classes'])} classes, {s['train_clips']} clips: best validation accuracy "
+               f"{s['best_val_accuracy']:.3f} (chance {s['chance']:.3f}); weights in {s['weights']}")
 
 
 @eval_app.command("zeroshot")
@@ -295,6 +314,23 @@ def audit_embeddings_cmd(
         f"{r['silhouette']['x_a']:.3f}, E_a {r['silhouette']['E_a']:.3f}; S(x_a,E_a) {t['x_a_vs_E_a']:.3f}, "
         f"S(x_t,E_t) {t['x_t_vs_E_t']:.3f}, S(E_a,E_t) {t['E_a_vs_E_t']:.3f}; report in {out / 'report.md'}"
     )
+
+
+@experiment_app.command("leakage-matrix")
+def leakage_matrix_cmd(
+    out: Annotated[Path, typer.Option(help="Experiment folder")],
+    config: Annotated[str, typer.Option(help="Preset (leakage-cpu, leakage-paper) or YAML file")] = "leakage-cpu",
+    set_: SetOpt = None,
+) -> None:
+    """Dirty/clean training x dirty/clean/none backbone pre-training: accuracy, silhouettes, S, t-SNE."""
+    from .config import load_config
+    from .experiments.leakage import TRAININGS, run_leakage_matrix
+
+    r = run_leakage_matrix(load_config(config, set_), out)
+    for t in TRAININGS:
+        row = ", ".join(f"{p} {r['cells'][f'{t}_{p}']['zeroshot_accuracy']:.3f}" for p in ("dirty", "clean", "none"))
+        typer.echo(f"{t} training: {row}")
+    typer.echo(f"chance {r['chance']:.3f}; ordering as in the paper: {r['ordering']['all']}; tables in {out / 'results.md'}")
 
 
 @app.command("config")

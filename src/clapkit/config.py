@@ -63,11 +63,33 @@ DEFAULTS: dict[str, Any] = {
         "learn_temperature": True,
         "logit_clamp": 100.0,
     },
+    # `clapkit train audio-backbone`: supervised pre-training of the audio tower
+    "backbone": {
+        "data": None,  # labelled set: esc50:ROOT or folder:DIR
+        "include": [],  # class names to train on (empty: all)
+        "exclude": [],  # class names to leave out (e.g. the evaluation classes: a "clean" backbone)
+        "epochs": 20,
+        "lr": 1e-3,
+        "batch_size": 64,
+        "val_fraction": 0.2,
+    },
+    # `clapkit experiment leakage-matrix`: the 2 x 3 grid of the CLAP-pitfalls paper
+    "experiment": {
+        "synthetic": False,  # True: write and use the embedded synthetic leakage set
+        "train_captions": [],  # dirty training caption files (any manifest kind)
+        "eval": None,  # labelled evaluation set: esc50:ROOT or folder:DIR
+        "pretrain": None,  # labelled set for backbone pre-training (folder:/esc50:)
+        "pretrain_exclude": [],  # its classes left out of the clean backbone; empty: those sharing a word with eval
+        "pretrain_dirty_checkpoint": None,  # use this as the dirty backbone instead of pre-training one
+        "clean_by": "pair",  # pair | audio (see `audit leakage --clean-by`)
+        "template": "This is a sound of {label}.",
+    },
     "train": {
         "batch_size": 128,
         "epochs": 40,  # total, frozen epochs included
         "frozen_epochs": 5,
         "frozen_backbones": ["audio", "text"],  # which towers the frozen phase freezes
+        "keep_frozen": [],  # towers that stay frozen after the frozen phase too
         "lr_frozen": 1e-4,
         "lr_unfrozen": 1e-5,
         "weight_decay": 0.0,

@@ -67,21 +67,28 @@ def audit_embeddings(
         "tsne_x_a.png": (x_a, labels, "audio backbone output x_a (t-SNE)"),
         "tsne_E_t.png": (e_t[present], present, "label texts E_t (t-SNE)"),
     }
+    coords = {}
     for fname, (x, y, title) in figures.items():
-        plot_tsne(tsne_2d(x, seed), y, names, out / fname, title)
+        coords[fname[:-4]] = tsne_2d(x, seed)
+        plot_tsne(coords[fname[:-4]], y, names, out / fname, title)
+    np.savez(out / "tsne.npz", labels=labels, **coords)
     report["figures"] = list(figures)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(_markdown(report))
     return report
 
 
-def plot_tsne(xy: np.ndarray, labels: np.ndarray, names: list[str], path: Path, title: str) -> None:
+def plot_tsne(xy: np.ndarray, labels: np.ndarray, names: list[str], path: Path | None, title: str, ax=None) -> None:
+    """Scatter of a 2-D map coloured by class, class names at the class centres; to
+    ``path``, or onto ``ax`` when given (for grids of maps)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 7))
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 7))
     cmap = plt.get_cmap("tab20", max(20, len(names)))
     ax.scatter(xy[:, 0], xy[:, 1], c=[cmap(int(y) % cmap.N) for y in labels], s=12, alpha=0.8)
     for c in np.unique(labels):
@@ -90,9 +97,10 @@ def plot_tsne(xy: np.ndarray, labels: np.ndarray, names: list[str], path: Path, 
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if fig is not None:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
 
 
 def _markdown(r: dict) -> str:

@@ -46,7 +46,7 @@ WORDS = {
 TEMPLATES = (
     "a {pitch} {pattern} {source}",
     "the sound of a {pitch} {source} that is {pattern}",
-    "a {pattern} {source} with a {pitch} tone",
+    "a {pattern} {source} at a {pitch} pitch",
     "someone plays a {pitch}, {pattern} {source}",
     "a {source}, {pitch} and {pattern}",
     "{pattern} {pitch} {source} in a quiet room",
@@ -159,4 +159,83 @@ def write_synthetic(
         "train_pairs": len(train_rows), "test_pairs": len(test_rows),
     }
     (out / "classes.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+# --- the leakage set --------------------------------------------------------------------
+# Evaluation class names use one family of words; ordinary captions use synonyms. "Dirty"
+# training captions sometimes use the evaluation words too, as real caption sets name
+# ESC-50's classes; removing the captions that contain them (the clean filter of the
+# CLAP-pitfalls paper) leaves only the synonyms, so a clean model must rely on the text
+# encoder to relate "shrill" to "high".
+EVAL_WORDS = {
+    "high": "shrill", "low": "deep",
+    "steady": "constant", "pulsing": "stuttering", "rising": "ascending", "falling": "descending",
+    "beep": "tone", "buzz": "drone", "hiss": "whoosh", "bell": "chime",
+}
+PLAIN_WORDS = {
+    "high": ("high", "high-pitched"), "low": ("low", "low-pitched"),
+    "steady": ("steady", "continuous"), "pulsing": ("pulsing", "repeating"),
+    "rising": ("rising", "climbing"), "falling": ("falling", "dropping"),
+    "beep": ("beep", "sine wave"), "buzz": ("buzz", "buzzing sound"), "hiss": ("hiss", "hissing sound"),
+    "bell": ("bell", "ringing bell"),
+}
+
+
+def eval_label(cls: tuple[str, str, str]) -> str:
+    return "_".join(EVAL_WORDS[a] for a in cls)
+
+
+def _leaky_caption(cls: tuple[str, str, str], rng: np.random.Generator, leak: float) -> str:
+    words = {}
+    for key, attr in zip(("pitch", "pattern", "source"), cls, strict=True):
+        words[key] = EVAL_WORDS[attr] if rng.random() < leak else PLAIN_WORDS[attr][rng.integers(2)]
+    text = TEMPLATES[rng.integers(len(TEMPLATES))].format(**words)
+    return text[0].upper() + text[1:] + "."
+
+
+def write_leakage_set(
+    out: str | Path, seed: int = 0, sr: int = 16000, seconds: float = 2.0, pretrain_clips: int = 12,
+    train_clips: int = 10, eval_clips: int = 8, captions_per_clip: int = 3, leak: float = 0.2,
+) -> dict:
+    """Write the data of the synthetic 2 x 3 leakage experiment to ``out``::
+
+        pretrain/<class>/*.wav   labelled set for backbone pre-training (all 32 combinations)
+        train_dirty.csv          audio,caption pairs of all 32 combinations; a fraction
+                                 ``leak`` of caption words use the evaluation vocabulary
+        eval/<label>/*.wav       held-out clips of the 8 evaluation classes, named with
+                                 the evaluation vocabulary (e.g. shrill_ascending_chime)
+        leakage.json             evaluation classes and the pre-training classes they match
+    """
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    evals = unseen_classes()
+
+    def write(rel: str, cls) -> str:
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, synth_clip(*cls, rng, sr, seconds), sr, subtype="PCM_16")
+        return rel
+
+    rows = []
+    for cls in all_classes():
+        name = class_name(*cls).replace(" ", "_")
+        for k in range(pretrain_clips):
+            write(f"pretrain/{name}/{name}_{k:02d}.wav", cls)
+        for k in range(train_clips):
+            rel = write(f"audio/{name}_{k:02d}.wav", cls)
+            rows += [(rel, _leaky_caption(cls, rng, leak)) for _ in range(captions_per_clip)]
+        if cls in evals:
+            for k in range(eval_clips):
+                write(f"eval/{eval_label(cls)}/{eval_label(cls)}_{k:02d}.wav", cls)
+    with open(out / "train_dirty.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["audio", "caption"])
+        w.writerows(rows)
+    meta = {
+        "eval_classes": [eval_label(c) for c in evals],
+        "pretrain_classes_matching_eval": [class_name(*c).replace(" ", "_") for c in evals],
+        "train_pairs": len(rows), "leak": leak, "seed": seed,
+    }
+    (out / "leakage.json").write_text(json.dumps(meta, indent=2))
     return meta

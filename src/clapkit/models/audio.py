@@ -118,10 +118,13 @@ def build_audio_tower(cfg: dict, sample_rate: int) -> nn.Module:
         sample_rate=sample_rate, n_fft=a["n_fft"], hop_length=a["hop_length"], n_mels=a["n_mels"],
         fmin=a["fmin"], fmax=min(a["fmax"], sample_rate / 2), dropout=a["dropout"],
     )
+    ckpt = a.get("checkpoint")
     if a["name"] == "cnn14":
         tower = Cnn14(**common)
-        if a.get("checkpoint"):
-            tower.load_panns(a["checkpoint"])
+        if ckpt and str(ckpt).endswith(".safetensors"):  # written by `train audio-backbone`
+            load_tower_weights(tower, ckpt)
+        elif ckpt:
+            tower.load_panns(ckpt)
             if sample_rate != 32000:
                 # The checkpoint's filterbank is for 32 kHz; keep the conv weights, rebuild melW.
                 fresh = PannsLogmel(sample_rate, a["n_fft"], a["n_mels"], a["fmin"], common["fmax"])
@@ -129,8 +132,8 @@ def build_audio_tower(cfg: dict, sample_rate: int) -> nn.Module:
         return tower
     if a["name"] == "small_cnn":
         tower = SmallCNN(channels=a["channels"], **common)
-        if a.get("checkpoint"):
-            load_tower_weights(tower, a["checkpoint"])
+        if ckpt:
+            load_tower_weights(tower, ckpt)
         return tower
     raise ConfigError(f"model.audio.name = {a['name']!r}; choose cnn14 or small_cnn")
 

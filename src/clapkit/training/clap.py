@@ -207,7 +207,7 @@ class ClapTrainer:
 
     def _start_phase(self, phase: str) -> None:
         t = self.cfg["train"]
-        self.model.freeze_backbones(t["frozen_backbones"] if phase == "frozen" else ())
+        self.model.freeze_backbones(t["frozen_backbones"] if phase == "frozen" else t["keep_frozen"])
         params = [p for p in self.model.parameters() if p.requires_grad]
         lr = t["lr_frozen"] if phase == "frozen" else t["lr_unfrozen"]
         self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=t["weight_decay"])

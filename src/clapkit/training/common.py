@@ -76,6 +76,16 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         raise
 
 
+def save_weights(state: dict, path: Path) -> None:
+    """Write a state dict as safetensors, atomically (temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
 def recover_dir(final: Path) -> Path:
     """``final``, or its ``.old`` copy if a crash hit between the renames of :func:`atomic_dir`."""
     old = final.with_name(final.name + ".old")

@@ -1,0 +1,1 @@
+"""End-to-end experiments that chain training, evaluation and audits from one config."""
