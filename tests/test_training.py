@@ -211,3 +211,13 @@ def test_loader_workers_do_not_change_the_run(tmp_path, tiny_bert, tiny_syntheti
     b = load_file(tmp_path / "w2" / "last" / "model.safetensors")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_yaml_config_can_start_from_a_preset(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: paper\ntrain:\n  batch_size: 32\n")
+    cfg = load_config(tmp_path / "mine.yaml")
+    assert cfg["train"]["batch_size"] == 32 and cfg["model"]["audio"]["name"] == "cnn14"
+    assert load_config("leakage-paper")["train"]["frozen_epochs"] == 5
+    (tmp_path / "loop.yaml").write_text(f"base: {tmp_path / 'loop.yaml'}\n")
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        load_config(tmp_path / "loop.yaml")

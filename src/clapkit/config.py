@@ -1,7 +1,8 @@
 """Configs: nested dicts read from a preset or YAML file, with ``key=value`` overrides.
 
 A config is a plain nested ``dict``. :data:`DEFAULTS` lists every key; a preset (a YAML
-file in ``clapkit/configs/``) or a user's YAML file overrides some of them, and
+file in ``clapkit/configs/``) or a user's YAML file overrides some of them (a file may
+start from a preset with ``base: NAME``), and
 ``--set a.b=value`` overrides one more (the value is parsed as YAML, so ``1e-4``,
 ``true``, ``[1, 2]`` and ``null`` work). Unknown keys are errors, so a typo never passes
 silently. The resolved config is saved beside every checkpoint.
@@ -165,25 +166,38 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+def _read_source(source: str | Path, seen: tuple[str, ...] = ()) -> tuple[dict, list[tuple[dict, str]]]:
+    """The layers of a preset or YAML file, base first. A file may start from another
+    preset with ``base: NAME``."""
+    path = _preset_path(str(source)) if not str(source).endswith((".yaml", ".yml")) else None
+    if path is None:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(
+                f"--config {source}: neither a preset ({', '.join(list_presets())}) nor an existing YAML file"
+            )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    layers: list[tuple[dict, str]] = []
+    base = data.pop("base", None)
+    if base:
+        if str(base) in seen:
+            raise ConfigError(f"{path}: 'base: {base}' makes a cycle")
+        layers += _read_source(base, (*seen, str(source)))[1]
+    layers.append((data, str(path)))
+    return data, layers
+
+
 def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> dict:
     """Resolve a config from a preset name or YAML path plus ``key=value`` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if source:
-        path = _preset_path(str(source)) if not str(source).endswith((".yaml", ".yml")) else None
-        if path is None:
-            path = Path(source)
-            if not path.is_file():
-                raise ConfigError(
-                    f"--config {source}: neither a preset ({', '.join(list_presets())}) "
-                    "nor an existing YAML file"
-                )
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of config keys")
-        cfg = merge(cfg, data, str(path))
+        for data, where in _read_source(source)[1]:
+            cfg = merge(cfg, data, where)
     for item in overrides or []:
         cfg = merge(cfg, parse_override(item), f"--set {item}")
     validate(cfg)

@@ -1,0 +1,68 @@
+import csv
+import json
+
+import pytest
+import torch
+from conftest import tiny_overrides
+
+from clapkit.config import load_config
+from clapkit.data.synthetic import EVAL_WORDS, write_leakage_set
+from clapkit.errors import ConfigError
+from clapkit.models.audio import build_audio_tower
+from clapkit.training.backbone import train_audio_backbone
+
+
+@pytest.fixture(scope="module")
+def leakage_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("leakset")
+    meta = write_leakage_set(folder, seed=2, sr=8000, seconds=0.5, pretrain_clips=3, train_clips=2, eval_clips=2)
+    return folder, meta
+
+
+def test_leakage_set_and_its_clean_split(tmp_path, leakage_set):
+    from clapkit.audit.leakage import audit_leakage
+
+    folder, meta = leakage_set
+    assert len(meta["eval_classes"]) == 8 and len(meta["pretrain_classes_matching_eval"]) == 8
+    r = audit_leakage([str(folder / "train_dirty.csv")], f"folder:{folder / 'eval'}", tmp_path, write_clean=tmp_path / "clean.csv")
+    assert 0 < r["total"]["dirty_pairs"] < r["total"]["pairs"] == 32 * 2 * 3
+    eval_words = set(EVAL_WORDS.values())
+    with open(tmp_path / "clean.csv") as fh:
+        clean = [row["caption"].lower() for row in csv.DictReader(fh)]
+    assert len(clean) == r["total"]["pairs"] - r["total"]["dirty_pairs"]
+    assert not any(w in c.replace(",", " ").replace(".", " ").split() for c in clean for w in eval_words)
+
+
+def test_backbone_pretraining_excludes_classes_and_loads_into_clap(tmp_path, tiny_bert, leakage_set):
+    folder, meta = leakage_set
+    cfg = load_config(None, tiny_overrides(tiny_bert) + [f"backbone.data=folder:{folder / 'pretrain'}", "backbone.epochs=2"])
+    cfg["backbone"]["exclude"] = meta["pretrain_classes_matching_eval"]
+    s = train_audio_backbone(cfg, tmp_path)
+    assert len(s["classes"]) == 24 and not set(s["classes"]) & set(meta["pretrain_classes_matching_eval"])
+    assert s["train_clips"] + s["val_clips"] == 24 * 3
+    cfg["model"]["audio"]["checkpoint"] = s["weights"]
+    tower = build_audio_tower(cfg["model"]["audio"], 8000)
+    from safetensors.torch import load_file
+
+    saved = load_file(s["weights"])
+    assert all(torch.equal(v, saved[k]) for k, v in tower.state_dict().items())
+    cfg["backbone"]["exclude"] = ["no_such_class"]
+    with pytest.raises(ConfigError, match="no_such_class not among the classes"):
+        train_audio_backbone(cfg, tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_leakage_matrix_end_to_end(tmp_path, tiny_bert):
+    from clapkit.experiments.leakage import run_leakage_matrix
+
+    cfg = load_config("leakage-cpu", tiny_overrides(tiny_bert) + [
+        "train.epochs=2", "train.frozen_epochs=1", "backbone.epochs=1", "model.text.name=minilm"])
+    r = run_leakage_matrix(cfg, tmp_path)
+    assert set(r["cells"]) == {f"{t}_{p}" for t in ("dirty", "clean") for p in ("dirty", "clean", "none")}
+    assert r["cells"]["clean_none"]["train_pairs"] < r["cells"]["dirty_none"]["train_pairs"]
+    for key in ("silhouette_E_a_vs_accuracy", "S_E_a_E_t_vs_log_accuracy"):
+        assert r["correlations"][key]["n"] == 6
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["cells"] == r["cells"]
+    assert "| dirty |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "tsne_matrix.png").stat().st_size > 10_000
