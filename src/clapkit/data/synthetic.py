@@ -196,7 +196,7 @@ def _leaky_caption(cls: tuple[str, str, str], rng: np.random.Generator, leak: fl
 
 def write_leakage_set(
     out: str | Path, seed: int = 0, sr: int = 16000, seconds: float = 2.0, pretrain_clips: int = 12,
-    train_clips: int = 10, eval_clips: int = 8, captions_per_clip: int = 3, leak: float = 0.2,
+    train_clips: int = 10, eval_clips: int = 20, captions_per_clip: int = 3, leak: float = 0.1,
 ) -> dict:
     """Write the data of the synthetic 2 x 3 leakage experiment to ``out``::
 

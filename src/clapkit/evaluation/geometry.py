@@ -53,14 +53,16 @@ def topological_similarity(
     clouds and S >= 1/2, which contradicts the values it reports (0.44 for E_a vs
     E_t). By default the point itself is therefore left out (``include_self=False``),
     so S_k = 1 for identical neighbourhoods and about k / (n - 1) for unrelated ones;
-    ``include_self=True`` follows the text literally (and k starts at 2).
+    ``include_self=True`` follows the text literally (and k starts at 2). k never exceeds
+    (n - 1) // 2: at k = n - 1 every point's neighbours are all the others, S_k = 1.
     Returns S, the k of the maximum, the whole curve and the chance curve.
     """
     if p.shape[0] != q.shape[0]:
         raise ValueError(f"point clouds differ in size: {p.shape[0]} vs {q.shape[0]}")
     n = p.shape[0]
-    limit = n if include_self else n - 1
-    k_max = min(k_max, limit)
+    # beyond half the points two unrelated clouds share most neighbours by construction
+    # (S_{n-1} = 1 always), so k stops at (n - 1) // 2
+    k_max = min(k_max, (n - 1) // 2)
     ks = list(range(2 if include_self else 1, k_max + 1))
     if not ks:
         raise ValueError(f"too few points ({n}) for a neighbourhood comparison")
