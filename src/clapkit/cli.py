@@ -49,6 +49,27 @@ def _write_json(obj: dict, path: Path | None) -> None:
     typer.echo(f"wrote {path}")
 
 
+def _config(config: str | None, overrides: list[str] | None, skip_bad: bool = False) -> dict:
+    from .config import load_config
+
+    return load_config(config, list(overrides or []) + (["data.skip_bad=true"] if skip_bad else []))
+
+
+def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool):
+    """A labelled set with its fold/class selection and its audio checked."""
+    from .data.datasets import check_audio_files
+    from .data.labelled import load_labelled
+
+    try:
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+    except ValueError as exc:
+        raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
+    class_list = [c.strip() for c in classes.split(",")] if classes else None
+    labelled = load_labelled(data, fold_list, class_list, skip_bad)
+    labelled.clips = check_audio_files(labelled.clips, skip_bad, labelled.skipped)
+    return labelled
+
+
 def _load_model(path: Path, device):
     from .models.clap import ClapModel
 
@@ -83,12 +104,9 @@ def train_clap_cmd(
     skip_bad: SkipBad = False,
 ) -> None:
     """Train a CLAP (audio + text backbones, MLP projectors, CLIP loss). Works under torchrun."""
-    from .config import load_config
     from .training.clap import train_clap
 
-    overrides = list(set_ or []) + (["data.skip_bad=true"] if skip_bad else [])
-    cfg = load_config(config, overrides)
-    s = train_clap(cfg, out, resume=resume)
+    s = train_clap(_config(config, set_, skip_bad), out, resume=resume)
     from .training.common import is_main
 
     if is_main():
@@ -107,11 +125,9 @@ def train_backbone_cmd(
     skip_bad: SkipBad = False,
 ) -> None:
     """Supervised pre-training of the audio tower on a labelled set (include/exclude classes)."""
-    from .config import load_config
     from .training.backbone import train_audio_backbone
 
-    cfg = load_config(config, list(set_ or []) + (["data.skip_bad=true"] if skip_bad else []))
-    s = train_audio_backbone(cfg, out)
+    s = train_audio_backbone(_config(config, set_, skip_bad), out)
     typer.echo(f"{len(s['classes'])} classes, {s['train_clips']} clips: best validation accuracy "
                f"{s['best_val_accuracy']:.3f} (chance {s['chance']:.3f}); weights in {s['weights']}")
 
@@ -151,7 +167,7 @@ def eval_zeroshot(
     labelled.clips = check_audio_files(labelled.clips, skip_bad, labelled.skipped)
     templates = list(template or []) or (list(ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_TEMPLATE])
     m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True)
-    m.update(model=str(model), data=data, folds=fold_list)
+    m.update(model=str(model), data=data, folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)
     png = confusion or (out.with_suffix(".confusion.png") if out else None)
     if png:
@@ -300,13 +316,10 @@ def audit_embeddings_cmd(
 ) -> None:
     """Silhouette scores, topological similarities and t-SNE maps of a model's embeddings."""
     from .audit.embeddings import audit_embeddings
-    from .data.datasets import check_audio_files
-    from .data.labelled import load_labelled
 
     dev = _device(device)
     net = _load_model(model, dev)
-    labelled = load_labelled(data, [int(f) for f in folds.split(",")] if folds else None, skip_bad=skip_bad)
-    labelled.clips = check_audio_files(labelled.clips, skip_bad, labelled.skipped)
+    labelled = _labelled(data, folds, None, skip_bad)
     r = audit_embeddings(net, labelled, out, template, k_max, include_self, seed, batch_size, dev)
     t = r["topological_similarity"]
     typer.echo(
@@ -323,10 +336,9 @@ def leakage_matrix_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Dirty/clean training x dirty/clean/none backbone pre-training: accuracy, silhouettes, S, t-SNE."""
-    from .config import load_config
     from .experiments.leakage import TRAININGS, run_leakage_matrix
 
-    r = run_leakage_matrix(load_config(config, set_), out)
+    r = run_leakage_matrix(_config(config, set_), out)
     for t in TRAININGS:
         row = ", ".join(f"{p} {r['cells'][f'{t}_{p}']['zeroshot_accuracy']:.3f}" for p in ("dirty", "clean", "none"))
         typer.echo(f"{t} training: {row}")
