@@ -57,3 +57,71 @@ def test_logit_clamp_bounds_logits_and_stops_gradient():
 def test_clip_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="differ in shape"):
         clip_loss(torch.zeros(3, 4), torch.zeros(2, 4), 1.0)
+
+
+def reference_soft_loss(a, t, scale, ta, tt, weight, temp, similarity, clamp):
+    """Loop-based soft-labelled CLIP loss."""
+    a, t, ta, tt = (np.asarray(x, np.float64) for x in (a, t, ta, tt))
+    n = a.shape[0]
+    c = np.clip(scale * a @ t.T, -clamp, clamp)
+    s = {"aa": ta @ ta.T, "tt": tt @ tt.T, "at": ta @ tt.T, "mean": 0.5 * (ta @ ta.T + tt @ tt.T)}[similarity]
+
+    def softmax_row(v):
+        e = np.exp(v - v.max())
+        return e / e.sum()
+
+    total_at = total_ta = 0.0
+    for i in range(n):
+        y_at = (1 - weight) * np.eye(n)[i] + weight * softmax_row(s[i] / temp)
+        y_ta = (1 - weight) * np.eye(n)[i] + weight * softmax_row(s[:, i] / temp)
+        log_p_at = c[i] - np.log(np.exp(c[i]).sum())
+        log_p_ta = c[:, i] - np.log(np.exp(c[:, i]).sum())
+        total_at -= (y_at * log_p_at).sum()
+        total_ta -= (y_ta * log_p_ta).sum()
+    return 0.5 * (total_at / n + total_ta / n)
+
+
+@pytest.mark.parametrize("similarity", ["aa", "tt", "at", "mean"])
+def test_soft_clip_loss_matches_loop_reference_values_and_gradients(similarity):
+    from clapkit.losses import soft_clip_loss
+
+    g = torch.Generator().manual_seed(1)
+    norm = torch.nn.functional.normalize
+    a, t = (norm(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1).requires_grad_() for _ in range(2))
+    ta, tt = (norm(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1) for _ in range(2))
+    loss = soft_clip_loss(a, t, 5.0, ta, tt, weight=0.7, temperature=0.2, similarity=similarity)
+    ref = reference_soft_loss(a.detach(), t.detach(), 5.0, ta, tt, 0.7, 0.2, similarity, 100.0)
+    assert loss.item() == pytest.approx(ref, rel=1e-10)
+    loss.backward()
+    # gradients against central finite differences of the reference
+    eps = 1e-6
+    for x, name in ((a, "a"), (t, "t")):
+        num = np.zeros((6, 4))
+        for i in range(6):
+            for j in range(4):
+                plus, minus = a.detach().clone(), a.detach().clone()
+                tp, tm = t.detach().clone(), t.detach().clone()
+                if name == "a":
+                    plus[i, j] += eps
+                    minus[i, j] -= eps
+                else:
+                    tp[i, j] += eps
+                    tm[i, j] -= eps
+                num[i, j] = (reference_soft_loss(plus, tp, 5.0, ta, tt, 0.7, 0.2, similarity, 100.0)
+                             - reference_soft_loss(minus, tm, 5.0, ta, tt, 0.7, 0.2, similarity, 100.0)) / (2 * eps)
+        np.testing.assert_allclose(x.grad.numpy(), num, atol=1e-6)
+
+
+def test_soft_clip_loss_hard_only_equals_clip_loss():
+    from clapkit.losses import soft_clip_loss
+
+    g = torch.Generator().manual_seed(2)
+    a, t, ta, tt = (torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=1) for _ in range(4))
+    hard = clip_loss(a, t, 14.0)
+    assert torch.equal(soft_clip_loss(a, t, 14.0, ta, tt, weight=0.0), hard)
+    # identical teacher items make the soft targets uniform over them
+    same = torch.nn.functional.normalize(torch.ones(8, 5), dim=1)
+    uniform = soft_clip_loss(a, t, 14.0, same, same, weight=1.0)
+    logits = 14.0 * a @ t.T
+    expected = 0.5 * (-(torch.log_softmax(logits, 1)).mean(1).mean() - (torch.log_softmax(logits.T, 1)).mean(1).mean())
+    assert uniform.item() == pytest.approx(expected.item(), rel=1e-6)

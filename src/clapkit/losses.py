@@ -69,3 +69,51 @@ def clip_loss(
     logits = clip_logits(a, t, logit_scale, clamp)
     target = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def teacher_targets(
+    teacher_a: torch.Tensor, teacher_t: torch.Tensor, temperature: float, similarity: str = "mean"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets from a teacher's intra-batch similarities (rows sum to 1).
+
+    S is the teacher's similarity between the batch items: audio-audio ``A A^T`` (``aa``),
+    text-text ``T T^T`` (``tt``), audio-text ``A T^T`` (``at``), or the mean of ``aa``
+    and ``tt`` (``mean``). Targets are ``softmax(S / temperature)`` row-wise for the
+    audio-to-text direction and ``softmax(S^T / temperature)`` for text-to-audio.
+    """
+    a, t = teacher_a.detach(), teacher_t.detach()
+    if similarity == "aa":
+        s = a @ a.T
+    elif similarity == "tt":
+        s = t @ t.T
+    elif similarity == "at":
+        s = a @ t.T
+    elif similarity == "mean":
+        s = 0.5 * (a @ a.T + t @ t.T)
+    else:
+        raise ValueError(f"similarity {similarity!r}: choose aa, tt, at or mean")
+    return torch.softmax(s / temperature, dim=1), torch.softmax(s.T / temperature, dim=1)
+
+
+def soft_clip_loss(
+    a: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | float,
+    teacher_a: torch.Tensor, teacher_t: torch.Tensor, weight: float = 0.5,
+    temperature: float = 0.1, similarity: str = "mean", clamp: float | None = 100.0,
+) -> torch.Tensor:
+    """Soft-labelled CLIP loss: items similar in the teacher's eyes are not pure negatives.
+
+    With logits C = clamp(s * A T^T, -c, c), hard targets I and the teacher's soft
+    targets Y_at, Y_ta (:func:`teacher_targets`), the targets are mixed as
+    ``(1 - weight) * I + weight * Y`` and
+
+        L = 1/2 * [ H(C, (1-w) I + w Y_at) + H(C^T, (1-w) I + w Y_ta) ],
+        H(C, Y) = -1/N sum_i sum_j Y_ij log softmax_j(C_i).
+
+    ``weight = 0`` is exactly :func:`clip_loss`; ``weight = 1`` uses the teacher only.
+    """
+    logits = clip_logits(a, t, logit_scale, clamp)
+    y_at, y_ta = teacher_targets(teacher_a, teacher_t, temperature, similarity)
+    eye = torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype)
+    y_at = (1 - weight) * eye + weight * y_at.to(logits.dtype)
+    y_ta = (1 - weight) * eye + weight * y_ta.to(logits.dtype)
+    return 0.5 * (F.cross_entropy(logits, y_at) + F.cross_entropy(logits.T, y_ta))
