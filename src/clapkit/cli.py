@@ -345,6 +345,35 @@ def leakage_matrix_cmd(
     typer.echo(f"chance {r['chance']:.3f}; ordering as in the paper: {r['ordering']['all']}; tables in {out / 'results.md'}")
 
 
+@app.command()
+def curate(
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint folder")],
+    audio: Annotated[Path, typer.Option(help="Unpaired audio: a folder or a CSV with an 'audio' column")],
+    captions: Annotated[str, typer.Option(help="Caption pool: any manifest (Clotho, AudioCaps, csv, jsonl)")],
+    out: Annotated[Path, typer.Option(help="Curated manifest CSV (stats and histogram beside it)")],
+    strategy: Annotated[str, typer.Option(help="du (domain-unspecific) or ds (domain-specific)")] = "du",
+    sigma: Annotated[float, typer.Option(help="Minimum audio-caption similarity")] = 0.7,
+    top_k: Annotated[int, typer.Option(help="Captions kept per audio")] = 1,
+    labels: Annotated[str | None, typer.Option(help="DS: in-domain labels (esc50:ROOT, folder:DIR, txt:FILE)")] = None,
+    label_threshold: Annotated[float, typer.Option(help="DS: minimum caption-label similarity")] = 0.65,
+    label_template: Annotated[str, typer.Option(help="DS: how a label is written before embedding")] = "{label}",
+    index: Annotated[str, typer.Option(help="exact or hnsw (approximate, for millions)")] = "exact",
+    cache: Annotated[Path | None, typer.Option(help="Embedding cache folder (default: beside --out)")] = None,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Pair unpaired audio with captions through a teacher CLAP (DU / DS strategies)."""
+    from .curation import curate as run
+
+    s = run(teacher, audio, captions, out, strategy, sigma, top_k, labels, label_threshold, label_template,
+            index, cache, batch_size, _device(device), skip_bad)
+    extra = f", {s['captions_in_domain']} captions in domain" if strategy == "ds" else ""
+    typer.echo(f"{s['pairs']} pairs for {s['audio_matched']} of {s['audio_pool']} clips from {s['caption_pool']} "
+               f"captions{extra}; cache reused {s['cache']['audio_reused']} audio, {s['cache']['text_reused']} texts; "
+               f"wrote {out}")
+
+
 @app.command("config")
 def show_config(
     config: Annotated[str | None, typer.Option(help="Preset name or YAML file")] = None,

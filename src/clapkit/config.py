@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
             "max_length": 64,
         },
         "projector": {"dim": 512, "hidden": 512, "depth": 2, "dropout": 0.1},
+        "init_from": None,  # a clapkit checkpoint to start from (e.g. the teacher), same architecture
         "init_temperature": 0.07,
         "learn_temperature": True,
         "logit_clamp": 100.0,
@@ -99,6 +100,14 @@ DEFAULTS: dict[str, Any] = {
         "plateau_patience": 10,
         "early_stopping_patience": 15,  # epochs without val improvement; 0 turns it off
         "cache_frozen": True,  # cache backbone outputs while the backbones are frozen
+        "loss": "clip",  # clip | soft_clip (targets from a teacher's intra-batch similarities)
+        "soft": {
+            "teacher": None,  # teacher checkpoint (its embeddings come from `cache` when there)
+            "cache": None,  # curation cache folder (default: OUT/teacher-cache)
+            "weight": 0.5,  # 0: hard targets only (= clip), 1: teacher only
+            "temperature": 0.1,
+            "similarity": "mean",  # aa | tt | at | mean
+        },
         "logger": "csv",  # csv | tensorboard
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "sync_batchnorm": True,  # under DDP on GPUs: BatchNorm statistics over the global batch
@@ -211,6 +220,8 @@ def validate(cfg: dict) -> None:
         ("model", "audio", "name"): {"small_cnn", "cnn14"},
         ("model", "text", "pooling"): {"cls", "cls_before_pooler", "mean"},
         ("train", "logger"): {"csv", "tensorboard"},
+        ("train", "loss"): {"clip", "soft_clip"},
+        ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},
     }
     for keys, allowed in choices.items():
         value = get(cfg, keys)
@@ -220,6 +231,8 @@ def validate(cfg: dict) -> None:
         raise ConfigError("'data.val_fraction' must be in [0, 1)")
     if not 0.0 < cfg["data"]["fraction"] <= 1.0:
         raise ConfigError("'data.fraction' must be in (0, 1]")
+    if cfg["train"]["loss"] == "soft_clip" and not cfg["train"]["soft"]["teacher"]:
+        raise ConfigError("train.loss = soft_clip needs train.soft.teacher (a teacher checkpoint)")
     if cfg["train"]["batch_size"] < 2:
         raise ConfigError("'train.batch_size' must be at least 2 for a contrastive loss")
     if isinstance(cfg["data"]["train"], str):

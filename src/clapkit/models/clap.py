@@ -136,6 +136,21 @@ class ClapModel(nn.Module):
         self.text.save(folder / "text")
 
     @classmethod
+    def load_as(cls, folder: str | Path, cfg: dict) -> ClapModel:
+        """Load a checkpoint's weights under a new run's config (same architecture)."""
+        model = cls.load(folder)
+        arch = ("audio", "text", "projector")
+        theirs = {k: model.cfg["model"][k] for k in arch}
+        ours = {k: cfg["model"][k] for k in arch}
+        for side in (theirs, ours):
+            side["audio"] = {k: v for k, v in side["audio"].items() if k != "checkpoint"}
+            side["text"] = {k: v for k, v in side["text"].items() if k != "name"}
+        if theirs != ours or model.cfg["audio"]["sample_rate"] != cfg["audio"]["sample_rate"]:
+            raise ConfigError(f"model.init_from = {folder}: its architecture differs from this config's model.*")
+        model.cfg = cfg
+        return model
+
+    @classmethod
     def load(cls, folder: str | Path, map_location: str = "cpu") -> ClapModel:
         folder = Path(folder)
         for name in ("config.json", "model.safetensors", "text"):

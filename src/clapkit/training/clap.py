@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from ..data.datasets import ClipDataset, check_audio_files, collate_clips
 from ..data.manifests import Pair, Skipped, load_pairs
 from ..errors import ConfigError
-from ..losses import clip_loss, gather_with_grad
+from ..losses import clip_loss, gather_with_grad, soft_clip_loss
 from ..models.clap import ClapModel
 from .common import (
     ScalarLogger,
@@ -175,8 +175,11 @@ class ClapTrainer:
         if resume:
             recover_dir(self.out / "last")
             self.model = ClapModel.load(self.out / "last").to(self.device)
+        elif cfg["model"]["init_from"]:
+            self.model = ClapModel.load_as(cfg["model"]["init_from"], cfg).to(self.device)
         else:
             self.model = ClapModel(cfg).to(self.device)
+        self.teacher = self._teacher_embeddings() if t["loss"] == "soft_clip" else None
         if self.world > 1 and self.device.type == "cuda" and t["sync_batchnorm"]:
             # BatchNorm statistics over the global batch (SyncBatchNorm runs on GPUs only)
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -192,6 +195,21 @@ class ClapTrainer:
         self.logger = ScalarLogger(self.out, t["logger"], append=resume) if is_main() else None
         if resume and self.logger:
             self.logger.truncate(self.state["epoch"])
+
+    def _teacher_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's E_a and E_t of every training pair, from the curation cache
+        (the teacher model is loaded only for what the cache lacks, then dropped)."""
+        from ..curation import EmbeddingCache
+
+        soft = self.cfg["train"]["soft"]
+        cache = EmbeddingCache(soft["cache"] or self.out / "teacher-cache", soft["teacher"],
+                               batch_size=self.cfg["train"]["eval_batch_size"], device=self.device)
+        clips = _first_pair_per_clip(self.data.train)
+        row = {p.audio: i for i, p in enumerate(clips)}
+        e_a = cache.audio(clips)[[row[p.audio] for p in self.data.train]]
+        e_t = cache.text([p.caption for p in self.data.train])
+        self.teacher_cache_stats = cache.stats
+        return torch.from_numpy(e_a).to(self.device), torch.from_numpy(e_t).to(self.device)
 
     def _resume_config(self, cfg: dict) -> dict:
         saved = self.out / "config.yaml"
@@ -245,9 +263,15 @@ class ClapTrainer:
             out.append(glob[self.rank * per_rank : (self.rank + 1) * per_rank].tolist())
         return out
 
-    def _loss(self, audio=None, tokens=None, x_a=None, x_t=None) -> torch.Tensor:
+    def _loss(self, audio=None, tokens=None, x_a=None, x_t=None, idx: list[int] | None = None) -> torch.Tensor:
         e_a, e_t, scale = self.net(audio=audio, tokens=tokens, x_a=x_a, x_t=x_t)
-        return clip_loss(gather_with_grad(e_a), gather_with_grad(e_t), scale, self.model.logit_clamp)
+        e_a, e_t = gather_with_grad(e_a), gather_with_grad(e_t)
+        if self.teacher is None or idx is None:
+            return clip_loss(e_a, e_t, scale, self.model.logit_clamp)
+        soft = self.cfg["train"]["soft"]
+        t_a, t_t = (gather_with_grad(x[torch.tensor(idx, device=x.device)]) for x in self.teacher)
+        return soft_clip_loss(e_a, e_t, scale, t_a, t_t, soft["weight"], soft["temperature"],
+                              soft["similarity"], self.model.logit_clamp)
 
     def _tokens(self, pairs: list[Pair], idx) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in self.model.text.tokenize([pairs[i].caption for i in idx]).items()}
@@ -271,7 +295,7 @@ class ClapTrainer:
 
     def train_step(self, idx: list[int], waves: torch.Tensor | None = None) -> float:
         """One optimisation step on the pairs ``idx`` of the training set."""
-        loss = self._loss(**self._inputs("train", idx, waves))
+        loss = self._loss(**self._inputs("train", idx, waves), idx=idx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg["train"]["grad_clip"])
@@ -367,7 +391,10 @@ class ClapTrainer:
             "skipped": self.data.skipped.to_dict(),
             "seconds": time.time() - start_time,
             "processes": self.world,
+            "loss": t["loss"],
         }
+        if self.teacher is not None:
+            summary["teacher_cache"] = self.teacher_cache_stats
         if is_main():
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
