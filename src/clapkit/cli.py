@@ -374,6 +374,21 @@ def curate(
                f"wrote {out}")
 
 
+@experiment_app.command("improvement")
+def improvement_cmd(
+    out: Annotated[Path, typer.Option(help="Experiment folder")],
+    config: Annotated[str, typer.Option(help="Preset (improvement-cpu) or YAML file")] = "improvement-cpu",
+    set_: SetOpt = None,
+) -> None:
+    """Teacher -> DU/DS curation -> hard/soft-label students -> zero-shot table."""
+    from .experiments.improvement import run_improvement
+
+    r = run_improvement(_config(config, set_), out)
+    for name, accs in r["zeroshot"].items():
+        typer.echo(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in accs.items()))
+    typer.echo(f"chance: {r['chance']}; table in {out / 'results.md'}")
+
+
 @app.command("config")
 def show_config(
     config: Annotated[str | None, typer.Option(help="Preset name or YAML file")] = None,

@@ -86,6 +86,20 @@ DEFAULTS: dict[str, Any] = {
         "clean_by": "pair",  # pair | audio (see `audit leakage --clean-by`)
         "template": "This is a sound of {label}.",
     },
+    # `clapkit experiment improvement`: teacher -> curation -> students (unpaired improvement)
+    "improvement": {
+        "synthetic": False,  # True: the embedded synthetic set plus an unpaired audio pool
+        "teacher_train": [],  # the teacher's paired data (manifest specs); data.fraction subsamples it
+        "audio_pool": None,  # unpaired audio: folder or CSV
+        "captions": None,  # caption pool (default: the teacher's training captions)
+        "labels": None,  # in-domain labels for DS (esc50:, folder:, txt:)
+        "eval": [],  # labelled sets for the zero-shot table
+        "sigma": 0.7,
+        "top_k": 1,
+        "label_threshold": 0.65,
+        "student_init": "teacher",  # teacher | fresh
+        "student_epochs": 10,
+    },
     "train": {
         "batch_size": 128,
         "epochs": 40,  # total, frozen epochs included

@@ -239,3 +239,16 @@ def write_leakage_set(
     }
     (out / "leakage.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def write_unpaired_pool(out: str | Path, seed: int = 100, sr: int = 16000, seconds: float = 2.0, per_class: int = 6) -> int:
+    """Audio of every class with neither captions nor labels (file names carry no class):
+    the unpaired pool of the teacher-curation experiment. Returns the number of clips."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    jobs = [cls for cls in all_classes() for _ in range(per_class)]
+    order = rng.permutation(len(jobs))
+    for n, j in enumerate(order):
+        sf.write(out / f"pool_{n:05d}.wav", synth_clip(*jobs[j], rng, sr, seconds), sr, subtype="PCM_16")
+    return len(jobs)
