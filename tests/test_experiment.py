@@ -66,3 +66,17 @@ def test_leakage_matrix_end_to_end(tmp_path, tiny_bert):
     assert saved["cells"] == r["cells"]
     assert "| dirty |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "tsne_matrix.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_improvement_experiment_end_to_end(tmp_path, tiny_bert):
+    from clapkit.experiments.improvement import run_improvement
+
+    cfg = load_config("improvement-cpu", tiny_overrides(tiny_bert) + [
+        "train.epochs=1", "improvement.student_epochs=1", "improvement.sigma=-1", "improvement.label_threshold=-1",
+        "data.fraction=0.1"])
+    r = run_improvement(cfg, tmp_path)
+    assert set(r["zeroshot"]) == {"teacher", "student_du_clip", "student_du_soft_clip", "student_ds_clip", "student_ds_soft_clip"}
+    assert set(r["chance"]) == {"unseen", "seen"}
+    assert r["curation"]["du"]["pairs"] == r["curation"]["du"]["audio_pool"] * 2  # sigma -1 keeps every top-2 match
+    assert (tmp_path / "results.md").read_text().startswith("# Improvement")
