@@ -41,11 +41,17 @@ def one(size: int, index: str, folder: Path) -> dict:
     from clapkit.curation import match
 
     path = folder / f"audio_{size}.f32"
-    audio = np.memmap(path, dtype=np.float32, mode="r", shape=(size, DIM))
+
+    def batches(rows=8192):  # read from disk batch by batch, as from a cache file
+        with open(path, "rb") as fh:
+            for start in range(0, size, rows):
+                n = min(rows, size - start)
+                yield np.fromfile(fh, dtype=np.float32, count=n * DIM).reshape(n, DIM)
+
     text = np.concatenate(list(unit_chunks(CAPTIONS, 2)))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    rows, _, _, _ = match(audio, text, top_k=1, sigma=0.25, index=index, batch_size=8192)
+    rows, _, _, _ = match(batches(), text, top_k=1, sigma=0.25, index=index)
     seconds = time.perf_counter() - t0
     return {"audio": size, "captions": CAPTIONS, "dim": DIM, "index": index, "seconds": seconds,
             "audio_per_s": size / seconds, "kept_pairs": int(len(rows)),

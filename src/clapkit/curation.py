@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,26 +168,36 @@ def build_index(emb: np.ndarray, kind: str = "exact"):
     return index
 
 
-def match(audio_emb: np.ndarray, text_emb: np.ndarray, top_k: int = 1, sigma: float = 0.7,
+def match(audio_emb: np.ndarray | Iterable[np.ndarray], text_emb: np.ndarray, top_k: int = 1, sigma: float = 0.7,
           index: str = "exact", batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """DU matching: (audio rows, caption rows, similarities) of the kept pairs, and every
-    audio's best similarity (for the histogram)."""
-    if len(text_emb) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, np.float32), np.full(len(audio_emb), np.nan, np.float32)
-    idx = build_index(text_emb, index)
+    audio's best similarity (for the histogram).
+
+    ``audio_emb`` is an array or an iterable of row batches (e.g. read from disk), so
+    the audio pool never needs to be in memory at once.
+    """
+    if isinstance(audio_emb, np.ndarray):
+        batches: Iterable[np.ndarray] = (audio_emb[s : s + batch_size] for s in range(0, len(audio_emb), batch_size))
+    else:
+        batches = audio_emb
+    rows, cols, sims, best = [], [], [], []
+    idx = build_index(text_emb, index) if len(text_emb) else None
     k = min(top_k, len(text_emb))
-    rows, cols, sims, best = [], [], [], np.empty(len(audio_emb), dtype=np.float32)
-    for start in range(0, len(audio_emb), batch_size):
-        q = np.ascontiguousarray(audio_emb[start : start + batch_size], dtype=np.float32)
-        d, i = idx.search(q, k)
-        best[start : start + len(q)] = d[:, 0]
-        keep = d >= sigma
-        r, c = np.nonzero(keep)
-        rows.append(r + start)
-        cols.append(i[r, c])
-        sims.append(d[r, c])
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(sims), best
+    start = 0
+    for batch in batches:
+        q = np.ascontiguousarray(batch, dtype=np.float32)
+        if idx is None:
+            best.append(np.full(len(q), np.nan, np.float32))
+        else:
+            d, i = idx.search(q, k)
+            best.append(d[:, 0].astype(np.float32))
+            r, c = np.nonzero(d >= sigma)
+            rows.append(r + start)
+            cols.append(i[r, c])
+            sims.append(d[r, c])
+        start += len(q)
+    cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+    return cat(rows, np.int64), cat(cols, np.int64), cat(sims, np.float32), cat(best, np.float32)
 
 
 def domain_filter(caption_emb: np.ndarray, label_emb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
