@@ -1,7 +1,8 @@
 """Curation scaling: DU matching of 10k, 100k and 1M audio embeddings against 50k
-captions (random unit vectors, dim 256; the model is not run). Each pool size runs in
-a fresh process so its peak RSS is its own; audio embeddings stream from a memory-mapped
-file in batches, as from a cache on disk. Prints one JSON line per size and a summary.
+captions (random unit vectors, dim 256; the model is not run). Embeddings are written by
+one process and matched by another, reading them from disk batch by batch (as from a
+cache file), so each peak RSS is the matching's own and should not grow with the pool.
+Prints one JSON line per size and a summary.
 
 Usage: python bench_curation.py [--sizes 10000,100000,1000000] [--index exact|hnsw]
 """
