@@ -259,7 +259,9 @@ def embed(
             items, skipped = labelled.clips, labelled.skipped
         else:
             pairs, skipped = _pairs(audio, audio_dir, None, skip_bad)
-            items = list({p.audio: p for p in pairs}.values())
+            from .data.manifests import unique_clips
+
+            items = unique_clips(pairs)
         items = check_audio_files(items, skip_bad, skipped)
         emb = embed_audio(net, items, batch_size, projected=not backbone, device=dev, progress=True)
         ids = [str(i.audio) for i in items]

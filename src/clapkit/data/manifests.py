@@ -67,6 +67,14 @@ class Skipped:
         return {"count": self.count, "by_reason": dict(self.reasons), "examples": self.examples}
 
 
+def unique_clips(pairs: list[Pair]) -> list[Pair]:
+    """The first pair of each distinct audio file, in order of first appearance."""
+    seen: dict[Path, Pair] = {}
+    for p in pairs:
+        seen.setdefault(p.audio, p)
+    return list(seen.values())
+
+
 def detect_spec(arg: str) -> str:
     """``KIND:PATH`` as given, or a bare caption file with its kind read off its header
     (Clotho's ``file_name,caption_1..``, AudioCaps' ``audiocap_id,youtube_id,..``,

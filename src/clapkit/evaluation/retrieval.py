@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.manifests import Pair
+from ..data.manifests import Pair, unique_clips
 from ..models.clap import ClapModel
 from .embed import embed_audio, embed_text
 from .metrics import audio_text_retrieval
@@ -16,12 +16,10 @@ def retrieval_eval(model: ClapModel, pairs: list[Pair], batch_size: int = 32, de
     Audio rows are the distinct files of ``pairs`` (first-appearance order); every
     caption is a text query.
     """
-    clips: dict = {}
-    for p in pairs:
-        clips.setdefault(p.audio, p)
-    row = {a: i for i, a in enumerate(clips)}
+    clips = unique_clips(pairs)
+    row = {c.audio: i for i, c in enumerate(clips)}
     text_audio = np.array([row[p.audio] for p in pairs])
-    audio_emb = embed_audio(model, list(clips.values()), batch_size, device=device, progress=progress)
+    audio_emb = embed_audio(model, clips, batch_size, device=device, progress=progress)
     text_emb = embed_text(model, [p.caption for p in pairs], device=device)
     out = audio_text_retrieval(audio_emb, text_emb, text_audio)
     out.update(audio=len(clips), captions=len(pairs))

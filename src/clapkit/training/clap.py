@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.datasets import ClipDataset, check_audio_files, collate_clips
-from ..data.manifests import Pair, Skipped, load_pairs
+from ..data.manifests import Pair, Skipped, load_pairs, unique_clips
 from ..errors import ConfigError
 from ..losses import clip_loss, gather_with_grad, soft_clip_loss
 from ..models.clap import ClapModel
@@ -126,7 +126,7 @@ class FeatureCache:
         self.x_a = self.x_t = None
         with torch.no_grad():
             if "audio" in model.frozen:
-                items = _first_pair_per_clip(pairs)
+                items = unique_clips(pairs)
                 row = {p.audio: i for i, p in enumerate(items)}
                 self.audio_rows = torch.tensor([row[p.audio] for p in pairs])
                 a = cfg["audio"]
@@ -146,13 +146,6 @@ class FeatureCache:
         x_a = self.x_a[self.audio_rows[idx]] if self.x_a is not None else None
         x_t = self.x_t[self.text_rows[idx]] if self.x_t is not None else None
         return x_a, x_t
-
-
-def _first_pair_per_clip(pairs: list[Pair]) -> list[Pair]:
-    seen: dict[Path, Pair] = {}
-    for p in pairs:
-        seen.setdefault(p.audio, p)
-    return list(seen.values())
 
 
 class ClapTrainer:
@@ -204,7 +197,7 @@ class ClapTrainer:
         soft = self.cfg["train"]["soft"]
         cache = EmbeddingCache(soft["cache"] or self.out / "teacher-cache", soft["teacher"],
                                batch_size=self.cfg["train"]["eval_batch_size"], device=self.device)
-        clips = _first_pair_per_clip(self.data.train)
+        clips = unique_clips(self.data.train)
         row = {p.audio: i for i, p in enumerate(clips)}
         e_a = cache.audio(clips)[[row[p.audio] for p in self.data.train]]
         e_t = cache.text([p.caption for p in self.data.train])
