@@ -73,9 +73,10 @@ def test_embedding_cache_reuses_and_invalidates(tmp_path, tiny_checkpoint, tiny_
 
 
 def test_curate_writes_manifest_and_stats_and_a_student_trains_on_it(tmp_path, tiny_checkpoint, tiny_synthetic, tiny_bert):
+    from conftest import tiny_overrides
+
     from clapkit.config import load_config
     from clapkit.training.clap import train_clap
-    from conftest import tiny_overrides
 
     out = tmp_path / "du.csv"
     s = curate(tiny_checkpoint, tiny_synthetic / "unseen", str(tiny_synthetic / "train.csv"), out, sigma=-1.0, top_k=2)

@@ -184,6 +184,35 @@ AudioColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the
 CaptionColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the caption")]
 
 
+@eval_app.command("sts")
+def eval_sts(
+    model: Annotated[str, typer.Option(help="clapkit checkpoint, Hugging Face or sentence-transformers folder, or 'minilm'")],
+    data: Annotated[list[str], typer.Option(help="stsb:DIR, sick:DIR or senteval:DIR (repeat for several)")],
+    out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
+    split: Annotated[str, typer.Option(help="STS-B / SICK split")] = "test",
+    pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
+    projected: Annotated[bool, typer.Option(help="clapkit checkpoints: use the projected E_t")] = False,
+    max_length: int = 128,
+    batch_size: int = 64,
+    device: Device = "auto",
+) -> None:
+    """STS Spearman x 100 (STS12-16 'all'/mean/wmean, STS-B, SICK-R), alignment and uniformity."""
+    from .data.sts import load_sts
+    from .evaluation.sts import SentenceEncoder, sts_eval
+
+    sets = [s for spec in data for s in load_sts(spec, split)]
+    enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
+    r = sts_eval(enc, sets, batch_size)
+    r.update(model=model, data=list(data), pooling=enc.tower.pooling)
+    _write_json(r, out)
+    for name, task in r["tasks"].items():
+        extra = f" (mean {task['mean']:.2f}, wmean {task['wmean']:.2f})" if "mean" in task else ""
+        au = f"; alignment {task['alignment']:.3f}, uniformity {task['uniformity']:.3f}" if "alignment" in task else ""
+        typer.echo(f"{name}: Spearman {task['spearman']:.2f} on {task['pairs']} pairs{extra}{au}")
+    if "avg" in r:
+        typer.echo(f"7-task average: {r['avg']:.2f}")
+
+
 def _pairs(data: str, audio_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool,
            audio_column: str = "audio", caption_column: str = "caption"):
     from .data.datasets import check_audio_files

@@ -84,3 +84,22 @@ def tsne_2d(x: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarra
     perplexity = min(perplexity, max(2.0, (len(x) - 1) / 3))
     return TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca",
                 random_state=seed).fit_transform(np.asarray(x, dtype=np.float64))
+
+
+def alignment(x: np.ndarray, y: np.ndarray, alpha: float = 2.0) -> float:
+    """Wang & Isola alignment: E ||f(x) - f(y)||^alpha over positive pairs (rows of x, y
+    L2-normalised). Lower is better."""
+    return float((np.linalg.norm(x - y, axis=1) ** alpha).mean())
+
+
+def uniformity(x: np.ndarray, t: float = 2.0, max_points: int = 5000, seed: int = 0) -> float:
+    """Wang & Isola uniformity: log E exp(-t ||f(x) - f(y)||^2) over distinct pairs of
+    L2-normalised rows (a seeded sample of ``max_points`` rows for large sets). Lower is
+    better."""
+    if len(x) > max_points:
+        x = x[np.random.default_rng(seed).choice(len(x), max_points, replace=False)]
+    sq = np.clip(2.0 - 2.0 * (x @ x.T), 0.0, None)
+    iu = np.triu_indices(len(x), k=1)
+    v = -t * sq[iu]
+    m = v.max()
+    return float(m + np.log(np.exp(v - m).mean()))

@@ -1,0 +1,128 @@
+"""Semantic-textual-similarity sets in their published layouts.
+
+- ``stsb:DIR`` - STS Benchmark ``sts-{train,dev,test}.csv``: tab-separated, no header, no
+  quoting; ``genre, file, year, id, score, sentence1, sentence2`` and sometimes extra
+  columns, which are ignored.
+- ``sick:DIR`` - SICK: ``SICK_test_annotated.txt`` (``pair_ID, sentence_A, sentence_B,
+  relatedness_score, ...``) or ``SICK.txt`` (the full release; rows of the requested
+  ``SemEval_set``). Columns are found by their header names.
+- ``senteval:DIR`` - the folder holding SentEval's ``STS12-en-test`` .. ``STS16-en-test``:
+  ``STS.input.<set>.txt`` (sentence pairs, tab-separated) with ``STS.gs.<set>.txt``
+  (one gold score a line; an empty gold line drops its pair, as SentEval does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from .manifests import parse_spec
+from .text import read_text
+
+SENTEVAL_YEARS = ("STS12", "STS13", "STS14", "STS15", "STS16")
+
+
+@dataclass
+class StsSet:
+    """Sentence pairs with gold scores; ``subset`` names the source of each pair."""
+
+    name: str
+    s1: list[str]
+    s2: list[str]
+    scores: list[float]
+    subset: list[str]
+
+
+def _score(text: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise DataError(f"score {text!r} is not a number", where) from exc
+
+
+def load_stsb(folder: Path, split: str = "test") -> StsSet:
+    path = folder / f"sts-{split}.csv"
+    s1, s2, scores = [], [], []
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) < 7:
+            raise DataError(f"{len(cols)} tab-separated columns, expected at least 7 "
+                            "(genre, file, year, id, score, sentence1, sentence2)", f"{path} line {n}")
+        scores.append(_score(cols[4], f"{path} line {n}"))
+        s1.append(cols[5])
+        s2.append(cols[6])
+    if not scores:
+        raise DataError("no pairs", str(path))
+    return StsSet(f"STSB-{split}", s1, s2, scores, ["stsb"] * len(scores))
+
+
+def load_sick(folder: Path, split: str = "test") -> StsSet:
+    annotated = folder / "SICK_test_annotated.txt"
+    full = folder / "SICK.txt"
+    path = annotated if split == "test" and annotated.is_file() else full
+    lines = read_text(path).splitlines()
+    header = lines[0].split("\t") if lines else []
+    need = ["sentence_A", "sentence_B", "relatedness_score"]
+    missing = [c for c in need if c not in header]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(missing)}", f"{path} line 1")
+    col = {c: header.index(c) for c in header}
+    keep_set = "SemEval_set" in col and path == full
+    s1, s2, scores = [], [], []
+    for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) < len(header):
+            raise DataError(f"{len(cols)} columns, the header has {len(header)}", f"{path} line {n}")
+        if keep_set and cols[col["SemEval_set"]].strip().upper() != split.upper():
+            continue
+        s1.append(cols[col["sentence_A"]])
+        s2.append(cols[col["sentence_B"]])
+        scores.append(_score(cols[col["relatedness_score"]], f"{path} line {n}"))
+    if not scores:
+        raise DataError(f"no pairs of split {split!r}", str(path))
+    return StsSet(f"SICK-R-{split}", s1, s2, scores, ["sick"] * len(scores))
+
+
+def load_senteval_year(folder: Path, year: str) -> StsSet:
+    sub = folder / f"{year}-en-test"
+    inputs = sorted(sub.glob("STS.input.*.txt"))
+    if not inputs:
+        raise DataError(f"no STS.input.<set>.txt files (expected SentEval's {year}-en-test layout)", str(sub))
+    s1, s2, scores, subset = [], [], [], []
+    for inp in inputs:
+        name = inp.name[len("STS.input."):-len(".txt")]
+        gold = sub / f"STS.gs.{name}.txt"
+        pairs = read_text(inp).splitlines()
+        golds = read_text(gold).splitlines()
+        if len(pairs) != len(golds):
+            raise DataError(f"{len(pairs)} sentence pairs but {len(golds)} gold lines in {gold.name}", str(inp))
+        for n, (pair, g) in enumerate(zip(pairs, golds, strict=True), 1):
+            if not g.strip():
+                continue  # no gold score: SentEval drops the pair
+            cols = pair.split("\t")
+            if len(cols) < 2:
+                raise DataError("expected two tab-separated sentences", f"{inp} line {n}")
+            s1.append(cols[0])
+            s2.append(cols[1])
+            scores.append(_score(g.strip(), f"{gold} line {n}"))
+            subset.append(name)
+    return StsSet(year, s1, s2, scores, subset)
+
+
+def load_sts(spec: str, split: str = "test") -> list[StsSet]:
+    kind, path = parse_spec(spec, ("stsb", "sick", "senteval"))
+    if not path.is_dir():
+        raise DataError("folder not found", str(path))
+    if kind == "stsb":
+        return [load_stsb(path, split)]
+    if kind == "sick":
+        return [load_sick(path, split)]
+    years = [y for y in SENTEVAL_YEARS if (path / f"{y}-en-test").is_dir()]
+    if not years:
+        raise DataError("no STS12-en-test .. STS16-en-test folders", str(path))
+    return [load_senteval_year(path, y) for y in years]

@@ -1,0 +1,112 @@
+"""STS evaluation of a sentence encoder (SimCSE protocol) plus alignment and uniformity.
+
+Score = Spearman correlation x 100 between the cosine similarity of the two sentences'
+embeddings and the gold scores. For STS12-16 three aggregations are reported: "all"
+(every subset's pairs concatenated, SimCSE's choice and the one in the 7-task table),
+the mean over subsets and the mean weighted by subset size. The 7-task average
+(STS12-16 "all", STS-B test, SICK-R test) is given when all seven are evaluated.
+
+The encoder is a clapkit checkpoint's text tower (``--projected`` for E_t), a Hugging
+Face model folder or a sentence-transformers folder (its ``1_Pooling`` config picks the
+pooling when ``pooling="auto"``), or ``minilm``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+
+from ..data.sts import StsSet
+from ..models.text import TextTower, resolve_text_model
+from .geometry import alignment, uniformity
+
+SEVEN = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSB-test", "SICK-R-test")
+
+
+def auto_pooling(folder: str | Path) -> str:
+    cfg = Path(folder) / "1_Pooling" / "config.json"
+    if cfg.is_file():
+        modes = json.loads(cfg.read_text())
+        if modes.get("pooling_mode_mean_tokens"):
+            return "mean"
+        if modes.get("pooling_mode_cls_token"):
+            return "cls_before_pooler"
+    return "cls"
+
+
+class SentenceEncoder:
+    """L2-normalised sentence embeddings from a checkpoint or model folder."""
+
+    def __init__(self, path: str | Path, pooling: str = "auto", max_length: int = 128,
+                 projected: bool = False, device="cpu"):
+        path = str(path)
+        folder = Path(resolve_text_model(path))
+        self.projector = None
+        clap_cfg = folder / "config.json"
+        if (folder / "text").is_dir() and clap_cfg.is_file() and "model" in json.loads(clap_cfg.read_text()):
+            from ..models.clap import ClapModel
+
+            clap = ClapModel.load(folder)
+            self.tower = clap.text
+            if pooling != "auto":
+                self.tower.pooling = pooling
+            self.projector = clap.text_proj if projected else None
+        else:
+            self.tower = TextTower(path, auto_pooling(folder) if pooling == "auto" else pooling, max_length)
+        self.tower.max_length = max_length
+        self.device = device
+        self.tower.to(device).eval()
+        if self.projector is not None:
+            self.projector.to(device).eval()
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = {k: v.to(self.device) for k, v in self.tower.tokenize(texts[i : i + batch_size]).items()}
+            x = self.tower(tokens)
+            if self.projector is not None:
+                x = self.projector(x)
+            out.append(torch.nn.functional.normalize(x.float(), dim=-1).cpu())
+        return torch.cat(out).numpy()
+
+
+def _spearman(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float(spearmanr(pred, gold).correlation * 100)
+
+
+def evaluate_set(encoder: SentenceEncoder, data: StsSet, batch_size: int = 64) -> dict:
+    a, b = encoder.encode(data.s1, batch_size), encoder.encode(data.s2, batch_size)
+    sims = (a * b).sum(axis=1)
+    gold = np.asarray(data.scores)
+    out = {"pairs": len(gold), "spearman": _spearman(sims, gold), "pearson": float(pearsonr(sims, gold)[0] * 100)}
+    subsets = sorted(set(data.subset))
+    if len(subsets) > 1:
+        per = {}
+        for s in subsets:
+            m = np.array([x == s for x in data.subset])
+            per[s] = {"pairs": int(m.sum()), "spearman": _spearman(sims[m], gold[m])}
+        out["subsets"] = per
+        out["all"] = out["spearman"]
+        out["mean"] = float(np.mean([v["spearman"] for v in per.values()]))
+        out["wmean"] = float(sum(v["spearman"] * v["pairs"] for v in per.values()) / len(gold))
+    if data.name.startswith("STSB"):
+        positive = gold >= 4.0
+        both = np.concatenate([a, b])
+        out["alignment"] = alignment(a[positive], b[positive])
+        out["uniformity"] = uniformity(both)
+        out["alignment_pairs"] = int(positive.sum())
+    return out
+
+
+def sts_eval(encoder: SentenceEncoder, sets: list[StsSet], batch_size: int = 64) -> dict:
+    results = {s.name: evaluate_set(encoder, s, batch_size) for s in sets}
+    table = {name: results[name]["spearman"] for name in SEVEN if name in results}
+    out: dict = {"tasks": results, "table": table}
+    if len(table) == len(SEVEN):
+        out["avg"] = float(np.mean(list(table.values())))
+    return out
