@@ -25,6 +25,9 @@ app.add_typer(audit_app, name="audit")
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.batch_size=32")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files and count them in the output instead of failing")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+Checkpoint = Annotated[Path, typer.Option("--model", help="Checkpoint folder")]
+MetricsJson = Annotated[Path | None, typer.Option("--out", help="JSON file for the metrics")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", help="Preset name (see `clapkit config`) or YAML file")]
 
 
 def _quiet_libraries() -> None:
@@ -98,7 +101,7 @@ def demo(
 @train_app.command("clap")
 def train_clap_cmd(
     out: Annotated[Path, typer.Option(help="Run folder (checkpoints, config, metrics)")],
-    config: Annotated[str | None, typer.Option(help="Preset name (demo, paper, small) or YAML file")] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last epoch")] = False,
     skip_bad: SkipBad = False,
@@ -120,7 +123,7 @@ def train_clap_cmd(
 @train_app.command("audio-backbone")
 def train_backbone_cmd(
     out: Annotated[Path, typer.Option(help="Output folder (audio_tower.safetensors, metrics)")],
-    config: Annotated[str | None, typer.Option(help="Preset name or YAML file (model.audio, audio, backbone.*)")] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     skip_bad: SkipBad = False,
 ) -> None:
@@ -134,9 +137,9 @@ def train_backbone_cmd(
 
 @eval_app.command("zeroshot")
 def eval_zeroshot(
-    model: Annotated[Path, typer.Option(help="Checkpoint folder")],
+    model: Checkpoint,
     data: Annotated[str, typer.Option(help="esc50:ROOT or folder:DIR")],
-    out: Annotated[Path | None, typer.Option(help="JSON file for the metrics")] = None,
+    out: MetricsJson = None,
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds, e.g. 1,2,3")] = None,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names to evaluate on")] = None,
     template: Annotated[list[str] | None, typer.Option(help="Prompt template with {label}; repeat to ensemble")] = None,
@@ -226,9 +229,9 @@ def _pairs(data: str, audio_dir: Path | None, audiocaps_pattern: str | None, ski
 
 @eval_app.command("retrieval")
 def eval_retrieval(
-    model: Annotated[Path, typer.Option(help="Checkpoint folder")],
+    model: Checkpoint,
     data: Annotated[str, typer.Option(help="csv:FILE, jsonl:FILE, clotho:CSV, audiocaps:CSV, or esc50:/folder: with templated captions")],
-    out: Annotated[Path | None, typer.Option(help="JSON file for the metrics")] = None,
+    out: MetricsJson = None,
     audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
     audiocaps_pattern: Annotated[str | None, typer.Option(help="AudioCaps file name, e.g. 'Y{youtube_id}.wav'")] = None,
     audio_column: AudioColumn = "audio",
@@ -259,7 +262,7 @@ def eval_retrieval(
 
 @app.command()
 def embed(
-    model: Annotated[Path, typer.Option(help="Checkpoint folder")],
+    model: Checkpoint,
     out: Annotated[Path, typer.Option(help=".npz file with arrays 'embeddings' and 'ids'")],
     audio: Annotated[str | None, typer.Option(help="Audio to embed: esc50:, folder:, csv:, jsonl:, clotho:, audiocaps:")] = None,
     text: Annotated[Path | None, typer.Option(help="Text file, one text a line")] = None,
@@ -333,7 +336,7 @@ def audit_leakage_cmd(
 
 @audit_app.command("embeddings")
 def audit_embeddings_cmd(
-    model: Annotated[Path, typer.Option(help="Checkpoint folder")],
+    model: Checkpoint,
     data: Annotated[str, typer.Option(help="esc50:ROOT or folder:DIR")],
     out: Annotated[Path, typer.Option(help="Report folder")],
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds")] = None,
@@ -422,7 +425,7 @@ def improvement_cmd(
 
 @app.command("config")
 def show_config(
-    config: Annotated[str | None, typer.Option(help="Preset name or YAML file")] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Print the resolved config (every key, with the preset and overrides applied)."""
