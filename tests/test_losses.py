@@ -125,3 +125,66 @@ def test_soft_clip_loss_hard_only_equals_clip_loss():
     logits = 14.0 * a @ t.T
     expected = 0.5 * (-(torch.log_softmax(logits, 1)).mean(1).mean() - (torch.log_softmax(logits.T, 1)).mean(1).mean())
     assert uniform.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _views(n=6, d=5, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+
+
+def _cos_ref(a, b):
+    return torch.dot(a, b) / (a.norm() * b.norm())
+
+
+def test_simcse_unsup_and_sup_against_loops():
+    from clapkit.losses import simcse_loss, simcse_sup_loss
+
+    z1, z2, z3 = _views()
+    tau, w = 0.05, 0.3
+    ref_u = sum(-torch.log(torch.exp(_cos_ref(z1[i], z2[i]) / tau)
+                           / sum(torch.exp(_cos_ref(z1[i], z2[j]) / tau) for j in range(6))) for i in range(6)) / 6
+    ref_s = sum(-torch.log(torch.exp(_cos_ref(z1[i], z2[i]) / tau) / (
+        sum(torch.exp(_cos_ref(z1[i], z2[j]) / tau) for j in range(6))
+        + sum(torch.exp(_cos_ref(z1[i], z3[j]) / tau + (w if i == j else 0.0)) for j in range(6)))) for i in range(6)) / 6
+    for loss, ref in ((simcse_loss(z1, z2, tau), ref_u), (simcse_sup_loss(z1, z2, z3, tau, w), ref_s)):
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-10)
+        g_loss = torch.autograd.grad(loss, (z1, z2), retain_graph=True)
+        g_ref = torch.autograd.grad(ref, (z1, z2), retain_graph=True)
+        for a, b in zip(g_loss, g_ref, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_supcon_against_loop_and_equal_to_simclr_without_labels():
+    from clapkit.losses import nt_xent_loss, supcon_loss
+
+    z1, z2, _ = _views()
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    tau = 0.07
+    views, lab = torch.cat([z1, z2]), torch.cat([labels, labels])
+    total, anchors = 0.0, 0
+    for i in range(12):
+        denom = sum(torch.exp(_cos_ref(views[i], views[a]) / tau) for a in range(12) if a != i)
+        pos = [p for p in range(12) if p != i and lab[p] == lab[i]]
+        total = total - sum(torch.log(torch.exp(_cos_ref(views[i], views[p]) / tau) / denom) for p in pos) / len(pos)
+        anchors += 1
+    ref = total / anchors
+    loss = supcon_loss(z1, z2, labels, tau)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-10)
+    torch.testing.assert_close(torch.autograd.grad(loss, z1)[0], torch.autograd.grad(ref, z1)[0])
+    # without labels SupCon is NT-Xent; with each sample its own label too
+    assert nt_xent_loss(z1, z2, tau).item() == pytest.approx(supcon_loss(z1, z2, torch.arange(6), tau).item(), rel=1e-12)
+    # NT-Xent by its own loop: one positive (the other view) per anchor
+    ref_nt = sum(-torch.log(torch.exp(_cos_ref(views[i], views[(i + 6) % 12]) / tau)
+                            / sum(torch.exp(_cos_ref(views[i], views[a]) / tau) for a in range(12) if a != i))
+                 for i in range(12)) / 12
+    assert nt_xent_loss(z1, z2, tau).item() == pytest.approx(ref_nt.item(), rel=1e-10)
+
+
+def test_supcon_finite_when_a_class_has_one_sample():
+    from clapkit.losses import supcon_loss
+
+    z1, z2, _ = _views(n=3)
+    loss = supcon_loss(z1, z2, torch.tensor([0, 1, 2]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(z1.grad).all()

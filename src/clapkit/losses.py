@@ -117,3 +117,74 @@ def soft_clip_loss(
     y_at = (1 - weight) * eye + weight * y_at.to(logits.dtype)
     y_ta = (1 - weight) * eye + weight * y_ta.to(logits.dtype)
     return 0.5 * (F.cross_entropy(logits, y_at) + F.cross_entropy(logits.T, y_ta))
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+
+def simcse_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """Unsupervised SimCSE (Gao et al., 2021): in-batch InfoNCE between two dropout views.
+
+    ``z1[i]`` and ``z2[i]`` encode sentence i twice (different dropout masks; pass the
+    batch once as ``[s; s]`` so the masks are drawn per row). With cos the cosine
+    similarity and tau the temperature:
+
+        L = -1/N sum_i log( exp(cos(z1_i, z2_i) / tau) / sum_j exp(cos(z1_i, z2_j) / tau) )
+    """
+    logits = _cos(z1, z2) / temperature
+    return F.cross_entropy(logits, torch.arange(len(z1), device=z1.device))
+
+
+def simcse_sup_loss(
+    z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor, temperature: float = 0.05,
+    hard_negative_weight: float = 0.0,
+) -> torch.Tensor:
+    """Supervised SimCSE: premise ``z1``, entailment ``z2`` (positive), contradiction
+    ``z3`` (hard negative), over N x 2N logits [cos(z1, z2) | cos(z1, z3)] / tau:
+
+        L = -1/N sum_i log( exp(c_ii) / (sum_j exp(c_ij) + sum_j exp(h_ij + w [i = j])) )
+
+    with c = cos(z1, z2) / tau, h = cos(z1, z3) / tau and ``w = hard_negative_weight``
+    added to each anchor's own hard negative (SimCSE's option; 0 by default).
+    """
+    c, h = _cos(z1, z2) / temperature, _cos(z1, z3) / temperature
+    h = h + hard_negative_weight * torch.eye(len(z1), device=z1.device, dtype=h.dtype)
+    return F.cross_entropy(torch.cat([c, h], dim=1), torch.arange(len(z1), device=z1.device))
+
+
+def supcon_loss(
+    z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor | None = None, temperature: float = 0.07
+) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020) over two views of N samples.
+
+    The 2N views V = [z1; z2] are anchors; the positives P(i) of anchor i are the other
+    views with the same label (its own other view always among them); A(i) is every
+    view but i:
+
+        L = 1/|I| sum_{i in I} -1/|P(i)| sum_{p in P(i)} log( exp(s_ip / tau) / sum_{a in A(i)} exp(s_ia / tau) )
+
+    with s the cosine similarity and I the anchors that have a positive (so no NaN).
+    Without labels every sample is its own class and this is SimCLR's NT-Xent
+    (:func:`nt_xent_loss`).
+    """
+    n = len(z1)
+    views = torch.cat([z1, z2])
+    if labels is None:
+        labels = torch.arange(n, device=z1.device)
+    labels = torch.cat([labels, labels])
+    logits = _cos(views, views) / temperature
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z1.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~self_mask
+    counts = pos.sum(1)
+    has = counts > 0
+    mean_log_prob = (log_prob.masked_fill(~pos, 0.0).sum(1)[has]) / counts[has]
+    return -mean_log_prob.mean()
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """SimCLR's NT-Xent: each of the 2N views has its other view as the one positive and
+    the remaining 2N - 2 views as negatives (= :func:`supcon_loss` without labels)."""
+    return supcon_loss(z1, z2, None, temperature)
