@@ -188,3 +188,47 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.07) 
     """SimCLR's NT-Xent: each of the 2N views has its other view as the one positive and
     the remaining 2N - 2 views as negatives (= :func:`supcon_loss` without labels)."""
     return supcon_loss(z1, z2, None, temperature)
+
+
+class _RngState:
+    """The CPU (and current CUDA device's) random state, to replay dropout masks."""
+
+    def __init__(self):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda)
+
+
+def cached_contrastive_backward(encode, chunks: list, loss_fn) -> torch.Tensor:
+    """Gradient caching (Gao et al., 2021): a contrastive loss over a large batch in the
+    memory of one chunk.
+
+    1. Embed every chunk with ``encode`` without a graph, remembering the random state
+       before each chunk.
+    2. Compute ``loss_fn`` on all embeddings (a leaf tensor) and back-propagate to them.
+    3. Embed each chunk again *with* a graph after restoring its random state, so the
+       dropout masks equal those of step 1, and back-propagate the cached gradients.
+
+    The parameter gradients equal those of embedding the chunks with a graph and taking
+    the loss directly. Returns the (detached) loss; gradients are accumulated into the
+    parameters, as ``loss.backward()`` would.
+    """
+    states, reps = [], []
+    with torch.no_grad():
+        for chunk in chunks:
+            states.append(_RngState())
+            reps.append(encode(chunk))
+    after = _RngState()
+    full = torch.cat(reps).detach().requires_grad_()
+    loss = loss_fn(full)
+    loss.backward()
+    grads = full.grad.split([len(r) for r in reps])
+    for chunk, state, grad in zip(chunks, states, grads, strict=True):
+        state.restore()
+        encode(chunk).backward(grad)
+    after.restore()  # leave the generator where an uncached pass would
+    return loss.detach()
