@@ -75,6 +75,13 @@ def unique_clips(pairs: list[Pair]) -> list[Pair]:
     return list(seen.values())
 
 
+def clip_index(pairs: list[Pair]) -> tuple[list[Pair], list[int]]:
+    """:func:`unique_clips` and, for each pair, the row of its clip among them."""
+    clips = unique_clips(pairs)
+    row = {c.audio: i for i, c in enumerate(clips)}
+    return clips, [row[p.audio] for p in pairs]
+
+
 def detect_spec(arg: str) -> str:
     """``KIND:PATH`` as given, or a bare caption file with its kind read off its header
     (Clotho's ``file_name,caption_1..``, AudioCaps' ``audiocap_id,youtube_id,..``,

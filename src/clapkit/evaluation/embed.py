@@ -43,7 +43,6 @@ def embed_text(
     model.eval()
     out = []
     for i in range(0, len(texts), batch_size):
-        tokens = {k: v.to(device) for k, v in model.text.tokenize(list(texts[i : i + batch_size])).items()}
-        x = model.text_backbone(tokens)
+        x = model.text_backbone(model.text.tokenize(texts[i : i + batch_size], device))
         out.append((model.project_text(x) if projected else x).float().cpu())
     return torch.cat(out).numpy()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.manifests import Pair, unique_clips
+from ..data.manifests import Pair, clip_index
 from ..models.clap import ClapModel
 from .embed import embed_audio, embed_text
 from .metrics import audio_text_retrieval
@@ -16,9 +16,8 @@ def retrieval_eval(model: ClapModel, pairs: list[Pair], batch_size: int = 32, de
     Audio rows are the distinct files of ``pairs`` (first-appearance order); every
     caption is a text query.
     """
-    clips = unique_clips(pairs)
-    row = {c.audio: i for i, c in enumerate(clips)}
-    text_audio = np.array([row[p.audio] for p in pairs])
+    clips, rows = clip_index(pairs)
+    text_audio = np.array(rows)
     audio_emb = embed_audio(model, clips, batch_size, device=device, progress=progress)
     text_emb = embed_text(model, [p.caption for p in pairs], device=device)
     out = audio_text_retrieval(audio_emb, text_emb, text_audio)

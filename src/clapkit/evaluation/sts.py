@@ -67,8 +67,7 @@ class SentenceEncoder:
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         out = []
         for i in range(0, len(texts), batch_size):
-            tokens = {k: v.to(self.device) for k, v in self.tower.tokenize(texts[i : i + batch_size]).items()}
-            x = self.tower(tokens)
+            x = self.tower(self.tower.tokenize(texts[i : i + batch_size], self.device))
             if self.projector is not None:
                 x = self.projector(x)
             out.append(torch.nn.functional.normalize(x.float(), dim=-1).cpu())

@@ -50,12 +50,12 @@ class TextTower(nn.Module):
         if pooler is not None and pooling != "cls":
             pooler.requires_grad_(False)  # unused: no gradient, no optimizer state
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return dict(
-            self.tokenizer(
-                list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
+    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Padded, truncated token tensors of ``texts`` (on ``device`` when given)."""
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
+        return {k: v.to(device) if device is not None else v for k, v in tokens.items()}
 
     def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**tokens)
