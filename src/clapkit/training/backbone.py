@@ -27,7 +27,7 @@ from ..data.datasets import ClipDataset, check_audio_files, collate_clips
 from ..data.labelled import load_labelled
 from ..errors import ConfigError
 from ..models.audio import build_audio_tower
-from .common import ScalarLogger, pick_device, save_weights, seed_everything
+from .common import ScalarLogger, epoch_order, pick_device, save_weights, seed_everything
 
 
 def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
@@ -69,8 +69,7 @@ def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
         tower.train()
         head.train()
         train_ds.set_epoch(epoch)
-        torch.manual_seed(cfg["seed"] * 100003 + epoch)
-        order = np.random.default_rng((cfg["seed"], epoch, 1)).permutation(len(train_ds))
+        order = epoch_order(cfg["seed"], epoch, len(train_ds))
         batches = [order[i : i + b["batch_size"]].tolist() for i in range(0, len(order), b["batch_size"])]
         losses = []
         loader = DataLoader(train_ds, batch_sampler=batches, collate_fn=collate_clips, num_workers=cfg["data"]["num_workers"])

@@ -40,13 +40,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.datasets import ClipDataset, check_audio_files, collate_clips
-from ..data.manifests import Pair, Skipped, load_pairs, unique_clips
+from ..data.manifests import Pair, Skipped, clip_index, load_pairs
 from ..errors import ConfigError
+from ..evaluation.embed import embed_text
 from ..losses import clip_loss, gather_with_grad, soft_clip_loss
 from ..models.clap import ClapModel
 from .common import (
     ScalarLogger,
     atomic_dir,
+    epoch_order,
     init_distributed,
     is_main,
     pick_device,
@@ -126,9 +128,8 @@ class FeatureCache:
         self.x_a = self.x_t = None
         with torch.no_grad():
             if "audio" in model.frozen:
-                items = unique_clips(pairs)
-                row = {p.audio: i for i, p in enumerate(items)}
-                self.audio_rows = torch.tensor([row[p.audio] for p in pairs])
+                items, rows = clip_index(pairs)
+                self.audio_rows = torch.tensor(rows)
                 a = cfg["audio"]
                 ds = ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=train, seed=cfg["seed"])
                 loader = DataLoader(ds, batch_size=bs, collate_fn=collate_clips, num_workers=cfg["data"]["num_workers"])
@@ -137,10 +138,7 @@ class FeatureCache:
                 texts = list(dict.fromkeys(p.caption for p in pairs))
                 row = {t: i for i, t in enumerate(texts)}
                 self.text_rows = torch.tensor([row[p.caption] for p in pairs])
-                self.x_t = torch.cat([
-                    model.text_backbone({k: v.to(device) for k, v in model.text.tokenize(texts[i : i + bs]).items()})
-                    for i in range(0, len(texts), bs)
-                ])
+                self.x_t = torch.from_numpy(embed_text(model, texts, bs, projected=False, device=device)).to(device)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x_a = self.x_a[self.audio_rows[idx]] if self.x_a is not None else None
@@ -197,9 +195,8 @@ class ClapTrainer:
         soft = self.cfg["train"]["soft"]
         cache = EmbeddingCache(soft["cache"] or self.out / "teacher-cache", soft["teacher"],
                                batch_size=self.cfg["train"]["eval_batch_size"], device=self.device)
-        clips = unique_clips(self.data.train)
-        row = {p.audio: i for i, p in enumerate(clips)}
-        e_a = cache.audio(clips)[[row[p.audio] for p in self.data.train]]
+        clips, rows = clip_index(self.data.train)
+        e_a = cache.audio(clips)[rows]
         e_t = cache.text([p.caption for p in self.data.train])
         self.teacher_cache_stats = cache.stats
         return torch.from_numpy(e_a).to(self.device), torch.from_numpy(e_t).to(self.device)
@@ -247,7 +244,7 @@ class ClapTrainer:
     def _batches(self, epoch: int) -> list[list[int]]:
         """This process's share of each global batch of the epoch's seeded permutation."""
         n, bs = len(self.data.train), self.cfg["train"]["batch_size"]
-        order = np.random.default_rng((self.cfg["seed"], epoch, 1)).permutation(n)
+        order = epoch_order(self.cfg["seed"], epoch, n)
         n_batches = max(1, n // bs)
         per_rank = min(bs, n) // self.world
         out = []
@@ -267,7 +264,7 @@ class ClapTrainer:
                               soft["similarity"], self.model.logit_clamp)
 
     def _tokens(self, pairs: list[Pair], idx) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in self.model.text.tokenize([pairs[i].caption for i in idx]).items()}
+        return self.model.text.tokenize([pairs[i].caption for i in idx], self.device)
 
     def _inputs(self, split: str, idx: list[int], waves: torch.Tensor | None = None) -> dict:
         """Model inputs for pairs ``idx``: cached backbone outputs where a tower is cached."""
@@ -298,7 +295,6 @@ class ClapTrainer:
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
         self.train_ds.set_epoch(epoch)
-        torch.manual_seed(self.cfg["seed"] * 100003 + epoch)  # dropout masks of this epoch
         batches = self._batches(epoch)
         losses = []
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1} ({self.state['phase']})", leave=False,

@@ -24,6 +24,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The seeded sample order of an epoch; also seeds torch for the epoch's dropout.
+
+    Every random draw of an epoch depends on (seed, epoch) only, so a run resumed at
+    epoch k draws what an uninterrupted run draws.
+    """
+    torch.manual_seed(seed * 100003 + epoch)
+    return np.random.default_rng((seed, epoch, 1)).permutation(n)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         if dist.is_initialized() and torch.cuda.is_available():
@@ -99,9 +109,8 @@ class ScalarLogger:
 
     def __init__(self, folder: Path, kind: str = "csv", append: bool = False):
         self.path = Path(folder) / "metrics.csv"
-        self.append = append and self.path.exists()
         self.fields: list[str] | None = None
-        if self.append:
+        if append and self.path.exists():
             with open(self.path, newline="") as fh:
                 self.fields = next(csv.reader(fh), None)
         self.tb = None
