@@ -261,10 +261,9 @@ def curate(
 
 
 def _histogram(best: np.ndarray, sigma: float, path: Path, strategy: str) -> None:
-    import matplotlib
+    from .plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(best, bins=50, color="#4477aa")

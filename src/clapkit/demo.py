@@ -67,10 +67,9 @@ def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict:
 def _plot_curve(csv_path: Path, png: Path) -> None:
     import csv
 
-    import matplotlib
+    from .plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))

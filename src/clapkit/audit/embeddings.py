@@ -81,10 +81,9 @@ def audit_embeddings(
 def plot_tsne(xy: np.ndarray, labels: np.ndarray, names: list[str], path: Path | None, title: str, ax=None) -> None:
     """Scatter of a 2-D map coloured by class, class names at the class centres; to
     ``path``, or onto ``ax`` when given (for grids of maps)."""
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig = None
     if ax is None:

@@ -52,10 +52,9 @@ def zeroshot_eval(
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: str | Path, title: str = "") -> None:
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = np.asarray(confusion, dtype=float)
     cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)

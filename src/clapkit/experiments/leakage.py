@@ -168,10 +168,9 @@ def _markdown(r: dict) -> str:
 
 
 def _tsne_matrix(out: Path, class_names: list[str]) -> None:
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 10))
     for i, t in enumerate(TRAININGS):
