@@ -120,6 +120,26 @@ def train_clap_cmd(
         )
 
 
+@train_app.command("cse")
+def train_cse_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, config, metrics)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last evaluation")] = False,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Train the text tower as a sentence encoder: SimCSE (unsup, sup), VisualCSE, AudioCSE."""
+    from .training.cse import train_cse
+
+    s = train_cse(_config(config, set_, skip_bad), out, resume=resume)
+    dev = f"best STS-B dev Spearman {s['best_stsb_dev']:.2f} at step {s['best_step']}" if s["best_stsb_dev"] is not None \
+        else "no dev set (checkpoint = last model)"
+    typer.echo(f"{s['mode']}: {s['steps']} steps on {s['text_examples']} text examples"
+               + (f" and {s['other_examples']} {s['mode']} examples" if s["other_examples"] else "")
+               + f"; {dev}; {s['truncated']} sentences truncated to {s['max_length']} tokens; "
+               f"skipped {s['skipped']['count']}; model in {out / 'checkpoint'}")
+
+
 @train_app.command("audio-backbone")
 def train_backbone_cmd(
     out: Annotated[Path, typer.Option(help="Output folder (audio_tower.safetensors, metrics)")],

@@ -100,6 +100,45 @@ DEFAULTS: dict[str, Any] = {
         "student_init": "teacher",  # teacher | fresh
         "student_epochs": 10,
     },
+    # `clapkit train cse`: the text tower as a sentence encoder (SimCSE, VisualCSE, AudioCSE).
+    # Device, logger and progress come from `train`; bad-input skipping from `data.skip_bad`.
+    "cse": {
+        "mode": "unsup",  # unsup | sup | image | audio (the last two add their loss to `text_loss`)
+        "text_loss": "unsup",  # image/audio modes: unsup (corpus) or sup (nli)
+        "corpus": None,  # unsup text: txt:FILE (one sentence a line) or stsb:DIR (sts-train sentences)
+        "nli": None,  # sup text: CSV with sent0,sent1,hard_neg
+        "images": "digits",  # image mode: digits | mnist:DIR | folder:DIR
+        "audio": None,  # audio mode: folder:DIR | fsdd:DIR | esc50:ROOT
+        "audio_label": "digit",  # fsdd: digit | speaker
+        "sts_dev": None,  # stsb:DIR: STS-B dev Spearman every eval_steps, best model kept
+        "model": {
+            "name": "minilm",  # "minilm" (shipped offline), a local folder or a hub name
+            "pooling": "cls",  # cls | cls_before_pooler | mean
+            "mlp_only_train": True,  # cls: the MLP head in training only (SimCSE unsup)
+            "max_length": 32,
+            "image": {"size": 8, "patch": 2, "channels": 1},
+            "audio": {"sample_rate": 16000, "seconds": 1.0, "n_mels": 64, "n_fft": 400, "hop_length": 160,
+                      "patch": 16, "stride": 16, "freq_mask": 0, "time_mask": 0},
+        },
+        "epochs": 1,  # passes over the text data (ignored when `steps` is set)
+        "steps": None,  # text steps in all; one image/audio step follows each
+        "batch_size": 64,
+        "lr": 3e-5,
+        "other_batch_size": 48,
+        "other_lr": 1e-6,
+        "weight": 1.0,  # w in L_text + w * L_other
+        "other_loss": "supcon",  # supcon | simclr
+        "temperature": 0.05,
+        "other_temperature": 0.07,
+        "hard_negative_weight": 0.0,  # sup: added to each anchor's own hard-negative logit
+        "schedule": "linear",  # linear (decay to 0, as the HF Trainer SimCSE uses) | constant
+        "weight_decay": 0.0,
+        "grad_clip": 1.0,  # 0 turns it off
+        "eval_steps": 125,
+        "log_steps": 10,
+        "cache_chunk": 0,  # > 0: gradient caching with chunks of this many rows (large batches)
+        "augment": {"scale": [0.5, 1.0], "flip_p": 0.0, "jitter": 0.4, "jitter_p": 0.8, "gray_p": 0.2},
+    },
     "train": {
         "batch_size": 128,
         "epochs": 40,  # total, frozen epochs included
@@ -236,6 +275,12 @@ def validate(cfg: dict) -> None:
         ("train", "logger"): {"csv", "tensorboard"},
         ("train", "loss"): {"clip", "soft_clip"},
         ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},
+        ("cse", "mode"): {"unsup", "sup", "image", "audio"},
+        ("cse", "text_loss"): {"unsup", "sup"},
+        ("cse", "model", "pooling"): {"cls", "cls_before_pooler", "mean"},
+        ("cse", "other_loss"): {"supcon", "simclr"},
+        ("cse", "schedule"): {"linear", "constant"},
+        ("cse", "audio_label"): {"digit", "speaker"},
     }
     for keys, allowed in choices.items():
         value = get(cfg, keys)
@@ -249,6 +294,9 @@ def validate(cfg: dict) -> None:
         raise ConfigError("train.loss = soft_clip needs train.soft.teacher (a teacher checkpoint)")
     if cfg["train"]["batch_size"] < 2:
         raise ConfigError("'train.batch_size' must be at least 2 for a contrastive loss")
+    for key in ("batch_size", "other_batch_size"):
+        if cfg["cse"][key] < 2:
+            raise ConfigError(f"'cse.{key}' must be at least 2 for a contrastive loss")
     if isinstance(cfg["data"]["train"], str):
         cfg["data"]["train"] = [cfg["data"]["train"]]
     if isinstance(cfg["data"]["val"], str):

@@ -5,6 +5,9 @@
   files; a re-encoded copy (``.ogg``, ``.flac``) with the same stem is accepted.
   Class index = ``target``, class name = ``category`` (``_`` shown as a space in prompts).
 - ``folder:DIR`` - one sub-folder per class; the folder name is the label.
+- ``fsdd:DIR`` - the Free Spoken Digit Dataset: ``{digit}_{speaker}_{index}.<ext>`` files
+  in ``DIR`` or ``DIR/recordings``; the label is the digit (``label="digit"``) or the
+  speaker (``label="speaker"``). Upstream's split: indices 0-4 test, 5-49 train.
 """
 
 from __future__ import annotations
@@ -41,11 +44,14 @@ def load_labelled(
     folds: list[int] | None = None,
     classes: list[str] | None = None,
     skip_bad: bool = False,
+    label: str = "digit",
 ) -> LabelledSet:
-    kind, path = parse_spec(spec, ("esc50", "folder"))
+    kind, path = parse_spec(spec, ("esc50", "folder", "fsdd"))
     skipped = Skipped()
     if kind == "esc50":
         clips, names = _esc50(path, skip_bad, skipped)
+    elif kind == "fsdd":
+        clips, names = _fsdd(path, label, skip_bad, skipped)
     else:
         clips, names = _folder(path)
     if folds:
@@ -111,6 +117,29 @@ def _folder(root: Path) -> tuple[list[LabelledClip], list[str]]:
         files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
         clips.extend(LabelledClip(f, label, None, str(f)) for f in files)
     return clips, names
+
+
+def _fsdd(root: Path, label: str, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
+    if label not in ("digit", "speaker"):
+        raise DataError(f"fsdd label {label!r}: choose digit or speaker")
+    folder = root / "recordings" if (root / "recordings").is_dir() else root
+    if not folder.is_dir():
+        raise DataError("folder not found", str(root))
+    parsed = []
+    for f in sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS):
+        parts = f.stem.split("_")
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+            err = DataError("name is not {digit}_{speaker}_{index}", str(f), reason="bad file name")
+            if not skip_bad:
+                raise err
+            skipped.add(err)
+            continue
+        parsed.append((f, parts[0] if label == "digit" else parts[1]))
+    if not parsed:
+        raise DataError("no {digit}_{speaker}_{index} audio files", str(folder))
+    names = sorted({n for _, n in parsed}, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+    index = {n: i for i, n in enumerate(names)}
+    return [LabelledClip(f, index[n], None, str(f)) for f, n in parsed], names
 
 
 def load_label_names(spec: str) -> list[str]:

@@ -1,10 +1,12 @@
-"""Plain text inputs (one text a line)."""
+"""Plain text inputs: one text a line, sentence corpora and NLI triplets."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from .manifests import Skipped, _check_row, _read_csv_rows, parse_spec
 
 
 def read_text(path: str | Path) -> str:
@@ -25,3 +27,74 @@ def read_lines(path: str | Path) -> list[str]:
         if not line.strip() and n < len(lines):
             raise DataError("empty line", f"{path} line {n}")
     return [line.strip() for line in lines if line.strip()]
+
+
+# --- sentence-encoder training data -------------------------------------------------------
+
+
+@dataclass
+class Triplet:
+    """An NLI training row: premise, entailment (positive), contradiction (hard negative)."""
+
+    anchor: str
+    positive: str
+    negative: str
+
+
+def load_corpus(spec: str, skip_bad: bool = False, skipped: Skipped | None = None) -> list[str]:
+    """Sentences for unsupervised SimCSE.
+
+    - ``txt:FILE`` (or a bare path) - one sentence a line, like ``wiki1m_for_simcse.txt``;
+      an empty line is an error naming its number (skipped and counted with ``skip_bad``).
+    - ``stsb:DIR`` - the distinct sentences of STS Benchmark's ``sts-train.csv`` (its
+      scores unused); a small real corpus for CPU runs. Never the dev/test split, which
+      model selection and evaluation use.
+    """
+    kind, path = parse_spec(spec if ":" in str(spec) else f"txt:{spec}", ("txt", "stsb"))
+    if kind == "stsb":
+        from .sts import load_stsb
+
+        train = load_stsb(path, "train")
+        return list(dict.fromkeys(s.strip() for s in train.s1 + train.s2 if s.strip()))
+    skipped = skipped if skipped is not None else Skipped()
+    lines = read_text(path).splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            out.append(line.strip())
+        elif n < len(lines):  # a blank last line is only the file's end
+            err = DataError("empty line", f"{path} line {n}", reason="empty sentence")
+            if not skip_bad:
+                raise DataError(f"{err}; remove it or pass --skip-bad", None, err.reason)
+            skipped.add(err)
+    if len(out) < 2:
+        raise DataError(f"{len(out)} sentence(s); a contrastive batch needs at least 2", str(path))
+    return out
+
+
+NLI_COLUMNS = ("sent0", "sent1", "hard_neg")
+
+
+def load_nli(path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None,
+             columns: tuple[str, str, str] = NLI_COLUMNS) -> list[Triplet]:
+    """Supervised-SimCSE triplets from a CSV with a header naming ``columns`` (SimCSE's
+    ``nli_for_simcse.csv``: ``sent0,sent1,hard_neg``). Empty cells are errors naming the
+    line (skipped and counted with ``skip_bad``)."""
+    path = Path(str(path).removeprefix("nli:"))
+    skipped = skipped if skipped is not None else Skipped()
+    out = []
+    for line, row in _read_csv_rows(path, list(columns)):
+        try:
+            _check_row(row, line, path, list(columns))
+            cells = [(row[c] or "").strip() for c in columns]
+            empty = [c for c, v in zip(columns, cells, strict=True) if not v]
+            if empty:
+                raise DataError(f"empty {', '.join(empty)}", f"{path} line {line}", reason="empty sentence")
+            out.append(Triplet(*cells))
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped.add(exc)
+    if len(out) < 2:
+        raise DataError(f"{len(out)} triplet(s); a contrastive batch needs at least 2", str(path))
+    return out

@@ -1,0 +1,121 @@
+"""Labelled image sets for contrastive training of the shared encoder (VisualCSE).
+
+- ``mnist:DIR`` - MNIST in its IDX files (``*-images-idx3-ubyte`` with the matching
+  ``*-labels-idx1-ubyte``, gzipped or not; ``t10k`` and/or ``train``);
+- ``folder:DIR`` - one sub-folder of images per class (decoded with Pillow, converted
+  to ``channels`` and resized to ``size`` x ``size``);
+- ``digits`` - scikit-learn's 8 x 8 handwritten digits (shipped, offline; the default).
+
+Images come back as a float tensor (N, C, H, W) in [0, 1] with integer labels.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .manifests import Skipped, parse_spec
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # (N, C, H, W) float in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+    class_names: list[str]
+    skipped: Skipped
+
+
+def _idx(path: Path) -> np.ndarray:
+    """An IDX array (the MNIST format): magic 0x0000 + type 0x08 (ubyte) + ndim, then
+    ndim big-endian int32 sizes and the data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read ({exc})", str(path)) from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError("not an IDX file of unsigned bytes (magic 0x00 0x00 0x08 ndim)", str(path))
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"header says shape {tuple(dims)} ({int(np.prod(dims))} bytes) but the file holds "
+                        f"{data.size} data bytes", str(path))
+    return data.reshape(tuple(dims))
+
+
+def load_mnist(folder: Path) -> ImageSet:
+    found = sorted(p for p in folder.iterdir() if "images-idx3-ubyte" in p.name) if folder.is_dir() else []
+    if not found:
+        raise DataError("no *-images-idx3-ubyte[.gz] file (expected MNIST's IDX files)", str(folder))
+    images, labels = [], []
+    for img_path in found:
+        lab_path = img_path.with_name(img_path.name.replace("images-idx3", "labels-idx1"))
+        if not lab_path.is_file():
+            raise DataError(f"no labels file {lab_path.name} beside it", str(img_path))
+        x, y = _idx(img_path), _idx(lab_path)
+        if x.ndim != 3:
+            raise DataError(f"images must be (N, rows, cols); the header says {x.shape}", str(img_path))
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{len(y)} labels for {len(x)} images", str(lab_path))
+        images.append(x)
+        labels.append(y)
+    x = torch.from_numpy(np.concatenate(images)).float().div(255.0)[:, None]
+    y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
+    return ImageSet(x, y, [str(d) for d in range(int(y.max()) + 1)], Skipped())
+
+
+def load_digits_set() -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
+    return ImageSet(x, torch.from_numpy(d.target.astype(np.int64)), [str(c) for c in d.target_names], Skipped())
+
+
+def load_image_folder(root: Path, size: int, channels: int, skip_bad: bool = False) -> ImageSet:
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise DataError("folder not found", str(root))
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError("no class sub-folders (expected one folder of images per class)", str(root))
+    skipped, images, labels = Skipped(), [], []
+    for label, name in enumerate(names):
+        for f in sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+            try:
+                try:
+                    with Image.open(f) as im:
+                        im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+                        arr = np.asarray(im, dtype=np.float32) / 255.0
+                except (UnidentifiedImageError, OSError) as exc:
+                    raise DataError(f"cannot decode image ({exc})", str(f), reason="unreadable image") from exc
+            except DataError as exc:
+                if not skip_bad:
+                    raise
+                skipped.add(exc)
+                continue
+            images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise DataError("no images (extensions " + ", ".join(IMAGE_EXTENSIONS) + ")", str(root))
+    return ImageSet(torch.from_numpy(np.stack(images)), torch.tensor(labels), names, skipped)
+
+
+def load_images(spec: str, size: int = 28, channels: int = 1, skip_bad: bool = False) -> ImageSet:
+    """An image set from ``mnist:DIR``, ``folder:DIR`` or ``digits``."""
+    if spec == "digits":
+        return load_digits_set()
+    kind, path = parse_spec(spec, ("mnist", "folder"))
+    if kind == "mnist":
+        return load_mnist(path)
+    return load_image_folder(path, size, channels, skip_bad)

@@ -1,0 +1,274 @@
+"""The shared multimodal sentence encoder of VisualCSE / AudioCSE.
+
+One BERT-family Transformer (BERT, MiniLM, RoBERTa: any Hugging Face encoder with an
+``encoder`` layer stack) encodes text through its own embedding layer, and images or
+audio through small modality embeddings that feed the *same* Transformer layers:
+
+- :class:`ImagePatchEmbedding` - ViT-style: non-overlapping ``patch`` x ``patch``
+  convolutional patches, a learnt [CLS] token and learnt position embeddings (224 / 16
+  -> 197 tokens in the paper; 28 / 4 -> 50 for MNIST, 8 / 2 -> 17 for the 8 x 8 digits).
+- :class:`AudioPatchEmbedding` - SSAST-style: a log-mel filterbank (``n_mels`` x
+  ``frames``, standardised per clip) cut into ``patch`` x ``patch`` patches with
+  ``stride`` (overlapping when stride < patch), [CLS] and position embeddings.
+
+Both end in LayerNorm and dropout, as the text model's own embedding layer does, so the
+post-LN Transformer layers see inputs on the scale they were trained for. Image and
+audio representations are the [CLS] output.
+
+Pooling of the text (SimCSE's options): ``cls`` - [CLS] output through the MLP head
+(Linear + Tanh, freshly initialised as in SimCSE); with ``mlp_only_train`` the head is
+used in training only and evaluation takes the raw [CLS] output (SimCSE's unsupervised
+setting); ``cls_before_pooler`` - the raw [CLS] output; ``mean`` - the mean of the token
+states. Image and audio [CLS] outputs go through the same head whenever text training
+uses it.
+
+Saved folders are at once a Hugging Face model folder (``AutoModel``), a
+sentence-transformers folder (``SentenceTransformer(path)``: Transformer, Pooling and,
+when evaluation uses the MLP head, a Dense/Tanh module) and a clapkit CSE checkpoint
+(``cse_model.json`` + ``cse_extra.safetensors``: head and modality embeddings).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from ..errors import ConfigError
+from .frontend import LogMel
+from .text import resolve_text_model
+
+POOLINGS = ("cls", "cls_before_pooler", "mean")
+
+
+class _Tokens(nn.Module):
+    """[CLS] + position embeddings + LayerNorm + dropout over a (B, P, h) patch sequence."""
+
+    def __init__(self, hidden: int, n_patches: int, dropout: float, eps: float):
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.pos = nn.Parameter(torch.zeros(1, n_patches + 1, hidden))
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.cls.expand(patches.shape[0], -1, -1), patches], dim=1) + self.pos
+        return self.drop(self.norm(x))
+
+
+class ImagePatchEmbedding(nn.Module):
+    """(B, C, S, S) images in [0, 1] -> (B, 1 + (S / patch)^2, hidden) tokens."""
+
+    def __init__(self, hidden: int, size: int, patch: int, channels: int, dropout: float = 0.1, eps: float = 1e-12):
+        super().__init__()
+        if size % patch:
+            raise ConfigError(f"cse.model.image.size = {size} is not a multiple of cse.model.image.patch = {patch}")
+        self.size, self.channels = size, channels
+        self.proj = nn.Conv2d(channels, hidden, patch, stride=patch)
+        self.tokens = _Tokens(hidden, (size // patch) ** 2, dropout, eps)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1:] != (self.channels, self.size, self.size):
+            raise ConfigError(
+                f"images of shape {tuple(images.shape[1:])}, the image embedding expects "
+                f"({self.channels}, {self.size}, {self.size}); set cse.model.image.size / channels to the data"
+            )
+        x = (images - 0.5) / 0.5
+        return self.tokens(self.proj(x).flatten(2).transpose(1, 2))
+
+
+class AudioPatchEmbedding(nn.Module):
+    """(B, samples) waveforms -> log-mel (n_mels x frames) -> patch tokens."""
+
+    def __init__(self, hidden: int, sample_rate: int, seconds: float, n_mels: int, n_fft: int, hop_length: int,
+                 patch: int, stride: int, dropout: float = 0.1, eps: float = 1e-12,
+                 fmin: float = 0.0, fmax: float | None = None):
+        super().__init__()
+        self.samples = int(round(sample_rate * seconds))
+        self.frames = 1 + self.samples // hop_length
+        if n_mels < patch or self.frames < patch:
+            raise ConfigError(f"audio patch {patch} is larger than the {n_mels} x {self.frames} filterbank; "
+                              "lower cse.model.audio.patch or raise n_mels / seconds")
+        self.logmel = LogMel(sample_rate, n_fft, hop_length, n_mels, fmin, fmax or sample_rate / 2)
+        self.proj = nn.Conv2d(1, hidden, patch, stride=stride)
+        grid = ((n_mels - patch) // stride + 1) * ((self.frames - patch) // stride + 1)
+        self.tokens = _Tokens(hidden, grid, dropout, eps)
+        self.freq_mask = self.time_mask = 0
+
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, 1, n_mels, frames) log-mel standardised per clip, with SpecAugment-style
+        masks of up to ``freq_mask`` bins and ``time_mask`` frames in training."""
+        if wave.ndim != 2 or wave.shape[1] != self.samples:
+            raise ConfigError(f"audio of shape {tuple(wave.shape)}; the audio embedding expects (batch, "
+                              f"{self.samples}) samples (cse.model.audio.sample_rate x seconds)")
+        x = self.logmel(wave).transpose(2, 3)  # (B, 1, mels, frames)
+        x = (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), keepdim=True).clamp_min(1e-5)
+        if self.training:
+            for dim, width in ((2, self.freq_mask), (3, self.time_mask)):
+                if width:
+                    n, size = x.shape[0], x.shape[dim]
+                    w = torch.randint(0, width + 1, (n, 1), device=x.device)
+                    start = (torch.rand(n, 1, device=x.device) * (size - w + 1)).long()
+                    idx = torch.arange(size, device=x.device)[None]
+                    mask = (idx >= start) & (idx < start + w)
+                    shape = (n, 1, size, 1) if dim == 2 else (n, 1, 1, size)
+                    x = x.masked_fill(mask.view(shape), 0.0)
+        return x
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.tokens(self.proj(self.spectrogram(wave)).flatten(2).transpose(1, 2))
+
+
+class CseModel(nn.Module):
+    """Text encoder + MLP head + optional image / audio embeddings over shared layers.
+
+    ``m`` is the ``cse.model`` config section (see :data:`clapkit.config.DEFAULTS`).
+    """
+
+    def __init__(self, m: dict, modalities: tuple[str, ...] = (), path: str | None = None):
+        super().__init__()
+        self.m = m
+        name = path or m["name"]
+        source = resolve_text_model(name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.backbone = AutoModel.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cse.model.name = {name!r}: cannot load a Hugging Face encoder from it ({exc}). "
+                              "Give a local folder with config.json and weights, or 'minilm'.") from exc
+        if not hasattr(self.backbone, "encoder") or not hasattr(self.backbone.encoder, "layer"):
+            raise ConfigError(f"cse.model.name = {name!r} ({type(self.backbone).__name__}) has no `encoder.layer` "
+                              "stack; use a BERT-family encoder (BERT, MiniLM, RoBERTa)")
+        pooler = getattr(self.backbone, "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(False)  # SimCSE's head replaces it; no gradient, no optimizer state
+        if m["pooling"] not in POOLINGS:
+            raise ConfigError(f"cse.model.pooling = {m['pooling']!r}; choose one of {', '.join(POOLINGS)}")
+        cfg = self.backbone.config
+        h, eps, drop = cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob
+        self.hidden = h
+        self.head = nn.Sequential(nn.Linear(h, h), nn.Tanh())
+        self.image = self.audio = None
+        if "image" in modalities:
+            i = m["image"]
+            self.image = ImagePatchEmbedding(h, i["size"], i["patch"], i["channels"], drop, eps)
+        if "audio" in modalities:
+            a = m["audio"]
+            self.audio = AudioPatchEmbedding(h, a["sample_rate"], a["seconds"], a["n_mels"], a["n_fft"],
+                                             a["hop_length"], a["patch"], a["stride"], drop, eps)
+            self.audio.freq_mask, self.audio.time_mask = a["freq_mask"], a["time_mask"]
+
+    # --- encoding --------------------------------------------------------------------------
+    def uses_head(self) -> bool:
+        """Whether the current mode (train / eval) puts the [CLS] output through the head."""
+        return self.m["pooling"] == "cls" and (self.training or not self.m["mlp_only_train"])
+
+    def tokenize(self, texts: list[str], device=None) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.m["max_length"],
+                                return_tensors="pt")
+        return {k: v.to(device) for k, v in tokens.items()} if device is not None else dict(tokens)
+
+    def count_truncated(self, texts: list[str]) -> int:
+        """How many of ``texts`` are longer than ``max_length`` tokens (then cut)."""
+        lengths = self.tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
+        return sum(len(ids) > self.m["max_length"] for ids in lengths)
+
+    def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        states = self.backbone(**tokens).last_hidden_state
+        if self.m["pooling"] == "mean":
+            mask = tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
+            return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        cls = states[:, 0]
+        return self.head(cls) if self.uses_head() else cls
+
+    def _encode_patches(self, tokens: torch.Tensor) -> torch.Tensor:
+        cls = self.backbone.encoder(tokens).last_hidden_state[:, 0]
+        return self.head(cls) if self.m["pooling"] == "cls" and self.training else cls
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        if self.image is None:
+            raise ConfigError("this model has no image embedding (train it with cse.mode = image)")
+        return self._encode_patches(self.image(images))
+
+    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+        if self.audio is None:
+            raise ConfigError("this model has no audio embedding (train it with cse.mode = audio)")
+        return self._encode_patches(self.audio(wave))
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """L2-normalised evaluation embeddings (eval mode restored to the caller's mode)."""
+        was = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = [F.normalize(self.encode_text(self.tokenize(texts[i : i + batch_size], device)).float(), dim=-1).cpu()
+               for i in range(0, len(texts), batch_size)]
+        self.train(was)
+        return torch.cat(out).numpy()
+
+    # --- saving ----------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Parameters outside the Hugging Face backbone: head and modality embeddings."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def save(self, folder: str | Path) -> None:
+        from ..training.common import save_weights
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+        modalities = [x for x in ("image", "audio") if getattr(self, x) is not None]
+        (folder / "cse_model.json").write_text(json.dumps({"model": self.m, "modalities": modalities}, indent=2))
+        save_weights(self.extra_state(), folder / "cse_extra.safetensors")
+        self._save_sentence_transformers(folder)
+
+    def _save_sentence_transformers(self, folder: Path) -> None:
+        """modules.json + Pooling (+ Dense with the head's weights when evaluation uses it)."""
+        from ..training.common import save_weights
+
+        pooling = "mean" if self.m["pooling"] == "mean" else "cls"
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        (folder / "1_Pooling").mkdir(exist_ok=True)
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": self.hidden,
+            "pooling_mode_cls_token": pooling == "cls",
+            "pooling_mode_mean_tokens": pooling == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        }, indent=2))
+        if self.m["pooling"] == "cls" and not self.m["mlp_only_train"]:
+            dense = folder / "2_Dense"
+            dense.mkdir(exist_ok=True)
+            (dense / "config.json").write_text(json.dumps({
+                "in_features": self.hidden, "out_features": self.hidden, "bias": True,
+                "activation_function": "torch.nn.modules.activation.Tanh"}, indent=2))
+            save_weights({"linear.weight": self.head[0].weight, "linear.bias": self.head[0].bias},
+                         dense / "model.safetensors")
+            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+        (folder / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": self.m["max_length"], "do_lower_case": False}, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CseModel:
+        folder = Path(folder)
+        meta_path = folder / "cse_model.json"
+        if not meta_path.is_file():
+            raise ConfigError(f"{folder}: not a clapkit CSE checkpoint (no cse_model.json)")
+        meta = json.loads(meta_path.read_text())
+        model = cls(meta["model"], tuple(meta["modalities"]), path=str(folder))
+        missing, unexpected = model.load_state_dict(load_file(str(folder / "cse_extra.safetensors")), strict=False)
+        bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)
+        if bad:
+            raise ConfigError(f"{folder / 'cse_extra.safetensors'}: keys do not match the model ({bad[:5]})")
+        return model

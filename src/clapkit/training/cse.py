@@ -1,0 +1,342 @@
+"""``clapkit train cse``: the language tower as a sentence encoder (SimCSE, VisualCSE, AudioCSE).
+
+Modes (``cse.mode``):
+
+- ``unsup`` - SimCSE: each sentence of ``cse.corpus`` twice in one forward pass of the
+  concatenated batch ``[s; s]`` (dropout masks are drawn per row, so the two copies are
+  two views), :func:`~clapkit.losses.simcse_loss` at tau 0.05;
+- ``sup`` - supervised SimCSE on NLI triplets ``[anchor; positive; hard negative]`` in
+  one forward pass, :func:`~clapkit.losses.simcse_sup_loss`;
+- ``image`` / ``audio`` - the text loss of ``cse.text_loss`` plus ``w * L_other``: two
+  views of unpaired labelled images (random augmentations) or audio (the same clip
+  twice: dropout is the augmentation, optionally with time/frequency masks) through
+  their patch embedding and the *same* Transformer layers, SupCon (tau 0.07, same-class
+  samples as extra positives) or SimCLR.
+
+As in the paper's Algorithm 1 there are two AdamW optimizers with their own learning
+rates and schedules: every step is one text update (``lr``), then one image/audio update
+(``other_lr``), each with its own backward and gradient clipping. ``cse.cache_chunk``
+> 0 computes the text loss with gradient caching (:func:`~clapkit.losses.cached_contrastive_backward`):
+the same loss and gradients as the plain loss in the memory of one chunk.
+
+Every ``eval_steps`` (and at the end) the model is scored on the STS-B dev set
+(``cse.sts_dev``): Spearman x 100 of cosine similarities with evaluation pooling; the
+best model is kept in ``checkpoint/``. Without a dev set ``checkpoint/`` is the last model.
+
+Output folder::
+
+    config.yaml      the resolved config
+    checkpoint/      best model: Hugging Face + sentence-transformers folder (+ clapkit extras)
+    last/            latest model + trainer_state.pt (what --resume reads)
+    metrics.csv      one row per evaluation (step, losses, learning rates, STS-B dev)
+    summary.json     counts, best step and score, truncated sentences, skipped inputs, speed
+
+Randomness is seeded per step (batch order by (seed, epoch), dropout and augmentations
+by (seed, step)), so ``--resume`` from ``last/`` continues as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..data.audio import fix_length, load_audio, normalize
+from ..data.augment import ImageAugment
+from ..data.images import ImageSet, load_images
+from ..data.labelled import LabelledSet, load_labelled
+from ..data.manifests import Skipped
+from ..data.sts import StsSet, load_sts
+from ..data.text import Triplet, load_corpus, load_nli
+from ..errors import ConfigError
+from ..evaluation.sts import evaluate_set
+from ..losses import (
+    cached_contrastive_backward,
+    nt_xent_loss,
+    simcse_loss,
+    simcse_sup_loss,
+    supcon_loss,
+)
+from ..models.cse import CseModel
+from .common import ScalarLogger, atomic_dir, pick_device, recover_dir, seed_everything
+
+
+@dataclass
+class CseData:
+    sentences: list[str] | None = None  # unsup text
+    triplets: list[Triplet] | None = None  # sup text
+    images: ImageSet | None = None
+    audio: LabelledSet | None = None
+    sts_dev: StsSet | None = None
+    skipped: Skipped = field(default_factory=Skipped)
+
+    @property
+    def n_text(self) -> int:
+        return len(self.sentences if self.sentences is not None else self.triplets)
+
+    @property
+    def n_other(self) -> int:
+        if self.images is not None:
+            return len(self.images.labels)
+        return len(self.audio.clips) if self.audio is not None else 0
+
+
+def text_loss_kind(c: dict) -> str:
+    return c["mode"] if c["mode"] in ("unsup", "sup") else c["text_loss"]
+
+
+def load_cse_data(cfg: dict) -> CseData:
+    c, skip = cfg["cse"], cfg["data"]["skip_bad"]
+    data = CseData()
+    if text_loss_kind(c) == "unsup":
+        if not c["corpus"]:
+            raise ConfigError("cse.corpus is empty: e.g. --set cse.corpus=txt:wiki1m_for_simcse.txt "
+                              "or --set cse.corpus=stsb:DIR (the STS-B training sentences)")
+        data.sentences = load_corpus(c["corpus"], skip, data.skipped)
+    else:
+        if not c["nli"]:
+            raise ConfigError("cse.nli is empty: supervised SimCSE needs --set cse.nli=FILE.csv (sent0,sent1,hard_neg)")
+        data.triplets = load_nli(c["nli"], skip, data.skipped)
+    if c["mode"] == "image":
+        i = c["model"]["image"]
+        data.images = load_images(c["images"], i["size"], i["channels"], skip)
+        data.skipped.reasons.update(data.images.skipped.reasons)
+    elif c["mode"] == "audio":
+        if not c["audio"]:
+            raise ConfigError("cse.audio is empty: audio mode needs e.g. --set cse.audio=fsdd:DIR or folder:DIR")
+        data.audio = load_labelled(c["audio"], skip_bad=skip, label=c["audio_label"])
+        data.skipped.reasons.update(data.audio.skipped.reasons)
+    if c["sts_dev"]:
+        data.sts_dev = load_sts(c["sts_dev"], "dev")[0]
+    for name, n, bs in (("text", data.n_text, c["batch_size"]), ("image/audio", data.n_other, c["other_batch_size"])):
+        if n and n < bs:
+            raise ConfigError(f"{n} {name} examples but cse.{'batch_size' if name == 'text' else 'other_batch_size'} "
+                              f"= {bs}; lower the batch size or give more data")
+    return data
+
+
+def _schedule(kind: str, total: int):
+    return (lambda s: max(0.0, 1.0 - s / total)) if kind == "linear" else (lambda s: 1.0)
+
+
+class CseTrainer:
+    def __init__(self, cfg: dict, out: str | Path, resume: bool = False, data: CseData | None = None):
+        self.out = Path(out)
+        if resume:
+            cfg = self._resume_config(cfg)
+        self.cfg, c = cfg, cfg["cse"]
+        self.c = c
+        self.device = pick_device(cfg["train"]["device"])
+        seed_everything(cfg["seed"])
+        self.data = data or load_cse_data(cfg)
+        self.text_kind = text_loss_kind(c)
+        self.other = c["mode"] if c["mode"] in ("image", "audio") else None
+        self.text_per_epoch = self.data.n_text // c["batch_size"]
+        self.total_steps = int(c["steps"]) if c["steps"] else c["epochs"] * self.text_per_epoch
+        if self.total_steps < 1:
+            raise ConfigError("cse.steps / cse.epochs give no training step")
+        if resume:
+            self.model = CseModel.load(recover_dir(self.out / "last"))
+        else:
+            self.model = CseModel(c["model"], (self.other,) if self.other else ())
+        self.model.to(self.device)
+        text_params = [p for n, p in self.model.named_parameters()
+                       if p.requires_grad and n.startswith(("backbone.", "head."))]
+        self.opt_text = torch.optim.AdamW(text_params, lr=c["lr"], weight_decay=c["weight_decay"])
+        self.sched_text = torch.optim.lr_scheduler.LambdaLR(self.opt_text, _schedule(c["schedule"], self.total_steps))
+        self.opt_other = self.sched_other = None
+        if self.other:
+            other_params = [p for p in self.model.parameters() if p.requires_grad]
+            self.opt_other = torch.optim.AdamW(other_params, lr=c["other_lr"], weight_decay=c["weight_decay"])
+            self.sched_other = torch.optim.lr_scheduler.LambdaLR(self.opt_other, _schedule(c["schedule"], self.total_steps))
+            a = c["augment"]
+            size = c["model"]["image"]["size"]
+            self.augment = ImageAugment(size, tuple(a["scale"]), flip_p=a["flip_p"], jitter=a["jitter"],
+                                        jitter_p=a["jitter_p"], gray_p=a["gray_p"])
+        self.state = {"step": 0, "best": -math.inf, "best_step": None, "truncated": 0, "text_rows": 0,
+                      "train_seconds": 0.0}
+        if resume:
+            saved = torch.load(self.out / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
+            self.state = saved["state"]
+            self.opt_text.load_state_dict(saved["opt_text"])
+            self.sched_text.load_state_dict(saved["sched_text"])
+            if self.opt_other is not None:
+                self.opt_other.load_state_dict(saved["opt_other"])
+                self.sched_other.load_state_dict(saved["sched_other"])
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.logger = ScalarLogger(self.out, cfg["train"]["logger"], append=resume)
+        if resume:
+            self.logger.truncate(self.state["step"])
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
+
+    def _resume_config(self, cfg: dict) -> dict:
+        saved = self.out / "config.yaml"
+        if not (recover_dir(self.out / "last") / "trainer_state.pt").is_file() or not saved.is_file():
+            raise ConfigError(f"--resume: {self.out} holds no resumable run (no last/trainer_state.pt); start without --resume")
+        base = yaml.safe_load(saved.read_text())
+        base["cse"]["steps"], base["cse"]["epochs"] = cfg["cse"]["steps"], cfg["cse"]["epochs"]  # may be extended
+        return base
+
+    # --- batches -------------------------------------------------------------------------
+    def _batch(self, stream: int, step: int, n: int, bs: int) -> list[int]:
+        """Rows of batch ``step`` of a seeded per-epoch permutation (stream 1: text, 2: other)."""
+        per_epoch = n // bs
+        epoch, b = divmod(step, per_epoch)
+        key = (stream, epoch)
+        if key not in self._orders:
+            self._orders = {k: v for k, v in self._orders.items() if k[0] != stream}
+            self._orders[key] = np.random.default_rng((self.cfg["seed"], epoch, stream)).permutation(n)
+        return self._orders[key][b * bs : (b + 1) * bs].tolist()
+
+    def _encode_rows(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.model.tokenize(texts, self.device))
+
+    def _text_rows(self, idx: list[int]) -> tuple[list[str], int]:
+        """The rows of one forward pass: ``[s; s]`` (unsup) or ``[a; p; n]`` (sup)."""
+        if self.data.sentences is not None:
+            s = [self.data.sentences[i] for i in idx]
+            return s + s, len(s)
+        t = [self.data.triplets[i] for i in idx]
+        return [x.anchor for x in t] + [x.positive for x in t] + [x.negative for x in t], len(t)
+
+    def _text_loss_fn(self, n: int):
+        c = self.c
+        if self.text_kind == "unsup":
+            return lambda z: simcse_loss(z[:n], z[n:], c["temperature"])
+        return lambda z: simcse_sup_loss(z[:n], z[n : 2 * n], z[2 * n :], c["temperature"], c["hard_negative_weight"])
+
+    def _clip(self, opt: torch.optim.Optimizer) -> None:
+        if self.c["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.c["grad_clip"])
+
+    def text_step(self, step: int) -> float:
+        idx = self._batch(1, step, self.data.n_text, self.c["batch_size"])
+        rows, n = self._text_rows(idx)
+        self.state["truncated"] += self.model.count_truncated(rows[: len(rows) // (2 if self.text_kind == "unsup" else 1)])
+        self.state["text_rows"] += n
+        loss_fn = self._text_loss_fn(n)
+        self.opt_text.zero_grad(set_to_none=True)
+        chunk = self.c["cache_chunk"]
+        if chunk:
+            loss = cached_contrastive_backward(self._encode_rows, [rows[i : i + chunk] for i in range(0, len(rows), chunk)],
+                                               loss_fn)
+        else:
+            loss = loss_fn(self._encode_rows(rows))
+            loss.backward()
+        self._clip(self.opt_text)
+        self.opt_text.step()
+        self.sched_text.step()
+        return loss.item()
+
+    def _other_views(self, step: int, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views of batch ``idx`` stacked (2N rows), with their labels (N)."""
+        if self.data.images is not None:
+            x = self.data.images.images[idx]
+            g = torch.Generator().manual_seed(self.cfg["seed"] * 1000003 + step)
+            views = torch.cat([self.augment(x, g), self.augment(x, g)])
+            return views.to(self.device), self.data.images.labels[idx].to(self.device)
+        a = self.c["model"]["audio"]
+        rng = np.random.default_rng((self.cfg["seed"], step, 3))
+        length = int(round(a["sample_rate"] * a["seconds"]))
+        clips = [self.data.audio.clips[i] for i in idx]
+        waves = torch.stack([torch.from_numpy(normalize(fix_length(load_audio(c.audio, a["sample_rate"], c.where), length, rng)))
+                             for c in clips])
+        labels = torch.tensor([c.label for c in clips], device=self.device)
+        return torch.cat([waves, waves]).to(self.device), labels  # dropout makes the two copies two views
+
+    def other_step(self, step: int) -> float:
+        idx = self._batch(2, step, self.data.n_other, self.c["other_batch_size"])
+        views, labels = self._other_views(step, idx)
+        z = self.model.encode_image(views) if self.other == "image" else self.model.encode_audio(views)
+        n = len(idx)
+        t = self.c["other_temperature"]
+        loss = supcon_loss(z[:n], z[n:], labels, t) if self.c["other_loss"] == "supcon" else nt_xent_loss(z[:n], z[n:], t)
+        self.opt_other.zero_grad(set_to_none=True)
+        (self.c["weight"] * loss).backward()
+        self._clip(self.opt_other)
+        self.opt_other.step()
+        self.sched_other.step()
+        return loss.item()
+
+    def train_step(self, step: int) -> tuple[float, float]:
+        """One text update, then (image/audio modes) one image/audio update."""
+        self.model.train()
+        torch.manual_seed(self.cfg["seed"] * 1000003 + step)  # dropout masks of this step
+        text = self.text_step(step)
+        other = self.other_step(step) if self.other else math.nan
+        return text, other
+
+    # --- evaluation and saving -----------------------------------------------------------
+    def dev_score(self) -> float:
+        if self.data.sts_dev is None:
+            return math.nan
+        return evaluate_set(self.model, self.data.sts_dev, self.cfg["train"]["eval_batch_size"])["spearman"]
+
+    def _save(self, improved: bool) -> None:
+        with atomic_dir(self.out / "last") as tmp:
+            self.model.save(tmp)
+            state = {"state": self.state, "opt_text": self.opt_text.state_dict(), "sched_text": self.sched_text.state_dict()}
+            if self.opt_other is not None:
+                state.update(opt_other=self.opt_other.state_dict(), sched_other=self.sched_other.state_dict())
+            torch.save(state, tmp / "trainer_state.pt")
+        if improved:
+            with atomic_dir(self.out / "checkpoint") as tmp:
+                self.model.save(tmp)
+
+    def fit(self) -> dict:
+        c, t = self.c, self.cfg["train"]
+        start = self.state["step"]
+        bar = tqdm(total=self.total_steps, initial=start, desc=f"cse {c['mode']}", disable=None if t["progress"] else True)
+        losses: list[tuple[float, float]] = []
+        t0 = time.time()
+        for step in range(start, self.total_steps):
+            losses.append(self.train_step(step))
+            bar.update()
+            bar.set_postfix(text=f"{losses[-1][0]:.3f}")
+            done = step + 1
+            if done % c["eval_steps"] == 0 or done == self.total_steps:
+                self.state["train_seconds"] += time.time() - t0
+                dev = self.dev_score()
+                improved = self.data.sts_dev is None or dev > self.state["best"]
+                self.state["step"] = done
+                if improved:
+                    self.state.update(best=dev, best_step=done)
+                row = {"step": done, "text_loss": float(np.mean([x[0] for x in losses])),
+                       "other_loss": float(np.mean([x[1] for x in losses])) if self.other else math.nan,
+                       "lr": self.opt_text.param_groups[0]["lr"],
+                       "other_lr": self.opt_other.param_groups[0]["lr"] if self.other else math.nan,
+                       "stsb_dev": dev}
+                self.logger.log(done, row)
+                self._save(improved)
+                if t["progress"]:
+                    bar.write(f"step {done}/{self.total_steps}: text {row['text_loss']:.4f}"
+                              + (f" {self.other} {row['other_loss']:.4f}" if self.other else "")
+                              + (f" STS-B dev {dev:.2f}{' *' if improved else ''}" if not math.isnan(dev) else ""))
+                losses = []
+                t0 = time.time()
+        bar.close()
+        s = self.state
+        summary = {
+            "mode": c["mode"], "text_loss": self.text_kind, "steps": s["step"],
+            "text_examples": self.data.n_text, "other_examples": self.data.n_other,
+            "best_step": s["best_step"], "best_stsb_dev": None if math.isinf(s["best"]) or math.isnan(s["best"]) else s["best"],
+            "text_rows_seen": s["text_rows"], "truncated": s["truncated"],
+            "truncated_fraction": s["truncated"] / max(1, s["text_rows"]), "max_length": c["model"]["max_length"],
+            "train_seconds": s["train_seconds"],
+            "sentences_per_second": s["text_rows"] / s["train_seconds"] if s["train_seconds"] else None,
+            "skipped": self.data.skipped.to_dict(),
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+def train_cse(cfg: dict, out: str | Path, resume: bool = False) -> dict:
+    return CseTrainer(cfg, out, resume).fit()
