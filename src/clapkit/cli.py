@@ -226,7 +226,7 @@ def eval_sts(
     sets = [s for spec in data for s in load_sts(spec, split)]
     enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
     r = sts_eval(enc, sets, batch_size)
-    r.update(model=model, data=list(data), pooling=enc.tower.pooling)
+    r.update(model=model, data=list(data), pooling=enc.pooling)
     _write_json(r, out)
     for name, task in r["tasks"].items():
         extra = f" (mean {task['mean']:.2f}, wmean {task['wmean']:.2f})" if "mean" in task else ""
@@ -234,6 +234,49 @@ def eval_sts(
         typer.echo(f"{name}: Spearman {task['spearman']:.2f} on {task['pairs']} pairs{extra}{au}")
     if "avg" in r:
         typer.echo(f"7-task average: {r['avg']:.2f}")
+
+
+@eval_app.command("transfer")
+def eval_transfer(
+    model: Annotated[str, typer.Option(help="clapkit checkpoint, Hugging Face or sentence-transformers folder, or 'minilm'")],
+    data: Annotated[list[str], typer.Option(help="CSV of texts and labels (repeat for several tasks)")],
+    out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
+    text_column: Annotated[str, typer.Option(help="Column of the text")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column of the label")] = "label",
+    folds: Annotated[int, typer.Option(help="Stratified cross-validation folds")] = 10,
+    c: Annotated[float, typer.Option("--c", help="Inverse L2 strength of the logistic regression")] = 1.0,
+    seed: int = 0,
+    pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
+    max_length: int = 128,
+    batch_size: int = 64,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Linear probe (logistic regression, k-fold) on frozen sentence embeddings, SentEval-style."""
+    import numpy as np
+
+    from .data.manifests import Skipped
+    from .data.text import load_text_classification
+    from .evaluation.sts import SentenceEncoder
+    from .evaluation.transfer import linear_probe
+
+    enc = SentenceEncoder(model, pooling, max_length, False, _device(device))
+    tasks, skipped = {}, Skipped()
+    for path in data:
+        t = load_text_classification(path, text_column, label_column, skip_bad, skipped)
+        try:
+            r = linear_probe(enc.encode(t.texts, batch_size), np.array(t.labels), folds, seed, c)
+        except ValueError as exc:
+            raise ClapkitError(f"{path}: {exc}") from exc
+        tasks[t.name] = r | {"class_names": t.class_names}
+        typer.echo(f"{t.name}: accuracy {r['accuracy']:.2f} +- {r['std']:.2f} ({folds} folds, {r['n']} texts, "
+                   f"{r['classes']} classes, majority {r['majority']:.2f})")
+    result = {"model": model, "pooling": enc.pooling, "folds": folds, "seed": seed, "tasks": tasks,
+              "skipped": skipped.to_dict()}
+    if len(tasks) > 1:
+        result["avg"] = float(np.mean([r["accuracy"] for r in tasks.values()]))
+        typer.echo(f"average: {result['avg']:.2f}")
+    _write_json(result, out)
 
 
 def _pairs(data: str, audio_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool,

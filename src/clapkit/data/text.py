@@ -98,3 +98,39 @@ def load_nli(path: str | Path, skip_bad: bool = False, skipped: Skipped | None =
     if len(out) < 2:
         raise DataError(f"{len(out)} triplet(s); a contrastive batch needs at least 2", str(path))
     return out
+
+
+@dataclass
+class TextClassificationSet:
+    name: str
+    texts: list[str]
+    labels: list[int]
+    class_names: list[str]
+
+
+def load_text_classification(path: str | Path, text_column: str = "text", label_column: str = "label",
+                             skip_bad: bool = False, skipped: Skipped | None = None) -> TextClassificationSet:
+    """A CSV of texts and labels (any label values; classes sorted by name) for a linear
+    probe. An empty text or label is an error naming the line (skipped with ``skip_bad``)."""
+    path = Path(path)
+    skipped = skipped if skipped is not None else Skipped()
+    texts, raw = [], []
+    for line, row in _read_csv_rows(path, [text_column, label_column]):
+        try:
+            _check_row(row, line, path, [text_column, label_column])
+            text, label = (row[text_column] or "").strip(), (row[label_column] or "").strip()
+            if not text or not label:
+                raise DataError(f"empty {text_column if not text else label_column}", f"{path} line {line}",
+                                reason="empty cell")
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped.add(exc)
+            continue
+        texts.append(text)
+        raw.append(label)
+    names = sorted(set(raw))
+    if len(names) < 2:
+        raise DataError(f"{len(names)} distinct label(s) in column {label_column!r}; a classifier needs 2 or more", str(path))
+    index = {n: i for i, n in enumerate(names)}
+    return TextClassificationSet(path.stem, texts, [index[x] for x in raw], names)

@@ -6,8 +6,8 @@ embeddings and the gold scores. For STS12-16 three aggregations are reported: "a
 the mean over subsets and the mean weighted by subset size. The 7-task average
 (STS12-16 "all", STS-B test, SICK-R test) is given when all seven are evaluated.
 
-The encoder is a clapkit checkpoint's text tower (``--projected`` for E_t), a Hugging
-Face model folder or a sentence-transformers folder (its ``1_Pooling`` config picks the
+The encoder is a clapkit checkpoint's text tower (``--projected`` for E_t), a
+``clapkit train cse`` folder (its evaluation pooling and head), a Hugging Face model folder or a sentence-transformers folder (its ``1_Pooling`` config picks the
 pooling when ``pooling="auto"``), or ``minilm``.
 """
 
@@ -45,8 +45,18 @@ class SentenceEncoder:
                  projected: bool = False, device="cpu"):
         path = str(path)
         folder = Path(resolve_text_model(path))
-        self.projector = None
+        self.projector = self.cse = None
+        self.device = device
         clap_cfg = folder / "config.json"
+        if (folder / "cse_model.json").is_file():  # `clapkit train cse` output: its own pooling and head
+            from ..models.cse import CseModel
+
+            self.cse = CseModel.load(folder).to(device).eval()
+            if pooling != "auto":
+                self.cse.m["pooling"] = pooling
+            self.cse.m["max_length"] = max_length
+            self.pooling = self.cse.m["pooling"] + (" (head in training only)" if self.cse.m["mlp_only_train"] else "")
+            return
         if (folder / "text").is_dir() and clap_cfg.is_file() and "model" in json.loads(clap_cfg.read_text()):
             from ..models.clap import ClapModel
 
@@ -58,13 +68,15 @@ class SentenceEncoder:
         else:
             self.tower = TextTower(path, auto_pooling(folder) if pooling == "auto" else pooling, max_length)
         self.tower.max_length = max_length
-        self.device = device
+        self.pooling = self.tower.pooling
         self.tower.to(device).eval()
         if self.projector is not None:
             self.projector.to(device).eval()
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if self.cse is not None:
+            return self.cse.encode(texts, batch_size)
         out = []
         for i in range(0, len(texts), batch_size):
             x = self.tower(self.tower.tokenize(texts[i : i + batch_size], self.device))
