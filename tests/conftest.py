@@ -42,6 +42,21 @@ def tiny_bert(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def tiny_bert_no_dropout(tmp_path_factory, tiny_bert) -> str:
+    """The tiny BERT with dropout off (runs that must match to rounding)."""
+    from transformers import AutoConfig, AutoModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert-nodrop")
+    model = AutoModel.from_pretrained(tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model.save_pretrained(folder)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    assert AutoConfig.from_pretrained(folder).hidden_dropout_prob == 0.0
+    return str(folder)
+
+
 def tiny_overrides(text_model: str) -> list[str]:
     """A model and recipe small enough for a unit test."""
     return [

@@ -107,3 +107,38 @@ def test_demo_meets_its_promise(tmp_path):
     for f in ("checkpoint/model.safetensors", "confusion_unseen.png", "training_curve.png"):
         assert (tmp_path / "demo" / f).exists()
     assert "never-seen classes" in proc.stdout
+
+
+@pytest.mark.slow
+def test_train_cse_unsup_and_image_on_shared_data_then_eval(tmp_path, shared_data):
+    """`train cse` with MiniLM on the STS-B training sentences (unsup) and MNIST (image);
+    the result loads in sentence-transformers and `eval sts` / `eval transfer` read it."""
+    from sentence_transformers import SentenceTransformer
+
+    stsb = shared_data / "sts" / "stsbenchmark"
+    common = ["--set", f"cse.corpus=stsb:{stsb}", "--set", "cse.steps=3", "--set", "cse.eval_steps=3",
+              "--set", "cse.batch_size=16", "--set", "cse.other_batch_size=16", "--set", "train.progress=false"]
+    runs = {"unsup": [], "image": ["--set", "cse.mode=image", "--set", f"cse.images=mnist:{shared_data / 'images' / 'mnist'}",
+                                   "--set", "cse.model.image.size=28", "--set", "cse.model.image.patch=4"]}
+    for mode, extra in runs.items():
+        out = tmp_path / mode
+        proc = clapkit("train", "cse", "--out", out, *common, *extra)
+        s = json.loads((out / "summary.json").read_text())
+        assert s["mode"] == mode and s["steps"] == 3 and s["text_examples"] == 10536
+        assert s["other_examples"] == (10000 if mode == "image" else 0)
+        assert f"{mode}: 3 steps" in proc.stdout
+        emb = SentenceTransformer(str(out / "checkpoint"), device="cpu").encode(["A plane is taking off."])
+        assert emb.shape == (1, 384) and np.isfinite(emb).all()
+    # no dev set given: the checkpoint is the last model; its STS-B test score is a real number
+    clapkit("eval", "sts", "--model", tmp_path / "image" / "checkpoint", "--data", f"stsb:{stsb}", "--out", tmp_path / "sts.json")
+    r = json.loads((tmp_path / "sts.json").read_text())["tasks"]["STSB-test"]
+    assert r["pairs"] == 1379 and 50 < r["spearman"] < 95
+    genre = tmp_path / "genre.csv"
+    lines = (stsb / "sts-dev.csv").read_text(encoding="utf-8").splitlines()[::5]  # all three genres
+    genre.write_text("text,label\n" + "\n".join(f'"{c[5].replace(chr(34), "")}",{c[0]}' for c in (x.split("\t") for x in lines)) + "\n")
+    proc = clapkit("eval", "transfer", "--model", tmp_path / "unsup" / "checkpoint", "--data", genre, "--folds", "3",
+                   "--out", tmp_path / "t.json")
+    t = json.loads((tmp_path / "t.json").read_text())["tasks"]["genre"]
+    assert len(t["folds"]) == 3 and t["n"] == 300 and t["accuracy"] > t["majority"]
+    bad = clapkit("train", "cse", "--out", tmp_path / "bad", "--set", "cse.mode=sup", check=False)
+    assert bad.returncode == 2 and "cse.nli is empty" in bad.stderr

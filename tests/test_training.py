@@ -130,20 +130,6 @@ def test_config_errors_name_the_key():
     assert load_config(None, ["train.lr_frozen=1e-4"])["train"]["lr_frozen"] == 1e-4
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_no_dropout(tmp_path_factory, tiny_bert):
-    from transformers import AutoConfig, AutoModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert-nodrop")
-    model = AutoModel.from_pretrained(tiny_bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model.save_pretrained(folder)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
-    assert AutoConfig.from_pretrained(folder).hidden_dropout_prob == 0.0
-    return str(folder)
-
-
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tiny_synthetic):
     """Under torchrun with 2 gloo processes the loss over the global batch and the

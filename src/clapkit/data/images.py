@@ -44,12 +44,12 @@ def _idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError("not an IDX file of unsigned bytes (magic 0x00 0x00 0x08 ndim)", str(path))
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise DataError(f"header says shape {tuple(dims)} ({int(np.prod(dims))} bytes) but the file holds "
+        raise DataError(f"header says shape {dims} ({int(np.prod(dims))} bytes) but the file holds "
                         f"{data.size} data bytes", str(path))
-    return data.reshape(tuple(dims))
+    return data.reshape(dims)
 
 
 def load_mnist(folder: Path) -> ImageSet:

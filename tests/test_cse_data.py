@@ -1,0 +1,172 @@
+"""Sentence-encoder training data: corpus, NLI, images (MNIST IDX, folders, digits), FSDD, augmentations."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from clapkit.data.augment import ImageAugment
+from clapkit.data.images import load_images
+from clapkit.data.labelled import load_labelled
+from clapkit.data.manifests import Skipped
+from clapkit.data.text import load_corpus, load_nli, load_text_classification
+from clapkit.errors import DataError
+
+
+def test_corpus_one_sentence_a_line(tmp_path):
+    f = tmp_path / "wiki.txt"
+    f.write_text("First sentence.\n  Second one.  \nThird.\n", encoding="utf-8")
+    assert load_corpus(f"txt:{f}") == ["First sentence.", "Second one.", "Third."]
+    assert load_corpus(str(f)) == load_corpus(f"txt:{f}")  # a bare path is a txt corpus
+
+
+def test_corpus_empty_line_names_the_line_then_skips_and_counts(tmp_path):
+    f = tmp_path / "wiki.txt"
+    f.write_text("One.\n\nTwo.\nThree.\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"wiki.txt line 2: empty line"):
+        load_corpus(f"txt:{f}")
+    skipped = Skipped()
+    assert load_corpus(f"txt:{f}", skip_bad=True, skipped=skipped) == ["One.", "Two.", "Three."]
+    assert skipped.count == 1 and skipped.reasons["empty sentence"] == 1
+
+
+def test_corpus_not_utf8_and_too_small(tmp_path):
+    f = tmp_path / "latin1.txt"
+    f.write_bytes("caf\xe9 au lait\nsecond\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8"):
+        load_corpus(f"txt:{f}")
+    one = tmp_path / "one.txt"
+    one.write_text("only one\n")
+    with pytest.raises(DataError, match="at least 2"):
+        load_corpus(f"txt:{one}")
+    with pytest.raises(DataError, match="file not found"):
+        load_corpus(f"txt:{tmp_path / 'missing.txt'}")
+
+
+def test_corpus_from_shared_stsb_train_sentences(shared_data):
+    sentences = load_corpus(f"stsb:{shared_data / 'sts' / 'stsbenchmark'}")
+    assert len(sentences) == len(set(sentences)) == 10536  # distinct sentences of the 5,749 training pairs
+    assert sentences[0] == "A plane is taking off."
+
+
+def test_nli_triplets_and_bad_rows(tmp_path):
+    f = tmp_path / "nli.csv"
+    f.write_text('sent0,sent1,hard_neg\n"Two dogs run.",Animals are outside.,The pets sit on a couch.\n'
+                 "A man sings.,Someone makes music.,Nobody is singing.\n", encoding="utf-8")
+    t = load_nli(f)
+    assert [(x.anchor, x.positive, x.negative) for x in t] == [
+        ("Two dogs run.", "Animals are outside.", "The pets sit on a couch."),
+        ("A man sings.", "Someone makes music.", "Nobody is singing.")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sent0,sent1\na,b\n")
+    with pytest.raises(DataError, match=r"bad.csv line 1: missing column\(s\) hard_neg"):
+        load_nli(bad)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("sent0,sent1,hard_neg\na,b,c\nd,,f\ng,h,i\n")
+    with pytest.raises(DataError, match=r"empty.csv line 3: empty sent1"):
+        load_nli(empty)
+    skipped = Skipped()
+    assert len(load_nli(empty, skip_bad=True, skipped=skipped)) == 2 and skipped.count == 1
+
+
+def _write_idx(path, array: np.ndarray, dims=None):
+    dims = array.shape if dims is None else dims
+    head = bytes([0, 0, 0x08, len(dims)]) + b"".join(struct.pack(">i", d) for d in dims)
+    with gzip.open(path, "wb") as fh:
+        fh.write(head + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_fixture_and_bad_header(tmp_path):
+    x = np.arange(3 * 4 * 4).reshape(3, 4, 4) % 256
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([2, 0, 1]))
+    s = load_images(f"mnist:{tmp_path}")
+    assert s.images.shape == (3, 1, 4, 4)
+    assert torch.allclose(s.images[1, 0], torch.tensor(x[1] / 255.0, dtype=torch.float32))
+    assert s.labels.tolist() == [2, 0, 1] and s.class_names == ["0", "1", "2"]
+    # a header that promises more bytes than the file holds
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x, dims=(3, 5, 5))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: header says shape \(3, 5, 5\)"):
+        load_images(f"mnist:{tmp_path}")
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([2, 0]))
+    with pytest.raises(DataError, match="2 labels for 3 images"):
+        load_images(f"mnist:{tmp_path}")
+
+
+def test_shared_mnist_and_digits(shared_data):
+    s = load_images(f"mnist:{shared_data / 'images' / 'mnist'}")
+    assert s.images.shape == (10000, 1, 28, 28) and s.labels[:5].tolist() == [7, 2, 1, 0, 4]
+    assert float(s.images.min()) == 0.0 and float(s.images.max()) == 1.0
+    d = load_images("digits")
+    assert d.images.shape == (1797, 1, 8, 8) and len(d.class_names) == 10
+
+
+def test_image_folder_resizes_and_reports_bad_files(tmp_path):
+    from PIL import Image
+
+    for cls, value in (("cat", 0), ("dog", 255)):
+        (tmp_path / cls).mkdir()
+        for i, size in enumerate((10, 20)):
+            Image.new("RGB", (size, size + 3), (value, value, value)).save(tmp_path / cls / f"{i}.png")
+    s = load_images(f"folder:{tmp_path}", size=8, channels=3)
+    assert s.images.shape == (4, 3, 8, 8) and s.labels.tolist() == [0, 0, 1, 1] and s.class_names == ["cat", "dog"]
+    assert float(s.images[0].max()) == 0.0 and float(s.images[3].min()) == 1.0
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"broken.png: cannot decode image"):
+        load_images(f"folder:{tmp_path}", size=8, channels=3)
+    s = load_images(f"folder:{tmp_path}", size=8, channels=1, skip_bad=True)
+    assert s.images.shape == (4, 1, 8, 8) and s.skipped.count == 1
+
+
+def test_fsdd_naming_digit_or_speaker_label(tmp_path):
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    for name in ("0_alice_0", "0_bob_1", "7_alice_2", "10_bob_3"):
+        sf.write(rec / f"{name}.wav", np.zeros(800, np.float32), 8000)
+    digits = load_labelled(f"fsdd:{tmp_path}")
+    assert digits.class_names == ["0", "7", "10"] and [c.label for c in digits.clips] == [0, 0, 2, 1]
+    speakers = load_labelled(f"fsdd:{rec}", label="speaker")
+    assert speakers.class_names == ["alice", "bob"] and [c.label for c in speakers.clips] == [0, 1, 1, 0]
+    sf.write(rec / "README.wav", np.zeros(10, np.float32), 8000)
+    with pytest.raises(DataError, match=r"README.wav: name is not \{digit\}_\{speaker\}_\{index\}"):
+        load_labelled(f"fsdd:{tmp_path}")
+    assert len(load_labelled(f"fsdd:{tmp_path}", skip_bad=True).clips) == 4
+
+
+def test_shared_fsdd(shared_data):
+    s = load_labelled(f"fsdd:{shared_data / 'fsdd'}", label="speaker")
+    assert len(s.clips) == 3000 and len(s.class_names) == 6
+    assert np.bincount([c.label for c in s.clips]).tolist() == [500] * 6
+
+
+def test_text_classification_csv(tmp_path):
+    f = tmp_path / "sst.csv"
+    f.write_text("text,label\ngood film,pos\nbad film,neg\n,pos\nfine,pos\n")
+    with pytest.raises(DataError, match=r"sst.csv line 4: empty text"):
+        load_text_classification(f)
+    t = load_text_classification(f, skip_bad=True)
+    assert t.texts == ["good film", "bad film", "fine"] and t.labels == [1, 0, 1] and t.class_names == ["neg", "pos"]
+    with pytest.raises(DataError, match="missing column"):
+        load_text_classification(f, label_column="sentiment")
+
+
+def test_augment_identity_flip_and_determinism():
+    x = torch.rand(5, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    identity = ImageAugment(12, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter=0.0, gray_p=0.0)
+    assert torch.allclose(identity(x, g), x, atol=1e-5)
+    flip = ImageAugment(12, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=1.0, jitter=0.0, gray_p=0.0)
+    assert torch.allclose(flip(x, g), x.flip(-1), atol=1e-5)
+    gray = ImageAugment(12, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter=0.0, gray_p=1.0)
+    y = gray(x, g)
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    assert torch.allclose(y[:, 1], luma, atol=1e-5) and torch.allclose(y[:, 0], y[:, 2])
+    full = ImageAugment(8)
+    a, b = full(x, torch.Generator().manual_seed(3)), full(x, torch.Generator().manual_seed(3))
+    assert a.shape == (5, 3, 8, 8) and torch.equal(a, b)  # same generator state, same views
+    assert not torch.allclose(full(x, torch.Generator().manual_seed(4)), a)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
