@@ -261,3 +261,22 @@ def test_linear_probe_against_direct_cross_validation():
     assert linear_probe(separable, np.repeat([0, 1], 10), folds=5)["accuracy"] == 100.0
     with pytest.raises(ValueError, match="class 1 has 3 example"):
         linear_probe(x[:23], y[:23], folds=5)
+
+
+def test_paper_presets_hold_table_c1():
+    """Text batch / lr and image-audio batch / lr of the seed's Table C.1."""
+    table = {
+        "cse-visual-bert": ("bert-base-uncased", 64, 3e-5, 1e-6), "cse-audio-bert": ("bert-base-uncased", 64, 3e-5, 2e-7),
+        "cse-visual-roberta-base": ("roberta-base", 128, 2e-5, 5e-7), "cse-audio-roberta-base": ("roberta-base", 128, 2e-5, 2e-7),
+        "cse-visual-roberta-large": ("roberta-large", 256, 1e-5, 5e-7), "cse-audio-roberta-large": ("roberta-large", 256, 1e-5, 5e-6),
+    }
+    for preset, (name, bs, lr, other_lr) in table.items():
+        c = load_config(preset)["cse"]
+        assert (c["model"]["name"], c["batch_size"], c["lr"], c["other_batch_size"], c["other_lr"]) == (name, bs, lr, 48, other_lr)
+        assert c["temperature"] == 0.05 and c["other_temperature"] == 0.07 and c["other_loss"] == "supcon"
+        assert c["model"]["max_length"] == 32 and c["mode"] == ("image" if "visual" in preset else "audio")
+    assert load_config("cse-visual-bert")["cse"]["model"]["image"] == {"size": 224, "patch": 16, "channels": 3}
+    a = load_config("cse-audio-bert")["cse"]["model"]["audio"]
+    assert 1 + int(round(a["sample_rate"] * a["seconds"])) // a["hop_length"] == 1024 and a["n_mels"] == 128
+    with pytest.raises(ConfigError, match="cse.images is empty"):
+        train_cse(load_config("cse-visual-bert", ["cse.corpus=x.txt"]), "/nonexistent")

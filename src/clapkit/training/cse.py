@@ -94,23 +94,26 @@ def text_loss_kind(c: dict) -> str:
 
 def load_cse_data(cfg: dict) -> CseData:
     c, skip = cfg["cse"], cfg["data"]["skip_bad"]
+    required = {"corpus": "cse.corpus is empty: e.g. --set cse.corpus=txt:wiki1m_for_simcse.txt "
+                          "or --set cse.corpus=stsb:DIR (the STS-B training sentences)",
+                "nli": "cse.nli is empty: supervised SimCSE needs --set cse.nli=FILE.csv (sent0,sent1,hard_neg)",
+                "images": "cse.images is empty: image mode needs e.g. --set cse.images=folder:DIR, mnist:DIR or digits",
+                "audio": "cse.audio is empty: audio mode needs e.g. --set cse.audio=fsdd:DIR or folder:DIR"}
+    needed = ["corpus" if text_loss_kind(c) == "unsup" else "nli"]
+    needed += {"image": ["images"], "audio": ["audio"]}.get(c["mode"], [])
+    for key in needed:  # every missing option is reported before anything is read
+        if not c[key]:
+            raise ConfigError(required[key])
     data = CseData()
-    if text_loss_kind(c) == "unsup":
-        if not c["corpus"]:
-            raise ConfigError("cse.corpus is empty: e.g. --set cse.corpus=txt:wiki1m_for_simcse.txt "
-                              "or --set cse.corpus=stsb:DIR (the STS-B training sentences)")
+    if "corpus" in needed:
         data.sentences = load_corpus(c["corpus"], skip, data.skipped)
     else:
-        if not c["nli"]:
-            raise ConfigError("cse.nli is empty: supervised SimCSE needs --set cse.nli=FILE.csv (sent0,sent1,hard_neg)")
         data.triplets = load_nli(c["nli"], skip, data.skipped)
     if c["mode"] == "image":
         i = c["model"]["image"]
         data.images = load_images(c["images"], i["size"], i["channels"], skip)
         data.skipped.reasons.update(data.images.skipped.reasons)
     elif c["mode"] == "audio":
-        if not c["audio"]:
-            raise ConfigError("cse.audio is empty: audio mode needs e.g. --set cse.audio=fsdd:DIR or folder:DIR")
         data.audio = load_labelled(c["audio"], skip_bad=skip, label=c["audio_label"])
         data.skipped.reasons.update(data.audio.skipped.reasons)
     if c["sts_dev"]:
