@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import SHARED  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import SHARED  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
     torch.set_num_threads(2)
 
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from clapkit.config import load_config
     from clapkit.data.sts import load_sts
@@ -72,7 +71,7 @@ def main() -> None:
         st.train()
         idx = ours._batch(1, step, ours.data.n_text, args.batch_size)  # the same sentences as ours
         s = [ours.data.sentences[i] for i in idx]
-        features = [st.tokenize(s), st.tokenize(s)]
+        features = [st.preprocess(s), st.preprocess(s)]
         loss = loss_fn(features, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
