@@ -159,10 +159,10 @@ class CseTrainer:
             other_params = [p for p in self.model.parameters() if p.requires_grad]
             self.opt_other = torch.optim.AdamW(other_params, lr=c["other_lr"], weight_decay=c["weight_decay"])
             self.sched_other = torch.optim.lr_scheduler.LambdaLR(self.opt_other, _schedule(c["schedule"], self.total_steps))
+        if self.other == "image":
             a = c["augment"]
-            size = c["model"]["image"]["size"]
-            self.augment = ImageAugment(size, tuple(a["scale"]), flip_p=a["flip_p"], jitter=a["jitter"],
-                                        jitter_p=a["jitter_p"], gray_p=a["gray_p"])
+            self.augment = ImageAugment(c["model"]["image"]["size"], tuple(a["scale"]), flip_p=a["flip_p"],
+                                        jitter=a["jitter"], jitter_p=a["jitter_p"], gray_p=a["gray_p"])
         self.state = {"step": 0, "best": -math.inf, "best_step": None, "truncated": 0, "text_rows": 0,
                       "train_seconds": 0.0}
         if resume:
