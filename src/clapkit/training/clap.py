@@ -53,6 +53,7 @@ from .common import (
     is_main,
     pick_device,
     recover_dir,
+    resume_config,
     seed_everything,
 )
 
@@ -151,7 +152,7 @@ class ClapTrainer:
         self.out = Path(out)
         self.rank, self.world = init_distributed()
         if resume:
-            cfg = self._resume_config(cfg)
+            cfg = resume_config(self.out, cfg, (("train", "epochs"),))
         self.cfg = cfg
         t = cfg["train"]
         if t["batch_size"] % self.world:
@@ -200,14 +201,6 @@ class ClapTrainer:
         e_t = cache.text([p.caption for p in self.data.train])
         self.teacher_cache_stats = cache.stats
         return torch.from_numpy(e_a).to(self.device), torch.from_numpy(e_t).to(self.device)
-
-    def _resume_config(self, cfg: dict) -> dict:
-        saved = self.out / "config.yaml"
-        if not (recover_dir(self.out / "last") / "trainer_state.pt").is_file() or not saved.is_file():
-            raise ConfigError(f"--resume: {self.out} holds no resumable run (no last/trainer_state.pt); start without --resume")
-        base = yaml.safe_load(saved.read_text())
-        base["train"]["epochs"] = cfg["train"]["epochs"]  # the one knob a resume may change
-        return base
 
     # --- phases ------------------------------------------------------------------------
     def _phase(self, epoch: int) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 
 from ..errors import ConfigError
 
@@ -84,6 +85,22 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def resume_config(out: Path | str, cfg: dict, may_change: tuple[tuple[str, str], ...]) -> dict:
+    """The saved ``config.yaml`` of the run in ``out``, with only ``may_change`` taken from ``cfg``.
+
+    A resume continues the saved run; the length of the run (epochs, steps) is the only
+    thing a user may extend, so every other option of the new ``cfg`` is ignored.
+    """
+    out = Path(out)
+    saved = out / "config.yaml"
+    if not (recover_dir(out / "last") / "trainer_state.pt").is_file() or not saved.is_file():
+        raise ConfigError(f"--resume: {out} holds no resumable run (no last/trainer_state.pt); start without --resume")
+    base = yaml.safe_load(saved.read_text())
+    for section, key in may_change:
+        base[section][key] = cfg[section][key]
+    return base
 
 
 def save_weights(state: dict, path: Path) -> None:

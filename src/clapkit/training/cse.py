@@ -65,7 +65,14 @@ from ..losses import (
     supcon_loss,
 )
 from ..models.cse import CseModel
-from .common import ScalarLogger, atomic_dir, pick_device, recover_dir, seed_everything
+from .common import (
+    ScalarLogger,
+    atomic_dir,
+    pick_device,
+    recover_dir,
+    resume_config,
+    seed_everything,
+)
 
 
 @dataclass
@@ -133,7 +140,7 @@ class CseTrainer:
     def __init__(self, cfg: dict, out: str | Path, resume: bool = False, data: CseData | None = None):
         self.out = Path(out)
         if resume:
-            cfg = self._resume_config(cfg)
+            cfg = resume_config(self.out, cfg, (("cse", "steps"), ("cse", "epochs")))
         self.cfg, c = cfg, cfg["cse"]
         self.c = c
         self.device = pick_device(cfg["train"]["device"])
@@ -179,14 +186,6 @@ class CseTrainer:
         if resume:
             self.logger.truncate(self.state["step"])
         self._orders: dict[tuple[int, int], np.ndarray] = {}
-
-    def _resume_config(self, cfg: dict) -> dict:
-        saved = self.out / "config.yaml"
-        if not (recover_dir(self.out / "last") / "trainer_state.pt").is_file() or not saved.is_file():
-            raise ConfigError(f"--resume: {self.out} holds no resumable run (no last/trainer_state.pt); start without --resume")
-        base = yaml.safe_load(saved.read_text())
-        base["cse"]["steps"], base["cse"]["epochs"] = cfg["cse"]["steps"], cfg["cse"]["epochs"]  # may be extended
-        return base
 
     # --- batches -------------------------------------------------------------------------
     def _batch(self, stream: int, step: int, n: int, bs: int) -> list[int]:
