@@ -135,7 +135,6 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.0,
         "grad_clip": 1.0,  # 0 turns it off
         "eval_steps": 125,
-        "log_steps": 10,
         "cache_chunk": 0,  # > 0: gradient caching with chunks of this many rows (large batches)
         "augment": {"scale": [0.5, 1.0], "flip_p": 0.0, "jitter": 0.4, "jitter_p": 0.8, "gray_p": 0.2},
     },
