@@ -47,13 +47,14 @@ from ..losses import clip_loss, gather_with_grad, soft_clip_loss
 from ..models.clap import ClapModel
 from .common import (
     ScalarLogger,
-    atomic_dir,
     epoch_order,
     init_distributed,
     is_main,
+    load_trainer_state,
     pick_device,
     recover_dir,
     resume_config,
+    save_run,
     seed_everything,
 )
 
@@ -178,7 +179,7 @@ class ClapTrainer:
         self.caches: dict[str, FeatureCache] | None = None
         self._opt_state = None
         if resume:
-            saved = torch.load(self.out / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
+            saved = load_trainer_state(self.out)
             self.state = saved["state"]
             self._opt_state = saved
         if is_main():
@@ -382,13 +383,8 @@ class ClapTrainer:
         return summary
 
     def _save(self, improved: bool) -> None:
-        with atomic_dir(self.out / "last") as tmp:
-            self.model.save(tmp)
-            torch.save({"state": self.state, "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict()}, tmp / "trainer_state.pt")
-        if improved or not (self.out / "checkpoint").exists():
-            with atomic_dir(self.out / "checkpoint") as tmp:
-                self.model.save(tmp)
+        save_run(self.out, self.model, {"state": self.state, "optimizer": self.optimizer.state_dict(),
+                                        "scheduler": self.scheduler.state_dict()}, improved)
 
 
 def train_clap(cfg: dict, out: str | Path, resume: bool = False) -> dict:

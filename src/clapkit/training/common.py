@@ -103,6 +103,23 @@ def resume_config(out: Path | str, cfg: dict, may_change: tuple[tuple[str, str],
     return base
 
 
+def save_run(out: Path, model, trainer_state: dict, improved: bool) -> None:
+    """Write ``last/`` (the model and ``trainer_state.pt``, what ``--resume`` reads) and,
+    when ``improved`` or none exists yet, ``checkpoint/`` (the best model). Both atomically."""
+    out = Path(out)
+    with atomic_dir(out / "last") as tmp:
+        model.save(tmp)
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+    if improved or not (out / "checkpoint").exists():
+        with atomic_dir(out / "checkpoint") as tmp:
+            model.save(tmp)
+
+
+def load_trainer_state(out: Path) -> dict:
+    """What :func:`save_run` wrote in ``out/last/trainer_state.pt``."""
+    return torch.load(recover_dir(Path(out) / "last") / "trainer_state.pt", map_location="cpu", weights_only=False)
+
+
 def save_weights(state: dict, path: Path) -> None:
     """Write a state dict as safetensors, atomically (temporary file, then rename)."""
     from safetensors.torch import save_file

@@ -67,10 +67,11 @@ from ..losses import (
 from ..models.cse import CseModel
 from .common import (
     ScalarLogger,
-    atomic_dir,
+    load_trainer_state,
     pick_device,
     recover_dir,
     resume_config,
+    save_run,
     seed_everything,
 )
 
@@ -173,7 +174,7 @@ class CseTrainer:
         self.state = {"step": 0, "best": -math.inf, "best_step": None, "truncated": 0, "text_rows": 0,
                       "train_seconds": 0.0}
         if resume:
-            saved = torch.load(self.out / "last" / "trainer_state.pt", map_location="cpu", weights_only=False)
+            saved = load_trainer_state(self.out)
             self.state = saved["state"]
             self.opt_text.load_state_dict(saved["opt_text"])
             self.sched_text.load_state_dict(saved["sched_text"])
@@ -283,15 +284,10 @@ class CseTrainer:
         return evaluate_set(self.model, self.data.sts_dev, self.cfg["train"]["eval_batch_size"])["spearman"]
 
     def _save(self, improved: bool) -> None:
-        with atomic_dir(self.out / "last") as tmp:
-            self.model.save(tmp)
-            state = {"state": self.state, "opt_text": self.opt_text.state_dict(), "sched_text": self.sched_text.state_dict()}
-            if self.opt_other is not None:
-                state.update(opt_other=self.opt_other.state_dict(), sched_other=self.sched_other.state_dict())
-            torch.save(state, tmp / "trainer_state.pt")
-        if improved:
-            with atomic_dir(self.out / "checkpoint") as tmp:
-                self.model.save(tmp)
+        state = {"state": self.state, "opt_text": self.opt_text.state_dict(), "sched_text": self.sched_text.state_dict()}
+        if self.opt_other is not None:
+            state.update(opt_other=self.opt_other.state_dict(), sched_other=self.sched_other.state_dict())
+        save_run(self.out, self.model, state, improved)
 
     def fit(self) -> dict:
         c, t = self.c, self.cfg["train"]
