@@ -142,3 +142,51 @@ def test_train_cse_unsup_and_image_on_shared_data_then_eval(tmp_path, shared_dat
     assert len(t["folds"]) == 3 and t["n"] == 300 and t["accuracy"] > t["majority"]
     bad = clapkit("train", "cse", "--out", tmp_path / "bad", "--set", "cse.mode=sup", check=False)
     assert bad.returncode == 2 and "cse.nli is empty" in bad.stderr
+
+
+def test_eval_sts_seven_task_table_from_original_layouts(tmp_path, tiny_bert, shared_data):
+    """SentEval STS12-16, SICK and STS-B in their published layouts, filled with real STS-B
+    dev pairs: the CLI's table has the seven tasks, their average, and scores equal to
+    Spearman of cosines computed here."""
+    from scipy.stats import spearmanr
+
+    from clapkit.data.sts import SENTEVAL_SETS, load_sts
+    from clapkit.evaluation.sts import SentenceEncoder
+
+    stsb = shared_data / "sts" / "stsbenchmark"
+    dev = load_sts(f"stsb:{stsb}", "dev")[0]
+    pairs = iter(zip(dev.s1, dev.s2, dev.scores, strict=True))
+    expected = {}
+    for year, names in SENTEVAL_SETS.items():
+        d = tmp_path / "senteval" / f"{year}-en-test"
+        d.mkdir(parents=True)
+        rows = []
+        for name in names:
+            chunk = [next(pairs) for _ in range(8)]
+            (d / f"STS.input.{name}.txt").write_text("".join(f"{a}\t{b}\n" for a, b, _ in chunk), encoding="utf-8")
+            gold = [f"{g:.2f}" for _, _, g in chunk]
+            if year == "STS16":
+                gold[0] = ""  # an unscored pair, dropped
+                chunk = chunk[1:]
+            (d / f"STS.gs.{name}.txt").write_text("\n".join(gold) + "\n")
+            rows += chunk
+        expected[year] = rows
+    sick = [next(pairs) for _ in range(20)]
+    (tmp_path / "sick").mkdir()
+    (tmp_path / "sick" / "SICK_test_annotated.txt").write_text(
+        "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n"
+        + "".join(f"{i}\t{a}\t{b}\t{1 + g * 0.8:.1f}\tNEUTRAL\n" for i, (a, b, g) in enumerate(sick)))
+    expected["SICK-R-test"] = [(a, b, round(1 + g * 0.8, 1)) for a, b, g in sick]
+    out = tmp_path / "sts.json"
+    clapkit("eval", "sts", "--model", tiny_bert, "--pooling", "cls", "--data", f"senteval:{tmp_path / 'senteval'}",
+            "--data", f"sick:{tmp_path / 'sick'}", "--data", f"stsb:{stsb}", "--device", "cpu", "--out", out)
+    r = json.loads(out.read_text())
+    assert list(r["table"]) == ["STS12", "STS13", "STS14", "STS15", "STS16", "STSB-test", "SICK-R-test"]
+    assert r["avg"] == pytest.approx(np.mean(list(r["table"].values())), abs=1e-9)
+    assert r["tasks"]["STS16"]["pairs"] == 5 * 7 and r["tasks"]["STSB-test"]["pairs"] == 1379
+    assert set(r["tasks"]["STS12"]["subsets"]) == set(SENTEVAL_SETS["STS12"])
+    enc = SentenceEncoder(tiny_bert, pooling="cls")
+    for task, rows in expected.items():
+        a, b, gold = zip(*rows, strict=True)
+        cos = (enc.encode(list(a)) * enc.encode(list(b))).sum(1)
+        assert r["table"][task] == pytest.approx(100 * spearmanr(cos, gold).correlation, abs=1e-4), task

@@ -40,22 +40,35 @@ def test_sick_annotated_and_full_release(tmp_path):
     assert load_sts(f"sick:{tmp_path}", split="train")[0].scores == [3.1]
 
 
-def test_senteval_layout_drops_pairs_without_gold(tmp_path):
-    for year, sets in (("STS12", {"MSRpar": 3, "SMTeuroparl": 2}), ("STS16", {"headlines": 3})):
-        d = tmp_path / f"{year}-en-test"
+def write_senteval(root, sizes, unscored=()):
+    """SentEval's layout: every standard subset of each year, ``sizes[year]`` pairs each;
+    the gold line of each (year, subset, row) in ``unscored`` is left empty."""
+    from clapkit.data.sts import SENTEVAL_SETS
+
+    for year, n in sizes.items():
+        d = root / f"{year}-en-test"
         d.mkdir()
-        for name, n in sets.items():
+        for name in SENTEVAL_SETS[year]:
             (d / f"STS.input.{name}.txt").write_text("".join(f"s{i} of {name}\tt{i}\n" for i in range(n)))
-            gold = [f"{i + 1}.0" for i in range(n)]
-            if year == "STS16":
-                gold[1] = ""  # STS16 leaves some pairs unscored
+            gold = ["" if (year, name, i) in unscored else f"{i + 1}.0" for i in range(n)]
             (d / f"STS.gs.{name}.txt").write_text("\n".join(gold) + "\n")
+
+
+def test_senteval_layout_drops_pairs_without_gold(tmp_path):
+    write_senteval(tmp_path, {"STS12": 2, "STS16": 3}, unscored={("STS16", "headlines", 1)})
+    (tmp_path / "STS12-en-test" / "STS.input.SMTnews.txt").write_text("x\ty\n")  # not a SentEval subset
+    (tmp_path / "STS12-en-test" / "STS.gs.SMTnews.txt").write_text("1\n")
     sets = load_sts(f"senteval:{tmp_path}")
     assert [s.name for s in sets] == ["STS12", "STS16"]
-    assert len(sets[0].scores) == 5 and sorted(set(sets[0].subset)) == ["MSRpar", "SMTeuroparl"]
-    assert sets[1].scores == [1.0, 3.0] and sets[1].s1 == ["s0 of headlines", "s2 of headlines"]
+    assert len(sets[0].scores) == 10 and "SMTnews" not in sets[0].subset
+    assert sorted(set(sets[0].subset)) == sorted(["MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"])
+    headlines = [(a, g) for a, g, k in zip(sets[1].s1, sets[1].scores, sets[1].subset, strict=True) if k == "headlines"]
+    assert headlines == [("s0 of headlines", 1.0), ("s2 of headlines", 3.0)] and len(sets[1].scores) == 14
     (tmp_path / "STS16-en-test" / "STS.gs.headlines.txt").write_text("1\n2\n")
     with pytest.raises(DataError, match="3 sentence pairs but 2 gold lines"):
+        load_sts(f"senteval:{tmp_path}")
+    (tmp_path / "STS12-en-test" / "STS.gs.MSRvid.txt").unlink()
+    with pytest.raises(DataError, match=r"STS12-en-test: missing STS.gs.MSRvid.txt: SentEval's STS12 is the subsets"):
         load_sts(f"senteval:{tmp_path}")
 
 

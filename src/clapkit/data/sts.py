@@ -7,8 +7,11 @@
   relatedness_score, ...``) or ``SICK.txt`` (the full release; rows of the requested
   ``SemEval_set``). Columns are found by their header names.
 - ``senteval:DIR`` - the folder holding SentEval's ``STS12-en-test`` .. ``STS16-en-test``:
-  ``STS.input.<set>.txt`` (sentence pairs, tab-separated) with ``STS.gs.<set>.txt``
-  (one gold score a line; an empty gold line drops its pair, as SentEval does).
+  ``STS.input.<set>.txt`` (sentence pairs, tab-separated, extra columns ignored) with
+  ``STS.gs.<set>.txt`` (one gold score a line; an empty gold line drops its pair, as
+  SentEval does). A year is read as SentEval and SimCSE read it: exactly the subsets of
+  :data:`SENTEVAL_SETS` (STS13 without SMT), every one required, other files ignored, so
+  its score is comparable with published tables.
 """
 
 from __future__ import annotations
@@ -20,7 +23,14 @@ from ..errors import DataError
 from .manifests import parse_spec
 from .text import read_text
 
-SENTEVAL_YEARS = ("STS12", "STS13", "STS14", "STS15", "STS16")
+SENTEVAL_SETS = {
+    "STS12": ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"),
+    "STS13": ("FNWN", "headlines", "OnWN"),  # SMT is not distributed (licence)
+    "STS14": ("deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news"),
+    "STS15": ("answers-forums", "answers-students", "belief", "headlines", "images"),
+    "STS16": ("answer-answer", "headlines", "plagiarism", "postediting", "question-question"),
+}
+SENTEVAL_YEARS = tuple(SENTEVAL_SETS)
 
 
 @dataclass
@@ -90,13 +100,14 @@ def load_sick(folder: Path, split: str = "test") -> StsSet:
 
 def load_senteval_year(folder: Path, year: str) -> StsSet:
     sub = folder / f"{year}-en-test"
-    inputs = sorted(sub.glob("STS.input.*.txt"))
-    if not inputs:
-        raise DataError(f"no STS.input.<set>.txt files (expected SentEval's {year}-en-test layout)", str(sub))
+    names = SENTEVAL_SETS[year]
+    missing = [f for n in names for f in (f"STS.input.{n}.txt", f"STS.gs.{n}.txt") if not (sub / f).is_file()]
+    if missing:
+        raise DataError(f"missing {', '.join(missing)}: SentEval's {year} is the subsets {', '.join(names)}, "
+                        "all needed for a score comparable with published tables", str(sub))
     s1, s2, scores, subset = [], [], [], []
-    for inp in inputs:
-        name = inp.name[len("STS.input."):-len(".txt")]
-        gold = sub / f"STS.gs.{name}.txt"
+    for name in names:
+        inp, gold = sub / f"STS.input.{name}.txt", sub / f"STS.gs.{name}.txt"
         pairs = read_text(inp).splitlines()
         golds = read_text(gold).splitlines()
         if len(pairs) != len(golds):
