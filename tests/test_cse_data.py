@@ -35,9 +35,12 @@ def test_corpus_empty_line_names_the_line_then_skips_and_counts(tmp_path):
 
 def test_corpus_not_utf8_and_too_small(tmp_path):
     f = tmp_path / "latin1.txt"
-    f.write_bytes("caf\xe9 au lait\nsecond\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8"):
+    f.write_bytes("first\ncaf\xe9 au lait\nsecond\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt line 2: not UTF-8 text \(invalid continuation byte at byte 9\)"):
         load_corpus(f"txt:{f}")
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("One.\nTwo.\n".encode("utf-8-sig"))  # Windows editors write a byte-order mark
+    assert load_corpus(f"txt:{bom}") == ["One.", "Two."]
     one = tmp_path / "one.txt"
     one.write_text("only one\n")
     with pytest.raises(DataError, match="at least 2"):

@@ -10,14 +10,17 @@ from .manifests import Skipped, _check_row, _read_csv_rows, parse_spec
 
 
 def read_text(path: str | Path) -> str:
-    """The text of a UTF-8 file; a missing file or another encoding is an error naming it."""
+    """The text of a UTF-8 file (a leading byte-order mark dropped); a missing file or
+    another encoding is an error naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", str(path))
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from exc
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); re-save the file as UTF-8",
+                        f"{path} line {line}") from exc
 
 
 def read_lines(path: str | Path) -> list[str]:
