@@ -23,13 +23,24 @@ def read_text(path: str | Path) -> str:
                         f"{path} line {line}") from exc
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """Non-empty lines of a UTF-8 file; an empty line is an error naming its number."""
+def read_lines(path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None,
+               reason: str = "empty line") -> list[str]:
+    """The non-empty lines of a UTF-8 file, stripped. An empty line (other than a blank last
+    line, the file's end) is an error naming its number; with ``skip_bad`` it is dropped and
+    counted in ``skipped`` under ``reason``. A caller that passes ``skipped`` offers
+    ``--skip-bad``, and the error says so."""
     lines = read_text(path).splitlines()
+    out = []
     for n, line in enumerate(lines, 1):
-        if not line.strip() and n < len(lines):
-            raise DataError("empty line", f"{path} line {n}")
-    return [line.strip() for line in lines if line.strip()]
+        if line.strip():
+            out.append(line.strip())
+        elif n < len(lines):
+            hint = "; remove it or pass --skip-bad" if skipped is not None else ""
+            err = DataError("empty line", f"{path} line {n}", reason)
+            if not skip_bad:
+                raise DataError(f"empty line{hint}", err.where, reason)
+            skipped.add(err)
+    return out
 
 
 # --- sentence-encoder training data -------------------------------------------------------
@@ -60,16 +71,7 @@ def load_corpus(spec: str, skip_bad: bool = False, skipped: Skipped | None = Non
         train = load_stsb(path, "train")
         return list(dict.fromkeys(s.strip() for s in train.s1 + train.s2 if s.strip()))
     skipped = skipped if skipped is not None else Skipped()
-    lines = read_text(path).splitlines()
-    out = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            out.append(line.strip())
-        elif n < len(lines):  # a blank last line is only the file's end
-            err = DataError("empty line", f"{path} line {n}", reason="empty sentence")
-            if not skip_bad:
-                raise DataError(f"{err}; remove it or pass --skip-bad", None, err.reason)
-            skipped.add(err)
+    out = read_lines(path, skip_bad, skipped, reason="empty sentence")
     if len(out) < 2:
         raise DataError(f"{len(out)} sentence(s); a contrastive batch needs at least 2", str(path))
     return out
