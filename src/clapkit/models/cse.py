@@ -38,11 +38,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
 
 from ..errors import ConfigError
 from .frontend import LogMel
-from .text import resolve_text_model
+from .text import load_encoder, mean_pool, tokenize
 
 POOLINGS = ("cls", "cls_before_pooler", "mean")
 
@@ -137,13 +136,7 @@ class CseModel(nn.Module):
         super().__init__()
         self.m = m
         name = path or m["name"]
-        source = resolve_text_model(name)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.backbone = AutoModel.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cse.model.name = {name!r}: cannot load a Hugging Face encoder from it ({exc}). "
-                              "Give a local folder with config.json and weights, or 'minilm'.") from exc
+        self.tokenizer, self.backbone = load_encoder(name, "cse.model.name")
         if not hasattr(self.backbone, "encoder") or not hasattr(self.backbone.encoder, "layer"):
             raise ConfigError(f"cse.model.name = {name!r} ({type(self.backbone).__name__}) has no `encoder.layer` "
                               "stack; use a BERT-family encoder (BERT, MiniLM, RoBERTa)")
@@ -172,9 +165,7 @@ class CseModel(nn.Module):
         return self.m["pooling"] == "cls" and (self.training or not self.m["mlp_only_train"])
 
     def tokenize(self, texts: list[str], device=None) -> dict[str, torch.Tensor]:
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.m["max_length"],
-                                return_tensors="pt")
-        return {k: v.to(device) for k, v in tokens.items()} if device is not None else dict(tokens)
+        return tokenize(self.tokenizer, texts, self.m["max_length"], device)
 
     def count_truncated(self, texts: list[str]) -> int:
         """How many of ``texts`` are longer than ``max_length`` tokens (then cut)."""
@@ -184,8 +175,7 @@ class CseModel(nn.Module):
     def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         states = self.backbone(**tokens).last_hidden_state
         if self.m["pooling"] == "mean":
-            mask = tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
-            return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            return mean_pool(states, tokens["attention_mask"])
         cls = states[:, 0]
         return self.head(cls) if self.uses_head() else cls
 
