@@ -89,7 +89,7 @@ class AudioPatchEmbedding(nn.Module):
 
     def __init__(self, hidden: int, sample_rate: int, seconds: float, n_mels: int, n_fft: int, hop_length: int,
                  patch: int, stride: int, dropout: float = 0.1, eps: float = 1e-12,
-                 fmin: float = 0.0, fmax: float | None = None):
+                 fmin: float = 0.0, fmax: float | None = None, freq_mask: int = 0, time_mask: int = 0):
         super().__init__()
         self.samples = int(round(sample_rate * seconds))
         self.frames = 1 + self.samples // hop_length
@@ -100,7 +100,7 @@ class AudioPatchEmbedding(nn.Module):
         self.proj = nn.Conv2d(1, hidden, patch, stride=stride)
         grid = ((n_mels - patch) // stride + 1) * ((self.frames - patch) // stride + 1)
         self.tokens = _Tokens(hidden, grid, dropout, eps)
-        self.freq_mask = self.time_mask = 0
+        self.freq_mask, self.time_mask = freq_mask, time_mask
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, 1, n_mels, frames) log-mel standardised per clip, with SpecAugment-style
@@ -156,8 +156,8 @@ class CseModel(nn.Module):
         if "audio" in modalities:
             a = m["audio"]
             self.audio = AudioPatchEmbedding(h, a["sample_rate"], a["seconds"], a["n_mels"], a["n_fft"],
-                                             a["hop_length"], a["patch"], a["stride"], drop, eps)
-            self.audio.freq_mask, self.audio.time_mask = a["freq_mask"], a["time_mask"]
+                                             a["hop_length"], a["patch"], a["stride"], drop, eps,
+                                             freq_mask=a["freq_mask"], time_mask=a["time_mask"])
 
     # --- encoding --------------------------------------------------------------------------
     def uses_head(self) -> bool:
