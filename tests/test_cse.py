@@ -231,6 +231,8 @@ def test_bad_configs_name_the_option(tmp_path, tiny_bert, corpus):
         train_cse(load_config(None, [f"cse.model.name={tiny_bert}"]), tmp_path / "a")
     with pytest.raises(ConfigError, match="cse.nli is empty"):
         train_cse(load_config(None, [f"cse.model.name={tiny_bert}", "cse.mode=sup"]), tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"cse.corpus is empty.*; cse.audio is empty"):  # all at once
+        train_cse(load_config(None, [f"cse.model.name={tiny_bert}", "cse.mode=audio"]), tmp_path / "b2")
     with pytest.raises(ConfigError, match=r"32 text examples but cse.batch_size = 64"):
         train_cse(load_config(None, [f"cse.model.name={tiny_bert}", f"cse.corpus={corpus}"]), tmp_path / "c")
     with pytest.raises(ConfigError, match="'cse.mode' = 'visual'"):

@@ -48,8 +48,8 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..data.audio import fix_length, load_audio, normalize
 from ..data.augment import ImageAugment
+from ..data.datasets import ClipDataset
 from ..data.images import ImageSet, load_images
 from ..data.labelled import LabelledSet, load_labelled
 from ..data.manifests import Skipped
@@ -109,9 +109,9 @@ def load_cse_data(cfg: dict) -> CseData:
                 "audio": "cse.audio is empty: audio mode needs e.g. --set cse.audio=fsdd:DIR or folder:DIR"}
     needed = ["corpus" if text_loss_kind(c) == "unsup" else "nli"]
     needed += {"image": ["images"], "audio": ["audio"]}.get(c["mode"], [])
-    for key in needed:  # every missing option is reported before anything is read
-        if not c[key]:
-            raise ConfigError(required[key])
+    missing = [required[key] for key in needed if not c[key]]
+    if missing:  # every missing option is reported, before anything is read
+        raise ConfigError("; ".join(missing))
     data = CseData()
     if "corpus" in needed:
         data.sentences = load_corpus(c["corpus"], skip, data.skipped)
@@ -167,6 +167,10 @@ class CseTrainer:
             other_params = [p for p in self.model.parameters() if p.requires_grad]
             self.opt_other = torch.optim.AdamW(other_params, lr=c["other_lr"], weight_decay=c["weight_decay"])
             self.sched_other = torch.optim.lr_scheduler.LambdaLR(self.opt_other, _schedule(c["schedule"], self.total_steps))
+        if self.other == "audio":  # decoded once (cached), a random segment per (seed, epoch, clip)
+            a = c["model"]["audio"]
+            self.audio_clips = ClipDataset(self.data.audio.clips, a["sample_rate"], a["seconds"], train=True,
+                                           seed=cfg["seed"])
         if self.other == "image":
             a = c["augment"]
             self.augment = ImageAugment(c["model"]["image"]["size"], tuple(a["scale"]), flip_p=a["flip_p"],
@@ -246,13 +250,9 @@ class CseTrainer:
             g = torch.Generator().manual_seed(self.cfg["seed"] * 1000003 + step)
             views = torch.cat([self.augment(x, g), self.augment(x, g)])
             return views.to(self.device), self.data.images.labels[idx].to(self.device)
-        a = self.c["model"]["audio"]
-        rng = np.random.default_rng((self.cfg["seed"], step, 3))
-        length = int(round(a["sample_rate"] * a["seconds"]))
-        clips = [self.data.audio.clips[i] for i in idx]
-        waves = torch.stack([torch.from_numpy(normalize(fix_length(load_audio(c.audio, a["sample_rate"], c.where), length, rng)))
-                             for c in clips])
-        labels = torch.tensor([c.label for c in clips], device=self.device)
+        self.audio_clips.set_epoch(step // (self.data.n_other // self.c["other_batch_size"]))
+        waves = torch.stack([self.audio_clips[i][0] for i in idx])
+        labels = torch.tensor([self.data.audio.clips[i].label for i in idx], device=self.device)
         return torch.cat([waves, waves]).to(self.device), labels  # dropout makes the two copies two views
 
     def other_step(self, step: int) -> float:
