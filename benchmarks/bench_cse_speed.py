@@ -20,6 +20,7 @@ Usage: python bench_cse_speed.py [--steps 40] [--batch-size 32] [--block 5]
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,8 +51,6 @@ def main() -> None:
     dev = load_sts(f"stsb:{stsb}", "dev")[0]
     cfg = load_config("cse-cpu", [f"cse.corpus=stsb:{stsb}", f"cse.steps={args.steps}", f"cse.batch_size={args.batch_size}",
                                   "cse.model.pooling=mean", "train.progress=false", "train.device=cpu", "seed=0"])
-    import tempfile
-
     ours = CseTrainer(cfg, tempfile.mkdtemp(prefix="bench-cse-"))
 
     st = SentenceTransformer(resolve_text_model("minilm"), device="cpu")
