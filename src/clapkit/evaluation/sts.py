@@ -7,8 +7,9 @@ the mean over subsets and the mean weighted by subset size. The 7-task average
 (STS12-16 "all", STS-B test, SICK-R test) is given when all seven are evaluated.
 
 The encoder is a clapkit checkpoint's text tower (``--projected`` for E_t), a
-``clapkit train cse`` folder (its evaluation pooling and head), a Hugging Face model folder or a sentence-transformers folder (its ``1_Pooling`` config picks the
-pooling when ``pooling="auto"``), or ``minilm``.
+``clapkit train cse`` folder (its evaluation pooling and head), a Hugging Face model
+folder or a sentence-transformers folder (its ``1_Pooling`` config picks the pooling
+when ``pooling="auto"``), or ``minilm``.
 """
 
 from __future__ import annotations
