@@ -122,3 +122,59 @@ def test_shipped_minilm_loads_offline():
     e = torch.nn.functional.normalize(e, dim=1)
     assert e.shape == (3, 384)
     assert (e[0] @ e[1]) > (e[0] @ e[2])  # a real sentence encoder, not random weights
+
+
+def _panns_cnn14():
+    """PANNs' own Cnn14 (panns-inference ships audioset_tagging_cnn's model code) with
+    random weights and non-trivial BatchNorm statistics."""
+    from panns_inference.models import Cnn14 as PannsCnn14
+
+    torch.manual_seed(0)
+    theirs = PannsCnn14(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000,
+                        classes_num=527)
+    g = torch.Generator().manual_seed(1)
+    for name, buf in theirs.named_buffers():
+        if name.endswith("running_mean"):
+            buf.copy_(torch.randn(buf.shape, generator=g) * 0.1)
+        elif name.endswith("running_var"):
+            buf.copy_(torch.rand(buf.shape, generator=g) + 0.5)
+    return theirs.eval()
+
+
+def test_cnn14_embedding_equals_panns():
+    """clapkit's CNN14 computes PANNs' ``Cnn14.forward`` embedding (log-mel front end,
+    bn0, six conv blocks, max + mean over time, fc1), eval mode, same state dict."""
+    theirs = _panns_cnn14()
+    ours = Cnn14().eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    wave = torch.randn(2, 32000 * 2, generator=torch.Generator().manual_seed(2)) * 0.1
+    with torch.no_grad():
+        expected = theirs(wave)["embedding"]
+        got = ours(wave)
+    assert got.shape == expected.shape == (2, 2048)
+    assert expected.abs().max() > 1e-3  # a non-trivial embedding
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cnn14_fresh_frontend_equals_torchlibrosa():
+    """Without a checkpoint the STFT basis and mel filterbank are torchlibrosa's (librosa's)."""
+    theirs, ours = _panns_cnn14().state_dict(), Cnn14().state_dict()
+    for key in ("spectrogram_extractor.stft.conv_real.weight", "spectrogram_extractor.stft.conv_imag.weight",
+                "logmel_extractor.melW"):
+        torch.testing.assert_close(ours[key], theirs[key], atol=1e-6, rtol=1e-5)
+
+
+def test_cnn14_embedding_dropout_in_training():
+    """PANNs drops out (p = 0.5) after relu(fc1) in training: each unit is 0 or twice
+    relu(fc1); about half of the active units are dropped."""
+    net = Cnn14().train()
+    seen = {}
+    net.fc1.register_forward_hook(lambda m, i, o: seen.update(fc1=o.detach()))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = net(torch.randn(4, 16000))
+    active = torch.relu(seen["fc1"])
+    kept = out != 0
+    torch.testing.assert_close(out[kept], 2 * active[kept])
+    dropped = ((active > 0) & ~kept).sum() / (active > 0).sum()
+    assert 0.4 < dropped.item() < 0.6

@@ -2,7 +2,10 @@
 
 - :class:`Cnn14` - PANNs CNN14 with the module names and shapes of the published
   ``Cnn14_mAP=0.431.pth`` (its ``model`` state dict loads strictly, extractors and the
-  AudioSet head included); the 2048-d ``fc1`` output is the embedding.
+  AudioSet head included); its forward is PANNs' ``Cnn14.forward`` up to the 2048-d
+  ``embedding`` (dropout 0.5, relu(fc1), dropout 0.5), checked against
+  ``panns_inference.models.Cnn14`` in the tests. SpecAugment and mixup, which PANNs
+  applies while training on AudioSet, are not part of the embedding and are left out.
 - :class:`SmallCNN` - a few conv blocks over a log-mel, for CPU training.
 """
 
@@ -36,9 +39,16 @@ class ConvBlock(nn.Module):
         return F.avg_pool2d(x, pool) if pool != (1, 1) else x
 
 
-def _global_pool(x: torch.Tensor) -> torch.Tensor:
-    """PANNs' pooling: mean over mel bins, smoothed max+mean over time."""
+def panns_global_pool(x: torch.Tensor) -> torch.Tensor:
+    """PANNs' ``Cnn14`` pooling: mean over mel bins, then max + mean over time."""
     x = x.mean(dim=3)  # (B, C, frames)
+    return x.max(dim=2).values + x.mean(dim=2)
+
+
+def smoothed_global_pool(x: torch.Tensor) -> torch.Tensor:
+    """SmallCNN's pooling: mean over mel bins, a 3-frame max + mean smoothing over time
+    (as PANNs' decision-level models do), then max + mean over time."""
+    x = x.mean(dim=3)
     x = F.max_pool1d(x, 3, 1, 1) + F.avg_pool1d(x, 3, 1, 1)
     return x.max(dim=2).values + x.mean(dim=2)
 
@@ -71,8 +81,8 @@ class Cnn14(nn.Module):
         for i in range(1, 7):
             x = getattr(self, f"conv_block{i}")(x, (2, 2) if i < 6 else (1, 1))
             x = F.dropout(x, self.dropout, self.training)
-        x = F.dropout(_global_pool(x), 0.5, self.training)
-        return F.relu(self.fc1(x))
+        x = F.dropout(panns_global_pool(x), 0.5, self.training)
+        return F.dropout(F.relu(self.fc1(x)), 0.5, self.training)
 
     def load_panns(self, path: str | Path) -> None:
         """Load a PANNs checkpoint (``{"model": state_dict, ...}``) strictly."""
@@ -88,7 +98,11 @@ class Cnn14(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Log-mel + ``len(channels)`` ConvBlocks + PANNs pooling + a linear layer."""
+    """Log-mel + ``len(channels)`` ConvBlocks + smoothed max + mean pooling + a linear layer.
+
+    The smoothing is this tower's own (kept so that checkpoints trained with it evaluate
+    unchanged); CNN14 pools exactly as PANNs' ``Cnn14`` does.
+    """
 
     def __init__(
         self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 320, n_mels: int = 64,
@@ -108,7 +122,7 @@ class SmallCNN(nn.Module):
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
         for block in self.blocks:
             x = F.dropout(block(x), self.dropout, self.training)
-        return F.relu(self.fc(_global_pool(x)))
+        return F.relu(self.fc(smoothed_global_pool(x)))
 
 
 def build_audio_tower(cfg: dict, sample_rate: int) -> nn.Module:
