@@ -41,6 +41,26 @@ def test_audiocaps_pattern_and_default_patterns(tmp_path):
         load_pairs(f"audiocaps:{tmp_path / 'train.csv'}", audio_dir=tmp_path, audiocaps_pattern="{youtube_id}.wav")
 
 
+@pytest.mark.parametrize("ext", [".wav", ".flac"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "-0Gj8-vB1q4_30{ext}",  # {youtube_id}_{start_time}
+        "Y-0Gj8-vB1q4{ext}",  # Y{youtube_id} (PANNs' AudioSet download)
+        "-0Gj8-vB1q4{ext}",  # {youtube_id} (audiocaps-download)
+        "91139{ext}",  # {audiocap_id}
+        "Y-0Gj8-vB1q4_30.000_40.000{ext}",  # AudioSet's Y{id}_{start}.000_{end}.000
+    ],
+)
+def test_audiocaps_every_default_pattern_finds_its_download_name(tmp_path, name, ext):
+    """Each default pattern matches a file named as the usual AudioCaps/AudioSet
+    downloads name them (the dots of ``30.000`` are not an extension)."""
+    _wav(tmp_path / name.format(ext=ext))
+    (tmp_path / "train.csv").write_text("audiocap_id,youtube_id,start_time,caption\n91139,-0Gj8-vB1q4,30,Water pours\n")
+    pairs = load_pairs(f"audiocaps:{tmp_path / 'train.csv'}", audio_dir=tmp_path)
+    assert [p.audio.name for p in pairs] == [name.format(ext=ext)]
+
+
 def test_csv_and_jsonl(tmp_path):
     _wav(tmp_path / "a.wav")
     (tmp_path / "m.csv").write_text("audio,caption\na.wav,hello\n")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .audio import resolve_audio
+from .audio import AUDIO_EXTENSIONS, resolve_audio
 
 AUDIOCAPS_PATTERNS = (
     "{youtube_id}_{start_time}",
@@ -283,7 +283,9 @@ def _audiocaps_file(base: Path, row: dict, pattern: str | None, where: str, requ
     tried = []
     for pat in patterns:
         name = pat.format(**fields)
-        candidate = resolve_audio(base / (name if Path(name).suffix else name + ".wav"))
+        # only an audio extension is an extension: AudioSet's "Y{id}_30.000_40.000" has dots
+        has_ext = Path(name).suffix.lower() in AUDIO_EXTENSIONS
+        candidate = resolve_audio(base / (name if has_ext else name + ".wav"))
         if candidate.is_file() or not require:
             return candidate
         tried.append(candidate.name)
