@@ -86,3 +86,30 @@ def test_zeroshot_classification_on_constructed_embeddings():
     assert m["mean_class_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert m["confusion"] == [[2, 0, 0], [0, 1, 0], [1, 0, 1]]
     assert m["chance"] == pytest.approx(1 / 3)
+
+
+def test_confusion_follows_the_accuracy_tie_rule():
+    """A constant model: accuracy 0 and an empty confusion diagonal (before, argmax gave
+    class 0 to every clip, a diagonal entry for class 0 beside an accuracy of 0)."""
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    m = classification_metrics(np.zeros((6, 3)), labels, ["a", "b", "c"])
+    assert m["top1"] == 0.0
+    assert np.trace(np.array(m["confusion"])) == 0
+    assert np.array(m["confusion"]).tolist() == [[0, 2, 0], [1, 0, 0], [3, 0, 0]]
+
+
+def test_confusion_diagonal_equals_per_class_accuracy_with_partial_ties():
+    scores = np.array([
+        [0.9, 0.9, 0.1],  # true 0, tied with 1 -> wrong, predicted 1
+        [0.9, 0.2, 0.1],  # true 0, clear -> right
+        [0.5, 0.5, 0.5],  # true 1, all tied -> wrong, predicted 0 (first other)
+        [0.1, 0.1, 0.7],  # true 2, clear -> right
+        [0.3, 0.8, 0.8],  # true 2, tied with 1 -> wrong, predicted 1
+    ])
+    labels = np.array([0, 0, 1, 2, 2])
+    m = classification_metrics(scores, labels, ["a", "b", "c"])
+    cm = np.array(m["confusion"])
+    assert cm.tolist() == [[1, 1, 0], [1, 0, 0], [0, 1, 1]]
+    assert m["top1"] == pytest.approx(2 / 5) == np.trace(cm) / cm.sum()
+    for c, name in enumerate("abc"):
+        assert m["per_class"][name]["accuracy"] == pytest.approx(cm[c, c] / cm[c].sum())

@@ -2,6 +2,8 @@
 
 Ties are broken pessimistically: an item's rank is 1 + the number of candidates scored
 *at least as high* other than itself, so a constant model cannot score by luck of order.
+The confusion matrix follows the same rule (:func:`pessimistic_predictions`), so its
+diagonal is the accuracy.
 """
 
 from __future__ import annotations
@@ -66,11 +68,21 @@ def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio
     return {"text_to_audio": t2a, "audio_to_text": a2t}
 
 
+def pessimistic_predictions(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The predicted class of each row under the accuracy's tie rule: the top-scored
+    class, except that when the true class ties for the top, the first *other* tied
+    class is predicted (so a prediction is right exactly when its rank is 1)."""
+    top = scores >= scores.max(axis=1, keepdims=True)
+    wrong_top = top.copy()
+    wrong_top[np.arange(len(labels)), labels] = False
+    return np.where(wrong_top.any(axis=1), wrong_top.argmax(axis=1), labels)
+
+
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str], ks=(1, 5)) -> dict:
     """Top-k accuracy (pessimistic ties), per-class accuracy and the confusion matrix."""
     n_classes = scores.shape[1]
     ranks = ranks_of_targets(scores, [np.array([y]) for y in labels])
-    pred = scores.argmax(axis=1)
+    pred = pessimistic_predictions(scores, labels)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     per_class = {}
