@@ -202,7 +202,9 @@ def test_supervised_mode_and_truncation_count(tmp_path, tiny_bert, stsb_dir):
                              "train.progress=false", "train.device=cpu"])
     s = train_cse(cfg, tmp_path / "run")
     assert s["text_loss"] == "sup" and s["steps"] == 2 and s["text_rows_seen"] == 16
-    assert s["truncated"] == 3 and s["truncated_fraction"] == pytest.approx(3 / 16)
+    # 16 triplets = 48 sentences, 3 of them (hard negatives) longer than 16 tokens
+    assert s["sentences_seen"] == 48
+    assert s["truncated"] == 3 and s["truncated_fraction"] == pytest.approx(3 / 48)
     assert s["best_stsb_dev"] is None  # no dev set: the checkpoint is the last model
     assert (tmp_path / "run" / "checkpoint" / "modules.json").is_file()
 

@@ -176,7 +176,7 @@ class CseTrainer:
             self.augment = ImageAugment(c["model"]["image"]["size"], tuple(a["scale"]), flip_p=a["flip_p"],
                                         jitter=a["jitter"], jitter_p=a["jitter_p"], gray_p=a["gray_p"])
         self.state = {"step": 0, "best": -math.inf, "best_step": None, "truncated": 0, "text_rows": 0,
-                      "train_seconds": 0.0}
+                      "sentences": 0, "train_seconds": 0.0}
         if resume:
             saved = load_trainer_state(self.out)
             self.state = saved["state"]
@@ -227,7 +227,9 @@ class CseTrainer:
     def text_step(self, step: int) -> float:
         idx = self._batch(1, step, self.data.n_text, self.c["batch_size"])
         rows, n = self._text_rows(idx)
-        self.state["truncated"] += self.model.count_truncated(rows[: len(rows) // (2 if self.text_kind == "unsup" else 1)])
+        sentences = rows[:n] if self.text_kind == "unsup" else rows  # [s; s] holds each sentence twice
+        self.state["truncated"] += self.model.count_truncated(sentences)
+        self.state["sentences"] = self.state.get("sentences", 0) + len(sentences)
         self.state["text_rows"] += n
         loss_fn = self._text_loss_fn(n)
         self.opt_text.zero_grad(set_to_none=True)
@@ -326,10 +328,10 @@ class CseTrainer:
             "mode": c["mode"], "text_loss": self.text_kind, "steps": s["step"],
             "text_examples": self.data.n_text, "other_examples": self.data.n_other,
             "best_step": s["best_step"], "best_stsb_dev": None if math.isinf(s["best"]) or math.isnan(s["best"]) else s["best"],
-            "text_rows_seen": s["text_rows"], "truncated": s["truncated"],
-            "truncated_fraction": s["truncated"] / max(1, s["text_rows"]), "max_length": c["model"]["max_length"],
+            "text_rows_seen": s["text_rows"], "sentences_seen": s.get("sentences", 0), "truncated": s["truncated"],
+            "truncated_fraction": s["truncated"] / max(1, s.get("sentences", 0)), "max_length": c["model"]["max_length"],
             "train_seconds": s["train_seconds"],
-            "sentences_per_second": s["text_rows"] / s["train_seconds"] if s["train_seconds"] else None,
+            "sentences_per_second": s.get("sentences", 0) / s["train_seconds"] if s["train_seconds"] else None,
             "skipped": self.data.skipped.to_dict(),
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
