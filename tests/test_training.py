@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from clapkit.config import load_config
 from clapkit.errors import ConfigError, DataError
 from clapkit.training.clap import ClapTrainer, split_pairs, train_clap
-from clapkit.training.common import atomic_dir, recover_dir
+from clapkit.training.common import atomic_dir, epoch_order, recover_dir, save_run, set_determinism
 
 
 def _cfg(tiny_bert, synthetic, *extra):
@@ -117,6 +117,67 @@ def test_atomic_dir_keeps_old_copy_on_failure(tmp_path):
     # a crash between the two renames leaves ckpt.old, which recover_dir restores
     target.rename(tmp_path / "ckpt.old")
     assert (recover_dir(target) / "a.txt").read_text() == "v1"
+
+
+class _TagModel:
+    """A stand-in model whose save() writes its tag (and can be told to crash)."""
+
+    def __init__(self, tag: str, crash_on: str | None = None):
+        self.tag, self.crash_on = tag, crash_on
+
+    def save(self, folder: Path) -> None:
+        if self.crash_on and self.crash_on in str(Path(folder).name):
+            raise KeyboardInterrupt("killed while saving")
+        (Path(folder) / "tag").write_text(self.tag)
+
+
+def test_save_run_writes_the_best_model_before_last(tmp_path):
+    """A crash after last/ but before checkpoint/ would leave a stale best model that
+    resume never rewrites (last/ already records the new best). checkpoint/ goes first:
+    a crash while writing last/ leaves last/ at the previous epoch, which resume redoes."""
+    save_run(tmp_path, _TagModel("epoch1"), {"epoch": 1}, improved=True)
+    with pytest.raises(KeyboardInterrupt):
+        save_run(tmp_path, _TagModel("epoch2", crash_on=".last."), {"epoch": 2}, improved=True)
+    assert (tmp_path / "checkpoint" / "tag").read_text() == "epoch2"
+    assert (tmp_path / "last" / "tag").read_text() == "epoch1"
+    assert torch.load(tmp_path / "last" / "trainer_state.pt")["epoch"] == 1
+    save_run(tmp_path, _TagModel("epoch3"), {"epoch": 3}, improved=False)
+    assert (tmp_path / "checkpoint" / "tag").read_text() == "epoch2"
+    assert (tmp_path / "last" / "tag").read_text() == "epoch3"
+
+
+def test_epoch_seed_differs_per_rank_and_repeats_per_rank():
+    """Each DDP rank holds different rows, so its dropout masks must be its own: torch
+    is seeded per (seed, epoch, rank); the order of the epoch is the same on every rank."""
+    draws = {}
+    for rank in (0, 1):
+        order = epoch_order(5, 2, 10, rank=rank)
+        draws[rank] = (order, torch.rand(4))
+    assert (draws[0][0] == draws[1][0]).all()
+    assert not torch.equal(draws[0][1], draws[1][1])
+    order = epoch_order(5, 2, 10, rank=1)
+    assert torch.equal(torch.rand(4), draws[1][1])
+    epoch_order(5, 3, 10, rank=1)
+    assert not torch.equal(torch.rand(4), draws[1][1])
+
+
+def test_set_determinism_flags():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    try:
+        set_determinism(True, torch.device("cuda", 0))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
+        set_determinism(False, torch.device("cuda", 0))
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+        set_determinism(True, torch.device("cpu"))  # CPU kernels are deterministic already: nothing set
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
 
 
 def test_config_errors_name_the_key():

@@ -162,6 +162,7 @@ DEFAULTS: dict[str, Any] = {
         },
         "logger": "csv",  # csv | tensorboard
         "device": "auto",  # auto | cpu | cuda | cuda:N
+        "deterministic": True,  # on CUDA: deterministic kernels (see training.common.set_determinism)
         "sync_batchnorm": True,  # under DDP on GPUs: BatchNorm statistics over the global batch
         "eval_batch_size": 64,
         "progress": True,

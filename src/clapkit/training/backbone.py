@@ -27,7 +27,7 @@ from ..data.datasets import ClipDataset, check_audio_files, collate_clips
 from ..data.labelled import load_labelled
 from ..errors import ConfigError
 from ..models.audio import build_audio_tower
-from .common import ScalarLogger, epoch_order, pick_device, save_weights, seed_everything
+from .common import ScalarLogger, epoch_order, pick_device, save_weights, seed_everything, set_determinism
 
 
 def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
@@ -39,6 +39,7 @@ def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     seed_everything(cfg["seed"])
     device = pick_device(t["device"])
+    set_determinism(t.get("deterministic", True), device)
 
     data = load_labelled(b["data"], skip_bad=cfg["data"]["skip_bad"])
     unknown = [c for c in b["include"] + b["exclude"] if c not in data.class_names]

@@ -56,6 +56,7 @@ from .common import (
     resume_config,
     save_run,
     seed_everything,
+    set_determinism,
 )
 
 
@@ -159,6 +160,7 @@ class ClapTrainer:
         if t["batch_size"] % self.world:
             raise ConfigError(f"train.batch_size = {t['batch_size']} must be divisible by the {self.world} processes")
         self.device = pick_device(t["device"])
+        set_determinism(t.get("deterministic", True), self.device)
         seed_everything(cfg["seed"])
         self.data = data or load_clap_data(cfg)
         a = cfg["audio"]
@@ -238,7 +240,7 @@ class ClapTrainer:
     def _batches(self, epoch: int) -> list[list[int]]:
         """This process's share of each global batch of the epoch's seeded permutation."""
         n, bs = len(self.data.train), self.cfg["train"]["batch_size"]
-        order = epoch_order(self.cfg["seed"], epoch, n)
+        order = epoch_order(self.cfg["seed"], epoch, n, self.rank)
         n_batches = max(1, n // bs)
         per_rank = min(bs, n) // self.world
         out = []

@@ -25,14 +25,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+def epoch_order(seed: int, epoch: int, n: int, rank: int = 0) -> np.ndarray:
     """The seeded sample order of an epoch; also seeds torch for the epoch's dropout.
 
     Every random draw of an epoch depends on (seed, epoch) only, so a run resumed at
-    epoch k draws what an uninterrupted run draws.
+    epoch k draws what an uninterrupted run draws. The order is the same on every DDP
+    process; torch (dropout) is seeded per (seed, epoch, rank), because each process
+    holds other rows and must not repeat another process's masks.
     """
-    torch.manual_seed(seed * 100003 + epoch)
+    torch.manual_seed(int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1)[0]))
     return np.random.default_rng((seed, epoch, 1)).permutation(n)
+
+
+def set_determinism(enabled: bool, device: torch.device) -> None:
+    """``train.deterministic``: on CUDA, deterministic kernels (cuDNN without autotuning,
+    ``torch.use_deterministic_algorithms``, a fixed cuBLAS workspace), so a resumed or
+    repeated run on the same GPU and software gives the same weights. CPU kernels here
+    are deterministic already, so nothing is set for a CPU run. Ops that have no
+    deterministic CUDA kernel warn instead of stopping the run (``warn_only``).
+    """
+    if device.type != "cuda":
+        return
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
 
 
 def pick_device(name: str) -> torch.device:
@@ -104,15 +122,20 @@ def resume_config(out: Path | str, cfg: dict, may_change: tuple[tuple[str, str],
 
 
 def save_run(out: Path, model, trainer_state: dict, improved: bool) -> None:
-    """Write ``last/`` (the model and ``trainer_state.pt``, what ``--resume`` reads) and,
-    when ``improved`` or none exists yet, ``checkpoint/`` (the best model). Both atomically."""
+    """Write ``checkpoint/`` (the best model; when ``improved`` or none exists yet), then
+    ``last/`` (the model and ``trainer_state.pt``, what ``--resume`` reads). Both atomically.
+
+    The order matters: ``last/`` records the new best, so it is written only once the
+    best model is on disk. A crash between the two leaves ``last/`` at the previous
+    save, and the resumed run redoes (and re-saves) what followed it.
+    """
     out = Path(out)
-    with atomic_dir(out / "last") as tmp:
-        model.save(tmp)
-        torch.save(trainer_state, tmp / "trainer_state.pt")
     if improved or not (out / "checkpoint").exists():
         with atomic_dir(out / "checkpoint") as tmp:
             model.save(tmp)
+    with atomic_dir(out / "last") as tmp:
+        model.save(tmp)
+        torch.save(trainer_state, tmp / "trainer_state.pt")
 
 
 def load_trainer_state(out: Path) -> dict:

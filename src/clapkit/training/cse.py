@@ -73,6 +73,7 @@ from .common import (
     resume_config,
     save_run,
     seed_everything,
+    set_determinism,
 )
 
 
@@ -145,6 +146,7 @@ class CseTrainer:
         self.cfg, c = cfg, cfg["cse"]
         self.c = c
         self.device = pick_device(cfg["train"]["device"])
+        set_determinism(cfg["train"].get("deterministic", True), self.device)
         seed_everything(cfg["seed"])
         self.data = data or load_cse_data(cfg)
         self.text_kind = text_loss_kind(c)
