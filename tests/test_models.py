@@ -178,3 +178,33 @@ def test_cnn14_embedding_dropout_in_training():
     torch.testing.assert_close(out[kept], 2 * active[kept])
     dropped = ((active > 0) & ~kept).sum() / (active > 0).sum()
     assert 0.4 < dropped.item() < 0.6
+
+
+@pytest.mark.parametrize("pooling", ["cls", "cls_before_pooler", "mean"])
+def test_text_tower_folder_loads_in_sentence_transformers_with_its_pooling(tmp_path, tiny_bert, pooling):
+    """The checkpoint's ``text/`` folder: SentenceTransformer(path) computes x_t with the
+    pooling the tower was trained with (BERT's pooler as a Dense/Tanh module for cls)."""
+    from sentence_transformers import SentenceTransformer
+
+    tower = TextTower(tiny_bert, pooling, max_length=16).eval()
+    tower.save(tmp_path)
+    texts = ["a dog barks loudly", "rain", "an engine idles while birds chirp"]
+    with torch.no_grad():
+        ours = tower(tower.tokenize(texts)).numpy()
+    st = SentenceTransformer(str(tmp_path), device="cpu")
+    np.testing.assert_allclose(st.encode(texts), ours, atol=1e-5)
+    assert st.max_seq_length == 16
+    assert (tmp_path / "2_Dense").is_dir() == (pooling == "cls")
+
+
+def test_checkpoint_text_folder_equals_the_models_text_backbone(tiny_checkpoint):
+    from sentence_transformers import SentenceTransformer
+
+    from clapkit.models.clap import ClapModel
+
+    model = ClapModel.load(tiny_checkpoint).eval()
+    texts = ["a high rising bell", "a low falling hum"]
+    with torch.no_grad():
+        ours = model.text_backbone(model.text.tokenize(texts)).numpy()
+    theirs = SentenceTransformer(str(tiny_checkpoint / "text"), device="cpu").encode(texts)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)

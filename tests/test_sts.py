@@ -1,13 +1,15 @@
 import itertools
+import json
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import rankdata
 
 from clapkit.data.sts import StsSet, load_sts
-from clapkit.errors import DataError
+from clapkit.errors import ConfigError, DataError
 from clapkit.evaluation.geometry import alignment, uniformity
-from clapkit.evaluation.sts import evaluate_set, sts_eval
+from clapkit.evaluation.sts import SentenceEncoder, evaluate_set, sts_eval
 
 
 def test_stsb_fixture_with_quotes_and_extra_columns(tmp_path):
@@ -145,7 +147,7 @@ def test_minilm_on_shared_stsb_matches_published_score(tmp_path, shared_data, ti
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
-    assert r["pooling"] == "mean"  # read from the sentence-transformers folder
+    assert r["pooling"] == "sentence-transformers: Transformer > Pooling(mean) > Normalize"  # its own modules
     task = r["tasks"]["STSB-test"]
     assert task["pairs"] == 1379
     assert task["spearman"] == pytest.approx(82.03, abs=0.2)  # all-MiniLM-L6-v2's published STS-B test score
@@ -157,3 +159,44 @@ def test_minilm_on_shared_stsb_matches_published_score(tmp_path, shared_data, ti
     small = load_sts(f"stsb:{shared_data / 'sts' / 'stsbenchmark'}")[0]
     small.s1, small.s2, small.scores, small.subset = small.s1[:50], small.s2[:50], small.scores[:50], small.subset[:50]
     assert sts_eval(SentenceEncoder(tiny_checkpoint, projected=True), [small])["tasks"]["STSB-test"]["pairs"] == 50
+
+
+def _st_folder(tiny_bert, folder, pooling_mode, dense=False, normalize=False):
+    from sentence_transformers import SentenceTransformer, models
+
+    torch.manual_seed(0)
+    mods = [models.Transformer(tiny_bert, max_seq_length=16), models.Pooling(32, pooling_mode)]
+    if dense:
+        mods.append(models.Dense(32, 8, activation_function=torch.nn.Tanh()))
+    if normalize:
+        mods.append(models.Normalize())
+    st = SentenceTransformer(modules=mods, device="cpu")
+    st.save(str(folder))
+    return st
+
+
+@pytest.mark.parametrize("mode,dense,normalize", [
+    ("max", False, False), ("mean_sqrt_len_tokens", False, False), ("weightedmean", False, False),
+    ("lasttoken", False, False), ("cls", True, True), ("mean", True, False),
+])
+def test_sentence_transformers_folder_honours_every_module(tmp_path, tiny_bert, mode, dense, normalize):
+    """eval sts reads a sentence-transformers folder as sentence-transformers does:
+    every pooling mode, Dense and Normalize (before, anything but cls/mean pooling fell
+    back to cls silently and Dense was dropped)."""
+    st = _st_folder(tiny_bert, tmp_path, mode, dense, normalize)
+    texts = ["a dog barks loudly", "rain", "an engine idles while birds chirp"]
+    expected = st.encode(texts, normalize_embeddings=True)
+    enc = SentenceEncoder(str(tmp_path))
+    np.testing.assert_allclose(enc.encode(texts), expected, atol=1e-5)
+    assert mode in enc.pooling
+
+
+def test_sentence_transformers_folder_refuses_a_pooling_that_drops_modules(tmp_path, tiny_bert):
+    _st_folder(tiny_bert, tmp_path, "mean", dense=True)
+    with pytest.raises(ConfigError, match=r"modules\.json.*Dense.*--pooling auto"):
+        SentenceEncoder(str(tmp_path), pooling="cls")
+    modules = json.loads((tmp_path / "modules.json").read_text())
+    modules[1]["type"] = "my_package.MyPooling"
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ConfigError, match=str(tmp_path.name) + r".*cannot load it as a sentence-transformers model"):
+        SentenceEncoder(str(tmp_path))

@@ -215,7 +215,7 @@ def eval_sts(
     split: Annotated[str, typer.Option(help="STS-B / SICK split")] = "test",
     pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
     projected: Annotated[bool, typer.Option(help="clapkit checkpoints: use the projected E_t")] = False,
-    max_length: int = 128,
+    max_length: Annotated[int | None, typer.Option(help="tokens; default: a sentence-transformers folder's own, else 128")] = None,
     batch_size: int = 64,
     device: Device = "auto",
 ) -> None:
@@ -247,7 +247,7 @@ def eval_transfer(
     c: Annotated[float, typer.Option("--c", help="Inverse L2 strength of the logistic regression")] = 1.0,
     seed: int = 0,
     pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
-    max_length: int = 128,
+    max_length: Annotated[int | None, typer.Option(help="tokens; default: a sentence-transformers folder's own, else 128")] = None,
     batch_size: int = 64,
     device: Device = "auto",
     skip_bad: SkipBad = False,

@@ -7,9 +7,11 @@ the mean over subsets and the mean weighted by subset size. The 7-task average
 (STS12-16 "all", STS-B test, SICK-R test) is given when all seven are evaluated.
 
 The encoder is a clapkit checkpoint's text tower (``--projected`` for E_t), a
-``clapkit train cse`` folder (its evaluation pooling and head), a Hugging Face model
-folder or a sentence-transformers folder (its ``1_Pooling`` config picks the pooling
-when ``pooling="auto"``), or ``minilm``.
+``clapkit train cse`` folder (its evaluation pooling and head), a sentence-transformers
+folder (``modules.json``: loaded by sentence-transformers itself, so every module it
+lists counts: any pooling mode, Dense, Normalize), a Hugging Face model folder, or
+``minilm``. An explicit ``pooling`` on a sentence-transformers folder means "the
+Transformer with this pooling"; it is refused when it would drop a listed module.
 """
 
 from __future__ import annotations
@@ -22,31 +24,50 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from ..data.sts import StsSet
+from ..errors import ConfigError
 from ..models.text import TextTower, resolve_text_model
 from .geometry import alignment, uniformity
 
 SEVEN = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSB-test", "SICK-R-test")
 
 
-def auto_pooling(folder: str | Path) -> str:
-    cfg = Path(folder) / "1_Pooling" / "config.json"
-    if cfg.is_file():
-        modes = json.loads(cfg.read_text())
-        if modes.get("pooling_mode_mean_tokens"):
-            return "mean"
-        if modes.get("pooling_mode_cls_token"):
-            return "cls_before_pooler"
-    return "cls"
+# modules an explicit --pooling may replace: the Transformer, its Pooling, and a
+# Normalize (cosine similarity normalises anyway)
+_REPLACEABLE = ("Transformer", "Pooling", "Normalize")
+
+
+def _st_modules(folder: Path) -> list[str] | None:
+    """The module types a sentence-transformers folder lists, or None if it is not one."""
+    path = folder / "modules.json"
+    if not path.is_file():
+        return None
+    try:
+        return [m["type"] for m in json.loads(path.read_text())]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a sentence-transformers modules.json ({exc})") from exc
+
+
+def _describe(st) -> str:
+    parts = []
+    for module in st:
+        name = type(module).__name__
+        mode = getattr(module, "pooling_mode", None) or getattr(module, "get_pooling_mode_str", lambda: None)()
+        parts.append(f"{name}({mode if isinstance(mode, str) else '+'.join(mode)})" if mode else name)
+    return "sentence-transformers: " + " > ".join(parts)
 
 
 class SentenceEncoder:
-    """L2-normalised sentence embeddings from a checkpoint or model folder."""
+    """L2-normalised sentence embeddings from a checkpoint or model folder.
 
-    def __init__(self, path: str | Path, pooling: str = "auto", max_length: int = 128,
+    ``max_length`` None keeps a sentence-transformers folder's own ``max_seq_length``
+    and uses 128 tokens elsewhere.
+    """
+
+    def __init__(self, path: str | Path, pooling: str = "auto", max_length: int | None = None,
                  projected: bool = False, device="cpu"):
         path = str(path)
         folder = Path(resolve_text_model(path))
-        self.projector = self.cse = None
+        self.projector = self.cse = self.st = None
         self.device = device
         clap_cfg = folder / "config.json"
         if (folder / "cse_model.json").is_file():  # `clapkit train cse` output: its own pooling and head
@@ -55,7 +76,7 @@ class SentenceEncoder:
             self.cse = CseModel.load(folder).to(device).eval()
             if pooling != "auto":
                 self.cse.m["pooling"] = pooling
-            self.cse.m["max_length"] = max_length
+            self.cse.m["max_length"] = max_length or self.cse.m["max_length"]
             self.pooling = self.cse.m["pooling"] + (" (head in training only)" if self.cse.m["mlp_only_train"] else "")
             return
         if (folder / "text").is_dir() and clap_cfg.is_file() and "model" in json.loads(clap_cfg.read_text()):
@@ -66,18 +87,41 @@ class SentenceEncoder:
             if pooling != "auto":
                 self.tower.pooling = pooling
             self.projector = clap.text_proj if projected else None
+        elif (modules := _st_modules(folder)) is not None and pooling == "auto":
+            self._load_sentence_transformers(folder, max_length, device)
+            return
         else:
-            self.tower = TextTower(path, auto_pooling(folder) if pooling == "auto" else pooling, max_length)
-        self.tower.max_length = max_length
+            extra = [t for t in modules or [] if t.rsplit(".", 1)[-1] not in _REPLACEABLE]
+            if extra:
+                raise ConfigError(f"--pooling {pooling} on {folder}: its modules.json also lists "
+                                  f"{', '.join(extra)}, which a pooling of the bare Transformer would drop; "
+                                  "leave --pooling auto to use every module")
+            self.tower = TextTower(path, "cls" if pooling == "auto" else pooling, max_length or 128)
+        self.tower.max_length = max_length or self.tower.max_length
         self.pooling = self.tower.pooling
         self.tower.to(device).eval()
         if self.projector is not None:
             self.projector.to(device).eval()
 
+    def _load_sentence_transformers(self, folder: Path, max_length: int | None, device) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.st = SentenceTransformer(str(folder), device=str(device), local_files_only=True)
+        except Exception as exc:  # sentence-transformers raises many types for a folder it cannot read
+            raise ConfigError(f"{folder}: cannot load it as a sentence-transformers model ({type(exc).__name__}: "
+                              f"{exc}); check the module types in its modules.json") from exc
+        if max_length:
+            self.st.max_seq_length = max_length
+        self.pooling = _describe(self.st)
+
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if self.cse is not None:
             return self.cse.encode(texts, batch_size)
+        if self.st is not None:
+            return self.st.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
         out = []
         for i in range(0, len(texts), batch_size):
             x = self.tower(self.tower.tokenize(texts[i : i + batch_size], self.device))

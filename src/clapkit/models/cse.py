@@ -41,7 +41,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .frontend import LogMel
-from .text import load_encoder, mean_pool, tokenize
+from .text import load_encoder, mean_pool, tokenize, write_sentence_transformers
 
 POOLINGS = ("cls", "cls_before_pooler", "mean")
 
@@ -223,31 +223,9 @@ class CseModel(nn.Module):
 
     def _save_sentence_transformers(self, folder: Path) -> None:
         """modules.json + Pooling (+ Dense with the head's weights when evaluation uses it)."""
-        from ..training.common import save_weights
-
-        pooling = "mean" if self.m["pooling"] == "mean" else "cls"
-        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-        (folder / "1_Pooling").mkdir(exist_ok=True)
-        (folder / "1_Pooling" / "config.json").write_text(json.dumps({
-            "word_embedding_dimension": self.hidden,
-            "pooling_mode_cls_token": pooling == "cls",
-            "pooling_mode_mean_tokens": pooling == "mean",
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-        }, indent=2))
-        if self.m["pooling"] == "cls" and not self.m["mlp_only_train"]:
-            dense = folder / "2_Dense"
-            dense.mkdir(exist_ok=True)
-            (dense / "config.json").write_text(json.dumps({
-                "in_features": self.hidden, "out_features": self.hidden, "bias": True,
-                "activation_function": "torch.nn.modules.activation.Tanh"}, indent=2))
-            save_weights({"linear.weight": self.head[0].weight, "linear.bias": self.head[0].bias},
-                         dense / "model.safetensors")
-            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-        (folder / "modules.json").write_text(json.dumps(modules, indent=2))
-        (folder / "sentence_bert_config.json").write_text(
-            json.dumps({"max_seq_length": self.m["max_length"], "do_lower_case": False}, indent=2))
+        head = self.head[0] if self.m["pooling"] == "cls" and not self.m["mlp_only_train"] else None
+        write_sentence_transformers(folder, self.hidden, "mean" if self.m["pooling"] == "mean" else "cls",
+                                    self.m["max_length"], head)
 
     @classmethod
     def load(cls, folder: str | Path) -> CseModel:

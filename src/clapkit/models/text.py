@@ -8,10 +8,16 @@ when the machine has a network). Pooling:
   hidden state for models without a pooler;
 - ``cls_before_pooler`` - the [CLS] hidden state;
 - ``mean`` - the mean of the token states over the attention mask.
+
+A saved tower is also a sentence-transformers folder (:func:`write_sentence_transformers`):
+``SentenceTransformer(folder)`` computes the same x_t, BERT's pooler becoming a Dense/Tanh
+module after CLS pooling.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,6 +60,46 @@ def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def write_sentence_transformers(folder: str | Path, hidden: int, pooling: str, max_length: int,
+                                dense: nn.Linear | None = None) -> None:
+    """Make a saved Hugging Face folder a sentence-transformers folder as well:
+    ``modules.json`` (Transformer, Pooling and, given ``dense``, a Dense/Tanh module with
+    its weights), ``1_Pooling/config.json`` and ``sentence_bert_config.json``.
+
+    ``pooling`` is sentence-transformers' ``cls`` (the first token's state) or ``mean``.
+    The pooling config uses the ``pooling_mode_*`` keys every sentence-transformers
+    version reads.
+    """
+    from safetensors.torch import save_file
+
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"pooling {pooling!r}: cls or mean")
+    folder = Path(folder)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (folder / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }, indent=2))
+    if dense is not None:
+        (folder / "2_Dense").mkdir(exist_ok=True)
+        (folder / "2_Dense" / "config.json").write_text(json.dumps({
+            "in_features": dense.in_features, "out_features": dense.out_features, "bias": dense.bias is not None,
+            "activation_function": "torch.nn.modules.activation.Tanh"}, indent=2))
+        state = {"linear.weight": dense.weight.detach().cpu().contiguous()}
+        if dense.bias is not None:
+            state["linear.bias"] = dense.bias.detach().cpu().contiguous()
+        save_file(state, str(folder / "2_Dense" / "model.safetensors"))
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_length, "do_lower_case": False}, indent=2))
+
+
 class TextTower(nn.Module):
     def __init__(self, name: str = "minilm", pooling: str = "mean", max_length: int = 64):
         super().__init__()
@@ -78,7 +124,27 @@ class TextTower(nn.Module):
             return out.pooler_output
         return out.last_hidden_state[:, 0]
 
+    def _sentence_transformers_pooling(self) -> tuple[str, nn.Linear | None] | None:
+        """This tower's pooling in sentence-transformers' terms, or None if it has none."""
+        if self.pooling == "mean":
+            return "mean", None
+        pooler = getattr(self.model, "pooler", None)
+        if self.pooling == "cls_before_pooler" or pooler is None:
+            return "cls", None
+        dense, act = getattr(pooler, "dense", None), getattr(pooler, "activation", None)
+        if isinstance(dense, nn.Linear) and isinstance(act, nn.Tanh):  # BERT's pooler: tanh(W h_cls + b)
+            return "cls", dense
+        return None
+
     def save(self, folder: str | Path) -> None:
-        """Save as a Hugging Face model folder (loadable by AutoModel / SentenceTransformer)."""
+        """Save as a Hugging Face model folder that is also a sentence-transformers folder
+        with this tower's pooling (``SentenceTransformer(folder)`` gives x_t)."""
         self.model.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
+        st = self._sentence_transformers_pooling()
+        if st is None:
+            warnings.warn(f"{folder}: the pooler of {type(self.model).__name__} has no sentence-transformers "
+                          "equivalent; the folder loads in AutoModel, not as a sentence-transformers model",
+                          stacklevel=2)
+            return
+        write_sentence_transformers(folder, self.embed_dim, st[0], self.max_length, st[1])
