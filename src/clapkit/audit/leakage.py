@@ -9,15 +9,28 @@ reports that filter:
 - Class names are split into content words (``door_wood_knock`` -> door, wood, knock);
   stop words are dropped (scikit-learn's English list, minus the content words it
   happens to contain such as *fire*; see :data:`STOP_WORDS`).
-- Captions and class words are lower-cased, split into alphabetic tokens and reduced
-  by the Snowball (Porter 2) English stemmer, so inflections match (dog/dogs,
-  bark/barks/barking) but a word inside another does not (*cat* vs *category*).
-- A caption is dirty for a class if it shares any stem with the class's words.
+- Captions are lower-cased and split into alphabetic tokens. A token names a class
+  when one of four rules links it to a class word (:class:`WordMatcher`), tried in
+  this order, and the report says which rule matched each word:
 
-The word list is written out (``words.txt``: ``class<TAB>word word ...``) so a user can
-edit it (add *can* back to *can_opening*, drop *train* if *training* is common in
-their captions) and run again with ``--words``. Stemming is a heuristic: irregular
-forms (mouse/mice) need their own entry in the word list.
+  ``stem``        the Snowball (Porter 2) stems are equal: dogs, barking, knocks;
+  ``lemma``       the token's lemma (simplemma's English dictionary) stems to a class
+                  word: irregular forms such as mice -> mouse, geese -> goose;
+  ``derivation``  the lemma is a class word plus a derivational suffix (-en, -y, -ish,
+                  -like, -ful, -less, -ness, -ter; final consonant doubled or e dropped):
+                  wooden -> wood, windy -> wind, laughter -> laugh;
+  ``compound``    the lemma is a class word joined to another English word (both at
+                  least 3 letters, the other with a Zipf frequency >= 3 in wordfreq's
+                  English list): doorbell -> door + bell, raindrops -> rain + drop.
+
+  A word inside an unrelated word never matches (*cat* in *category*: "egory" is no
+  word).
+- A caption is dirty for a class if any token names it.
+
+The rules flag generously (a leakage audit should rather over-report): *carpet* is
+car + pet. The word list is written out (``words.txt``: ``class<TAB>word word ...``) and
+a ``!word`` entry excludes a surface word from its class (``car_horn<TAB>car horn
+!carpet``); edit it and run again with ``--words``.
 """
 
 from __future__ import annotations
@@ -64,8 +77,30 @@ def label_words(label: str) -> list[str]:
     return [w for w in tokenize(label) if w not in STOP_WORDS]
 
 
+# Words that contain a class word without coming from it, which the derivation and
+# compound rules would otherwise match; written into the default word list as '!word'
+# entries of every class with that word (so a user sees and can edit them).
+FALSE_FRIENDS = {
+    "door": ("outdoor", "outdoors"),
+    "rain": ("terrain", "terrains"),
+    "car": ("carry", "carries", "carried", "carrying", "cartoon", "cartoons", "carpet", "carpets", "career"),
+    "hand": ("handling",),
+    "wave": ("microwave", "microwaves"),
+}
+
+
+def default_word_list(names: Iterable[str]) -> dict[str, list[str]]:
+    """Each class's content words, then '!' exclusions of their :data:`FALSE_FRIENDS`."""
+    out = {}
+    for name in names:
+        ws = label_words(name)
+        out[name] = ws + [f"!{f}" for w in ws for f in FALSE_FRIENDS.get(w, ())]
+    return out
+
+
 def write_word_list(path: Path, words: dict[str, list[str]]) -> None:
-    lines = ["# class<TAB>words that mark a caption as naming the class (edit, then rerun with --words)"]
+    lines = ["# class<TAB>words that mark a caption as naming the class; '!word' excludes a surface word "
+             "(edit, then rerun with --words)"]
     lines += [f"{label}\t{' '.join(ws)}" for label, ws in words.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -84,6 +119,79 @@ def read_word_list(path: str | Path) -> dict[str, list[str]]:
     return words
 
 
+DERIVATION_SUFFIXES = ("en", "y", "ish", "like", "ful", "less", "ness", "ter")
+MIN_PART = 3  # letters of each part of a compound, and of a derivation's base
+MIN_ZIPF = 3.0  # how common the other part of a compound must be (wordfreq's Zipf scale)
+
+
+@lru_cache(maxsize=200_000)
+def lemma(word: str) -> str:
+    import simplemma
+
+    return simplemma.lemmatize(word, lang="en").lower()
+
+
+@lru_cache(maxsize=200_000)
+def is_word(part: str) -> bool:
+    from wordfreq import zipf_frequency
+
+    return len(part) >= MIN_PART and zipf_frequency(part, "en") >= MIN_ZIPF
+
+
+class WordMatcher:
+    """Which classes a caption token names, and by which rule (see the module docstring).
+
+    ``words`` maps a class to its words; a ``!word`` entry excludes that surface word.
+    """
+
+    def __init__(self, words: dict[str, list[str]]):
+        self.by_stem: dict[str, set[str]] = defaultdict(set)
+        self.excluded: dict[str, set[str]] = defaultdict(set)
+        for label, ws in words.items():
+            for w in ws:
+                if w.startswith("!"):
+                    self.excluded[w[1:]].add(label)
+                else:
+                    self.by_stem[stem(w)].add(label)
+        self._cache: dict[str, dict[str, str]] = {}
+
+    def _classes(self, word: str) -> set[str]:
+        return self.by_stem.get(stem(word), set()) if len(word) >= MIN_PART else set()
+
+    def match(self, token: str) -> dict[str, str]:
+        """{class: rule} for one lower-cased token."""
+        if token in self._cache:
+            return self._cache[token]
+        found: dict[str, str] = {}
+
+        def add(labels: set[str], rule: str) -> None:
+            for label in labels:
+                found.setdefault(label, rule)
+
+        add(self.by_stem.get(stem(token), set()), "stem")
+        lem = lemma(token)
+        add(self._classes(lem), "lemma")
+        for suffix in DERIVATION_SUFFIXES:
+            if lem.endswith(suffix) and len(lem) - len(suffix) >= MIN_PART:
+                base = lem[: -len(suffix)]
+                bases = {base, base + "e"}
+                if len(base) > MIN_PART and base[-1] == base[-2] and base[-1] not in "aeiou":
+                    bases.add(base[:-1])  # sunny -> sun
+                for b in bases:
+                    add(self._classes(b), "derivation")
+        for i in range(MIN_PART, len(lem) - MIN_PART + 1):
+            left, right = lem[:i], lem[i:]
+            hit_left, hit_right = self._classes(left), self._classes(right) | self._classes(lemma(right))
+            if hit_left and (hit_right or is_word(right)):
+                add(hit_left, "compound")
+            if hit_right and (hit_left or is_word(left)):
+                add(hit_right, "compound")
+        for label in self.excluded.get(token, ()):
+            found.pop(label, None)
+        self._cache[token] = found
+        return found
+
+
 @dataclass
 class ScanResult:
     dirty: list[list[str]]  # per pair: the classes its caption names
@@ -91,22 +199,24 @@ class ScanResult:
 
 
 def scan(pairs: list[Pair], words: dict[str, list[str]], examples: int = 5) -> ScanResult:
-    """Mark each pair's caption with the classes whose words it contains."""
-    by_stem: dict[str, set[str]] = defaultdict(set)
-    for label, ws in words.items():
-        for w in ws:
-            by_stem[stem(w)].add(label)
-    per_class = {label: {"captions": 0, "matched_words": Counter(), "examples": []} for label in words}
+    """Mark each pair's caption with the classes whose words it contains.
+
+    ``per_class[label]``: ``captions`` (count), ``matched_words`` (surface word -> count),
+    ``rules`` (surface word -> the rule that matched it) and ``examples``.
+    """
+    matcher = WordMatcher(words)
+    per_class = {label: {"captions": 0, "matched_words": Counter(), "rules": {}, "examples": []} for label in words}
     dirty = []
     for pair in pairs:
-        hits: dict[str, set[str]] = defaultdict(set)
+        hits: dict[str, dict[str, str]] = defaultdict(dict)
         for token in tokenize(pair.caption):
-            for label in by_stem.get(stem(token), ()):
-                hits[label].add(token)
+            for label, rule in matcher.match(token).items():
+                hits[label][token] = rule
         for label, tokens in hits.items():
             entry = per_class[label]
             entry["captions"] += 1
-            entry["matched_words"].update(tokens)
+            entry["matched_words"].update(list(tokens))
+            entry["rules"].update(tokens)
             if len(entry["examples"]) < examples:
                 entry["examples"].append(pair.caption)
         dirty.append(sorted(hits))
@@ -123,7 +233,7 @@ def pretrain_overlap(eval_words: dict[str, list[str]], pretrain_labels: Iterable
             index[s].append(label)
     out = {}
     for label, ws in eval_words.items():
-        found = sorted({p for w in ws for p in index.get(stem(w), [])})
+        found = sorted({p for w in ws if not w.startswith("!") for p in index.get(stem(w), [])})
         if found:
             out[label] = found
     return out
@@ -168,12 +278,13 @@ def audit_leakage(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = load_label_names(labels)
-    words = read_word_list(words_file) if words_file else {n: label_words(n) for n in names}
-    empty = [n for n, ws in words.items() if not ws]
+    words = read_word_list(words_file) if words_file else default_word_list(names)
+    empty = [n for n, ws in words.items() if not [w for w in ws if not w.startswith("!")]]
     write_word_list(out / "words.txt", words)
 
     files, all_pairs, all_dirty = [], [], []
-    per_class = {n: {"captions": 0, "by_file": {}, "matched_words": Counter(), "examples": []} for n in words}
+    per_class = {n: {"captions": 0, "by_file": {}, "matched_words": Counter(), "rules": {}, "examples": []}
+                 for n in words}
     for arg in captions:
         spec = detect_spec(arg)
         pairs = load_pairs(spec, audio_dir=audio_dir, require_audio=False)
@@ -192,14 +303,18 @@ def audit_leakage(
             agg["captions"] += entry["captions"]
             agg["by_file"][spec] = entry["captions"]
             agg["matched_words"].update(entry["matched_words"])
+            agg["rules"].update(entry["rules"])
             agg["examples"] += entry["examples"][: max(0, 5 - len(agg["examples"]))]
         all_pairs += pairs
         all_dirty += result.dirty
 
     n_pairs = len(all_pairs)
     n_dirty = sum(1 for d in all_dirty if d)
+    by_rule: Counter = Counter()
     for entry in per_class.values():
         entry["matched_words"] = dict(entry["matched_words"].most_common())
+        for w, count in entry["matched_words"].items():
+            by_rule[entry["rules"][w]] += count
     report = {
         "labels": labels, "classes": len(words), "classes_without_words": empty,
         "files": files,
@@ -207,7 +322,10 @@ def audit_leakage(
                   "classes_named": sum(1 for e in per_class.values() if e["captions"])},
         "per_class": per_class,
         "word_list": str(out / "words.txt"),
-        "stemmer": "snowball english", "stop_words": "scikit-learn English minus content words",
+        "matches_by_rule": dict(by_rule),
+        "rules": "stem (snowball english), lemma (simplemma), derivation (suffixes "
+                 + ", ".join(DERIVATION_SUFFIXES) + f"), compound (other part a word with Zipf >= {MIN_ZIPF})",
+        "stop_words": "scikit-learn English minus content words",
     }
     if pretrain_labels:
         vocab = read_label_vocabulary(pretrain_labels)
@@ -240,9 +358,12 @@ def summary_markdown(report: dict) -> str:
     t = report["total"]
     lines += ["", f"Total: {t['dirty_pairs']} of {t['pairs']} pairs ({t['dirty_fraction']:.1%}) name an evaluation "
               f"class; {t['classes_named']} of {report['classes']} classes are named at least once.", ""]
-    lines += ["| class | captions | matched words | example |", "| --- | ---: | --- | --- |"]
+    rules = ", ".join(f"{r} {c}" for r, c in report["matches_by_rule"].items())
+    lines += [f"Matched words by rule (occurrences): {rules}.", ""]
+    lines += ["| class | captions | matched words (count, rule if not the stem) | example |", "| --- | ---: | --- | --- |"]
     for label, e in sorted(report["per_class"].items(), key=lambda kv: -kv[1]["captions"]):
-        words = ", ".join(f"{w} ({c})" for w, c in list(e["matched_words"].items())[:4])
+        words = ", ".join(f"{w} ({c}{'' if e['rules'][w] == 'stem' else ', ' + e['rules'][w]})"
+                          for w, c in list(e["matched_words"].items())[:4])
         example = e["examples"][0].replace("|", "/") if e["examples"] else ""
         lines.append(f"| {label} | {e['captions']} | {words} | {example} |")
     if report["classes_without_words"]:
