@@ -80,3 +80,22 @@ def test_improvement_experiment_end_to_end(tmp_path, tiny_bert):
     assert set(r["chance"]) == {"unseen", "seen"}
     assert r["curation"]["du"]["pairs"] == r["curation"]["du"]["audio_pool"] * 2  # sigma -1 keeps every top-2 match
     assert (tmp_path / "results.md").read_text().startswith("# Improvement")
+    # every curated manifest is audited against every evaluation set, counted independently here
+    import csv as _csv
+
+    from clapkit.audit.leakage import default_word_list, scan
+    from clapkit.data.labelled import load_label_names
+    from clapkit.data.manifests import load_pairs
+
+    assert set(r["leakage"]) == {"teacher", "du", "ds"}
+    for strategy in ("du", "ds"):
+        with open(tmp_path / f"curated_{strategy}.csv", newline="") as fh:
+            n_rows = sum(1 for _ in _csv.DictReader(fh))
+        pairs = load_pairs(f"csv:{tmp_path / f'curated_{strategy}.csv'}", require_audio=False)
+        for ev in ("unseen", "seen"):
+            words = default_word_list(load_label_names(f"folder:{tmp_path / 'data' / ev}"))
+            dirty = sum(1 for d in scan(pairs, words).dirty if d)
+            got = r["leakage"][strategy][ev]
+            assert (got["pairs"], got["dirty_pairs"]) == (n_rows, dirty)
+            assert got["dirty_fraction"] == pytest.approx(dirty / n_rows)
+    assert "Leakage of the training data" in (tmp_path / "results.md").read_text()

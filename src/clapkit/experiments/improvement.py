@@ -6,6 +6,12 @@ labels) -> a zero-shot table of the teacher and every student on each evaluation
 Written to ``out``: ``teacher/``, ``curated_{du,ds}.csv`` (+ stats, histograms),
 ``student_{du,ds}_{clip,soft_clip}/``, ``results.json`` and ``results.md``. Finished
 steps are not run again on the same ``out``.
+
+DS curation picks captions *by their similarity to the evaluation class names*, so a
+gain on those classes may be leakage rather than learning. Every training set (the
+teacher's and each curated manifest) is therefore audited against every evaluation
+set (``audit leakage``; reports in ``leakage/``), and its dirty fraction (training pairs
+whose caption names an evaluation class) is written beside the accuracy table.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import copy
 import json
 from pathlib import Path
 
+from ..audit.leakage import audit_leakage
 from ..curation import curate
 from ..data.labelled import load_labelled
 from ..data.synthetic import write_synthetic, write_unpaired_pool
@@ -79,6 +86,15 @@ def run_improvement(cfg: dict, out: str | Path) -> dict:
                 train_clap(scfg, run)
             models[run.name] = run / "checkpoint"
 
+    trained_on = {"teacher": teacher_train} | {s: [f"csv:{out / f'curated_{s}.csv'}"] for s in curated}
+    leakage = {}
+    for name, specs in trained_on.items():
+        leakage[name] = {}
+        for ev, spec in evals.items():
+            r = audit_leakage(specs, spec, out / "leakage" / f"{name}_vs_{ev}")
+            leakage[name][ev] = {"dirty_fraction": r["total"]["dirty_fraction"], "dirty_pairs": r["total"]["dirty_pairs"],
+                                 "pairs": r["total"]["pairs"]}
+
     sets = {name: load_labelled(spec) for name, spec in evals.items()}
     table = {}
     for name, path in models.items():
@@ -87,7 +103,8 @@ def run_improvement(cfg: dict, out: str | Path) -> dict:
     results = {"zeroshot": table, "chance": {k: 1 / len(ds.class_names) for k, ds in sets.items()},
                "curation": {k: {x: v[x] for x in ("pairs", "audio_matched", "audio_pool", "caption_pool") if x in v}
                             | ({"captions_in_domain": v["captions_in_domain"]} if "captions_in_domain" in v else {})
-                            for k, v in curated.items()}}
+                            for k, v in curated.items()},
+               "leakage": leakage}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(_markdown(results))
     return results
@@ -100,5 +117,13 @@ def _markdown(r: dict) -> str:
     for name, accs in r["zeroshot"].items():
         lines.append(f"| {name} | " + " | ".join(f"{accs[s]:.3f}" for s in sets) + " |")
     lines.append("| chance | " + " | ".join(f"{r['chance'][s]:.3f}" for s in sets) + " |")
+    lines += ["", "Leakage of the training data: the fraction of pairs whose caption names an evaluation class "
+              "(`audit leakage`; DS selects captions by similarity to these names, so part of a DS gain may be "
+              "leakage; students also start from the teacher):", "",
+              "| training data | " + " | ".join(sets) + " |", "| --- |" + " ---: |" * len(sets)]
+    for name, per in r["leakage"].items():
+        label = "teacher's pairs" if name == "teacher" else f"curated {name.upper()}"
+        lines.append(f"| {label} | " + " | ".join(
+            f"{per[s]['dirty_fraction']:.3f} ({per[s]['dirty_pairs']}/{per[s]['pairs']})" for s in sets) + " |")
     lines += ["", "Curation:", ""] + [f"- {k.upper()}: {v}" for k, v in r["curation"].items()]
     return "\n".join(lines) + "\n"
