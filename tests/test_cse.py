@@ -163,6 +163,13 @@ def test_image_mode_trains_patch_embedding_and_resumes_exactly(tmp_path, tiny_be
     b = load_file(str(tmp_path / "split" / "last" / "cse_extra.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len((tmp_path / "split" / "metrics.csv").read_text().splitlines()) == 3
+    # images decoded in 2 DataLoader workers: the same weights as decoding in this process
+    workers = train_cse(tiny_cse(tiny_bert, corpus, stsb_dir, *extra, "data.num_workers=2"), tmp_path / "workers")
+    assert workers["steps"] == 4
+    for name in ("model.safetensors", "cse_extra.safetensors"):
+        a = load_file(str(tmp_path / "full" / "last" / name))
+        b = load_file(str(tmp_path / "workers" / "last" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_two_optimizers_alternate_with_their_own_learning_rates(tiny_bert, corpus, stsb_dir, tmp_path):

@@ -87,8 +87,8 @@ def test_mnist_idx_fixture_and_bad_header(tmp_path):
     _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([2, 0, 1]))
     s = load_images(f"mnist:{tmp_path}")
-    assert s.images.shape == (3, 1, 4, 4)
-    assert torch.allclose(s.images[1, 0], torch.tensor(x[1] / 255.0, dtype=torch.float32))
+    assert len(s) == 3 and s.batch(range(3)).shape == (3, 1, 4, 4)
+    assert torch.allclose(s[1][0][0], torch.tensor(x[1] / 255.0, dtype=torch.float32)) and s[1][1] == 0
     assert s.labels.tolist() == [2, 0, 1] and s.class_names == ["0", "1", "2"]
     # a header that promises more bytes than the file holds
     _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x, dims=(3, 5, 5))
@@ -102,10 +102,12 @@ def test_mnist_idx_fixture_and_bad_header(tmp_path):
 
 def test_shared_mnist_and_digits(shared_data):
     s = load_images(f"mnist:{shared_data / 'images' / 'mnist'}")
-    assert s.images.shape == (10000, 1, 28, 28) and s.labels[:5].tolist() == [7, 2, 1, 0, 4]
-    assert float(s.images.min()) == 0.0 and float(s.images.max()) == 1.0
+    assert len(s) == 10000 and s.labels[:5].tolist() == [7, 2, 1, 0, 4]
+    first = s.batch(range(100))
+    assert first.shape == (100, 1, 28, 28) and float(first.min()) == 0.0 and float(first.max()) == 1.0
     d = load_images("digits")
-    assert d.images.shape == (1797, 1, 8, 8) and len(d.class_names) == 10
+    assert len(d) == 1797 and d.batch([0]).shape == (1, 1, 8, 8) and len(d.class_names) == 10
+    assert float(d.batch(range(1797)).max()) == 1.0  # digits' 0..16 scaled to [0, 1]
 
 
 def test_image_folder_resizes_and_reports_bad_files(tmp_path):
@@ -116,13 +118,38 @@ def test_image_folder_resizes_and_reports_bad_files(tmp_path):
         for i, size in enumerate((10, 20)):
             Image.new("RGB", (size, size + 3), (value, value, value)).save(tmp_path / cls / f"{i}.png")
     s = load_images(f"folder:{tmp_path}", size=8, channels=3)
-    assert s.images.shape == (4, 3, 8, 8) and s.labels.tolist() == [0, 0, 1, 1] and s.class_names == ["cat", "dog"]
-    assert float(s.images[0].max()) == 0.0 and float(s.images[3].min()) == 1.0
+    x = s.batch(range(4))
+    assert x.shape == (4, 3, 8, 8) and s.labels.tolist() == [0, 0, 1, 1] and s.class_names == ["cat", "dog"]
+    assert float(x[0].max()) == 0.0 and float(x[3].min()) == 1.0
     (tmp_path / "dog" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"broken.png: cannot decode image"):
         load_images(f"folder:{tmp_path}", size=8, channels=3)
     s = load_images(f"folder:{tmp_path}", size=8, channels=1, skip_bad=True)
-    assert s.images.shape == (4, 1, 8, 8) and s.skipped.count == 1
+    assert s.batch(range(len(s))).shape == (4, 1, 8, 8) and s.skipped.count == 1
+
+
+def test_image_folder_decodes_lazily_and_in_workers(tmp_path):
+    """A folder set holds file names, not pixels: a file damaged after reading is found
+    when its batch is decoded; DataLoader workers decode the same tensors as this process."""
+    import pickle
+
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    s = load_images(f"folder:{tmp_path}", size=16, channels=3)
+    assert s.pixels is None and len(pickle.dumps(s)) < 4000  # 12 paths, no 12 x 3 x 16 x 16 floats
+    batches = [[0, 5, 7], [11, 2], [3, 4, 6, 8]]
+    loader = DataLoader(s, batch_sampler=batches, num_workers=2)
+    for idx, (x, y) in zip(batches, loader, strict=True):
+        assert torch.equal(x, s.batch(idx)) and y.tolist() == s.labels[idx].tolist()
+    (tmp_path / "b" / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(DataError, match=r"b/5.png: cannot decode image"):
+        s.batch([11])
 
 
 def test_fsdd_naming_digit_or_speaker_label(tmp_path):

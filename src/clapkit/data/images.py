@@ -6,17 +6,23 @@
   to ``channels`` and resized to ``size`` x ``size``);
 - ``digits`` - scikit-learn's 8 x 8 handwritten digits (shipped, offline; the default).
 
-Images come back as a float tensor (N, C, H, W) in [0, 1] with integer labels.
+An :class:`ImageSet` is a torch ``Dataset``: item ``i`` is a float tensor (C, H, W) in
+[0, 1] and its integer label. Nothing is decoded up front: MNIST and digits stay in
+their compact uint8 arrays, a folder is a list of files whose headers are checked when
+it is read (a file Pillow cannot identify is an error, or skipped and counted with
+``skip_bad``) and whose pixels are decoded when a batch asks for them, in DataLoader
+workers during training. An ImageNet-sized folder therefore costs its file list in
+memory, not its float32 pixels.
 """
 
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .manifests import Skipped, parse_spec
@@ -24,12 +30,42 @@ from .manifests import Skipped, parse_spec
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-@dataclass
-class ImageSet:
-    images: torch.Tensor  # (N, C, H, W) float in [0, 1]
-    labels: torch.Tensor  # (N,) int64
-    class_names: list[str]
-    skipped: Skipped
+class ImageSet(Dataset):
+    """Labelled images, decoded per item. ``labels`` (N,) int64; ``class_names``."""
+
+    def __init__(self, labels: torch.Tensor, class_names: list[str], skipped: Skipped,
+                 pixels: np.ndarray | None = None, files: list[Path] | None = None,
+                 size: int = 28, channels: int = 1, scale: float = 255.0):
+        self.labels, self.class_names, self.skipped = labels, class_names, skipped
+        self.pixels, self.files = pixels, files  # (N, H, W) uint8-like array, or image files
+        self.size, self.channels, self.scale = size, channels, scale
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> torch.Tensor:
+        if self.pixels is not None:
+            return torch.from_numpy(self.pixels[i].astype(np.float32) / self.scale)[None]
+        return _decode(self.files[i], self.size, self.channels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.image(i), int(self.labels[i])
+
+    def batch(self, idx) -> torch.Tensor:
+        """(len(idx), C, H, W) images decoded in this process."""
+        return torch.stack([self.image(int(i)) for i in idx])
+
+
+def _decode(path: Path, size: int, channels: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot decode image ({exc})", str(path), reason="unreadable image") from exc
+    return torch.from_numpy(arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy())
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -68,20 +104,21 @@ def load_mnist(folder: Path) -> ImageSet:
             raise DataError(f"{len(y)} labels for {len(x)} images", str(lab_path))
         images.append(x)
         labels.append(y)
-    x = torch.from_numpy(np.concatenate(images)).float().div(255.0)[:, None]
+    x = np.concatenate(images)
     y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
-    return ImageSet(x, y, [str(d) for d in range(int(y.max()) + 1)], Skipped())
+    return ImageSet(y, [str(d) for d in range(int(y.max()) + 1)], Skipped(), pixels=x, size=x.shape[1])
 
 
 def load_digits_set() -> ImageSet:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
-    return ImageSet(x, torch.from_numpy(d.target.astype(np.int64)), [str(c) for c in d.target_names], Skipped())
+    return ImageSet(torch.from_numpy(d.target.astype(np.int64)), [str(c) for c in d.target_names], Skipped(),
+                    pixels=d.images.astype(np.float32), size=8, scale=16.0)
 
 
 def load_image_folder(root: Path, size: int, channels: int, skip_bad: bool = False) -> ImageSet:
+    """One sub-folder per class; headers are checked now, pixels decoded per item."""
     from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
@@ -89,14 +126,13 @@ def load_image_folder(root: Path, size: int, channels: int, skip_bad: bool = Fal
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
         raise DataError("no class sub-folders (expected one folder of images per class)", str(root))
-    skipped, images, labels = Skipped(), [], []
+    skipped, files, labels = Skipped(), [], []
     for label, name in enumerate(names):
         for f in sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
             try:
                 try:
-                    with Image.open(f) as im:
-                        im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-                        arr = np.asarray(im, dtype=np.float32) / 255.0
+                    with Image.open(f):  # reads the header only
+                        pass
                 except (UnidentifiedImageError, OSError) as exc:
                     raise DataError(f"cannot decode image ({exc})", str(f), reason="unreadable image") from exc
             except DataError as exc:
@@ -104,11 +140,11 @@ def load_image_folder(root: Path, size: int, channels: int, skip_bad: bool = Fal
                     raise
                 skipped.add(exc)
                 continue
-            images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
+            files.append(f)
             labels.append(label)
-    if not images:
+    if not files:
         raise DataError("no images (extensions " + ", ".join(IMAGE_EXTENSIONS) + ")", str(root))
-    return ImageSet(torch.from_numpy(np.stack(images)), torch.tensor(labels), names, skipped)
+    return ImageSet(torch.tensor(labels), names, skipped, files=files, size=size, channels=channels)
 
 
 def load_images(spec: str, size: int = 28, channels: int = 1, skip_bad: bool = False) -> ImageSet:

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.augment import ImageAugment
@@ -250,7 +251,7 @@ class CseTrainer:
     def _other_views(self, step: int, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Two views of batch ``idx`` stacked (2N rows), with their labels (N)."""
         if self.data.images is not None:
-            x = self.data.images.images[idx]
+            x = self._images(step, idx)
             g = torch.Generator().manual_seed(self.cfg["seed"] * 1000003 + step)
             views = torch.cat([self.augment(x, g), self.augment(x, g)])
             return views.to(self.device), self.data.images.labels[idx].to(self.device)
@@ -258,6 +259,26 @@ class CseTrainer:
         waves = torch.stack([self.audio_clips[i][0] for i in idx])
         labels = torch.tensor([self.data.audio.clips[i].label for i in idx], device=self.device)
         return torch.cat([waves, waves]).to(self.device), labels  # dropout makes the two copies two views
+
+    def _start_image_stream(self, start: int) -> None:
+        """Decode the image batches of steps ``start``.. in DataLoader workers, in step order
+        (decoding holds no randomness; the seeded augmentation runs here)."""
+        self._image_step, self._image_iter = start, None
+        if self.data.images is None:
+            return
+        batches = [self._batch(2, s, self.data.n_other, self.c["other_batch_size"]) for s in range(start, self.total_steps)]
+        workers = self.cfg["data"]["num_workers"]
+        loader = DataLoader(self.data.images, batch_sampler=batches, num_workers=workers,
+                            prefetch_factor=2 if workers else None, pin_memory=self.device.type == "cuda")
+        self._image_iter = iter(loader)
+
+    def _images(self, step: int, idx: list[int]) -> torch.Tensor:
+        """The decoded images of batch ``idx``: from the worker stream when it is at ``step``."""
+        if getattr(self, "_image_iter", None) is not None and self._image_step == step:
+            x, _ = next(self._image_iter)
+            self._image_step += 1
+            return x
+        return self.data.images.batch(idx)
 
     def other_step(self, step: int) -> float:
         idx = self._batch(2, step, self.data.n_other, self.c["other_batch_size"])
@@ -299,6 +320,7 @@ class CseTrainer:
         bar = tqdm(total=self.total_steps, initial=start, desc=f"cse {c['mode']}", disable=None if t["progress"] else True)
         losses: list[tuple[float, float]] = []
         t0 = time.time()
+        self._start_image_stream(start)
         for step in range(start, self.total_steps):
             losses.append(self.train_step(step))
             bar.update()
