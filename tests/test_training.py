@@ -260,6 +260,33 @@ def test_loader_workers_do_not_change_the_run(tmp_path, tiny_bert, tiny_syntheti
         assert torch.equal(a[k], b[k]), k
 
 
+def test_loader_workers_and_their_wave_caches_live_across_epochs(tmp_path, tiny_bert, tiny_synthetic, monkeypatch):
+    """The training DataLoader keeps its workers (persistent_workers), so each worker's
+    decoded-wave cache survives the epoch: over 4 epochs a clip is decoded at most once
+    per worker (2 workers), where a loader rebuilt every epoch decodes every clip 4 times.
+    The segments drawn stay those of (seed, epoch, item): the weights equal 0 workers'."""
+    import clapkit.data.datasets as datasets
+
+    log = tmp_path / "decodes.log"
+    real = datasets.load_audio
+
+    def counted(path, *args, **kwargs):
+        with open(log, "a") as fh:  # workers are forked: they append to the same file
+            fh.write(f"{path}\n")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_audio", counted)
+    args = ("train.epochs=4", "audio.segment_seconds=0.25", "data.val_fraction=0")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "data.num_workers=2"), tmp_path / "w2")
+    decodes = log.read_text().splitlines()
+    clips = len(set(decodes))
+    assert clips > 10 and len(decodes) <= 2 * clips
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "data.num_workers=0"), tmp_path / "w0")
+    a = load_file(tmp_path / "w0" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "w2" / "last" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_yaml_config_can_start_from_a_preset(tmp_path):
     (tmp_path / "mine.yaml").write_text("base: paper\ntrain:\n  batch_size: 32\n")
     cfg = load_config(tmp_path / "mine.yaml")

@@ -3,6 +3,11 @@
 Random choices (training segments) come from a generator seeded by
 ``(seed, epoch, index)``, never from global state, so a run resumed at epoch k draws
 exactly what an uninterrupted run draws, whatever the number of loader workers.
+
+Training loaders are built once and keep their workers (and the decoded waves each
+worker caches) for the whole run: :class:`EpochBatches` hands every index to the
+workers together with its epoch, since a worker's copy of the dataset never sees a
+``set_epoch`` made in the main process.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
 from .audio import AudioError, fix_length, load_audio, normalize
@@ -95,15 +100,48 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def wave(self, i: int) -> np.ndarray:
+    def wave(self, i: int, epoch: int | None = None) -> np.ndarray:
         item = self.items[i]
         wave = self.cache.get(item.audio, item.where)
-        rng = np.random.default_rng((self.seed, self.epoch, i)) if self.train else None
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng((self.seed, epoch, i)) if self.train else None
         wave = fix_length(wave, self.length, rng)
         return normalize(wave) if self.norm else wave
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.ascontiguousarray(self.wave(i))), i
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """``i`` (at the dataset's epoch) or ``(epoch, i)`` -> (wave, i)."""
+        epoch, i = key if isinstance(key, tuple) else (None, key)
+        return torch.from_numpy(np.ascontiguousarray(self.wave(i, epoch))), i
+
+
+class EpochBatches(Sampler):
+    """The batches of the current epoch for a persistent DataLoader; each index goes to
+    the workers as ``(epoch, index)``. Call :meth:`set` before iterating an epoch."""
+
+    def __init__(self):
+        self.epoch, self.batches = 0, []
+
+    def set(self, epoch: int, batches: list[list[int]]) -> None:
+        self.epoch, self.batches = epoch, batches
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield [(self.epoch, int(i)) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def epoch_loader(dataset: ClipDataset, num_workers: int, pin_memory: bool = False) -> tuple[DataLoader, EpochBatches]:
+    """A training loader built once per run: workers persist across epochs (with their
+    wave caches) and prefetch; the returned sampler chooses each epoch's batches."""
+    sampler = EpochBatches()
+    # Its own generator: a DataLoader otherwise draws its workers' base seed from the global
+    # torch RNG (once if persistent, every epoch if not), shifting the dropout masks.
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_clips, num_workers=num_workers,
+                        persistent_workers=num_workers > 0, pin_memory=pin_memory,
+                        prefetch_factor=2 if num_workers else None, generator=torch.Generator().manual_seed(0))
+    return loader, sampler
 
 
 def collate_clips(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

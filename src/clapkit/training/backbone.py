@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.datasets import ClipDataset, check_audio_files, collate_clips
+from ..data.datasets import ClipDataset, check_audio_files, collate_clips, epoch_loader
 from ..data.labelled import load_labelled
 from ..errors import ConfigError
 from ..models.audio import build_audio_tower
@@ -66,6 +66,7 @@ def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
     opt = torch.optim.Adam(params, lr=b["lr"])
     logger = ScalarLogger(out, t["logger"])
     best, start = -1.0, time.time()
+    loader, sampler = epoch_loader(train_ds, cfg["data"]["num_workers"], device.type == "cuda")
     for epoch in range(b["epochs"]):
         tower.train()
         head.train()
@@ -73,7 +74,7 @@ def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
         order = epoch_order(cfg["seed"], epoch, len(train_ds))
         batches = [order[i : i + b["batch_size"]].tolist() for i in range(0, len(order), b["batch_size"])]
         losses = []
-        loader = DataLoader(train_ds, batch_sampler=batches, collate_fn=collate_clips, num_workers=cfg["data"]["num_workers"])
+        sampler.set(epoch, batches)
         for waves, idx in tqdm(loader, desc=f"backbone epoch {epoch + 1}", leave=False, disable=None if t["progress"] else True):
             loss = F.cross_entropy(head(tower(waves.to(device))), y_train[idx].to(device))
             opt.zero_grad(set_to_none=True)

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.datasets import ClipDataset, check_audio_files, collate_clips
+from ..data.datasets import ClipDataset, check_audio_files, collate_clips, epoch_loader
 from ..data.manifests import Pair, Skipped, clip_index, load_pairs
 from ..errors import ConfigError
 from ..evaluation.embed import embed_text
@@ -179,6 +179,7 @@ class ClapTrainer:
             # BatchNorm statistics over the global batch (SyncBatchNorm runs on GPUs only)
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.caches: dict[str, FeatureCache] | None = None
+        self._loader = self._sampler = None
         self._opt_state = None
         if resume:
             saved = load_trainer_state(self.out)
@@ -298,9 +299,11 @@ class ClapTrainer:
         if self._audio_cached():
             steps = ((idx, None) for idx in batches)
         else:
-            loader = DataLoader(self.train_ds, batch_sampler=batches, collate_fn=collate_clips,
-                                num_workers=self.cfg["data"]["num_workers"])
-            steps = ((idx.tolist(), waves) for waves, idx in loader)
+            if self._loader is None:  # built once: its workers and their wave caches live across epochs
+                self._loader, self._sampler = epoch_loader(self.train_ds, self.cfg["data"]["num_workers"],
+                                                           self.device.type == "cuda")
+            self._sampler.set(epoch, batches)
+            steps = ((idx.tolist(), waves) for waves, idx in self._loader)
         for idx, waves in steps:
             losses.append(self.train_step(idx, waves))
             bar.update()

@@ -269,7 +269,8 @@ class CseTrainer:
         batches = [self._batch(2, s, self.data.n_other, self.c["other_batch_size"]) for s in range(start, self.total_steps)]
         workers = self.cfg["data"]["num_workers"]
         loader = DataLoader(self.data.images, batch_sampler=batches, num_workers=workers,
-                            prefetch_factor=2 if workers else None, pin_memory=self.device.type == "cuda")
+                            prefetch_factor=2 if workers else None, pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
         self._image_iter = iter(loader)
 
     def _images(self, step: int, idx: list[int]) -> torch.Tensor:
