@@ -16,7 +16,10 @@ linearly with the audio pool.
 
 Embeddings are cached on disk (:class:`EmbeddingCache`) keyed by the teacher's
 fingerprint and each item's id: a re-run reuses them; a changed model (other weights)
-or a changed audio file (size or modification time) is embedded again.
+or a changed audio file (size or modification time) is embedded again. The cache is a
+folder of ``.npy`` chunks with an SQLite index, so lookups and appends never load or
+rewrite what is stored, and :func:`curate` streams the audio pool through it batch by
+batch: its memory is the caption index plus one batch, whatever the size of the pool.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import csv
 import hashlib
 import json
 import os
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +59,69 @@ def _file_stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+class _Store:
+    """One kind of embedding on disk: ``chunk-NNNNNN.npy`` files (float32 rows) and
+    ``index.sqlite`` (id -> stamp, chunk, row).
+
+    An append writes one new chunk (temporary file, then rename) and then indexes its
+    rows in one transaction; a crash in between leaves an unindexed chunk, never a
+    broken one. Reads memory-map only the chunks a batch needs and copy its rows out, so
+    nothing stays mapped (mapped pages would count as resident memory).
+    """
+
+    LOOKUP = 900  # ids per SQL query (below SQLite's variable limit)
+
+    def __init__(self, folder: Path):
+        import sqlite3
+
+        self.dir = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(folder / "index.sqlite"), timeout=600)
+        self.db.execute("CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY, stamp TEXT, chunk INTEGER, row INTEGER)")
+        self.db.commit()
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """{id: (stamp, chunk, row)} of the ``ids`` that are stored."""
+        found: dict[str, tuple[str, int, int]] = {}
+        for start in range(0, len(ids), self.LOOKUP):
+            part = list(ids[start : start + self.LOOKUP])
+            marks = ",".join("?" * len(part))
+            for i, stamp, chunk, row in self.db.execute(f"SELECT id, stamp, chunk, row FROM items WHERE id IN ({marks})", part):
+                found[i] = (stamp, chunk, row)
+        return found
+
+    def read(self, locations: list[tuple[int, int]], dim: int | None = None) -> np.ndarray:
+        """Rows at ``(chunk, row)`` locations, in that order."""
+        if not locations:
+            return np.zeros((0, dim or 0), np.float32)
+        chunks = np.array([c for c, _ in locations])
+        rows = np.array([r for _, r in locations])
+        out = None
+        for c in np.unique(chunks):
+            arr = np.load(self.dir / f"chunk-{c:06d}.npy", mmap_mode="r")
+            if out is None:
+                out = np.empty((len(locations), arr.shape[1]), np.float32)
+            sel = np.flatnonzero(chunks == c)
+            out[sel] = arr[rows[sel]]
+            del arr
+        return out
+
+    def append(self, ids: Sequence[str], stamps: Sequence[str], emb: np.ndarray) -> None:
+        cur = self.db.execute("SELECT COALESCE(MAX(chunk), -1) FROM items").fetchone()[0] + 1
+        while (self.dir / f"chunk-{cur:06d}.npy").exists():  # an unindexed chunk of a crashed run
+            cur += 1
+        fd, tmp = tempfile.mkstemp(prefix=".chunk.", suffix=".npy", dir=self.dir)
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(emb, dtype=np.float32))
+        os.replace(tmp, self.dir / f"chunk-{cur:06d}.npy")
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)",
+                                [(i, st, cur, r) for r, (i, st) in enumerate(zip(ids, stamps, strict=True))])
+
+
 class EmbeddingCache:
-    """Projected teacher embeddings on disk: ``folder/<fingerprint>/{audio,text}.npz``.
+    """Projected teacher embeddings on disk: ``folder/<fingerprint>/{audio,text}/``
+    (chunks and an index, see :class:`_Store`).
 
     ``model_loader`` is called only when something is missing, so a fully cached run
     never loads the teacher.
@@ -69,6 +134,7 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._loader = model_loader
         self._model = None
+        self._stores: dict[str, _Store] = {}
         self.batch_size, self.device = batch_size, device
         self.stats = {"audio_reused": 0, "audio_computed": 0, "text_reused": 0, "text_computed": 0}
 
@@ -82,41 +148,42 @@ class EmbeddingCache:
                 self._model = self._loader()
         return self._model
 
-    def _lookup(self, name: str, ids: list[str], stamps: list[str], compute) -> np.ndarray:
-        path = self.dir / f"{name}.npz"
-        known: dict[str, tuple[str, int]] = {}
-        old = None
-        if path.exists():
-            old = np.load(path, allow_pickle=False)
-            known = {i: (s, r) for r, (i, s) in enumerate(zip(old["ids"].tolist(), old["stamps"].tolist(), strict=True))}
-        rows = [known.get(i) for i in ids]
-        missing = [n for n, (r, s) in enumerate(zip(rows, stamps, strict=True)) if r is None or r[0] != s]
+    def store(self, name: str) -> _Store:
+        if name not in self._stores:
+            self._stores[name] = _Store(self.dir / name)
+        return self._stores[name]
+
+    def _lookup(self, name: str, ids: list[str], stamps: list[str], compute,
+                known: dict[str, tuple[str, int, int]] | None = None) -> np.ndarray:
+        """Embeddings of ``ids`` in order: stored rows whose stamp matches, the rest from
+        ``compute(positions)`` (then stored). ``known``: a lookup of ``ids`` already made."""
+        store = self.store(name)
+        known = store.lookup(ids) if known is None else known
+        missing = [n for n, (i, st) in enumerate(zip(ids, stamps, strict=True)) if i not in known or known[i][0] != st]
         self.stats[f"{name}_reused"] += len(ids) - len(missing)
         self.stats[f"{name}_computed"] += len(missing)
         new = compute(missing) if missing else None
-        dim = new.shape[1] if new is not None else old["emb"].shape[1]
-        out = np.empty((len(ids), dim), dtype=np.float32)
-        fresh = dict(zip(missing, range(len(missing)), strict=True))
-        for n, r in enumerate(rows):
-            out[n] = new[fresh[n]] if n in fresh else old["emb"][r[1]]
-        if missing:  # merge into the cache file, atomically
-            keep = {i: (s, old["emb"][r]) for i, (s, r) in known.items()} if old is not None else {}
-            for n in missing:
-                keep[ids[n]] = (stamps[n], out[n])
-            tmp = path.with_name(f".{name}.tmp.npz")
-            np.savez(tmp, ids=np.array(list(keep)), stamps=np.array([v[0] for v in keep.values()]),
-                     emb=np.stack([v[1] for v in keep.values()]).astype(np.float32))
-            os.replace(tmp, path)
+        if new is not None:
+            store.append([ids[n] for n in missing], [stamps[n] for n in missing], new)
+        miss = set(missing)
+        hit = [n for n in range(len(ids)) if n not in miss]
+        old = store.read([known[ids[n]][1:] for n in hit])
+        out = np.empty((len(ids), new.shape[1] if new is not None else old.shape[1]), np.float32)
+        if missing:
+            out[missing] = new
+        if hit:
+            out[hit] = old
         return out
 
-    def audio(self, items: Sequence) -> np.ndarray:
+    def audio(self, items: Sequence, stamps: list[str] | None = None,
+              known: dict[str, tuple[str, int, int]] | None = None) -> np.ndarray:
         """E_a of ``items`` (have ``.audio``); ids are absolute paths, stamps size:mtime."""
         from .evaluation.embed import embed_audio
 
-        ids = [str(Path(i.audio).resolve()) for i in items]
-        stamps = [_file_stamp(Path(i.audio)) for i in items]
+        ids = [os.path.abspath(i.audio) for i in items]
+        stamps = stamps if stamps is not None else [_file_stamp(Path(i.audio)) for i in items]
         return self._lookup("audio", ids, stamps, lambda miss: embed_audio(
-            self.model(), [items[n] for n in miss], self.batch_size, device=self.device))
+            self.model(), [items[n] for n in miss], self.batch_size, device=self.device), known)
 
     def text(self, texts: Sequence[str]) -> np.ndarray:
         """E_t of ``texts``; ids are the texts' hashes."""
@@ -126,6 +193,48 @@ class EmbeddingCache:
         return self._lookup("text", ids, [""] * len(ids), lambda miss: embed_text(
             self.model(), [texts[n] for n in miss], device=self.device))
 
+    def audio_stream(self, items: Iterable, batch: int = 8192, skip_bad: bool = False,
+                     skipped=None) -> Iterator[tuple[list, np.ndarray]]:
+        """(items, E_a) batch by batch for a stream of pool items. A cached item whose file
+        is unchanged is not opened again; the others have their headers checked (a bad
+        file is an error naming it, or skipped and counted) and are embedded."""
+        from .data.audio import AudioError
+        from .data.datasets import check_audio_files
+        from .data.manifests import Skipped
+
+        skipped = skipped if skipped is not None else Skipped()
+        for part in _batched(items, batch):
+            stamped = []
+            for item in part:
+                try:
+                    stamped.append((item, _file_stamp(Path(item.audio))))
+                except OSError as exc:
+                    err = AudioError(f"cannot read audio ({exc.strerror})", f"{item.where}: {item.audio}",
+                                     reason="missing audio")
+                    if not skip_bad:
+                        raise DataError(f"{err} [use --skip-bad to skip and count such files]") from exc
+                    skipped.add(err)
+            ids = [os.path.abspath(i.audio) for i, _ in stamped]
+            known = self.store("audio").lookup(ids)
+            cached = [known.get(id_, ("",))[0] == st for (_, st), id_ in zip(stamped, ids, strict=True)]
+            fresh = [i for (i, _), c in zip(stamped, cached, strict=True) if not c]
+            good = {id(i) for i in check_audio_files(fresh, skip_bad, skipped)} if fresh else set()
+            keep = [n for n, ((i, _), c) in enumerate(zip(stamped, cached, strict=True)) if c or id(i) in good]
+            if keep:
+                kept = [stamped[n][0] for n in keep]
+                yield kept, self.audio(kept, [stamped[n][1] for n in keep], known)
+
+
+def _batched(items: Iterable, n: int) -> Iterator[list]:
+    part: list = []
+    for item in items:
+        part.append(item)
+        if len(part) == n:
+            yield part
+            part = []
+    if part:
+        yield part
+
 
 @dataclass(frozen=True)
 class PoolItem:
@@ -133,24 +242,34 @@ class PoolItem:
     where: str
 
 
-def read_audio_pool(spec: str | Path) -> list[PoolItem]:
-    """Unpaired audio: a folder (searched recursively) or a CSV with an ``audio`` column."""
+def iter_audio_pool(spec: str | Path) -> Iterator[PoolItem]:
+    """Unpaired audio as a stream: a folder (walked recursively, in sorted order) or a CSV
+    with an ``audio`` column (paths relative to the CSV or absolute)."""
+    from .data.manifests import iter_csv_rows
+
     path = Path(spec)
     if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
-        if not files:
+        found = False
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                    found = True
+                    f = Path(root) / name
+                    yield PoolItem(f, str(f))
+        if not found:
             raise DataError("no audio files in the folder", str(path))
-        return [PoolItem(f, str(f)) for f in files]
-    from .data.manifests import _read_csv_rows
-
-    rows = _read_csv_rows(path, ["audio"])
-    items = []
-    for line, row in rows:
+        return
+    for line, row in iter_csv_rows(path, ["audio"]):
         if not (row["audio"] or "").strip():
             raise DataError("empty audio path", f"{path} line {line}")
         p = Path(row["audio"].strip())
-        items.append(PoolItem(p if p.is_absolute() else path.parent / p, f"{path} line {line}"))
-    return items
+        yield PoolItem(p if p.is_absolute() else path.parent / p, f"{path} line {line}")
+
+
+def read_audio_pool(spec: str | Path) -> list[PoolItem]:
+    """All of :func:`iter_audio_pool`."""
+    return list(iter_audio_pool(spec))
 
 
 def build_index(emb: np.ndarray, kind: str = "exact"):
@@ -168,6 +287,26 @@ def build_index(emb: np.ndarray, kind: str = "exact"):
     return index
 
 
+class Matcher:
+    """DU matching against a fixed caption set, one batch of audio queries at a time:
+    each query's ``top_k`` captions whose similarity is at least ``sigma``."""
+
+    def __init__(self, text_emb: np.ndarray, top_k: int = 1, sigma: float = 0.7, index: str = "exact"):
+        self.index = build_index(text_emb, index) if len(text_emb) else None
+        self.k, self.sigma = min(top_k, len(text_emb)), sigma
+
+    def search(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows within the batch, caption rows, similarities) of the kept pairs, and each
+        query's best similarity (NaN without captions)."""
+        q = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.index is None:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros(0, np.float32), np.full(len(q), np.nan, np.float32)
+        d, i = self.index.search(q, self.k)
+        r, c = np.nonzero(d >= self.sigma)
+        return r.astype(np.int64), i[r, c].astype(np.int64), d[r, c].astype(np.float32), d[:, 0].astype(np.float32)
+
+
 def match(audio_emb: np.ndarray | Iterable[np.ndarray], text_emb: np.ndarray, top_k: int = 1, sigma: float = 0.7,
           index: str = "exact", batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """DU matching: (audio rows, caption rows, similarities) of the kept pairs, and every
@@ -180,22 +319,16 @@ def match(audio_emb: np.ndarray | Iterable[np.ndarray], text_emb: np.ndarray, to
         batches: Iterable[np.ndarray] = (audio_emb[s : s + batch_size] for s in range(0, len(audio_emb), batch_size))
     else:
         batches = audio_emb
+    matcher = Matcher(text_emb, top_k, sigma, index)
     rows, cols, sims, best = [], [], [], []
-    idx = build_index(text_emb, index) if len(text_emb) else None
-    k = min(top_k, len(text_emb))
     start = 0
     for batch in batches:
-        q = np.ascontiguousarray(batch, dtype=np.float32)
-        if idx is None:
-            best.append(np.full(len(q), np.nan, np.float32))
-        else:
-            d, i = idx.search(q, k)
-            best.append(d[:, 0].astype(np.float32))
-            r, c = np.nonzero(d >= sigma)
-            rows.append(r + start)
-            cols.append(i[r, c])
-            sims.append(d[r, c])
-        start += len(q)
+        r, c, d, b = matcher.search(batch)
+        rows.append(r + start)
+        cols.append(c)
+        sims.append(d)
+        best.append(b)
+        start += len(batch)
     cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
     return cat(rows, np.int64), cat(cols, np.int64), cat(sims, np.float32), cat(best, np.float32)
 
@@ -211,11 +344,15 @@ def curate(
     teacher: str | Path, audio: str | Path, captions: str, out: str | Path, strategy: str = "du",
     sigma: float = 0.7, top_k: int = 1, labels: str | None = None, label_threshold: float = 0.65,
     label_template: str = "{label}", index: str = "exact", cache: str | Path | None = None,
-    batch_size: int = 32, device="cpu", skip_bad: bool = False,
+    batch_size: int = 32, device="cpu", skip_bad: bool = False, pool_batch: int = 8192,
 ) -> dict:
     """Write a curated ``audio,caption,similarity,audio_id,caption_id`` manifest to ``out``
-    and its stats (``.stats.json``, ``.hist.png``) beside it."""
-    from .data.datasets import check_audio_files
+    and its stats (``.stats.json``, ``.hist.png``) beside it.
+
+    The captions (and their index) are held in memory; the audio pool streams through
+    the cache and the matcher ``pool_batch`` clips at a time, and kept pairs go straight
+    to the manifest. ``audio_id`` is a clip's position in the pool.
+    """
     from .data.labelled import load_label_names
     from .data.manifests import Skipped, detect_spec, load_pairs
 
@@ -227,29 +364,41 @@ def curate(
     out = Path(out)
     cache = EmbeddingCache(cache or out.parent / ".clapkit-cache", teacher, batch_size=batch_size, device=device)
     skipped = Skipped()
-    pool = check_audio_files(read_audio_pool(audio), skip_bad, skipped)
     texts = list(dict.fromkeys(p.caption for p in load_pairs(detect_spec(captions), require_audio=False)))
-    audio_emb, text_emb = cache.audio(pool), cache.text(texts)
+    text_emb = cache.text(texts)
 
-    stats: dict = {"strategy": strategy, "sigma": sigma, "top_k": top_k, "index": index,
-                   "audio_pool": len(pool), "caption_pool": len(texts)}
+    stats: dict = {"strategy": strategy, "sigma": sigma, "top_k": top_k, "index": index, "caption_pool": len(texts)}
     cand = np.arange(len(texts))
     if strategy == "ds":
         names = [n.replace("_", " ") for n in load_label_names(labels)]
         label_emb = cache.text([label_template.format(label=n) for n in names])
         cand, _ = domain_filter(text_emb, label_emb, label_threshold)
         stats.update(labels=labels, label_threshold=label_threshold, captions_in_domain=int(len(cand)))
-    rows, cols, sims, best = match(audio_emb, text_emb[cand], top_k, sigma, index)
-    cols = cand[cols]
+    matcher = Matcher(text_emb[cand], top_k, sigma, index)
+    del text_emb
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as fh:
+    n_pool = n_pairs = 0
+    matched_clips, used = 0, set()
+    best_parts = []
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["audio", "caption", "similarity", "audio_id", "caption_id"])
-        for r, c, s in zip(rows, cols, sims, strict=True):
-            w.writerow([str(Path(pool[r].audio).resolve()), texts[c], f"{s:.6f}", int(r), int(c)])
+        for items, emb in cache.audio_stream(iter_audio_pool(audio), pool_batch, skip_bad, skipped):
+            rows, cols, sims, best = matcher.search(emb)
+            cols = cand[cols]
+            for r, c, sim in zip(rows, cols, sims, strict=True):
+                w.writerow([os.path.abspath(items[r].audio), texts[c], f"{sim:.6f}", n_pool + int(r), int(c)])
+            n_pool += len(items)
+            n_pairs += len(rows)
+            matched_clips += len(np.unique(rows))
+            used.update(cols.tolist())
+            best_parts.append(best)
+    os.replace(tmp, out)
+    best = np.concatenate(best_parts) if best_parts else np.zeros(0, np.float32)
     finite = best[np.isfinite(best)]
     stats.update(
-        pairs=int(len(rows)), audio_matched=int(len(np.unique(rows))), captions_used=int(len(np.unique(cols))),
+        audio_pool=n_pool, pairs=n_pairs, audio_matched=matched_clips, captions_used=len(used),
         best_similarity_quantiles={q: float(np.quantile(finite, float(q))) for q in ("0.1", "0.5", "0.9")} if len(finite) else {},
         cache=cache.stats | {"folder": str(cache.dir)}, skipped=skipped.to_dict(), seconds=time.time() - t0,
         manifest=str(out),

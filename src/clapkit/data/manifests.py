@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,8 +114,8 @@ def parse_spec(spec: str, kinds: tuple[str, ...]) -> tuple[str, Path]:
     return kind, Path(path).expanduser()
 
 
-def _read_csv_rows(path: Path, required: list[str]) -> list[tuple[int, dict]]:
-    """Rows of a CSV as dicts with their line numbers; errors name the file."""
+def iter_csv_rows(path: Path, required: list[str]) -> Iterator[tuple[int, dict]]:
+    """Rows of a CSV as dicts with their line numbers, read as a stream; errors name the file."""
     if not path.is_file():
         raise DataError("file not found", str(path))
     try:
@@ -127,14 +128,17 @@ def _read_csv_rows(path: Path, required: list[str]) -> list[tuple[int, dict]]:
                     f"missing column(s) {', '.join(missing)}; the header has {', '.join(header) or 'nothing'}",
                     f"{path} line 1",
                 )
-            rows = []
             for row in reader:
-                rows.append((reader.line_num, row))
+                yield reader.line_num, row
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from exc
     except csv.Error as exc:
         raise DataError(f"malformed CSV ({exc})", str(path)) from exc
-    return rows
+
+
+def _read_csv_rows(path: Path, required: list[str]) -> list[tuple[int, dict]]:
+    """All rows of :func:`iter_csv_rows`."""
+    return list(iter_csv_rows(path, required))
 
 
 def _check_row(row: dict, line: int, path: Path, columns: list[str]) -> None:

@@ -27,7 +27,14 @@ from ..data.datasets import ClipDataset, check_audio_files, collate_clips, epoch
 from ..data.labelled import load_labelled
 from ..errors import ConfigError
 from ..models.audio import build_audio_tower
-from .common import ScalarLogger, epoch_order, pick_device, save_weights, seed_everything, set_determinism
+from .common import (
+    ScalarLogger,
+    epoch_order,
+    pick_device,
+    save_weights,
+    seed_everything,
+    set_determinism,
+)
 
 
 def train_audio_backbone(cfg: dict, out: str | Path) -> dict:

@@ -198,12 +198,20 @@ class ClapTrainer:
         from ..curation import EmbeddingCache
 
         soft = self.cfg["train"]["soft"]
-        cache = EmbeddingCache(soft["cache"] or self.out / "teacher-cache", soft["teacher"],
-                               batch_size=self.cfg["train"]["eval_batch_size"], device=self.device)
         clips, rows = clip_index(self.data.train)
-        e_a = cache.audio(clips)[rows]
-        e_t = cache.text([p.caption for p in self.data.train])
-        self.teacher_cache_stats = cache.stats
+        captions = [p.caption for p in self.data.train]
+
+        def embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
+            cache = EmbeddingCache(soft["cache"] or self.out / "teacher-cache", soft["teacher"],
+                                   batch_size=self.cfg["train"]["eval_batch_size"], device=self.device)
+            return cache.audio(clips)[rows], cache.text(captions), cache.stats
+
+        if self.rank == 0:  # under DDP rank 0 fills the cache alone, then the others read it
+            e_a, e_t, self.teacher_cache_stats = embeddings()
+        if self.world > 1:
+            torch.distributed.barrier()
+        if self.rank != 0:
+            e_a, e_t, self.teacher_cache_stats = embeddings()
         return torch.from_numpy(e_a).to(self.device), torch.from_numpy(e_t).to(self.device)
 
     # --- phases ------------------------------------------------------------------------
