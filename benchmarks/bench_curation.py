@@ -1,15 +1,24 @@
-"""Curation scaling: DU matching of 10k, 100k and 1M audio embeddings against 50k
-captions (random unit vectors, dim 256; the model is not run). Embeddings are written by
-one process and matched by another, reading them from disk batch by batch (as from a
-cache file), so each peak RSS is the matching's own and should not grow with the pool.
+"""Curation scaling through ``clapkit curate`` itself: DU matching of 10k, 100k and 1M
+pool clips against 50k captions (exact index, dim 256).
+
+Per size, a pool CSV lists N audio paths (symbolic links to one short WAV, so each is a
+distinct file to the cache) and the teacher cache is filled beforehand with random unit
+vectors through clapkit's own cache API (``EmbeddingCache.store(...).append``), keyed by
+those files' ids and stamps: a 1M-clip teacher forward pass is not feasible on 2 CPU
+cores, and it is linear in the pool by construction. ``clapkit curate`` then runs as it
+would on a re-run: it streams the pool CSV, looks every clip up in the cache, reads its
+rows memory-mapped, searches FAISS and writes the manifest. Each size runs in its own
+process, whose child's peak RSS (``RUSAGE_CHILDREN``) is the curate command's alone.
 Prints one JSON line per size and a summary.
 
-Usage: python bench_curation.py [--sizes 10000,100000,1000000] [--index exact|hnsw]
+Usage: python bench_curation.py [--sizes 10000,100000,1000000] [--index exact|hnsw] [--folder DIR]
 """
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,46 +27,87 @@ from pathlib import Path
 
 import numpy as np
 
-DIM, CAPTIONS = 256, 50_000
+DIM, CAPTIONS, CHUNK = 256, 50_000, 8192
 
 
-def unit_chunks(n, seed, chunk=100_000):
-    rng = np.random.default_rng(seed)
-    for start in range(0, n, chunk):
-        x = rng.standard_normal((min(chunk, n - start), DIM), dtype=np.float32)
-        yield x / np.linalg.norm(x, axis=1, keepdims=True)
+def unit(n: int, rng: np.random.Generator) -> np.ndarray:
+    x = rng.standard_normal((n, DIM), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def generate(size: int, folder: Path) -> None:
-    mm = np.memmap(folder / f"audio_{size}.f32", dtype=np.float32, mode="w+", shape=(size, DIM))
-    start = 0
-    for chunk in unit_chunks(size, 1):
-        mm[start : start + len(chunk)] = chunk
-        start += len(chunk)
-    mm.flush()
+def make_teacher(folder: Path) -> Path:
+    """A small random clapkit checkpoint with 256-d projections (its weights are never used:
+    every embedding comes from the cache)."""
+    from clapkit.config import load_config
+    from clapkit.models.clap import ClapModel
+
+    cfg = load_config("demo", ["model.projector.dim=256"])
+    ClapModel(cfg).save(folder / "teacher")
+    return folder / "teacher"
+
+
+def prepare(size: int, folder: Path) -> dict:
+    """Pool CSV, caption CSV and a filled cache for ``size`` clips."""
+    import hashlib
+
+    import soundfile as sf
+
+    from clapkit.curation import EmbeddingCache, _file_stamp
+
+    teacher = folder / "teacher" if (folder / "teacher").is_dir() else make_teacher(folder)
+    wav = folder / "clip.wav"
+    if not wav.exists():
+        sf.write(wav, np.zeros(1600, np.float32), 16000)
+    links = folder / f"pool_{size}"
+    links.mkdir()
+    pool_csv = folder / f"pool_{size}.csv"
+    with open(pool_csv, "w") as fh:
+        fh.write("audio\n")
+        for i in range(size):
+            sub = links / f"{i // 10000:04d}"
+            if i % 10000 == 0:
+                sub.mkdir()
+            link = sub / f"{i:07d}.wav"
+            os.symlink(wav, link)
+            fh.write(f"{link}\n")
+    captions = folder / "captions.csv"
+    texts = [f"caption number {i}" for i in range(CAPTIONS)]
+    if not captions.exists():
+        captions.write_text("audio,caption\n" + "".join(f"x.wav,{t}\n" for t in texts))
+    cache_dir = folder / f"cache_{size}"
+    cache = EmbeddingCache(cache_dir, teacher)
+    rng = np.random.default_rng(size)
+    cache.store("text").append([hashlib.sha1(t.encode()).hexdigest() for t in texts], [""] * CAPTIONS,
+                               unit(CAPTIONS, rng))
+    stamp = _file_stamp(wav)
+    audio = cache.store("audio")
+    for start in range(0, size, CHUNK):
+        n = min(CHUNK, size - start)
+        ids = [os.path.abspath(links / f"{i // 10000:04d}" / f"{i:07d}.wav") for i in range(start, start + n)]
+        audio.append(ids, [stamp] * n, unit(n, rng))
+    return {"teacher": str(teacher), "pool": str(pool_csv), "captions": str(captions), "cache": str(cache_dir)}
 
 
 def one(size: int, index: str, folder: Path) -> dict:
-    """Match only: the embeddings were written by another process."""
-    from clapkit.curation import match
-
-    path = folder / f"audio_{size}.f32"
-
-    def batches(rows=8192):  # read from disk batch by batch, as from a cache file
-        with open(path, "rb") as fh:
-            for start in range(0, size, rows):
-                n = min(rows, size - start)
-                yield np.fromfile(fh, dtype=np.float32, count=n * DIM).reshape(n, DIM)
-
-    text = np.concatenate(list(unit_chunks(CAPTIONS, 2)))
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    paths = prepare(size, folder)
+    out = folder / f"curated_{size}.csv"
+    cmd = [sys.executable, "-m", "clapkit.cli", "curate", "--teacher", paths["teacher"], "--audio", paths["pool"],
+           "--captions", paths["captions"], "--out", str(out), "--sigma", "0.25", "--index", index,
+           "--cache", paths["cache"], "--device", "cpu"]
     t0 = time.perf_counter()
-    rows, _, _, _ = match(batches(), text, top_k=1, sigma=0.25, index=index)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    return {"audio": size, "captions": CAPTIONS, "dim": DIM, "index": index, "seconds": seconds,
-            "audio_per_s": size / seconds, "kept_pairs": int(len(rows)),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_match_mb": rss0, "audio_embeddings_mb": size * DIM * 4 / 2**20}
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    stats = json.loads(out.with_suffix(".stats.json").read_text())
+    assert stats["audio_pool"] == size and stats["cache"]["audio_computed"] == 0
+    result = {"audio": size, "captions": CAPTIONS, "dim": DIM, "index": index, "seconds": seconds,
+              "curate_seconds": stats["seconds"], "audio_per_s": size / seconds, "kept_pairs": stats["pairs"],
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+              "audio_embeddings_mb": size * DIM * 4 / 2**20}
+    for p in (folder / f"pool_{size}", folder / f"cache_{size}"):
+        shutil.rmtree(p)
+    return result
 
 
 def main() -> None:
@@ -65,25 +115,22 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--index", default="exact")
     ap.add_argument("--one", type=int)
-    ap.add_argument("--generate", type=int)
     ap.add_argument("--folder")
     args = ap.parse_args()
-    if args.generate:
-        generate(args.generate, Path(args.folder))
-        return
     if args.one:
         print(json.dumps(one(args.one, args.index, Path(args.folder))))
         return
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         for size in map(int, args.sizes.split(",")):
-            subprocess.run([sys.executable, __file__, "--generate", str(size), "--folder", folder], check=True)
             out = subprocess.run([sys.executable, __file__, "--one", str(size), "--index", args.index, "--folder", folder],
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(out.stderr[-3000:])
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     base = rows[0]
-    print(json.dumps({"benchmark": "curation_scaling", "index": args.index,
+    print(json.dumps({"benchmark": "curation_scaling_cli", "index": args.index,
                       "time_ratio_vs_smallest": [r["seconds"] / base["seconds"] for r in rows],
                       "size_ratio_vs_smallest": [r["audio"] / base["audio"] for r in rows],
                       "peak_rss_mb": [r["peak_rss_mb"] for r in rows]}))

@@ -98,3 +98,58 @@ def test_curate_writes_manifest_and_stats_and_a_student_trains_on_it(tmp_path, t
     summary = train_clap(cfg, tmp_path / "student")
     assert summary["loss"] == "soft_clip" and summary["teacher_cache"]["audio_computed"] == 0
     assert summary["teacher_cache"]["text_computed"] == 0
+
+
+def test_cache_appends_chunks_without_rewriting_and_reads_memory_mapped(tmp_path, tiny_checkpoint, tiny_synthetic):
+    pool = read_audio_pool(tiny_synthetic / "unseen")
+    cache = EmbeddingCache(tmp_path / "cache", tiny_checkpoint)
+    first = cache.audio(pool[:10])
+    chunk0 = cache.dir / "audio" / "chunk-000000.npy"
+    before = (chunk0.stat().st_ino, chunk0.stat().st_mtime_ns)
+    both = EmbeddingCache(tmp_path / "cache", tiny_checkpoint).audio(pool)  # 6 new clips: one new chunk
+    assert (chunk0.stat().st_ino, chunk0.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in (cache.dir / "audio").glob("chunk-*.npy")) == ["chunk-000000.npy", "chunk-000001.npy"]
+    assert np.load(cache.dir / "audio" / "chunk-000001.npy").shape == (6, first.shape[1])
+    np.testing.assert_array_equal(both[:10], first)
+    store = cache.store("audio")
+    assert len(store.lookup([os.path.abspath(p.audio) for p in pool])) == 16
+    # rows come back in the order asked, across chunks
+    order = [15, 0, 11, 3]
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path / "cache", tiny_checkpoint).audio([pool[i] for i in order]),
+                                  both[order])
+
+
+def test_curate_streams_the_pool_in_batches_with_the_same_result(tmp_path, tiny_checkpoint, tiny_synthetic):
+    args = (tiny_checkpoint, tiny_synthetic / "unseen", str(tiny_synthetic / "train.csv"))
+    whole = curate(*args, tmp_path / "a.csv", sigma=0.2, top_k=2)
+    streamed = curate(*args, tmp_path / "b.csv", sigma=0.2, top_k=2, pool_batch=3)
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    for key in ("audio_pool", "pairs", "audio_matched", "captions_used", "best_similarity_quantiles"):
+        assert whole[key] == streamed[key], key
+    assert streamed["cache"]["audio_computed"] == 0  # the second run reads the first run's cache
+    with open(tmp_path / "a.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    pool = read_audio_pool(tiny_synthetic / "unseen")
+    assert all(os.path.abspath(pool[int(r["audio_id"])].audio) == r["audio"] for r in rows)
+
+
+def test_curate_does_not_reopen_cached_files_and_reports_bad_pool_rows(tmp_path, tiny_checkpoint, tiny_synthetic,
+                                                                        monkeypatch):
+    import clapkit.data.datasets as datasets
+    from clapkit.errors import DataError
+
+    pool_csv = tmp_path / "pool.csv"
+    files = sorted((tiny_synthetic / "unseen").rglob("*.wav"))[:4]
+    pool_csv.write_text("audio\n" + "".join(f"{f}\n" for f in files))
+    args = (tiny_checkpoint, pool_csv, str(tiny_synthetic / "train.csv"))
+    curate(*args, tmp_path / "a.csv", sigma=-1.0)
+    opened = []
+    real = datasets.sf.info
+    monkeypatch.setattr(datasets.sf, "info", lambda p, *a, **k: opened.append(p) or real(p, *a, **k))
+    again = curate(*args, tmp_path / "b.csv", sigma=-1.0)
+    assert opened == [] and again["cache"]["audio_reused"] == 4  # unchanged and cached: never reopened
+    pool_csv.write_text(pool_csv.read_text() + "missing.wav\n")
+    with pytest.raises(DataError, match=r"pool.csv line 6.*missing.wav"):
+        curate(*args, tmp_path / "c.csv", sigma=-1.0)
+    s = curate(*args, tmp_path / "c.csv", sigma=-1.0, skip_bad=True)
+    assert s["audio_pool"] == 4 and s["skipped"]["count"] == 1
