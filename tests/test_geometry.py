@@ -22,6 +22,18 @@ def reference_silhouette(x, labels):
     return float(np.mean(s))
 
 
+def reference_topology(p, q, k_max):
+    """max_k mean_i |N_k(p_i) & N_k(q_i)| / k by brute force: neighbours by cosine
+    distance, the point itself left out, ties by index."""
+    def neighbours(x, i, k):
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        d = [(1 - float(xn[i] @ xn[j]), j) for j in range(len(x)) if j != i]
+        return {j for _, j in sorted(d)[:k]}
+
+    return max(np.mean([len(neighbours(p, i, k) & neighbours(q, i, k)) / k for i in range(len(p))])
+               for k in range(1, k_max + 1))
+
+
 def test_silhouette_against_direct_formula():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(m, 1.0, (20, 8)) for m in (0, 2, 4)]) + 5
@@ -60,7 +72,10 @@ def test_permuted_cloud_hand_computed():
 
 def test_unrelated_clouds_near_chance():
     rng = np.random.default_rng(2)
-    r = topological_similarity(rng.normal(size=(200, 16)), rng.normal(size=(200, 16)), k_max=10)
+    p, q = rng.normal(size=(200, 16)), rng.normal(size=(200, 16))
+    r = topological_similarity(p, q, k_max=10)
+    assert r["chance_k"] == pytest.approx([k / 199 for k in range(1, 11)])
+    assert r["S"] == pytest.approx(reference_topology(p, q, 10), abs=1e-12)
     assert r["S_k"][9] == pytest.approx(r["chance_k"][9], abs=0.03)
 
 
@@ -77,17 +92,35 @@ def test_tsne_is_reproducible_with_a_seed():
 
 
 def test_audit_embeddings_report(tmp_path, tiny_checkpoint, tiny_synthetic):
+    import torch
+
     from clapkit.audit.embeddings import audit_embeddings
     from clapkit.data.labelled import load_labelled
+    from clapkit.evaluation.embed import embed_audio, embed_text
     from clapkit.models.clap import ClapModel
 
     data = load_labelled(f"folder:{tiny_synthetic / 'unseen'}")
-    r = audit_embeddings(ClapModel.load(tiny_checkpoint), data, tmp_path, k_max=5)
+    model = ClapModel.load(tiny_checkpoint)
+    r = audit_embeddings(model, data, tmp_path, k_max=5)
     assert r["clips"] == 16 and r["classes"] == 8
-    assert -1 <= r["silhouette"]["x_a"] <= 1 and -1 <= r["silhouette"]["E_a"] <= 1
-    for key in ("x_a_vs_E_a", "x_t_vs_E_t", "E_a_vs_E_t"):
-        assert 0 <= r["topological_similarity"][key] <= 1
-        assert r["topological_detail"][key]["points"] == 8
+    # the same quantities computed here from the model's embeddings with loop formulas
+    y = np.array([c.label for c in data.clips])
+    x_a = embed_audio(model, data.clips, projected=False)
+    with torch.no_grad():
+        e_a = model.project_audio(torch.from_numpy(x_a)).numpy()
+    texts = [f"This is a sound of {t}." for t in data.label_texts()]
+    x_t, e_t = embed_text(model, texts, projected=False), embed_text(model, texts, projected=True)
+    assert r["silhouette"]["x_a"] == pytest.approx(reference_silhouette(x_a, y), abs=1e-6)
+    assert r["silhouette"]["E_a"] == pytest.approx(reference_silhouette(e_a, y), abs=1e-6)
+    means = lambda x: np.stack([x[y == c].mean(0) for c in range(8)])  # noqa: E731
+    expected = {"x_a_vs_E_a": reference_topology(means(x_a), means(e_a), 3),
+                "x_t_vs_E_t": reference_topology(x_t, e_t, 3), "E_a_vs_E_t": reference_topology(means(e_a), e_t, 3)}
+    for key, value in expected.items():
+        assert r["topological_similarity"][key] == pytest.approx(value, abs=1e-9), key
+        assert r["topological_detail"][key]["points"] == 8 and r["topological_detail"][key]["ks"] == [1, 2, 3]
+    sim = e_a @ e_t.T
+    assert r["zeroshot_accuracy"] == pytest.approx(np.mean([sim[i, y[i]] > np.delete(sim[i], y[i]).max()
+                                                                for i in range(16)]))
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["silhouette"] == r["silhouette"]
     for f in ("tsne_E_a.png", "tsne_x_a.png", "tsne_E_t.png", "report.md"):

