@@ -90,7 +90,7 @@ def test_paper_patch_sizes():
         ImagePatchEmbedding(8, 30, 16, 3)
 
 
-@pytest.mark.parametrize("pooling,mlp_only_train", [("cls", True), ("cls", False), ("mean", True)])
+@pytest.mark.parametrize("pooling,mlp_only_train", [("cls", True), ("cls", False), ("cls_before_pooler", False), ("mean", True)])
 def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(tmp_path, tiny_bert, pooling, mlp_only_train):
     from sentence_transformers import SentenceTransformer
 
