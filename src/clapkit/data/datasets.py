@@ -132,16 +132,21 @@ class EpochBatches(Sampler):
         return len(self.batches)
 
 
+def batch_loader(dataset: Dataset, batch_sampler, num_workers: int, pin_memory: bool = False,
+                 collate_fn=None, persistent: bool = False) -> DataLoader:
+    """A training DataLoader over given batches: prefetching workers, and its own
+    generator, since a DataLoader otherwise draws its workers' base seed from the global
+    torch RNG (once if persistent, every epoch if not), which would shift dropout masks."""
+    return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, num_workers=num_workers,
+                      persistent_workers=persistent and num_workers > 0, pin_memory=pin_memory,
+                      prefetch_factor=2 if num_workers else None, generator=torch.Generator().manual_seed(0))
+
+
 def epoch_loader(dataset: ClipDataset, num_workers: int, pin_memory: bool = False) -> tuple[DataLoader, EpochBatches]:
     """A training loader built once per run: workers persist across epochs (with their
     wave caches) and prefetch; the returned sampler chooses each epoch's batches."""
     sampler = EpochBatches()
-    # Its own generator: a DataLoader otherwise draws its workers' base seed from the global
-    # torch RNG (once if persistent, every epoch if not), shifting the dropout masks.
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_clips, num_workers=num_workers,
-                        persistent_workers=num_workers > 0, pin_memory=pin_memory,
-                        prefetch_factor=2 if num_workers else None, generator=torch.Generator().manual_seed(0))
-    return loader, sampler
+    return batch_loader(dataset, sampler, num_workers, pin_memory, collate_clips, persistent=True), sampler
 
 
 def collate_clips(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,11 +46,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.augment import ImageAugment
-from ..data.datasets import ClipDataset
+from ..data.datasets import ClipDataset, batch_loader
 from ..data.images import ImageSet, load_images
 from ..data.labelled import LabelledSet, load_labelled
 from ..data.manifests import Skipped
@@ -183,6 +182,7 @@ class CseTrainer:
         if resume:
             saved = load_trainer_state(self.out)
             self.state = saved["state"]
+            self.state.setdefault("sentences", 0)  # runs saved before the count existed
             self.opt_text.load_state_dict(saved["opt_text"])
             self.sched_text.load_state_dict(saved["sched_text"])
             if self.opt_other is not None:
@@ -194,6 +194,7 @@ class CseTrainer:
         if resume:
             self.logger.truncate(self.state["step"])
         self._orders: dict[tuple[int, int], np.ndarray] = {}
+        self._image_iter, self._image_step = None, 0  # decoded image batches (see _start_image_stream)
 
     # --- batches -------------------------------------------------------------------------
     def _batch(self, stream: int, step: int, n: int, bs: int) -> list[int]:
@@ -232,7 +233,7 @@ class CseTrainer:
         rows, n = self._text_rows(idx)
         sentences = rows[:n] if self.text_kind == "unsup" else rows  # [s; s] holds each sentence twice
         self.state["truncated"] += self.model.count_truncated(sentences)
-        self.state["sentences"] = self.state.get("sentences", 0) + len(sentences)
+        self.state["sentences"] += len(sentences)
         self.state["text_rows"] += n
         loss_fn = self._text_loss_fn(n)
         self.opt_text.zero_grad(set_to_none=True)
@@ -267,15 +268,12 @@ class CseTrainer:
         if self.data.images is None:
             return
         batches = [self._batch(2, s, self.data.n_other, self.c["other_batch_size"]) for s in range(start, self.total_steps)]
-        workers = self.cfg["data"]["num_workers"]
-        loader = DataLoader(self.data.images, batch_sampler=batches, num_workers=workers,
-                            prefetch_factor=2 if workers else None, pin_memory=self.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
-        self._image_iter = iter(loader)
+        self._image_iter = iter(batch_loader(self.data.images, batches, self.cfg["data"]["num_workers"],
+                                             self.device.type == "cuda"))
 
     def _images(self, step: int, idx: list[int]) -> torch.Tensor:
         """The decoded images of batch ``idx``: from the worker stream when it is at ``step``."""
-        if getattr(self, "_image_iter", None) is not None and self._image_step == step:
+        if self._image_iter is not None and self._image_step == step:
             x, _ = next(self._image_iter)
             self._image_step += 1
             return x
@@ -353,10 +351,10 @@ class CseTrainer:
             "mode": c["mode"], "text_loss": self.text_kind, "steps": s["step"],
             "text_examples": self.data.n_text, "other_examples": self.data.n_other,
             "best_step": s["best_step"], "best_stsb_dev": None if math.isinf(s["best"]) or math.isnan(s["best"]) else s["best"],
-            "text_rows_seen": s["text_rows"], "sentences_seen": s.get("sentences", 0), "truncated": s["truncated"],
-            "truncated_fraction": s["truncated"] / max(1, s.get("sentences", 0)), "max_length": c["model"]["max_length"],
+            "text_rows_seen": s["text_rows"], "sentences_seen": s["sentences"], "truncated": s["truncated"],
+            "truncated_fraction": s["truncated"] / max(1, s["sentences"]), "max_length": c["model"]["max_length"],
             "train_seconds": s["train_seconds"],
-            "sentences_per_second": s.get("sentences", 0) / s["train_seconds"] if s["train_seconds"] else None,
+            "sentences_per_second": s["sentences"] / s["train_seconds"] if s["train_seconds"] else None,
             "skipped": self.data.skipped.to_dict(),
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
