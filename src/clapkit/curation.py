@@ -175,15 +175,15 @@ class EmbeddingCache:
             out[hit] = old
         return out
 
-    def audio(self, items: Sequence, stamps: list[str] | None = None,
-              known: dict[str, tuple[str, int, int]] | None = None) -> np.ndarray:
+    def audio(self, items: Sequence) -> np.ndarray:
         """E_a of ``items`` (have ``.audio``); ids are absolute paths, stamps size:mtime."""
+        ids = [os.path.abspath(i.audio) for i in items]
+        return self._lookup("audio", ids, [_file_stamp(Path(i.audio)) for i in items], self._embed_audio(items))
+
+    def _embed_audio(self, items: Sequence) -> Callable:
         from .evaluation.embed import embed_audio
 
-        ids = [os.path.abspath(i.audio) for i in items]
-        stamps = stamps if stamps is not None else [_file_stamp(Path(i.audio)) for i in items]
-        return self._lookup("audio", ids, stamps, lambda miss: embed_audio(
-            self.model(), [items[n] for n in miss], self.batch_size, device=self.device), known)
+        return lambda miss: embed_audio(self.model(), [items[n] for n in miss], self.batch_size, device=self.device)
 
     def text(self, texts: Sequence[str]) -> np.ndarray:
         """E_t of ``texts``; ids are the texts' hashes."""
@@ -198,31 +198,29 @@ class EmbeddingCache:
         """(items, E_a) batch by batch for a stream of pool items. A cached item whose file
         is unchanged is not opened again; the others have their headers checked (a bad
         file is an error naming it, or skipped and counted) and are embedded."""
-        from .data.audio import AudioError
         from .data.datasets import check_audio_files
         from .data.manifests import Skipped
 
         skipped = skipped if skipped is not None else Skipped()
         for part in _batched(items, batch):
-            stamped = []
-            for item in part:
-                try:
-                    stamped.append((item, _file_stamp(Path(item.audio))))
-                except OSError as exc:
-                    err = AudioError(f"cannot read audio ({exc.strerror})", f"{item.where}: {item.audio}",
-                                     reason="missing audio")
-                    if not skip_bad:
-                        raise DataError(f"{err} [use --skip-bad to skip and count such files]") from exc
-                    skipped.add(err)
-            ids = [os.path.abspath(i.audio) for i, _ in stamped]
+            stamps = [_stamp_or_none(Path(i.audio)) for i in part]
+            ids = [os.path.abspath(i.audio) for i in part]
             known = self.store("audio").lookup(ids)
-            cached = [known.get(id_, ("",))[0] == st for (_, st), id_ in zip(stamped, ids, strict=True)]
-            fresh = [i for (i, _), c in zip(stamped, cached, strict=True) if not c]
+            cached = [st is not None and known.get(i, ("",))[0] == st for i, st in zip(ids, stamps, strict=True)]
+            fresh = [item for item, c in zip(part, cached, strict=True) if not c]  # missing files end here too
             good = {id(i) for i in check_audio_files(fresh, skip_bad, skipped)} if fresh else set()
-            keep = [n for n, ((i, _), c) in enumerate(zip(stamped, cached, strict=True)) if c or id(i) in good]
+            keep = [n for n, (item, c) in enumerate(zip(part, cached, strict=True)) if c or id(item) in good]
             if keep:
-                kept = [stamped[n][0] for n in keep]
-                yield kept, self.audio(kept, [stamped[n][1] for n in keep], known)
+                kept = [part[n] for n in keep]
+                yield kept, self._lookup("audio", [ids[n] for n in keep], [stamps[n] for n in keep],
+                                         self._embed_audio(kept), known)
+
+
+def _stamp_or_none(path: Path) -> str | None:
+    try:
+        return _file_stamp(path)
+    except OSError:
+        return None
 
 
 def _batched(items: Iterable, n: int) -> Iterator[list]:
