@@ -89,6 +89,11 @@ FALSE_FRIENDS = {
 }
 
 
+def matching_words(ws: Iterable[str]) -> list[str]:
+    """A word-list entry's words without its '!' exclusions."""
+    return [w for w in ws if not w.startswith("!")]
+
+
 def default_word_list(names: Iterable[str]) -> dict[str, list[str]]:
     """Each class's content words, then '!' exclusions of their :data:`FALSE_FRIENDS`."""
     out = {}
@@ -233,7 +238,7 @@ def pretrain_overlap(eval_words: dict[str, list[str]], pretrain_labels: Iterable
             index[s].append(label)
     out = {}
     for label, ws in eval_words.items():
-        found = sorted({p for w in ws if not w.startswith("!") for p in index.get(stem(w), [])})
+        found = sorted({p for w in matching_words(ws) for p in index.get(stem(w), [])})
         if found:
             out[label] = found
     return out
@@ -279,7 +284,7 @@ def audit_leakage(
     out.mkdir(parents=True, exist_ok=True)
     names = load_label_names(labels)
     words = read_word_list(words_file) if words_file else default_word_list(names)
-    empty = [n for n, ws in words.items() if not [w for w in ws if not w.startswith("!")]]
+    empty = [n for n, ws in words.items() if not matching_words(ws)]
     write_word_list(out / "words.txt", words)
 
     files, all_pairs, all_dirty = [], [], []

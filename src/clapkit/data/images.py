@@ -56,15 +56,23 @@ class ImageSet(Dataset):
         return torch.stack([self.image(int(i)) for i in idx])
 
 
-def _decode(path: Path, size: int, channels: int) -> torch.Tensor:
+def _open_image(path: Path, size: int | None = None, channels: int = 1) -> np.ndarray | None:
+    """The image at ``path`` converted and resized to (size, size) in [0, 1], or, with
+    ``size`` None, only its header read; an unreadable file is a DataError naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if size is None:
+                return None
             im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+            return np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"cannot decode image ({exc})", str(path), reason="unreadable image") from exc
+
+
+def _decode(path: Path, size: int, channels: int) -> torch.Tensor:
+    arr = _open_image(path, size, channels)
     return torch.from_numpy(arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy())
 
 
@@ -119,8 +127,6 @@ def load_digits_set() -> ImageSet:
 
 def load_image_folder(root: Path, size: int, channels: int, skip_bad: bool = False) -> ImageSet:
     """One sub-folder per class; headers are checked now, pixels decoded per item."""
-    from PIL import Image, UnidentifiedImageError
-
     if not root.is_dir():
         raise DataError("folder not found", str(root))
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -130,11 +136,7 @@ def load_image_folder(root: Path, size: int, channels: int, skip_bad: bool = Fal
     for label, name in enumerate(names):
         for f in sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
             try:
-                try:
-                    with Image.open(f):  # reads the header only
-                        pass
-                except (UnidentifiedImageError, OSError) as exc:
-                    raise DataError(f"cannot decode image ({exc})", str(f), reason="unreadable image") from exc
+                _open_image(f)  # the header only
             except DataError as exc:
                 if not skip_bad:
                     raise

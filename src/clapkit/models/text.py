@@ -70,7 +70,7 @@ def write_sentence_transformers(folder: str | Path, hidden: int, pooling: str, m
     The pooling config uses the ``pooling_mode_*`` keys every sentence-transformers
     version reads.
     """
-    from safetensors.torch import save_file
+    from ..training.common import save_weights
 
     if pooling not in ("cls", "mean"):
         raise ValueError(f"pooling {pooling!r}: cls or mean")
@@ -90,10 +90,8 @@ def write_sentence_transformers(folder: str | Path, hidden: int, pooling: str, m
         (folder / "2_Dense" / "config.json").write_text(json.dumps({
             "in_features": dense.in_features, "out_features": dense.out_features, "bias": dense.bias is not None,
             "activation_function": "torch.nn.modules.activation.Tanh"}, indent=2))
-        state = {"linear.weight": dense.weight.detach().cpu().contiguous()}
-        if dense.bias is not None:
-            state["linear.bias"] = dense.bias.detach().cpu().contiguous()
-        save_file(state, str(folder / "2_Dense" / "model.safetensors"))
+        state = {"linear.weight": dense.weight} | ({"linear.bias": dense.bias} if dense.bias is not None else {})
+        save_weights(state, folder / "2_Dense" / "model.safetensors")
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "sentence_bert_config.json").write_text(
