@@ -9,7 +9,7 @@ from clapkit.errors import DataError
 
 
 def _pairs(captions):
-    return [Pair(audio=__import__("pathlib").Path(f"{i}.wav"), caption=c, audio_id=str(i), where=f"row {i}")
+    return [Pair(media=__import__("pathlib").Path(f"{i}.wav"), caption=c, media_id=str(i), where=f"row {i}")
             for i, c in enumerate(captions)]
 
 

@@ -59,8 +59,8 @@ def test_embedding_cache_reuses_and_invalidates(tmp_path, tiny_checkpoint, tiny_
     assert (c2.stats["audio_reused"], c2.stats["audio_computed"]) == (16, 0)
     assert c2._model is None  # a fully cached run never loads the teacher
     # a changed file is embedded again
-    st = os.stat(pool[0].audio)
-    os.utime(pool[0].audio, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    st = os.stat(pool[0].media)
+    os.utime(pool[0].media, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     c3 = EmbeddingCache(tmp_path / "cache", ckpt)
     c3.audio(pool)
     assert (c3.stats["audio_reused"], c3.stats["audio_computed"]) == (15, 1)
@@ -112,7 +112,7 @@ def test_cache_appends_chunks_without_rewriting_and_reads_memory_mapped(tmp_path
     assert np.load(cache.dir / "audio" / "chunk-000001.npy").shape == (6, first.shape[1])
     np.testing.assert_array_equal(both[:10], first)
     store = cache.store("audio")
-    assert len(store.lookup([os.path.abspath(p.audio) for p in pool])) == 16
+    assert len(store.lookup([os.path.abspath(p.media) for p in pool])) == 16
     # rows come back in the order asked, across chunks
     order = [15, 0, 11, 3]
     np.testing.assert_array_equal(EmbeddingCache(tmp_path / "cache", tiny_checkpoint).audio([pool[i] for i in order]),

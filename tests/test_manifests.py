@@ -25,8 +25,8 @@ def test_clotho_pairs_every_caption(tmp_path):
     pairs = load_pairs(f"clotho:{tmp_path / 'dev.csv'}", audio_dir=tmp_path / "audio")
     assert len(pairs) == 10
     assert [p.caption for p in pairs[:5]] == ["one", "two", "three", "four", "five, with a comma"]
-    assert pairs[0].audio == tmp_path / "audio" / "a b.wav"
-    assert len({p.audio_id for p in pairs}) == 2
+    assert pairs[0].media == tmp_path / "audio" / "a b.wav"
+    assert len({p.media_id for p in pairs}) == 2
 
 
 def test_audiocaps_pattern_and_default_patterns(tmp_path):
@@ -36,7 +36,7 @@ def test_audiocaps_pattern_and_default_patterns(tmp_path):
         "audiocap_id,youtube_id,start_time,caption\n1,--abc,0,A dog barks\n2,xyz,30,Rain falls\n"
     )
     pairs = load_pairs(f"audiocaps:{tmp_path / 'train.csv'}", audio_dir=tmp_path)
-    assert [p.audio.name for p in pairs] == ["Y--abc.wav", "xyz_30.flac"]
+    assert [p.media.name for p in pairs] == ["Y--abc.wav", "xyz_30.flac"]
     with pytest.raises(DataError, match=r"train.csv line 2.*tried --abc\.wav"):
         load_pairs(f"audiocaps:{tmp_path / 'train.csv'}", audio_dir=tmp_path, audiocaps_pattern="{youtube_id}.wav")
 
@@ -58,7 +58,7 @@ def test_audiocaps_every_default_pattern_finds_its_download_name(tmp_path, name,
     _wav(tmp_path / name.format(ext=ext))
     (tmp_path / "train.csv").write_text("audiocap_id,youtube_id,start_time,caption\n91139,-0Gj8-vB1q4,30,Water pours\n")
     pairs = load_pairs(f"audiocaps:{tmp_path / 'train.csv'}", audio_dir=tmp_path)
-    assert [p.audio.name for p in pairs] == [name.format(ext=ext)]
+    assert [p.media.name for p in pairs] == [name.format(ext=ext)]
 
 
 def test_csv_and_jsonl(tmp_path):
@@ -69,7 +69,7 @@ def test_csv_and_jsonl(tmp_path):
     assert [p.caption for p in load_pairs(f"jsonl:{tmp_path / 'm.jsonl'}")] == ["x", "y"]
     (tmp_path / "o.csv").write_text("id,wav,text\n7,a.wav,other names\n")
     pairs = load_pairs(f"csv:{tmp_path / 'o.csv'}", audio_column="wav", caption_column="text")
-    assert [(p.audio.name, p.caption) for p in pairs] == [("a.wav", "other names")]
+    assert [(p.media.name, p.caption) for p in pairs] == [("a.wav", "other names")]
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_esc50_fixture_with_renamed_audio_and_folds(tmp_path):
     ds = load_labelled(f"esc50:{tmp_path}")
     assert ds.class_names == ["dog", "door_wood_knock"]
     assert ds.label_texts() == ["dog", "door wood knock"]
-    assert ds.clips[0].audio.suffix == ".ogg"
+    assert ds.clips[0].media.suffix == ".ogg"
     assert [c.fold for c in load_labelled(f"esc50:{tmp_path}", folds=[2]).clips] == [2]
     sel = load_labelled(f"esc50:{tmp_path}", classes=["door_wood_knock"])
     assert sel.class_names == ["door_wood_knock"] and sel.clips[0].label == 0
@@ -163,7 +163,7 @@ def test_shared_esc50(shared_data):
 def test_shared_caption_files(shared_data):
     cap = shared_data / "captions"
     dev = load_pairs(f"clotho:{cap / 'clotho' / 'development.csv'}", require_audio=False)
-    assert len(dev) == 3839 * 5 and len({p.audio_id for p in dev}) == 3839
+    assert len(dev) == 3839 * 5 and len({p.media_id for p in dev}) == 3839
     ac = load_pairs(f"audiocaps:{cap / 'audiocaps' / 'train.csv'}", require_audio=False)
     assert len(ac) == 49838
     assert all(p.caption for p in ac)

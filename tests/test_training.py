@@ -97,7 +97,7 @@ def test_split_by_audio_keeps_captions_together(tiny_synthetic):
 
     pairs = load_pairs(f"csv:{tiny_synthetic / 'train.csv'}")
     train, val = split_pairs(pairs, 0.2, "audio", seed=0)
-    assert not ({p.audio for p in train} & {p.audio for p in val})
+    assert not ({p.media for p in train} & {p.media for p in val})
     assert len(train) + len(val) == len(pairs)
     t2, v2 = split_pairs(pairs, 0.2, "pair", seed=0)
     assert len(v2) == round(0.2 * len(pairs))

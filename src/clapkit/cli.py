@@ -359,7 +359,7 @@ def embed(
             items = unique_clips(pairs)
         items = check_audio_files(items, skip_bad, skipped)
         emb = embed_audio(net, items, batch_size, projected=not backbone, device=dev, progress=True)
-        ids = [str(i.audio) for i in items]
+        ids = [str(i.media) for i in items]
     else:
         from .data.text import read_lines
 

@@ -176,9 +176,9 @@ class EmbeddingCache:
         return out
 
     def audio(self, items: Sequence) -> np.ndarray:
-        """E_a of ``items`` (have ``.audio``); ids are absolute paths, stamps size:mtime."""
-        ids = [os.path.abspath(i.audio) for i in items]
-        return self._lookup("audio", ids, [_file_stamp(Path(i.audio)) for i in items], self._embed_audio(items))
+        """E_a of ``items`` (have ``.media``); ids are absolute paths, stamps size:mtime."""
+        ids = [os.path.abspath(i.media) for i in items]
+        return self._lookup("audio", ids, [_file_stamp(Path(i.media)) for i in items], self._embed_audio(items))
 
     def _embed_audio(self, items: Sequence) -> Callable:
         from .evaluation.embed import embed_audio
@@ -203,8 +203,8 @@ class EmbeddingCache:
 
         skipped = skipped if skipped is not None else Skipped()
         for part in _batched(items, batch):
-            stamps = [_stamp_or_none(Path(i.audio)) for i in part]
-            ids = [os.path.abspath(i.audio) for i in part]
+            stamps = [_stamp_or_none(Path(i.media)) for i in part]
+            ids = [os.path.abspath(i.media) for i in part]
             known = self.store("audio").lookup(ids)
             cached = [st is not None and known.get(i, ("",))[0] == st for i, st in zip(ids, stamps, strict=True)]
             fresh = [item for item, c in zip(part, cached, strict=True) if not c]  # missing files end here too
@@ -236,7 +236,7 @@ def _batched(items: Iterable, n: int) -> Iterator[list]:
 
 @dataclass(frozen=True)
 class PoolItem:
-    audio: Path
+    media: Path
     where: str
 
 
@@ -386,7 +386,7 @@ def curate(
             rows, cols, sims, best = matcher.search(emb)
             cols = cand[cols]
             for r, c, sim in zip(rows, cols, sims, strict=True):
-                w.writerow([os.path.abspath(items[r].audio), texts[c], f"{sim:.6f}", n_pool + int(r), int(c)])
+                w.writerow([os.path.abspath(items[r].media), texts[c], f"{sim:.6f}", n_pool + int(r), int(c)])
             n_pool += len(items)
             n_pairs += len(rows)
             matched_clips += len(np.unique(rows))

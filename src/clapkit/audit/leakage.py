@@ -294,9 +294,9 @@ def audit_leakage(
         spec = detect_spec(arg)
         pairs = load_pairs(spec, audio_dir=audio_dir, require_audio=False)
         result = scan(pairs, words)
-        dirty_audio = {p.audio_id for p, d in zip(pairs, result.dirty, strict=True) if d}
+        dirty_audio = {p.media_id for p, d in zip(pairs, result.dirty, strict=True) if d}
         n_dirty = sum(1 for d in result.dirty if d)
-        audio_ids = {p.audio_id for p in pairs}
+        audio_ids = {p.media_id for p in pairs}
         files.append({
             "file": spec, "pairs": len(pairs), "dirty_pairs": n_dirty,
             "dirty_fraction": n_dirty / len(pairs) if pairs else 0.0,
@@ -340,15 +340,15 @@ def audit_leakage(
             "classes_overlapping": len(overlap), "fraction": len(overlap) / len(words), "by_class": overlap,
         }
     if write_clean:
-        dirty_ids = {p.audio_id for p, d in zip(all_pairs, all_dirty, strict=True) if d}
+        dirty_ids = {p.media_id for p, d in zip(all_pairs, all_dirty, strict=True) if d}
         keep = [p for p, d in zip(all_pairs, all_dirty, strict=True)
-                if not d and (clean_by == "pair" or p.audio_id not in dirty_ids)]
+                if not d and (clean_by == "pair" or p.media_id not in dirty_ids)]
         write_clean = Path(write_clean)
         write_clean.parent.mkdir(parents=True, exist_ok=True)
         with open(write_clean, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["audio", "caption"])
-            w.writerows((str(p.audio.resolve()), p.caption) for p in keep)
+            w.writerows((str(p.media.resolve()), p.caption) for p in keep)
         report["clean"] = {"file": str(write_clean), "pairs": len(keep), "by": clean_by}
     (out / "leakage.json").write_text(json.dumps(report, indent=2))
     (out / "summary.md").write_text(summary_markdown(report))

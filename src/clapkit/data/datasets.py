@@ -52,35 +52,35 @@ class WaveCache:
 def check_audio_files(items: Sequence, skip_bad: bool, skipped: Skipped) -> list:
     """Open every distinct audio file's header; drop (and count) or raise on bad ones.
 
-    ``items`` have ``.audio`` and ``.where``. This catches missing, unreadable, corrupt
+    ``items`` have ``.media`` and ``.where``. This catches missing, unreadable, corrupt
     and empty files before training starts instead of hours into it.
     """
     bad: dict[Path, DataError] = {}
     for item in items:
-        if item.audio in bad:
+        if item.media in bad:
             continue
         try:
-            info = sf.info(str(item.audio))
+            info = sf.info(str(item.media))
             if info.frames == 0:
-                raise AudioError("audio file holds no samples", f"{item.where}: {item.audio}")
+                raise AudioError("audio file holds no samples", f"{item.where}: {item.media}")
         except AudioError as exc:
-            bad[item.audio] = exc
+            bad[item.media] = exc
         except Exception as exc:  # soundfile raises several types for unreadable files
-            bad[item.audio] = AudioError(f"cannot read audio ({exc})", f"{item.where}: {item.audio}", reason="unreadable audio")
+            bad[item.media] = AudioError(f"cannot read audio ({exc})", f"{item.where}: {item.media}", reason="unreadable audio")
     if bad and not skip_bad:
         first = next(iter(bad.values()))
         raise DataError(f"{first} [{len(bad)} bad audio file(s) in all; use --skip-bad to skip and count them]")
     kept = []
     for item in items:
-        if item.audio in bad:
-            skipped.add(bad[item.audio])
+        if item.media in bad:
+            skipped.add(bad[item.media])
         else:
             kept.append(item)
     return kept
 
 
 class ClipDataset(Dataset):
-    """Fixed-length, normalised waveforms of ``items`` (anything with ``.audio``, ``.where``).
+    """Fixed-length, normalised waveforms of ``items`` (anything with ``.media``, ``.where``).
 
     ``train=True`` takes a random segment seeded by (seed, epoch, index); otherwise the
     centre segment. Returns ``(wave, index)``.
@@ -102,7 +102,7 @@ class ClipDataset(Dataset):
 
     def wave(self, i: int, epoch: int | None = None) -> np.ndarray:
         item = self.items[i]
-        wave = self.cache.get(item.audio, item.where)
+        wave = self.cache.get(item.media, item.where)
         epoch = self.epoch if epoch is None else epoch
         rng = np.random.default_rng((self.seed, epoch, i)) if self.train else None
         wave = fix_length(wave, self.length, rng)

@@ -25,10 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .image_io import _BILINEAR, IMAGE_EXTENSIONS, open_image
 from .manifests import Skipped, parse_spec
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
 
 class ImageSet(Dataset):
     """Labelled images, decoded per item. ``labels`` (N,) int64; ``class_names``."""
@@ -59,16 +57,11 @@ class ImageSet(Dataset):
 def _open_image(path: Path, size: int | None = None, channels: int = 1) -> np.ndarray | None:
     """The image at ``path`` converted and resized to (size, size) in [0, 1], or, with
     ``size`` None, only its header read; an unreadable file is a DataError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if size is None:
-                return None
-            im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot decode image ({exc})", str(path), reason="unreadable image") from exc
+    if size is None:
+        open_image(path, header_only=True)
+        return None
+    im = open_image(path).convert("L" if channels == 1 else "RGB").resize((size, size), _BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255.0
 
 
 def _decode(path: Path, size: int, channels: int) -> torch.Tensor:

@@ -22,7 +22,9 @@ from .manifests import Skipped, _read_csv_rows, parse_spec
 
 @dataclass(frozen=True)
 class LabelledClip:
-    audio: Path
+    """One labelled audio clip or image (``media``: a path or an image reference)."""
+
+    media: Path
     label: int
     fold: int | None
     where: str
@@ -65,7 +67,7 @@ def load_labelled(
         # the candidate set becomes the selected classes, in the set's own order
         keep = [i for i, n in enumerate(names) if n in set(classes)]
         remap = {old: new for new, old in enumerate(keep)}
-        clips = [LabelledClip(c.audio, remap[c.label], c.fold, c.where) for c in clips if c.label in remap]
+        clips = [LabelledClip(c.media, remap[c.label], c.fold, c.where) for c in clips if c.label in remap]
         names = [names[i] for i in keep]
     if not clips:
         raise DataError(f"{spec}: no clips left after the fold/class selection")

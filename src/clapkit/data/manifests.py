@@ -40,11 +40,12 @@ AUDIOCAPS_PATTERNS = (
 
 @dataclass(frozen=True)
 class Pair:
-    """One audio file with one caption. ``audio_id`` groups the captions of one clip."""
+    """One medium (an audio file or an image) with one caption. ``media_id`` groups the
+    captions of one clip or image."""
 
-    audio: Path
+    media: Path  # or an image reference of clapkit.data.image_io (a tar member)
     caption: str
-    audio_id: str
+    media_id: str
     where: str  # "FILE line N", for error messages
 
 
@@ -72,15 +73,15 @@ def unique_clips(pairs: list[Pair]) -> list[Pair]:
     """The first pair of each distinct audio file, in order of first appearance."""
     seen: dict[Path, Pair] = {}
     for p in pairs:
-        seen.setdefault(p.audio, p)
+        seen.setdefault(p.media, p)
     return list(seen.values())
 
 
 def clip_index(pairs: list[Pair]) -> tuple[list[Pair], list[int]]:
     """:func:`unique_clips` and, for each pair, the row of its clip among them."""
     clips = unique_clips(pairs)
-    row = {c.audio: i for i, c in enumerate(clips)}
-    return clips, [row[p.audio] for p in pairs]
+    row = {c.media: i for i, c in enumerate(clips)}
+    return clips, [row[p.media] for p in pairs]
 
 
 def detect_spec(arg: str) -> str:
@@ -185,7 +186,7 @@ def load_pairs(
         skipped.examples += labelled.skipped.examples
         texts = labelled.label_texts()
         return [
-            Pair(c.audio, tpl.format(label=texts[c.label]), str(c.audio), c.where)
+            Pair(c.media, tpl.format(label=texts[c.label]), str(c.media), c.where)
             for c in labelled.clips
             for tpl in label_templates
         ]

@@ -18,7 +18,7 @@ def embed_audio(
     model: ClapModel, items: Sequence, batch_size: int = 32, projected: bool = True,
     device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False,
 ) -> np.ndarray:
-    """E_a (projected, L2-normalised) or x_a (backbone output) of ``items`` (have ``.audio``)."""
+    """E_a (projected, L2-normalised) or x_a (backbone output) of ``items`` (have ``.media``)."""
     model.eval()
     a = model.cfg["audio"]
     ds = ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=False)

@@ -106,17 +106,17 @@ def split_pairs(pairs: list[Pair], fraction: float, by: str, seed: int) -> tuple
         perm = rng.permutation(len(pairs))
         val_idx = set(perm[:n_val].tolist())
     else:
-        ids = sorted({p.audio_id for p in pairs})
+        ids = sorted({p.media_id for p in pairs})
         chosen, count = set(), 0
         by_id: dict[str, int] = {}
         for p in pairs:
-            by_id[p.audio_id] = by_id.get(p.audio_id, 0) + 1
+            by_id[p.media_id] = by_id.get(p.media_id, 0) + 1
         for j in rng.permutation(len(ids)):
             if count >= n_val:
                 break
             chosen.add(ids[j])
             count += by_id[ids[j]]
-        val_idx = {i for i, p in enumerate(pairs) if p.audio_id in chosen}
+        val_idx = {i for i, p in enumerate(pairs) if p.media_id in chosen}
     train = [p for i, p in enumerate(pairs) if i not in val_idx]
     val = [p for i, p in enumerate(pairs) if i in val_idx]
     return train, val
@@ -383,7 +383,7 @@ class ClapTrainer:
             "best_val_loss": self.state["best_val"],
             "train_pairs": len(self.data.train),
             "val_pairs": len(self.data.val),
-            "train_clips": len({p.audio for p in self.data.train}),
+            "train_clips": len({p.media for p in self.data.train}),
             "skipped": self.data.skipped.to_dict(),
             "seconds": time.time() - start_time,
             "processes": self.world,
