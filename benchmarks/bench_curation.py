@@ -39,10 +39,10 @@ def make_teacher(folder: Path) -> Path:
     """A small random clapkit checkpoint with 256-d projections (its weights are never used:
     every embedding comes from the cache)."""
     from clapkit.config import load_config
-    from clapkit.models.clap import ClapModel
+    from clapkit.models.dual import DualEncoder
 
     cfg = load_config("demo", ["model.projector.dim=256"])
-    ClapModel(cfg).save(folder / "teacher")
+    DualEncoder(cfg).save(folder / "teacher")
     return folder / "teacher"
 
 

@@ -1,4 +1,4 @@
-"""Evaluation throughput: clips per second of embed_audio on the shared ESC-50 clips
+"""Evaluation throughput: clips per second of embed_media on the shared ESC-50 clips
 (decode Ogg Vorbis, resample, normalise, forward) against the model forward alone on
 the same clips already decoded. Prints one JSON line."""
 
@@ -15,16 +15,16 @@ from _common import SHARED  # noqa: E402
 from clapkit.config import load_config  # noqa: E402
 from clapkit.data.datasets import ClipDataset  # noqa: E402
 from clapkit.data.labelled import load_labelled  # noqa: E402
-from clapkit.evaluation.embed import embed_audio  # noqa: E402
-from clapkit.models.clap import ClapModel  # noqa: E402
+from clapkit.evaluation.embed import embed_media  # noqa: E402
+from clapkit.models.dual import DualEncoder  # noqa: E402
 
 
 def main(batch: int = 32, workers: int = 0) -> None:
     clips = load_labelled(f"esc50:{SHARED / 'esc50'}").clips
     cfg = load_config("small", ["audio.sample_rate=16000", "audio.segment_seconds=5.0"])
-    model = ClapModel(cfg).eval()
+    model = DualEncoder(cfg).eval()
     t0 = time.perf_counter()
-    embed_audio(model, clips, batch, num_workers=workers)
+    embed_media(model, clips, batch, num_workers=workers)
     full = time.perf_counter() - t0
     a = cfg["audio"]
     ds = ClipDataset(clips, a["sample_rate"], a["segment_seconds"])
@@ -32,7 +32,7 @@ def main(batch: int = 32, workers: int = 0) -> None:
     t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(waves), batch):
-            model.encode_audio(waves[i : i + batch])
+            model.encode_media(waves[i : i + batch])
     forward = time.perf_counter() - t0
     print(json.dumps({
         "benchmark": "eval_throughput", "clips": len(clips), "batch": batch, "workers": workers,

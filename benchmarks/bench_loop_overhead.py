@@ -36,7 +36,7 @@ def main(repeats: int = 16, batch: int = 32) -> None:
     bare_opt = torch.optim.Adam(params, lr=1e-5)
 
     def bare_step():
-        e_a, e_t, s = model(audio=waves, tokens=tokens)
+        e_a, e_t, s = model(media=waves, tokens=tokens)
         loss = clip_loss(e_a, e_t, s, 100.0)
         bare_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -25,13 +25,13 @@ def test_eval_zeroshot_on_shared_esc50(tmp_path, tiny_checkpoint, shared_data):
     assert m["templates"] == ["This is a sound of {label}."]
     # top-1/top-5 recomputed here from the model's embeddings (pessimistic ties: count >=)
     from clapkit.data.labelled import load_labelled
-    from clapkit.evaluation.embed import embed_audio
+    from clapkit.evaluation.embed import embed_media
     from clapkit.evaluation.zeroshot import class_text_embeddings
-    from clapkit.models.clap import ClapModel
+    from clapkit.models.dual import DualEncoder
 
-    model = ClapModel.load(tiny_checkpoint)
+    model = DualEncoder.load(tiny_checkpoint)
     data = load_labelled(f"esc50:{shared_data / 'esc50'}")
-    sim = embed_audio(model, data.clips) @ class_text_embeddings(model, data.label_texts(), m["templates"]).T
+    sim = embed_media(model, data.clips) @ class_text_embeddings(model, data.label_texts(), m["templates"]).T
     y = np.array([c.label for c in data.clips])
     others_ahead = np.array([(np.delete(sim[i], y[i]) >= sim[i, y[i]]).sum() for i in range(len(y))])
     assert m["top1"] == pytest.approx((others_ahead == 0).mean(), abs=1e-12)

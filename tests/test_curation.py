@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from clapkit.curation import EmbeddingCache, curate, domain_filter, match, read_audio_pool
+from clapkit.curation import EmbeddingCache, curate, domain_filter, match, read_media_pool
 from clapkit.errors import ConfigError
 
 
@@ -50,25 +50,25 @@ def test_embedding_cache_reuses_and_invalidates(tmp_path, tiny_checkpoint, tiny_
     shutil.copytree(tiny_checkpoint, ckpt)
     pool_dir = tmp_path / "pool"
     shutil.copytree(tiny_synthetic / "unseen", pool_dir)
-    pool = read_audio_pool(pool_dir)
+    pool = read_media_pool(pool_dir)
     c1 = EmbeddingCache(tmp_path / "cache", ckpt)
-    first = c1.audio(pool)
+    first = c1.media(pool)
     assert c1.stats["audio_computed"] == 16
     c2 = EmbeddingCache(tmp_path / "cache", ckpt)
-    np.testing.assert_array_equal(c2.audio(pool), first)
+    np.testing.assert_array_equal(c2.media(pool), first)
     assert (c2.stats["audio_reused"], c2.stats["audio_computed"]) == (16, 0)
     assert c2._model is None  # a fully cached run never loads the teacher
     # a changed file is embedded again
     st = os.stat(pool[0].media)
     os.utime(pool[0].media, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     c3 = EmbeddingCache(tmp_path / "cache", ckpt)
-    c3.audio(pool)
+    c3.media(pool)
     assert (c3.stats["audio_reused"], c3.stats["audio_computed"]) == (15, 1)
     # a changed model gets a cache of its own
     st = os.stat(ckpt / "model.safetensors")
     os.utime(ckpt / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     c4 = EmbeddingCache(tmp_path / "cache", ckpt)
-    c4.audio(pool)
+    c4.media(pool)
     assert c4.stats["audio_computed"] == 16 and c4.dir != c1.dir
 
 
@@ -101,12 +101,12 @@ def test_curate_writes_manifest_and_stats_and_a_student_trains_on_it(tmp_path, t
 
 
 def test_cache_appends_chunks_without_rewriting_and_reads_memory_mapped(tmp_path, tiny_checkpoint, tiny_synthetic):
-    pool = read_audio_pool(tiny_synthetic / "unseen")
+    pool = read_media_pool(tiny_synthetic / "unseen")
     cache = EmbeddingCache(tmp_path / "cache", tiny_checkpoint)
-    first = cache.audio(pool[:10])
+    first = cache.media(pool[:10])
     chunk0 = cache.dir / "audio" / "chunk-000000.npy"
     before = (chunk0.stat().st_ino, chunk0.stat().st_mtime_ns)
-    both = EmbeddingCache(tmp_path / "cache", tiny_checkpoint).audio(pool)  # 6 new clips: one new chunk
+    both = EmbeddingCache(tmp_path / "cache", tiny_checkpoint).media(pool)  # 6 new clips: one new chunk
     assert (chunk0.stat().st_ino, chunk0.stat().st_mtime_ns) == before
     assert sorted(p.name for p in (cache.dir / "audio").glob("chunk-*.npy")) == ["chunk-000000.npy", "chunk-000001.npy"]
     assert np.load(cache.dir / "audio" / "chunk-000001.npy").shape == (6, first.shape[1])
@@ -115,7 +115,7 @@ def test_cache_appends_chunks_without_rewriting_and_reads_memory_mapped(tmp_path
     assert len(store.lookup([os.path.abspath(p.media) for p in pool])) == 16
     # rows come back in the order asked, across chunks
     order = [15, 0, 11, 3]
-    np.testing.assert_array_equal(EmbeddingCache(tmp_path / "cache", tiny_checkpoint).audio([pool[i] for i in order]),
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path / "cache", tiny_checkpoint).media([pool[i] for i in order]),
                                   both[order])
 
 
@@ -129,7 +129,7 @@ def test_curate_streams_the_pool_in_batches_with_the_same_result(tmp_path, tiny_
     assert streamed["cache"]["audio_computed"] == 0  # the second run reads the first run's cache
     with open(tmp_path / "a.csv") as fh:
         rows = list(csv.DictReader(fh))
-    pool = read_audio_pool(tiny_synthetic / "unseen")
+    pool = read_media_pool(tiny_synthetic / "unseen")
     assert all(os.path.abspath(pool[int(r["audio_id"])].audio) == r["audio"] for r in rows)
 
 

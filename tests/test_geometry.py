@@ -96,18 +96,18 @@ def test_audit_embeddings_report(tmp_path, tiny_checkpoint, tiny_synthetic):
 
     from clapkit.audit.embeddings import audit_embeddings
     from clapkit.data.labelled import load_labelled
-    from clapkit.evaluation.embed import embed_audio, embed_text
-    from clapkit.models.clap import ClapModel
+    from clapkit.evaluation.embed import embed_media, embed_text
+    from clapkit.models.dual import DualEncoder
 
     data = load_labelled(f"folder:{tiny_synthetic / 'unseen'}")
-    model = ClapModel.load(tiny_checkpoint)
+    model = DualEncoder.load(tiny_checkpoint)
     r = audit_embeddings(model, data, tmp_path, k_max=5)
     assert r["clips"] == 16 and r["classes"] == 8
     # the same quantities computed here from the model's embeddings with loop formulas
     y = np.array([c.label for c in data.clips])
-    x_a = embed_audio(model, data.clips, projected=False)
+    x_a = embed_media(model, data.clips, projected=False)
     with torch.no_grad():
-        e_a = model.project_audio(torch.from_numpy(x_a)).numpy()
+        e_a = model.project_media(torch.from_numpy(x_a)).numpy()
     texts = [f"This is a sound of {t}." for t in data.label_texts()]
     x_t, e_t = embed_text(model, texts, projected=False), embed_text(model, texts, projected=True)
     assert r["silhouette"]["x_a"] == pytest.approx(reference_silhouette(x_a, y), abs=1e-6)

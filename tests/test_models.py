@@ -200,9 +200,9 @@ def test_text_tower_folder_loads_in_sentence_transformers_with_its_pooling(tmp_p
 def test_checkpoint_text_folder_equals_the_models_text_backbone(tiny_checkpoint):
     from sentence_transformers import SentenceTransformer
 
-    from clapkit.models.clap import ClapModel
+    from clapkit.models.dual import DualEncoder
 
-    model = ClapModel.load(tiny_checkpoint).eval()
+    model = DualEncoder.load(tiny_checkpoint).eval()
     texts = ["a high rising bell", "a low falling hum"]
     with torch.no_grad():
         ours = model.text_backbone(model.text.tokenize(texts)).numpy()

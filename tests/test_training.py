@@ -254,13 +254,13 @@ def test_early_stopping_stops_after_patience(tmp_path, tiny_bert, tiny_synthetic
 
 
 def test_paper_preset_builds_cnn14_at_44k(tiny_bert):
-    from clapkit.models.clap import ClapModel
+    from clapkit.models.dual import DualEncoder
 
     cfg = load_config("paper", [f"model.text.name={tiny_bert}"])
     assert (cfg["audio"]["sample_rate"], cfg["train"]["batch_size"], cfg["train"]["frozen_epochs"]) == (44100, 128, 5)
-    model = ClapModel(cfg).eval()
+    model = DualEncoder(cfg).eval()
     with torch.no_grad():
-        e_a, e_t, scale = model(audio=torch.randn(2, 44100 * 5), tokens=model.text.tokenize(["a dog", "rain"]))
+        e_a, e_t, scale = model(media=torch.randn(2, 44100 * 5), tokens=model.text.tokenize(["a dog", "rain"]))
     assert e_a.shape == e_t.shape == (2, 1024)
     assert scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
     assert torch.allclose(e_a.norm(dim=1), torch.ones(2), atol=1e-5)

@@ -58,25 +58,39 @@ def _config(config: str | None, overrides: list[str] | None, skip_bad: bool = Fa
     return load_config(config, list(overrides or []) + (["data.skip_bad=true"] if skip_bad else []))
 
 
-def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool):
-    """A labelled set with its fold/class selection and its audio checked."""
-    from .data.datasets import check_audio_files
+def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool, medium: str = "audio"):
+    """A labelled set of ``medium`` with its fold/class selection and its files checked."""
     from .data.labelled import load_labelled
+    from .data.media import check_media
 
     try:
         fold_list = [int(f) for f in folds.split(",")] if folds else None
     except ValueError as exc:
         raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
     class_list = [c.strip() for c in classes.split(",")] if classes else None
-    labelled = load_labelled(data, fold_list, class_list, skip_bad)
-    labelled.clips = check_audio_files(labelled.clips, skip_bad, labelled.skipped)
+    labelled = load_labelled(data, fold_list, class_list, skip_bad, medium=medium)
+    labelled.clips = check_media(medium, labelled.clips, skip_bad, labelled.skipped)
     return labelled
 
 
-def _load_model(path: Path, device):
-    from .models.clap import ClapModel
+def _has_label_column(spec: str) -> bool:
+    """Whether a csv: spec has a ``label`` column (a labelled image set, not captions)."""
+    import csv
 
-    return ClapModel.load(path).to(device)
+    from .data.manifests import parse_spec
+
+    _, path = parse_spec(spec, ("csv",))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return "label" in (next(csv.reader(fh), None) or [])
+    except OSError:
+        return False
+
+
+def _load_model(path: Path, device):
+    from .models.dual import DualEncoder
+
+    return DualEncoder.load(path).to(device)
 
 
 @app.command()
@@ -120,6 +134,32 @@ def train_clap_cmd(
         )
 
 
+@train_app.command("clip")
+def train_clip_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, config, metrics)")],
+    config: Annotated[str, typer.Option("--config", help="Preset (clip-cpu, clip-paper, cyclip-paper) or YAML file")] = "clip-cpu",
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last epoch")] = False,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Train a CLIP (image + text backbones, MLP projectors, CLIP or CyCLIP loss): `train clap`
+    with image defaults. Works under torchrun."""
+    from .training.clap import train_clap
+    from .training.common import is_main
+
+    cfg = _config(config, list(set_ or []), skip_bad)
+    if cfg["model"]["modality"] != "image":
+        raise ClapkitError(f"--config {config}: model.modality is {cfg['model']['modality']!r}; `train clip` trains "
+                           "image models (use `train clap` for audio, or --set model.modality=image)")
+    s = train_clap(cfg, out, resume=resume)
+    if is_main():
+        typer.echo(
+            f"{s['epochs_run']} epochs on {s['train_pairs']} pairs of {s['train_images']} images "
+            f"({s['val_pairs']} validation); best validation loss {s['best_val_loss']:.4f} at epoch "
+            f"{s['best_epoch']}; skipped {s['skipped']['count']}; model in {out / 'checkpoint'}"
+        )
+
+
 @train_app.command("cse")
 def train_cse_cmd(
     out: Annotated[Path, typer.Option(help="Run folder (checkpoints, config, metrics)")],
@@ -158,7 +198,7 @@ def train_backbone_cmd(
 @eval_app.command("zeroshot")
 def eval_zeroshot(
     model: Checkpoint,
-    data: Annotated[str, typer.Option(help="esc50:ROOT or folder:DIR")],
+    data: Annotated[str, typer.Option(help="audio: esc50:ROOT, folder:DIR, fsdd:DIR; images: folder:DIR, csv:FILE, mnist:DIR, cifar:DIR")],
     out: MetricsJson = None,
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds, e.g. 1,2,3")] = None,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names to evaluate on")] = None,
@@ -170,25 +210,12 @@ def eval_zeroshot(
     skip_bad: SkipBad = False,
 ) -> None:
     """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix."""
-    from .data.datasets import check_audio_files
-    from .data.labelled import load_labelled
-    from .evaluation.zeroshot import (
-        DEFAULT_TEMPLATE,
-        ENSEMBLE_TEMPLATES,
-        plot_confusion,
-        zeroshot_eval,
-    )
+    from .evaluation.zeroshot import default_templates, plot_confusion, zeroshot_eval
 
     dev = _device(device)
     net = _load_model(model, dev)
-    try:
-        fold_list = [int(f) for f in folds.split(",")] if folds else None
-    except ValueError as exc:
-        raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
-    class_list = [c.strip() for c in classes.split(",")] if classes else None
-    labelled = load_labelled(data, fold_list, class_list, skip_bad)
-    labelled.clips = check_audio_files(labelled.clips, skip_bad, labelled.skipped)
-    templates = list(template or []) or (list(ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_TEMPLATE])
+    labelled = _labelled(data, folds, classes, skip_bad, net.medium)
+    templates = list(template or []) or default_templates(net.medium, ensemble)
     m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True)
     m.update(model=str(model), data=data, folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)
@@ -198,7 +225,8 @@ def eval_zeroshot(
         typer.echo(f"wrote {png}")
     extra = f", top-5 {m['top5']:.3f}" if "top5" in m else ""
     typer.echo(
-        f"zero-shot {data}: {m['clips']} clips, {m['classes']} classes: top-1 {m['top1']:.3f}{extra} "
+        f"zero-shot {data}: {m['clips']} {'clips' if net.medium == 'audio' else 'images'}, {m['classes']} classes: "
+        f"top-1 {m['top1']:.3f}{extra} "
         f"(chance {m['chance']:.3f}); skipped {m['skipped']['count']}"
     )
 
@@ -279,46 +307,58 @@ def eval_transfer(
     _write_json(result, out)
 
 
-def _pairs(data: str, audio_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool,
-           audio_column: str = "audio", caption_column: str = "caption"):
-    from .data.datasets import check_audio_files
-    from .data.manifests import Skipped, load_pairs
+def _pairs(medium: str, data: str, media_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool,
+           media_column: str | None = None, caption_column: str = "caption", split: str | None = None):
+    """Caption pairs of ``medium`` with their files checked, and the skipped record."""
+    from .config import DEFAULTS
+    from .data.manifests import Skipped
+    from .data.media import check_media, load_media_pairs
 
+    cfg = {"model": {"modality": medium}, "data": {
+        **DEFAULTS["data"], "audio_dir": media_dir, "image_dir": media_dir, "audiocaps_pattern": audiocaps_pattern,
+        "skip_bad": skip_bad, "caption_column": caption_column, "split": split,
+        "audio_column": media_column or "audio", "image_column": media_column or "image"}}
     skipped = Skipped()
-    pairs = load_pairs(data, audio_dir, audiocaps_pattern, skip_bad, skipped,
-                       audio_column=audio_column, caption_column=caption_column)
-    return check_audio_files(pairs, skip_bad, skipped), skipped
+    pairs = load_media_pairs(cfg, data, skipped)
+    return check_media(medium, pairs, skip_bad, skipped), skipped
 
 
 @eval_app.command("retrieval")
 def eval_retrieval(
     model: Checkpoint,
-    data: Annotated[str, typer.Option(help="csv:FILE, jsonl:FILE, clotho:CSV, audiocaps:CSV, or esc50:/folder: with templated captions")],
+    data: Annotated[str, typer.Option(help="audio: csv:, jsonl:, clotho:, audiocaps:, esc50:/folder: (templated); "
+                                       "images: coco:JSON, karpathy:JSON, flickr:TOKENFILE, csv:, jsonl:, wds:PATTERN")],
     out: MetricsJson = None,
     audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
+    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    split: Annotated[str | None, typer.Option(help="karpathy: the split to evaluate (test, val, train)")] = None,
     audiocaps_pattern: Annotated[str | None, typer.Option(help="AudioCaps file name, e.g. 'Y{youtube_id}.wav'")] = None,
     audio_column: AudioColumn = "audio",
+    image_column: Annotated[str, typer.Option(help="csv:/jsonl: column or key of the image path")] = "image",
     caption_column: CaptionColumn = "caption",
     batch_size: int = 32,
     device: Device = "auto",
     skip_bad: SkipBad = False,
 ) -> None:
-    """Text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10, median rank."""
+    """Text-to-media and media-to-text retrieval: R@1/5/10, mAP@10, median rank."""
     from .evaluation.retrieval import retrieval_eval
 
     dev = _device(device)
     net = _load_model(model, dev)
-    pairs, skipped = _pairs(data, audio_dir, audiocaps_pattern, skip_bad, audio_column, caption_column)
+    image = net.medium == "image"
+    pairs, skipped = _pairs(net.medium, data, image_dir if image else audio_dir, audiocaps_pattern, skip_bad,
+                            image_column if image else audio_column, caption_column, split)
     if not pairs:
         raise ClapkitError(f"{data}: no pairs left to evaluate")
     m = retrieval_eval(net, pairs, batch_size, dev, progress=True)
-    m.update(model=str(model), data=data, skipped=skipped.to_dict())
+    m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict())
     _write_json(m, out)
-    t2a, a2t = m["text_to_audio"], m["audio_to_text"]
+    md = net.medium
+    t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]
     typer.echo(
-        f"retrieval {data}: {m['audio']} audio, {m['captions']} captions; "
-        f"text->audio R@1 {t2a['R@1']:.3f} R@10 {t2a['R@10']:.3f} mAP@10 {t2a['mAP@10']:.3f}; "
-        f"audio->text R@1 {a2t['R@1']:.3f} R@10 {a2t['R@10']:.3f} mAP@10 {a2t['mAP@10']:.3f}; "
+        f"retrieval {data}: {m['images' if image else 'audio']} {md}, {m['captions']} captions; "
+        f"text->{md} R@1 {t2m['R@1']:.3f} R@10 {t2m['R@10']:.3f} mAP@10 {t2m['mAP@10']:.3f}; "
+        f"{md}->text R@1 {m2t['R@1']:.3f} R@10 {m2t['R@10']:.3f} mAP@10 {m2t['mAP@10']:.3f}; "
         f"skipped {skipped.count}"
     )
 
@@ -328,37 +368,42 @@ def embed(
     model: Checkpoint,
     out: Annotated[Path, typer.Option(help=".npz file with arrays 'embeddings' and 'ids'")],
     audio: Annotated[str | None, typer.Option(help="Audio to embed: esc50:, folder:, csv:, jsonl:, clotho:, audiocaps:")] = None,
+    image: Annotated[str | None, typer.Option(help="Images to embed: folder:, csv: (image,label), mnist:, cifar:, or a caption "
+                                              "spec (coco:, karpathy:, flickr:, jsonl:, wds:)")] = None,
     text: Annotated[Path | None, typer.Option(help="Text file, one text a line")] = None,
     audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
+    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
     backbone: Annotated[bool, typer.Option(help="Backbone outputs x (not the projected, normalised E)")] = False,
     batch_size: int = 32,
     device: Device = "auto",
     skip_bad: SkipBad = False,
 ) -> None:
-    """Write audio or text embeddings of a checkpoint."""
+    """Write audio, image or text embeddings of a checkpoint."""
     import numpy as np
 
-    from .data.datasets import check_audio_files
-    from .data.labelled import load_labelled
-    from .data.manifests import Skipped
-    from .evaluation.embed import embed_audio, embed_text
+    from .data.manifests import Skipped, unique_clips
+    from .evaluation.embed import embed_media, embed_text
 
-    if (audio is None) == (text is None):
-        raise ClapkitError("give exactly one of --audio SPEC or --text FILE")
+    if sum(x is not None for x in (audio, image, text)) != 1:
+        raise ClapkitError("give exactly one of --audio SPEC, --image SPEC or --text FILE")
     dev = _device(device)
     net = _load_model(model, dev)
     skipped = Skipped()
-    if audio is not None:
-        if audio.split(":", 1)[0] in ("esc50", "folder"):
-            labelled = load_labelled(audio, skip_bad=skip_bad)
+    media = audio if audio is not None else image
+    if media is not None:
+        medium = "audio" if audio is not None else "image"
+        if medium != net.medium:
+            raise ClapkitError(f"--{medium}: {model} is a{'n' if net.medium == 'image' else ''} {net.medium} model; "
+                               f"use --{net.medium}")
+        kind = media.split(":", 1)[0]
+        labelled_kinds = ("esc50", "folder", "fsdd") if medium == "audio" else ("folder", "mnist", "cifar")
+        if kind in labelled_kinds or (medium == "image" and kind == "csv" and _has_label_column(media)):
+            labelled = _labelled(media, None, None, skip_bad, medium)
             items, skipped = labelled.clips, labelled.skipped
         else:
-            pairs, skipped = _pairs(audio, audio_dir, None, skip_bad)
-            from .data.manifests import unique_clips
-
+            pairs, skipped = _pairs(medium, media, audio_dir if medium == "audio" else image_dir, None, skip_bad)
             items = unique_clips(pairs)
-        items = check_audio_files(items, skip_bad, skipped)
-        emb = embed_audio(net, items, batch_size, projected=not backbone, device=dev, progress=True)
+        emb = embed_media(net, items, batch_size, projected=not backbone, device=dev, progress=True)
         ids = [str(i.media) for i in items]
     else:
         from .data.text import read_lines
@@ -400,10 +445,10 @@ def audit_leakage_cmd(
 @audit_app.command("embeddings")
 def audit_embeddings_cmd(
     model: Checkpoint,
-    data: Annotated[str, typer.Option(help="esc50:ROOT or folder:DIR")],
+    data: Annotated[str, typer.Option(help="A labelled set: esc50:ROOT, folder:DIR (audio); folder:, csv:, mnist:, cifar: (images)")],
     out: Annotated[Path, typer.Option(help="Report folder")],
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds")] = None,
-    template: Annotated[str, typer.Option(help="Prompt template for the label texts")] = "This is a sound of {label}.",
+    template: Annotated[str | None, typer.Option(help="Prompt template for the label texts (default: the medium's)")] = None,
     k_max: Annotated[int, typer.Option(help="Largest k of the topological similarity")] = 10,
     include_self: Annotated[bool, typer.Option(help="Count a point among its own neighbours (the paper's literal text)")] = False,
     seed: Annotated[int, typer.Option(help="t-SNE seed")] = 0,
@@ -413,16 +458,19 @@ def audit_embeddings_cmd(
 ) -> None:
     """Silhouette scores, topological similarities and t-SNE maps of a model's embeddings."""
     from .audit.embeddings import audit_embeddings
+    from .evaluation.zeroshot import default_templates
 
     dev = _device(device)
     net = _load_model(model, dev)
-    labelled = _labelled(data, folds, None, skip_bad)
+    labelled = _labelled(data, folds, None, skip_bad, net.medium)
+    template = template or default_templates(net.medium)[0]
     r = audit_embeddings(net, labelled, out, template, k_max, include_self, seed, batch_size, dev)
     t = r["topological_similarity"]
     typer.echo(
-        f"{r['clips']} clips, {r['classes']} classes: zero-shot {r['zeroshot_accuracy']:.3f}; silhouette x_a "
-        f"{r['silhouette']['x_a']:.3f}, E_a {r['silhouette']['E_a']:.3f}; S(x_a,E_a) {t['x_a_vs_E_a']:.3f}, "
-        f"S(x_t,E_t) {t['x_t_vs_E_t']:.3f}, S(E_a,E_t) {t['E_a_vs_E_t']:.3f}; report in {out / 'report.md'}"
+        f"{r['clips']} {'clips' if net.medium == 'audio' else 'images'}, {r['classes']} classes: zero-shot "
+        f"{r['zeroshot_accuracy']:.3f}; silhouette x_a {r['silhouette']['x_a']:.3f}, E_a {r['silhouette']['E_a']:.3f}; "
+        f"S(x_a,E_a) {t['x_a_vs_E_a']:.3f}, S(x_t,E_t) {t['x_t_vs_E_t']:.3f}, S(E_a,E_t) {t['E_a_vs_E_t']:.3f}; "
+        f"report in {out / 'report.md'}"
     )
 
 

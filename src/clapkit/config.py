@@ -27,9 +27,12 @@ DEFAULTS: dict[str, Any] = {
         # Validation sources; when empty, `val_fraction` of the training pairs are held out.
         "val": [],
         "audio_dir": None,  # audio folder for clotho:/audiocaps: specs
+        "image_dir": None,  # image folder for coco:/karpathy:/flickr: specs (and csv:/jsonl: relative paths)
+        "split": None,  # karpathy: keep one split (train, val, test; restval counts as train)
         "audiocaps_pattern": None,  # e.g. "Y{youtube_id}.wav"; None tries common names
         "label_templates": ["This is a sound of {label}."],  # captions for esc50:/folder: sources
         "audio_column": "audio",  # column (csv:) or key (jsonl:) of the audio path
+        "image_column": "image",  # column (csv:) or key (jsonl:) of the image path
         "caption_column": "caption",  # column or key of the caption
         "val_fraction": 0.2,
         "val_split_by": "pair",  # pair (as the paper) or audio (no clip in both splits)
@@ -42,7 +45,27 @@ DEFAULTS: dict[str, Any] = {
         "segment_seconds": 5.0,
         "normalize": True,  # per-clip zero mean, unit variance
     },
+    # Image input (model.modality = image). size/mean/std null: the HF tower's
+    # preprocessor_config.json, else 224 and CLIP's mean and std.
+    "image": {
+        "size": None,
+        "mean": None,
+        "std": None,
+        "crop_scale": [0.9, 1.0],  # training: random resized crop area fraction (open_clip's default)
+        "flip_p": 0.0,  # training: horizontal flip probability
+    },
     "model": {
+        "modality": "audio",  # audio (CLAP) | image (CLIP): the medium of the non-text tower
+        "image": {
+            "name": "small_cnn",  # small_cnn | small_vit | a Hugging Face vision model folder or hub name
+            "pooling": "pooled",  # HF towers: pooled (the model's pooled output) | cls (first token)
+            "channels": [32, 64, 128, 256],  # small_cnn
+            "patch": 8,  # small_vit
+            "width": 192,
+            "depth": 4,
+            "heads": 3,
+            "dropout": 0.0,
+        },
         "audio": {
             "name": "small_cnn",  # small_cnn | cnn14
             "checkpoint": None,  # path to a PANNs checkpoint (cnn14) or a clapkit audio tower
@@ -142,17 +165,24 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 128,
         "epochs": 40,  # total, frozen epochs included
         "frozen_epochs": 5,
-        "frozen_backbones": ["audio", "text"],  # which towers the frozen phase freezes
+        "frozen_backbones": ["media", "text"],  # which towers the frozen phase freezes (media: audio or image)
         "keep_frozen": [],  # towers that stay frozen after the frozen phase too
         "lr_frozen": 1e-4,
         "lr_unfrozen": 1e-5,
-        "weight_decay": 0.0,
+        "weight_decay": 0.0,  # never on biases, norms or the temperature (every 0-d and 1-d parameter)
+        "optimizer": "adam",  # adam | adamw
+        "betas": [0.9, 0.999],
+        "eps": 1.0e-8,
+        "schedule": "plateau",  # plateau (ReduceLROnPlateau on the validation loss) | cosine (warmup, then cosine to 0)
+        "warmup_steps": 0,  # cosine: linear warmup steps at the start of each phase
         "grad_clip": 100.0,
         "plateau_factor": 0.1,
         "plateau_patience": 10,
         "early_stopping_patience": 15,  # epochs without val improvement; 0 turns it off
         "cache_frozen": True,  # cache backbone outputs while the backbones are frozen
         "loss": "clip",  # clip | soft_clip (targets from a teacher's intra-batch similarities)
+        # CyCLIP's cyclic-consistency regularisers added to the loss (see losses.cyclip_regularisers)
+        "cyclip": {"in_modal": 0.0, "cross_modal": 0.0},
         "soft": {
             "teacher": None,  # teacher checkpoint (its embeddings come from `cache` when there)
             "cache": None,  # curation cache folder (default: OUT/teacher-cache)
@@ -266,11 +296,30 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
     return cfg
 
 
+def complete(cfg: dict) -> dict:
+    """A saved config with the keys added since it was written taken from :data:`DEFAULTS`
+    (an older checkpoint's ``config.json``); its own values always win."""
+
+    def fill(base, own):
+        if not isinstance(base, dict) or not isinstance(own, dict):
+            return own
+        out = copy.deepcopy(base)
+        for key, value in own.items():
+            out[key] = fill(base.get(key), value)
+        return out
+
+    return fill(DEFAULTS, cfg)
+
+
 def validate(cfg: dict) -> None:
     """Check values whose mistakes would otherwise surface deep inside training."""
     choices = {
         ("data", "val_split_by"): {"pair", "audio"},
+        ("model", "modality"): {"audio", "image"},
         ("model", "audio", "name"): {"small_cnn", "cnn14"},
+        ("model", "image", "pooling"): {"pooled", "cls"},
+        ("train", "optimizer"): {"adam", "adamw"},
+        ("train", "schedule"): {"plateau", "cosine"},
         ("model", "text", "pooling"): {"cls", "cls_before_pooler", "mean"},
         ("train", "logger"): {"csv", "tensorboard"},
         ("train", "loss"): {"clip", "soft_clip"},
@@ -292,6 +341,12 @@ def validate(cfg: dict) -> None:
         raise ConfigError("'data.fraction' must be in (0, 1]")
     if cfg["train"]["loss"] == "soft_clip" and not cfg["train"]["soft"]["teacher"]:
         raise ConfigError("train.loss = soft_clip needs train.soft.teacher (a teacher checkpoint)")
+    if min(cfg["train"]["cyclip"].values()) < 0:
+        raise ConfigError("train.cyclip.in_modal and cross_modal are weights: give values >= 0")
+    if cfg["image"]["size"] is not None and int(cfg["image"]["size"]) < 8:
+        raise ConfigError(f"'image.size' = {cfg['image']['size']}: give at least 8 pixels")
+    if not 0 < cfg["image"]["crop_scale"][0] <= cfg["image"]["crop_scale"][1] <= 1:
+        raise ConfigError(f"'image.crop_scale' = {cfg['image']['crop_scale']}: need 0 < low <= high <= 1")
     if cfg["train"]["batch_size"] < 2:
         raise ConfigError("'train.batch_size' must be at least 2 for a contrastive loss")
     for key in ("batch_size", "other_batch_size"):

@@ -59,6 +59,38 @@ def _file_stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def media_key(ref) -> str:
+    """A cache id for a medium: the absolute path of a file; ``TAR#member`` of a tar
+    member; ``SOURCE[i]`` of an array row."""
+    from .data.image_io import ArrayImage, TarMember
+
+    if isinstance(ref, TarMember):
+        return f"{os.path.abspath(ref.tar)}#{ref.name}"
+    if isinstance(ref, ArrayImage):
+        return str(ref)
+    return os.path.abspath(ref)
+
+
+def media_stamp(ref) -> str:
+    """size:mtime of the file holding ``ref`` (raises OSError when it is gone)."""
+    from .data.image_io import ArrayImage, TarMember
+
+    if isinstance(ref, TarMember):
+        return f"{_file_stamp(ref.tar)}@{ref.offset}"
+    if isinstance(ref, ArrayImage):
+        return ""
+    return _file_stamp(Path(ref))
+
+
+def checkpoint_medium(checkpoint: str | Path) -> str:
+    """``model.modality`` of a checkpoint, read from its config.json (audio if absent)."""
+    path = Path(checkpoint) / "config.json"
+    try:
+        return json.loads(path.read_text())["model"].get("modality", "audio")
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise ConfigError(f"{checkpoint}: not a clapkit checkpoint (config.json unreadable: {exc})") from exc
+
+
 class _Store:
     """One kind of embedding on disk: ``chunk-NNNNNN.npy`` files (float32 rows) and
     ``index.sqlite`` (id -> stamp, chunk, row).
@@ -120,7 +152,7 @@ class _Store:
 
 
 class EmbeddingCache:
-    """Projected teacher embeddings on disk: ``folder/<fingerprint>/{audio,text}/``
+    """Projected teacher embeddings on disk: ``folder/<fingerprint>/{audio|image,text}/``
     (chunks and an index, see :class:`_Store`).
 
     ``model_loader`` is called only when something is missing, so a fully cached run
@@ -136,14 +168,15 @@ class EmbeddingCache:
         self._model = None
         self._stores: dict[str, _Store] = {}
         self.batch_size, self.device = batch_size, device
-        self.stats = {"audio_reused": 0, "audio_computed": 0, "text_reused": 0, "text_computed": 0}
+        self.medium = checkpoint_medium(checkpoint)
+        self.stats = {f"{self.medium}_reused": 0, f"{self.medium}_computed": 0, "text_reused": 0, "text_computed": 0}
 
     def model(self):
         if self._model is None:
             if self._loader is None:
-                from .models.clap import ClapModel
+                from .models.dual import DualEncoder
 
-                self._model = ClapModel.load(self.checkpoint).to(self.device).eval()
+                self._model = DualEncoder.load(self.checkpoint).to(self.device).eval()
             else:
                 self._model = self._loader()
         return self._model
@@ -175,15 +208,15 @@ class EmbeddingCache:
             out[hit] = old
         return out
 
-    def audio(self, items: Sequence) -> np.ndarray:
-        """E_a of ``items`` (have ``.media``); ids are absolute paths, stamps size:mtime."""
-        ids = [os.path.abspath(i.media) for i in items]
-        return self._lookup("audio", ids, [_file_stamp(Path(i.media)) for i in items], self._embed_audio(items))
+    def media(self, items: Sequence) -> np.ndarray:
+        """E_m of ``items`` (have ``.media``); ids are :func:`media_key`, stamps size:mtime."""
+        ids = [media_key(i.media) for i in items]
+        return self._lookup(self.medium, ids, [media_stamp(i.media) for i in items], self._embed_media(items))
 
-    def _embed_audio(self, items: Sequence) -> Callable:
-        from .evaluation.embed import embed_audio
+    def _embed_media(self, items: Sequence) -> Callable:
+        from .evaluation.embed import embed_media
 
-        return lambda miss: embed_audio(self.model(), [items[n] for n in miss], self.batch_size, device=self.device)
+        return lambda miss: embed_media(self.model(), [items[n] for n in miss], self.batch_size, device=self.device)
 
     def text(self, texts: Sequence[str]) -> np.ndarray:
         """E_t of ``texts``; ids are the texts' hashes."""
@@ -193,32 +226,32 @@ class EmbeddingCache:
         return self._lookup("text", ids, [""] * len(ids), lambda miss: embed_text(
             self.model(), [texts[n] for n in miss], device=self.device))
 
-    def audio_stream(self, items: Iterable, batch: int = 8192, skip_bad: bool = False,
+    def media_stream(self, items: Iterable, batch: int = 8192, skip_bad: bool = False,
                      skipped=None) -> Iterator[tuple[list, np.ndarray]]:
-        """(items, E_a) batch by batch for a stream of pool items. A cached item whose file
-        is unchanged is not opened again; the others have their headers checked (a bad
-        file is an error naming it, or skipped and counted) and are embedded."""
-        from .data.datasets import check_audio_files
+        """(items, E_m) batch by batch for a stream of pool items. A cached item whose file
+        is unchanged is not opened again; the others are checked (a bad file is an error
+        naming it, or skipped and counted) and embedded."""
         from .data.manifests import Skipped
+        from .data.media import check_media
 
         skipped = skipped if skipped is not None else Skipped()
         for part in _batched(items, batch):
-            stamps = [_stamp_or_none(Path(i.media)) for i in part]
-            ids = [os.path.abspath(i.media) for i in part]
-            known = self.store("audio").lookup(ids)
+            stamps = [_stamp_or_none(i.media) for i in part]
+            ids = [media_key(i.media) for i in part]
+            known = self.store(self.medium).lookup(ids)
             cached = [st is not None and known.get(i, ("",))[0] == st for i, st in zip(ids, stamps, strict=True)]
             fresh = [item for item, c in zip(part, cached, strict=True) if not c]  # missing files end here too
-            good = {id(i) for i in check_audio_files(fresh, skip_bad, skipped)} if fresh else set()
+            good = {id(i) for i in check_media(self.medium, fresh, skip_bad, skipped)} if fresh else set()
             keep = [n for n, (item, c) in enumerate(zip(part, cached, strict=True)) if c or id(item) in good]
             if keep:
                 kept = [part[n] for n in keep]
-                yield kept, self._lookup("audio", [ids[n] for n in keep], [stamps[n] for n in keep],
-                                         self._embed_audio(kept), known)
+                yield kept, self._lookup(self.medium, [ids[n] for n in keep], [stamps[n] for n in keep],
+                                         self._embed_media(kept), known)
 
 
-def _stamp_or_none(path: Path) -> str | None:
+def _stamp_or_none(ref) -> str | None:
     try:
-        return _file_stamp(path)
+        return media_stamp(ref)
     except OSError:
         return None
 
@@ -240,34 +273,37 @@ class PoolItem:
     where: str
 
 
-def iter_audio_pool(spec: str | Path) -> Iterator[PoolItem]:
-    """Unpaired audio as a stream: a folder (walked recursively, in sorted order) or a CSV
-    with an ``audio`` column (paths relative to the CSV or absolute)."""
+def iter_media_pool(spec: str | Path, medium: str = "audio") -> Iterator[PoolItem]:
+    """Unpaired audio or images as a stream: a folder (walked recursively, in sorted
+    order) or a CSV with an ``audio`` / ``image`` column (paths relative to the CSV or
+    absolute)."""
+    from .data.image_io import IMAGE_EXTENSIONS
     from .data.manifests import iter_csv_rows
 
+    extensions = IMAGE_EXTENSIONS if medium == "image" else AUDIO_EXTENSIONS
     path = Path(spec)
     if path.is_dir():
         found = False
         for root, dirs, files in os.walk(path):
             dirs.sort()
             for name in sorted(files):
-                if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                if os.path.splitext(name)[1].lower() in extensions:
                     found = True
                     f = Path(root) / name
                     yield PoolItem(f, str(f))
         if not found:
-            raise DataError("no audio files in the folder", str(path))
+            raise DataError(f"no {medium} files in the folder", str(path))
         return
-    for line, row in iter_csv_rows(path, ["audio"]):
-        if not (row["audio"] or "").strip():
-            raise DataError("empty audio path", f"{path} line {line}")
-        p = Path(row["audio"].strip())
+    for line, row in iter_csv_rows(path, [medium]):
+        if not (row[medium] or "").strip():
+            raise DataError(f"empty {medium} path", f"{path} line {line}")
+        p = Path(row[medium].strip())
         yield PoolItem(p if p.is_absolute() else path.parent / p, f"{path} line {line}")
 
 
-def read_audio_pool(spec: str | Path) -> list[PoolItem]:
-    """All of :func:`iter_audio_pool`."""
-    return list(iter_audio_pool(spec))
+def read_media_pool(spec: str | Path, medium: str = "audio") -> list[PoolItem]:
+    """All of :func:`iter_media_pool`."""
+    return list(iter_media_pool(spec, medium))
 
 
 def build_index(emb: np.ndarray, kind: str = "exact"):
@@ -382,11 +418,11 @@ def curate(
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["audio", "caption", "similarity", "audio_id", "caption_id"])
-        for items, emb in cache.audio_stream(iter_audio_pool(audio), pool_batch, skip_bad, skipped):
+        for items, emb in cache.media_stream(iter_media_pool(audio, cache.medium), pool_batch, skip_bad, skipped):
             rows, cols, sims, best = matcher.search(emb)
             cols = cand[cols]
             for r, c, sim in zip(rows, cols, sims, strict=True):
-                w.writerow([os.path.abspath(items[r].media), texts[c], f"{sim:.6f}", n_pool + int(r), int(c)])
+                w.writerow([media_key(items[r].media), texts[c], f"{sim:.6f}", n_pool + int(r), int(c)])
             n_pool += len(items)
             n_pairs += len(rows)
             matched_clips += len(np.unique(rows))

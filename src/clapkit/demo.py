@@ -22,7 +22,7 @@ from .data.manifests import load_pairs
 from .data.synthetic import write_synthetic
 from .evaluation.retrieval import retrieval_eval
 from .evaluation.zeroshot import plot_confusion, zeroshot_eval
-from .models.clap import ClapModel
+from .models.dual import DualEncoder
 from .training.clap import train_clap
 
 
@@ -37,7 +37,7 @@ def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict:
     summary = train_clap(cfg, out)
     t_train = time.time() - t0 - t_data
 
-    model = ClapModel.load(out / "checkpoint")
+    model = DualEncoder.load(out / "checkpoint")
     unseen = load_labelled(f"folder:{out / 'data' / 'unseen'}")
     zs = zeroshot_eval(model, unseen)
     seen = load_labelled(f"folder:{out / 'data' / 'seen'}")

@@ -71,6 +71,28 @@ def clip_loss(
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def cyclip_regularisers(a: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CyCLIP's cyclic-consistency terms (Goel et al., NeurIPS 2022), on L2-normalised
+    rows A (media) and T (text) of a batch of N matched pairs:
+
+        in-modal     L_I = 1/N * sum_{j,k} ( <A_j, A_k> - <T_j, T_k> )^2
+        cross-modal  L_C = 1/N * sum_{j,k} ( <A_j, T_k> - <A_k, T_j> )^2
+
+    L_I asks the media-media and text-text similarity structures to agree; L_C asks
+    the similarity of each mismatched pair to be symmetric. The scale 1/N (a mean over
+    the N^2 entries times N) is that of the authors' code, where the CyCLIP loss is
+    L_CLIP + lambda_1 L_I + lambda_2 L_C with lambda_1 = lambda_2 = 0.25. Under DDP pass
+    the gathered global batch, as for :func:`clip_loss`. Returns (L_I, L_C).
+    """
+    if a.shape != t.shape:
+        raise ValueError(f"media {tuple(a.shape)} and text {tuple(t.shape)} embeddings differ in shape")
+    n = a.shape[0]
+    at = a @ t.T
+    in_modal = (a @ a.T - t @ t.T).square().sum() / n
+    cross_modal = (at - at.T).square().sum() / n
+    return in_modal, cross_modal
+
+
 def teacher_targets(
     teacher_a: torch.Tensor, teacher_t: torch.Tensor, temperature: float, similarity: str = "mean"
 ) -> tuple[torch.Tensor, torch.Tensor]:

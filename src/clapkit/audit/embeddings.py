@@ -22,15 +22,15 @@ import numpy as np
 import torch
 
 from ..data.labelled import LabelledSet
-from ..evaluation.embed import embed_audio, embed_text
+from ..evaluation.embed import embed_media, embed_text
 from ..evaluation.geometry import class_means, silhouette, topological_similarity, tsne_2d
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.zeroshot import DEFAULT_TEMPLATE
-from ..models.clap import ClapModel
+from ..models.dual import DualEncoder
 
 
 def audit_embeddings(
-    model: ClapModel, data: LabelledSet, out: str | Path, template: str = DEFAULT_TEMPLATE,
+    model: DualEncoder, data: LabelledSet, out: str | Path, template: str = DEFAULT_TEMPLATE,
     k_max: int = 10, include_self: bool = False, seed: int = 0, batch_size: int = 32, device="cpu",
 ) -> dict:
     out = Path(out)
@@ -38,9 +38,9 @@ def audit_embeddings(
     labels = np.array([c.label for c in data.clips])
     names = data.class_names
     present = np.unique(labels)
-    x_a = embed_audio(model, data.clips, batch_size, projected=False, device=device)
+    x_a = embed_media(model, data.clips, batch_size, projected=False, device=device)
     with torch.no_grad():
-        e_a = model.project_audio(torch.from_numpy(x_a).to(device)).cpu().numpy()
+        e_a = model.project_media(torch.from_numpy(x_a).to(device)).cpu().numpy()
     texts = [template.format(label=t) for t in data.label_texts()]
     x_t = embed_text(model, texts, projected=False, device=device)
     e_t = embed_text(model, texts, projected=True, device=device)

@@ -28,6 +28,7 @@ from ..errors import DataError
 from .image_io import _BILINEAR, IMAGE_EXTENSIONS, open_image
 from .manifests import Skipped, parse_spec
 
+
 class ImageSet(Dataset):
     """Labelled images, decoded per item. ``labels`` (N,) int64; ``class_names``."""
 

@@ -47,14 +47,24 @@ def load_labelled(
     classes: list[str] | None = None,
     skip_bad: bool = False,
     label: str = "digit",
+    medium: str = "audio",
 ) -> LabelledSet:
-    kind, path = parse_spec(spec, ("esc50", "folder", "fsdd"))
-    skipped = Skipped()
+    """A labelled set of ``medium`` (audio here; images: :mod:`clapkit.data.image_sets`),
+    optionally restricted to some folds and classes."""
+    if medium == "image":
+        from .image_sets import load_labelled_images
+
+        base = load_labelled_images(spec, skip_bad)
+        clips, names, skipped = base.clips, base.class_names, base.skipped
+        kind = None
+    else:
+        kind, path = parse_spec(spec, ("esc50", "folder", "fsdd"))
+        skipped = Skipped()
     if kind == "esc50":
         clips, names = _esc50(path, skip_bad, skipped)
     elif kind == "fsdd":
         clips, names = _fsdd(path, label, skip_bad, skipped)
-    else:
+    elif kind == "folder":
         clips, names = _folder(path)
     if folds:
         if any(c.fold is None for c in clips):

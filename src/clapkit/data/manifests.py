@@ -174,10 +174,19 @@ def load_pairs(
     audio_column: str = "audio",
     caption_column: str = "caption",
     label_templates: tuple[str, ...] | list[str] = ("This is a sound of {label}.",),
+    resolve=None,
 ) -> list[Pair]:
-    """Read a manifest spec into pairs (one per caption)."""
+    """Read a manifest spec into pairs (one per caption).
+
+    ``resolve(path, where)`` turns a csv:/jsonl: media path into the pair's medium (by
+    default an audio file, checked when ``require_audio``); the image loaders pass
+    their own, so csv:/jsonl: rows are read here for both media.
+    """
     kind, path = parse_spec(spec, ("csv", "jsonl", "clotho", "audiocaps", "esc50", "folder"))
     skipped = skipped if skipped is not None else Skipped()
+    if resolve is None:
+        def resolve(file: Path, where: str) -> Path:
+            return _audio(file, where, require_audio)
     if kind in ("esc50", "folder"):
         from .labelled import load_labelled
 
@@ -218,8 +227,10 @@ def load_pairs(
                     raise DataError(f"needs keys '{audio_column}' and '{caption_column}'", where)
                 caps = obj[caption_column]
                 caps = caps if isinstance(caps, list) else [caps]
-                audio = _audio(_join(base, obj[audio_column]), where, require_audio)
-                return [Pair(audio, _caption(c, where), str(obj[audio_column]), where) for c in caps]
+                if not isinstance(obj[audio_column], str) or not obj[audio_column].strip():
+                    raise DataError(f"'{audio_column}' must be a non-empty path", where)
+                media = resolve(_join(base, obj[audio_column]), where)
+                return [Pair(media, _caption(c, where), str(obj[audio_column]), where) for c in caps]
 
             attempt(one)
         return pairs
@@ -232,9 +243,9 @@ def load_pairs(
             def one(row=row, line=line, where=where):
                 _check_row(row, line, path, [audio_column, caption_column])
                 if not row[audio_column].strip():
-                    raise DataError("empty audio path", where)
-                audio = _audio(_join(base, row[audio_column].strip()), where, require_audio)
-                return [Pair(audio, _caption(row[caption_column], where), row[audio_column].strip(), where)]
+                    raise DataError(f"empty {audio_column} path", where)
+                media = resolve(_join(base, row[audio_column].strip()), where)
+                return [Pair(media, _caption(row[caption_column], where), row[audio_column].strip(), where)]
 
             attempt(one)
         return pairs

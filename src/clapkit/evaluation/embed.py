@@ -1,5 +1,5 @@
-"""Deterministic embedding of audio clips and texts with a CLAP model (eval mode,
-centre segments, no randomness)."""
+"""Deterministic embedding of media (audio clips or images) and texts with a dual
+encoder (eval mode, centre segments or centre crops, no randomness)."""
 
 from __future__ import annotations
 
@@ -9,34 +9,34 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.datasets import ClipDataset, collate_clips
-from ..models.clap import ClapModel
+from ..data.datasets import collate_clips
+from ..data.media import media_dataset
+from ..models.dual import DualEncoder
 
 
 @torch.no_grad()
-def embed_audio(
-    model: ClapModel, items: Sequence, batch_size: int = 32, projected: bool = True,
+def embed_media(
+    model: DualEncoder, items: Sequence, batch_size: int = 32, projected: bool = True,
     device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False,
 ) -> np.ndarray:
-    """E_a (projected, L2-normalised) or x_a (backbone output) of ``items`` (have ``.media``)."""
+    """E_m (projected, L2-normalised) or x_m (backbone output) of ``items`` (have ``.media``)."""
     model.eval()
-    a = model.cfg["audio"]
-    ds = ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=False)
+    ds = media_dataset(model.cfg, items, train=False)
     out = []
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate_clips, num_workers=num_workers)
     if progress:
         from tqdm.auto import tqdm
 
-        loader = tqdm(loader, desc="audio", leave=False, disable=None)  # off when not a terminal
-    for waves, _ in loader:
-        x = model.audio_backbone(waves.to(device))
-        out.append((model.project_audio(x) if projected else x).float().cpu())
+        loader = tqdm(loader, desc=model.medium, leave=False, disable=None)  # off when not a terminal
+    for media, _ in loader:
+        x = model.media_backbone(media.to(device))
+        out.append((model.project_media(x) if projected else x).float().cpu())
     return torch.cat(out).numpy()
 
 
 @torch.no_grad()
 def embed_text(
-    model: ClapModel, texts: Sequence[str], batch_size: int = 64, projected: bool = True,
+    model: DualEncoder, texts: Sequence[str], batch_size: int = 64, projected: bool = True,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """E_t (projected, L2-normalised) or x_t (backbone output) of ``texts``."""

@@ -1,25 +1,27 @@
-"""Audio-text retrieval on a caption manifest (several captions per audio)."""
+"""Media-text retrieval on a caption manifest (several captions per clip or image)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..data.manifests import Pair, clip_index
-from ..models.clap import ClapModel
-from .embed import embed_audio, embed_text
+from ..models.dual import DualEncoder
+from .embed import embed_media, embed_text
 from .metrics import audio_text_retrieval
 
 
-def retrieval_eval(model: ClapModel, pairs: list[Pair], batch_size: int = 32, device="cpu", progress: bool = False) -> dict:
-    """Text-to-audio and audio-to-text R@1/5/10, mAP@10 and median rank.
+def retrieval_eval(model: DualEncoder, pairs: list[Pair], batch_size: int = 32, device="cpu", progress: bool = False) -> dict:
+    """Text-to-media and media-to-text R@1/5/10, mAP@10 and median rank.
 
-    Audio rows are the distinct files of ``pairs`` (first-appearance order); every
-    caption is a text query.
+    Media rows are the distinct files of ``pairs`` (first-appearance order); every
+    caption is a text query. Keys name the medium: ``text_to_audio`` / ``audio_to_text``
+    and an ``audio`` count for audio, ``text_to_image`` / ``image_to_text`` and
+    ``images`` for images; ``captions`` counts the queries.
     """
     clips, rows = clip_index(pairs)
-    text_audio = np.array(rows)
-    audio_emb = embed_audio(model, clips, batch_size, device=device, progress=progress)
+    media_emb = embed_media(model, clips, batch_size, device=device, progress=progress)
     text_emb = embed_text(model, [p.caption for p in pairs], device=device)
-    out = audio_text_retrieval(audio_emb, text_emb, text_audio)
-    out.update(audio=len(clips), captions=len(pairs))
-    return out
+    both = audio_text_retrieval(media_emb, text_emb, np.array(rows))
+    m = model.medium
+    return {f"text_to_{m}": both["text_to_audio"], f"{m}_to_text": both["audio_to_text"],
+            "audio" if m == "audio" else "images": len(clips), "captions": len(pairs)}

@@ -80,9 +80,9 @@ class SentenceEncoder:
             self.pooling = self.cse.m["pooling"] + (" (head in training only)" if self.cse.m["mlp_only_train"] else "")
             return
         if (folder / "text").is_dir() and clap_cfg.is_file() and "model" in json.loads(clap_cfg.read_text()):
-            from ..models.clap import ClapModel
+            from ..models.dual import DualEncoder
 
-            clap = ClapModel.load(folder)
+            clap = DualEncoder.load(folder)
             self.tower = clap.text
             if pooling != "auto":
                 self.tower.pooling = pooling

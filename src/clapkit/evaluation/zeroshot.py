@@ -1,4 +1,4 @@
-"""Zero-shot classification: audio embeddings against label-text embeddings.
+"""Zero-shot classification: media (audio or image) embeddings against label-text embeddings.
 
 Each class name (``_`` read as a space) is put into one or more prompt templates; with
 several templates the normalised text embeddings of a class are averaged and
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.labelled import LabelledSet
-from ..models.clap import ClapModel
-from .embed import embed_audio, embed_text
+from ..models.dual import DualEncoder
+from .embed import embed_media, embed_text
 from .metrics import classification_metrics
 
 DEFAULT_TEMPLATE = "This is a sound of {label}."
@@ -26,9 +26,27 @@ ENSEMBLE_TEMPLATES = (
     "a recording of {label}.",
     "a {label} can be heard.",
 )
+DEFAULT_IMAGE_TEMPLATE = "a photo of a {label}."
+IMAGE_ENSEMBLE_TEMPLATES = (
+    "a photo of a {label}.",
+    "a picture of a {label}.",
+    "an image showing a {label}.",
+    "a drawing of a {label}.",
+    "a close-up photo of the {label}.",
+    "a small {label}.",
+    "a large {label}.",
+    "{label}.",
+)
 
 
-def class_text_embeddings(model: ClapModel, labels: list[str], templates: list[str] | tuple[str, ...], device="cpu") -> np.ndarray:
+def default_templates(medium: str, ensemble: bool = False) -> list[str]:
+    """The prompt (or the ensemble of prompts) for a medium's zero-shot evaluation."""
+    if medium == "image":
+        return list(IMAGE_ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_IMAGE_TEMPLATE]
+    return list(ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_TEMPLATE]
+
+
+def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list[str] | tuple[str, ...], device="cpu") -> np.ndarray:
     for tpl in templates:
         if "{label}" not in tpl:
             raise ValueError(f"prompt template {tpl!r} has no {{label}} placeholder")
@@ -38,14 +56,16 @@ def class_text_embeddings(model: ClapModel, labels: list[str], templates: list[s
 
 
 def zeroshot_eval(
-    model: ClapModel, data: LabelledSet, templates: list[str] | tuple[str, ...] = (DEFAULT_TEMPLATE,),
+    model: DualEncoder, data: LabelledSet, templates: list[str] | tuple[str, ...] | None = None,
     batch_size: int = 32, device="cpu", progress: bool = False,
 ) -> dict:
+    """Top-1/5, per-class accuracy and confusion; ``templates`` default to the medium's prompt."""
+    templates = templates or default_templates(model.medium)
     labels = data.label_texts()
     text_emb = class_text_embeddings(model, labels, templates, device)
-    audio_emb = embed_audio(model, data.clips, batch_size, device=device, progress=progress)
+    media_emb = embed_media(model, data.clips, batch_size, device=device, progress=progress)
     y = np.array([c.label for c in data.clips])
-    out = classification_metrics(audio_emb @ text_emb.T, y, data.class_names)
+    out = classification_metrics(media_emb @ text_emb.T, y, data.class_names)
     out["templates"] = list(templates)
     out["skipped"] = data.skipped.to_dict()
     return out

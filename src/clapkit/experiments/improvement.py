@@ -26,7 +26,7 @@ from ..data.labelled import load_labelled
 from ..data.synthetic import write_synthetic, write_unpaired_pool
 from ..errors import ConfigError
 from ..evaluation.zeroshot import zeroshot_eval
-from ..models.clap import ClapModel
+from ..models.dual import DualEncoder
 from ..training.clap import train_clap
 
 STRATEGIES = ("du", "ds")
@@ -98,7 +98,7 @@ def run_improvement(cfg: dict, out: str | Path) -> dict:
     sets = {name: load_labelled(spec) for name, spec in evals.items()}
     table = {}
     for name, path in models.items():
-        model = ClapModel.load(path)
+        model = DualEncoder.load(path)
         table[name] = {k: zeroshot_eval(model, ds)["accuracy"] for k, ds in sets.items()}
     results = {"zeroshot": table, "chance": {k: 1 / len(ds.class_names) for k, ds in sets.items()},
                "curation": {k: {x: v[x] for x in ("pairs", "audio_matched", "audio_pool", "caption_pool") if x in v}

@@ -32,7 +32,7 @@ from ..audit.leakage import audit_leakage, label_words, pretrain_overlap
 from ..data.labelled import load_label_names, load_labelled
 from ..data.synthetic import write_leakage_set
 from ..errors import ConfigError
-from ..models.clap import ClapModel
+from ..models.dual import DualEncoder
 from ..training.backbone import train_audio_backbone
 from ..training.clap import train_clap
 
@@ -83,7 +83,7 @@ def run_leakage_matrix(cfg: dict, out: str | Path) -> dict:
             rcfg["model"]["audio"]["checkpoint"] = backbones[pre]
             if not (run / "summary.json").exists():
                 train_clap(rcfg, run)
-            model = ClapModel.load(run / "checkpoint")
+            model = DualEncoder.load(run / "checkpoint")
             report = audit_embeddings(model, evaluation, run / "audit", template=e["template"], seed=cfg["seed"])
             cells[name] = {k: report[k] for k in ("zeroshot_accuracy", "silhouette", "topological_similarity")}
             cells[name]["train_pairs"] = json.loads((run / "summary.json").read_text())["train_pairs"]

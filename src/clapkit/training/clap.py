@@ -1,16 +1,23 @@
-"""``clapkit train clap``: the CLAP recipe of the class-separability-pitfalls paper.
+"""``clapkit train clap`` / ``train clip``: one trainer for audio-text and image-text models.
+
+``model.modality`` picks the medium (``train clip`` only changes the defaults to
+images); everything below holds for both. The default recipe is CLAP's, from the
+class-separability-pitfalls paper; ``train.schedule: cosine`` with ``optimizer: adamw``
+gives open_clip's (linear warmup, cosine decay, weight decay off every 0-d and 1-d
+parameter: biases, norms, the temperature), and ``train.cyclip.*`` adds CyCLIP's
+regularisers.
 
 Phases: for ``train.frozen_epochs`` epochs both backbones are frozen (eval mode) and
-only the projectors and temperature learn (Adam, ``lr_frozen``); then everything is
-unfrozen (Adam, ``lr_unfrozen``). Each phase has its own optimizer and
-ReduceLROnPlateau on the validation loss. Gradients are clipped to ``grad_clip``; logits
+only the projectors and temperature learn (``lr_frozen``); then everything is
+unfrozen (``lr_unfrozen``). Each phase has its own optimizer and schedule
+(ReduceLROnPlateau on the validation loss, or warmup + cosine over the phase's steps). Gradients are clipped to ``grad_clip``; logits
 to ``[-logit_clamp, logit_clamp]``. Training stops after ``epochs`` or when the
 validation loss has not improved for ``early_stopping_patience`` epochs.
 
 While frozen, the backbone outputs of every clip and caption are computed once and
 cached (``train.cache_frozen``), so a frozen epoch costs only the projectors. The
-cache holds one segment per clip (drawn with the run's seed); clips no longer than
-``audio.segment_seconds`` see no difference.
+cache holds one segment per clip, or one crop per image (drawn with the run's seed);
+clips no longer than ``audio.segment_seconds`` see no difference.
 
 Output folder::
 
@@ -39,12 +46,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.datasets import ClipDataset, check_audio_files, collate_clips, epoch_loader
-from ..data.manifests import Pair, Skipped, clip_index, load_pairs
+from ..data.datasets import collate_clips, epoch_loader
+from ..data.manifests import Pair, Skipped, clip_index
+from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
 from ..errors import ConfigError
 from ..evaluation.embed import embed_text
-from ..losses import clip_loss, gather_with_grad, soft_clip_loss
-from ..models.clap import ClapModel
+from ..losses import clip_loss, cyclip_regularisers, gather_with_grad, soft_clip_loss
+from ..models.dual import DualEncoder
 from .common import (
     ScalarLogger,
     epoch_order,
@@ -68,17 +76,15 @@ class ClapData:
 
 
 def load_clap_data(cfg: dict) -> ClapData:
-    """Read the training (and validation) manifests, check the audio, split, subsample."""
+    """Read the training (and validation) manifests, check the media files, split, subsample."""
     d = cfg["data"]
     skipped = Skipped()
 
     def read(specs: list[str]) -> list[Pair]:
         pairs: list[Pair] = []
         for spec in specs:
-            pairs += load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
-                                audio_column=d["audio_column"], caption_column=d["caption_column"],
-                                label_templates=d["label_templates"])
-        return check_audio_files(pairs, d["skip_bad"], skipped)
+            pairs += load_media_pairs(cfg, spec, skipped)
+        return check_media(medium_of(cfg), pairs, d["skip_bad"], skipped)
 
     if not d["train"]:
         raise ConfigError("data.train is empty: e.g. --set 'data.train=[clotho:captions.csv]' --set data.audio_dir=DIR")
@@ -123,20 +129,19 @@ def split_pairs(pairs: list[Pair], fraction: float, by: str, seed: int) -> tuple
 
 
 class FeatureCache:
-    """Backbone outputs of the frozen towers for a pair list: x_a per distinct clip,
-    x_t per distinct caption; ``None`` for a tower that is not frozen."""
+    """Backbone outputs of the frozen towers for a pair list: x_m per distinct clip or
+    image, x_t per distinct caption; ``None`` for a tower that is not frozen."""
 
-    def __init__(self, model: ClapModel, pairs: list[Pair], cfg: dict, train: bool, device: torch.device):
+    def __init__(self, model: DualEncoder, pairs: list[Pair], cfg: dict, train: bool, device: torch.device):
         bs = cfg["train"]["eval_batch_size"]
-        self.x_a = self.x_t = None
+        self.x_m = self.x_t = None
         with torch.no_grad():
-            if "audio" in model.frozen:
+            if model.medium in model.frozen:
                 items, rows = clip_index(pairs)
-                self.audio_rows = torch.tensor(rows)
-                a = cfg["audio"]
-                ds = ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=train, seed=cfg["seed"])
+                self.media_rows = torch.tensor(rows)
+                ds = media_dataset(cfg, items, train=train, seed=cfg["seed"])
                 loader = DataLoader(ds, batch_size=bs, collate_fn=collate_clips, num_workers=cfg["data"]["num_workers"])
-                self.x_a = torch.cat([model.audio_backbone(w.to(device)) for w, _ in loader])
+                self.x_m = torch.cat([model.media_backbone(w.to(device)) for w, _ in loader])
             if "text" in model.frozen:
                 texts = list(dict.fromkeys(p.caption for p in pairs))
                 row = {t: i for i, t in enumerate(texts)}
@@ -144,9 +149,9 @@ class FeatureCache:
                 self.x_t = torch.from_numpy(embed_text(model, texts, bs, projected=False, device=device)).to(device)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x_a = self.x_a[self.audio_rows[idx]] if self.x_a is not None else None
+        x_m = self.x_m[self.media_rows[idx]] if self.x_m is not None else None
         x_t = self.x_t[self.text_rows[idx]] if self.x_t is not None else None
-        return x_a, x_t
+        return x_m, x_t
 
 
 class ClapTrainer:
@@ -163,17 +168,17 @@ class ClapTrainer:
         set_determinism(t.get("deterministic", True), self.device)
         seed_everything(cfg["seed"])
         self.data = data or load_clap_data(cfg)
-        a = cfg["audio"]
-        self.train_ds = ClipDataset(self.data.train, a["sample_rate"], a["segment_seconds"], a["normalize"], train=True, seed=cfg["seed"])
-        self.val_ds = ClipDataset(self.data.val, a["sample_rate"], a["segment_seconds"], a["normalize"], train=False)
-        self.state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None}
+        self.state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None, "step": 0}
         if resume:
             recover_dir(self.out / "last")
-            self.model = ClapModel.load(self.out / "last").to(self.device)
+            self.model = DualEncoder.load(self.out / "last").to(self.device)
         elif cfg["model"]["init_from"]:
-            self.model = ClapModel.load_as(cfg["model"]["init_from"], cfg).to(self.device)
+            self.model = DualEncoder.load_as(cfg["model"]["init_from"], cfg).to(self.device)
         else:
-            self.model = ClapModel(cfg).to(self.device)
+            self.model = DualEncoder(cfg).to(self.device)
+        cfg["image"] = self.model.cfg["image"]  # an HF image tower's own size, mean and std
+        self.train_ds = media_dataset(cfg, self.data.train, train=True, seed=cfg["seed"])
+        self.val_ds = media_dataset(cfg, self.data.val, train=False)
         self.teacher = self._teacher_embeddings() if t["loss"] == "soft_clip" else None
         if self.world > 1 and self.device.type == "cuda" and t["sync_batchnorm"]:
             # BatchNorm statistics over the global batch (SyncBatchNorm runs on GPUs only)
@@ -204,7 +209,7 @@ class ClapTrainer:
         def embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
             cache = EmbeddingCache(soft["cache"] or self.out / "teacher-cache", soft["teacher"],
                                    batch_size=self.cfg["train"]["eval_batch_size"], device=self.device)
-            return cache.audio(clips)[rows], cache.text(captions), cache.stats
+            return cache.media(clips)[rows], cache.text(captions), cache.stats
 
         if self.rank == 0:  # under DDP rank 0 fills the cache alone, then the others read it
             e_a, e_t, self.teacher_cache_stats = embeddings()
@@ -218,15 +223,22 @@ class ClapTrainer:
     def _phase(self, epoch: int) -> str:
         return "frozen" if epoch < self.cfg["train"]["frozen_epochs"] else "unfrozen"
 
+    def _phase_steps(self, phase: str) -> int:
+        t = self.cfg["train"]
+        epochs = min(t["frozen_epochs"], t["epochs"]) if phase == "frozen" else t["epochs"] - t["frozen_epochs"]
+        return max(1, epochs * len(self._batches(0)))
+
     def _start_phase(self, phase: str) -> None:
         t = self.cfg["train"]
         self.model.freeze_backbones(t["frozen_backbones"] if phase == "frozen" else t["keep_frozen"])
-        params = [p for p in self.model.parameters() if p.requires_grad]
         lr = t["lr_frozen"] if phase == "frozen" else t["lr_unfrozen"]
-        self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=t["weight_decay"])
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=t["plateau_factor"], patience=t["plateau_patience"]
-        )
+        self.optimizer = build_optimizer(self.model, t, lr)
+        if t["schedule"] == "cosine":
+            self.scheduler = warmup_cosine(self.optimizer, t["warmup_steps"], self._phase_steps(phase))
+        else:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=t["plateau_factor"], patience=t["plateau_patience"]
+            )
         if self._opt_state is not None and self._opt_state["state"]["phase"] == phase:
             self.optimizer.load_state_dict(self._opt_state["optimizer"])
             self.scheduler.load_state_dict(self._opt_state["scheduler"])
@@ -258,43 +270,54 @@ class ClapTrainer:
             out.append(glob[self.rank * per_rank : (self.rank + 1) * per_rank].tolist())
         return out
 
-    def _loss(self, audio=None, tokens=None, x_a=None, x_t=None, idx: list[int] | None = None) -> torch.Tensor:
-        e_a, e_t, scale = self.net(audio=audio, tokens=tokens, x_a=x_a, x_t=x_t)
-        e_a, e_t = gather_with_grad(e_a), gather_with_grad(e_t)
+    def _loss(self, media=None, tokens=None, x_m=None, x_t=None, idx: list[int] | None = None) -> torch.Tensor:
+        """The training loss over the global batch: CLIP (or soft-label CLIP) plus the
+        CyCLIP regularisers when their weights are set."""
+        e_m, e_t, scale = self.net(media=media, tokens=tokens, x_m=x_m, x_t=x_t)
+        e_m, e_t = gather_with_grad(e_m), gather_with_grad(e_t)
         if self.teacher is None or idx is None:
-            return clip_loss(e_a, e_t, scale, self.model.logit_clamp)
-        soft = self.cfg["train"]["soft"]
-        t_a, t_t = (gather_with_grad(x[torch.tensor(idx, device=x.device)]) for x in self.teacher)
-        return soft_clip_loss(e_a, e_t, scale, t_a, t_t, soft["weight"], soft["temperature"],
-                              soft["similarity"], self.model.logit_clamp)
+            loss = clip_loss(e_m, e_t, scale, self.model.logit_clamp)
+        else:
+            soft = self.cfg["train"]["soft"]
+            t_m, t_t = (gather_with_grad(x[torch.tensor(idx, device=x.device)]) for x in self.teacher)
+            loss = soft_clip_loss(e_m, e_t, scale, t_m, t_t, soft["weight"], soft["temperature"],
+                                  soft["similarity"], self.model.logit_clamp)
+        cy = self.cfg["train"]["cyclip"]
+        if cy["in_modal"] or cy["cross_modal"]:
+            in_modal, cross_modal = cyclip_regularisers(e_m, e_t)
+            loss = loss + cy["in_modal"] * in_modal + cy["cross_modal"] * cross_modal
+        return loss
 
     def _tokens(self, pairs: list[Pair], idx) -> dict[str, torch.Tensor]:
         return self.model.text.tokenize([pairs[i].caption for i in idx], self.device)
 
-    def _inputs(self, split: str, idx: list[int], waves: torch.Tensor | None = None) -> dict:
+    def _inputs(self, split: str, idx: list[int], media: torch.Tensor | None = None) -> dict:
         """Model inputs for pairs ``idx``: cached backbone outputs where a tower is cached."""
         pairs, ds = (self.data.train, self.train_ds) if split == "train" else (self.data.val, self.val_ds)
         cache = self.caches.get(split) if self.caches else None
-        x_a, x_t = cache.batch(torch.tensor(idx)) if cache is not None else (None, None)
-        out = {"x_a": x_a, "x_t": x_t, "audio": None, "tokens": None}
-        if x_a is None:
-            if waves is None:
-                waves = torch.stack([torch.from_numpy(ds.wave(i)) for i in idx])
-            out["audio"] = waves.to(self.device)
+        x_m, x_t = cache.batch(torch.tensor(idx)) if cache is not None else (None, None)
+        out = {"x_m": x_m, "x_t": x_t, "media": None, "tokens": None}
+        if x_m is None:
+            if media is None:
+                media = torch.stack([ds[i][0] for i in idx])
+            out["media"] = media.to(self.device)
         if x_t is None:
             out["tokens"] = self._tokens(pairs, idx)
         return out
 
-    def _audio_cached(self) -> bool:
-        return bool(self.caches) and self.caches["train"].x_a is not None
+    def _media_cached(self) -> bool:
+        return bool(self.caches) and self.caches["train"].x_m is not None
 
-    def train_step(self, idx: list[int], waves: torch.Tensor | None = None) -> float:
+    def train_step(self, idx: list[int], media: torch.Tensor | None = None) -> float:
         """One optimisation step on the pairs ``idx`` of the training set."""
-        loss = self._loss(**self._inputs("train", idx, waves), idx=idx)
+        loss = self._loss(**self._inputs("train", idx, media), idx=idx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg["train"]["grad_clip"])
         self.optimizer.step()
+        if self.cfg["train"]["schedule"] == "cosine":
+            self.scheduler.step()
+        self.state["step"] = self.state.get("step", 0) + 1
         return loss.item()
 
     def train_epoch(self, epoch: int) -> float:
@@ -304,16 +327,16 @@ class ClapTrainer:
         losses = []
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1} ({self.state['phase']})", leave=False,
                    disable=None if self.cfg["train"]["progress"] and is_main() else True)
-        if self._audio_cached():
+        if self._media_cached():
             steps = ((idx, None) for idx in batches)
         else:
             if self._loader is None:  # built once: its workers and their wave caches live across epochs
                 self._loader, self._sampler = epoch_loader(self.train_ds, self.cfg["data"]["num_workers"],
                                                            self.device.type == "cuda")
             self._sampler.set(epoch, batches)
-            steps = ((idx.tolist(), waves) for waves, idx in self._loader)
-        for idx, waves in steps:
-            losses.append(self.train_step(idx, waves))
+            steps = ((idx.tolist(), media) for media, idx in self._loader)
+        for idx, media in steps:
+            losses.append(self.train_step(idx, media))
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         bar.close()
@@ -333,8 +356,8 @@ class ClapTrainer:
             idx = list(range(start, min(start + bs, n)))
             if len(idx) < 2:
                 continue
-            e_a, e_t, scale = self.model(**self._inputs("val", idx))
-            loss = clip_loss(e_a, e_t, scale, self.model.logit_clamp).double()
+            e_m, e_t, scale = self.model(**self._inputs("val", idx))
+            loss = clip_loss(e_m, e_t, scale, self.model.logit_clamp).double()
             total += torch.stack([loss * len(idx), torch.tensor(float(len(idx)), dtype=torch.float64, device=self.device)])
         if self.world > 1:
             torch.distributed.all_reduce(total)
@@ -355,7 +378,8 @@ class ClapTrainer:
             train_loss = self.train_epoch(epoch)
             val = self.val_loss()
             monitor = val if not math.isnan(val) else train_loss
-            self.scheduler.step(monitor)
+            if t["schedule"] == "plateau":
+                self.scheduler.step(monitor)
             improved = monitor < self.state["best_val"]
             if improved:
                 self.state.update(best_val=monitor, best_epoch=epoch, bad_epochs=0)
@@ -383,7 +407,8 @@ class ClapTrainer:
             "best_val_loss": self.state["best_val"],
             "train_pairs": len(self.data.train),
             "val_pairs": len(self.data.val),
-            "train_clips": len({p.media for p in self.data.train}),
+            f"train_{'clips' if self.model.medium == 'audio' else 'images'}": len({p.media for p in self.data.train}),
+            "modality": self.model.medium,
             "skipped": self.data.skipped.to_dict(),
             "seconds": time.time() - start_time,
             "processes": self.world,
@@ -398,6 +423,31 @@ class ClapTrainer:
     def _save(self, improved: bool) -> None:
         save_run(self.out, self.model, {"state": self.state, "optimizer": self.optimizer.state_dict(),
                                         "scheduler": self.scheduler.state_dict()}, improved)
+
+
+def build_optimizer(model: torch.nn.Module, t: dict, lr: float) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters, weight decay on the matrices and
+    kernels only: biases, norm scales and the temperature (every 0-d and 1-d tensor)
+    are never decayed, as in open_clip."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2]
+    plain = [p for n, p in named if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": plain, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW if t["optimizer"] == "adamw" else torch.optim.Adam
+    return opt([g for g in groups if g["params"]], lr=lr, betas=tuple(t["betas"]), eps=t["eps"])
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """open_clip's schedule, stepped once per optimisation step: lr * (s + 1) / warmup
+    for the first ``warmup`` steps, then lr * 0.5 * (1 + cos(pi * e / (total - warmup)))
+    with e the steps since the warmup ended."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        e, span = step - warmup, max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(e, span) / span))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_clap(cfg: dict, out: str | Path, resume: bool = False) -> dict:

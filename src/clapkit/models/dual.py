@@ -1,11 +1,21 @@
-"""The CLAP dual encoder: audio and text backbones, MLP projectors, a learnt temperature.
+"""The dual encoder of CLAP and CLIP: a media backbone (audio or image) and a text
+backbone, MLP projectors, a learnt temperature.
+
+``model.modality`` says which medium the non-text tower holds. The tower is registered
+under that name (``audio`` / ``image``, projector ``audio_proj`` / ``image_proj``), so
+the weights of a checkpoint name their medium, and checkpoints written before images
+existed (no ``model.modality``: audio) load unchanged. Everything else, the trainer,
+the caches, evaluation, sees one interface: ``media_backbone`` -> x_m,
+``project_media`` -> E_m, and their text twins.
 
 A checkpoint is a directory::
 
-    config.json         the full resolved config
-    model.safetensors   audio tower, projectors and logit scale
+    config.json         the full resolved config (model.modality names the medium)
+    model.safetensors   media tower, projectors and logit scale
     text/               the text encoder as a Hugging Face folder (AutoModel,
                         AutoTokenizer and SentenceTransformer load it on its own)
+    vision/             a Hugging Face image tower's config (its weights are in
+                        model.safetensors), so the checkpoint loads without its source
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from .audio import build_audio_tower
+from .image import HFVisionTower, build_image_tower, image_settings
 from .text import TextTower
+
+MEDIA = ("audio", "image")
 
 
 class Projector(nn.Module):
@@ -43,16 +56,26 @@ class Projector(nn.Module):
         return self.net(x)
 
 
-class ClapModel(nn.Module):
-    def __init__(self, cfg: dict, text_path: str | None = None):
+class DualEncoder(nn.Module):
+    def __init__(self, cfg: dict, text_path: str | None = None, vision_path: str | None = None):
         super().__init__()
         m = cfg["model"]
         self.cfg = cfg
-        self.audio = build_audio_tower(m["audio"], cfg["audio"]["sample_rate"])
+        self.medium = m.get("modality", "audio")
+        if self.medium not in MEDIA:
+            raise ConfigError(f"model.modality = {self.medium!r}; choose audio or image")
+        if self.medium == "audio":
+            tower = build_audio_tower(m["audio"], cfg["audio"]["sample_rate"])
+        else:
+            tower = build_image_tower(m["image"], cfg["image"]["size"], vision_path)
+            cfg["image"] = image_settings(cfg["image"], tower)  # an HF folder's size, mean, std
+            if m["image"]["name"] == "small_vit" and cfg["image"]["size"] % m["image"]["patch"]:
+                raise ConfigError(f"image.size = {cfg['image']['size']} must be a multiple of model.image.patch")
+        self.add_module(self.medium, tower)
         t = m["text"]
         self.text = TextTower(text_path or t["name"], t["pooling"], t["max_length"])
         p = m["projector"]
-        self.audio_proj = Projector(self.audio.embed_dim, p["dim"], p["hidden"], p["depth"], p["dropout"])
+        self.add_module(f"{self.medium}_proj", Projector(tower.embed_dim, p["dim"], p["hidden"], p["depth"], p["dropout"]))
         self.text_proj = Projector(self.text.embed_dim, p["dim"], p["hidden"], p["depth"], p["dropout"])
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / m["init_temperature"])), requires_grad=m["learn_temperature"]
@@ -63,19 +86,33 @@ class ClapModel(nn.Module):
         self._trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         self.frozen: frozenset[str] = frozenset()
 
-    def freeze_backbones(self, towers: tuple[str, ...] | list[str] = ("audio", "text")) -> None:
+    @property
+    def media_tower(self) -> nn.Module:
+        return getattr(self, self.medium)
+
+    @property
+    def media_proj(self) -> nn.Module:
+        return getattr(self, f"{self.medium}_proj")
+
+    def tower_name(self, name: str) -> str:
+        """``media`` or this model's medium -> the medium; ``text`` -> ``text``."""
+        if name in ("media", self.medium):
+            return self.medium
+        if name == "text":
+            return "text"
+        raise ConfigError(f"train.frozen_backbones / keep_frozen: unknown tower {name!r} for a "
+                          f"{self.medium} model; use media (or {self.medium}) and/or text")
+
+    def freeze_backbones(self, towers: tuple[str, ...] | list[str] = ("media", "text")) -> None:
         """Freeze (and keep in eval mode) the named backbones; unfreeze the others."""
-        unknown = set(towers) - {"audio", "text"}
-        if unknown:
-            raise ConfigError(f"train.frozen_backbones: unknown tower(s) {sorted(unknown)}; use audio and/or text")
-        self.frozen = frozenset(towers)
+        self.frozen = frozenset(self.tower_name(t) for t in towers)
         for name, p in self.named_parameters():
             tower = name.split(".", 1)[0]
-            if tower in ("audio", "text"):
+            if tower in (self.medium, "text"):
                 p.requires_grad_(tower not in self.frozen and name in self._trainable)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> ClapModel:
+    def train(self, mode: bool = True) -> DualEncoder:
         super().train(mode)
         for tower in self.frozen:
             getattr(self, tower).eval()
@@ -83,36 +120,36 @@ class ClapModel(nn.Module):
 
     def forward(
         self,
-        audio: torch.Tensor | None = None,
+        media: torch.Tensor | None = None,
         tokens: dict[str, torch.Tensor] | None = None,
-        x_a: torch.Tensor | None = None,
+        x_m: torch.Tensor | None = None,
         x_t: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(E_a, E_t, scale) from waveforms and tokens, or from cached backbone outputs."""
+        """(E_m, E_t, scale) from media (waveforms or pixels) and tokens, or from cached backbone outputs."""
         grad = torch.is_grad_enabled()
-        if x_a is None:
-            with torch.set_grad_enabled(grad and "audio" not in self.frozen):
-                x_a = self.audio_backbone(audio)
+        if x_m is None:
+            with torch.set_grad_enabled(grad and self.medium not in self.frozen):
+                x_m = self.media_backbone(media)
         if x_t is None:
             with torch.set_grad_enabled(grad and "text" not in self.frozen):
                 x_t = self.text_backbone(tokens)
-        return self.project_audio(x_a), self.project_text(x_t), self.scale()
+        return self.project_media(x_m), self.project_text(x_t), self.scale()
 
     # backbones -> x ; projectors -> E (L2-normalised)
-    def audio_backbone(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.audio(wave)
+    def media_backbone(self, media: torch.Tensor) -> torch.Tensor:
+        return self.media_tower(media)
 
     def text_backbone(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.text(tokens)
 
-    def project_audio(self, x_a: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.audio_proj(x_a), dim=-1)
+    def project_media(self, x_m: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.media_proj(x_m), dim=-1)
 
     def project_text(self, x_t: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(x_t), dim=-1)
 
-    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.project_audio(self.audio_backbone(wave))
+    def encode_media(self, media: torch.Tensor) -> torch.Tensor:
+        return self.project_media(self.media_backbone(media))
 
     def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.project_text(self.text_backbone(tokens))
@@ -121,7 +158,7 @@ class ClapModel(nn.Module):
         return self.logit_scale.exp()
 
     def backbones(self) -> list[nn.Module]:
-        return [self.audio, self.text]
+        return [self.media_tower, self.text]
 
     # --- checkpoints ---------------------------------------------------------------
     def head_state(self) -> dict[str, torch.Tensor]:
@@ -134,34 +171,44 @@ class ClapModel(nn.Module):
         (folder / "config.json").write_text(json.dumps(self.cfg, indent=2))
         save_file(self.head_state(), str(folder / "model.safetensors"))
         self.text.save(folder / "text")
+        if isinstance(self.media_tower, HFVisionTower):
+            self.media_tower.save_config(folder / "vision")
 
     @classmethod
-    def load_as(cls, folder: str | Path, cfg: dict) -> ClapModel:
+    def load_as(cls, folder: str | Path, cfg: dict) -> DualEncoder:
         """Load a checkpoint's weights under a new run's config (same architecture)."""
         model = cls.load(folder)
-        arch = ("audio", "text", "projector")
+        medium = model.medium
+        if medium == "image":  # unset image settings are the checkpoint's own
+            cfg["image"] = {k: model.cfg["image"][k] if v is None else v for k, v in cfg["image"].items()}
+        arch = (medium, "text", "projector")
         theirs = {k: model.cfg["model"][k] for k in arch}
         ours = {k: cfg["model"][k] for k in arch}
         for side in (theirs, ours):
-            side["audio"] = {k: v for k, v in side["audio"].items() if k != "checkpoint"}
+            side[medium] = {k: v for k, v in side[medium].items() if k != "checkpoint"}
             side["text"] = {k: v for k, v in side["text"].items() if k != "name"}
-        if theirs != ours or model.cfg["audio"]["sample_rate"] != cfg["audio"]["sample_rate"]:
+        inputs = ("audio", "sample_rate") if medium == "audio" else ("image", "size")
+        same_input = model.cfg[inputs[0]][inputs[1]] == cfg[inputs[0]][inputs[1]]
+        if cfg["model"].get("modality", "audio") != medium or theirs != ours or not same_input:
             raise ConfigError(f"model.init_from = {folder}: its architecture differs from this config's model.*")
         model.cfg = cfg
         return model
 
     @classmethod
-    def load(cls, folder: str | Path, map_location: str = "cpu") -> ClapModel:
+    def load(cls, folder: str | Path, map_location: str = "cpu") -> DualEncoder:
         folder = Path(folder)
         for name in ("config.json", "model.safetensors", "text"):
             if not (folder / name).exists():
                 raise ConfigError(
                     f"{folder}: not a clapkit checkpoint (no {name}); pass the checkpoint folder "
-                    "that `clapkit train clap` or `clapkit demo` wrote"
+                    "that `clapkit train clap`, `train clip` or `clapkit demo` wrote"
                 )
-        cfg = json.loads((folder / "config.json").read_text())
+        from ..config import complete
+
+        cfg = complete(json.loads((folder / "config.json").read_text()))  # older checkpoints lack newer keys
         cfg["model"]["audio"]["checkpoint"] = None  # weights come from model.safetensors
-        model = cls(cfg, text_path=str(folder / "text"))
+        vision = folder / "vision"
+        model = cls(cfg, text_path=str(folder / "text"), vision_path=str(vision) if vision.is_dir() else None)
         missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location), strict=False)
         missing = [k for k in missing if not k.startswith("text.")]
         if missing or unexpected:

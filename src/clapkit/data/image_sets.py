@@ -1,0 +1,379 @@
+"""Image-caption manifests and labelled image sets in their owners' formats.
+
+Image-caption specs (every image is paired with each of its captions):
+
+- ``coco:JSON`` - COCO captions (``annotations/captions_{train,val}2017.json``:
+  ``images[].{id,file_name}``, ``annotations[].{image_id,caption}``); images in
+  ``image_dir`` (default: ``ROOT/val2017`` for ``ROOT/annotations/captions_val2017.json``
+  when that folder exists, else the JSON's folder);
+- ``karpathy:JSON`` - the Karpathy split files (``dataset_flickr30k.json``,
+  ``dataset_flickr8k.json``, ``dataset_coco.json``): ``images[].{filename, filepath?,
+  split, sentences[].raw}``; ``split`` keeps one split (``restval`` counts as ``train``);
+  images in ``image_dir`` (default: a ``flickr30k-images``, ``Flicker8k_Dataset``,
+  ``Flickr8k_Dataset`` or ``images`` folder beside the JSON, else its folder), under
+  ``filepath`` when given (COCO's ``val2014``);
+- ``flickr:TOKENFILE`` - Flickr30k's ``results_20130124.token`` / Flickr8k's
+  ``Flickr8k.token.txt``: ``IMAGE#N<TAB>caption`` lines; images as for karpathy:;
+- ``csv:FILE`` / ``jsonl:FILE`` - an ``image`` column / key (name selectable) and
+  ``caption``, read by :func:`clapkit.data.manifests.load_pairs`;
+- ``wds:PATTERN`` - WebDataset tar shards (``{key}.jpg|jpeg|png|webp`` + ``{key}.txt``,
+  as open_clip and LAION write them); ``PATTERN`` is a file, a glob or a brace range
+  (``shards/{000000..000099}.tar``). Each shard is read once as a stream to index its
+  members; an image is then read in place (offset + size), never unpacked.
+
+Labelled image specs, for zero-shot classification: ``folder:DIR`` (one sub-folder of
+images per class, the ImageNet layout), ``csv:FILE`` (``image,label`` columns),
+``mnist:DIR`` (the IDX files), ``cifar:DIR`` (CIFAR-10's ``test_batch`` +
+``batches.meta`` or CIFAR-100's ``test`` + ``meta``, in DIR or its
+``cifar-10-batches-py`` / ``cifar-100-python`` folder; the ``train`` split on request).
+
+A bad row, record or file raises a DataError naming the file and row (JSON: the record
+index and id), or with ``skip_bad`` is counted in the :class:`Skipped` record.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import pickle
+import re
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .image_io import IMAGE_EXTENSIONS, ArrayImage, TarMember
+from .labelled import LabelledClip, LabelledSet
+from .manifests import Pair, Skipped, iter_csv_rows, load_pairs, parse_spec
+
+IMAGE_CAPTION_KINDS = ("coco", "karpathy", "flickr", "csv", "jsonl", "wds")
+LABELLED_IMAGE_KINDS = ("folder", "csv", "mnist", "cifar")
+WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+_IMAGE_FOLDERS = ("flickr30k-images", "flickr30k_images", "Flicker8k_Dataset", "Flickr8k_Dataset", "images")
+
+
+def _image_file(path: Path, where: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}", where, reason="image file not found")
+    return path
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", str(path)) from exc
+
+
+def _records(data, key: str, path: Path) -> list:
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise DataError(f"expected a JSON object with a '{key}' list", str(path))
+    return data[key]
+
+
+class _Collector:
+    """Runs one record's parser; keeps its pairs, or counts / re-raises its error."""
+
+    def __init__(self, skip_bad: bool, skipped: Skipped):
+        self.pairs: list[Pair] = []
+        self.skip_bad, self.skipped = skip_bad, skipped
+
+    def __call__(self, fn: Callable[[], list[Pair]]) -> None:
+        try:
+            self.pairs.extend(fn())
+        except DataError as exc:
+            self.fail(exc)
+
+    def fail(self, exc: DataError) -> None:
+        if not self.skip_bad:
+            raise DataError(f"{exc} (use --skip-bad to skip and count such rows)", reason=exc.reason) from exc
+        self.skipped.add(exc)
+
+
+def _caption(text, where: str) -> str:
+    caption = text.strip() if isinstance(text, str) else ""
+    if not caption:
+        raise DataError("empty or missing caption", where, reason="empty caption")
+    return caption
+
+
+def _default_image_dir(path: Path, image_dir: str | Path | None) -> Path:
+    if image_dir:
+        return Path(image_dir)
+    for name in _IMAGE_FOLDERS:
+        if (path.parent / name).is_dir():
+            return path.parent / name
+    return path.parent
+
+
+def _coco(path: Path, image_dir, split, c: _Collector) -> None:
+    data = _read_json(path)
+    images, annotations = _records(data, "images", path), _records(data, "annotations", path)
+    if image_dir:
+        base = Path(image_dir)
+    else:  # ROOT/annotations/captions_val2017.json -> ROOT/val2017
+        guess = path.parent.parent / path.stem.rsplit("_", 1)[-1]
+        base = guess if guess.is_dir() else path.parent
+    files: dict = {}
+    for n, rec in enumerate(images):
+        where = f"{path} images[{n}]"
+        if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("file_name"), str):
+            c.fail(DataError("needs 'id' and 'file_name'", where, reason="malformed record"))
+            continue
+        files[rec["id"]] = (rec["file_name"], where)
+    found: dict = {}
+
+    for n, ann in enumerate(annotations):
+        where = f"{path} annotations[{n}]"
+
+        def one(ann=ann, where=where):
+            if not isinstance(ann, dict) or "image_id" not in ann:
+                raise DataError("needs 'image_id' and 'caption'", where)
+            where = f"{where} (image_id {ann['image_id']})"
+            if ann["image_id"] not in files:
+                raise DataError("image_id not among the images", where, reason="unknown image_id")
+            name, _ = files[ann["image_id"]]
+            if name not in found:
+                found[name] = _image_file(base / name, where)
+            return [Pair(found[name], _caption(ann.get("caption"), where), str(ann["image_id"]), where)]
+
+        c(one)
+
+
+def _karpathy(path: Path, image_dir, split, c: _Collector) -> None:
+    data = _read_json(path)
+    base = _default_image_dir(path, image_dir)
+    for n, rec in enumerate(_records(data, "images", path)):
+        where = f"{path} images[{n}]"
+
+        def one(rec=rec, where=where):
+            if not isinstance(rec, dict) or not isinstance(rec.get("filename"), str):
+                raise DataError("needs 'filename', 'split' and 'sentences'", where)
+            where = f"{where} ({rec['filename']})"
+            rec_split = "train" if rec.get("split") == "restval" else rec.get("split")
+            if split and rec_split != split:
+                return []
+            sentences = rec.get("sentences")
+            if not isinstance(sentences, list) or not sentences:
+                raise DataError("no 'sentences'", where, reason="no captions")
+            image = _image_file(base / rec.get("filepath", "") / rec["filename"], where)
+            media_id = str(rec.get("imgid", rec["filename"]))
+            return [Pair(image, _caption(s.get("raw") if isinstance(s, dict) else None, f"{where} sentences[{k}]"),
+                         media_id, where) for k, s in enumerate(sentences)]
+
+        c(one)
+
+
+def _flickr(path: Path, image_dir, split, c: _Collector) -> None:
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    base = _default_image_dir(path, image_dir)
+    found: dict = {}
+    text = path.read_text(encoding="utf-8-sig", errors="strict")
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {n}"
+
+        def one(line=line, where=where):
+            key, tab, caption = line.partition("\t")
+            name, hash_, number = key.partition("#")
+            if not tab or not hash_ or not number.strip().isdigit():
+                raise DataError("expected IMAGE#N<TAB>caption", where, reason="malformed line")
+            if name not in found:
+                found[name] = _image_file(base / name, where)
+            return [Pair(found[name], _caption(caption, where), name, where)]
+
+        c(one)
+
+
+def expand_shards(pattern: str) -> list[Path]:
+    """Shard files of ``pattern``: brace ranges ``{000..099}`` and lists ``{a,b}``, then globs."""
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if m:
+        body, head, tail = m.group(1), pattern[: m.start()], pattern[m.end() :]
+        r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+        parts = [str(i).zfill(len(r.group(1))) for i in range(int(r.group(1)), int(r.group(2)) + 1)] if r \
+            else body.split(",")
+        return [p for part in parts for p in expand_shards(head + part + tail)]
+    if any(ch in pattern for ch in "*?["):
+        return [Path(p) for p in sorted(glob.glob(pattern))]
+    return [Path(pattern)]
+
+
+def index_tar(tar: Path) -> dict[str, dict[str, tuple[int, int, bytes | None]]]:
+    """``{key: {ext: (offset, size, data)}}`` of a WebDataset shard, read as one stream;
+    ``data`` holds the bytes of ``.txt`` members only (the captions)."""
+    out: dict = {}
+    try:
+        with tarfile.open(tar, mode="r|*") as tf:
+            for member in tf:
+                if not member.isfile():
+                    continue
+                folder, _, base = member.name.rpartition("/")
+                stem, dot, ext = base.partition(".")
+                if not dot or stem.startswith("."):
+                    continue
+                key = f"{folder}/{stem}" if folder else stem
+                data = tf.extractfile(member).read() if ext.lower() == "txt" else None
+                out.setdefault(key, {})[ext.lower()] = (member.offset_data, member.size, data)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"not a readable tar shard ({exc})", str(tar), reason="unreadable shard") from exc
+    return out
+
+
+def _wds(pattern: str, image_dir, split, c: _Collector) -> None:
+    shards = expand_shards(pattern)
+    if not shards:
+        raise DataError(f"no shard matches {pattern}")
+    for tar in shards:
+        if not tar.is_file():
+            c.fail(DataError("shard not found", str(tar), reason="shard not found"))
+            continue
+        try:
+            members = index_tar(tar)
+        except DataError as exc:
+            c.fail(exc)
+            continue
+        for key, parts in members.items():
+            where = f"{tar} sample {key}"
+
+            def one(key=key, parts=parts, where=where, tar=tar):
+                ext = next((e for e in WDS_IMAGE_EXTENSIONS if e in parts), None)
+                if ext is None or "txt" not in parts:
+                    raise DataError(f"needs an image ({'|'.join(WDS_IMAGE_EXTENSIONS)}) and a .txt caption; "
+                                    f"has {', '.join(sorted(parts))}", where, reason="incomplete sample")
+                offset, size, _ = parts[ext]
+                try:
+                    caption = parts["txt"][2].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError("the .txt caption is not UTF-8", where) from exc
+                return [Pair(TarMember(tar, f"{key}.{ext}", offset, size), _caption(caption, where), f"{tar}#{key}", where)]
+
+            c(one)
+
+
+def load_image_pairs(spec: str, image_dir: str | Path | None = None, skip_bad: bool = False,
+                     skipped: Skipped | None = None, image_column: str = "image", caption_column: str = "caption",
+                     split: str | None = None) -> list[Pair]:
+    """Image-caption pairs of a spec (see the module docstring)."""
+    skipped = skipped if skipped is not None else Skipped()
+    kind, _, rest = str(spec).partition(":")
+    if kind in ("csv", "jsonl"):
+        base = Path(image_dir) if image_dir else None
+        return load_pairs(spec, base, None, skip_bad, skipped, audio_column=image_column,
+                          caption_column=caption_column, resolve=_image_file)
+    if kind == "wds":
+        if not rest:
+            raise DataError(f"data spec {spec!r}: the pattern after 'wds:' is empty")
+        c = _Collector(skip_bad, skipped)
+        _wds(rest, image_dir, split, c)
+        return c.pairs
+    kind, path = parse_spec(spec, IMAGE_CAPTION_KINDS)
+    c = _Collector(skip_bad, skipped)
+    {"coco": _coco, "karpathy": _karpathy, "flickr": _flickr}[kind](path, image_dir, split, c)
+    return c.pairs
+
+
+# --- labelled image sets -------------------------------------------------------------
+
+def _folder(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
+    if not root.is_dir():
+        raise DataError("folder not found", str(root))
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError("no class sub-folders (expected one folder of images per class)", str(root))
+    clips = []
+    for label, name in enumerate(names):
+        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        clips.extend(LabelledClip(f, label, None, str(f)) for f in files)
+    return clips, names
+
+
+def _labels_csv(path: Path, image_column: str, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
+    rows = []
+    for line, row in iter_csv_rows(path, [image_column, "label"]):
+        where = f"{path} line {line}"
+        try:
+            if None in row or row.get(image_column) is None or row.get("label") is None:
+                raise DataError("row does not match the header", where, reason="malformed row")
+            label = row["label"].strip()
+            if not row[image_column].strip() or not label:
+                raise DataError(f"empty {image_column} or label", where, reason="empty value")
+            file = Path(row[image_column].strip()).expanduser()
+            file = file if file.is_absolute() else path.parent / file
+            rows.append((_image_file(file, where), label, where))
+        except DataError as exc:
+            if not skip_bad:
+                raise DataError(f"{exc} (use --skip-bad to skip and count such rows)", reason=exc.reason) from exc
+            skipped.add(exc)
+    names = sorted({label for _, label, _ in rows})
+    index = {n: i for i, n in enumerate(names)}
+    return [LabelledClip(f, index[label], None, where) for f, label, where in rows], names
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError("file not found (expected CIFAR's python batches)", str(path))
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        raise DataError(f"not a CIFAR python batch ({exc})", str(path)) from exc
+
+
+def _cifar(root: Path, split: str) -> tuple[list[LabelledClip], list[str]]:
+    for sub in ("", "cifar-10-batches-py", "cifar-100-python"):
+        folder = root / sub if sub else root
+        if (folder / "batches.meta").is_file():  # CIFAR-10
+            names = [n.decode() for n in _unpickle(folder / "batches.meta")[b"label_names"]]
+            files, key = (["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]), b"labels"
+            break
+        if (folder / "meta").is_file():  # CIFAR-100
+            names = [n.decode() for n in _unpickle(folder / "meta")[b"fine_label_names"]]
+            files, key = ["test" if split == "test" else "train"], b"fine_labels"
+            break
+    else:
+        raise DataError("no CIFAR batches.meta (CIFAR-10) or meta (CIFAR-100) file", str(root))
+    clips = []
+    for name in files:
+        path = folder / name
+        batch = _unpickle(path)
+        if b"data" not in batch or key not in batch:
+            raise DataError(f"no {key.decode()!r} or 'data' entry", str(path))
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3072 or len(batch[key]) != len(data):
+            raise DataError(f"data {data.shape} and {len(batch[key])} labels; expected (N, 3072) and N", str(path))
+        pixels = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        clips += [LabelledClip(ArrayImage(str(path), i, pixels), int(y), None, f"{path} item {i}")
+                  for i, y in enumerate(batch[key])]
+    return clips, names
+
+
+def load_labelled_images(spec: str, skip_bad: bool = False, image_column: str = "image",
+                         split: str = "test") -> LabelledSet:
+    """A labelled image set (see the module docstring)."""
+    from .images import load_mnist
+
+    kind, path = parse_spec(spec, LABELLED_IMAGE_KINDS)
+    skipped = Skipped()
+    if kind == "folder":
+        clips, names = _folder(path, skip_bad, skipped)
+    elif kind == "csv":
+        clips, names = _labels_csv(path, image_column, skip_bad, skipped)
+    elif kind == "cifar":
+        clips, names = _cifar(path, split)
+    else:
+        m = load_mnist(path)
+        clips = [LabelledClip(ArrayImage(str(path), i, m.pixels), int(y), None, f"{path} item {i}")
+                 for i, y in enumerate(m.labels.tolist())]
+        names = m.class_names
+    if not clips:
+        raise DataError(f"{spec}: no images")
+    return LabelledSet(clips, names, skipped)

@@ -1,0 +1,55 @@
+"""The one switch between audio and images on the data side.
+
+The trainer, the caches and the evaluations ask this module for a medium's pairs,
+file checks and torch dataset, so the rest of clapkit is written once for both media:
+
+==================  ==========================================  =============================================
+                    audio (``model.modality: audio``)           image (``model.modality: image``)
+==================  ==========================================  =============================================
+caption manifests   csv, jsonl, clotho, audiocaps, esc50, folder  coco, karpathy, flickr, csv, jsonl, wds
+labelled sets       esc50, folder, fsdd                         folder, csv, mnist, cifar
+file check          header (soundfile)                          full decode (Pillow)
+dataset item        fixed-length waveform                       normalised (3, S, S) pixels
+training draw       segment, seeded (seed, epoch, i)            crop + flip, seeded (seed, epoch, i)
+==================  ==========================================  =============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch.utils.data import Dataset
+
+from .datasets import ClipDataset, check_audio_files
+from .image_io import ImageDataset, check_images
+from .manifests import Pair, Skipped, load_pairs
+
+
+def medium_of(cfg: dict) -> str:
+    return cfg["model"].get("modality", "audio")
+
+
+def media_dataset(cfg: dict, items: Sequence, train: bool = False, seed: int = 0) -> Dataset:
+    """Item ``i`` or ``(epoch, i)`` -> (tensor, i) for the config's medium."""
+    if medium_of(cfg) == "image":
+        return ImageDataset(items, cfg["image"], train, seed)
+    a = cfg["audio"]
+    return ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=train, seed=seed)
+
+
+def check_media(medium: str, items: Sequence, skip_bad: bool, skipped: Skipped) -> list:
+    """Open every distinct file of ``items``; drop (and count) or raise on the bad ones."""
+    return (check_images if medium == "image" else check_audio_files)(items, skip_bad, skipped)
+
+
+def load_media_pairs(cfg: dict, spec: str, skipped: Skipped, label_templates=None) -> list[Pair]:
+    """The caption pairs of ``spec`` for the config's medium, with the ``data.*`` options."""
+    d = cfg["data"]
+    if medium_of(cfg) == "image":
+        from .image_sets import load_image_pairs
+
+        return load_image_pairs(spec, d["image_dir"], d["skip_bad"], skipped, d["image_column"],
+                                d["caption_column"], d["split"])
+    return load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
+                      audio_column=d["audio_column"], caption_column=d["caption_column"],
+                      label_templates=label_templates or d["label_templates"])
