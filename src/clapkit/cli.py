@@ -96,18 +96,20 @@ def _load_model(path: Path, device):
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("demo-out"),
+    modality: Annotated[str, typer.Option(help="audio (a CLAP) or image (a CLIP)")] = "audio",
     set_: SetOpt = None,
 ) -> None:
     """The whole pipeline on the embedded synthetic set, offline (see clapkit.demo)."""
     from .demo import run_demo
 
-    m = run_demo(out, set_)
+    m = run_demo(out, set_, modality)
     zs, r = m["zeroshot_unseen"], m["retrieval_heldout"]
+    md = modality
     typer.echo(
         f"zero-shot on {len(zs['classes'])} never-seen classes: accuracy {zs['accuracy']:.3f} "
         f"(chance {zs['chance']:.3f}, x{zs['accuracy_over_chance']:.1f})\n"
-        f"retrieval on {r['audio']} held-out clips: text->audio R@1 {r['text_to_audio']['R@1']:.3f}, "
-        f"audio->text R@1 {r['audio_to_text']['R@1']:.3f}\n"
+        f"retrieval on {r['audio' if md == 'audio' else 'images']} held-out {'clips' if md == 'audio' else 'images'}: "
+        f"text->{md} R@1 {r[f'text_to_{md}']['R@1']:.3f}, {md}->text R@1 {r[f'{md}_to_text']['R@1']:.3f}\n"
         f"{m['seconds']['total']:.0f} s; metrics in {out / 'metrics.json'}, model in {out / 'checkpoint'}"
     )
 

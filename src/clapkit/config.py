@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "image_column": "image",  # column (csv:) or key (jsonl:) of the image path
         "caption_column": "caption",  # column or key of the caption
         "val_fraction": 0.2,
-        "val_split_by": "pair",  # pair (as the paper) or audio (no clip in both splits)
+        "val_split_by": "pair",  # pair (as the paper) or media (no clip or image in both splits; "audio" is the same)
         "fraction": 1.0,  # seeded fraction of the training pairs to use
         "skip_bad": False,  # skip (and count) bad rows and files instead of failing
         "num_workers": 0,
@@ -175,7 +175,7 @@ DEFAULTS: dict[str, Any] = {
         "eps": 1.0e-8,
         "schedule": "plateau",  # plateau (ReduceLROnPlateau on the validation loss) | cosine (warmup, then cosine to 0)
         "warmup_steps": 0,  # cosine: linear warmup steps at the start of each phase
-        "grad_clip": 100.0,
+        "grad_clip": 100.0,  # 0 turns it off
         "plateau_factor": 0.1,
         "plateau_patience": 10,
         "early_stopping_patience": 15,  # epochs without val improvement; 0 turns it off
@@ -314,7 +314,7 @@ def complete(cfg: dict) -> dict:
 def validate(cfg: dict) -> None:
     """Check values whose mistakes would otherwise surface deep inside training."""
     choices = {
-        ("data", "val_split_by"): {"pair", "audio"},
+        ("data", "val_split_by"): {"pair", "media", "audio"},
         ("model", "modality"): {"audio", "image"},
         ("model", "audio", "name"): {"small_cnn", "cnn14"},
         ("model", "image", "pooling"): {"pooled", "cls"},

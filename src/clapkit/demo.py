@@ -2,7 +2,9 @@
 
 Writes the synthetic set, trains a CLAP (small audio CNN + the shipped MiniLM) with the
 ``demo`` preset, then evaluates zero-shot classification on the classes never used in
-training and retrieval on held-out clips of the seen classes. Outputs in ``out``::
+training and retrieval on held-out clips of the seen classes. ``modality="image"``
+does the same for a CLIP (small image CNN + MiniLM, preset ``demo-image``) on the
+synthetic pictures of :mod:`clapkit.data.synthetic_images`. Outputs in ``out``::
 
     data/                the synthetic set (see clapkit.data.synthetic)
     checkpoint/ last/    the trained model (best by validation loss) and the last epoch
@@ -18,31 +20,39 @@ from pathlib import Path
 
 from .config import load_config
 from .data.labelled import load_labelled
-from .data.manifests import load_pairs
+from .data.manifests import Skipped
+from .data.media import load_media_pairs
 from .data.synthetic import write_synthetic
+from .data.synthetic_images import write_synthetic_images
+from .errors import ConfigError
 from .evaluation.retrieval import retrieval_eval
 from .evaluation.zeroshot import plot_confusion, zeroshot_eval
 from .models.dual import DualEncoder
 from .training.clap import train_clap
 
 
-def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict:
+def run_demo(out: str | Path, overrides: list[str] | None = None, modality: str = "audio") -> dict:
     out = Path(out)
     t0 = time.time()
-    cfg = load_config("demo", overrides)
-    meta = write_synthetic(out / "data", seed=cfg["seed"], sr=cfg["audio"]["sample_rate"],
-                           seconds=cfg["audio"]["segment_seconds"])
+    if modality not in ("audio", "image"):
+        raise ConfigError(f"--modality {modality!r}: choose audio or image")
+    cfg = load_config("demo" if modality == "audio" else "demo-image", overrides)
+    if modality == "audio":
+        meta = write_synthetic(out / "data", seed=cfg["seed"], sr=cfg["audio"]["sample_rate"],
+                               seconds=cfg["audio"]["segment_seconds"])
+    else:
+        meta = write_synthetic_images(out / "data", seed=cfg["seed"])
     t_data = time.time() - t0
     cfg["data"]["train"] = [f"csv:{out / 'data' / 'train.csv'}"]
     summary = train_clap(cfg, out)
     t_train = time.time() - t0 - t_data
 
     model = DualEncoder.load(out / "checkpoint")
-    unseen = load_labelled(f"folder:{out / 'data' / 'unseen'}")
+    unseen = load_labelled(f"folder:{out / 'data' / 'unseen'}", medium=modality)
     zs = zeroshot_eval(model, unseen)
-    seen = load_labelled(f"folder:{out / 'data' / 'seen'}")
+    seen = load_labelled(f"folder:{out / 'data' / 'seen'}", medium=modality)
     zs_seen = zeroshot_eval(model, seen)
-    retrieval = retrieval_eval(model, load_pairs(f"csv:{out / 'data' / 'test.csv'}"))
+    retrieval = retrieval_eval(model, load_media_pairs(cfg, f"csv:{out / 'data' / 'test.csv'}", Skipped()))
     plot_confusion(zs["confusion"], unseen.class_names, out / "confusion_unseen.png",
                    "zero-shot on never-seen classes")
     _plot_curve(out / "metrics.csv", out / "training_curve.png")
@@ -54,6 +64,7 @@ def run_demo(out: str | Path, overrides: list[str] | None = None) -> dict:
             "clips": zs["clips"], "classes": unseen.class_names, "per_class": zs["per_class"],
             "template": zs["templates"][0],
         },
+        "modality": modality,
         "zeroshot_seen_heldout": {"accuracy": zs_seen["accuracy"], "chance": zs_seen["chance"], "clips": zs_seen["clips"]},
         "retrieval_heldout": retrieval,
         "train": summary,

@@ -103,7 +103,8 @@ def load_clap_data(cfg: dict) -> ClapData:
 
 
 def split_pairs(pairs: list[Pair], fraction: float, by: str, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Seeded random split; ``by="audio"`` keeps all captions of a clip on one side."""
+    """Seeded random split; ``by="media"`` (or ``"audio"``) keeps all captions of a clip
+    or image on one side."""
     if fraction <= 0:
         return pairs, []
     rng = np.random.default_rng((seed, 3))
@@ -313,7 +314,8 @@ class ClapTrainer:
         loss = self._loss(**self._inputs("train", idx, media), idx=idx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg["train"]["grad_clip"])
+        if self.cfg["train"]["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg["train"]["grad_clip"])
         self.optimizer.step()
         if self.cfg["train"]["schedule"] == "cosine":
             self.scheduler.step()
