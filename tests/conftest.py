@@ -101,3 +101,28 @@ def tiny_checkpoint(tmp_path_factory, tiny_bert, tiny_synthetic) -> Path:
     cfg = load_config(None, tiny_overrides(tiny_bert) + [f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "train.epochs=1"])
     train_clap(cfg, out)
     return out / "checkpoint"
+
+
+def tiny_image_overrides(text_model: str) -> list[str]:
+    """A CLIP small enough for a unit test: 32 x 32 pictures, a 2-block CNN."""
+    keep = [o for o in tiny_overrides(text_model) if not o.startswith(("model.audio.", "audio."))]
+    return keep + [
+        "model.modality=image",
+        "model.image.name=small_cnn",
+        "model.image.channels=[4, 8]",
+        "image.size=32",
+        "image.mean=[0.5, 0.5, 0.5]",
+        "image.std=[0.25, 0.25, 0.25]",
+        "image.flip_p=0.5",
+        "image.crop_scale=[0.5, 1.0]",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_images(tmp_path_factory) -> Path:
+    """A small copy of the embedded synthetic picture set (48 x 48 PNGs)."""
+    from clapkit.data.synthetic_images import write_synthetic_images
+
+    folder = tmp_path_factory.mktemp("synthetic-images")
+    write_synthetic_images(folder, seed=1, pixels=48, train_images=3, test_images=1, unseen_images=2, captions_per_image=2)
+    return folder

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_overrides
+from conftest import tiny_image_overrides, tiny_overrides
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
@@ -192,18 +192,25 @@ def test_config_errors_name_the_key():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["clip", "soft_clip"])
-def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tiny_synthetic, tiny_checkpoint, loss):
-    """Under torchrun with 2 gloo processes, one real step (audio and text towers running
+@pytest.mark.parametrize("loss", ["clip", "soft_clip", "cyclip_image"])
+def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tiny_synthetic, tiny_checkpoint,
+                                             tiny_images, loss):
+    """Under torchrun with 2 gloo processes, one real step (media and text towers running
     and trainable, backward, clipping, Adam) gives the loss over the global batch, the
     gradients and the updated weights of one process on the same global batch; for the
     CLIP loss and the soft-labelled loss (teacher embeddings from the cache, which rank 0
-    fills alone)."""
-    overrides = tiny_overrides(tiny_bert_no_dropout) + [
-        f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "model.projector.dropout=0", "model.audio.dropout=0",
-        "train.batch_size=16", f"train.loss={loss}", f"train.soft.teacher={tiny_checkpoint}",
-        "audio.segment_seconds=0.25",  # random segments: each rank must draw what one process draws
-    ]
+    fills alone) of an audio model, and CLIP + CyCLIP for an image model."""
+    if loss == "cyclip_image":
+        overrides = tiny_image_overrides(tiny_bert_no_dropout) + [
+            f"data.train=[csv:{tiny_images / 'train.csv'}]", "model.projector.dropout=0", "train.batch_size=16",
+            "train.cyclip.in_modal=0.25", "train.cyclip.cross_modal=0.25", "train.optimizer=adamw",
+            "train.weight_decay=0.1"]  # random crops and flips: each rank must draw what one process draws
+    else:
+        overrides = tiny_overrides(tiny_bert_no_dropout) + [
+            f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "model.projector.dropout=0", "model.audio.dropout=0",
+            "train.batch_size=16", f"train.loss={loss}", f"train.soft.teacher={tiny_checkpoint}",
+            "audio.segment_seconds=0.25",  # random segments: each rank must draw what one process draws
+        ]
     cfg = load_config(None, overrides)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -213,7 +220,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
         out.mkdir()
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
-             str(29500 + n + (10 if loss == "soft_clip" else 0)), str(worker), str(out), str(cfg_path)],
+             str(29500 + n + {"clip": 0, "soft_clip": 10, "cyclip_image": 20}[loss]), str(worker), str(out), str(cfg_path)],
             capture_output=True, text=True, timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -223,7 +230,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
     assert r0["loss"] == pytest.approx(one["loss"], abs=1e-6)
     assert r1["loss"] == pytest.approx(one["loss"], abs=1e-6)
     assert set(one["grads"]) == set(r0["grads"]) == set(one["weights"])
-    assert any(k.startswith("audio.") for k in one["grads"]) and any(k.startswith("text.") for k in one["grads"])
+    medium = "image" if loss == "cyclip_image" else "audio"
+    assert any(k.startswith(f"{medium}.") for k in one["grads"]) and any(k.startswith("text.") for k in one["grads"])
     for k, g in one["grads"].items():
         torch.testing.assert_close(r0["grads"][k], g, atol=1e-6, rtol=1e-4, msg=k)
         torch.testing.assert_close(r1["grads"][k], g, atol=1e-6, rtol=1e-4, msg=k)

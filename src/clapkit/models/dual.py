@@ -69,8 +69,6 @@ class DualEncoder(nn.Module):
         else:
             tower = build_image_tower(m["image"], cfg["image"]["size"], vision_path)
             cfg["image"] = image_settings(cfg["image"], tower)  # an HF folder's size, mean, std
-            if m["image"]["name"] == "small_vit" and cfg["image"]["size"] % m["image"]["patch"]:
-                raise ConfigError(f"image.size = {cfg['image']['size']} must be a multiple of model.image.patch")
         self.add_module(self.medium, tower)
         t = m["text"]
         self.text = TextTower(text_path or t["name"], t["pooling"], t["max_length"])
