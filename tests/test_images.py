@@ -14,7 +14,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
-from clapkit.data.image_io import ImageDataset, TarMember, check_images, open_image, random_resized_crop_box
+from clapkit.data.image_io import (
+    ImageDataset,
+    TarMember,
+    check_images,
+    open_image,
+    random_resized_crop_box,
+)
 from clapkit.data.image_sets import expand_shards, load_image_pairs, load_labelled_images
 from clapkit.data.labelled import load_labelled
 from clapkit.data.manifests import Skipped
@@ -219,10 +225,10 @@ def test_webdataset_shards_are_indexed_and_read_in_place(tmp_path):
         Image.new("RGB", (6, 6), colour).save(buf, "PNG")
         return buf.getvalue()
 
-    _shard(tmp_path / "s-000.tar", [("000001.jpg", png_bytes((255, 0, 0))), ("000001.txt", "a red square".encode()),
-                                    ("000002.png", png_bytes((0, 0, 255))), ("000002.txt", "a blue square".encode()),
+    _shard(tmp_path / "s-000.tar", [("000001.jpg", png_bytes((255, 0, 0))), ("000001.txt", b"a red square"),
+                                    ("000002.png", png_bytes((0, 0, 255))), ("000002.txt", b"a blue square"),
                                     ("000002.json", b"{}")])
-    _shard(tmp_path / "s-001.tar", [("sub/000003.webp", png_bytes((0, 255, 0))), ("sub/000003.txt", "green".encode()),
+    _shard(tmp_path / "s-001.tar", [("sub/000003.webp", png_bytes((0, 255, 0))), ("sub/000003.txt", b"green"),
                                     ("000004.txt", b"no image")])
     assert expand_shards(str(tmp_path / "s-{000..001}.tar")) == [tmp_path / "s-000.tar", tmp_path / "s-001.tar"]
     with pytest.raises(DataError, match=r"s-001.tar sample 000004: needs an image"):
