@@ -478,3 +478,55 @@ def test_train_clip_cli_on_the_shared_emoji_then_zeroshot_and_retrieval(tmp_path
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["images"] == 1911 and r["captions"] == 1911 and r["text_to_image"]["queries"] == 1911
     assert r["image_to_text"]["queries"] == 1911 and 0 <= r["text_to_image"]["R@10"] <= 1
+
+
+def test_curate_with_an_image_teacher_and_a_soft_label_student(tmp_path, tiny_bert, tiny_images):
+    """curate pairs unpaired images with captions through an image teacher; a student
+    trains on the manifest with soft labels read from the teacher cache."""
+    import csv
+
+    from clapkit.curation import curate
+
+    base = tiny_image_overrides(tiny_bert)
+    train_clap(load_config(None, base + [f"data.train=[csv:{tiny_images / 'train.csv'}]", "train.epochs=1"]),
+               tmp_path / "teacher")
+    teacher = tmp_path / "teacher" / "checkpoint"
+    out = tmp_path / "du.csv"
+    s = curate(teacher, tiny_images / "unseen", f"csv:{tiny_images / 'train.csv'}", out, sigma=-1.0, top_k=2)
+    assert (s["audio_pool"], s["pairs"], s["audio_matched"]) == (16, 32, 16)
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    assert set(rows[0]) == {"image", "caption", "similarity", "image_id", "caption_id"} and len(rows) == 32
+    cfg = load_config(None, base + [f"data.train=[csv:{out}]", "train.epochs=1", "train.loss=soft_clip",
+                                    f"train.soft.teacher={teacher}", f"train.soft.cache={tmp_path / '.clapkit-cache'}",
+                                    f"model.init_from={teacher}"])
+    summary = train_clap(cfg, tmp_path / "student")
+    assert summary["teacher_cache"]["image_computed"] == 0 and summary["teacher_cache"]["text_computed"] == 0
+    assert summary["teacher_cache"]["image_reused"] > 0
+
+
+def test_audit_embeddings_and_embed_take_an_image_checkpoint(tmp_path, tiny_bert, tiny_images):
+    from typer.testing import CliRunner
+
+    from clapkit.cli import app
+
+    train_clap(load_config(None, tiny_image_overrides(tiny_bert) + [f"data.train=[csv:{tiny_images / 'train.csv'}]",
+                                                                    "train.epochs=1"]), tmp_path / "run")
+    ckpt = str(tmp_path / "run" / "checkpoint")
+    run = CliRunner().invoke(app, ["audit", "embeddings", "--model", ckpt, "--data", f"folder:{tiny_images / 'seen'}",
+                                   "--out", str(tmp_path / "audit"), "--k-max", "3"])
+    assert isinstance(run.exception, DataError) and "24 items in 24 classes: the audit needs" in str(run.exception)
+    run = CliRunner().invoke(app, ["audit", "embeddings", "--model", ckpt, "--data", f"folder:{tiny_images / 'unseen'}",
+                                   "--out", str(tmp_path / "audit"), "--k-max", "3"])
+    assert run.exit_code == 0, run.output
+    r = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert r["clips"] == 16 and r["classes"] == 8 and r["template"] == "a photo of a {label}."
+    assert -1 <= r["silhouette"]["E_a"] <= 1 and (tmp_path / "audit" / "tsne_E_a.png").is_file()
+    run = CliRunner().invoke(app, ["embed", "--model", ckpt, "--image", f"csv:{tiny_images / 'test.csv'}",
+                                   "--out", str(tmp_path / "e.npz")])
+    assert run.exit_code == 0, run.output
+    e = np.load(tmp_path / "e.npz")
+    assert e["embeddings"].shape == (24, 16) and np.allclose(np.linalg.norm(e["embeddings"], axis=1), 1, atol=1e-5)
+    run = CliRunner().invoke(app, ["embed", "--model", ckpt, "--audio", f"csv:{tiny_images / 'test.csv'}",
+                                   "--out", str(tmp_path / "x.npz")])
+    assert "is an image model; use --image" in str(run.exception)

@@ -381,7 +381,9 @@ def curate(
     batch_size: int = 32, device="cpu", skip_bad: bool = False, pool_batch: int = 8192,
 ) -> dict:
     """Write a curated ``audio,caption,similarity,audio_id,caption_id`` manifest to ``out``
-    and its stats (``.stats.json``, ``.hist.png``) beside it.
+    (``image,...,image_id,...`` for an image teacher, whose pool ``audio`` is then a
+    folder of images or a CSV with an ``image`` column) and its stats (``.stats.json``,
+    ``.hist.png``) beside it.
 
     The captions (and their index) are held in memory; the audio pool streams through
     the cache and the matcher ``pool_batch`` clips at a time, and kept pairs go straight
@@ -398,7 +400,8 @@ def curate(
     out = Path(out)
     cache = EmbeddingCache(cache or out.parent / ".clapkit-cache", teacher, batch_size=batch_size, device=device)
     skipped = Skipped()
-    texts = list(dict.fromkeys(p.caption for p in load_pairs(detect_spec(captions), require_audio=False)))
+    texts = list(dict.fromkeys(p.caption for p in load_pairs(
+        detect_spec(captions), require_audio=False, audio_column=cache.medium, resolve=lambda path, where: path)))
     text_emb = cache.text(texts)
 
     stats: dict = {"strategy": strategy, "sigma": sigma, "top_k": top_k, "index": index, "caption_pool": len(texts)}
@@ -417,7 +420,7 @@ def curate(
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["audio", "caption", "similarity", "audio_id", "caption_id"])
+        w.writerow([cache.medium, "caption", "similarity", f"{cache.medium}_id", "caption_id"])
         for items, emb in cache.media_stream(iter_media_pool(audio, cache.medium), pool_batch, skip_bad, skipped):
             rows, cols, sims, best = matcher.search(emb)
             cols = cand[cols]

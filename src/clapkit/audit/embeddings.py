@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..data.labelled import LabelledSet
+from ..errors import DataError
 from ..evaluation.embed import embed_media, embed_text
 from ..evaluation.geometry import class_means, silhouette, topological_similarity, tsne_2d
 from ..evaluation.metrics import classification_metrics
@@ -38,6 +39,9 @@ def audit_embeddings(
     labels = np.array([c.label for c in data.clips])
     names = data.class_names
     present = np.unique(labels)
+    if not 2 <= len(present) < len(labels):
+        raise DataError(f"{len(labels)} items in {len(present)} classes: the audit needs at least two classes "
+                        "and several items per class")
     x_a = embed_media(model, data.clips, batch_size, projected=False, device=device)
     with torch.no_grad():
         e_a = model.project_media(torch.from_numpy(x_a).to(device)).cpu().numpy()

@@ -11,8 +11,10 @@ from sklearn.metrics import silhouette_score
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     """Mean silhouette coefficient with cosine distance, in the full dimension."""
-    if len(np.unique(labels)) < 2:
-        raise ValueError("silhouette needs at least two classes")
+    k = len(np.unique(labels))
+    if k < 2 or k >= len(labels):
+        raise ValueError(f"silhouette needs at least two classes and fewer classes than items "
+                         f"({k} classes, {len(labels)} items): give a set with several items per class")
     return float(silhouette_score(x, labels, metric="cosine"))
 
 
