@@ -52,7 +52,7 @@ def prepare(size: int, folder: Path) -> dict:
 
     import soundfile as sf
 
-    from clapkit.curation import EmbeddingCache, _file_stamp
+    from clapkit.inference.cache import EmbeddingCache, _file_stamp
 
     teacher = folder / "teacher" if (folder / "teacher").is_dir() else make_teacher(folder)
     wav = folder / "clip.wav"

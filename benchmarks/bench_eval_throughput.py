@@ -15,7 +15,7 @@ from _common import SHARED  # noqa: E402
 from clapkit.config import load_config  # noqa: E402
 from clapkit.data.datasets import ClipDataset  # noqa: E402
 from clapkit.data.labelled import load_labelled  # noqa: E402
-from clapkit.evaluation.embed import embed_media  # noqa: E402
+from clapkit.inference.embed import embed_media  # noqa: E402
 from clapkit.models.dual import DualEncoder  # noqa: E402
 
 

@@ -25,8 +25,8 @@ def test_eval_zeroshot_on_shared_esc50(tmp_path, tiny_checkpoint, shared_data):
     assert m["templates"] == ["This is a sound of {label}."]
     # top-1/top-5 recomputed here from the model's embeddings (pessimistic ties: count >=)
     from clapkit.data.labelled import load_labelled
-    from clapkit.evaluation.embed import embed_media
     from clapkit.evaluation.zeroshot import class_text_embeddings
+    from clapkit.inference.embed import embed_media
     from clapkit.models.dual import DualEncoder
 
     model = DualEncoder.load(tiny_checkpoint)

@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from clapkit.curation import EmbeddingCache, curate, domain_filter, match, read_media_pool
+from clapkit.curation import curate, domain_filter, match, read_media_pool
 from clapkit.errors import ConfigError
+from clapkit.inference.cache import EmbeddingCache
 
 
 def _unit(rows):

@@ -96,7 +96,7 @@ def test_audit_embeddings_report(tmp_path, tiny_checkpoint, tiny_synthetic):
 
     from clapkit.audit.embeddings import audit_embeddings
     from clapkit.data.labelled import load_labelled
-    from clapkit.evaluation.embed import embed_media, embed_text
+    from clapkit.inference.embed import embed_media, embed_text
     from clapkit.models.dual import DualEncoder
 
     data = load_labelled(f"folder:{tiny_synthetic / 'unseen'}")

@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
+from clapkit.data.files import Skipped
 from clapkit.data.image_io import (
     ImageDataset,
     TarMember,
@@ -23,7 +24,7 @@ from clapkit.data.image_io import (
 )
 from clapkit.data.image_sets import expand_shards, load_image_pairs, load_labelled_images
 from clapkit.data.labelled import load_labelled
-from clapkit.data.manifests import Skipped
+from clapkit.data.media import load_labelled_media
 from clapkit.errors import ConfigError, DataError
 from clapkit.losses import clip_loss, cyclip_regularisers
 from clapkit.models.dual import DualEncoder
@@ -247,7 +248,7 @@ def test_labelled_folder_csv_and_cifar(tmp_path):
     for cls in ("cat", "dog"):
         for i in range(2):
             _png(tmp_path / "inet" / cls / f"{i}.JPEG", colour=(i, 0, 0))
-    s = load_labelled(f"folder:{tmp_path / 'inet'}", medium="image")
+    s = load_labelled_media(f"folder:{tmp_path / 'inet'}", "image")
     assert s.class_names == ["cat", "dog"] and [c.label for c in s.clips] == [0, 0, 1, 1]
     (tmp_path / "labels.csv").write_text("image,label\ninet/cat/0.JPEG,tabby\ninet/dog/1.JPEG,corgi\n,x\n")
     with pytest.raises(DataError, match=r"labels.csv line 4: empty image or label"):
@@ -260,7 +261,7 @@ def test_labelled_folder_csv_and_cifar(tmp_path):
     data = np.arange(2 * 3072, dtype=np.int64).reshape(2, 3072) % 256
     pickle.dump({b"label_names": [b"airplane", b"automobile"]}, open(c10 / "batches.meta", "wb"))
     pickle.dump({b"data": data.astype(np.uint8), b"labels": [1, 0]}, open(c10 / "test_batch", "wb"))
-    s = load_labelled(f"cifar:{tmp_path}", medium="image")
+    s = load_labelled_media(f"cifar:{tmp_path}", "image")
     assert s.class_names == ["airplane", "automobile"] and [c.label for c in s.clips] == [1, 0]
     pixel = np.asarray(open_image(s.clips[0].media))
     assert pixel.shape == (32, 32, 3) and pixel[0, 1].tolist() == [1, 1025 % 256, 2049 % 256] and pixel[1, 0].tolist() == [32, 1056 % 256, 2080 % 256]
@@ -275,13 +276,17 @@ def test_labelled_folder_csv_and_cifar(tmp_path):
 
 
 def test_shared_emoji_and_mnist(shared_data):
-    emoji = load_labelled(f"csv:{shared_data / 'images' / 'emoji' / 'labels.csv'}", medium="image")
+    labels = f"csv:{shared_data / 'images' / 'emoji' / 'labels.csv'}"
+    emoji = load_labelled_media(labels, "image")
     assert len(emoji.clips) == 1911 and len(emoji.class_names) == 99
+    two = load_labelled_media(labels, "image", classes=["food-fruit", "animal-mammal"])
+    assert two.class_names == ["animal-mammal", "food-fruit"] and len(two.clips) == 66 + sum(
+        c.label == emoji.class_names.index("food-fruit") for c in emoji.clips)
     pairs = load_image_pairs(f"csv:{shared_data / 'images' / 'emoji' / 'pairs.csv'}")
     assert len(pairs) == 1911 and pairs[0].caption == "hash key"
     x = np.asarray(open_image(pairs[0].media))
     assert x.shape == (64, 64, 3)
-    mnist = load_labelled(f"mnist:{shared_data / 'images' / 'mnist'}", medium="image")
+    mnist = load_labelled_media(f"mnist:{shared_data / 'images' / 'mnist'}", "image")
     assert len(mnist.clips) == 10000 and mnist.clips[0].label == 7
     assert np.asarray(open_image(mnist.clips[0].media)).shape == (28, 28, 3)
 

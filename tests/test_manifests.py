@@ -177,7 +177,7 @@ def test_labelled_sets_as_training_pairs(tmp_path):
 
 
 def test_text_lines(tmp_path):
-    from clapkit.data.text import read_lines
+    from clapkit.data.files import read_lines
 
     (tmp_path / "t.txt").write_text("a dog\n\nrain\n")
     with pytest.raises(DataError, match="t.txt line 2: empty line"):

@@ -60,15 +60,14 @@ def _config(config: str | None, overrides: list[str] | None, skip_bad: bool = Fa
 
 def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool, medium: str = "audio"):
     """A labelled set of ``medium`` with its fold/class selection and its files checked."""
-    from .data.labelled import load_labelled
-    from .data.media import check_media
+    from .data.media import check_media, load_labelled_media
 
     try:
         fold_list = [int(f) for f in folds.split(",")] if folds else None
     except ValueError as exc:
         raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
     class_list = [c.strip() for c in classes.split(",")] if classes else None
-    labelled = load_labelled(data, fold_list, class_list, skip_bad, medium=medium)
+    labelled = load_labelled_media(data, medium, fold_list, class_list, skip_bad)
     labelled.clips = check_media(medium, labelled.clips, skip_bad, labelled.skipped)
     return labelled
 
@@ -384,7 +383,7 @@ def embed(
     import numpy as np
 
     from .data.manifests import Skipped, unique_clips
-    from .evaluation.embed import embed_media, embed_text
+    from .inference.embed import embed_media, embed_text
 
     if sum(x is not None for x in (audio, image, text)) != 1:
         raise ClapkitError("give exactly one of --audio SPEC, --image SPEC or --text FILE")

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 from .config import load_config
-from .data.labelled import load_labelled
 from .data.manifests import Skipped
-from .data.media import load_media_pairs
+from .data.media import load_labelled_media, load_media_pairs
 from .data.synthetic import write_synthetic
 from .data.synthetic_images import write_synthetic_images
 from .errors import ConfigError
@@ -48,9 +47,9 @@ def run_demo(out: str | Path, overrides: list[str] | None = None, modality: str 
     t_train = time.time() - t0 - t_data
 
     model = DualEncoder.load(out / "checkpoint")
-    unseen = load_labelled(f"folder:{out / 'data' / 'unseen'}", medium=modality)
+    unseen = load_labelled_media(f"folder:{out / 'data' / 'unseen'}", modality)
     zs = zeroshot_eval(model, unseen)
-    seen = load_labelled(f"folder:{out / 'data' / 'seen'}", medium=modality)
+    seen = load_labelled_media(f"folder:{out / 'data' / 'seen'}", modality)
     zs_seen = zeroshot_eval(model, seen)
     retrieval = retrieval_eval(model, load_media_pairs(cfg, f"csv:{out / 'data' / 'test.csv'}", Skipped()))
     plot_confusion(zs["confusion"], unseen.class_names, out / "confusion_unseen.png",

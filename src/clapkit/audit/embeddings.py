@@ -23,10 +23,10 @@ import torch
 
 from ..data.labelled import LabelledSet
 from ..errors import DataError
-from ..evaluation.embed import embed_media, embed_text
 from ..evaluation.geometry import class_means, silhouette, topological_similarity, tsne_2d
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.zeroshot import DEFAULT_TEMPLATE
+from ..inference.embed import embed_media, embed_text
 from ..models.dual import DualEncoder
 
 

@@ -47,8 +47,8 @@ from pathlib import Path
 import snowballstemmer
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from ..data.files import read_text
 from ..data.manifests import Pair
-from ..data.text import read_text
 from ..errors import DataError
 
 # Words in scikit-learn's stop list that are nouns or adjectives naming things or sounds.

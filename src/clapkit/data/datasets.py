@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
 from .audio import AudioError, fix_length, load_audio, normalize
-from .manifests import Skipped
+from .files import Skipped
 
 
 class WaveCache:

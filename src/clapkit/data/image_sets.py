@@ -44,9 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .files import Skipped, iter_csv_rows, parse_spec
 from .image_io import IMAGE_EXTENSIONS, ArrayImage, TarMember
 from .labelled import LabelledClip, LabelledSet
-from .manifests import Pair, Skipped, iter_csv_rows, load_pairs, parse_spec
+from .manifests import Pair, load_pairs
 
 IMAGE_CAPTION_KINDS = ("coco", "karpathy", "flickr", "csv", "jsonl", "wds")
 LABELLED_IMAGE_KINDS = ("folder", "csv", "mnist", "cifar")

@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .files import Skipped, parse_spec
 from .image_io import _BILINEAR, IMAGE_EXTENSIONS, open_image
-from .manifests import Skipped, parse_spec
 
 
 class ImageSet(Dataset):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .audio import AUDIO_EXTENSIONS, resolve_audio
-from .manifests import Skipped, _read_csv_rows, parse_spec
+from .files import Skipped, parse_spec, read_csv_rows, read_lines
 
 
 @dataclass(frozen=True)
@@ -47,25 +47,24 @@ def load_labelled(
     classes: list[str] | None = None,
     skip_bad: bool = False,
     label: str = "digit",
-    medium: str = "audio",
 ) -> LabelledSet:
-    """A labelled set of ``medium`` (audio here; images: :mod:`clapkit.data.image_sets`),
+    """A labelled audio set (images: :func:`clapkit.data.media.load_labelled_media`),
     optionally restricted to some folds and classes."""
-    if medium == "image":
-        from .image_sets import load_labelled_images
-
-        base = load_labelled_images(spec, skip_bad)
-        clips, names, skipped = base.clips, base.class_names, base.skipped
-        kind = None
-    else:
-        kind, path = parse_spec(spec, ("esc50", "folder", "fsdd"))
-        skipped = Skipped()
+    kind, path = parse_spec(spec, ("esc50", "folder", "fsdd"))
+    skipped = Skipped()
     if kind == "esc50":
         clips, names = _esc50(path, skip_bad, skipped)
     elif kind == "fsdd":
         clips, names = _fsdd(path, label, skip_bad, skipped)
-    elif kind == "folder":
+    else:
         clips, names = _folder(path)
+    return select(LabelledSet(clips, names, skipped), spec, folds, classes)
+
+
+def select(data: LabelledSet, spec: str, folds: list[int] | None = None, classes: list[str] | None = None) -> LabelledSet:
+    """The items of some folds and classes of a labelled set; the selected classes
+    become the candidate set, in the set's own order."""
+    clips, names = data.clips, data.class_names
     if folds:
         if any(c.fold is None for c in clips):
             raise DataError(f"{spec}: --folds given but this set has no folds")
@@ -74,19 +73,18 @@ def load_labelled(
         unknown = [c for c in classes if c not in names]
         if unknown:
             raise DataError(f"{spec}: unknown class(es) {', '.join(unknown)}")
-        # the candidate set becomes the selected classes, in the set's own order
         keep = [i for i, n in enumerate(names) if n in set(classes)]
         remap = {old: new for new, old in enumerate(keep)}
         clips = [LabelledClip(c.media, remap[c.label], c.fold, c.where) for c in clips if c.label in remap]
         names = [names[i] for i in keep]
     if not clips:
         raise DataError(f"{spec}: no clips left after the fold/class selection")
-    return LabelledSet(clips, names, skipped)
+    return LabelledSet(clips, names, data.skipped)
 
 
 def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
     meta = root / "meta" / "esc50.csv"
-    rows = _read_csv_rows(meta, ["filename", "fold", "target", "category"])
+    rows = read_csv_rows(meta, ["filename", "fold", "target", "category"])
     names: dict[int, str] = {}
     clips = []
     for line, row in rows:
@@ -159,7 +157,6 @@ def load_label_names(spec: str) -> list[str]:
     ``folder:DIR`` (sub-folder names) or ``txt:FILE`` (one class a line)."""
     kind, path = parse_spec(spec, ("esc50", "folder", "txt"))
     if kind == "txt":
-        from .text import read_lines
 
         return list(dict.fromkeys(read_lines(path)))
     if kind == "folder":
@@ -168,7 +165,7 @@ def load_label_names(spec: str) -> list[str]:
         return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     meta = path / "meta" / "esc50.csv"
     names: dict[int, str] = {}
-    for line, row in _read_csv_rows(meta, ["target", "category"]):
+    for line, row in read_csv_rows(meta, ["target", "category"]):
         try:
             names.setdefault(int(row["target"]), row["category"].strip())
         except (TypeError, ValueError) as exc:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
 from .audio import AUDIO_EXTENSIONS, resolve_audio
+from .files import Skipped, check_row, parse_spec, read_csv_rows, read_text
+from .labelled import load_labelled
 
 AUDIOCAPS_PATTERNS = (
     "{youtube_id}_{start_time}",
@@ -47,26 +47,6 @@ class Pair:
     caption: str
     media_id: str
     where: str  # "FILE line N", for error messages
-
-
-@dataclass
-class Skipped:
-    """Rows and files left out because the user asked for ``skip_bad``."""
-
-    reasons: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-
-    def add(self, error: DataError) -> None:
-        self.reasons[error.reason] += 1
-        if len(self.examples) < 20:
-            self.examples.append(str(error))
-
-    @property
-    def count(self) -> int:
-        return sum(self.reasons.values())
-
-    def to_dict(self) -> dict:
-        return {"count": self.count, "by_reason": dict(self.reasons), "examples": self.examples}
 
 
 def unique_clips(pairs: list[Pair]) -> list[Pair]:
@@ -103,51 +83,6 @@ def detect_spec(arg: str) -> str:
     if {"audiocap_id", "youtube_id", "caption"} <= set(header):
         return f"audiocaps:{path}"
     return f"csv:{path}"
-
-
-def parse_spec(spec: str, kinds: tuple[str, ...]) -> tuple[str, Path]:
-    """Split ``KIND:PATH`` and check the kind."""
-    kind, sep, path = str(spec).partition(":")
-    if not sep or kind not in kinds:
-        raise DataError(f"data spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(kinds)}")
-    if not path:
-        raise DataError(f"data spec {spec!r}: the path after '{kind}:' is empty")
-    return kind, Path(path).expanduser()
-
-
-def iter_csv_rows(path: Path, required: list[str]) -> Iterator[tuple[int, dict]]:
-    """Rows of a CSV as dicts with their line numbers, read as a stream; errors name the file."""
-    if not path.is_file():
-        raise DataError("file not found", str(path))
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise DataError(
-                    f"missing column(s) {', '.join(missing)}; the header has {', '.join(header) or 'nothing'}",
-                    f"{path} line 1",
-                )
-            for row in reader:
-                yield reader.line_num, row
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from exc
-    except csv.Error as exc:
-        raise DataError(f"malformed CSV ({exc})", str(path)) from exc
-
-
-def _read_csv_rows(path: Path, required: list[str]) -> list[tuple[int, dict]]:
-    """All rows of :func:`iter_csv_rows`."""
-    return list(iter_csv_rows(path, required))
-
-
-def _check_row(row: dict, line: int, path: Path, columns: list[str]) -> None:
-    if None in row:  # more fields than the header
-        raise DataError(f"{len(row) - 1 + len(row[None])} fields but the header has {len(row) - 1}", f"{path} line {line}")
-    empty = [c for c in columns if row.get(c) is None]
-    if empty:
-        raise DataError(f"row is short: no value for {', '.join(empty)}", f"{path} line {line}")
 
 
 def _caption(text: str | None, where: str) -> str:
@@ -188,8 +123,6 @@ def load_pairs(
         def resolve(file: Path, where: str) -> Path:
             return _audio(file, where, require_audio)
     if kind in ("esc50", "folder"):
-        from .labelled import load_labelled
-
         labelled = load_labelled(spec, skip_bad=skip_bad)
         skipped.reasons.update(labelled.skipped.reasons)
         skipped.examples += labelled.skipped.examples
@@ -211,8 +144,6 @@ def load_pairs(
             skipped.add(exc)
 
     if kind == "jsonl":
-        from .text import read_text
-
         for n, line in enumerate(read_text(path).splitlines(), 1):
             if not line.strip():
                 continue
@@ -236,12 +167,12 @@ def load_pairs(
         return pairs
 
     if kind == "csv":
-        rows = _read_csv_rows(path, [audio_column, caption_column])
+        rows = read_csv_rows(path, [audio_column, caption_column])
         for line, row in rows:
             where = f"{path} line {line}"
 
             def one(row=row, line=line, where=where):
-                _check_row(row, line, path, [audio_column, caption_column])
+                check_row(row, line, path, [audio_column, caption_column])
                 if not row[audio_column].strip():
                     raise DataError(f"empty {audio_column} path", where)
                 media = resolve(_join(base, row[audio_column].strip()), where)
@@ -251,13 +182,13 @@ def load_pairs(
         return pairs
 
     if kind == "clotho":
-        rows = _read_csv_rows(path, ["file_name", "caption_1"])
+        rows = read_csv_rows(path, ["file_name", "caption_1"])
         cap_cols = [c for c in (rows and rows[0][1].keys() or []) if c and c.startswith("caption_")]
         for line, row in rows:
             where = f"{path} line {line}"
 
             def one(row=row, line=line, where=where):
-                _check_row(row, line, path, ["file_name", *cap_cols])
+                check_row(row, line, path, ["file_name", *cap_cols])
                 audio = _audio(base / row["file_name"], where, require_audio)
                 return [Pair(audio, _caption(row[c], f"{where} column {c}"), row["file_name"], where) for c in cap_cols]
 
@@ -266,12 +197,12 @@ def load_pairs(
 
     # audiocaps
     cols = ["audiocap_id", "youtube_id", "start_time", "caption"]
-    rows = _read_csv_rows(path, cols)
+    rows = read_csv_rows(path, cols)
     for line, row in rows:
         where = f"{path} line {line}"
 
         def one(row=row, line=line, where=where):
-            _check_row(row, line, path, cols)
+            check_row(row, line, path, cols)
             audio = _audiocaps_file(base, row, audiocaps_pattern, where, require_audio)
             return [Pair(audio, _caption(row["caption"], where), row["youtube_id"] + "_" + row["start_time"], where)]
 

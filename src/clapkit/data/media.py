@@ -21,8 +21,11 @@ from collections.abc import Sequence
 from torch.utils.data import Dataset
 
 from .datasets import ClipDataset, check_audio_files
+from .files import Skipped
 from .image_io import ImageDataset, check_images
-from .manifests import Pair, Skipped, load_pairs
+from .image_sets import load_image_pairs, load_labelled_images
+from .labelled import LabelledSet, load_labelled, select
+from .manifests import Pair, load_pairs
 
 
 def medium_of(cfg: dict) -> str:
@@ -46,10 +49,16 @@ def load_media_pairs(cfg: dict, spec: str, skipped: Skipped, label_templates=Non
     """The caption pairs of ``spec`` for the config's medium, with the ``data.*`` options."""
     d = cfg["data"]
     if medium_of(cfg) == "image":
-        from .image_sets import load_image_pairs
-
         return load_image_pairs(spec, d["image_dir"], d["skip_bad"], skipped, d["image_column"],
                                 d["caption_column"], d["split"])
     return load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
                       audio_column=d["audio_column"], caption_column=d["caption_column"],
                       label_templates=label_templates or d["label_templates"])
+
+
+def load_labelled_media(spec: str, medium: str, folds: list[int] | None = None, classes: list[str] | None = None,
+                        skip_bad: bool = False) -> LabelledSet:
+    """A labelled set of ``medium`` with its fold and class selection (files not yet checked)."""
+    if medium == "image":
+        return select(load_labelled_images(spec, skip_bad), spec, folds, classes)
+    return load_labelled(spec, folds, classes, skip_bad)

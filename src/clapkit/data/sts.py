@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from .manifests import parse_spec
-from .text import read_text
+from .files import parse_spec, read_text
 
 SENTEVAL_SETS = {
     "STS12": ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"),

@@ -6,42 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from .manifests import Skipped, _check_row, _read_csv_rows, parse_spec
-
-
-def read_text(path: str | Path) -> str:
-    """The text of a UTF-8 file (a leading byte-order mark dropped); a missing file or
-    another encoding is an error naming the file and the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", str(path))
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); re-save the file as UTF-8",
-                        f"{path} line {line}") from exc
-
-
-def read_lines(path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None,
-               reason: str = "empty line") -> list[str]:
-    """The non-empty lines of a UTF-8 file, stripped. An empty line (other than a blank last
-    line, the file's end) is an error naming its number; with ``skip_bad`` it is dropped and
-    counted in ``skipped`` under ``reason``. A caller that passes ``skipped`` offers
-    ``--skip-bad``, and the error says so."""
-    lines = read_text(path).splitlines()
-    out = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            out.append(line.strip())
-        elif n < len(lines):
-            hint = "; remove it or pass --skip-bad" if skipped is not None else ""
-            err = DataError("empty line", f"{path} line {n}", reason)
-            if not skip_bad:
-                raise DataError(f"empty line{hint}", err.where, reason)
-            skipped.add(err)
-    return out
-
+from .files import Skipped, check_row, parse_spec, read_csv_rows, read_lines
+from .sts import load_stsb
 
 # --- sentence-encoder training data -------------------------------------------------------
 
@@ -66,8 +32,6 @@ def load_corpus(spec: str, skip_bad: bool = False, skipped: Skipped | None = Non
     """
     kind, path = parse_spec(spec if ":" in str(spec) else f"txt:{spec}", ("txt", "stsb"))
     if kind == "stsb":
-        from .sts import load_stsb
-
         train = load_stsb(path, "train")
         return list(dict.fromkeys(s.strip() for s in train.s1 + train.s2 if s.strip()))
     skipped = skipped if skipped is not None else Skipped()
@@ -88,9 +52,9 @@ def load_nli(path: str | Path, skip_bad: bool = False, skipped: Skipped | None =
     path = Path(str(path).removeprefix("nli:"))
     skipped = skipped if skipped is not None else Skipped()
     out = []
-    for line, row in _read_csv_rows(path, list(columns)):
+    for line, row in read_csv_rows(path, list(columns)):
         try:
-            _check_row(row, line, path, list(columns))
+            check_row(row, line, path, list(columns))
             cells = [(row[c] or "").strip() for c in columns]
             empty = [c for c, v in zip(columns, cells, strict=True) if not v]
             if empty:
@@ -120,9 +84,9 @@ def load_text_classification(path: str | Path, text_column: str = "text", label_
     path = Path(path)
     skipped = skipped if skipped is not None else Skipped()
     texts, raw = [], []
-    for line, row in _read_csv_rows(path, [text_column, label_column]):
+    for line, row in read_csv_rows(path, [text_column, label_column]):
         try:
-            _check_row(row, line, path, [text_column, label_column])
+            check_row(row, line, path, [text_column, label_column])
             text, label = (row[text_column] or "").strip(), (row[label_column] or "").strip()
             if not text or not label:
                 raise DataError(f"empty {text_column if not text else label_column}", f"{path} line {line}",

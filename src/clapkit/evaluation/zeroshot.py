@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.labelled import LabelledSet
+from ..inference.embed import embed_media, embed_text
 from ..models.dual import DualEncoder
-from .embed import embed_media, embed_text
 from .metrics import classification_metrics
 
 DEFAULT_TEMPLATE = "This is a sound of {label}."

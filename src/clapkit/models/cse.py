@@ -210,7 +210,7 @@ class CseModel(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
     def save(self, folder: str | Path) -> None:
-        from ..training.common import save_weights
+        from ..atomic import save_weights
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

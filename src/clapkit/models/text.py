@@ -70,7 +70,7 @@ def write_sentence_transformers(folder: str | Path, hidden: int, pooling: str, m
     The pooling config uses the ``pooling_mode_*`` keys every sentence-transformers
     version reads.
     """
-    from ..training.common import save_weights
+    from ..atomic import save_weights
 
     if pooling not in ("cls", "mean"):
         raise ValueError(f"pooling {pooling!r}: cls or mean")

@@ -47,10 +47,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.datasets import collate_clips, epoch_loader
-from ..data.manifests import Pair, Skipped, clip_index
+from ..data.files import Skipped
+from ..data.manifests import Pair, clip_index
 from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
 from ..errors import ConfigError
-from ..evaluation.embed import embed_text
+from ..inference.embed import embed_text
 from ..losses import clip_loss, cyclip_regularisers, gather_with_grad, soft_clip_loss
 from ..models.dual import DualEncoder
 from .common import (
@@ -201,7 +202,7 @@ class ClapTrainer:
     def _teacher_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's E_a and E_t of every training pair, from the curation cache
         (the teacher model is loaded only for what the cache lacks, then dropped)."""
-        from ..curation import EmbeddingCache
+        from ..inference.cache import EmbeddingCache
 
         soft = self.cfg["train"]["soft"]
         clips, rows = clip_index(self.data.train)

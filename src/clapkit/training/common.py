@@ -5,10 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import random
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +12,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from ..atomic import atomic_dir, recover_dir, save_weights  # noqa: F401 (part of the trainers' toolkit)
 from ..errors import ConfigError
 
 
@@ -80,31 +77,6 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-@contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Write a directory in a temporary sibling, then swap it in.
-
-    A crash while writing leaves the previous ``final`` intact. Between the two renames
-    the old copy is ``final.old``; :func:`recover_dir` brings it back.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        old = final.with_name(final.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def resume_config(out: Path | str, cfg: dict, may_change: tuple[tuple[str, str], ...]) -> dict:
     """The saved ``config.yaml`` of the run in ``out``, with only ``may_change`` taken from ``cfg``.
 
@@ -141,24 +113,6 @@ def save_run(out: Path, model, trainer_state: dict, improved: bool) -> None:
 def load_trainer_state(out: Path) -> dict:
     """What :func:`save_run` wrote in ``out/last/trainer_state.pt``."""
     return torch.load(recover_dir(Path(out) / "last") / "trainer_state.pt", map_location="cpu", weights_only=False)
-
-
-def save_weights(state: dict, path: Path) -> None:
-    """Write a state dict as safetensors, atomically (temporary file, then rename)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def recover_dir(final: Path) -> Path:
-    """``final``, or its ``.old`` copy if a crash hit between the renames of :func:`atomic_dir`."""
-    old = final.with_name(final.name + ".old")
-    if not final.exists() and old.exists():
-        os.replace(old, final)
-    return final
 
 
 class ScalarLogger:

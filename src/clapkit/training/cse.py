@@ -50,9 +50,9 @@ from tqdm.auto import tqdm
 
 from ..data.augment import ImageAugment
 from ..data.datasets import ClipDataset, batch_loader
+from ..data.files import Skipped
 from ..data.images import ImageSet, load_images
 from ..data.labelled import LabelledSet, load_labelled
-from ..data.manifests import Skipped
 from ..data.sts import StsSet, load_sts
 from ..data.text import Triplet, load_corpus, load_nli
 from ..errors import ConfigError

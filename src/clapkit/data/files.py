@@ -1,0 +1,117 @@
+"""The bottom of the data layer: reading files and rows, naming what is wrong.
+
+Every reader in :mod:`clapkit.data` builds on these: ``KIND:PATH`` specs, CSV rows
+streamed with their line numbers, UTF-8 text, and the :class:`Skipped` record that
+counts what ``--skip-bad`` left out. This module imports nothing else from the data
+layer, so the readers above it (manifests, labelled sets, text, STS, images) import
+downwards only.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+
+
+@dataclass
+class Skipped:
+    """Rows and files left out because the user asked for ``skip_bad``."""
+
+    reasons: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, error: DataError) -> None:
+        self.reasons[error.reason] += 1
+        if len(self.examples) < 20:
+            self.examples.append(str(error))
+
+    @property
+    def count(self) -> int:
+        return sum(self.reasons.values())
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "by_reason": dict(self.reasons), "examples": self.examples}
+
+
+def parse_spec(spec: str, kinds: tuple[str, ...]) -> tuple[str, Path]:
+    """Split ``KIND:PATH`` and check the kind."""
+    kind, sep, path = str(spec).partition(":")
+    if not sep or kind not in kinds:
+        raise DataError(f"data spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(kinds)}")
+    if not path:
+        raise DataError(f"data spec {spec!r}: the path after '{kind}:' is empty")
+    return kind, Path(path).expanduser()
+
+
+def iter_csv_rows(path: Path, required: list[str]) -> Iterator[tuple[int, dict]]:
+    """Rows of a CSV as dicts with their line numbers, read as a stream; errors name the file."""
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(
+                    f"missing column(s) {', '.join(missing)}; the header has {', '.join(header) or 'nothing'}",
+                    f"{path} line 1",
+                )
+            for row in reader:
+                yield reader.line_num, row
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from exc
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV ({exc})", str(path)) from exc
+
+
+def read_csv_rows(path: Path, required: list[str]) -> list[tuple[int, dict]]:
+    """All rows of :func:`iter_csv_rows`."""
+    return list(iter_csv_rows(path, required))
+
+
+def check_row(row: dict, line: int, path: Path, columns: list[str]) -> None:
+    if None in row:  # more fields than the header
+        raise DataError(f"{len(row) - 1 + len(row[None])} fields but the header has {len(row) - 1}", f"{path} line {line}")
+    empty = [c for c in columns if row.get(c) is None]
+    if empty:
+        raise DataError(f"row is short: no value for {', '.join(empty)}", f"{path} line {line}")
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark dropped); a missing file or
+    another encoding is an error naming the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); re-save the file as UTF-8",
+                        f"{path} line {line}") from exc
+
+
+def read_lines(path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None,
+               reason: str = "empty line") -> list[str]:
+    """The non-empty lines of a UTF-8 file, stripped. An empty line (other than a blank last
+    line, the file's end) is an error naming its number; with ``skip_bad`` it is dropped and
+    counted in ``skipped`` under ``reason``. A caller that passes ``skipped`` offers
+    ``--skip-bad``, and the error says so."""
+    lines = read_text(path).splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            out.append(line.strip())
+        elif n < len(lines):
+            hint = "; remove it or pass --skip-bad" if skipped is not None else ""
+            err = DataError("empty line", f"{path} line {n}", reason)
+            if not skip_bad:
+                raise DataError(f"empty line{hint}", err.where, reason)
+            skipped.add(err)
+    return out
