@@ -9,9 +9,9 @@ import soundfile as sf
 import torch
 
 from clapkit.data.augment import ImageAugment
+from clapkit.data.files import Skipped
 from clapkit.data.images import load_images
 from clapkit.data.labelled import load_labelled
-from clapkit.data.manifests import Skipped
 from clapkit.data.text import load_corpus, load_nli, load_text_classification
 from clapkit.errors import DataError
 

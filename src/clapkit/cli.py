@@ -76,7 +76,7 @@ def _has_label_column(spec: str) -> bool:
     """Whether a csv: spec has a ``label`` column (a labelled image set, not captions)."""
     import csv
 
-    from .data.manifests import parse_spec
+    from .data.files import parse_spec
 
     _, path = parse_spec(spec, ("csv",))
     try:
@@ -284,7 +284,7 @@ def eval_transfer(
     """Linear probe (logistic regression, k-fold) on frozen sentence embeddings, SentEval-style."""
     import numpy as np
 
-    from .data.manifests import Skipped
+    from .data.files import Skipped
     from .data.text import load_text_classification
     from .evaluation.sts import SentenceEncoder
     from .evaluation.transfer import linear_probe
@@ -312,7 +312,7 @@ def _pairs(medium: str, data: str, media_dir: Path | None, audiocaps_pattern: st
            media_column: str | None = None, caption_column: str = "caption", split: str | None = None):
     """Caption pairs of ``medium`` with their files checked, and the skipped record."""
     from .config import DEFAULTS
-    from .data.manifests import Skipped
+    from .data.files import Skipped
     from .data.media import check_media, load_media_pairs
 
     cfg = {"model": {"modality": medium}, "data": {
@@ -382,7 +382,8 @@ def embed(
     """Write audio, image or text embeddings of a checkpoint."""
     import numpy as np
 
-    from .data.manifests import Skipped, unique_clips
+    from .data.files import Skipped
+    from .data.manifests import unique_clips
     from .inference.embed import embed_media, embed_text
 
     if sum(x is not None for x in (audio, image, text)) != 1:

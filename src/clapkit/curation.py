@@ -49,8 +49,8 @@ def iter_media_pool(spec: str | Path, medium: str = "audio") -> Iterator[PoolIte
     """Unpaired audio or images as a stream: a folder (walked recursively, in sorted
     order) or a CSV with an ``audio`` / ``image`` column (paths relative to the CSV or
     absolute)."""
+    from .data.files import iter_csv_rows
     from .data.image_io import IMAGE_EXTENSIONS
-    from .data.manifests import iter_csv_rows
 
     extensions = IMAGE_EXTENSIONS if medium == "image" else AUDIO_EXTENSIONS
     path = Path(spec)
@@ -161,8 +161,9 @@ def curate(
     the cache and the matcher ``pool_batch`` clips at a time, and kept pairs go straight
     to the manifest. ``audio_id`` is a clip's position in the pool.
     """
+    from .data.files import Skipped
     from .data.labelled import load_label_names
-    from .data.manifests import Skipped, detect_spec, load_pairs
+    from .data.manifests import detect_spec, load_pairs
 
     if strategy not in ("du", "ds"):
         raise ConfigError(f"--strategy {strategy!r}: choose du or ds")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .config import load_config
-from .data.manifests import Skipped
+from .data.files import Skipped
 from .data.media import load_labelled_media, load_media_pairs
 from .data.synthetic import write_synthetic
 from .data.synthetic_images import write_synthetic_images

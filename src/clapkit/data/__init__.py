@@ -1,8 +1,9 @@
 """Data: audio I/O, audio-caption manifests, labelled sets and the embedded synthetic set."""
 
 from .audio import AudioError, fix_length, load_audio, normalize
+from .files import parse_spec
 from .labelled import LabelledClip, load_labelled
-from .manifests import Pair, load_pairs, parse_spec
+from .manifests import Pair, load_pairs
 
 __all__ = [
     "AudioError",
