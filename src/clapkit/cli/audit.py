@@ -1,0 +1,108 @@
+"""`clapkit audit ...` and `clapkit curate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import (
+    Checkpoint,
+    Device,
+    SkipBad,
+    _device,
+    _labelled,
+    _load_model,
+    app,
+    audit_app,
+)
+
+
+@audit_app.command("leakage")
+def audit_leakage_cmd(
+    captions: Annotated[list[str], typer.Option(help="Training caption files (Clotho, AudioCaps, csv, jsonl; or KIND:PATH)")],
+    labels: Annotated[str, typer.Option(help="Evaluation labels: esc50:ROOT, folder:DIR or txt:FILE")],
+    out: Annotated[Path, typer.Option(help="Report folder")],
+    words: Annotated[Path | None, typer.Option(help="Edited word list (words.txt of an earlier run)")] = None,
+    pretrain_labels: Annotated[Path | None, typer.Option(help="Pre-training label vocabulary (CSV with display_name, or text)")] = None,
+    write_clean: Annotated[Path | None, typer.Option(help="Write the training pairs that name no class to this CSV")] = None,
+    clean_by: Annotated[str, typer.Option(help="pair: drop dirty pairs; audio: drop every pair of a clip with a dirty caption")] = "pair",
+    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder, for the paths of the clean manifest")] = None,
+    more_captions: Annotated[list[str] | None, typer.Argument(help="More caption files: --captions A B C works")] = None,
+) -> None:
+    """Find training captions that name evaluation classes (the paper's dirty/clean split)."""
+    from ..audit.leakage import audit_leakage
+
+    r = audit_leakage(list(captions) + list(more_captions or []), labels, out, words, pretrain_labels, write_clean, clean_by, audio_dir)
+    for f in r["files"]:
+        typer.echo(f"{f['file']}: {f['dirty_pairs']} of {f['pairs']} captions ({f['dirty_fraction']:.1%}) name a class; "
+                   f"{f['dirty_audio']} of {f['audio']} clips")
+    top = sorted(r["per_class"].items(), key=lambda kv: -kv[1]["captions"])[:5]
+    typer.echo("most named: " + ", ".join(f"{k} ({v['captions']})" for k, v in top))
+    if "pretrain_overlap" in r:
+        p = r["pretrain_overlap"]
+        typer.echo(f"pre-training vocabulary: {p['classes_overlapping']} of {r['classes']} classes overlap")
+    typer.echo(f"report in {out} (leakage.json, summary.md, words.txt)")
+
+
+@audit_app.command("embeddings")
+def audit_embeddings_cmd(
+    model: Checkpoint,
+    data: Annotated[str, typer.Option(help="A labelled set: esc50:ROOT, folder:DIR (audio); folder:, csv:, mnist:, cifar: (images)")],
+    out: Annotated[Path, typer.Option(help="Report folder")],
+    folds: Annotated[str | None, typer.Option(help="Comma-separated folds")] = None,
+    template: Annotated[str | None, typer.Option(help="Prompt template for the label texts (default: the medium's)")] = None,
+    k_max: Annotated[int, typer.Option(help="Largest k of the topological similarity")] = 10,
+    include_self: Annotated[bool, typer.Option(help="Count a point among its own neighbours (the paper's literal text)")] = False,
+    seed: Annotated[int, typer.Option(help="t-SNE seed")] = 0,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Silhouette scores, topological similarities and t-SNE maps of a model's embeddings."""
+    from ..audit.embeddings import audit_embeddings
+    from ..evaluation.zeroshot import default_templates
+
+    dev = _device(device)
+    net = _load_model(model, dev)
+    labelled = _labelled(data, folds, None, skip_bad, net.medium)
+    template = template or default_templates(net.medium)[0]
+    r = audit_embeddings(net, labelled, out, template, k_max, include_self, seed, batch_size, dev)
+    t = r["topological_similarity"]
+    typer.echo(
+        f"{r['clips']} {'clips' if net.medium == 'audio' else 'images'}, {r['classes']} classes: zero-shot "
+        f"{r['zeroshot_accuracy']:.3f}; silhouette x_a {r['silhouette']['x_a']:.3f}, E_a {r['silhouette']['E_a']:.3f}; "
+        f"S(x_a,E_a) {t['x_a_vs_E_a']:.3f}, S(x_t,E_t) {t['x_t_vs_E_t']:.3f}, S(E_a,E_t) {t['E_a_vs_E_t']:.3f}; "
+        f"report in {out / 'report.md'}"
+    )
+
+
+
+@app.command()
+def curate(
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint folder")],
+    audio: Annotated[Path, typer.Option(help="Unpaired audio (images, for an image teacher): a folder or a CSV with an 'audio' ('image') column")],
+    captions: Annotated[str, typer.Option(help="Caption pool: any manifest (Clotho, AudioCaps, csv, jsonl)")],
+    out: Annotated[Path, typer.Option(help="Curated manifest CSV (stats and histogram beside it)")],
+    strategy: Annotated[str, typer.Option(help="du (domain-unspecific) or ds (domain-specific)")] = "du",
+    sigma: Annotated[float, typer.Option(help="Minimum audio-caption similarity")] = 0.7,
+    top_k: Annotated[int, typer.Option(help="Captions kept per audio")] = 1,
+    labels: Annotated[str | None, typer.Option(help="DS: in-domain labels (esc50:ROOT, folder:DIR, txt:FILE)")] = None,
+    label_threshold: Annotated[float, typer.Option(help="DS: minimum caption-label similarity")] = 0.65,
+    label_template: Annotated[str, typer.Option(help="DS: how a label is written before embedding")] = "{label}",
+    index: Annotated[str, typer.Option(help="exact or hnsw (approximate, for millions)")] = "exact",
+    cache: Annotated[Path | None, typer.Option(help="Embedding cache folder (default: beside --out)")] = None,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Pair unpaired audio (or images) with captions through a teacher CLAP (or CLIP): DU / DS strategies."""
+    from ..curation import curate as run
+
+    s = run(teacher, audio, captions, out, strategy, sigma, top_k, labels, label_threshold, label_template,
+            index, cache, batch_size, _device(device), skip_bad)
+    extra = f", {s['captions_in_domain']} captions in domain" if strategy == "ds" else ""
+    typer.echo(f"{s['pairs']} pairs for {s['audio_matched']} of {s['audio_pool']} clips from {s['caption_pool']} "
+               f"captions{extra}; cache reused {s['cache']['audio_reused']} audio, {s['cache']['text_reused']} texts; "
+               f"wrote {out}")

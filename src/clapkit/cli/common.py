@@ -1,0 +1,123 @@
+"""The command line's shared pieces: the Typer apps, option types, and the helpers that
+turn options into configs, data and models."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ClapkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="The clapkit command line. Every metric command writes JSON and prints a summary.")
+train_app = typer.Typer(no_args_is_help=True, help="Train models.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate models; results as JSON.")
+app.add_typer(train_app, name="train")
+audit_app = typer.Typer(no_args_is_help=True, help="Audit zero-shot claims.")
+experiment_app = typer.Typer(no_args_is_help=True, help="End-to-end experiments from one config.")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(eval_app, name="eval")
+app.add_typer(audit_app, name="audit")
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.batch_size=32")]
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files and count them in the output instead of failing")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+Checkpoint = Annotated[Path, typer.Option("--model", help="Checkpoint folder")]
+MetricsJson = Annotated[Path | None, typer.Option("--out", help="JSON file for the metrics")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", help="Preset name (see `clapkit config`) or YAML file")]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _device(name: str):
+    from ..training.common import pick_device
+
+    return pick_device(name)
+
+
+def _write_json(obj: dict, path: Path | None) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
+    typer.echo(f"wrote {path}")
+
+
+def _config(config: str | None, overrides: list[str] | None, skip_bad: bool = False) -> dict:
+    from ..config import load_config
+
+    return load_config(config, list(overrides or []) + (["data.skip_bad=true"] if skip_bad else []))
+
+
+def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool, medium: str = "audio"):
+    """A labelled set of ``medium`` with its fold/class selection and its files checked."""
+    from ..data.media import check_media, load_labelled_media
+
+    try:
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+    except ValueError as exc:
+        raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
+    class_list = [c.strip() for c in classes.split(",")] if classes else None
+    labelled = load_labelled_media(data, medium, fold_list, class_list, skip_bad)
+    labelled.clips = check_media(medium, labelled.clips, skip_bad, labelled.skipped)
+    return labelled
+
+
+def _has_label_column(spec: str) -> bool:
+    """Whether a csv: spec has a ``label`` column (a labelled image set, not captions)."""
+    import csv
+
+    from ..data.files import parse_spec
+
+    _, path = parse_spec(spec, ("csv",))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return "label" in (next(csv.reader(fh), None) or [])
+    except OSError:
+        return False
+
+
+def _load_model(path: Path, device):
+    from ..models.dual import DualEncoder
+
+    return DualEncoder.load(path).to(device)
+
+AudioColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the audio path")]
+CaptionColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the caption")]
+
+
+def _pairs(medium: str, data: str, media_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool,
+           media_column: str | None = None, caption_column: str = "caption", split: str | None = None):
+    """Caption pairs of ``medium`` with their files checked, and the skipped record."""
+    from ..config import DEFAULTS
+    from ..data.files import Skipped
+    from ..data.media import check_media, load_media_pairs
+
+    cfg = {"model": {"modality": medium}, "data": {
+        **DEFAULTS["data"], "audio_dir": media_dir, "image_dir": media_dir, "audiocaps_pattern": audiocaps_pattern,
+        "skip_bad": skip_bad, "caption_column": caption_column, "split": split,
+        "audio_column": media_column or "audio", "image_column": media_column or "image"}}
+    skipped = Skipped()
+    pairs = load_media_pairs(cfg, data, skipped)
+    return check_media(medium, pairs, skip_bad, skipped), skipped
+
+
+def main() -> None:
+    _quiet_libraries()
+    try:
+        app()
+    except ClapkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+

@@ -1,0 +1,231 @@
+"""`clapkit eval ...` and `clapkit embed`: metrics as JSON, embeddings as .npz."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ClapkitError
+from .common import (
+    AudioColumn,
+    CaptionColumn,
+    Checkpoint,
+    Device,
+    MetricsJson,
+    SkipBad,
+    _device,
+    _has_label_column,
+    _labelled,
+    _load_model,
+    _pairs,
+    _write_json,
+    app,
+    eval_app,
+)
+
+
+@eval_app.command("zeroshot")
+def eval_zeroshot(
+    model: Checkpoint,
+    data: Annotated[str, typer.Option(help="audio: esc50:ROOT, folder:DIR, fsdd:DIR; images: folder:DIR, csv:FILE, mnist:DIR, cifar:DIR")],
+    out: MetricsJson = None,
+    folds: Annotated[str | None, typer.Option(help="Comma-separated folds, e.g. 1,2,3")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class names to evaluate on")] = None,
+    template: Annotated[list[str] | None, typer.Option(help="Prompt template with {label}; repeat to ensemble")] = None,
+    ensemble: Annotated[bool, typer.Option(help="Average the built-in set of templates")] = False,
+    confusion: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: beside --out)")] = None,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix."""
+    from ..evaluation.zeroshot import default_templates, plot_confusion, zeroshot_eval
+
+    dev = _device(device)
+    net = _load_model(model, dev)
+    labelled = _labelled(data, folds, classes, skip_bad, net.medium)
+    templates = list(template or []) or default_templates(net.medium, ensemble)
+    m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True)
+    m.update(model=str(model), data=data, folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
+    _write_json(m, out)
+    png = confusion or (out.with_suffix(".confusion.png") if out else None)
+    if png:
+        plot_confusion(m["confusion"], labelled.class_names, png)
+        typer.echo(f"wrote {png}")
+    extra = f", top-5 {m['top5']:.3f}" if "top5" in m else ""
+    typer.echo(
+        f"zero-shot {data}: {m['clips']} {'clips' if net.medium == 'audio' else 'images'}, {m['classes']} classes: "
+        f"top-1 {m['top1']:.3f}{extra} "
+        f"(chance {m['chance']:.3f}); skipped {m['skipped']['count']}"
+    )
+
+
+
+
+
+@eval_app.command("sts")
+def eval_sts(
+    model: Annotated[str, typer.Option(help="clapkit checkpoint, Hugging Face or sentence-transformers folder, or 'minilm'")],
+    data: Annotated[list[str], typer.Option(help="stsb:DIR, sick:DIR or senteval:DIR (repeat for several)")],
+    out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
+    split: Annotated[str, typer.Option(help="STS-B / SICK split")] = "test",
+    pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
+    projected: Annotated[bool, typer.Option(help="clapkit checkpoints: use the projected E_t")] = False,
+    max_length: Annotated[int | None, typer.Option(help="tokens; default: a sentence-transformers folder's own, else 128")] = None,
+    batch_size: int = 64,
+    device: Device = "auto",
+) -> None:
+    """STS Spearman x 100 (STS12-16 'all'/mean/wmean, STS-B, SICK-R), alignment and uniformity."""
+    from ..data.sts import load_sts
+    from ..evaluation.sts import SentenceEncoder, sts_eval
+
+    sets = [s for spec in data for s in load_sts(spec, split)]
+    enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
+    r = sts_eval(enc, sets, batch_size)
+    r.update(model=model, data=list(data), pooling=enc.pooling)
+    _write_json(r, out)
+    for name, task in r["tasks"].items():
+        extra = f" (mean {task['mean']:.2f}, wmean {task['wmean']:.2f})" if "mean" in task else ""
+        au = f"; alignment {task['alignment']:.3f}, uniformity {task['uniformity']:.3f}" if "alignment" in task else ""
+        typer.echo(f"{name}: Spearman {task['spearman']:.2f} on {task['pairs']} pairs{extra}{au}")
+    if "avg" in r:
+        typer.echo(f"7-task average: {r['avg']:.2f}")
+
+
+@eval_app.command("transfer")
+def eval_transfer(
+    model: Annotated[str, typer.Option(help="clapkit checkpoint, Hugging Face or sentence-transformers folder, or 'minilm'")],
+    data: Annotated[list[str], typer.Option(help="CSV of texts and labels (repeat for several tasks)")],
+    out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
+    text_column: Annotated[str, typer.Option(help="Column of the text")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column of the label")] = "label",
+    folds: Annotated[int, typer.Option(help="Stratified cross-validation folds")] = 10,
+    c: Annotated[float, typer.Option("--c", help="Inverse L2 strength of the logistic regression")] = 1.0,
+    seed: int = 0,
+    pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
+    max_length: Annotated[int | None, typer.Option(help="tokens; default: a sentence-transformers folder's own, else 128")] = None,
+    batch_size: int = 64,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Linear probe (logistic regression, k-fold) on frozen sentence embeddings, SentEval-style."""
+    import numpy as np
+
+    from ..data.files import Skipped
+    from ..data.text import load_text_classification
+    from ..evaluation.sts import SentenceEncoder
+    from ..evaluation.transfer import linear_probe
+
+    enc = SentenceEncoder(model, pooling, max_length, False, _device(device))
+    tasks, skipped = {}, Skipped()
+    for path in data:
+        t = load_text_classification(path, text_column, label_column, skip_bad, skipped)
+        try:
+            r = linear_probe(enc.encode(t.texts, batch_size), np.array(t.labels), folds, seed, c)
+        except ValueError as exc:
+            raise ClapkitError(f"{path}: {exc}") from exc
+        tasks[t.name] = r | {"class_names": t.class_names}
+        typer.echo(f"{t.name}: accuracy {r['accuracy']:.2f} +- {r['std']:.2f} ({folds} folds, {r['n']} texts, "
+                   f"{r['classes']} classes, majority {r['majority']:.2f})")
+    result = {"model": model, "pooling": enc.pooling, "folds": folds, "seed": seed, "tasks": tasks,
+              "skipped": skipped.to_dict()}
+    if len(tasks) > 1:
+        result["avg"] = float(np.mean([r["accuracy"] for r in tasks.values()]))
+        typer.echo(f"average: {result['avg']:.2f}")
+    _write_json(result, out)
+
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    model: Checkpoint,
+    data: Annotated[str, typer.Option(help="audio: csv:, jsonl:, clotho:, audiocaps:, esc50:/folder: (templated); "
+                                       "images: coco:JSON, karpathy:JSON, flickr:TOKENFILE, csv:, jsonl:, wds:PATTERN")],
+    out: MetricsJson = None,
+    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
+    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    split: Annotated[str | None, typer.Option(help="karpathy: the split to evaluate (test, val, train)")] = None,
+    audiocaps_pattern: Annotated[str | None, typer.Option(help="AudioCaps file name, e.g. 'Y{youtube_id}.wav'")] = None,
+    audio_column: AudioColumn = "audio",
+    image_column: Annotated[str, typer.Option(help="csv:/jsonl: column or key of the image path")] = "image",
+    caption_column: CaptionColumn = "caption",
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Text-to-media and media-to-text retrieval: R@1/5/10, mAP@10, median rank."""
+    from ..evaluation.retrieval import retrieval_eval
+
+    dev = _device(device)
+    net = _load_model(model, dev)
+    image = net.medium == "image"
+    pairs, skipped = _pairs(net.medium, data, image_dir if image else audio_dir, audiocaps_pattern, skip_bad,
+                            image_column if image else audio_column, caption_column, split)
+    if not pairs:
+        raise ClapkitError(f"{data}: no pairs left to evaluate")
+    m = retrieval_eval(net, pairs, batch_size, dev, progress=True)
+    m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict())
+    _write_json(m, out)
+    md = net.medium
+    t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]
+    typer.echo(
+        f"retrieval {data}: {m['images' if image else 'audio']} {md}, {m['captions']} captions; "
+        f"text->{md} R@1 {t2m['R@1']:.3f} R@10 {t2m['R@10']:.3f} mAP@10 {t2m['mAP@10']:.3f}; "
+        f"{md}->text R@1 {m2t['R@1']:.3f} R@10 {m2t['R@10']:.3f} mAP@10 {m2t['mAP@10']:.3f}; "
+        f"skipped {skipped.count}"
+    )
+
+
+@app.command()
+def embed(
+    model: Checkpoint,
+    out: Annotated[Path, typer.Option(help=".npz file with arrays 'embeddings' and 'ids'")],
+    audio: Annotated[str | None, typer.Option(help="Audio to embed: esc50:, folder:, csv:, jsonl:, clotho:, audiocaps:")] = None,
+    image: Annotated[str | None, typer.Option(help="Images to embed: folder:, csv: (image,label), mnist:, cifar:, or a caption "
+                                              "spec (coco:, karpathy:, flickr:, jsonl:, wds:)")] = None,
+    text: Annotated[Path | None, typer.Option(help="Text file, one text a line")] = None,
+    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
+    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    backbone: Annotated[bool, typer.Option(help="Backbone outputs x (not the projected, normalised E)")] = False,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Write audio, image or text embeddings of a checkpoint."""
+    import numpy as np
+
+    from ..data.files import Skipped
+    from ..data.manifests import unique_clips
+    from ..inference.embed import embed_media, embed_text
+
+    if sum(x is not None for x in (audio, image, text)) != 1:
+        raise ClapkitError("give exactly one of --audio SPEC, --image SPEC or --text FILE")
+    dev = _device(device)
+    net = _load_model(model, dev)
+    skipped = Skipped()
+    media = audio if audio is not None else image
+    if media is not None:
+        medium = "audio" if audio is not None else "image"
+        if medium != net.medium:
+            raise ClapkitError(f"--{medium}: {model} is a{'n' if net.medium == 'image' else ''} {net.medium} model; "
+                               f"use --{net.medium}")
+        kind = media.split(":", 1)[0]
+        labelled_kinds = ("esc50", "folder", "fsdd") if medium == "audio" else ("folder", "mnist", "cifar")
+        if kind in labelled_kinds or (medium == "image" and kind == "csv" and _has_label_column(media)):
+            labelled = _labelled(media, None, None, skip_bad, medium)
+            items, skipped = labelled.clips, labelled.skipped
+        else:
+            pairs, skipped = _pairs(medium, media, audio_dir if medium == "audio" else image_dir, None, skip_bad)
+            items = unique_clips(pairs)
+        emb = embed_media(net, items, batch_size, projected=not backbone, device=dev, progress=True)
+        ids = [str(i.media) for i in items]
+    else:
+        from ..data.text import read_lines
+
+        ids = read_lines(text)
+        emb = embed_text(net, ids, projected=not backbone, device=dev)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, embeddings=emb, ids=np.array(ids))
+    typer.echo(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} ({'backbone' if backbone else 'projected'}); skipped {skipped.count}")

@@ -1,0 +1,84 @@
+"""`clapkit demo`, `clapkit experiment ...` and `clapkit config`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import (
+    ConfigOpt,
+    SetOpt,
+    _config,
+    app,
+    experiment_app,
+)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("demo-out"),
+    modality: Annotated[str, typer.Option(help="audio (a CLAP) or image (a CLIP)")] = "audio",
+    set_: SetOpt = None,
+) -> None:
+    """The whole pipeline on the embedded synthetic set, offline (see clapkit.demo)."""
+    from ..demo import run_demo
+
+    m = run_demo(out, set_, modality)
+    zs, r = m["zeroshot_unseen"], m["retrieval_heldout"]
+    md = modality
+    typer.echo(
+        f"zero-shot on {len(zs['classes'])} never-seen classes: accuracy {zs['accuracy']:.3f} "
+        f"(chance {zs['chance']:.3f}, x{zs['accuracy_over_chance']:.1f})\n"
+        f"retrieval on {r['audio' if md == 'audio' else 'images']} held-out {'clips' if md == 'audio' else 'images'}: "
+        f"text->{md} R@1 {r[f'text_to_{md}']['R@1']:.3f}, {md}->text R@1 {r[f'{md}_to_text']['R@1']:.3f}\n"
+        f"{m['seconds']['total']:.0f} s; metrics in {out / 'metrics.json'}, model in {out / 'checkpoint'}"
+    )
+
+
+
+@experiment_app.command("leakage-matrix")
+def leakage_matrix_cmd(
+    out: Annotated[Path, typer.Option(help="Experiment folder")],
+    config: Annotated[str, typer.Option(help="Preset (leakage-cpu, leakage-paper) or YAML file")] = "leakage-cpu",
+    set_: SetOpt = None,
+) -> None:
+    """Dirty/clean training x dirty/clean/none backbone pre-training: accuracy, silhouettes, S, t-SNE."""
+    from ..experiments.leakage import TRAININGS, run_leakage_matrix
+
+    r = run_leakage_matrix(_config(config, set_), out)
+    for t in TRAININGS:
+        row = ", ".join(f"{p} {r['cells'][f'{t}_{p}']['zeroshot_accuracy']:.3f}" for p in ("dirty", "clean", "none"))
+        typer.echo(f"{t} training: {row}")
+    typer.echo(f"chance {r['chance']:.3f}; ordering as in the paper: {r['ordering']['all']}; tables in {out / 'results.md'}")
+
+
+
+@experiment_app.command("improvement")
+def improvement_cmd(
+    out: Annotated[Path, typer.Option(help="Experiment folder")],
+    config: Annotated[str, typer.Option(help="Preset (improvement-cpu) or YAML file")] = "improvement-cpu",
+    set_: SetOpt = None,
+) -> None:
+    """Teacher -> DU/DS curation -> hard/soft-label students -> zero-shot table."""
+    from ..experiments.improvement import run_improvement
+
+    r = run_improvement(_config(config, set_), out)
+    for name, accs in r["zeroshot"].items():
+        typer.echo(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in accs.items()))
+    typer.echo(f"chance: {r['chance']}; table in {out / 'results.md'}")
+
+
+@app.command("config")
+def show_config(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the resolved config (every key, with the preset and overrides applied)."""
+    import yaml
+
+    from ..config import list_presets, load_config
+
+    typer.echo(yaml.safe_dump(load_config(config, set_), sort_keys=False).rstrip())
+    typer.echo(f"# presets: {', '.join(list_presets())}")

@@ -1,0 +1,100 @@
+"""`clapkit train ...`: CLAP, CLIP, sentence encoders, audio backbones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ClapkitError
+from .common import (
+    ConfigOpt,
+    SetOpt,
+    SkipBad,
+    _config,
+    train_app,
+)
+
+
+@train_app.command("clap")
+def train_clap_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, config, metrics)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last epoch")] = False,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Train a CLAP (audio + text backbones, MLP projectors, CLIP loss). Works under torchrun."""
+    from ..training.clap import train_clap
+
+    s = train_clap(_config(config, set_, skip_bad), out, resume=resume)
+    from ..training.common import is_main
+
+    if is_main():
+        typer.echo(
+            f"{s['epochs_run']} epochs on {s['train_pairs']} pairs ({s['val_pairs']} validation); "
+            f"best validation loss {s['best_val_loss']:.4f} at epoch {s['best_epoch']}; "
+            f"skipped {s['skipped']['count']}; model in {out / 'checkpoint'}"
+        )
+
+
+@train_app.command("clip")
+def train_clip_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, config, metrics)")],
+    config: Annotated[str, typer.Option("--config", help="Preset (clip-cpu, clip-paper, cyclip-paper) or YAML file")] = "clip-cpu",
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last epoch")] = False,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Train a CLIP (image + text backbones, MLP projectors, CLIP or CyCLIP loss): `train clap`
+    with image defaults. Works under torchrun."""
+    from ..training.clap import train_clap
+    from ..training.common import is_main
+
+    cfg = _config(config, list(set_ or []), skip_bad)
+    if cfg["model"]["modality"] != "image":
+        raise ClapkitError(f"--config {config}: model.modality is {cfg['model']['modality']!r}; `train clip` trains "
+                           "image models (use `train clap` for audio, or --set model.modality=image)")
+    s = train_clap(cfg, out, resume=resume)
+    if is_main():
+        typer.echo(
+            f"{s['epochs_run']} epochs on {s['train_pairs']} pairs of {s['train_images']} images "
+            f"({s['val_pairs']} validation); best validation loss {s['best_val_loss']:.4f} at epoch "
+            f"{s['best_epoch']}; skipped {s['skipped']['count']}; model in {out / 'checkpoint'}"
+        )
+
+
+@train_app.command("cse")
+def train_cse_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, config, metrics)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last evaluation")] = False,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Train the text tower as a sentence encoder: SimCSE (unsup, sup), VisualCSE, AudioCSE."""
+    from ..training.cse import train_cse
+
+    s = train_cse(_config(config, set_, skip_bad), out, resume=resume)
+    dev = f"best STS-B dev Spearman {s['best_stsb_dev']:.2f} at step {s['best_step']}" if s["best_stsb_dev"] is not None \
+        else "no dev set (checkpoint = last model)"
+    typer.echo(f"{s['mode']}: {s['steps']} steps on {s['text_examples']} text examples"
+               + (f" and {s['other_examples']} {s['mode']} examples" if s["other_examples"] else "")
+               + f"; {dev}; {s['truncated']} sentences truncated to {s['max_length']} tokens; "
+               f"skipped {s['skipped']['count']}; model in {out / 'checkpoint'}")
+
+
+@train_app.command("audio-backbone")
+def train_backbone_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder (audio_tower.safetensors, metrics)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Supervised pre-training of the audio tower on a labelled set (include/exclude classes)."""
+    from ..training.backbone import train_audio_backbone
+
+    s = train_audio_backbone(_config(config, set_, skip_bad), out)
+    typer.echo(f"{len(s['classes'])} classes, {s['train_clips']} clips: best validation accuracy "
+               f"{s['best_val_accuracy']:.3f} (chance {s['chance']:.3f}); weights in {s['weights']}")
