@@ -76,7 +76,15 @@ def test_bad_images_name_the_file_then_skip_and_count(tmp_path):
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "JPEG")
     (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    for name in ("empty.png", "text.jpg", "cut.jpg", "missing.png"):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (tmp_path / "zero.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 5, 8, 2, 0, 0, 0))
+                                        + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))  # 0 x 5 pixels
+    for name in ("empty.png", "text.jpg", "cut.jpg", "missing.png", "zero.png"):
         with pytest.raises(DataError, match=name):
             open_image(tmp_path / name)
 
@@ -435,6 +443,23 @@ def test_tiny_clip_training_lowers_validation_loss_and_resumes_exactly(tmp_path,
     assert a.keys() == b.keys() and any(k.startswith("image.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_frozen_image_tower_cache_gives_the_same_losses_as_no_cache(tmp_path, tiny_bert, tiny_images):
+    """Both towers frozen, their outputs cached once: the losses of running them every
+    step (full-picture crops, no flips: every epoch sees the cached picture)."""
+    base = tiny_image_overrides(tiny_bert) + [f"data.train=[csv:{tiny_images / 'train.csv'}]", "train.epochs=2",
+                                              "train.frozen_epochs=2", "model.projector.dropout=0", "train.lr_frozen=3e-3",
+                                              "image.crop_scale=[1.0, 1.0]", "image.flip_p=0"]
+    train_clap(load_config(None, base + ["train.cache_frozen=true"]), tmp_path / "c")
+    train_clap(load_config(None, base + ["train.cache_frozen=false"]), tmp_path / "n")
+    import csv
+
+    def val(run):
+        with open(run / "metrics.csv") as fh:
+            return [float(r["val_loss"]) for r in csv.DictReader(fh)]
+
+    assert val(tmp_path / "c") == pytest.approx(val(tmp_path / "n"), abs=1e-5)
 
 
 def test_audio_checkpoint_written_before_images_loads_and_evaluates_unchanged(tmp_path, tiny_checkpoint, tiny_synthetic):
