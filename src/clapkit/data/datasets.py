@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
 from .audio import AudioError, fix_length, load_audio, normalize
-from .files import Skipped
+from .files import Skipped, keep_good
 
 
 class WaveCache:
@@ -67,16 +67,7 @@ def check_audio_files(items: Sequence, skip_bad: bool, skipped: Skipped) -> list
             bad[item.media] = exc
         except Exception as exc:  # soundfile raises several types for unreadable files
             bad[item.media] = AudioError(f"cannot read audio ({exc})", f"{item.where}: {item.media}", reason="unreadable audio")
-    if bad and not skip_bad:
-        first = next(iter(bad.values()))
-        raise DataError(f"{first} [{len(bad)} bad audio file(s) in all; use --skip-bad to skip and count them]")
-    kept = []
-    for item in items:
-        if item.media in bad:
-            skipped.add(bad[item.media])
-        else:
-            kept.append(item)
-    return kept
+    return keep_good(list(items), bad, skip_bad, skipped, "audio file(s)")
 
 
 class ClipDataset(Dataset):

@@ -115,3 +115,18 @@ def read_lines(path: str | Path, skip_bad: bool = False, skipped: Skipped | None
                 raise DataError(f"empty line{hint}", err.where, reason)
             skipped.add(err)
     return out
+
+
+def keep_good(items: list, bad: dict, skip_bad: bool, skipped: Skipped, noun: str) -> list:
+    """``items`` without those whose ``.media`` is a key of ``bad`` (its DataError): an
+    error naming the first bad file, or, with ``skip_bad``, each one counted."""
+    if bad and not skip_bad:
+        first = next(iter(bad.values()))
+        raise DataError(f"{first} [{len(bad)} bad {noun} in all; use --skip-bad to skip and count them]")
+    kept = []
+    for item in items:
+        if item.media in bad:
+            skipped.add(bad[item.media])
+        else:
+            kept.append(item)
+    return kept

@@ -38,6 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .files import keep_good
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _BILINEAR = Image.Resampling.BILINEAR
@@ -124,16 +125,7 @@ def check_images(items: Sequence, skip_bad: bool, skipped) -> list:
             open_image(item.media, f"{item.where}: {item.media}")
         except DataError as exc:
             bad[item.media] = exc
-    if bad and not skip_bad:
-        first = next(iter(bad.values()))
-        raise DataError(f"{first} [{len(bad)} bad image(s) in all; use --skip-bad to skip and count them]")
-    kept = []
-    for item in items:
-        if item.media in bad:
-            skipped.add(bad[item.media])
-        else:
-            kept.append(item)
-    return kept
+    return keep_good(list(items), bad, skip_bad, skipped, "image(s)")
 
 
 def random_resized_crop_box(width: int, height: int, scale: tuple[float, float], rng: np.random.Generator,

@@ -46,7 +46,7 @@ import numpy as np
 from ..errors import DataError
 from .files import Skipped, iter_csv_rows, parse_spec
 from .image_io import IMAGE_EXTENSIONS, ArrayImage, TarMember
-from .labelled import LabelledClip, LabelledSet
+from .labelled import LabelledClip, LabelledSet, folder_per_class
 from .manifests import Pair, load_pairs
 
 IMAGE_CAPTION_KINDS = ("coco", "karpathy", "flickr", "csv", "jsonl", "wds")
@@ -284,19 +284,6 @@ def load_image_pairs(spec: str, image_dir: str | Path | None = None, skip_bad: b
 
 # --- labelled image sets -------------------------------------------------------------
 
-def _folder(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
-    if not root.is_dir():
-        raise DataError("folder not found", str(root))
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not names:
-        raise DataError("no class sub-folders (expected one folder of images per class)", str(root))
-    clips = []
-    for label, name in enumerate(names):
-        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-        clips.extend(LabelledClip(f, label, None, str(f)) for f in files)
-    return clips, names
-
-
 def _labels_csv(path: Path, image_column: str, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
     rows = []
     for line, row in iter_csv_rows(path, [image_column, "label"]):
@@ -365,7 +352,7 @@ def load_labelled_images(spec: str, skip_bad: bool = False, image_column: str = 
     kind, path = parse_spec(spec, LABELLED_IMAGE_KINDS)
     skipped = Skipped()
     if kind == "folder":
-        clips, names = _folder(path, skip_bad, skipped)
+        clips, names = folder_per_class(path, IMAGE_EXTENSIONS, "images")
     elif kind == "csv":
         clips, names = _labels_csv(path, image_column, skip_bad, skipped)
     elif kind == "cifar":

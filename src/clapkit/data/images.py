@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from .files import Skipped, parse_spec
 from .image_io import _BILINEAR, IMAGE_EXTENSIONS, open_image
+from .labelled import folder_per_class
 
 
 class ImageSet(Dataset):
@@ -121,23 +122,18 @@ def load_digits_set() -> ImageSet:
 
 def load_image_folder(root: Path, size: int, channels: int, skip_bad: bool = False) -> ImageSet:
     """One sub-folder per class; headers are checked now, pixels decoded per item."""
-    if not root.is_dir():
-        raise DataError("folder not found", str(root))
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not names:
-        raise DataError("no class sub-folders (expected one folder of images per class)", str(root))
+    clips, names = folder_per_class(root, IMAGE_EXTENSIONS, "images")
     skipped, files, labels = Skipped(), [], []
-    for label, name in enumerate(names):
-        for f in sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
-            try:
-                _open_image(f)  # the header only
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                skipped.add(exc)
-                continue
-            files.append(f)
-            labels.append(label)
+    for clip in clips:
+        try:
+            _open_image(clip.media)  # the header only
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped.add(exc)
+            continue
+        files.append(clip.media)
+        labels.append(clip.label)
     if not files:
         raise DataError("no images (extensions " + ", ".join(IMAGE_EXTENSIONS) + ")", str(root))
     return ImageSet(torch.tensor(labels), names, skipped, files=files, size=size, channels=channels)

@@ -57,7 +57,7 @@ def load_labelled(
     elif kind == "fsdd":
         clips, names = _fsdd(path, label, skip_bad, skipped)
     else:
-        clips, names = _folder(path)
+        clips, names = folder_per_class(path, AUDIO_EXTENSIONS, "audio files")
     return select(LabelledSet(clips, names, skipped), spec, folds, classes)
 
 
@@ -116,15 +116,23 @@ def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledC
     return clips, [names[i] for i in range(n)]
 
 
-def _folder(root: Path) -> tuple[list[LabelledClip], list[str]]:
+def class_folders(root: Path, noun: str = "audio files") -> list[str]:
+    """The sorted class sub-folder names of a folder-per-class set."""
     if not root.is_dir():
         raise DataError("folder not found", str(root))
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
-        raise DataError("no class sub-folders (expected one folder of audio files per class)", str(root))
+        raise DataError(f"no class sub-folders (expected one folder of {noun} per class)", str(root))
+    return names
+
+
+def folder_per_class(root: Path, extensions: tuple[str, ...], noun: str) -> tuple[list[LabelledClip], list[str]]:
+    """Every file with one of ``extensions`` under each class sub-folder (sorted), labelled
+    by its folder: the ESC-50-free audio layout and ImageNet's."""
+    names = class_folders(root, noun)
     clips = []
     for label, name in enumerate(names):
-        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
+        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in extensions)
         clips.extend(LabelledClip(f, label, None, str(f)) for f in files)
     return clips, names
 
@@ -160,9 +168,7 @@ def load_label_names(spec: str) -> list[str]:
 
         return list(dict.fromkeys(read_lines(path)))
     if kind == "folder":
-        if not path.is_dir():
-            raise DataError("folder not found", str(path))
-        return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return class_folders(path)
     meta = path / "meta" / "esc50.csv"
     names: dict[int, str] = {}
     for line, row in read_csv_rows(meta, ["target", "category"]):

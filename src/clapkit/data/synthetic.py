@@ -64,13 +64,16 @@ def all_classes() -> list[tuple[str, str, str]]:
 def unseen_classes() -> list[tuple[str, str, str]]:
     """8 of the 32 combinations, chosen so every word still occurs in a seen class and each
     (pattern, source) pair is seen with the other pitch."""
-    out = []
-    for p, (pitch, _) in enumerate(PITCHES.items()):
-        for i, pattern in enumerate(PATTERNS):
-            for j, source in enumerate(SOURCES):
-                if (i + j + 2 * p) % 4 == 0:
-                    out.append((pitch, pattern, source))
-    return out
+    return held_out_combinations(list(PITCHES), PATTERNS, SOURCES)
+
+
+def held_out_combinations(first, second, third) -> list[tuple[str, str, str]]:
+    """A quarter of the combinations of a 2 x 4 x 4 attribute grid, held out of training:
+    (a, b, c) at positions (p, i, j) with (i + j + 2p) % 4 == 0, so every (b, c) pair is
+    held out with one value of ``first`` and seen with the other, and every word of a
+    held-out combination occurs in seen ones. The image set uses the same rule."""
+    return [(a, b, c) for p, a in enumerate(first) for i, b in enumerate(second) for j, c in enumerate(third)
+            if (i + j + 2 * p) % 4 == 0]
 
 
 def synth_clip(pitch: str, pattern: str, source: str, rng: np.random.Generator, sr: int, seconds: float) -> np.ndarray:

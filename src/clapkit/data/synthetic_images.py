@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .synthetic import held_out_combinations
+
 SIZES = {"small": (0.22, 0.32), "large": (0.55, 0.75)}  # shape extent as a fraction of the picture
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40)}
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -68,13 +70,7 @@ def all_classes() -> list[tuple[str, str, str]]:
 def unseen_classes() -> list[tuple[str, str, str]]:
     """8 of the 32 combinations; every word and every (colour, shape) pair still occurs
     in a seen class (with the other size)."""
-    out = []
-    for s, size in enumerate(SIZES):
-        for i, colour in enumerate(COLOURS):
-            for j, shape in enumerate(SHAPES):
-                if (i + j + 2 * s) % 4 == 0:
-                    out.append((size, colour, shape))
-    return out
+    return held_out_combinations(list(SIZES), list(COLOURS), SHAPES)
 
 
 def draw_image(size: str, colour: str, shape: str, rng: np.random.Generator, pixels: int = 64) -> tuple[Image.Image, str]:
