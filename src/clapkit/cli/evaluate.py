@@ -171,7 +171,7 @@ def eval_retrieval(
     md = net.medium
     t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]
     typer.echo(
-        f"retrieval {data}: {m['images' if image else 'audio']} {md}, {m['captions']} captions; "
+        f"retrieval {data}: {m['images'] if image else m['audio']} {'images' if image else 'audio'}, {m['captions']} captions; "
         f"text->{md} R@1 {t2m['R@1']:.3f} R@10 {t2m['R@10']:.3f} mAP@10 {t2m['mAP@10']:.3f}; "
         f"{md}->text R@1 {m2t['R@1']:.3f} R@10 {m2t['R@10']:.3f} mAP@10 {m2t['mAP@10']:.3f}; "
         f"skipped {skipped.count}"
