@@ -560,3 +560,18 @@ def test_audit_embeddings_and_embed_take_an_image_checkpoint(tmp_path, tiny_bert
     run = CliRunner().invoke(app, ["embed", "--model", ckpt, "--audio", f"csv:{tiny_images / 'test.csv'}",
                                    "--out", str(tmp_path / "x.npz")])
     assert "is an image model; use --image" in str(run.exception)
+
+
+def test_image_presets_resolve_with_the_published_settings():
+    paper = load_config("cyclip-paper")
+    t = paper["train"]
+    assert paper["model"]["modality"] == "image" and t["cyclip"] == {"in_modal": 0.25, "cross_modal": 0.25}
+    assert (t["batch_size"], t["lr_unfrozen"], t["weight_decay"], t["warmup_steps"], t["epochs"]) == (128, 5e-4, 0.1, 10000, 64)
+    assert (t["optimizer"], t["schedule"], t["frozen_epochs"]) == ("adamw", "cosine", 0)
+    assert load_config("clip-paper")["train"]["cyclip"] == {"in_modal": 0.0, "cross_modal": 0.0}
+    assert load_config("cyclip")["train"]["cyclip"] == {"in_modal": 0.25, "cross_modal": 0.25}
+    assert load_config("clip-cpu")["image"]["size"] == 64
+    with pytest.raises(ConfigError, match="train.cyclip.in_modal and cross_modal are weights"):
+        load_config("clip-cpu", ["train.cyclip.in_modal=-1"])
+    with pytest.raises(ConfigError, match="'model.modality' = 'video'"):
+        load_config(None, ["model.modality=video"])
