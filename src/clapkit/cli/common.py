@@ -27,7 +27,7 @@ app.add_typer(audit_app, name="audit")
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.batch_size=32")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files and count them in the output instead of failing")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
-Checkpoint = Annotated[Path, typer.Option("--model", help="Checkpoint folder")]
+Checkpoint = Annotated[Path, typer.Option("--model", help="clapkit checkpoint folder, or a Hugging Face ClapModel, CLIPModel or SiglipModel folder")]
 MetricsJson = Annotated[Path | None, typer.Option("--out", help="JSON file for the metrics")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="Preset name (see `clapkit config`) or YAML file")]
 
@@ -89,9 +89,10 @@ def _has_label_column(spec: str) -> bool:
 
 
 def _load_model(path: Path, device):
-    from ..models.dual import DualEncoder
+    """A clapkit checkpoint, or a Hugging Face ClapModel / CLIPModel / SiglipModel."""
+    from ..models.hf_dual import load_model
 
-    return DualEncoder.load(path).to(device)
+    return load_model(path, device)
 
 AudioColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the audio path")]
 CaptionColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the caption")]

@@ -20,12 +20,31 @@ from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 
+from .audio import load_audio
 from .datasets import ClipDataset, check_audio_files
 from .files import Skipped
-from .image_io import ImageDataset, check_images
+from .image_io import ImageDataset, check_images, open_image
 from .image_sets import load_image_pairs, load_labelled_images
 from .labelled import LabelledSet, load_labelled, select
 from .manifests import Pair, load_pairs
+
+
+class RawMedia(Dataset):
+    """Decoded media with no transform, for a model that preprocesses its own inputs:
+    RGB Pillow images, or whole waveforms at ``sample_rate``. Item ``i`` -> (media, i)."""
+
+    def __init__(self, items: Sequence, medium: str, sample_rate: int | None = None):
+        self.items, self.medium, self.sample_rate = list(items), medium, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        where = f"{item.where}: {item.media}"
+        if self.medium == "image":
+            return open_image(item.media, where), i
+        return load_audio(item.media, self.sample_rate, where), i
 
 
 def medium_of(cfg: dict) -> str:

@@ -23,9 +23,10 @@ from ..errors import ConfigError
 
 
 def model_fingerprint(checkpoint: str | Path) -> str:
-    """Hash of a checkpoint's config and the size and mtime of its weight files."""
+    """Hash of a checkpoint's config and the size and mtime of its weight files (a hub
+    name, which is no local folder, by its name)."""
     checkpoint = Path(checkpoint)
-    h = hashlib.sha1()
+    h = hashlib.sha1(b"" if checkpoint.is_dir() else str(checkpoint).encode())
     for rel in ("config.json", "model.safetensors", "text/model.safetensors", "text/config.json"):
         f = checkpoint / rel
         if f.exists():
@@ -65,10 +66,14 @@ def media_stamp(ref) -> str:
 
 
 def checkpoint_medium(checkpoint: str | Path) -> str:
-    """``model.modality`` of a checkpoint, read from its config.json (audio if absent)."""
+    """The medium of a checkpoint from its config.json: clapkit's ``model.modality``
+    (audio if absent) or a Hugging Face dual encoder's ``model_type``."""
+    from ..models.hf_dual import FAMILIES, hf_family
+
     path = Path(checkpoint) / "config.json"
     try:
-        return json.loads(path.read_text())["model"].get("modality", "audio")
+        family = hf_family(checkpoint)
+        return FAMILIES[family] if family else json.loads(path.read_text())["model"].get("modality", "audio")
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise ConfigError(f"{checkpoint}: not a clapkit checkpoint (config.json unreadable: {exc})") from exc
 
@@ -156,9 +161,9 @@ class EmbeddingCache:
     def model(self):
         if self._model is None:
             if self._loader is None:
-                from ..models.dual import DualEncoder
+                from ..models.hf_dual import load_model
 
-                self._model = DualEncoder.load(self.checkpoint).to(self.device).eval()
+                self._model = load_model(self.checkpoint, self.device).eval()
             else:
                 self._model = self._loader()
         return self._model

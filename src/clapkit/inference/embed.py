@@ -1,5 +1,9 @@
 """Deterministic embedding of media (audio clips or images) and texts with a dual
-encoder (eval mode, centre segments or centre crops, no randomness)."""
+encoder (eval mode, centre segments or centre crops, no randomness).
+
+A clapkit :class:`DualEncoder` gets clapkit's own input pipeline; a public model
+(:class:`~clapkit.models.hf_dual.HFDualEncoder`) gets the decoded media through its own
+feature extractor or image processor (:meth:`preprocess`)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,36 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.datasets import collate_clips
-from ..data.media import media_dataset
+from ..data.media import RawMedia, media_dataset
 from ..models.dual import DualEncoder
+from ..models.hf_dual import HFDualEncoder
+
+
+class _Preprocess:
+    """Collate for a public model: its own preprocessing of a batch of decoded media."""
+
+    def __init__(self, model: HFDualEncoder):
+        self.model = model
+
+    def __call__(self, batch: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        media, idx = zip(*batch, strict=True)
+        return self.model.preprocess(list(media)), torch.tensor(idx)
+
+
+def media_loader(model, items: Sequence, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Batches ``(inputs, indices)`` of ``items`` for the model's media tower, in order."""
+    if isinstance(model, HFDualEncoder):
+        ds, collate = RawMedia(items, model.medium, model.sample_rate), _Preprocess(model)
+    else:
+        ds, collate = media_dataset(model.cfg, items, train=False), collate_clips
+    return DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+
+
+def to_device(inputs, device):
+    """A tensor or a dict of tensors on ``device``."""
+    if isinstance(inputs, dict):
+        return {k: v.to(device) for k, v in inputs.items()}
+    return inputs.to(device)
 
 
 @torch.no_grad()
@@ -21,15 +53,14 @@ def embed_media(
 ) -> np.ndarray:
     """E_m (projected, L2-normalised) or x_m (backbone output) of ``items`` (have ``.media``)."""
     model.eval()
-    ds = media_dataset(model.cfg, items, train=False)
     out = []
-    loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate_clips, num_workers=num_workers)
+    loader = media_loader(model, items, batch_size, num_workers)
     if progress:
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc=model.medium, leave=False, disable=None)  # off when not a terminal
     for media, _ in loader:
-        x = model.media_backbone(media.to(device))
+        x = model.media_backbone(to_device(media, device))
         out.append((model.project_media(x) if projected else x).float().cpu())
     return torch.cat(out).numpy()
 

@@ -1,0 +1,167 @@
+"""Public dual encoders (transformers' ClapModel, CLIPModel, SiglipModel) behind clapkit's
+interface: their own preprocessing, their own logits, and every command on them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clapkit.errors import ConfigError
+from clapkit.models.hf_dual import HFDualEncoder, load_model
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    from clapkit.models.text import resolve_text_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
+    tok.model_max_length = 64
+    return tok
+
+
+@pytest.fixture(scope="module", params=["clip", "siglip", "clap"])
+def hf_model(request, tmp_path_factory):
+    """A tiny random model of one family, saved with its tokenizer and processor."""
+    from transformers import (
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
+
+    family = request.param
+    folder = tmp_path_factory.mktemp(f"tiny-{family}")
+    tok = _tokenizer()
+    text = dict(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=32, max_position_embeddings=64)
+    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    if family == "clip":
+        text.update(eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id, pad_token_id=tok.pad_token_id)
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    elif family == "siglip":
+        SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    else:
+        text["max_position_embeddings"] = 66  # RoBERTa-style positions start after the padding index
+        audio = dict(hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16, spec_size=64,
+                     window_size=4, num_mel_bins=16, enable_fusion=False, projection_hidden_size=16)
+        ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=8)).save_pretrained(folder)
+        ClapFeatureExtractor(feature_size=16, sampling_rate=16000, max_length_s=1, fft_window_size=400, hop_length=160,
+                             truncation="rand_trunc", padding="repeatpad").save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return family, folder
+
+
+def _labelled(family, tiny_images, tiny_synthetic):
+    from clapkit.data.media import load_labelled_media
+
+    if family == "clap":
+        return load_labelled_media(f"folder:{tiny_synthetic / 'unseen'}", "audio")
+    return load_labelled_media(f"folder:{tiny_images / 'unseen'}", "image")
+
+
+def test_logits_and_embeddings_equal_the_models_own(hf_model, tiny_images, tiny_synthetic):
+    """clapkit's zero-shot logits equal transformers' model(**processor(...)) logits, and
+    its E equal the normalised get_*_features, to 1e-5."""
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoModel, AutoTokenizer
+
+    from clapkit.data.audio import load_audio
+    from clapkit.data.image_io import open_image
+    from clapkit.evaluation.zeroshot import class_text_embeddings, default_templates
+    from clapkit.inference.embed import embed_media
+
+    family, folder = hf_model
+    model = load_model(folder)
+    assert isinstance(model, HFDualEncoder) and model.medium == ("audio" if family == "clap" else "image")
+    data = _labelled(family, tiny_images, tiny_synthetic)
+    templates = default_templates(model.medium)
+    e_m = torch.from_numpy(embed_media(model, data.clips, batch_size=5))
+    e_t = torch.from_numpy(class_text_embeddings(model, data.label_texts(), templates))
+    ours = model.logits(e_m, e_t).detach()
+
+    own = AutoModel.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    texts = [templates[0].format(label=t) for t in data.label_texts()]
+    tokens = tok(texts, padding="max_length" if family == "siglip" else True, truncation=True, return_tensors="pt")
+    tokens = {k: tokens[k] for k in ("input_ids", "attention_mask")}  # the tiny models borrow BERT's tokenizer
+    with torch.no_grad():
+        if family == "clap":
+            fe = AutoFeatureExtractor.from_pretrained(folder)
+            inputs = fe([load_audio(c.media, 16000) for c in data.clips], sampling_rate=16000, return_tensors="pt")
+            out = own(**tokens, **inputs)
+            theirs, features = out.logits_per_audio, own.get_audio_features(**inputs).pooler_output
+        else:
+            proc = AutoImageProcessor.from_pretrained(folder)
+            inputs = proc(images=[open_image(c.media) for c in data.clips], return_tensors="pt")
+            out = own(**tokens, **inputs)
+            theirs, features = out.logits_per_image, own.get_image_features(**inputs).pooler_output
+        text_features = own.get_text_features(**tokens).pooler_output
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(e_m, torch.nn.functional.normalize(features, dim=-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(e_t, torch.nn.functional.normalize(text_features, dim=-1), atol=1e-5, rtol=1e-5)
+
+
+def test_commands_take_a_public_model(hf_model, tiny_images, tiny_synthetic, tmp_path):
+    from typer.testing import CliRunner
+
+    from clapkit.cli import app
+
+    family, folder = hf_model
+    medium = "audio" if family == "clap" else "image"
+    root = tiny_synthetic if medium == "audio" else tiny_images
+    run = CliRunner().invoke(app, ["eval", "zeroshot", "--model", str(folder), "--data", f"folder:{root / 'unseen'}",
+                                   "--out", str(tmp_path / "zs.json")])
+    assert run.exit_code == 0, run.output
+    zs = json.loads((tmp_path / "zs.json").read_text())
+    assert zs["clips"] == 16 and zs["classes"] == 8
+    run = CliRunner().invoke(app, ["eval", "retrieval", "--model", str(folder), "--data", f"csv:{root / 'test.csv'}",
+                                   "--out", str(tmp_path / "r.json")])
+    assert run.exit_code == 0, run.output
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["captions"] == 48 and r[f"text_to_{medium}"]["queries"] == 48
+    run = CliRunner().invoke(app, ["audit", "embeddings", "--model", str(folder), "--data", f"folder:{root / 'unseen'}",
+                                   "--out", str(tmp_path / "audit"), "--k-max", "3"])
+    assert run.exit_code == 0, run.output
+    assert json.loads((tmp_path / "audit" / "report.json").read_text())["classes"] == 8
+    run = CliRunner().invoke(app, ["embed", "--model", str(folder), f"--{medium}", f"folder:{root / 'unseen'}",
+                                   "--backbone", "--out", str(tmp_path / "x.npz")])
+    assert run.exit_code == 0, run.output
+    x = np.load(tmp_path / "x.npz")["embeddings"]
+    width = {"clip": 16, "siglip": 16, "clap": 32}[family]
+    assert x.shape == (16, width)  # the towers' pooled outputs, before any projection
+
+
+def test_a_public_clap_is_a_curation_teacher(hf_model, tiny_synthetic, tmp_path):
+    from clapkit.curation import curate
+
+    family, folder = hf_model
+    if family != "clap":
+        pytest.skip("the audio teacher case; image teachers are tested with clapkit's own CLIP")
+    s = curate(folder, tiny_synthetic / "unseen", f"csv:{tiny_synthetic / 'train.csv'}", tmp_path / "du.csv", sigma=-1.0)
+    assert (s["audio_pool"], s["pairs"]) == (16, 16) and s["cache"]["audio_computed"] == 16
+    again = curate(folder, tiny_synthetic / "unseen", f"csv:{tiny_synthetic / 'train.csv'}", tmp_path / "du2.csv", sigma=-1.0)
+    assert again["cache"]["audio_reused"] == 16 and (tmp_path / "du.csv").read_text() == (tmp_path / "du2.csv").read_text()
+
+
+def test_unsupported_folders_are_named(tmp_path, tiny_bert):
+    with pytest.raises(ConfigError, match=r"a Hugging Face 'bert' model; clapkit loads the dual encoders clap, clip, siglip"):
+        load_model(tiny_bert)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"empty: no config.json; give a clapkit checkpoint folder"):
+        load_model(tmp_path / "empty")
+    from transformers import CLIPConfig, CLIPModel
+
+    CLIPModel(CLIPConfig(text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+                         vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=32, image_size=32, patch_size=8))).save_pretrained(tmp_path / "bare")
+    with pytest.raises(ConfigError, match=r"bare: the folder lacks its tokenizer or image processor"):
+        load_model(tmp_path / "bare")
