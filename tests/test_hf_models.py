@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from clapkit.errors import ConfigError
 from clapkit.models.hf_dual import HFDualEncoder, load_model
@@ -165,3 +166,36 @@ def test_unsupported_folders_are_named(tmp_path, tiny_bert):
                                             intermediate_size=32, image_size=32, patch_size=8))).save_pretrained(tmp_path / "bare")
     with pytest.raises(ConfigError, match=r"bare: the folder lacks its tokenizer or image processor"):
         load_model(tmp_path / "bare")
+
+
+def test_audit_model_splits_accuracy_by_classes_the_captions_name(hf_model, tmp_path):
+    """A constructed caption file names 'dog' (twice) and no other class: the report
+    gives 1 named class with its 3 images and 2 never-named classes with their 5, and
+    each group's accuracy is the item-weighted mean of its per-class accuracies."""
+    from typer.testing import CliRunner
+
+    from clapkit.cli import app
+
+    family, folder = hf_model
+    if family == "clap":
+        pytest.skip("the image case; the audio path is the same code (audit embeddings, leakage) as clapkit's own")
+    rng = np.random.default_rng(0)
+    for cls, n in (("dog", 3), ("piano", 2), ("tractor", 3)):
+        (tmp_path / "eval" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "eval" / cls / f"{i}.png")
+    caps = tmp_path / "captions.csv"
+    caps.write_text("image,caption\na.jpg,a dog runs on the beach\nb.jpg,two dogs play\nc.jpg,a red car in the rain\n")
+    run = CliRunner().invoke(app, ["audit", "model", "--model", str(folder), "--data", f"folder:{tmp_path / 'eval'}",
+                                   "--captions", str(caps), "--out", str(tmp_path / "audit"), "--k-max", "2"])
+    assert run.exit_code == 0, run.output
+    r = json.loads((tmp_path / "audit" / "report.json").read_text())
+    lk, per = r["leakage"], r["zeroshot"]["per_class"]
+    assert lk["named"]["names"] == ["dog"] and lk["captions_naming_a_class"] == {"dog": 2}
+    assert (lk["named"]["classes"], lk["named"]["items"]) == (1, 3)
+    assert (lk["not_named"]["classes"], lk["not_named"]["items"], lk["not_named"]["names"]) == (2, 5, ["piano", "tractor"])
+    assert lk["named"]["accuracy"] == pytest.approx(per["dog"]["accuracy"])
+    assert lk["not_named"]["accuracy"] == pytest.approx((2 * per["piano"]["accuracy"] + 3 * per["tractor"]["accuracy"]) / 5)
+    md = (tmp_path / "audit" / "report.md").read_text()
+    assert "| named in the captions | 1 | 3 |" in md and "| never named | 2 | 5 |" in md
+    assert (tmp_path / "audit" / "confusion.png").is_file() and (tmp_path / "audit" / "embeddings" / "tsne_E_a.png").is_file()

@@ -259,6 +259,22 @@ def read_label_vocabulary(path: str | Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def _media_column(spec: str) -> str:
+    """``image`` for a csv: caption file of an image-text set (an ``image`` column and no
+    ``audio`` column); otherwise ``audio``."""
+    kind, _, path = spec.partition(":")
+    if kind != "csv":
+        return "audio"
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except OSError:
+        return "audio"
+    return "image" if "image" in header and "audio" not in header else "audio"
+
+
 def audit_leakage(
     captions: list[str],
     labels: str,
@@ -292,7 +308,9 @@ def audit_leakage(
                  for n in words}
     for arg in captions:
         spec = detect_spec(arg)
-        pairs = load_pairs(spec, audio_dir=audio_dir, require_audio=False)
+        column = _media_column(spec)
+        pairs = load_pairs(spec, audio_dir=audio_dir, require_audio=False, audio_column=column,
+                           resolve=(lambda path, where: path) if column == "image" else None)
         result = scan(pairs, words)
         dirty_audio = {p.media_id for p, d in zip(pairs, result.dirty, strict=True) if d}
         n_dirty = sum(1 for d in result.dirty if d)

@@ -106,3 +106,36 @@ def curate(
     typer.echo(f"{s['pairs']} pairs for {s['audio_matched']} of {s['audio_pool']} clips from {s['caption_pool']} "
                f"captions{extra}; cache reused {s['cache']['audio_reused']} audio, {s['cache']['text_reused']} texts; "
                f"wrote {out}")
+
+
+@audit_app.command("model")
+def audit_model_cmd(
+    model: Checkpoint,
+    data: Annotated[str, typer.Option(help="Labelled evaluation set: esc50:ROOT, folder:DIR (audio); folder:, csv:, mnist:, cifar: (images)")],
+    out: Annotated[Path, typer.Option(help="Report folder (report.md, report.json, figures)")],
+    captions: Annotated[list[str] | None, typer.Option(help="Caption files of the model's training data (repeat)")] = None,
+    folds: Annotated[str | None, typer.Option(help="Comma-separated folds")] = None,
+    template: Annotated[str | None, typer.Option(help="Prompt template (default: the medium's)")] = None,
+    k_max: Annotated[int, typer.Option(help="Largest k of the topological similarity")] = 10,
+    seed: Annotated[int, typer.Option(help="t-SNE seed")] = 0,
+    batch_size: int = 32,
+    device: Device = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Zero-shot per class, embedding diagnostics and, with --captions, accuracy on classes the
+    training captions name vs never name: any clapkit, CLAP, CLIP or SigLIP model."""
+    from ..audit.model import audit_model
+
+    dev = _device(device)
+    net = _load_model(model, dev)
+    labelled = _labelled(data, folds, None, skip_bad, net.medium)
+    r = audit_model(net, labelled, out, list(captions or []), template, k_max, seed, batch_size, dev, str(model))
+    z = r["zeroshot"]
+    typer.echo(f"zero-shot {z['top1']:.3f} on {z['clips']} items of {z['classes']} classes (chance {z['chance']:.3f})")
+    if "leakage" in r:
+        lk = r["leakage"]
+        acc = {k: "n/a" if lk[k]["accuracy"] is None else f"{lk[k]['accuracy']:.3f}" for k in ("named", "not_named")}
+        typer.echo(f"classes named in the captions: {lk['named']['classes']} ({lk['named']['items']} items), accuracy "
+                   f"{acc['named']}; never named: {lk['not_named']['classes']} ({lk['not_named']['items']} items), "
+                   f"accuracy {acc['not_named']}")
+    typer.echo(f"report in {out / 'report.md'}")

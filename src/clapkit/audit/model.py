@@ -1,0 +1,111 @@
+"""``clapkit audit model``: where does a model's zero-shot score come from? One command.
+
+For any model :func:`clapkit.models.hf_dual.load_model` loads (a clapkit checkpoint, or
+a public ClapModel / CLIPModel / SiglipModel) and a labelled evaluation set:
+
+- zero-shot accuracy, overall and per class, with the confusion matrix;
+- the embedding diagnostics of :mod:`clapkit.audit.embeddings` (silhouette of x and E,
+  topological similarity, t-SNE maps), in ``embeddings/``;
+- given caption files of the model's training data, the leakage scan of
+  :mod:`clapkit.audit.leakage` against the evaluation classes (in ``leakage/``) and the
+  accuracy split into the classes the captions name and those they never name, each
+  with its class and item counts: a model that is much better on the named classes
+  owes part of its "zero-shot" score to having seen them.
+
+``report.json`` holds every number; ``report.md`` is the page a reviewer reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.labelled import LabelledSet
+from ..evaluation.zeroshot import plot_confusion, zeroshot_eval
+from .embeddings import audit_embeddings
+
+
+def _group(per_class: dict, classes: list[str]) -> dict:
+    """Item-weighted accuracy over ``classes`` (those with items), with the counts."""
+    rows = [per_class[c] for c in classes if c in per_class]
+    items = sum(r["clips"] for r in rows)
+    acc = sum(r["accuracy"] * r["clips"] for r in rows) / items if items else None
+    return {"classes": len(rows), "items": items, "accuracy": acc}
+
+
+def audit_model(model, data: LabelledSet, out: str | Path, captions: list[str] | None = None,
+                template: str | None = None, k_max: int = 10, seed: int = 0, batch_size: int = 32, device="cpu",
+                source: str = "") -> dict:
+    from ..evaluation.zeroshot import default_templates
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    template = template or default_templates(model.medium)[0]
+    zs = zeroshot_eval(model, data, [template], batch_size, device)
+    plot_confusion(zs["confusion"], data.class_names, out / "confusion.png")
+    emb = audit_embeddings(model, data, out / "embeddings", template, k_max, False, seed, batch_size, device)
+    report = {
+        "model": source, "medium": model.medium, "template": template,
+        "zeroshot": {k: zs[k] for k in ("top1", "top5", "mean_class_accuracy", "chance", "clips", "classes", "per_class")
+                     if k in zs},
+        "embeddings": {"silhouette": emb["silhouette"], "topological_similarity": emb["topological_similarity"]},
+        "skipped": data.skipped.to_dict(),
+    }
+    if captions:
+        from .leakage import audit_leakage
+
+        labels = out / "labels.txt"
+        labels.write_text("\n".join(data.class_names) + "\n", encoding="utf-8")
+        leak = audit_leakage(list(captions), f"txt:{labels}", out / "leakage")
+        named = [c for c, v in leak["per_class"].items() if v["captions"] > 0]
+        unnamed = [c for c in data.class_names if c not in set(named)]
+        report["leakage"] = {
+            "caption_files": [f["file"] for f in leak["files"]],
+            "named": _group(zs["per_class"], named) | {"names": named},
+            "not_named": _group(zs["per_class"], unnamed) | {"names": unnamed},
+            "captions_naming_a_class": {c: leak["per_class"][c]["captions"] for c in named},
+        }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(_markdown(report))
+    return report
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+def _markdown(r: dict) -> str:
+    z, e = r["zeroshot"], r["embeddings"]
+    lines = [
+        f"# Model audit: {r['model'] or 'model'}", "",
+        f"Zero-shot on {z['clips']} {'clips' if r['medium'] == 'audio' else 'images'} of {z['classes']} classes with "
+        f"`{r['template']}`: top-1 **{_fmt(z['top1'])}** (chance {_fmt(z['chance'])}), mean per class "
+        f"{_fmt(z['mean_class_accuracy'])}.", "",
+    ]
+    if "leakage" in r:
+        lk = r["leakage"]
+        lines += [
+            "## Are the evaluation classes named in the training captions?", "",
+            f"Caption files: {', '.join(f'`{f}`' for f in lk['caption_files'])}.", "",
+            "| classes | count | items | zero-shot accuracy |", "| --- | ---: | ---: | ---: |",
+            f"| named in the captions | {lk['named']['classes']} | {lk['named']['items']} | {_fmt(lk['named']['accuracy'])} |",
+            f"| never named | {lk['not_named']['classes']} | {lk['not_named']['items']} | {_fmt(lk['not_named']['accuracy'])} |",
+            "",
+            "A gap between the two rows is the part of the score that depends on having seen the class named "
+            "in training; only the second row is zero-shot in the strict sense. The scan (word list, "
+            "matched captions) is in `leakage/`.", "",
+        ]
+    t = e["topological_similarity"]
+    lines += [
+        "## Embedding diagnostics", "",
+        "| measure | value |", "| --- | ---: |",
+        f"| silhouette x (backbone) | {_fmt(e['silhouette']['x_a'])} |",
+        f"| silhouette E (projected) | {_fmt(e['silhouette']['E_a'])} |",
+        f"| S(x, E) | {_fmt(t['x_a_vs_E_a'])} |",
+        f"| S(x_t, E_t) | {_fmt(t['x_t_vs_E_t'])} |",
+        f"| S(E, E_t) | {_fmt(t['E_a_vs_E_t'])} |", "",
+        "![confusion](confusion.png)", "", "![t-SNE of E](embeddings/tsne_E_a.png)", "",
+    ]
+    return "\n".join(lines)
