@@ -163,6 +163,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     if p.is_dir() and (p / "config.json").is_file() and hf_family(p) is None:
         return DualEncoder.load(p).to(device)
     if p.is_dir() and not (p / "config.json").is_file():
-        raise ConfigError(f"{p}: no config.json; give a clapkit checkpoint folder (config.json, model.safetensors, "
-                          "text/) or a Hugging Face ClapModel, CLIPModel or SiglipModel folder")
+        raise ConfigError(f"{p}: not a clapkit checkpoint nor a Hugging Face model (no config.json); give a clapkit "
+                          "checkpoint folder (config.json, model.safetensors, text/) or a Hugging Face ClapModel, "
+                          "CLIPModel or SiglipModel folder")
     return HFDualEncoder(str(path)).to(device)
