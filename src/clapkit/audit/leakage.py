@@ -262,16 +262,10 @@ def read_label_vocabulary(path: str | Path) -> list[str]:
 def _media_column(spec: str) -> str:
     """``image`` for a csv: caption file of an image-text set (an ``image`` column and no
     ``audio`` column); otherwise ``audio``."""
-    kind, _, path = spec.partition(":")
-    if kind != "csv":
-        return "audio"
-    import csv
+    from ..data.files import csv_header
 
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-    except OSError:
-        return "audio"
+    kind, _, path = spec.partition(":")
+    header = csv_header(path) if kind == "csv" else []
     return "image" if "image" in header and "audio" not in header else "audio"
 
 

@@ -76,16 +76,9 @@ def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool,
 
 def _has_label_column(spec: str) -> bool:
     """Whether a csv: spec has a ``label`` column (a labelled image set, not captions)."""
-    import csv
+    from ..data.files import csv_header, parse_spec
 
-    from ..data.files import parse_spec
-
-    _, path = parse_spec(spec, ("csv",))
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            return "label" in (next(csv.reader(fh), None) or [])
-    except OSError:
-        return False
+    return "label" in csv_header(parse_spec(spec, ("csv",))[1])
 
 
 def _load_model(path: Path, device):

@@ -130,3 +130,32 @@ def keep_good(items: list, bad: dict, skip_bad: bool, skipped: Skipped, noun: st
         else:
             kept.append(item)
     return kept
+
+
+class Collector:
+    """Runs each row's or record's parser: keeps what it returns, or, on a DataError,
+    re-raises it with the ``--skip-bad`` hint, or with ``skip_bad`` counts it."""
+
+    def __init__(self, skip_bad: bool, skipped: Skipped):
+        self.items: list = []
+        self.skip_bad, self.skipped = skip_bad, skipped
+
+    def __call__(self, fn) -> None:
+        try:
+            self.items.extend(fn())
+        except DataError as exc:
+            self.fail(exc)
+
+    def fail(self, exc: DataError) -> None:
+        if not self.skip_bad:
+            raise DataError(f"{exc} (use --skip-bad to skip and count such rows)", reason=exc.reason) from exc
+        self.skipped.add(exc)
+
+
+def csv_header(path: str | Path) -> list[str]:
+    """The column names of a CSV file's first line ([] if it cannot be read)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            return next(csv.reader(fh), [])
+    except OSError:
+        return []

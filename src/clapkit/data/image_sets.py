@@ -38,16 +38,15 @@ import json
 import pickle
 import re
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .files import Skipped, iter_csv_rows, parse_spec
+from .files import Collector, Skipped, iter_csv_rows, parse_spec, read_text
 from .image_io import IMAGE_EXTENSIONS, ArrayImage, TarMember
 from .labelled import LabelledClip, LabelledSet, folder_per_class
-from .manifests import Pair, load_pairs
+from .manifests import Pair, clean_caption, load_pairs
 
 IMAGE_CAPTION_KINDS = ("coco", "karpathy", "flickr", "csv", "jsonl", "wds")
 LABELLED_IMAGE_KINDS = ("folder", "csv", "mnist", "cifar")
@@ -62,46 +61,16 @@ def _image_file(path: Path, where: str) -> Path:
 
 
 def _read_json(path: Path):
-    if not path.is_file():
-        raise DataError("file not found", str(path))
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", str(path)) from exc
 
 
 def _records(data, key: str, path: Path) -> list:
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise DataError(f"expected a JSON object with a '{key}' list", str(path))
     return data[key]
-
-
-class _Collector:
-    """Runs one record's parser; keeps its pairs, or counts / re-raises its error."""
-
-    def __init__(self, skip_bad: bool, skipped: Skipped):
-        self.pairs: list[Pair] = []
-        self.skip_bad, self.skipped = skip_bad, skipped
-
-    def __call__(self, fn: Callable[[], list[Pair]]) -> None:
-        try:
-            self.pairs.extend(fn())
-        except DataError as exc:
-            self.fail(exc)
-
-    def fail(self, exc: DataError) -> None:
-        if not self.skip_bad:
-            raise DataError(f"{exc} (use --skip-bad to skip and count such rows)", reason=exc.reason) from exc
-        self.skipped.add(exc)
-
-
-def _caption(text, where: str) -> str:
-    caption = text.strip() if isinstance(text, str) else ""
-    if not caption:
-        raise DataError("empty or missing caption", where, reason="empty caption")
-    return caption
 
 
 def _default_image_dir(path: Path, image_dir: str | Path | None) -> Path:
@@ -113,7 +82,7 @@ def _default_image_dir(path: Path, image_dir: str | Path | None) -> Path:
     return path.parent
 
 
-def _coco(path: Path, image_dir, split, c: _Collector) -> None:
+def _coco(path: Path, image_dir, split, c: Collector) -> None:
     data = _read_json(path)
     images, annotations = _records(data, "images", path), _records(data, "annotations", path)
     if image_dir:
@@ -142,12 +111,12 @@ def _coco(path: Path, image_dir, split, c: _Collector) -> None:
             name, _ = files[ann["image_id"]]
             if name not in found:
                 found[name] = _image_file(base / name, where)
-            return [Pair(found[name], _caption(ann.get("caption"), where), str(ann["image_id"]), where)]
+            return [Pair(found[name], clean_caption(ann.get("caption"), where), str(ann["image_id"]), where)]
 
         c(one)
 
 
-def _karpathy(path: Path, image_dir, split, c: _Collector) -> None:
+def _karpathy(path: Path, image_dir, split, c: Collector) -> None:
     data = _read_json(path)
     base = _default_image_dir(path, image_dir)
     for n, rec in enumerate(_records(data, "images", path)):
@@ -165,18 +134,16 @@ def _karpathy(path: Path, image_dir, split, c: _Collector) -> None:
                 raise DataError("no 'sentences'", where, reason="no captions")
             image = _image_file(base / rec.get("filepath", "") / rec["filename"], where)
             media_id = str(rec.get("imgid", rec["filename"]))
-            return [Pair(image, _caption(s.get("raw") if isinstance(s, dict) else None, f"{where} sentences[{k}]"),
+            return [Pair(image, clean_caption(s.get("raw") if isinstance(s, dict) else None, f"{where} sentences[{k}]"),
                          media_id, where) for k, s in enumerate(sentences)]
 
         c(one)
 
 
-def _flickr(path: Path, image_dir, split, c: _Collector) -> None:
-    if not path.is_file():
-        raise DataError("file not found", str(path))
+def _flickr(path: Path, image_dir, split, c: Collector) -> None:
+    text = read_text(path)
     base = _default_image_dir(path, image_dir)
     found: dict = {}
-    text = path.read_text(encoding="utf-8-sig", errors="strict")
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -189,7 +156,7 @@ def _flickr(path: Path, image_dir, split, c: _Collector) -> None:
                 raise DataError("expected IMAGE#N<TAB>caption", where, reason="malformed line")
             if name not in found:
                 found[name] = _image_file(base / name, where)
-            return [Pair(found[name], _caption(caption, where), name, where)]
+            return [Pair(found[name], clean_caption(caption, where), name, where)]
 
         c(one)
 
@@ -229,7 +196,7 @@ def index_tar(tar: Path) -> dict[str, dict[str, tuple[int, int, bytes | None]]]:
     return out
 
 
-def _wds(pattern: str, image_dir, split, c: _Collector) -> None:
+def _wds(pattern: str, image_dir, split, c: Collector) -> None:
     shards = expand_shards(pattern)
     if not shards:
         raise DataError(f"no shard matches {pattern}")
@@ -255,7 +222,7 @@ def _wds(pattern: str, image_dir, split, c: _Collector) -> None:
                     caption = parts["txt"][2].decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise DataError("the .txt caption is not UTF-8", where) from exc
-                return [Pair(TarMember(tar, f"{key}.{ext}", offset, size), _caption(caption, where), f"{tar}#{key}", where)]
+                return [Pair(TarMember(tar, f"{key}.{ext}", offset, size), clean_caption(caption, where), f"{tar}#{key}", where)]
 
             c(one)
 
@@ -273,19 +240,19 @@ def load_image_pairs(spec: str, image_dir: str | Path | None = None, skip_bad: b
     if kind == "wds":
         if not rest:
             raise DataError(f"data spec {spec!r}: the pattern after 'wds:' is empty")
-        c = _Collector(skip_bad, skipped)
+        c = Collector(skip_bad, skipped)
         _wds(rest, image_dir, split, c)
-        return c.pairs
+        return c.items
     kind, path = parse_spec(spec, IMAGE_CAPTION_KINDS)
-    c = _Collector(skip_bad, skipped)
+    c = Collector(skip_bad, skipped)
     {"coco": _coco, "karpathy": _karpathy, "flickr": _flickr}[kind](path, image_dir, split, c)
-    return c.pairs
+    return c.items
 
 
 # --- labelled image sets -------------------------------------------------------------
 
 def _labels_csv(path: Path, image_column: str, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
-    rows = []
+    rows, bad = [], Collector(skip_bad, skipped)
     for line, row in iter_csv_rows(path, [image_column, "label"]):
         where = f"{path} line {line}"
         try:
@@ -298,9 +265,7 @@ def _labels_csv(path: Path, image_column: str, skip_bad: bool, skipped: Skipped)
             file = file if file.is_absolute() else path.parent / file
             rows.append((_image_file(file, where), label, where))
         except DataError as exc:
-            if not skip_bad:
-                raise DataError(f"{exc} (use --skip-bad to skip and count such rows)", reason=exc.reason) from exc
-            skipped.add(exc)
+            bad.fail(exc)
     names = sorted({label for _, label, _ in rows})
     index = {n: i for i, n in enumerate(names)}
     return [LabelledClip(f, index[label], None, where) for f, label, where in rows], names

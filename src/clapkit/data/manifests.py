@@ -19,14 +19,13 @@ counted in a :class:`Skipped` record that the commands write into their outputs.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
 from .audio import AUDIO_EXTENSIONS, resolve_audio
-from .files import Skipped, check_row, parse_spec, read_csv_rows, read_text
+from .files import Collector, Skipped, check_row, csv_header, parse_spec, read_csv_rows, read_text
 from .labelled import load_labelled
 
 AUDIOCAPS_PATTERNS = (
@@ -76,8 +75,7 @@ def detect_spec(arg: str) -> str:
         return f"jsonl:{path}"
     if not path.is_file():
         raise DataError("file not found", str(path))
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        header = next(csv.reader(fh), [])
+    header = csv_header(path)
     if "file_name" in header and "caption_1" in header:
         return f"clotho:{path}"
     if {"audiocap_id", "youtube_id", "caption"} <= set(header):
@@ -85,8 +83,9 @@ def detect_spec(arg: str) -> str:
     return f"csv:{path}"
 
 
-def _caption(text: str | None, where: str) -> str:
-    caption = (text or "").strip()
+def clean_caption(text, where: str) -> str:
+    """A caption stripped of surrounding space; an empty or missing (non-text) one is an error."""
+    caption = text.strip() if isinstance(text, str) else ""
     if not caption:
         raise DataError("empty caption", where)
     return caption
@@ -133,15 +132,8 @@ def load_pairs(
             for tpl in label_templates
         ]
     base = Path(audio_dir) if audio_dir else path.parent
-    pairs: list[Pair] = []
-
-    def attempt(fn) -> None:
-        try:
-            pairs.extend(fn())
-        except DataError as exc:
-            if not skip_bad:
-                raise DataError(f"{exc} (use --skip-bad to skip and count such rows)", reason=exc.reason) from exc
-            skipped.add(exc)
+    attempt = Collector(skip_bad, skipped)
+    pairs = attempt.items
 
     if kind == "jsonl":
         for n, line in enumerate(read_text(path).splitlines(), 1):
@@ -161,7 +153,7 @@ def load_pairs(
                 if not isinstance(obj[audio_column], str) or not obj[audio_column].strip():
                     raise DataError(f"'{audio_column}' must be a non-empty path", where)
                 media = resolve(_join(base, obj[audio_column]), where)
-                return [Pair(media, _caption(c, where), str(obj[audio_column]), where) for c in caps]
+                return [Pair(media, clean_caption(c, where), str(obj[audio_column]), where) for c in caps]
 
             attempt(one)
         return pairs
@@ -176,7 +168,7 @@ def load_pairs(
                 if not row[audio_column].strip():
                     raise DataError(f"empty {audio_column} path", where)
                 media = resolve(_join(base, row[audio_column].strip()), where)
-                return [Pair(media, _caption(row[caption_column], where), row[audio_column].strip(), where)]
+                return [Pair(media, clean_caption(row[caption_column], where), row[audio_column].strip(), where)]
 
             attempt(one)
         return pairs
@@ -190,7 +182,7 @@ def load_pairs(
             def one(row=row, line=line, where=where):
                 check_row(row, line, path, ["file_name", *cap_cols])
                 audio = _audio(base / row["file_name"], where, require_audio)
-                return [Pair(audio, _caption(row[c], f"{where} column {c}"), row["file_name"], where) for c in cap_cols]
+                return [Pair(audio, clean_caption(row[c], f"{where} column {c}"), row["file_name"], where) for c in cap_cols]
 
             attempt(one)
         return pairs
@@ -204,7 +196,7 @@ def load_pairs(
         def one(row=row, line=line, where=where):
             check_row(row, line, path, cols)
             audio = _audiocaps_file(base, row, audiocaps_pattern, where, require_audio)
-            return [Pair(audio, _caption(row["caption"], where), row["youtube_id"] + "_" + row["start_time"], where)]
+            return [Pair(audio, clean_caption(row["caption"], where), row["youtube_id"] + "_" + row["start_time"], where)]
 
         attempt(one)
     return pairs

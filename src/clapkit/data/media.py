@@ -64,7 +64,7 @@ def check_media(medium: str, items: Sequence, skip_bad: bool, skipped: Skipped) 
     return (check_images if medium == "image" else check_audio_files)(items, skip_bad, skipped)
 
 
-def load_media_pairs(cfg: dict, spec: str, skipped: Skipped, label_templates=None) -> list[Pair]:
+def load_media_pairs(cfg: dict, spec: str, skipped: Skipped) -> list[Pair]:
     """The caption pairs of ``spec`` for the config's medium, with the ``data.*`` options."""
     d = cfg["data"]
     if medium_of(cfg) == "image":
@@ -72,7 +72,7 @@ def load_media_pairs(cfg: dict, spec: str, skipped: Skipped, label_templates=Non
                                 d["caption_column"], d["split"])
     return load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
                       audio_column=d["audio_column"], caption_column=d["caption_column"],
-                      label_templates=label_templates or d["label_templates"])
+                      label_templates=d["label_templates"])
 
 
 def load_labelled_media(spec: str, medium: str, folds: list[int] | None = None, classes: list[str] | None = None,

@@ -55,9 +55,13 @@ def hf_family(path: str | Path) -> str | None:
     if "model_type" not in cfg:
         return None
     if cfg["model_type"] not in FAMILIES:
-        raise ConfigError(f"{path}: a Hugging Face '{cfg['model_type']}' model; clapkit loads the dual encoders "
-                          f"{', '.join(sorted(FAMILIES))} (ClapModel, CLIPModel, SiglipModel) and its own checkpoints")
+        raise _unsupported(path, cfg["model_type"])
     return cfg["model_type"]
+
+
+def _unsupported(path, family: str) -> ConfigError:
+    return ConfigError(f"{path}: a Hugging Face '{family}' model; clapkit loads the dual encoders "
+                       f"{', '.join(sorted(FAMILIES))} (ClapModel, CLIPModel, SiglipModel) and its own checkpoints")
 
 
 class _Tokens:
@@ -89,8 +93,7 @@ class HFDualEncoder(nn.Module):
             raise ConfigError(f"--model {name}: neither a clapkit checkpoint nor a Hugging Face model folder or hub name "
                               f"({exc})") from exc
         if family not in FAMILIES:
-            raise ConfigError(f"{name}: a Hugging Face '{family}' model; clapkit loads ClapModel, CLIPModel and "
-                              "SiglipModel folders and its own checkpoints")
+            raise _unsupported(name, family)
         self.family, self.medium, self.source = family, FAMILIES[family], name
         self.model = AutoModel.from_pretrained(name).eval()
         try:

@@ -170,7 +170,7 @@ class ClapTrainer:
         set_determinism(t.get("deterministic", True), self.device)
         seed_everything(cfg["seed"])
         self.data = data or load_clap_data(cfg)
-        self.state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None, "step": 0}
+        self.state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None}
         if resume:
             recover_dir(self.out / "last")
             self.model = DualEncoder.load(self.out / "last").to(self.device)
@@ -228,7 +228,7 @@ class ClapTrainer:
     def _phase_steps(self, phase: str) -> int:
         t = self.cfg["train"]
         epochs = min(t["frozen_epochs"], t["epochs"]) if phase == "frozen" else t["epochs"] - t["frozen_epochs"]
-        return max(1, epochs * len(self._batches(0)))
+        return max(1, epochs * self._batches_per_epoch())
 
     def _start_phase(self, phase: str) -> None:
         t = self.cfg["train"]
@@ -260,14 +260,18 @@ class ClapTrainer:
         self.state["phase"] = phase
 
     # --- one epoch -----------------------------------------------------------------------
+    def _batches_per_epoch(self) -> int:
+        """Full global batches per epoch (at least one, smaller, when the data is smaller)."""
+        return max(1, len(self.data.train) // self.cfg["train"]["batch_size"])
+
     def _batches(self, epoch: int) -> list[list[int]]:
-        """This process's share of each global batch of the epoch's seeded permutation."""
+        """This process's share of each global batch of the epoch's seeded permutation
+        (drawing it seeds torch for the epoch: see :func:`epoch_order`)."""
         n, bs = len(self.data.train), self.cfg["train"]["batch_size"]
         order = epoch_order(self.cfg["seed"], epoch, n, self.rank)
-        n_batches = max(1, n // bs)
         per_rank = min(bs, n) // self.world
         out = []
-        for b in range(n_batches):
+        for b in range(self._batches_per_epoch()):
             glob = order[b * bs : b * bs + min(bs, n)]
             out.append(glob[self.rank * per_rank : (self.rank + 1) * per_rank].tolist())
         return out
@@ -320,7 +324,6 @@ class ClapTrainer:
         self.optimizer.step()
         if self.cfg["train"]["schedule"] == "cosine":
             self.scheduler.step()
-        self.state["step"] = self.state.get("step", 0) + 1
         return loss.item()
 
     def train_epoch(self, epoch: int) -> float:
@@ -432,9 +435,9 @@ def build_optimizer(model: torch.nn.Module, t: dict, lr: float) -> torch.optim.O
     """Adam or AdamW over the trainable parameters, weight decay on the matrices and
     kernels only: biases, norm scales and the temperature (every 0-d and 1-d tensor)
     are never decayed, as in open_clip."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in named if p.ndim >= 2]
-    plain = [p for n, p in named if p.ndim < 2]
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    plain = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": plain, "weight_decay": 0.0}]
     opt = torch.optim.AdamW if t["optimizer"] == "adamw" else torch.optim.Adam
     return opt([g for g in groups if g["params"]], lr=lr, betas=tuple(t["betas"]), eps=t["eps"])
