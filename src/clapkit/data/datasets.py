@@ -70,7 +70,37 @@ def check_audio_files(items: Sequence, skip_bad: bool, skipped: Skipped) -> list
     return keep_good(list(items), bad, skip_bad, skipped, "audio file(s)")
 
 
-class ClipDataset(Dataset):
+class SeededItems(Dataset):
+    """The item protocol of the training loaders: item ``i`` (at the dataset's epoch) or
+    ``(epoch, i)`` (what :class:`EpochBatches` sends to workers) -> (tensor, i), every
+    random draw made by :meth:`rng` from (seed, epoch, i). Subclasses set ``items``,
+    ``train``, ``seed`` and define :meth:`tensor`."""
+
+    items: list
+    train: bool = False
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def rng(self, i: int, epoch: int | None) -> np.random.Generator | None:
+        """Item ``i``'s generator for ``epoch`` (the dataset's when None); None in evaluation."""
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng((self.seed, epoch, i)) if self.train else None
+
+    def tensor(self, i: int, epoch: int | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, i = key if isinstance(key, tuple) else (None, key)
+        return self.tensor(i, epoch), i
+
+
+class ClipDataset(SeededItems):
     """Fixed-length, normalised waveforms of ``items`` (anything with ``.media``, ``.where``).
 
     ``train=True`` takes a random segment seeded by (seed, epoch, index); otherwise the
@@ -82,27 +112,15 @@ class ClipDataset(Dataset):
         self.items = list(items)
         self.length = int(round(seconds * sample_rate))
         self.norm, self.train, self.seed = norm, train, seed
-        self.epoch = 0
         self.cache = WaveCache(sample_rate, cache_mb)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def wave(self, i: int, epoch: int | None = None) -> np.ndarray:
         item = self.items[i]
-        wave = self.cache.get(item.media, item.where)
-        epoch = self.epoch if epoch is None else epoch
-        rng = np.random.default_rng((self.seed, epoch, i)) if self.train else None
-        wave = fix_length(wave, self.length, rng)
+        wave = fix_length(self.cache.get(item.media, item.where), self.length, self.rng(i, epoch))
         return normalize(wave) if self.norm else wave
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        """``i`` (at the dataset's epoch) or ``(epoch, i)`` -> (wave, i)."""
-        epoch, i = key if isinstance(key, tuple) else (None, key)
-        return torch.from_numpy(np.ascontiguousarray(self.wave(i, epoch))), i
+    def tensor(self, i: int, epoch: int | None = None) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.wave(i, epoch)))
 
 
 class EpochBatches(Sampler):

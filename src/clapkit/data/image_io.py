@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .datasets import SeededItems
 from .files import keep_good
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -186,7 +186,7 @@ class ImageTransform:
         return (x - self.mean) / self.std
 
 
-class ImageDataset(Dataset):
+class ImageDataset(SeededItems):
     """Normalised images of ``items`` (anything with ``.media``, ``.where``); the image
     twin of :class:`~clapkit.data.datasets.ClipDataset`: item ``i`` or ``(epoch, i)``
     -> (tensor, i); training draws seeded by (seed, epoch, i)."""
@@ -194,20 +194,8 @@ class ImageDataset(Dataset):
     def __init__(self, items: Sequence, settings: dict, train: bool = False, seed: int = 0):
         self.items = list(items)
         self.transform = ImageTransform(settings, train)
-        self.train, self.seed, self.epoch = train, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.items)
+        self.train, self.seed = train, seed
 
     def tensor(self, i: int, epoch: int | None = None) -> torch.Tensor:
         item = self.items[i]
-        epoch = self.epoch if epoch is None else epoch
-        rng = np.random.default_rng((self.seed, epoch, i)) if self.train else None
-        return self.transform(open_image(item.media, f"{item.where}: {item.media}"), rng)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        epoch, i = key if isinstance(key, tuple) else (None, key)
-        return self.tensor(i, epoch), i
+        return self.transform(open_image(item.media, f"{item.where}: {item.media}"), self.rng(i, epoch))
