@@ -199,3 +199,54 @@ def test_audit_model_splits_accuracy_by_classes_the_captions_name(hf_model, tmp_
     md = (tmp_path / "audit" / "report.md").read_text()
     assert "| named in the captions | 1 | 3 |" in md and "| never named | 2 | 5 |" in md
     assert (tmp_path / "audit" / "confusion.png").is_file() and (tmp_path / "audit" / "embeddings" / "tsne_E_a.png").is_file()
+
+
+def test_the_text_tower_of_a_public_model_is_a_sentence_encoder(hf_model, tmp_path):
+    """eval sts on a public model's text tower: the Spearman of cosine similarities of
+    its own text_model pooled outputs (x_t) and of get_text_features (--projected, E_t);
+    eval transfer runs its linear probe on the same x_t."""
+    from scipy.stats import spearmanr
+    from transformers import AutoModel, AutoTokenizer
+    from typer.testing import CliRunner
+
+    from clapkit.cli import app
+
+    family, folder = hf_model
+    words = ["a dog barks", "rain falls on a roof", "an engine idles", "birds sing at dawn", "a door creaks",
+             "waves hit the shore", "a baby cries", "wind in the trees", "a bell rings twice", "people talk in a cafe"]
+    pairs = [(words[i], words[(i * 3 + 1) % 10], (i * 7) % 6) for i in range(10)]
+    sts = tmp_path / "stsb"
+    sts.mkdir()
+    (sts / "sts-test.csv").write_text("".join(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{g:.1f}\t{a}\t{b}\n"
+                                              for i, (a, b, g) in enumerate(pairs)))
+    own = AutoModel.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+
+    def expected(projected: bool) -> float:
+        sims = []
+        for a, b, _ in pairs:
+            t = tok([a, b], padding="max_length" if family == "siglip" else True, truncation=True, return_tensors="pt")
+            t = {k: t[k] for k in ("input_ids", "attention_mask")}
+            with torch.no_grad():
+                x = own.get_text_features(**t).pooler_output if projected else own.text_model(**t).pooler_output
+            x = torch.nn.functional.normalize(x, dim=-1)
+            sims.append(float(x[0] @ x[1]))
+        return spearmanr(sims, [g for *_, g in pairs]).correlation * 100
+
+    for projected in (False, True):
+        out = tmp_path / f"sts-{projected}.json"
+        run = CliRunner().invoke(app, ["eval", "sts", "--model", str(folder), "--data", f"stsb:{sts}", "--out", str(out)]
+                                 + (["--projected"] if projected else []))
+        assert run.exit_code == 0, run.output
+        r = json.loads(out.read_text())
+        assert r["pooling"] == f"{family} text model's pooled output"
+        assert r["tasks"]["STSB-test"]["spearman"] == pytest.approx(expected(projected), abs=1e-3)
+    run = CliRunner().invoke(app, ["eval", "sts", "--model", str(folder), "--data", f"stsb:{sts}", "--pooling", "mean"])
+    assert run.exit_code != 0 and "leave --pooling auto" in str(run.exception)
+    csv = tmp_path / "task.csv"
+    csv.write_text("text,label\n" + "".join(f"{w} {k},{'a' if k % 2 else 'b'}\n" for w in words for k in range(2)))
+    run = CliRunner().invoke(app, ["eval", "transfer", "--model", str(folder), "--data", str(csv), "--folds", "2",
+                                   "--out", str(tmp_path / "t.json")])
+    assert run.exit_code == 0, run.output
+    t = json.loads((tmp_path / "t.json").read_text())["tasks"]["task"]
+    assert (t["n"], t["classes"]) == (20, 2)

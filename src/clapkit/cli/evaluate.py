@@ -67,12 +67,13 @@ def eval_zeroshot(
 
 @eval_app.command("sts")
 def eval_sts(
-    model: Annotated[str, typer.Option(help="clapkit checkpoint, Hugging Face or sentence-transformers folder, or 'minilm'")],
+    model: Annotated[str, typer.Option(help="clapkit checkpoint or train cse folder, a public CLAP/CLIP/SigLIP (its text "
+                                            "tower), a Hugging Face or sentence-transformers folder, or 'minilm'")],
     data: Annotated[list[str], typer.Option(help="stsb:DIR, sick:DIR or senteval:DIR (repeat for several)")],
     out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
     split: Annotated[str, typer.Option(help="STS-B / SICK split")] = "test",
     pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
-    projected: Annotated[bool, typer.Option(help="clapkit checkpoints: use the projected E_t")] = False,
+    projected: Annotated[bool, typer.Option(help="dual encoders: use the projected E_t")] = False,
     max_length: Annotated[int | None, typer.Option(help="tokens; default: a sentence-transformers folder's own, else 128")] = None,
     batch_size: int = 64,
     device: Device = "auto",
@@ -96,7 +97,8 @@ def eval_sts(
 
 @eval_app.command("transfer")
 def eval_transfer(
-    model: Annotated[str, typer.Option(help="clapkit checkpoint, Hugging Face or sentence-transformers folder, or 'minilm'")],
+    model: Annotated[str, typer.Option(help="clapkit checkpoint or train cse folder, a public CLAP/CLIP/SigLIP (its text "
+                                            "tower), a Hugging Face or sentence-transformers folder, or 'minilm'")],
     data: Annotated[list[str], typer.Option(help="CSV of texts and labels (repeat for several tasks)")],
     out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
     text_column: Annotated[str, typer.Option(help="Column of the text")] = "text",
@@ -105,6 +107,7 @@ def eval_transfer(
     c: Annotated[float, typer.Option("--c", help="Inverse L2 strength of the logistic regression")] = 1.0,
     seed: int = 0,
     pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
+    projected: Annotated[bool, typer.Option(help="dual encoders: use the projected E_t")] = False,
     max_length: Annotated[int | None, typer.Option(help="tokens; default: a sentence-transformers folder's own, else 128")] = None,
     batch_size: int = 64,
     device: Device = "auto",
@@ -118,7 +121,7 @@ def eval_transfer(
     from ..evaluation.sts import SentenceEncoder
     from ..evaluation.transfer import linear_probe
 
-    enc = SentenceEncoder(model, pooling, max_length, False, _device(device))
+    enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
     tasks, skipped = {}, Skipped()
     for path in data:
         t = load_text_classification(path, text_column, label_column, skip_bad, skipped)
@@ -129,7 +132,7 @@ def eval_transfer(
         tasks[t.name] = r | {"class_names": t.class_names}
         typer.echo(f"{t.name}: accuracy {r['accuracy']:.2f} +- {r['std']:.2f} ({folds} folds, {r['n']} texts, "
                    f"{r['classes']} classes, majority {r['majority']:.2f})")
-    result = {"model": model, "pooling": enc.pooling, "folds": folds, "seed": seed, "tasks": tasks,
+    result = {"model": model, "pooling": enc.pooling, "projected": projected, "folds": folds, "seed": seed, "tasks": tasks,
               "skipped": skipped.to_dict()}
     if len(tasks) > 1:
         result["avg"] = float(np.mean([r["accuracy"] for r in tasks.values()]))

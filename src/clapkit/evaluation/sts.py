@@ -60,16 +60,19 @@ class SentenceEncoder:
     """L2-normalised sentence embeddings from a checkpoint or model folder.
 
     ``max_length`` None keeps a sentence-transformers folder's own ``max_seq_length``
-    and uses 128 tokens elsewhere.
+    (a public dual encoder's tokenizer its own ``model_max_length``) and uses 128
+    tokens elsewhere. The text tower of a dual encoder, clapkit's or a public CLAP,
+    CLIP or SigLIP, gives its backbone output x_t, or E_t with ``projected``.
     """
 
     def __init__(self, path: str | Path, pooling: str = "auto", max_length: int | None = None,
                  projected: bool = False, device="cpu"):
+        from ..models.hf_dual import hf_dual_family, load_model
+
         path = str(path)
         folder = Path(resolve_text_model(path))
-        self.projector = self.cse = self.st = None
-        self.device = device
-        clap_cfg = folder / "config.json"
+        self.dual = self.cse = self.st = None
+        self.projected, self.device = projected, device
         if (folder / "cse_model.json").is_file():  # `clapkit train cse` output: its own pooling and head
             from ..models.cse import CseModel
 
@@ -79,29 +82,34 @@ class SentenceEncoder:
             self.cse.m["max_length"] = max_length or self.cse.m["max_length"]
             self.pooling = self.cse.m["pooling"] + (" (head in training only)" if self.cse.m["mlp_only_train"] else "")
             return
-        if (folder / "text").is_dir() and clap_cfg.is_file() and "model" in json.loads(clap_cfg.read_text()):
-            from ..models.dual import DualEncoder
-
-            clap = DualEncoder.load(folder)
-            self.tower = clap.text
-            if pooling != "auto":
-                self.tower.pooling = pooling
-            self.projector = clap.text_proj if projected else None
-        elif (modules := _st_modules(folder)) is not None and pooling == "auto":
+        clap_cfg = folder / "config.json"
+        family = hf_dual_family(path)
+        if family or ((folder / "text").is_dir() and clap_cfg.is_file() and "model" in json.loads(clap_cfg.read_text())):
+            self.dual = load_model(path, device).eval()
+            if family:
+                if pooling != "auto":
+                    raise ConfigError(f"--pooling {pooling} on {path}: a public {family} model's text embedding is "
+                                      "its own text model's pooled output; leave --pooling auto")
+                self.pooling = f"{family} text model's pooled output"
+            else:
+                if pooling != "auto":
+                    self.dual.text.pooling = pooling
+                self.pooling = self.dual.text.pooling
+            self.dual.text.max_length = max_length or self.dual.text.max_length
+            return
+        if projected:
+            raise ConfigError(f"--projected on {path}: only a dual encoder (a clapkit checkpoint or a public CLAP, CLIP "
+                              "or SigLIP) has a text projection")
+        if (modules := _st_modules(folder)) is not None and pooling == "auto":
             self._load_sentence_transformers(folder, max_length, device)
             return
-        else:
-            extra = [t for t in modules or [] if t.rsplit(".", 1)[-1] not in _REPLACEABLE]
-            if extra:
-                raise ConfigError(f"--pooling {pooling} on {folder}: its modules.json also lists "
-                                  f"{', '.join(extra)}, which a pooling of the bare Transformer would drop; "
-                                  "leave --pooling auto to use every module")
-            self.tower = TextTower(path, "cls" if pooling == "auto" else pooling, max_length or 128)
-        self.tower.max_length = max_length or self.tower.max_length
+        extra = [t for t in modules or [] if t.rsplit(".", 1)[-1] not in _REPLACEABLE]
+        if extra:
+            raise ConfigError(f"--pooling {pooling} on {folder}: its modules.json also lists "
+                              f"{', '.join(extra)}, which a pooling of the bare Transformer would drop; "
+                              "leave --pooling auto to use every module")
+        self.tower = TextTower(path, "cls" if pooling == "auto" else pooling, max_length or 128).to(device).eval()
         self.pooling = self.tower.pooling
-        self.tower.to(device).eval()
-        if self.projector is not None:
-            self.projector.to(device).eval()
 
     def _load_sentence_transformers(self, folder: Path, max_length: int | None, device) -> None:
         from sentence_transformers import SentenceTransformer
@@ -124,9 +132,13 @@ class SentenceEncoder:
                                   convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
         out = []
         for i in range(0, len(texts), batch_size):
-            x = self.tower(self.tower.tokenize(texts[i : i + batch_size], self.device))
-            if self.projector is not None:
-                x = self.projector(x)
+            chunk = texts[i : i + batch_size]
+            if self.dual is None:
+                x = self.tower(self.tower.tokenize(chunk, self.device))
+            else:
+                x = self.dual.text_backbone(self.dual.text.tokenize(chunk, self.device))
+                if self.projected:
+                    x = self.dual.project_text(x)
             out.append(torch.nn.functional.normalize(x.float(), dim=-1).cpu())
         return torch.cat(out).numpy()
 

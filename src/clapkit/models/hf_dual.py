@@ -59,6 +59,27 @@ def hf_family(path: str | Path) -> str | None:
     return cfg["model_type"]
 
 
+def hf_dual_family(name: str | Path) -> str | None:
+    """The family of a public dual encoder clapkit wraps (a local folder or hub name),
+    None for anything else (a clapkit checkpoint, a text model, a missing path)."""
+    p = Path(name)
+    if p.is_dir():
+        try:
+            family = json.loads((p / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return None
+    elif p.exists() or str(name) == "minilm":
+        return None
+    else:
+        from transformers import AutoConfig
+
+        try:
+            family = AutoConfig.from_pretrained(str(name)).model_type
+        except (OSError, ValueError):
+            return None
+    return family if family in FAMILIES else None
+
+
 def _unsupported(path, family: str) -> ConfigError:
     return ConfigError(f"{path}: a Hugging Face '{family}' model; clapkit loads the dual encoders "
                        f"{', '.join(sorted(FAMILIES))} (ClapModel, CLIPModel, SiglipModel) and its own checkpoints")
@@ -69,9 +90,11 @@ class _Tokens:
 
     def __init__(self, tokenizer, padding: str | bool):
         self.tokenizer, self.padding = tokenizer, padding
+        self.max_length: int | None = None  # None: the tokenizer's own model_max_length
 
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        out = self.tokenizer(list(texts), padding=self.padding, truncation=True, return_tensors="pt")
+        out = self.tokenizer(list(texts), padding=self.padding, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
         return {k: v.to(device) if device is not None else v for k, v in out.items() if k in ("input_ids", "attention_mask")}
 
 
