@@ -126,3 +126,50 @@ def tiny_images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic-images")
     write_synthetic_images(folder, seed=1, pixels=48, train_images=3, test_images=1, unseen_images=2, captions_per_image=2)
     return folder
+
+
+def write_tiny_public_model(family: str, folder: Path, dropout: bool = True) -> Path:
+    """A tiny random transformers ClapModel, CLIPModel or SiglipModel saved with its
+    processor and a tokenizer (MiniLM's, cut to 64 tokens), as a user's downloaded
+    model folder is laid out. ``dropout=False`` sets every dropout rate to 0."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
+
+    from clapkit.models.text import resolve_text_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
+    tok.model_max_length = 64
+    text = dict(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=32, max_position_embeddings=64)
+    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    if family == "clip":
+        text.update(eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id, pad_token_id=tok.pad_token_id)
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    elif family == "siglip":
+        SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    else:
+        text["max_position_embeddings"] = 66  # RoBERTa-style positions start after the padding index
+        audio = dict(hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16, spec_size=64,
+                     window_size=4, num_mel_bins=16, enable_fusion=False, projection_hidden_size=16)
+        if not dropout:
+            text.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+            audio.update(drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=8)).save_pretrained(folder)
+        ClapFeatureExtractor(feature_size=16, sampling_rate=16000, max_length_s=1, fft_window_size=400, hop_length=160,
+                             truncation="rand_trunc", padding="repeatpad").save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -6,60 +6,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_public_model
 from PIL import Image
 
 from clapkit.errors import ConfigError
 from clapkit.models.hf_dual import HFDualEncoder, load_model
 
 
-def _tokenizer():
-    from transformers import AutoTokenizer
-
-    from clapkit.models.text import resolve_text_model
-
-    tok = AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
-    tok.model_max_length = 64
-    return tok
-
-
 @pytest.fixture(scope="module", params=["clip", "siglip", "clap"])
 def hf_model(request, tmp_path_factory):
     """A tiny random model of one family, saved with its tokenizer and processor."""
-    from transformers import (
-        ClapConfig,
-        ClapFeatureExtractor,
-        ClapModel,
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        SiglipConfig,
-        SiglipImageProcessor,
-        SiglipModel,
-    )
-
-    family = request.param
-    folder = tmp_path_factory.mktemp(f"tiny-{family}")
-    tok = _tokenizer()
-    text = dict(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=32, max_position_embeddings=64)
-    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8)
-    torch.manual_seed(0)
-    if family == "clip":
-        text.update(eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id, pad_token_id=tok.pad_token_id)
-        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
-        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    elif family == "siglip":
-        SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
-        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    else:
-        text["max_position_embeddings"] = 66  # RoBERTa-style positions start after the padding index
-        audio = dict(hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16, spec_size=64,
-                     window_size=4, num_mel_bins=16, enable_fusion=False, projection_hidden_size=16)
-        ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=8)).save_pretrained(folder)
-        ClapFeatureExtractor(feature_size=16, sampling_rate=16000, max_length_s=1, fft_window_size=400, hop_length=160,
-                             truncation="rand_trunc", padding="repeatpad").save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return family, folder
+    folder = tmp_path_factory.mktemp(f"tiny-{request.param}")
+    write_tiny_public_model(request.param, folder)
+    return request.param, folder
 
 
 def _labelled(family, tiny_images, tiny_synthetic):
@@ -250,3 +209,78 @@ def test_the_text_tower_of_a_public_model_is_a_sentence_encoder(hf_model, tmp_pa
     assert run.exit_code == 0, run.output
     t = json.loads((tmp_path / "t.json").read_text())["tasks"]["task"]
     assert (t["n"], t["classes"]) == (20, 2)
+
+
+def _tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_fine_tuning_a_public_model_saves_it_back_in_transformers_format(hf_model, tiny_synthetic, tiny_images, tmp_path):
+    """train clap / train clip from a public CLAP or CLIP (model.init_from): the run
+    follows the model's own preprocessing, freezes its towers in the frozen phase,
+    resumes exactly, and writes checkpoints that transformers' from_pretrained reloads
+    to the embeddings clapkit computes from them."""
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoModel
+    from typer.testing import CliRunner
+
+    from clapkit.cli import app
+    from clapkit.config import load_config
+    from clapkit.data.audio import load_audio
+    from clapkit.data.image_io import open_image
+    from clapkit.training.clap import train_clap
+
+    family, folder = hf_model
+    medium = "audio" if family == "clap" else "image"
+    root = tiny_synthetic if medium == "audio" else tiny_images
+    base = [f"model.init_from={folder}", f"model.modality={medium}", f"data.train=[csv:{root / 'train.csv'}]",
+            "train.batch_size=16", "train.progress=false", "train.frozen_epochs=1", "train.lr_frozen=1e-2",
+            "train.lr_unfrozen=1e-3", "train.early_stopping_patience=0"]
+    if family == "siglip":
+        with pytest.raises(ConfigError, match=r"init_from = .*SigLIP trains with a sigmoid loss"):
+            train_clap(load_config(None, base + ["train.epochs=1"]), tmp_path / "run")
+        return
+    wrong = "image" if medium == "audio" else "audio"
+    with pytest.raises(ConfigError, match=rf"a{'n' if medium == 'audio' else ''} {medium} model .*this config trains {wrong}"):
+        other = tiny_images if medium == "audio" else tiny_synthetic
+        train_clap(load_config(None, base + [f"model.modality={wrong}", f"data.train=[csv:{other / 'train.csv'}]",
+                                             "train.epochs=1"]), tmp_path / "wrong")
+
+    straight = train_clap(load_config(None, base + ["train.epochs=2"]), tmp_path / "straight")
+    assert straight["epochs_run"] == 2
+    train_clap(load_config(None, base + ["train.epochs=1"]), tmp_path / "run")
+    start, frozen = _tensors(folder), _tensors(tmp_path / "run" / "last")
+    tower = "audio_model" if medium == "audio" else "vision_model"
+    for name, value in frozen.items():  # the frozen phase trains the projections and the temperature only
+        moved = not torch.equal(value, start[name])
+        if name.startswith((f"{tower}.", "text_model.")):
+            assert not moved, name
+    assert any(not torch.equal(frozen[n], start[n]) for n in frozen if "projection" in n)
+    train_clap(load_config(None, base + ["train.epochs=2"]), tmp_path / "run", resume=True)
+    last = _tensors(tmp_path / "run" / "last")
+    assert all(torch.equal(last[n], v) for n, v in _tensors(tmp_path / "straight" / "last").items())  # exact resume
+    assert any(not torch.equal(last[n], start[n]) for n in last if n.startswith(f"{tower}."))
+    assert any(not torch.equal(last[n], start[n]) for n in last if n.startswith("text_model."))
+    saved = __import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text())
+    if medium == "audio":
+        assert (saved["audio"]["sample_rate"], saved["audio"]["segment_seconds"], saved["audio"]["normalize"]) == (16000, 1.0, False)
+    else:
+        assert saved["image"]["size"] == 32 and saved["image"]["mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+
+    ckpt = tmp_path / "run" / "checkpoint"
+    run = CliRunner().invoke(app, ["embed", "--model", str(ckpt), f"--{medium}", f"folder:{root / 'unseen'}",
+                                   "--out", str(tmp_path / "e.npz")])
+    assert run.exit_code == 0, run.output
+    ours = np.load(tmp_path / "e.npz")
+    own = AutoModel.from_pretrained(ckpt).eval()
+    assert type(own).__name__ == {"clap": "ClapModel", "clip": "CLIPModel"}[family]
+    with torch.no_grad():
+        if medium == "audio":
+            fe = AutoFeatureExtractor.from_pretrained(ckpt)
+            inputs = fe([load_audio(p, 16000) for p in ours["ids"]], sampling_rate=16000, return_tensors="pt")
+            features = own.get_audio_features(**inputs).pooler_output
+        else:
+            proc = AutoImageProcessor.from_pretrained(ckpt)
+            features = own.get_image_features(**proc(images=[open_image(p) for p in ours["ids"]], return_tensors="pt")).pooler_output
+    np.testing.assert_allclose(ours["embeddings"], torch.nn.functional.normalize(features, dim=-1).numpy(), atol=1e-5)

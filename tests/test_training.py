@@ -192,15 +192,22 @@ def test_config_errors_name_the_key():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["clip", "soft_clip", "cyclip_image"])
+@pytest.mark.parametrize("loss", ["clip", "soft_clip", "cyclip_image", "public_clap"])
 def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tiny_synthetic, tiny_checkpoint,
                                              tiny_images, loss):
     """Under torchrun with 2 gloo processes, one real step (media and text towers running
     and trainable, backward, clipping, Adam) gives the loss over the global batch, the
     gradients and the updated weights of one process on the same global batch; for the
     CLIP loss and the soft-labelled loss (teacher embeddings from the cache, which rank 0
-    fills alone) of an audio model, and CLIP + CyCLIP for an image model."""
-    if loss == "cyclip_image":
+    fills alone) of an audio model, CLIP + CyCLIP for an image model, and a public
+    transformers ClapModel fine-tuned in place (its logit_scale_t gets no gradient)."""
+    from conftest import write_tiny_public_model
+
+    if loss == "public_clap":
+        public = write_tiny_public_model("clap", tmp_path / "public", dropout=False)
+        overrides = [f"model.init_from={public}", f"data.train=[csv:{tiny_synthetic / 'train.csv'}]",
+                     "train.batch_size=16", "train.progress=false", "train.frozen_epochs=0"]
+    elif loss == "cyclip_image":
         overrides = tiny_image_overrides(tiny_bert_no_dropout) + [
             f"data.train=[csv:{tiny_images / 'train.csv'}]", "model.projector.dropout=0", "train.batch_size=16",
             "train.cyclip.in_modal=0.25", "train.cyclip.cross_modal=0.25", "train.optimizer=adamw",
@@ -220,7 +227,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
         out.mkdir()
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
-             str(29500 + n + {"clip": 0, "soft_clip": 10, "cyclip_image": 20}[loss]), str(worker), str(out), str(cfg_path)],
+             str(29500 + n + {"clip": 0, "soft_clip": 10, "cyclip_image": 20, "public_clap": 30}[loss]), str(worker),
+             str(out), str(cfg_path)],
             capture_output=True, text=True, timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -230,8 +238,9 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
     assert r0["loss"] == pytest.approx(one["loss"], abs=1e-6)
     assert r1["loss"] == pytest.approx(one["loss"], abs=1e-6)
     assert set(one["grads"]) == set(r0["grads"]) == set(one["weights"])
-    medium = "image" if loss == "cyclip_image" else "audio"
-    assert any(k.startswith(f"{medium}.") for k in one["grads"]) and any(k.startswith("text.") for k in one["grads"])
+    media, text = {"cyclip_image": ("image.", "text."), "public_clap": ("model.audio_model.", "model.text_model.")}.get(
+        loss, ("audio.", "text."))
+    assert any(k.startswith(media) for k in one["grads"]) and any(k.startswith(text) for k in one["grads"])
     for k, g in one["grads"].items():
         torch.testing.assert_close(r0["grads"][k], g, atol=1e-6, rtol=1e-4, msg=k)
         torch.testing.assert_close(r1["grads"][k], g, atol=1e-6, rtol=1e-4, msg=k)

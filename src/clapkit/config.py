@@ -83,7 +83,10 @@ DEFAULTS: dict[str, Any] = {
             "max_length": 64,
         },
         "projector": {"dim": 512, "hidden": 512, "depth": 2, "dropout": 0.1},
-        "init_from": None,  # a clapkit checkpoint to start from (e.g. the teacher), same architecture
+        # a clapkit checkpoint to start from (e.g. the teacher; same architecture), or a public
+        # CLAP/CLIP in transformers format (folder or hub name), fine-tuned in place and
+        # saved back in that format (its own architecture and preprocessing; see HFDualEncoder.for_training)
+        "init_from": None,
         "init_temperature": 0.07,
         "learn_temperature": True,
         "logit_clamp": 100.0,

@@ -56,7 +56,68 @@ class Projector(nn.Module):
         return self.net(x)
 
 
-class DualEncoder(nn.Module):
+class Trainable(nn.Module):
+    """What the trainer needs of a dual encoder beyond the backbones and projectors:
+    the forward from media or cached backbone outputs, and freezing whole towers.
+
+    A subclass sets ``medium``, ``frozen``, ``_trainable`` (names of the parameters a
+    full fine-tune trains) and ``tower_prefixes`` (tower -> its parameter name prefix).
+    """
+
+    medium: str
+    frozen: frozenset[str]
+    _trainable: set[str]
+    tower_prefixes: dict[str, str]
+
+    def tower_name(self, name: str) -> str:
+        """``media`` or this model's medium -> the medium; ``text`` -> ``text``."""
+        if name in ("media", self.medium):
+            return self.medium
+        if name == "text":
+            return "text"
+        raise ConfigError(f"train.frozen_backbones / keep_frozen: unknown tower {name!r} for a "
+                          f"{self.medium} model; use media (or {self.medium}) and/or text")
+
+    def freeze_backbones(self, towers: tuple[str, ...] | list[str] = ("media", "text")) -> None:
+        """Freeze (and keep in eval mode) the named backbones; unfreeze the others."""
+        self.frozen = frozenset(self.tower_name(t) for t in towers)
+        for name, p in self.named_parameters():
+            for tower, prefix in self.tower_prefixes.items():
+                if name.startswith(prefix):
+                    p.requires_grad_(tower not in self.frozen and name in self._trainable)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for tower in self.frozen:
+            self.get_submodule(self.tower_prefixes[tower].rstrip(".")).eval()
+        return self
+
+    def forward(
+        self,
+        media: torch.Tensor | None = None,
+        tokens: dict[str, torch.Tensor] | None = None,
+        x_m: torch.Tensor | None = None,
+        x_t: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(E_m, E_t, scale) from media (waveforms or pixels) and tokens, or from cached backbone outputs."""
+        grad = torch.is_grad_enabled()
+        if x_m is None:
+            with torch.set_grad_enabled(grad and self.medium not in self.frozen):
+                x_m = self.media_backbone(media)
+        if x_t is None:
+            with torch.set_grad_enabled(grad and "text" not in self.frozen):
+                x_t = self.text_backbone(tokens)
+        return self.project_media(x_m), self.project_text(x_t), self.scale()
+
+    def encode_media(self, media) -> torch.Tensor:
+        return self.project_media(self.media_backbone(media))
+
+    def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.project_text(self.text_backbone(tokens))
+
+
+class DualEncoder(Trainable):
     def __init__(self, cfg: dict, text_path: str | None = None, vision_path: str | None = None):
         super().__init__()
         m = cfg["model"]
@@ -83,6 +144,7 @@ class DualEncoder(nn.Module):
         # head, an unused BERT pooler) never get gradients.
         self._trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         self.frozen: frozenset[str] = frozenset()
+        self.tower_prefixes = {self.medium: f"{self.medium}.", "text": "text."}
 
     @property
     def media_tower(self) -> nn.Module:
@@ -91,47 +153,6 @@ class DualEncoder(nn.Module):
     @property
     def media_proj(self) -> nn.Module:
         return getattr(self, f"{self.medium}_proj")
-
-    def tower_name(self, name: str) -> str:
-        """``media`` or this model's medium -> the medium; ``text`` -> ``text``."""
-        if name in ("media", self.medium):
-            return self.medium
-        if name == "text":
-            return "text"
-        raise ConfigError(f"train.frozen_backbones / keep_frozen: unknown tower {name!r} for a "
-                          f"{self.medium} model; use media (or {self.medium}) and/or text")
-
-    def freeze_backbones(self, towers: tuple[str, ...] | list[str] = ("media", "text")) -> None:
-        """Freeze (and keep in eval mode) the named backbones; unfreeze the others."""
-        self.frozen = frozenset(self.tower_name(t) for t in towers)
-        for name, p in self.named_parameters():
-            tower = name.split(".", 1)[0]
-            if tower in (self.medium, "text"):
-                p.requires_grad_(tower not in self.frozen and name in self._trainable)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> DualEncoder:
-        super().train(mode)
-        for tower in self.frozen:
-            getattr(self, tower).eval()
-        return self
-
-    def forward(
-        self,
-        media: torch.Tensor | None = None,
-        tokens: dict[str, torch.Tensor] | None = None,
-        x_m: torch.Tensor | None = None,
-        x_t: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(E_m, E_t, scale) from media (waveforms or pixels) and tokens, or from cached backbone outputs."""
-        grad = torch.is_grad_enabled()
-        if x_m is None:
-            with torch.set_grad_enabled(grad and self.medium not in self.frozen):
-                x_m = self.media_backbone(media)
-        if x_t is None:
-            with torch.set_grad_enabled(grad and "text" not in self.frozen):
-                x_t = self.text_backbone(tokens)
-        return self.project_media(x_m), self.project_text(x_t), self.scale()
 
     # backbones -> x ; projectors -> E (L2-normalised)
     def media_backbone(self, media: torch.Tensor) -> torch.Tensor:
@@ -145,12 +166,6 @@ class DualEncoder(nn.Module):
 
     def project_text(self, x_t: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(x_t), dim=-1)
-
-    def encode_media(self, media: torch.Tensor) -> torch.Tensor:
-        return self.project_media(self.media_backbone(media))
-
-    def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.project_text(self.text_backbone(tokens))
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.exp()

@@ -36,11 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import ConfigError
+from .dual import Trainable
+from .image import preprocessor_settings
 
 FAMILIES = {"clap": "audio", "clip": "image", "siglip": "image"}
+_TOWERS = {"clap": "audio_model", "clip": "vision_model", "siglip": "vision_model"}
 
 
 def hf_family(path: str | Path) -> str | None:
@@ -98,7 +100,7 @@ class _Tokens:
         return {k: v.to(device) if device is not None else v for k, v in out.items() if k in ("input_ids", "attention_mask")}
 
 
-class HFDualEncoder(nn.Module):
+class HFDualEncoder(Trainable):
     def __init__(self, name: str | Path):
         super().__init__()
         from transformers import (
@@ -128,6 +130,8 @@ class HFDualEncoder(nn.Module):
         self.text = _Tokens(tokenizer, "max_length" if family == "siglip" else True)
         self.sample_rate = getattr(self.processor, "sampling_rate", None)
         self.frozen: frozenset[str] = frozenset()
+        self.tower_prefixes = {self.medium: f"model.{_TOWERS[family]}.", "text": "model.text_model."}
+        self._trainable = {n for n, _ in self.named_parameters()}
         self.logit_clamp = None
         self.cfg = {"model": {"modality": self.medium, "source": name, "family": family}}
 
@@ -148,7 +152,17 @@ class HFDualEncoder(nn.Module):
         return dict(out)
 
     # --- the dual-encoder interface -------------------------------------------------------------
-    def media_backbone(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def media_backbone(self, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """x_m of the model's own inputs (:meth:`preprocess`), or of a batch tensor from
+        clapkit's training pipeline: pixels already resized, cropped and normalised to
+        the processor's settings, or waveforms at its sampling rate that go through its
+        feature extractor here."""
+        if isinstance(inputs, torch.Tensor):
+            if self.medium == "image":
+                inputs = {"pixel_values": inputs}
+            else:
+                device = inputs.device
+                inputs = {k: v.to(device) for k, v in self.preprocess(list(inputs.cpu().numpy())).items()}
         if self.family == "clap":
             return self.model.audio_model(**inputs).pooler_output
         return self.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
@@ -163,12 +177,6 @@ class HFDualEncoder(nn.Module):
     def project_text(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model.text_projection(x) if self.family != "siglip" else x, dim=-1)
 
-    def encode_media(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.project_media(self.media_backbone(inputs))
-
-    def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.project_text(self.text_backbone(tokens))
-
     def scale(self) -> torch.Tensor:
         return (self.model.logit_scale_a if self.family == "clap" else self.model.logit_scale).exp()
 
@@ -178,6 +186,52 @@ class HFDualEncoder(nn.Module):
     def logits(self, e_m: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
         """The model's own media-to-text logits."""
         return self.scale() * e_m @ e_t.T + self.bias()
+
+    # --- fine-tuning ----------------------------------------------------------------------------
+    def for_training(self, cfg: dict, option: str = "model.init_from") -> HFDualEncoder:
+        """Fit a training run's config to this model, which the run fine-tunes in place.
+
+        The model's architecture is its own (``model.audio/image/text/projector`` do
+        not apply); the inputs follow its preprocessing: ``audio.sample_rate`` and
+        ``segment_seconds`` are its feature extractor's sampling rate and window (clips
+        are cut to the window by clapkit's pipeline, then go through the extractor
+        unchanged), ``audio.normalize`` is off (it takes raw waveforms), and
+        ``image.size/mean/std`` are its processor's crop and normalisation.
+        ``model.learn_temperature`` and ``logit_clamp`` apply to its ``logit_scale``
+        (CLAP: ``logit_scale_a``, the scale of its audio-text logits; ``logit_scale_t``,
+        which the CLIP loss never uses, stays as it is, as in LAION-CLAP's training).
+        """
+        if self.family == "siglip":
+            raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes CLAP and CLIP models; SigLIP trains with "
+                              "a sigmoid loss clapkit does not have (evaluation, audit and curation take it)")
+        wanted = cfg["model"].get("modality", "audio")
+        if wanted != self.medium:
+            raise ConfigError(f"{option} = {self.source}: a{'n' if self.medium == 'audio' else ''} {self.medium} model "
+                              f"({self.family}); this config trains {wanted} (use `clapkit train "
+                              f"{'clap' if self.medium == 'audio' else 'clip'}`)")
+        if self.medium == "audio":
+            cfg["audio"].update(sample_rate=int(self.sample_rate), normalize=False,
+                                segment_seconds=self.processor.nb_max_samples / self.sample_rate)
+        else:
+            cfg["image"].update(preprocessor_settings(self.processor.to_dict()))
+        cfg["model"]["family"] = self.family
+        scale = "logit_scale_a" if self.family == "clap" else "logit_scale"
+        unused = {"model.logit_scale_t"}  # CLAP's text-to-audio scale: the CLIP loss uses logit_scale_a both ways
+        if not cfg["model"]["learn_temperature"]:
+            unused.add(f"model.{scale}")
+        self._trainable = {n for n, _ in self.named_parameters() if n not in unused}
+        for n, p in self.named_parameters():
+            p.requires_grad_(n in self._trainable)
+        self.logit_clamp = cfg["model"]["logit_clamp"]
+        self.cfg = cfg
+        return self
+
+    def save(self, folder: str | Path) -> None:
+        """The model in ``transformers`` format with its processor and tokenizer, so
+        ``{ClapModel,CLIPModel}.from_pretrained(folder)`` and clapkit load it alike."""
+        self.model.save_pretrained(folder)
+        self.processor.save_pretrained(folder)
+        self.text.tokenizer.save_pretrained(folder)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

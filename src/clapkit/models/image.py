@@ -137,6 +137,11 @@ def read_preprocessor(name: str) -> dict:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    return preprocessor_settings(raw)
+
+
+def preprocessor_settings(raw: dict) -> dict:
+    """``size`` (the crop, else the resize), ``mean`` and ``std`` of an image processor's settings."""
     out: dict = {}
     size = raw.get("crop_size") or raw.get("size")
     if isinstance(size, dict):

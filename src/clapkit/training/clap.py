@@ -22,7 +22,8 @@ clips no longer than ``audio.segment_seconds`` see no difference.
 Output folder::
 
     config.yaml      the resolved config
-    checkpoint/      best model by validation loss (a clapkit checkpoint)
+    checkpoint/      best model by validation loss (a clapkit checkpoint; a public CLAP
+                     or CLIP fine-tuned from model.init_from stays in transformers format)
     last/            last epoch's model + trainer_state.pt (what --resume reads)
     metrics.csv      one row per epoch
     summary.json     counts, best epoch and losses, skipped inputs
@@ -53,7 +54,8 @@ from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
 from ..errors import ConfigError
 from ..inference.embed import embed_text
 from ..losses import clip_loss, cyclip_regularisers, gather_with_grad, soft_clip_loss
-from ..models.dual import DualEncoder
+from ..models.dual import DualEncoder, Trainable
+from ..models.hf_dual import HFDualEncoder, hf_dual_family
 from .common import (
     ScalarLogger,
     epoch_order,
@@ -172,10 +174,9 @@ class ClapTrainer:
         self.data = data or load_clap_data(cfg)
         self.state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None}
         if resume:
-            recover_dir(self.out / "last")
-            self.model = DualEncoder.load(self.out / "last").to(self.device)
+            self.model = initial_model(cfg, recover_dir(self.out / "last"), resume=True).to(self.device)
         elif cfg["model"]["init_from"]:
-            self.model = DualEncoder.load_as(cfg["model"]["init_from"], cfg).to(self.device)
+            self.model = initial_model(cfg, cfg["model"]["init_from"]).to(self.device)
         else:
             self.model = DualEncoder(cfg).to(self.device)
         cfg["image"] = self.model.cfg["image"]  # an HF image tower's own size, mean and std
@@ -247,7 +248,10 @@ class ClapTrainer:
         self._opt_state = None
         self.net = self.model
         if self.world > 1:
-            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            # a public model may hold parameters the loss never reaches (CLAP's logit_scale_t, its
+            # fusion branch on a batch without long clips)
+            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                           find_unused_parameters=isinstance(self.model, HFDualEncoder))
         self.caches = None
         if self.model.frozen and t["cache_frozen"]:
             self.model.eval()
@@ -429,6 +433,15 @@ class ClapTrainer:
     def _save(self, improved: bool) -> None:
         save_run(self.out, self.model, {"state": self.state, "optimizer": self.optimizer.state_dict(),
                                         "scheduler": self.scheduler.state_dict()}, improved)
+
+
+def initial_model(cfg: dict, folder: str | Path, resume: bool = False) -> Trainable:
+    """The model a run starts from: a clapkit checkpoint (``--resume``: as saved;
+    ``model.init_from``: its weights under this run's config), or a public CLAP or CLIP
+    in ``transformers`` format, fine-tuned in place and saved back in that format."""
+    if hf_dual_family(folder):
+        return HFDualEncoder(str(folder)).for_training(cfg)
+    return DualEncoder.load(folder) if resume else DualEncoder.load_as(folder, cfg)
 
 
 def build_optimizer(model: torch.nn.Module, t: dict, lr: float) -> torch.optim.Optimizer:
