@@ -24,10 +24,19 @@ from ..errors import ConfigError
 
 def model_fingerprint(checkpoint: str | Path) -> str:
     """Hash of a checkpoint's config and the size and mtime of its weight files (a hub
-    name, which is no local folder, by its name)."""
+    name, which is no local folder, by its name; an open_clip spec by its name and its
+    local weights)."""
+    from ..models.open_clip import is_open_clip, parse_open_clip
+
+    files = ("config.json", "model.safetensors", "text/model.safetensors", "text/config.json")
+    if is_open_clip(checkpoint):  # open_clip: the spec, and its weights file or folder's files when local
+        name, pretrained = parse_open_clip(checkpoint)
+        local = Path(name.removeprefix("local-dir:")) if name.startswith("local-dir:") else Path(pretrained or "")
+        checkpoint = str(checkpoint)
+        files = tuple(str(f) for f in ([local] if local.is_file() else sorted(local.glob("*")) if local.is_dir() else []))
     checkpoint = Path(checkpoint)
     h = hashlib.sha1(b"" if checkpoint.is_dir() else str(checkpoint).encode())
-    for rel in ("config.json", "model.safetensors", "text/model.safetensors", "text/config.json"):
+    for rel in files:
         f = checkpoint / rel
         if f.exists():
             st = f.stat()
@@ -69,7 +78,10 @@ def checkpoint_medium(checkpoint: str | Path) -> str:
     """The medium of a checkpoint from its config.json: clapkit's ``model.modality``
     (audio if absent) or a Hugging Face dual encoder's ``model_type``."""
     from ..models.hf_dual import FAMILIES, hf_family
+    from ..models.open_clip import is_open_clip
 
+    if is_open_clip(checkpoint):
+        return "image"
     path = Path(checkpoint) / "config.json"
     try:
         family = hf_family(checkpoint)

@@ -2,7 +2,7 @@
 encoder (eval mode, centre segments or centre crops, no randomness).
 
 A clapkit :class:`DualEncoder` gets clapkit's own input pipeline; a public model
-(:class:`~clapkit.models.hf_dual.HFDualEncoder`) gets the decoded media through its own
+(:class:`~clapkit.models.hf_dual.PublicDualEncoder`) gets the decoded media through its own
 feature extractor or image processor (:meth:`preprocess`)."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from torch.utils.data import DataLoader
 from ..data.datasets import collate_clips
 from ..data.media import RawMedia, media_dataset
 from ..models.dual import DualEncoder
-from ..models.hf_dual import HFDualEncoder
+from ..models.hf_dual import PublicDualEncoder
 
 
 class _Preprocess:
     """Collate for a public model: its own preprocessing of a batch of decoded media."""
 
-    def __init__(self, model: HFDualEncoder):
+    def __init__(self, model: PublicDualEncoder):
         self.model = model
 
     def __call__(self, batch: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -32,7 +32,7 @@ class _Preprocess:
 
 def media_loader(model, items: Sequence, batch_size: int, num_workers: int = 0) -> DataLoader:
     """Batches ``(inputs, indices)`` of ``items`` for the model's media tower, in order."""
-    if isinstance(model, HFDualEncoder):
+    if isinstance(model, PublicDualEncoder):
         ds, collate = RawMedia(items, model.medium, model.sample_rate), _Preprocess(model)
     else:
         ds, collate = media_dataset(model.cfg, items, train=False), collate_clips

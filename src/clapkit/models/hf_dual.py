@@ -62,8 +62,12 @@ def hf_family(path: str | Path) -> str | None:
 
 
 def hf_dual_family(name: str | Path) -> str | None:
-    """The family of a public dual encoder clapkit wraps (a local folder or hub name),
-    None for anything else (a clapkit checkpoint, a text model, a missing path)."""
+    """The family of a public dual encoder clapkit wraps (a local folder or hub name, or
+    ``open_clip``), None for anything else (a clapkit checkpoint, a text model, a missing path)."""
+    from .open_clip import is_open_clip
+
+    if is_open_clip(name):
+        return "open_clip"
     p = Path(name)
     if p.is_dir():
         try:
@@ -100,7 +104,33 @@ class _Tokens:
         return {k: v.to(device) if device is not None else v for k, v in out.items() if k in ("input_ids", "attention_mask")}
 
 
-class HFDualEncoder(Trainable):
+class PublicDualEncoder(Trainable):
+    """A dual encoder from another library behind clapkit's interface: it preprocesses
+    its own inputs (:meth:`preprocess`: decoded media -> input tensors) and scores
+    with its own logits. Subclasses set ``family``, ``medium``, ``source``, ``text``
+    (a tokenizer with ``tokenize(texts, device)`` and ``max_length``) and
+    ``sample_rate`` (audio) and implement the backbones and projections."""
+
+    family: str
+    source: str
+    sample_rate: int | None = None
+
+    def preprocess(self, media: list) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def bias(self) -> torch.Tensor | float:
+        return 0.0
+
+    def logits(self, e_m: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
+        """The model's own media-to-text logits."""
+        return self.scale() * e_m @ e_t.T + self.bias()
+
+    def for_training(self, cfg: dict, option: str = "model.init_from") -> PublicDualEncoder:
+        raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes public CLAP and CLIP models in transformers "
+                          f"format; {self.family} models are for evaluation, audit and curation")
+
+
+class HFDualEncoder(PublicDualEncoder):
     def __init__(self, name: str | Path):
         super().__init__()
         from transformers import (
@@ -183,10 +213,6 @@ class HFDualEncoder(Trainable):
     def bias(self) -> torch.Tensor | float:
         return self.model.logit_bias if self.family == "siglip" else 0.0
 
-    def logits(self, e_m: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
-        """The model's own media-to-text logits."""
-        return self.scale() * e_m @ e_t.T + self.bias()
-
     # --- fine-tuning ----------------------------------------------------------------------------
     def for_training(self, cfg: dict, option: str = "model.init_from") -> HFDualEncoder:
         """Fit a training run's config to this model, which the run fine-tunes in place.
@@ -235,15 +261,20 @@ class HFDualEncoder(Trainable):
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """A clapkit checkpoint (:class:`DualEncoder`) or a Hugging Face ClapModel, CLIPModel
-    or SiglipModel folder or hub name (:class:`HFDualEncoder`), in eval mode."""
+    """A clapkit checkpoint (:class:`DualEncoder`), a Hugging Face ClapModel, CLIPModel
+    or SiglipModel folder or hub name (:class:`HFDualEncoder`), or an open_clip model
+    (:class:`~clapkit.models.open_clip.OpenClipDualEncoder`), in eval mode."""
     from .dual import DualEncoder
+    from .open_clip import OpenClipDualEncoder, is_open_clip
 
+    if is_open_clip(path):
+        return OpenClipDualEncoder(str(path)).to(device).eval()
     p = Path(path)
     if p.is_dir() and (p / "config.json").is_file() and hf_family(p) is None:
         return DualEncoder.load(p).to(device)
     if p.is_dir() and not (p / "config.json").is_file():
-        raise ConfigError(f"{p}: not a clapkit checkpoint nor a Hugging Face model (no config.json); give a clapkit "
-                          "checkpoint folder (config.json, model.safetensors, text/) or a Hugging Face ClapModel, "
-                          "CLIPModel or SiglipModel folder")
+        raise ConfigError(f"{p}: not a clapkit checkpoint nor a Hugging Face or open_clip model (no config.json or "
+                          "open_clip_config.json); give a clapkit checkpoint folder (config.json, model.safetensors, "
+                          "text/), a Hugging Face ClapModel, CLIPModel or SiglipModel folder, or an open_clip model "
+                          "(open_clip:NAME@PRETRAINED, open_clip:hf-hub:ORG/REPO, or its folder)")
     return HFDualEncoder(str(path)).to(device)

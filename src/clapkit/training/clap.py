@@ -55,7 +55,7 @@ from ..errors import ConfigError
 from ..inference.embed import embed_text
 from ..losses import clip_loss, cyclip_regularisers, gather_with_grad, soft_clip_loss
 from ..models.dual import DualEncoder, Trainable
-from ..models.hf_dual import HFDualEncoder, hf_dual_family
+from ..models.hf_dual import HFDualEncoder, hf_dual_family, load_model
 from .common import (
     ScalarLogger,
     epoch_order,
@@ -440,7 +440,7 @@ def initial_model(cfg: dict, folder: str | Path, resume: bool = False) -> Traina
     ``model.init_from``: its weights under this run's config), or a public CLAP or CLIP
     in ``transformers`` format, fine-tuned in place and saved back in that format."""
     if hf_dual_family(folder):
-        return HFDualEncoder(str(folder)).for_training(cfg)
+        return load_model(folder).for_training(cfg)
     return DualEncoder.load(folder) if resume else DualEncoder.load_as(folder, cfg)
 
 
