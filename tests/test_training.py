@@ -330,3 +330,122 @@ def test_yaml_config_can_start_from_a_preset(tmp_path):
     (tmp_path / "loop.yaml").write_text(f"base: {tmp_path / 'loop.yaml'}\n")
     with pytest.raises(ConfigError, match="makes a cycle"):
         load_config(tmp_path / "loop.yaml")
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    for rel in ("model.safetensors", "text/model.safetensors"):
+        x, y = load_file(a / rel), load_file(b / rel)
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), (rel, k)
+
+
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, tiny_bert, tiny_synthetic):
+    """train.save_every_steps: a process killed with SIGKILL just after the step
+    checkpoint of epoch 2, batch 3 (of 7) resumes mid-epoch to the weights, the
+    optimizer state and the per-epoch losses of the run that was never killed (dropout
+    on: the RNG state is part of the checkpoint)."""
+    cfg = _cfg(tiny_bert, tiny_synthetic, "train.epochs=3", "train.save_every_steps=2", "train.frozen_epochs=1",
+               "train.lr_frozen=3e-3", "train.schedule=cosine", "train.optimizer=adamw", "train.weight_decay=0.1")
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    train_clap(load_config(cfg_path), tmp_path / "straight")
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("kill_worker.py")), str(cfg_path),
+                           str(tmp_path / "killed"), "1", "3"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]  # killed, not finished
+    state = torch.load(tmp_path / "killed" / "last" / "trainer_state.pt", weights_only=False)["state"]
+    assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (1, 3, 10)  # 7 batches an epoch, saves every 2
+    summary = train_clap(load_config(cfg_path), tmp_path / "killed", resume=True)
+    assert summary["steps"] == 21 and summary["epochs_run"] == 3
+    _same_weights(tmp_path / "straight" / "last", tmp_path / "killed" / "last")
+    a = torch.load(tmp_path / "straight" / "last" / "trainer_state.pt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "last" / "trainer_state.pt", weights_only=False)
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    with open(tmp_path / "straight" / "metrics.csv") as fa, open(tmp_path / "killed" / "metrics.csv") as fb:
+        ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
+    assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]
+    assert [r["val_loss"] for r in ra] == [r["val_loss"] for r in rb]
+
+
+def test_sigterm_saves_last_and_the_resumed_run_finishes_exactly(tmp_path, tiny_bert, tiny_synthetic, monkeypatch):
+    import os
+    import signal
+
+    cfg = ("train.epochs=2",)
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *cfg), tmp_path / "straight")
+    step = ClapTrainer.train_step
+
+    def step_then_term(self, idx, media=None):
+        loss = step(self, idx, media)
+        if self.state["step"] == 9:  # the scheduler's notice arrives during step 10
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(ClapTrainer, "train_step", step_then_term)
+    summary = train_clap(_cfg(tiny_bert, tiny_synthetic, *cfg), tmp_path / "run")
+    assert summary["stopped"] == "SIGTERM" and summary["steps"] == 10 and summary["epochs_run"] == 1
+    monkeypatch.setattr(ClapTrainer, "train_step", step)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the run's only
+    summary = train_clap(_cfg(tiny_bert, tiny_synthetic, *cfg), tmp_path / "run", resume=True)
+    assert "stopped" not in summary and summary["steps"] == 14
+    _same_weights(tmp_path / "straight" / "last", tmp_path / "run" / "last")
+
+
+def test_a_non_finite_batch_is_skipped_and_counted_and_a_run_of_them_stops(tmp_path, tiny_bert, tiny_synthetic, monkeypatch):
+    from clapkit.errors import TrainingError
+
+    inputs = ClapTrainer._inputs
+    poisoned: set[int] = set()
+
+    def with_nan(self, split, idx, media=None):
+        out = inputs(self, split, idx, media)
+        if split == "train" and self.state["step"] in poisoned:
+            out["media"] = out["media"].clone()
+            out["media"][0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(ClapTrainer, "_inputs", with_nan)
+    poisoned.add(3)
+    summary = train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=1"), tmp_path / "one")
+    assert summary["skipped_steps"] == 1 and summary["steps"] == 7
+    weights = load_file(tmp_path / "one" / "last" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    poisoned.update(range(4, 100))  # from step 4 on every batch is bad: the 2nd in a row stops the run
+    with pytest.raises(TrainingError, match=r"2 non-finite steps in a row \(train.max_bad_steps = 2\) at epoch 1, step 5"):
+        train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=1", "train.max_bad_steps=2", "train.save_every_steps=1"),
+                   tmp_path / "stop")
+    state = torch.load(tmp_path / "stop" / "last" / "trainer_state.pt", weights_only=False)["state"]
+    assert state["step"] == 4 and state["skipped_steps"] == 1  # the last save is the one after the first bad step
+    assert all(torch.isfinite(v).all() for v in load_file(tmp_path / "stop" / "last" / "model.safetensors").values())
+
+
+def test_bf16_step_stays_close_to_fp32_and_the_frontend_stays_fp32(tmp_path, tiny_bert_no_dropout, tiny_synthetic):
+    """One step's loss and gradients in bf16 autocast against fp32 on the same batch,
+    weights and (no) dropout: loss within 2% and gradients with cosine similarity
+    above 0.99 and norms within 5% (stated tolerance); the log-mel frontend gives the
+    same float32 output under autocast as without it."""
+    from clapkit.models.frontend import LogMel
+
+    result = {}
+    for precision in ("fp32", "bf16"):
+        cfg = _cfg(tiny_bert_no_dropout, tiny_synthetic, f"train.precision={precision}", "model.projector.dropout=0",
+                   "model.audio.dropout=0")
+        trainer = ClapTrainer(cfg, tmp_path / precision)
+        trainer._start_phase("unfrozen")
+        trainer.model.eval()  # BatchNorm with running statistics: the same on both sides
+        batch = trainer._batches(0)[0]
+        loss = trainer._loss(**trainer._inputs("train", batch), idx=batch)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+        result[precision] = (loss.item(), grads)
+    (l32, g32), (l16, g16) = result["fp32"], result["bf16"]
+    assert l16 == pytest.approx(l32, rel=0.02)
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.99
+    assert g16.norm().item() == pytest.approx(g32.norm().item(), rel=0.05)
+    assert l16 != l32  # bf16 really ran
+    mel = LogMel(8000, 256, 128, 16, 0, 4000)
+    wave = torch.randn(2, 4000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mel(wave)
+    assert out.dtype == torch.float32 and torch.equal(out, mel(wave))

@@ -179,6 +179,11 @@ DEFAULTS: dict[str, Any] = {
         "schedule": "plateau",  # plateau (ReduceLROnPlateau on the validation loss) | cosine (warmup, then cosine to 0)
         "warmup_steps": 0,  # cosine: linear warmup steps at the start of each phase
         "grad_clip": 100.0,  # 0 turns it off
+        # fp32 | bf16 | fp16: autocast for the forward (frontends, normalisations and the loss
+        # stay fp32); fp16 adds a gradient scaler. bf16 works on CPU as well
+        "precision": "fp32",
+        "save_every_steps": 0,  # also write last/ every N optimisation steps (0: at epoch ends only)
+        "max_bad_steps": 5,  # a non-finite loss or gradient skips the step; this many in a row stop the run
         "plateau_factor": 0.1,
         "plateau_patience": 10,
         "early_stopping_patience": 15,  # epochs without val improvement; 0 turns it off
@@ -323,6 +328,7 @@ def validate(cfg: dict) -> None:
         ("model", "image", "pooling"): {"pooled", "cls"},
         ("train", "optimizer"): {"adam", "adamw"},
         ("train", "schedule"): {"plateau", "cosine"},
+        ("train", "precision"): {"fp32", "bf16", "fp16"},
         ("model", "text", "pooling"): {"cls", "cls_before_pooler", "mean"},
         ("train", "logger"): {"csv", "tensorboard"},
         ("train", "loss"): {"clip", "soft_clip"},
@@ -350,6 +356,9 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"'image.size' = {cfg['image']['size']}: give at least 8 pixels")
     if not 0 < cfg["image"]["crop_scale"][0] <= cfg["image"]["crop_scale"][1] <= 1:
         raise ConfigError(f"'image.crop_scale' = {cfg['image']['crop_scale']}: need 0 < low <= high <= 1")
+    for key in ("save_every_steps", "max_bad_steps"):
+        if int(cfg["train"][key]) < 0:
+            raise ConfigError(f"'train.{key}' = {cfg['train'][key]}: give 0 or more")
     if cfg["train"]["batch_size"] < 2:
         raise ConfigError("'train.batch_size' must be at least 2 for a contrastive loss")
     for key in ("batch_size", "other_batch_size"):

@@ -5,6 +5,10 @@ class ClapkitError(Exception):
     """Base class: the CLI prints these without a traceback."""
 
 
+class TrainingError(ClapkitError):
+    """Training cannot go on (e.g. too many non-finite steps in a row); the last good checkpoint is kept."""
+
+
 class ConfigError(ClapkitError):
     """A config key or value is wrong."""
 

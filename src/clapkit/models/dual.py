@@ -162,10 +162,10 @@ class DualEncoder(Trainable):
         return self.text(tokens)
 
     def project_media(self, x_m: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.media_proj(x_m), dim=-1)
+        return F.normalize(self.media_proj(x_m).float(), dim=-1)
 
     def project_text(self, x_t: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_proj(x_t), dim=-1)
+        return F.normalize(self.text_proj(x_t).float(), dim=-1)
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.exp()

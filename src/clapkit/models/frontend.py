@@ -14,6 +14,8 @@ spectrum, a Slaney-normalised Slaney-scale mel filterbank and ``10 log10(max(x, 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,18 @@ def mel_matrix(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
     ).astype(np.float32)
 
 
+def fp32(forward):
+    """Run a frontend in float32 under mixed precision (``train.precision``): the STFT,
+    the mel projection and the log lose too much in bf16 or fp16."""
+
+    @functools.wraps(forward)
+    def wrapped(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return forward(self, x.float())
+
+    return wrapped
+
+
 class LogMel(nn.Module):
     """Waveform (B, T) -> log-mel (B, 1, frames, n_mels)."""
 
@@ -48,6 +62,7 @@ class LogMel(nn.Module):
             "mel", torch.from_numpy(mel_matrix(sample_rate, n_fft, n_mels, fmin, fmax)), persistent=False
         )
 
+    @fp32
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(
             wave, self.n_fft, self.hop_length, window=self.window, center=True,
@@ -81,6 +96,7 @@ class PannsSpectrogram(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
+    @fp32
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         x = F.pad(wave[:, None, :], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
         real, imag = self.stft.conv_real(x), self.stft.conv_imag(x)  # (B, F, frames)
@@ -96,5 +112,6 @@ class PannsLogmel(nn.Module):
             torch.from_numpy(mel_matrix(sample_rate, n_fft, n_mels, fmin, fmax)), requires_grad=False
         )
 
+    @fp32
     def forward(self, power: torch.Tensor) -> torch.Tensor:
         return 10.0 * torch.log10(torch.matmul(power, self.melW).clamp_min(AMIN))

@@ -202,10 +202,10 @@ class HFDualEncoder(PublicDualEncoder):
 
     def project_media(self, x: torch.Tensor) -> torch.Tensor:
         proj = {"clap": "audio_projection", "clip": "visual_projection"}.get(self.family)
-        return F.normalize(getattr(self.model, proj)(x) if proj else x, dim=-1)
+        return F.normalize((getattr(self.model, proj)(x) if proj else x).float(), dim=-1)
 
     def project_text(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.text_projection(x) if self.family != "siglip" else x, dim=-1)
+        return F.normalize((self.model.text_projection(x) if self.family != "siglip" else x).float(), dim=-1)
 
     def scale(self) -> torch.Tensor:
         return (self.model.logit_scale_a if self.family == "clap" else self.model.logit_scale).exp()

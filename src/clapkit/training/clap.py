@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +53,7 @@ from ..data.datasets import collate_clips, epoch_loader
 from ..data.files import Skipped
 from ..data.manifests import Pair, clip_index
 from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 from ..inference.embed import embed_text
 from ..losses import clip_loss, cyclip_regularisers, gather_with_grad, soft_clip_loss
 from ..models.dual import DualEncoder, Trainable
@@ -172,7 +174,11 @@ class ClapTrainer:
         set_determinism(t.get("deterministic", True), self.device)
         seed_everything(cfg["seed"])
         self.data = data or load_clap_data(cfg)
-        self.state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None}
+        self.state = dict(FRESH_STATE)
+        self.amp_dtype = PRECISION[t["precision"]]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t["precision"] == "fp16")
+        self._rng = None  # a mid-epoch resume: this process's RNG state after the saved step
+        self._stop = False
         if resume:
             self.model = initial_model(cfg, recover_dir(self.out / "last"), resume=True).to(self.device)
         elif cfg["model"]["init_from"]:
@@ -186,16 +192,26 @@ class ClapTrainer:
         if self.world > 1 and self.device.type == "cuda" and t["sync_batchnorm"]:
             # BatchNorm statistics over the global batch (SyncBatchNorm runs on GPUs only)
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self._norm_stats = [b for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                            for b in m.buffers()]
         self.caches: dict[str, FeatureCache] | None = None
         self._loader = self._sampler = None
         self._opt_state = None
         if resume:
             saved = load_trainer_state(self.out)
-            self.state = saved["state"]
+            self.state = {**FRESH_STATE, **saved["state"]}
             self._opt_state = saved
+            if "scaler" in saved:
+                self.scaler.load_state_dict(saved["scaler"])
+            if self.state["batch_in_epoch"]:
+                self._rng = saved["rng"][self.rank]
         if is_main():
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            except OSError as exc:
+                raise ConfigError(f"--out {self.out}: cannot write the run folder ({exc}); choose a writable folder "
+                                  "with free space") from exc
         self.logger = ScalarLogger(self.out, t["logger"], append=resume) if is_main() else None
         if resume and self.logger:
             self.logger.truncate(self.state["epoch"])
@@ -283,8 +299,10 @@ class ClapTrainer:
     def _loss(self, media=None, tokens=None, x_m=None, x_t=None, idx: list[int] | None = None) -> torch.Tensor:
         """The training loss over the global batch: CLIP (or soft-label CLIP) plus the
         CyCLIP regularisers when their weights are set."""
-        e_m, e_t, scale = self.net(media=media, tokens=tokens, x_m=x_m, x_t=x_t)
-        e_m, e_t = gather_with_grad(e_m), gather_with_grad(e_t)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            e_m, e_t, scale = self.net(media=media, tokens=tokens, x_m=x_m, x_t=x_t)
+        # the towers ran in train.precision; E (normalised in fp32) and the loss are fp32
+        e_m, e_t, scale = gather_with_grad(e_m.float()), gather_with_grad(e_t.float()), scale.float()
         if self.teacher is None or idx is None:
             loss = clip_loss(e_m, e_t, scale, self.model.logit_clamp)
         else:
@@ -318,39 +336,94 @@ class ClapTrainer:
     def _media_cached(self) -> bool:
         return bool(self.caches) and self.caches["train"].x_m is not None
 
-    def train_step(self, idx: list[int], media: torch.Tensor | None = None) -> float:
-        """One optimisation step on the pairs ``idx`` of the training set."""
+    def train_step(self, idx: list[int], media: torch.Tensor | None = None) -> float | None:
+        """One optimisation step on the pairs ``idx`` of the training set; its loss, or
+        None when a non-finite loss or gradient made it skip the step (counted; after
+        ``train.max_bad_steps`` in a row the run stops with a :class:`TrainingError`).
+        Under fp16 a gradient overflow is the scaler's business: it skips the update and
+        lowers the scale, which is not counted."""
+        t = self.cfg["train"]
+        stats = [(b, b.clone()) for b in self._norm_stats]  # a skipped step must not leave NaN running statistics
         loss = self._loss(**self._inputs("train", idx, media), idx=idx)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg["train"]["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg["train"]["grad_clip"])
-        self.optimizer.step()
-        if self.cfg["train"]["schedule"] == "cosine":
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, t["grad_clip"] or math.inf)  # inf: the norm, grads unchanged
+        ok = bool(torch.isfinite(loss)) and (self.scaler.is_enabled() or bool(torch.isfinite(norm)))
+        if ok or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # without fp16: optimizer.step()
+            self.scaler.update()
+        if not ok:
+            self.optimizer.zero_grad(set_to_none=True)
+            for buf, before in stats:
+                buf.copy_(before)
+            self.state["bad_steps"] += 1
+            self.state["skipped_steps"] += 1
+            what = "loss" if not torch.isfinite(loss) else "gradient norm"
+            print(f"step {self.state['step'] + 1}: non-finite {what}; step skipped "
+                  f"({self.state['bad_steps']} in a row, {self.state['skipped_steps']} in all)", flush=True)
+            if self.state["bad_steps"] >= max(1, t["max_bad_steps"]):
+                raise TrainingError(f"{self.state['bad_steps']} non-finite steps in a row (train.max_bad_steps = "
+                                    f"{t['max_bad_steps']}) at epoch {self.state['epoch'] + 1}, step "
+                                    f"{self.state['step'] + 1}; {self.out / 'last'} holds the last good state. Lower "
+                                    "the learning rate, use bf16 rather than fp16, or check the batch's inputs")
+            return None
+        self.state["bad_steps"] = 0
+        if t["schedule"] == "cosine":
             self.scheduler.step()
         return loss.item()
 
-    def train_epoch(self, epoch: int) -> float:
+    def train_epoch(self, epoch: int) -> float | None:
+        """The epoch's mean training loss; None when a SIGTERM stopped it (``last/`` saved).
+
+        A run resumed from a mid-epoch ``last/`` skips the batches that were done and
+        continues with the RNG state they left, so it draws what the interrupted run
+        would have drawn."""
         self.model.train()
         self.train_ds.set_epoch(epoch)
         batches = self._batches(epoch)
-        losses = []
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1} ({self.state['phase']})", leave=False,
+        start, losses = self.state["batch_in_epoch"], list(self.state["epoch_losses"])
+        bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1} ({self.state['phase']})", leave=False,
                    disable=None if self.cfg["train"]["progress"] and is_main() else True)
         if self._media_cached():
-            steps = ((idx, None) for idx in batches)
+            steps = ((idx, None) for idx in batches[start:])
         else:
             if self._loader is None:  # built once: its workers and their wave caches live across epochs
                 self._loader, self._sampler = epoch_loader(self.train_ds, self.cfg["data"]["num_workers"],
                                                            self.device.type == "cuda")
-            self._sampler.set(epoch, batches)
+            self._sampler.set(epoch, batches[start:])
             steps = ((idx.tolist(), media) for media, idx in self._loader)
+        if self._rng is not None:  # after the loader has drawn its worker seeds, as the first run's had
+            set_rng(self._rng, self.device)
+            self._rng = None
+        every = self.cfg["train"]["save_every_steps"]
         for idx, media in steps:
-            losses.append(self.train_step(idx, media))
+            loss = self.train_step(idx, media)
+            if loss is not None:
+                losses.append(loss)
+            self.state.update(batch_in_epoch=self.state["batch_in_epoch"] + 1, step=self.state["step"] + 1,
+                              epoch_losses=losses)
             bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if loss is not None:
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if self._stop_requested():
+                self._save(improved=False)
+                bar.close()
+                return None
+            if every and self.state["step"] % every == 0 and self.state["batch_in_epoch"] < len(batches):
+                self._save(improved=False)
         bar.close()
-        return float(np.mean(losses))
+        self.state.update(batch_in_epoch=0, epoch_losses=[])
+        return float(np.mean(losses)) if losses else math.nan
+
+    def _stop_requested(self) -> bool:
+        """A SIGTERM reached this process (any process, under DDP: all stop at the same step)."""
+        if self.world == 1:
+            return self._stop
+        flag = torch.tensor([float(self._stop)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     @torch.no_grad()
     def val_loss(self) -> float:
@@ -375,10 +448,25 @@ class ClapTrainer:
 
     # --- the run -------------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train to ``train.epochs``; a SIGTERM (a scheduler's notice before pre-emption)
+        ends the current step, saves ``last/`` and returns with ``stopped: SIGTERM``."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if in_main_thread else None
+        try:
+            return self._fit()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop = True
+
+    def _fit(self) -> dict:
         t = self.cfg["train"]
         start_time = time.time()
         epoch = self.state["epoch"]
         current = None
+        stopped = None
         while epoch < t["epochs"]:
             phase = self._phase(epoch)
             if phase != current:
@@ -386,6 +474,12 @@ class ClapTrainer:
                 current = phase
             t0 = time.time()
             train_loss = self.train_epoch(epoch)
+            if train_loss is None:
+                stopped = "SIGTERM"
+                if is_main():
+                    print(f"SIGTERM: stopped at epoch {epoch + 1}, step {self.state['step']}; {self.out / 'last'} "
+                          "saved, continue with --resume", flush=True)
+                break
             val = self.val_loss()
             monitor = val if not math.isnan(val) else train_loss
             if t["schedule"] == "plateau":
@@ -404,10 +498,10 @@ class ClapTrainer:
             }
             if is_main():
                 self.logger.log(epoch, row)
-                self._save(improved)
-                if t["progress"]:
-                    print(f"epoch {epoch}/{t['epochs']} {phase}: train {train_loss:.4f} val {val:.4f}"
-                          f"{' *' if improved else ''}", flush=True)
+            self._save(improved)  # after the log row: a resume truncates the log to last/'s epoch
+            if is_main() and t["progress"]:
+                print(f"epoch {epoch}/{t['epochs']} {phase}: train {train_loss:.4f} val {val:.4f}"
+                      f"{' *' if improved else ''}", flush=True)
             patience = t["early_stopping_patience"]
             if patience and phase == "unfrozen" and self.state["bad_epochs"] >= patience:
                 break
@@ -423,7 +517,12 @@ class ClapTrainer:
             "seconds": time.time() - start_time,
             "processes": self.world,
             "loss": t["loss"],
+            "precision": t["precision"],
+            "steps": self.state["step"],
+            "skipped_steps": self.state["skipped_steps"],
         }
+        if stopped:
+            summary["stopped"] = stopped
         if self.teacher is not None:
             summary["teacher_cache"] = self.teacher_cache_stats
         if is_main():
@@ -431,8 +530,45 @@ class ClapTrainer:
         return summary
 
     def _save(self, improved: bool) -> None:
-        save_run(self.out, self.model, {"state": self.state, "optimizer": self.optimizer.state_dict(),
-                                        "scheduler": self.scheduler.state_dict()}, improved)
+        """``checkpoint/`` (when ``improved``) and ``last/`` with everything ``--resume``
+        needs, atomically; collective under DDP (every process's RNG state is kept)."""
+        rng = get_rng(self.device)
+        if self.world > 1:
+            everyone: list = [None] * self.world
+            torch.distributed.all_gather_object(everyone, rng)
+        else:
+            everyone = [rng]
+        if not is_main():
+            return
+        tensors = [*self.model.named_parameters(), *self.model.named_buffers()]
+        bad = [n for n, p in tensors if p.is_floating_point() and not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}) at step {self.state['step']}: not saved; "
+                                f"{self.out / 'last'} keeps the previous state")
+        state = {"state": self.state, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": everyone}
+        try:
+            save_run(self.out, self.model, state, improved)
+        except OSError as exc:
+            raise TrainingError(f"{self.out}: saving the checkpoint failed ({exc}); the previous checkpoint and "
+                                "last/ are intact. Free space or fix the folder, then --resume") from exc
+
+
+PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FRESH_STATE = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None,
+               "step": 0, "batch_in_epoch": 0, "epoch_losses": [], "bad_steps": 0, "skipped_steps": 0}
+
+
+def get_rng(device: torch.device) -> dict:
+    """This process's torch RNG state (CPU and its CUDA device)."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng(rng: dict, device: torch.device) -> None:
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
 
 
 def initial_model(cfg: dict, folder: str | Path, resume: bool = False) -> Trainable:
