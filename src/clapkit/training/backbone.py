@@ -28,6 +28,7 @@ from ..data.labelled import load_labelled
 from ..errors import ConfigError
 from ..models.audio import build_audio_tower
 from .common import (
+    Precision,
     ScalarLogger,
     epoch_order,
     pick_device,
@@ -46,6 +47,7 @@ def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     seed_everything(cfg["seed"])
     device = pick_device(t["device"])
+    precision = Precision(t["precision"], device)
     set_determinism(t.get("deterministic", True), device)
 
     data = load_labelled(b["data"], skip_bad=cfg["data"]["skip_bad"])
@@ -83,11 +85,13 @@ def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
         losses = []
         sampler.set(epoch, batches)
         for waves, idx in tqdm(loader, desc=f"backbone epoch {epoch + 1}", leave=False, disable=None if t["progress"] else True):
-            loss = F.cross_entropy(head(tower(waves.to(device))), y_train[idx].to(device))
+            with precision.autocast():
+                logits = head(tower(waves.to(device)))
+            loss = F.cross_entropy(logits.float(), y_train[idx].to(device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, t["grad_clip"])
-            opt.step()
+            precision.scale(loss).backward()
+            precision.clip(opt, params, t["grad_clip"])
+            precision.step(opt)
             losses.append(loss.item())
         acc = _accuracy(tower, head, val_ds, y_val, t["eval_batch_size"], device) if n_val else float("nan")
         logger.log(epoch + 1, {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_accuracy": acc})

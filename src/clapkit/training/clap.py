@@ -59,6 +59,7 @@ from ..losses import clip_loss, cyclip_regularisers, gather_with_grad, soft_clip
 from ..models.dual import DualEncoder, Trainable
 from ..models.hf_dual import HFDualEncoder, hf_dual_family, load_model
 from .common import (
+    Precision,
     ScalarLogger,
     epoch_order,
     init_distributed,
@@ -175,8 +176,7 @@ class ClapTrainer:
         seed_everything(cfg["seed"])
         self.data = data or load_clap_data(cfg)
         self.state = dict(FRESH_STATE)
-        self.amp_dtype = PRECISION[t["precision"]]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t["precision"] == "fp16")
+        self.precision = Precision(t["precision"], self.device)
         self._rng = None  # a mid-epoch resume: this process's RNG state after the saved step
         self._stop = False
         if resume:
@@ -202,7 +202,7 @@ class ClapTrainer:
             self.state = {**FRESH_STATE, **saved["state"]}
             self._opt_state = saved
             if "scaler" in saved:
-                self.scaler.load_state_dict(saved["scaler"])
+                self.precision.scaler.load_state_dict(saved["scaler"])
             if self.state["batch_in_epoch"]:
                 self._rng = saved["rng"][self.rank]
         if is_main():
@@ -299,7 +299,7 @@ class ClapTrainer:
     def _loss(self, media=None, tokens=None, x_m=None, x_t=None, idx: list[int] | None = None) -> torch.Tensor:
         """The training loss over the global batch: CLIP (or soft-label CLIP) plus the
         CyCLIP regularisers when their weights are set."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with self.precision.autocast():
             e_m, e_t, scale = self.net(media=media, tokens=tokens, x_m=x_m, x_t=x_t)
         # the towers ran in train.precision; E (normalised in fp32) and the loss are fp32
         e_m, e_t, scale = gather_with_grad(e_m.float()), gather_with_grad(e_t.float()), scale.float()
@@ -346,14 +346,11 @@ class ClapTrainer:
         stats = [(b, b.clone()) for b in self._norm_stats]  # a skipped step must not leave NaN running statistics
         loss = self._loss(**self._inputs("train", idx, media), idx=idx)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        norm = torch.nn.utils.clip_grad_norm_(params, t["grad_clip"] or math.inf)  # inf: the norm, grads unchanged
-        ok = bool(torch.isfinite(loss)) and (self.scaler.is_enabled() or bool(torch.isfinite(norm)))
-        if ok or self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)  # without fp16: optimizer.step()
-            self.scaler.update()
+        self.precision.scale(loss).backward()
+        norm = self.precision.clip(self.optimizer, [p for p in self.model.parameters() if p.requires_grad], t["grad_clip"])
+        fp16 = self.precision.scaler.is_enabled()  # under fp16 an overflowing gradient is routine
+        ok = bool(torch.isfinite(loss)) and (fp16 or bool(torch.isfinite(norm)))
+        self.precision.step(self.optimizer, skip=not ok)
         if not ok:
             self.optimizer.zero_grad(set_to_none=True)
             for buf, before in stats:
@@ -546,7 +543,7 @@ class ClapTrainer:
             raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}) at step {self.state['step']}: not saved; "
                                 f"{self.out / 'last'} keeps the previous state")
         state = {"state": self.state, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict(), "rng": everyone}
+                 "scaler": self.precision.scaler.state_dict(), "rng": everyone}
         try:
             save_run(self.out, self.model, state, improved)
         except OSError as exc:
@@ -554,7 +551,6 @@ class ClapTrainer:
                                 "last/ are intact. Free space or fix the folder, then --resume") from exc
 
 
-PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FRESH_STATE = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None,
                "step": 0, "batch_in_epoch": 0, "epoch_losses": [], "bad_steps": 0, "skipped_steps": 0}
 

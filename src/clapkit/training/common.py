@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import random
 from pathlib import Path
@@ -48,6 +49,44 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
     torch.use_deterministic_algorithms(enabled, warn_only=True)
+
+
+class Precision:
+    """``train.precision`` for one trainer: ``fp32``, ``bf16`` (autocast; works on CPU as
+    well) or ``fp16`` (autocast and a gradient scaler). Forwards run under
+    :meth:`autocast`; the caller casts embeddings to fp32 before its loss (frontends and
+    L2 normalisations are fp32 inside the models), back-propagates :meth:`scale` of it,
+    then calls :meth:`clip` and :meth:`step`."""
+
+    DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, name: str, device: torch.device):
+        if name not in self.DTYPES:
+            raise ConfigError(f"train.precision = {name!r}; choose one of {sorted(self.DTYPES)}")
+        self.name, self.dtype, self.device = name, self.DTYPES[name], device
+        self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to back-propagate (scaled under fp16)."""
+        return self.scaler.scale(loss)
+
+    def clip(self, optimizer: torch.optim.Optimizer, params: list, grad_clip: float) -> torch.Tensor:
+        """Unscale the gradients (fp16), clip them to ``grad_clip`` (0: no clipping) and
+        return their norm."""
+        self.scaler.unscale_(optimizer)
+        return torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf)  # inf: the norm, gradients unchanged
+
+    def step(self, optimizer: torch.optim.Optimizer, skip: bool = False) -> None:
+        """Step unless ``skip``; under fp16 the scaler decides (it skips a step whose
+        gradients overflowed or are NaN, and lowers the scale)."""
+        if self.scaler.is_enabled():
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        elif not skip:
+            optimizer.step()
 
 
 def pick_device(name: str) -> torch.device:

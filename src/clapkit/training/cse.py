@@ -66,6 +66,7 @@ from ..losses import (
 )
 from ..models.cse import CseModel
 from .common import (
+    Precision,
     ScalarLogger,
     load_trainer_state,
     pick_device,
@@ -146,6 +147,7 @@ class CseTrainer:
         self.cfg, c = cfg, cfg["cse"]
         self.c = c
         self.device = pick_device(cfg["train"]["device"])
+        self.precision = Precision(cfg["train"]["precision"], self.device)
         set_determinism(cfg["train"].get("deterministic", True), self.device)
         seed_everything(cfg["seed"])
         self.data = data or load_cse_data(cfg)
@@ -188,6 +190,8 @@ class CseTrainer:
             if self.opt_other is not None:
                 self.opt_other.load_state_dict(saved["opt_other"])
                 self.sched_other.load_state_dict(saved["sched_other"])
+            if "scaler" in saved:
+                self.precision.scaler.load_state_dict(saved["scaler"])
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.logger = ScalarLogger(self.out, cfg["train"]["logger"], append=resume)
@@ -208,7 +212,8 @@ class CseTrainer:
         return self._orders[key][b * bs : (b + 1) * bs].tolist()
 
     def _encode_rows(self, texts: list[str]) -> torch.Tensor:
-        return self.model.encode_text(self.model.tokenize(texts, self.device))
+        with self.precision.autocast():  # train.precision for the encoder; the loss in fp32
+            return self.model.encode_text(self.model.tokenize(texts, self.device)).float()
 
     def _text_rows(self, idx: list[int]) -> tuple[list[str], int]:
         """The rows of one forward pass: ``[s; s]`` (unsup) or ``[a; p; n]`` (sup)."""
@@ -224,9 +229,10 @@ class CseTrainer:
             return lambda z: simcse_loss(z[:n], z[n:], c["temperature"])
         return lambda z: simcse_sup_loss(z[:n], z[n : 2 * n], z[2 * n :], c["temperature"], c["hard_negative_weight"])
 
-    def _clip(self, opt: torch.optim.Optimizer) -> None:
-        if self.c["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.c["grad_clip"])
+    def _step(self, opt: torch.optim.Optimizer) -> None:
+        """Unscale (fp16), clip to ``cse.grad_clip`` and step."""
+        self.precision.clip(opt, [p for g in opt.param_groups for p in g["params"]], self.c["grad_clip"])
+        self.precision.step(opt)
 
     def text_step(self, step: int) -> float:
         idx = self._batch(1, step, self.data.n_text, self.c["batch_size"])
@@ -238,14 +244,14 @@ class CseTrainer:
         loss_fn = self._text_loss_fn(n)
         self.opt_text.zero_grad(set_to_none=True)
         chunk = self.c["cache_chunk"]
+        scale = self.precision.scaler.get_scale() if self.precision.scaler.is_enabled() else 1.0
         if chunk:
             loss = cached_contrastive_backward(self._encode_rows, [rows[i : i + chunk] for i in range(0, len(rows), chunk)],
-                                               loss_fn)
+                                               lambda z: self.precision.scale(loss_fn(z))) / scale
         else:
             loss = loss_fn(self._encode_rows(rows))
-            loss.backward()
-        self._clip(self.opt_text)
-        self.opt_text.step()
+            self.precision.scale(loss).backward()
+        self._step(self.opt_text)
         self.sched_text.step()
         return loss.item()
 
@@ -282,14 +288,14 @@ class CseTrainer:
     def other_step(self, step: int) -> float:
         idx = self._batch(2, step, self.data.n_other, self.c["other_batch_size"])
         views, labels = self._other_views(step, idx)
-        z = self.model.encode_image(views) if self.other == "image" else self.model.encode_audio(views)
+        with self.precision.autocast():
+            z = (self.model.encode_image(views) if self.other == "image" else self.model.encode_audio(views)).float()
         n = len(idx)
         t = self.c["other_temperature"]
         loss = supcon_loss(z[:n], z[n:], labels, t) if self.c["other_loss"] == "supcon" else nt_xent_loss(z[:n], z[n:], t)
         self.opt_other.zero_grad(set_to_none=True)
-        (self.c["weight"] * loss).backward()
-        self._clip(self.opt_other)
-        self.opt_other.step()
+        self.precision.scale(self.c["weight"] * loss).backward()
+        self._step(self.opt_other)
         self.sched_other.step()
         return loss.item()
 
@@ -308,7 +314,8 @@ class CseTrainer:
         return evaluate_set(self.model, self.data.sts_dev, self.cfg["train"]["eval_batch_size"])["spearman"]
 
     def _save(self, improved: bool) -> None:
-        state = {"state": self.state, "opt_text": self.opt_text.state_dict(), "sched_text": self.sched_text.state_dict()}
+        state = {"state": self.state, "opt_text": self.opt_text.state_dict(), "sched_text": self.sched_text.state_dict(),
+                 "scaler": self.precision.scaler.state_dict()}
         if self.opt_other is not None:
             state.update(opt_other=self.opt_other.state_dict(), sched_other=self.sched_other.state_dict())
         save_run(self.out, self.model, state, improved)
