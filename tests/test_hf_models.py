@@ -83,6 +83,11 @@ def test_commands_take_a_public_model(hf_model, tiny_images, tiny_synthetic, tmp
     assert run.exit_code == 0, run.output
     zs = json.loads((tmp_path / "zs.json").read_text())
     assert zs["clips"] == 16 and zs["classes"] == 8
+    run = CliRunner().invoke(app, ["eval", "zeroshot", "--model", str(folder), "--data", f"folder:{root / 'unseen'}",
+                                   "--out", str(tmp_path / "zs2.json"), "--workers", "2", "--batch-size", "5"])
+    assert run.exit_code == 0, run.output  # the model's own preprocessing in 2 worker processes: the same result
+    zs2 = json.loads((tmp_path / "zs2.json").read_text())
+    assert zs2["confusion"] == zs["confusion"] and zs2["per_class"] == zs["per_class"]
     run = CliRunner().invoke(app, ["eval", "retrieval", "--model", str(folder), "--data", f"csv:{root / 'test.csv'}",
                                    "--out", str(tmp_path / "r.json")])
     assert run.exit_code == 0, run.output

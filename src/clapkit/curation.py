@@ -150,7 +150,7 @@ def curate(
     teacher: str | Path, audio: str | Path, captions: str, out: str | Path, strategy: str = "du",
     sigma: float = 0.7, top_k: int = 1, labels: str | None = None, label_threshold: float = 0.65,
     label_template: str = "{label}", index: str = "exact", cache: str | Path | None = None,
-    batch_size: int = 32, device="cpu", skip_bad: bool = False, pool_batch: int = 8192,
+    batch_size: int = 32, device="cpu", skip_bad: bool = False, pool_batch: int = 8192, num_workers: int = 0,
 ) -> dict:
     """Write a curated ``audio,caption,similarity,audio_id,caption_id`` manifest to ``out``
     (``image,...,image_id,...`` for an image teacher, whose pool ``audio`` is then a
@@ -171,7 +171,8 @@ def curate(
         raise ConfigError("--strategy ds needs --labels (esc50:ROOT, folder:DIR or txt:FILE)")
     t0 = time.time()
     out = Path(out)
-    cache = EmbeddingCache(cache or out.parent / ".clapkit-cache", teacher, batch_size=batch_size, device=device)
+    cache = EmbeddingCache(cache or out.parent / ".clapkit-cache", teacher, batch_size=batch_size, device=device,
+                           num_workers=num_workers)
     skipped = Skipped()
     texts = list(dict.fromkeys(p.caption for p in load_pairs(
         detect_spec(captions), require_audio=False, audio_column=cache.medium, resolve=lambda path, where: path)))

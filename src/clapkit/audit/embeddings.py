@@ -33,6 +33,7 @@ from ..models.dual import DualEncoder
 def audit_embeddings(
     model: DualEncoder, data: LabelledSet, out: str | Path, template: str = DEFAULT_TEMPLATE,
     k_max: int = 10, include_self: bool = False, seed: int = 0, batch_size: int = 32, device="cpu",
+    num_workers: int = 0,
 ) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,7 @@ def audit_embeddings(
     if not 2 <= len(present) < len(labels):
         raise DataError(f"{len(labels)} items in {len(present)} classes: the audit needs at least two classes "
                         "and several items per class")
-    x_a = embed_media(model, data.clips, batch_size, projected=False, device=device)
+    x_a = embed_media(model, data.clips, batch_size, projected=False, device=device, num_workers=num_workers)
     with torch.no_grad():
         e_a = model.project_media(torch.from_numpy(x_a).to(device)).cpu().numpy()
     texts = [template.format(label=t) for t in data.label_texts()]

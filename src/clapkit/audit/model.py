@@ -37,15 +37,16 @@ def _group(per_class: dict, classes: list[str]) -> dict:
 
 def audit_model(model, data: LabelledSet, out: str | Path, captions: list[str] | None = None,
                 template: str | None = None, k_max: int = 10, seed: int = 0, batch_size: int = 32, device="cpu",
-                source: str = "") -> dict:
+                source: str = "", num_workers: int = 0) -> dict:
     from ..evaluation.zeroshot import default_templates
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     template = template or default_templates(model.medium)[0]
-    zs = zeroshot_eval(model, data, [template], batch_size, device)
+    zs = zeroshot_eval(model, data, [template], batch_size, device, num_workers=num_workers)
     plot_confusion(zs["confusion"], data.class_names, out / "confusion.png")
-    emb = audit_embeddings(model, data, out / "embeddings", template, k_max, False, seed, batch_size, device)
+    emb = audit_embeddings(model, data, out / "embeddings", template, k_max, False, seed, batch_size, device,
+                           num_workers)
     report = {
         "model": source, "medium": model.medium, "template": template,
         "zeroshot": {k: zs[k] for k in ("top1", "top5", "mean_class_accuracy", "chance", "clips", "classes", "per_class")

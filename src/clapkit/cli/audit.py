@@ -11,6 +11,7 @@ from .common import (
     Checkpoint,
     Device,
     SkipBad,
+    Workers,
     _device,
     _labelled,
     _load_model,
@@ -58,6 +59,7 @@ def audit_embeddings_cmd(
     seed: Annotated[int, typer.Option(help="t-SNE seed")] = 0,
     batch_size: int = 32,
     device: Device = "auto",
+    workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
     """Silhouette scores, topological similarities and t-SNE maps of a model's embeddings."""
@@ -68,7 +70,7 @@ def audit_embeddings_cmd(
     net = _load_model(model, dev)
     labelled = _labelled(data, folds, None, skip_bad, net.medium)
     template = template or default_templates(net.medium)[0]
-    r = audit_embeddings(net, labelled, out, template, k_max, include_self, seed, batch_size, dev)
+    r = audit_embeddings(net, labelled, out, template, k_max, include_self, seed, batch_size, dev, workers)
     t = r["topological_similarity"]
     typer.echo(
         f"{r['clips']} {'clips' if net.medium == 'audio' else 'images'}, {r['classes']} classes: zero-shot "
@@ -81,7 +83,7 @@ def audit_embeddings_cmd(
 
 @app.command()
 def curate(
-    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint folder")],
+    teacher: Annotated[Path, typer.Option(help="Teacher: a clapkit checkpoint or any public model --model takes")],
     audio: Annotated[Path, typer.Option(help="Unpaired audio (images, for an image teacher): a folder or a CSV with an 'audio' ('image') column")],
     captions: Annotated[str, typer.Option(help="Caption pool: any manifest (Clotho, AudioCaps, csv, jsonl)")],
     out: Annotated[Path, typer.Option(help="Curated manifest CSV (stats and histogram beside it)")],
@@ -95,13 +97,14 @@ def curate(
     cache: Annotated[Path | None, typer.Option(help="Embedding cache folder (default: beside --out)")] = None,
     batch_size: int = 32,
     device: Device = "auto",
+    workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
     """Pair unpaired audio (or images) with captions through a teacher CLAP (or CLIP): DU / DS strategies."""
     from ..curation import curate as run
 
     s = run(teacher, audio, captions, out, strategy, sigma, top_k, labels, label_threshold, label_template,
-            index, cache, batch_size, _device(device), skip_bad)
+            index, cache, batch_size, _device(device), skip_bad, num_workers=workers)
     extra = f", {s['captions_in_domain']} captions in domain" if strategy == "ds" else ""
     typer.echo(f"{s['pairs']} pairs for {s['audio_matched']} of {s['audio_pool']} clips from {s['caption_pool']} "
                f"captions{extra}; cache reused {s['cache']['audio_reused']} audio, {s['cache']['text_reused']} texts; "
@@ -120,6 +123,7 @@ def audit_model_cmd(
     seed: Annotated[int, typer.Option(help="t-SNE seed")] = 0,
     batch_size: int = 32,
     device: Device = "auto",
+    workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
     """Zero-shot per class, embedding diagnostics and, with --captions, accuracy on classes the
@@ -129,7 +133,7 @@ def audit_model_cmd(
     dev = _device(device)
     net = _load_model(model, dev)
     labelled = _labelled(data, folds, None, skip_bad, net.medium)
-    r = audit_model(net, labelled, out, list(captions or []), template, k_max, seed, batch_size, dev, str(model))
+    r = audit_model(net, labelled, out, list(captions or []), template, k_max, seed, batch_size, dev, str(model), workers)
     z = r["zeroshot"]
     typer.echo(f"zero-shot {z['top1']:.3f} on {z['clips']} items of {z['classes']} classes (chance {z['chance']:.3f})")
     if "leakage" in r:

@@ -27,7 +27,9 @@ app.add_typer(audit_app, name="audit")
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.batch_size=32")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files and count them in the output instead of failing")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
-Checkpoint = Annotated[Path, typer.Option("--model", help="clapkit checkpoint folder, or a Hugging Face ClapModel, CLIPModel or SiglipModel folder")]
+Checkpoint = Annotated[Path, typer.Option("--model", help="clapkit checkpoint folder; a Hugging Face ClapModel, CLIPModel or "
+                                          "SiglipModel folder or hub name; open_clip:NAME@PRETRAINED (clapkit[open_clip])")]
+Workers = Annotated[int, typer.Option("--workers", help="DataLoader processes that decode the media (results do not depend on it)")]
 MetricsJson = Annotated[Path | None, typer.Option("--out", help="JSON file for the metrics")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="Preset name (see `clapkit config`) or YAML file")]
 

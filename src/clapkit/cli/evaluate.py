@@ -15,6 +15,7 @@ from .common import (
     Device,
     MetricsJson,
     SkipBad,
+    Workers,
     _device,
     _has_label_column,
     _labelled,
@@ -38,6 +39,7 @@ def eval_zeroshot(
     confusion: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: beside --out)")] = None,
     batch_size: int = 32,
     device: Device = "auto",
+    workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
     """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix."""
@@ -47,7 +49,7 @@ def eval_zeroshot(
     net = _load_model(model, dev)
     labelled = _labelled(data, folds, classes, skip_bad, net.medium)
     templates = list(template or []) or default_templates(net.medium, ensemble)
-    m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True)
+    m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True, num_workers=workers)
     m.update(model=str(model), data=data, folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)
     png = confusion or (out.with_suffix(".confusion.png") if out else None)
@@ -156,6 +158,7 @@ def eval_retrieval(
     caption_column: CaptionColumn = "caption",
     batch_size: int = 32,
     device: Device = "auto",
+    workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
     """Text-to-media and media-to-text retrieval: R@1/5/10, mAP@10, median rank."""
@@ -168,7 +171,7 @@ def eval_retrieval(
                             image_column if image else audio_column, caption_column, split)
     if not pairs:
         raise ClapkitError(f"{data}: no pairs left to evaluate")
-    m = retrieval_eval(net, pairs, batch_size, dev, progress=True)
+    m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers)
     m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict())
     _write_json(m, out)
     md = net.medium
@@ -194,6 +197,7 @@ def embed(
     backbone: Annotated[bool, typer.Option(help="Backbone outputs x (not the projected, normalised E)")] = False,
     batch_size: int = 32,
     device: Device = "auto",
+    workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
     """Write audio, image or text embeddings of a checkpoint."""
@@ -222,7 +226,7 @@ def embed(
         else:
             pairs, skipped = _pairs(medium, media, audio_dir if medium == "audio" else image_dir, None, skip_bad)
             items = unique_clips(pairs)
-        emb = embed_media(net, items, batch_size, projected=not backbone, device=dev, progress=True)
+        emb = embed_media(net, items, batch_size, projected=not backbone, device=dev, num_workers=workers, progress=True)
         ids = [str(i.media) for i in items]
     else:
         from ..data.text import read_lines

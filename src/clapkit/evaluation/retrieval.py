@@ -10,7 +10,8 @@ from ..models.dual import DualEncoder
 from .metrics import audio_text_retrieval
 
 
-def retrieval_eval(model: DualEncoder, pairs: list[Pair], batch_size: int = 32, device="cpu", progress: bool = False) -> dict:
+def retrieval_eval(model: DualEncoder, pairs: list[Pair], batch_size: int = 32, device="cpu", progress: bool = False,
+                   num_workers: int = 0) -> dict:
     """Text-to-media and media-to-text R@1/5/10, mAP@10 and median rank.
 
     Media rows are the distinct files of ``pairs`` (first-appearance order); every
@@ -19,7 +20,7 @@ def retrieval_eval(model: DualEncoder, pairs: list[Pair], batch_size: int = 32, 
     ``images`` for images; ``captions`` counts the queries.
     """
     clips, rows = clip_index(pairs)
-    media_emb = embed_media(model, clips, batch_size, device=device, progress=progress)
+    media_emb = embed_media(model, clips, batch_size, device=device, num_workers=num_workers, progress=progress)
     text_emb = embed_text(model, [p.caption for p in pairs], device=device)
     both = audio_text_retrieval(media_emb, text_emb, np.array(rows))
     m = model.medium

@@ -57,13 +57,14 @@ def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list
 
 def zeroshot_eval(
     model: DualEncoder, data: LabelledSet, templates: list[str] | tuple[str, ...] | None = None,
-    batch_size: int = 32, device="cpu", progress: bool = False,
+    batch_size: int = 32, device="cpu", progress: bool = False, num_workers: int = 0,
 ) -> dict:
-    """Top-1/5, per-class accuracy and confusion; ``templates`` default to the medium's prompt."""
+    """Top-1/5, per-class accuracy and confusion; ``templates`` default to the medium's prompt;
+    ``num_workers`` DataLoader processes decode the media (the result does not depend on it)."""
     templates = templates or default_templates(model.medium)
     labels = data.label_texts()
     text_emb = class_text_embeddings(model, labels, templates, device)
-    media_emb = embed_media(model, data.clips, batch_size, device=device, progress=progress)
+    media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
     y = np.array([c.label for c in data.clips])
     out = classification_metrics(media_emb @ text_emb.T, y, data.class_names)
     out["templates"] = list(templates)

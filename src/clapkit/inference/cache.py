@@ -159,14 +159,14 @@ class EmbeddingCache:
     """
 
     def __init__(self, folder: str | Path, checkpoint: str | Path, model_loader: Callable | None = None,
-                 batch_size: int = 32, device="cpu"):
+                 batch_size: int = 32, device="cpu", num_workers: int = 0):
         self.checkpoint = Path(checkpoint)
         self.dir = Path(folder) / model_fingerprint(checkpoint)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._loader = model_loader
         self._model = None
         self._stores: dict[str, _Store] = {}
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.num_workers = batch_size, device, num_workers
         self.medium = checkpoint_medium(checkpoint)
         self.stats = {f"{self.medium}_reused": 0, f"{self.medium}_computed": 0, "text_reused": 0, "text_computed": 0}
 
@@ -215,7 +215,8 @@ class EmbeddingCache:
     def _embed_media(self, items: Sequence) -> Callable:
         from .embed import embed_media
 
-        return lambda miss: embed_media(self.model(), [items[n] for n in miss], self.batch_size, device=self.device)
+        return lambda miss: embed_media(self.model(), [items[n] for n in miss], self.batch_size, device=self.device,
+                                        num_workers=self.num_workers)
 
     def text(self, texts: Sequence[str]) -> np.ndarray:
         """E_t of ``texts``; ids are the texts' hashes."""

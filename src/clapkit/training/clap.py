@@ -227,7 +227,8 @@ class ClapTrainer:
 
         def embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
             cache = EmbeddingCache(soft["cache"] or self.out / "teacher-cache", soft["teacher"],
-                                   batch_size=self.cfg["train"]["eval_batch_size"], device=self.device)
+                                   batch_size=self.cfg["train"]["eval_batch_size"], device=self.device,
+                                   num_workers=self.cfg["data"]["num_workers"])
             return cache.media(clips)[rows], cache.text(captions), cache.stats
 
         if self.rank == 0:  # under DDP rank 0 fills the cache alone, then the others read it
