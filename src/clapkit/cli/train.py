@@ -9,10 +9,13 @@ import typer
 
 from ..errors import ClapkitError
 from .common import (
+    CaptionColumn,
     ConfigOpt,
     SetOpt,
     SkipBad,
     _config,
+    _pairs,
+    app,
     train_app,
 )
 
@@ -98,3 +101,40 @@ def train_backbone_cmd(
     s = train_audio_backbone(_config(config, set_, skip_bad), out)
     typer.echo(f"{len(s['classes'])} classes, {s['train_clips']} clips: best validation accuracy "
                f"{s['best_val_accuracy']:.3f} (chance {s['chance']:.3f}); weights in {s['weights']}")
+
+
+@app.command()
+def shards(
+    data: Annotated[str, typer.Option(help="Any caption manifest clapkit reads (audio: csv:, jsonl:, clotho:, audiocaps:, "
+                                           "esc50:, folder:; images: coco:, karpathy:, flickr:, csv:, jsonl:, wds:)")],
+    out: Annotated[Path, typer.Option(help="Folder for the shards (shard-000000.tar, ...)")],
+    shard_size: Annotated[int, typer.Option(help="Samples (media files) per shard")] = 1000,
+    modality: Annotated[str, typer.Option(help="audio or image")] = "audio",
+    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
+    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    split: Annotated[str | None, typer.Option(help="karpathy: the split to write")] = None,
+    media_column: Annotated[str | None, typer.Option(help="csv:/jsonl: column of the media path (default: audio / image)")] = None,
+    caption_column: CaptionColumn = "caption",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Write a manifest as WebDataset tar shards ({key}.<ext> + {key}.json with its captions, + .txt when it has
+    one), the format LAION-CLAP and open_clip train from; train on them with data.train=[wds:PATTERN]."""
+    from ..data.files import TarMember
+    from ..data.shards import shard_pattern, write_shards
+
+    if modality not in ("audio", "image"):
+        raise ClapkitError(f"--modality {modality!r}: choose audio or image")
+    pairs, skipped = _pairs(modality, data, audio_dir if modality == "audio" else image_dir, None, skip_bad,
+                            media_column, caption_column, split)
+    if not pairs:
+        raise ClapkitError(f"{data}: no pairs to write")
+
+    def read(media) -> tuple[bytes, str]:
+        if isinstance(media, TarMember):
+            return media.read(), media.suffix.lstrip(".").lower()
+        return Path(media).read_bytes(), Path(media).suffix.lstrip(".").lower()
+
+    written = write_shards(pairs, out, shard_size, read)
+    typer.echo(f"wrote {len(written)} shard(s) of up to {shard_size} samples ({len({p.media for p in pairs})} "
+               f"{'clips' if modality == 'audio' else 'images'}, {len(pairs)} captions; skipped {skipped.count}): "
+               f"{shard_pattern(written)}")

@@ -13,6 +13,7 @@ import soundfile as sf
 import soxr
 
 from ..errors import DataError
+from .files import TarMember
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
 
@@ -21,17 +22,19 @@ class AudioError(DataError):
     """A file could not be decoded, or holds no samples."""
 
 
-def load_audio(path: str | Path, sample_rate: int, where: str | None = None) -> np.ndarray:
-    """Decode ``path`` to a mono float32 array at ``sample_rate``.
+def load_audio(path, sample_rate: int, where: str | None = None) -> np.ndarray:
+    """Decode ``path`` (a file, or a :class:`~clapkit.data.files.TarMember` of a shard) to
+    a mono float32 array at ``sample_rate``.
 
     ``where`` (e.g. ``"train.csv row 12"``) is added to the error so a user can find
     the manifest row that points at a bad file.
     """
     label = f"{where}: {path}" if where else str(path)
-    if not Path(path).is_file():
+    in_tar = isinstance(path, TarMember)
+    if not (path.tar if in_tar else Path(path)).is_file():
         raise AudioError("audio file not found", label)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(path.open() if in_tar else str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(f"cannot decode audio ({exc})", label, reason="unreadable audio") from exc
     if data.shape[0] == 0:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
 from .audio import AudioError, fix_length, load_audio, normalize
-from .files import Skipped, keep_good
+from .files import Skipped, TarMember, keep_good
 
 
 class WaveCache:
@@ -60,7 +60,7 @@ def check_audio_files(items: Sequence, skip_bad: bool, skipped: Skipped) -> list
         if item.media in bad:
             continue
         try:
-            info = sf.info(str(item.media))
+            info = sf.info(item.media.open() if isinstance(item.media, TarMember) else str(item.media))
             if info.frames == 0:
                 raise AudioError("audio file holds no samples", f"{item.where}: {item.media}")
         except AudioError as exc:

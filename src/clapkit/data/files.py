@@ -10,6 +10,7 @@ downwards only.
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -159,3 +160,28 @@ def csv_header(path: str | Path) -> list[str]:
             return next(csv.reader(fh), [])
     except OSError:
         return []
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """A member file of a tar archive, read in place."""
+
+    tar: Path
+    name: str
+    offset: int  # of the member's data
+    size: int
+
+    def read(self) -> bytes:
+        with open(self.tar, "rb") as fh:
+            fh.seek(self.offset)
+            return fh.read(self.size)
+
+    def open(self) -> io.BytesIO:
+        return io.BytesIO(self.read())
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix
+
+    def __str__(self) -> str:
+        return f"{self.tar}#{self.name}"

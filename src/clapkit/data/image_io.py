@@ -38,29 +38,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from .datasets import SeededItems
-from .files import keep_good
+from .files import TarMember, keep_good
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _BILINEAR = Image.Resampling.BILINEAR
 _BICUBIC = Image.Resampling.BICUBIC
-
-
-@dataclass(frozen=True)
-class TarMember:
-    """A member file of a tar archive, read in place."""
-
-    tar: Path
-    name: str
-    offset: int  # of the member's data
-    size: int
-
-    def read(self) -> bytes:
-        with open(self.tar, "rb") as fh:
-            fh.seek(self.offset)
-            return fh.read(self.size)
-
-    def __str__(self) -> str:
-        return f"{self.tar}#{self.name}"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ Image-caption specs (every image is paired with each of its captions):
   ``Flickr8k.token.txt``: ``IMAGE#N<TAB>caption`` lines; images as for karpathy:;
 - ``csv:FILE`` / ``jsonl:FILE`` - an ``image`` column / key (name selectable) and
   ``caption``, read by :func:`clapkit.data.manifests.load_pairs`;
-- ``wds:PATTERN`` - WebDataset tar shards (``{key}.jpg|jpeg|png|webp`` + ``{key}.txt``,
-  as open_clip and LAION write them); ``PATTERN`` is a file, a glob or a brace range
-  (``shards/{000000..000099}.tar``). Each shard is read once as a stream to index its
-  members; an image is then read in place (offset + size), never unpacked.
+- ``wds:PATTERN`` - WebDataset tar shards (``{key}.jpg|jpeg|png|webp`` + ``{key}.txt``
+  or ``.json``, as open_clip and LAION write them), read in place: see
+  :mod:`clapkit.data.shards`.
 
 Labelled image specs, for zero-shot classification: ``folder:DIR`` (one sub-folder of
 images per class, the ImageNet layout), ``csv:FILE`` (``image,label`` columns),
@@ -33,24 +32,21 @@ index and id), or with ``skip_bad`` is counted in the :class:`Skipped` record.
 
 from __future__ import annotations
 
-import glob
 import json
 import pickle
-import re
-import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from .files import Collector, Skipped, iter_csv_rows, parse_spec, read_text
-from .image_io import IMAGE_EXTENSIONS, ArrayImage, TarMember
+from .image_io import IMAGE_EXTENSIONS, ArrayImage
 from .labelled import LabelledClip, LabelledSet, folder_per_class
 from .manifests import Pair, clean_caption, load_pairs
+from .shards import expand_shards, wds_pairs  # noqa: F401 (expand_shards: part of this module's API)
 
 IMAGE_CAPTION_KINDS = ("coco", "karpathy", "flickr", "csv", "jsonl", "wds")
 LABELLED_IMAGE_KINDS = ("folder", "csv", "mnist", "cifar")
-WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 _IMAGE_FOLDERS = ("flickr30k-images", "flickr30k_images", "Flicker8k_Dataset", "Flickr8k_Dataset", "images")
 
 
@@ -161,72 +157,6 @@ def _flickr(path: Path, image_dir, split, c: Collector) -> None:
         c(one)
 
 
-def expand_shards(pattern: str) -> list[Path]:
-    """Shard files of ``pattern``: brace ranges ``{000..099}`` and lists ``{a,b}``, then globs."""
-    m = re.search(r"\{([^{}]*)\}", pattern)
-    if m:
-        body, head, tail = m.group(1), pattern[: m.start()], pattern[m.end() :]
-        r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
-        parts = [str(i).zfill(len(r.group(1))) for i in range(int(r.group(1)), int(r.group(2)) + 1)] if r \
-            else body.split(",")
-        return [p for part in parts for p in expand_shards(head + part + tail)]
-    if any(ch in pattern for ch in "*?["):
-        return [Path(p) for p in sorted(glob.glob(pattern))]
-    return [Path(pattern)]
-
-
-def index_tar(tar: Path) -> dict[str, dict[str, tuple[int, int, bytes | None]]]:
-    """``{key: {ext: (offset, size, data)}}`` of a WebDataset shard, read as one stream;
-    ``data`` holds the bytes of ``.txt`` members only (the captions)."""
-    out: dict = {}
-    try:
-        with tarfile.open(tar, mode="r|*") as tf:
-            for member in tf:
-                if not member.isfile():
-                    continue
-                folder, _, base = member.name.rpartition("/")
-                stem, dot, ext = base.partition(".")
-                if not dot or stem.startswith("."):
-                    continue
-                key = f"{folder}/{stem}" if folder else stem
-                data = tf.extractfile(member).read() if ext.lower() == "txt" else None
-                out.setdefault(key, {})[ext.lower()] = (member.offset_data, member.size, data)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"not a readable tar shard ({exc})", str(tar), reason="unreadable shard") from exc
-    return out
-
-
-def _wds(pattern: str, image_dir, split, c: Collector) -> None:
-    shards = expand_shards(pattern)
-    if not shards:
-        raise DataError(f"no shard matches {pattern}")
-    for tar in shards:
-        if not tar.is_file():
-            c.fail(DataError("shard not found", str(tar), reason="shard not found"))
-            continue
-        try:
-            members = index_tar(tar)
-        except DataError as exc:
-            c.fail(exc)
-            continue
-        for key, parts in members.items():
-            where = f"{tar} sample {key}"
-
-            def one(key=key, parts=parts, where=where, tar=tar):
-                ext = next((e for e in WDS_IMAGE_EXTENSIONS if e in parts), None)
-                if ext is None or "txt" not in parts:
-                    raise DataError(f"needs an image ({'|'.join(WDS_IMAGE_EXTENSIONS)}) and a .txt caption; "
-                                    f"has {', '.join(sorted(parts))}", where, reason="incomplete sample")
-                offset, size, _ = parts[ext]
-                try:
-                    caption = parts["txt"][2].decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError("the .txt caption is not UTF-8", where) from exc
-                return [Pair(TarMember(tar, f"{key}.{ext}", offset, size), clean_caption(caption, where), f"{tar}#{key}", where)]
-
-            c(one)
-
-
 def load_image_pairs(spec: str, image_dir: str | Path | None = None, skip_bad: bool = False,
                      skipped: Skipped | None = None, image_column: str = "image", caption_column: str = "caption",
                      split: str | None = None) -> list[Pair]:
@@ -238,10 +168,8 @@ def load_image_pairs(spec: str, image_dir: str | Path | None = None, skip_bad: b
         return load_pairs(spec, base, None, skip_bad, skipped, audio_column=image_column,
                           caption_column=caption_column, resolve=_image_file)
     if kind == "wds":
-        if not rest:
-            raise DataError(f"data spec {spec!r}: the pattern after 'wds:' is empty")
         c = Collector(skip_bad, skipped)
-        _wds(rest, image_dir, split, c)
+        wds_pairs(rest, "image", c)
         return c.items
     kind, path = parse_spec(spec, IMAGE_CAPTION_KINDS)
     c = Collector(skip_bad, skipped)

@@ -116,8 +116,14 @@ def load_pairs(
     default an audio file, checked when ``require_audio``); the image loaders pass
     their own, so csv:/jsonl: rows are read here for both media.
     """
-    kind, path = parse_spec(spec, ("csv", "jsonl", "clotho", "audiocaps", "esc50", "folder"))
     skipped = skipped if skipped is not None else Skipped()
+    if str(spec).startswith("wds:"):  # audio-text shards (image shards: clapkit.data.image_sets)
+        from .shards import wds_pairs
+
+        attempt = Collector(skip_bad, skipped)
+        wds_pairs(str(spec)[4:], "audio", attempt)
+        return attempt.items
+    kind, path = parse_spec(spec, ("csv", "jsonl", "clotho", "audiocaps", "esc50", "folder", "wds"))
     if resolve is None:
         def resolve(file: Path, where: str) -> Path:
             return _audio(file, where, require_audio)
