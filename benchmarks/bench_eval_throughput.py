@@ -28,7 +28,7 @@ def main(batch: int = 32, workers: int = 0) -> None:
     full = time.perf_counter() - t0
     a = cfg["audio"]
     ds = ClipDataset(clips, a["sample_rate"], a["segment_seconds"])
-    waves = torch.stack([torch.from_numpy(ds.wave(i)) for i in range(len(ds))])
+    waves = torch.stack([ds.tensor(i) for i in range(len(ds))])
     t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(waves), batch):

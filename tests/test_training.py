@@ -376,8 +376,8 @@ def test_sigterm_saves_last_and_the_resumed_run_finishes_exactly(tmp_path, tiny_
     train_clap(_cfg(tiny_bert, tiny_synthetic, *cfg), tmp_path / "straight")
     step = ClapTrainer.train_step
 
-    def step_then_term(self, idx, media=None):
-        loss = step(self, idx, media)
+    def step_then_term(self, idx, media=None, captions=None):
+        loss = step(self, idx, media, captions)
         if self.state["step"] == 9:  # the scheduler's notice arrives during step 10
             os.kill(os.getpid(), signal.SIGTERM)
         return loss
@@ -398,8 +398,8 @@ def test_a_non_finite_batch_is_skipped_and_counted_and_a_run_of_them_stops(tmp_p
     inputs = ClapTrainer._inputs
     poisoned: set[int] = set()
 
-    def with_nan(self, split, idx, media=None):
-        out = inputs(self, split, idx, media)
+    def with_nan(self, split, idx, media=None, captions=None):
+        out = inputs(self, split, idx, media, captions)
         if split == "train" and self.state["step"] in poisoned:
             out["media"] = out["media"].clone()
             out["media"][0, 0] = float("nan")

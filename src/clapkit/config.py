@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
         "fraction": 1.0,  # seeded fraction of the training pairs to use
         "skip_bad": False,  # skip (and count) bad rows and files instead of failing
         "num_workers": 0,
+        # stream data.train's wds: shards (train by train.steps, nothing indexed up front;
+        # see clapkit.data.stream) instead of indexing every pair into seeded epochs
+        "stream": False,
+        "shuffle_buffer": 1000,  # stream: pairs in each reader's seeded shuffle buffer
     },
     "audio": {
         "sample_rate": 16000,
@@ -183,6 +187,8 @@ DEFAULTS: dict[str, Any] = {
         # stay fp32); fp16 adds a gradient scaler. bf16 works on CPU as well
         "precision": "fp32",
         "save_every_steps": 0,  # also write last/ every N optimisation steps (0: at epoch ends only)
+        "steps": 0,  # data.stream: total optimisation steps (train.epochs is then steps / steps_per_epoch)
+        "steps_per_epoch": 1000,  # data.stream: steps between validations, epoch checkpoints and log rows
         "max_bad_steps": 5,  # a non-finite loss or gradient skips the step; this many in a row stop the run
         "plateau_factor": 0.1,
         "plateau_patience": 10,

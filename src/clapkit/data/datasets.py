@@ -92,8 +92,12 @@ class SeededItems(Dataset):
         epoch = self.epoch if epoch is None else epoch
         return np.random.default_rng((self.seed, epoch, i)) if self.train else None
 
-    def tensor(self, i: int, epoch: int | None = None) -> torch.Tensor:
+    def draw(self, item, rng: np.random.Generator | None) -> torch.Tensor:
+        """The tensor of ``item`` (has ``.media``, ``.where``) with its random draws from ``rng``."""
         raise NotImplementedError
+
+    def tensor(self, i: int, epoch: int | None = None) -> torch.Tensor:
+        return self.draw(self.items[i], self.rng(i, epoch))
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, i = key if isinstance(key, tuple) else (None, key)
@@ -114,13 +118,9 @@ class ClipDataset(SeededItems):
         self.norm, self.train, self.seed = norm, train, seed
         self.cache = WaveCache(sample_rate, cache_mb)
 
-    def wave(self, i: int, epoch: int | None = None) -> np.ndarray:
-        item = self.items[i]
-        wave = fix_length(self.cache.get(item.media, item.where), self.length, self.rng(i, epoch))
-        return normalize(wave) if self.norm else wave
-
-    def tensor(self, i: int, epoch: int | None = None) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.wave(i, epoch)))
+    def draw(self, item, rng: np.random.Generator | None) -> torch.Tensor:
+        wave = fix_length(self.cache.get(item.media, item.where), self.length, rng)
+        return torch.from_numpy(np.ascontiguousarray(normalize(wave) if self.norm else wave))
 
 
 class EpochBatches(Sampler):

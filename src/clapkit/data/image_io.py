@@ -178,6 +178,5 @@ class ImageDataset(SeededItems):
         self.transform = ImageTransform(settings, train)
         self.train, self.seed = train, seed
 
-    def tensor(self, i: int, epoch: int | None = None) -> torch.Tensor:
-        item = self.items[i]
-        return self.transform(open_image(item.media, f"{item.where}: {item.media}"), self.rng(i, epoch))
+    def draw(self, item, rng: np.random.Generator | None) -> torch.Tensor:
+        return self.transform(open_image(item.media, f"{item.where}: {item.media}"), rng)

@@ -53,6 +53,7 @@ from ..data.datasets import collate_clips, epoch_loader
 from ..data.files import Skipped
 from ..data.manifests import Pair, clip_index
 from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
+from ..data.stream import ShardStream, stream_loader, stream_shards
 from ..errors import ConfigError, TrainingError
 from ..inference.embed import embed_text
 from ..losses import clip_loss, cyclip_regularisers, gather_with_grad, soft_clip_loss
@@ -94,6 +95,9 @@ def load_clap_data(cfg: dict) -> ClapData:
 
     if not d["train"]:
         raise ConfigError("data.train is empty: e.g. --set 'data.train=[clotho:captions.csv]' --set data.audio_dir=DIR")
+    if d["stream"]:  # the training pairs stream from their shards (clapkit.data.stream)
+        stream_shards(d["train"])
+        return ClapData([], read(d["val"]) if d["val"] else [], skipped)
     pairs = read(d["train"])
     if d["val"]:
         train, val = pairs, read(d["val"])
@@ -166,9 +170,18 @@ class ClapTrainer:
         self.out = Path(out)
         self.rank, self.world = init_distributed()
         if resume:
-            cfg = resume_config(self.out, cfg, (("train", "epochs"),))
+            cfg = resume_config(self.out, cfg, (("train", "epochs"), ("train", "steps")))
         self.cfg = cfg
         t = cfg["train"]
+        self.streaming = cfg["data"]["stream"]
+        if self.streaming:
+            if t["steps"] < 1 or t["steps_per_epoch"] < 1:
+                raise ConfigError("data.stream: true trains by steps: set train.steps (and train.steps_per_epoch, the "
+                                  "steps between validations and epoch checkpoints)")
+            if t["loss"] == "soft_clip":
+                raise ConfigError("train.loss = soft_clip needs its teacher's embeddings per indexed pair: set "
+                                  "data.stream: false")
+            t["epochs"] = -(-t["steps"] // t["steps_per_epoch"])
         if t["batch_size"] % self.world:
             raise ConfigError(f"train.batch_size = {t['batch_size']} must be divisible by the {self.world} processes")
         self.device = pick_device(t["device"])
@@ -270,7 +283,7 @@ class ClapTrainer:
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                            find_unused_parameters=isinstance(self.model, HFDualEncoder))
         self.caches = None
-        if self.model.frozen and t["cache_frozen"]:
+        if self.model.frozen and t["cache_frozen"] and not self.streaming:
             self.model.eval()
             self.caches = {
                 "train": FeatureCache(self.model, self.data.train, self.cfg, True, self.device),
@@ -282,7 +295,10 @@ class ClapTrainer:
 
     # --- one epoch -----------------------------------------------------------------------
     def _batches_per_epoch(self) -> int:
-        """Full global batches per epoch (at least one, smaller, when the data is smaller)."""
+        """Full global batches per epoch (at least one, smaller, when the data is smaller);
+        streaming: ``train.steps_per_epoch``."""
+        if self.streaming:
+            return self.cfg["train"]["steps_per_epoch"]
         return max(1, len(self.data.train) // self.cfg["train"]["batch_size"])
 
     def _batches(self, epoch: int) -> list[list[int]]:
@@ -320,8 +336,13 @@ class ClapTrainer:
     def _tokens(self, pairs: list[Pair], idx) -> dict[str, torch.Tensor]:
         return self.model.text.tokenize([pairs[i].caption for i in idx], self.device)
 
-    def _inputs(self, split: str, idx: list[int], media: torch.Tensor | None = None) -> dict:
-        """Model inputs for pairs ``idx``: cached backbone outputs where a tower is cached."""
+    def _inputs(self, split: str, idx: list[int] | None, media: torch.Tensor | None = None,
+                captions: list[str] | None = None) -> dict:
+        """Model inputs for pairs ``idx`` (or a streamed batch: ``media`` and ``captions``):
+        cached backbone outputs where a tower is cached."""
+        if captions is not None:
+            return {"x_m": None, "x_t": None, "media": media.to(self.device),
+                    "tokens": self.model.text.tokenize(captions, self.device)}
         pairs, ds = (self.data.train, self.train_ds) if split == "train" else (self.data.val, self.val_ds)
         cache = self.caches.get(split) if self.caches else None
         x_m, x_t = cache.batch(torch.tensor(idx)) if cache is not None else (None, None)
@@ -337,7 +358,8 @@ class ClapTrainer:
     def _media_cached(self) -> bool:
         return bool(self.caches) and self.caches["train"].x_m is not None
 
-    def train_step(self, idx: list[int], media: torch.Tensor | None = None) -> float | None:
+    def train_step(self, idx: list[int] | None, media: torch.Tensor | None = None,
+                   captions: list[str] | None = None) -> float | None:
         """One optimisation step on the pairs ``idx`` of the training set; its loss, or
         None when a non-finite loss or gradient made it skip the step (counted; after
         ``train.max_bad_steps`` in a row the run stops with a :class:`TrainingError`).
@@ -345,7 +367,7 @@ class ClapTrainer:
         lowers the scale, which is not counted."""
         t = self.cfg["train"]
         stats = [(b, b.clone()) for b in self._norm_stats]  # a skipped step must not leave NaN running statistics
-        loss = self._loss(**self._inputs("train", idx, media), idx=idx)
+        loss = self._loss(**self._inputs("train", idx, media, captions), idx=idx)
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.scale(loss).backward()
         norm = self.precision.clip(self.optimizer, [p for p in self.model.parameters() if p.requires_grad], t["grad_clip"])
@@ -380,24 +402,28 @@ class ClapTrainer:
         would have drawn."""
         self.model.train()
         self.train_ds.set_epoch(epoch)
-        batches = self._batches(epoch)
+        t = self.cfg["train"]
+        batches = self._batches(epoch) if not self.streaming else \
+            range(min(t["steps_per_epoch"], t["steps"] - epoch * t["steps_per_epoch"]))
         start, losses = self.state["batch_in_epoch"], list(self.state["epoch_losses"])
         bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1} ({self.state['phase']})", leave=False,
-                   disable=None if self.cfg["train"]["progress"] and is_main() else True)
-        if self._media_cached():
-            steps = ((idx, None) for idx in batches[start:])
+                   disable=None if t["progress"] and is_main() else True)
+        if self.streaming:
+            steps = ((None, *next(self._stream())) for _ in batches[start:])
+        elif self._media_cached():
+            steps = ((idx, None, None) for idx in batches[start:])
         else:
             if self._loader is None:  # built once: its workers and their wave caches live across epochs
                 self._loader, self._sampler = epoch_loader(self.train_ds, self.cfg["data"]["num_workers"],
                                                            self.device.type == "cuda")
             self._sampler.set(epoch, batches[start:])
-            steps = ((idx.tolist(), media) for media, idx in self._loader)
+            steps = ((idx.tolist(), media, None) for media, idx in self._loader)
         if self._rng is not None:  # after the loader has drawn its worker seeds, as the first run's had
             set_rng(self._rng, self.device)
             self._rng = None
         every = self.cfg["train"]["save_every_steps"]
-        for idx, media in steps:
-            loss = self.train_step(idx, media)
+        for idx, media, captions in steps:
+            loss = self.train_step(idx, media, captions)
             if loss is not None:
                 losses.append(loss)
             self.state.update(batch_in_epoch=self.state["batch_in_epoch"] + 1, step=self.state["step"] + 1,
@@ -414,6 +440,17 @@ class ClapTrainer:
         bar.close()
         self.state.update(batch_in_epoch=0, epoch_losses=[])
         return float(np.mean(losses)) if losses else math.nan
+
+    def _stream(self):
+        """The iterator of streamed batches (media, captions), built once; a resumed run
+        skips the batches its steps already took."""
+        if self._loader is None:
+            d = self.cfg["data"]
+            stream = ShardStream(stream_shards(d["train"]), self.model.medium, self.train_ds,
+                                 self.cfg["train"]["batch_size"] // self.world, self.cfg["seed"], self.rank, self.world,
+                                 d["shuffle_buffer"], skip_batches=self.state["step"], skip_bad=d["skip_bad"])
+            self._loader = iter(stream_loader(stream, d["num_workers"], self.device.type == "cuda"))
+        return self._loader
 
     def _stop_requested(self) -> bool:
         """A SIGTERM reached this process (any process, under DDP: all stop at the same step)."""
@@ -519,6 +556,10 @@ class ClapTrainer:
             "steps": self.state["step"],
             "skipped_steps": self.state["skipped_steps"],
         }
+        if self.streaming:  # no index of the training pairs: what the steps took instead
+            summary.update(train_pairs=None, **{summary_key: None for summary_key in summary if summary_key.startswith("train_")
+                                                 and summary_key != "train_pairs"},
+                           streamed_pairs=self.state["step"] * t["batch_size"])
         if stopped:
             summary["stopped"] = stopped
         if self.teacher is not None:

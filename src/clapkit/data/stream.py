@@ -1,0 +1,109 @@
+"""Streaming WebDataset shards for training by steps (``data.stream: true``), for data
+too large to index up front.
+
+The stream is endless and seeded. Pass ``p`` over the data takes the shards in the
+order of a permutation drawn from (seed, p); rank ``r`` of ``world`` takes every
+``world``-th of them, and DataLoader worker ``w`` of ``W`` every ``W``-th of those, so
+no two readers read the same shard. A reader indexes a shard when it reaches it (no
+pass over all shards at start), puts its pairs (one per caption) through a shuffle
+buffer of ``data.shuffle_buffer`` pairs seeded by (seed, rank, worker), and decodes a
+pair only when it leaves the buffer, with the training draws (audio segment, image
+crop) seeded by (seed, pass, its ordinal in the reader's stream). Each worker yields
+whole batches; the DataLoader takes them from the workers in turn.
+
+Resume: a run that has taken ``k`` batches skips them (worker ``w`` skips the batches
+``w, w + W, ...`` below ``k``) by index only, without decoding, and continues exactly
+when ``world`` and ``data.num_workers`` are those of the first run. The batches do
+depend on the number of workers (they read different shards), unlike the indexed
+(``data.stream: false``) path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..errors import ConfigError, DataError
+from .files import Collector, Skipped
+from .shards import expand_shards, wds_pairs
+
+
+def stream_shards(specs: list[str]) -> list[Path]:
+    """The shard files of ``data.train`` for streaming: every spec must be ``wds:``."""
+    shards: list[Path] = []
+    for spec in specs:
+        if not str(spec).startswith("wds:"):
+            raise ConfigError(f"data.stream: true reads WebDataset shards; data.train has {spec!r} (write it as shards "
+                              "with `clapkit shards`, or set data.stream: false)")
+        found = expand_shards(str(spec)[4:])
+        missing = [p for p in found if not p.is_file()]
+        if not found or missing:
+            raise DataError(f"no shard file at {missing[0] if missing else spec}", str(spec))
+        shards += found
+    return shards
+
+
+class ShardStream(IterableDataset):
+    """Batches ``(media tensor, captions)`` of one rank's share of the shards, endlessly."""
+
+    def __init__(self, shards: list[Path], medium: str, decoder, batch_size: int, seed: int = 0, rank: int = 0,
+                 world: int = 1, buffer: int = 1000, skip_batches: int = 0, skip_bad: bool = False):
+        self.shards, self.medium, self.decoder = list(shards), medium, decoder
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.buffer, self.skip_batches, self.skip_bad = max(1, buffer), skip_batches, skip_bad
+        self.skipped = Skipped()
+
+    def readers(self, workers: int) -> None:
+        """Refuse a split that leaves a reader without a shard."""
+        if len(self.shards) < self.world * workers:
+            raise ConfigError(f"data.stream: {len(self.shards)} shard(s) for {self.world} process(es) x {workers} "
+                              "worker(s); each reader needs a shard of its own: write smaller shards "
+                              "(clapkit shards --shard-size) or use fewer data.num_workers")
+
+    def _shards(self, p: int, worker: int, workers: int) -> list[Path]:
+        order = np.random.default_rng((self.seed, p, 7)).permutation(len(self.shards))
+        return [self.shards[k] for k in order[self.rank :: self.world][worker::workers]]
+
+    def _pairs(self, worker: int, workers: int) -> Iterator[tuple[int, object]]:
+        for p in itertools.count():
+            for tar in self._shards(p, worker, workers):
+                c = Collector(self.skip_bad, self.skipped)
+                wds_pairs(str(tar), self.medium, c)
+                for pair in c.items:
+                    yield p, pair
+
+    def _shuffled(self, worker: int, workers: int) -> Iterator[tuple[int, int, object]]:
+        """(pass, ordinal, pair) through the seeded shuffle buffer."""
+        rng = np.random.default_rng((self.seed, self.rank, worker, 11))
+        buf: list = []
+        for ordinal, (p, pair) in enumerate(self._pairs(worker, workers)):
+            buf.append((p, ordinal, pair))
+            if len(buf) < self.buffer:
+                continue
+            j = int(rng.integers(len(buf)))
+            buf[j], buf[-1] = buf[-1], buf[j]
+            yield buf.pop()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        skip = len(range(worker, self.skip_batches, workers)) * self.batch_size
+        items = self._shuffled(worker, workers)
+        for _ in range(skip):  # resume: by index only, nothing decoded
+            next(items)
+        while True:
+            batch = [next(items) for _ in range(self.batch_size)]
+            tensors = [self.decoder.draw(pair, np.random.default_rng((self.seed, p, o, worker, self.rank)))
+                       for p, o, pair in batch]
+            yield torch.stack(tensors), [pair.caption for _, _, pair in batch]
+
+
+def stream_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -> DataLoader:
+    stream.readers(max(1, workers))
+    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(stream.seed), prefetch_factor=4 if workers else None)
