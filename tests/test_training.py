@@ -449,3 +449,29 @@ def test_bf16_step_stays_close_to_fp32_and_the_frontend_stays_fp32(tmp_path, tin
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = mel(wave)
     assert out.dtype == torch.float32 and torch.equal(out, mel(wave))
+
+
+def test_an_unwritable_run_folder_and_a_full_disk_are_named(tmp_path, tiny_bert, tiny_synthetic, monkeypatch):
+    import errno
+
+    import clapkit.training.clap as clap
+    from clapkit.errors import TrainingError
+
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"--out .*a-file/run: cannot write the run folder"):
+        ClapTrainer(_cfg(tiny_bert, tiny_synthetic), tmp_path / "a-file" / "run")
+    real, calls = clap.save_run, []
+
+    def full_disk(out, model, state, improved):
+        calls.append(state["state"]["epoch"])
+        if len(calls) == 2:  # the second save finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(out, model, state, improved)
+
+    monkeypatch.setattr(clap, "save_run", full_disk)
+    with pytest.raises(TrainingError, match=r"run: saving the checkpoint failed .*No space left.*previous checkpoint"):
+        train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=3"), tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last" / "trainer_state.pt", weights_only=False)["state"]
+    assert state["epoch"] == 1  # last/ is the first epoch's, whole
+    monkeypatch.setattr(clap, "save_run", real)
+    assert train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=3"), tmp_path / "run", resume=True)["epochs_run"] == 3
