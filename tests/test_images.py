@@ -4,7 +4,6 @@ their owners' layouts, image towers, CyCLIP, and CLIP training end to end."""
 import io
 import json
 import pickle
-import tarfile
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from clapkit.data.image_io import (
 from clapkit.data.image_sets import expand_shards, load_image_pairs, load_labelled_images
 from clapkit.data.labelled import load_labelled
 from clapkit.data.media import load_labelled_media
+from clapkit.data.shards import write_tar
 from clapkit.errors import ConfigError, DataError
 from clapkit.losses import clip_loss, cyclip_regularisers
 from clapkit.models.dual import DualEncoder
@@ -220,12 +220,6 @@ def test_csv_jsonl_with_selectable_columns(tmp_path):
     assert [p.caption for p in load_image_pairs(f"jsonl:{tmp_path / 'm.jsonl'}", skip_bad=True)] == ["one", "two"]
 
 
-def _shard(path, samples):
-    with tarfile.open(path, "w") as tf:
-        for name, data in samples:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
 
 
 def test_webdataset_shards_are_indexed_and_read_in_place(tmp_path):
@@ -234,10 +228,10 @@ def test_webdataset_shards_are_indexed_and_read_in_place(tmp_path):
         Image.new("RGB", (6, 6), colour).save(buf, "PNG")
         return buf.getvalue()
 
-    _shard(tmp_path / "s-000.tar", [("000001.jpg", png_bytes((255, 0, 0))), ("000001.txt", b"a red square"),
+    write_tar(tmp_path / "s-000.tar", [("000001.jpg", png_bytes((255, 0, 0))), ("000001.txt", b"a red square"),
                                     ("000002.png", png_bytes((0, 0, 255))), ("000002.txt", b"a blue square"),
                                     ("000002.json", b"{}")])
-    _shard(tmp_path / "s-001.tar", [("sub/000003.webp", png_bytes((0, 255, 0))), ("sub/000003.txt", b"green"),
+    write_tar(tmp_path / "s-001.tar", [("sub/000003.webp", png_bytes((0, 255, 0))), ("sub/000003.txt", b"green"),
                                     ("000004.txt", b"no image")])
     assert expand_shards(str(tmp_path / "s-{000..001}.tar")) == [tmp_path / "s-000.tar", tmp_path / "s-001.tar"]
     with pytest.raises(DataError, match=r"s-001.tar sample 000004: needs an image"):

@@ -4,7 +4,6 @@ the shards equals the run on the manifest they came from."""
 
 import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from clapkit.config import load_config
 from clapkit.data.audio import load_audio
 from clapkit.data.files import Skipped, TarMember
 from clapkit.data.manifests import load_pairs
+from clapkit.data.shards import write_tar
 from clapkit.errors import DataError
 from clapkit.training.clap import train_clap
 
@@ -61,12 +61,6 @@ def test_manifest_to_shards_round_trip_and_the_same_run(tmp_path, tiny_bert, tin
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _shard(path, members):
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
 
 
 def _flac(seconds=0.25, sr=8000, freq=440.0):
@@ -79,7 +73,7 @@ def _flac(seconds=0.25, sr=8000, freq=440.0):
 def test_laion_clap_audio_shards_and_their_bad_samples(tmp_path):
     """LAION-CLAP's layout: {key}.flac + {key}.json whose 'text' is a caption or a list;
     a .txt when there is no json text; bad samples named by shard and key."""
-    _shard(tmp_path / "a-0.tar", [
+    write_tar(tmp_path / "a-0.tar", [
         ("0001.flac", _flac()), ("0001.json", json.dumps({"text": ["a tone", "a beep"], "tag": ["x"]}).encode()),
         ("0002.flac", _flac(freq=880)), ("0002.txt", b"a high tone"),
         ("0003.flac", _flac()), ("0003.json", b"{not json"),

@@ -143,21 +143,27 @@ def write_shards(pairs: list[Pair], out: str | Path, shard_size: int, read: Call
     width = max(6, len(str(max(0, (len(items) - 1) // shard_size))))
     for s in range(0, len(items), shard_size):
         path = out / f"{prefix}-{s // shard_size:0{width}d}.tar"
+        members = []
+        for n, (media, captions) in enumerate(items[s : s + shard_size], start=s):
+            key = f"{n:09d}"
+            data, ext = read(media)
+            members += [(f"{key}.{ext}", data), (f"{key}.json", json.dumps({"text": captions}).encode())]
+            if len(captions) == 1:
+                members.append((f"{key}.txt", captions[0].encode()))
         tmp = path.with_name(path.name + ".tmp")
-        with tarfile.open(tmp, "w") as tf:
-            for n, (media, captions) in enumerate(items[s : s + shard_size], start=s):
-                key = f"{n:09d}"
-                data, ext = read(media)
-                members = [(f"{key}.{ext}", data), (f"{key}.json", json.dumps({"text": captions}).encode())]
-                if len(captions) == 1:
-                    members.append((f"{key}.txt", captions[0].encode()))
-                for name, blob in members:
-                    info = tarfile.TarInfo(name)
-                    info.size = len(blob)
-                    tf.addfile(info, io.BytesIO(blob))
+        write_tar(tmp, members)
         tmp.replace(path)
         written.append(path)
     return written
+
+
+def write_tar(path: str | Path, members: list[tuple[str, bytes]]) -> None:
+    """A tar of ``(name, bytes)`` members, in order (mtime 0: the same bytes every time)."""
+    with tarfile.open(path, "w") as tf:
+        for name, blob in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
 
 
 def shard_pattern(paths: list[Path]) -> str:
