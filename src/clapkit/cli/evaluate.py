@@ -101,13 +101,16 @@ def eval_sts(
 def eval_transfer(
     model: Annotated[str, typer.Option(help="clapkit checkpoint or train cse folder, a public CLAP/CLIP/SigLIP (its text "
                                             "tower), a Hugging Face or sentence-transformers folder, or 'minilm'")],
-    data: Annotated[list[str], typer.Option(help="CSV of texts and labels (repeat for several tasks)")],
+    data: Annotated[list[str], typer.Option(help="senteval:DIR (SentEval's data/downstream: MR, CR, SUBJ, MPQA, SST2, "
+                                                 "TREC, MRPC by SentEval's protocol), or a CSV of texts and labels "
+                                                 "(repeat for several)")],
     out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
     text_column: Annotated[str, typer.Option(help="Column of the text")] = "text",
     label_column: Annotated[str, typer.Option(help="Column of the label")] = "label",
     folds: Annotated[int, typer.Option(help="Stratified cross-validation folds")] = 10,
-    c: Annotated[float, typer.Option("--c", help="Inverse L2 strength of the logistic regression")] = 1.0,
-    seed: int = 0,
+    c: Annotated[float, typer.Option("--c", help="CSV tasks: inverse L2 strength of the logistic regression")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Fold and classifier seed (default: 1111, SentEval's, for "
+                                                  "senteval:; 0 for CSV tasks)")] = None,
     pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
     projected: Annotated[bool, typer.Option(help="dual encoders: use the projected E_t")] = False,
     max_length: Annotated[int | None, typer.Option(help="tokens; default: a sentence-transformers folder's own, else 128")] = None,
@@ -115,7 +118,9 @@ def eval_transfer(
     device: Device = "auto",
     skip_bad: SkipBad = False,
 ) -> None:
-    """Linear probe (logistic regression, k-fold) on frozen sentence embeddings, SentEval-style."""
+    """Linear probes on frozen sentence embeddings: SentEval's transfer tasks by its protocol
+    (senteval:DIR; raw embeddings, C chosen as SentEval chooses it, comparable with published
+    SentEval numbers), or a CSV task (standardised features, stratified k-fold, fixed --c)."""
     import numpy as np
 
     from ..data.files import Skipped
@@ -125,10 +130,21 @@ def eval_transfer(
 
     enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
     tasks, skipped = {}, Skipped()
-    for path in data:
+    for spec in [d for d in data if d.startswith("senteval:")]:
+        from ..data.senteval import load_senteval
+        from ..evaluation.transfer import senteval_transfer
+
+        r = senteval_transfer(lambda texts: enc.encode(texts, batch_size, normalize=False),
+                              load_senteval(spec.split(":", 1)[1], skip_bad, skipped), folds,
+                              1111 if seed is None else seed)
+        for name, task in r["tasks"].items():
+            tasks[name] = task | {"protocol": "SentEval"}
+            typer.echo(f"{name}: accuracy {task['accuracy']:.2f} (dev {task['dev']:.2f}; {task['n']} examples, "
+                       f"SentEval protocol)")
+    for path in [d for d in data if not d.startswith("senteval:")]:
         t = load_text_classification(path, text_column, label_column, skip_bad, skipped)
         try:
-            r = linear_probe(enc.encode(t.texts, batch_size), np.array(t.labels), folds, seed, c)
+            r = linear_probe(enc.encode(t.texts, batch_size), np.array(t.labels), folds, seed or 0, c)
         except ValueError as exc:
             raise ClapkitError(f"{path}: {exc}") from exc
         tasks[t.name] = r | {"class_names": t.class_names}

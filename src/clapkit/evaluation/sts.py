@@ -124,11 +124,13 @@ class SentenceEncoder:
         self.pooling = _describe(self.st)
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+        """Sentence embeddings, L2-normalised unless ``normalize`` is off (SentEval's
+        transfer tasks take them raw)."""
         if self.cse is not None:
-            return self.cse.encode(texts, batch_size)
+            return self.cse.encode(texts, batch_size, normalize)
         if self.st is not None:
-            return self.st.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+            return self.st.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize,
                                   convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
         out = []
         for i in range(0, len(texts), batch_size):
@@ -139,7 +141,7 @@ class SentenceEncoder:
                 x = self.dual.text_backbone(self.dual.text.tokenize(chunk, self.device))
                 if self.projected:
                     x = self.dual.project_text(x)
-            out.append(torch.nn.functional.normalize(x.float(), dim=-1).cpu())
+            out.append((torch.nn.functional.normalize(x.float(), dim=-1) if normalize else x.float()).cpu())
         return torch.cat(out).numpy()
 
 

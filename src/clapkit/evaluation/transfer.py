@@ -29,3 +29,89 @@ def linear_probe(x: np.ndarray, y: np.ndarray, folds: int = 10, seed: int = 0, c
         accs.append(float((clf.predict(x[test]) == y[test]).mean() * 100))
     return {"accuracy": float(np.mean(accs)), "std": float(np.std(accs)), "folds": accs, "n": int(len(y)),
             "classes": int((counts > 0).sum()), "majority": float(counts.max() / len(y) * 100)}
+
+
+# --- SentEval's protocol (its scikit-learn path) ----------------------------------------
+# Logistic regression on the raw embeddings (no scaling), its L2 strength C chosen from
+# SentEval's grids: 2^-2 .. 2^3 by inner k-fold (MR, CR, SUBJ, MPQA) or on dev (SST2),
+# 2^-1 .. 2^5 by k-fold on train (TREC, MRPC). Folds: StratifiedKFold, shuffled, seeded
+# 1111 for the inner-k-fold tasks and `seed` for the others, as SentEval seeds them.
+INNER_GRID = tuple(2.0**t for t in range(-2, 4))
+KFOLD_GRID = tuple(2.0**t for t in range(-1, 6))
+
+
+def _logreg(c: float, seed: int) -> LogisticRegression:
+    return LogisticRegression(C=c, random_state=seed, max_iter=1000)
+
+
+def _cv_score(x: np.ndarray, y: np.ndarray, c: float, folds: StratifiedKFold, seed: int) -> float:
+    return float(np.mean([_logreg(c, seed).fit(x[a], y[a]).score(x[b], y[b]) for a, b in folds.split(x, y)]))
+
+
+def _best_c(x: np.ndarray, y: np.ndarray, grid, folds: StratifiedKFold, seed: int) -> tuple[float, float]:
+    """(C, dev accuracy x 100): the first C of ``grid`` with the best mean fold accuracy."""
+    scores = [round(100 * _cv_score(x, y, c, folds, seed), 2) for c in grid]
+    return grid[int(np.argmax(scores))], float(max(scores))
+
+
+def inner_kfold(x: np.ndarray, y: np.ndarray, k: int = 10, seed: int = 1111) -> dict:
+    """MR/CR/SUBJ/MPQA: k outer folds; in each, C by inner k-fold on the training part."""
+    y = np.asarray(y)
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=1111)
+    dev, test, chosen = [], [], []
+    for a, b in folds.split(x, y):
+        c, d = _best_c(x[a], y[a], INNER_GRID, folds, seed)
+        dev.append(d)
+        chosen.append(c)
+        test.append(round(100 * _logreg(c, seed).fit(x[a], y[a]).score(x[b], y[b]), 2))
+    return {"accuracy": round(float(np.mean(test)), 2), "dev": round(float(np.mean(dev)), 2), "folds": test,
+            "c": chosen, "n": int(len(y))}
+
+
+def kfold_then_test(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, k: int = 10,
+                    seed: int = 1111) -> dict:
+    """TREC/MRPC: C by k-fold cross-validation on train, then train on all of it and test."""
+    y, y_test = np.asarray(y), np.asarray(y_test)
+    c, dev = _best_c(x, y, KFOLD_GRID, StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), seed)
+    acc = round(100 * _logreg(c, seed).fit(x, y).score(x_test, y_test), 2)
+    return {"accuracy": acc, "dev": dev, "c": c, "n": int(len(y) + len(y_test))}
+
+
+def split_dev_test(x: np.ndarray, y: np.ndarray, x_dev: np.ndarray, y_dev: np.ndarray, x_test: np.ndarray,
+                   y_test: np.ndarray, seed: int = 1111) -> dict:
+    """SST2: C by dev accuracy, then test."""
+    scores = [round(100 * _logreg(c, seed).fit(x, y).score(x_dev, y_dev), 2) for c in INNER_GRID]
+    c = INNER_GRID[int(np.argmax(scores))]
+    acc = round(100 * _logreg(c, seed).fit(x, y).score(x_test, y_test), 2)
+    return {"accuracy": acc, "dev": float(max(scores)), "c": c, "n": int(len(y) + len(y_dev) + len(y_test))}
+
+
+def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """MRPC's features as SentEval builds them: [|u - v|, u * v]."""
+    return np.c_[np.abs(u - v), u * v]
+
+
+def senteval_transfer(encode, tasks, k: int = 10, seed: int = 1111) -> dict:
+    """Each task's accuracy by its SentEval protocol; ``encode(texts) -> (n, d)`` gives raw
+    (unnormalised) sentence embeddings. Adds the average over the tasks run."""
+    out: dict = {}
+    for task in tasks:
+        def emb(split, task=task):
+            texts, labels = task.splits[split]
+            if task.pairs:
+                x = pair_features(encode([a for a, _ in texts]), encode([b for _, b in texts]))
+            else:
+                x = encode(list(texts))
+            return x, np.asarray(labels)
+
+        if task.protocol == "cv":
+            r = inner_kfold(*emb("all"), k, seed)
+        elif task.protocol == "split":
+            r = split_dev_test(*emb("train"), *emb("dev"), *emb("test"), seed)
+        else:
+            r = kfold_then_test(*emb("train"), *emb("test"), k, seed)
+        out[task.name] = r
+    result = {"tasks": out, "protocol": f"SentEval (scikit-learn logistic regression, {k} folds, seed {seed})"}
+    if out:
+        result["avg"] = round(float(np.mean([r["accuracy"] for r in out.values()])), 2)
+    return result

@@ -194,13 +194,16 @@ class CseModel(nn.Module):
         return self._encode_patches(self.audio(wave))
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """L2-normalised evaluation embeddings (eval mode restored to the caller's mode)."""
+    def encode(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+        """Evaluation embeddings, L2-normalised unless ``normalize`` is off (eval mode
+        restored to the caller's mode)."""
         was = self.training
         self.eval()
         device = next(self.parameters()).device
-        out = [F.normalize(self.encode_text(self.tokenize(texts[i : i + batch_size], device)).float(), dim=-1).cpu()
-               for i in range(0, len(texts), batch_size)]
+        out = []
+        for i in range(0, len(texts), batch_size):
+            z = self.encode_text(self.tokenize(texts[i : i + batch_size], device)).float()
+            out.append((F.normalize(z, dim=-1) if normalize else z).cpu())
         self.train(was)
         return torch.cat(out).numpy()
 
