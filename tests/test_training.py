@@ -192,7 +192,7 @@ def test_config_errors_name_the_key():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["clip", "soft_clip", "cyclip_image", "public_clap"])
+@pytest.mark.parametrize("loss", ["clip", "soft_clip", "cyclip_image", "public_clap", "joint_se"])
 def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tiny_synthetic, tiny_checkpoint,
                                              tiny_images, loss):
     """Under torchrun with 2 gloo processes, one real step (media and text towers running
@@ -200,7 +200,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
     gradients and the updated weights of one process on the same global batch; for the
     CLIP loss and the soft-labelled loss (teacher embeddings from the cache, which rank 0
     fills alone) of an audio model, CLIP + CyCLIP for an image model, and a public
-    transformers ClapModel fine-tuned in place (its logit_scale_t gets no gradient)."""
+    transformers ClapModel fine-tuned in place (its logit_scale_t gets no gradient), and CLIP + 0.5 x
+    SimCSE on the captions (train.se), its loss over the global batch of captions."""
     from conftest import write_tiny_public_model
 
     if loss == "public_clap":
@@ -215,9 +216,10 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
     else:
         overrides = tiny_overrides(tiny_bert_no_dropout) + [
             f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "model.projector.dropout=0", "model.audio.dropout=0",
-            "train.batch_size=16", f"train.loss={loss}", f"train.soft.teacher={tiny_checkpoint}",
+            "train.batch_size=16", f"train.loss={'clip' if loss == 'joint_se' else loss}",
+            f"train.soft.teacher={tiny_checkpoint}",
             "audio.segment_seconds=0.25",  # random segments: each rank must draw what one process draws
-        ]
+        ] + (["train.se.weight=0.5"] if loss == "joint_se" else [])  # SimCSE on the captions, over the global batch
     cfg = load_config(None, overrides)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -227,7 +229,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
         out.mkdir()
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
-             str(29500 + n + {"clip": 0, "soft_clip": 10, "cyclip_image": 20, "public_clap": 30}[loss]), str(worker),
+             str(29500 + n + {"clip": 0, "soft_clip": 10, "cyclip_image": 20, "public_clap": 30, "joint_se": 40}[loss]), str(worker),
              str(out), str(cfg_path)],
             capture_output=True, text=True, timeout=300,
         )

@@ -197,6 +197,20 @@ DEFAULTS: dict[str, Any] = {
         "loss": "clip",  # clip | soft_clip (targets from a teacher's intra-batch similarities)
         # CyCLIP's cyclic-consistency regularisers added to the loss (see losses.cyclip_regularisers)
         "cyclip": {"in_modal": 0.0, "cross_modal": 0.0},
+        # S0's joint training: + weight x a SimCSE loss on the text backbone's x_t (the same
+        # tower): "captions" (unsupervised, two dropout views of the batch's own captions),
+        # "corpus" (unsupervised, on se.corpus) or "nli" (supervised, on se.nli triplets).
+        # weight 0: plain cross-modal training, bit for bit
+        "se": {
+            "weight": 0.0,
+            "loss": "captions",  # captions | corpus | nli
+            "corpus": None,  # as cse.corpus: txt:FILE (one sentence a line) or stsb:DIR
+            "nli": None,  # sent0,sent1,hard_neg CSV, or SNLI/MultiNLI .jsonl
+            "batch_size": 64,  # corpus/nli: sentences (triplets) a step, over all processes
+            "temperature": 0.05,
+            "hard_negative_weight": 0.0,
+            "cache_chunk": 0,  # gradient caching: rows a chunk (one process only); 0: off
+        },
         "soft": {
             "teacher": None,  # teacher checkpoint (its embeddings come from `cache` when there)
             "cache": None,  # curation cache folder (default: OUT/teacher-cache)
@@ -339,6 +353,7 @@ def validate(cfg: dict) -> None:
         ("train", "logger"): {"csv", "tensorboard"},
         ("train", "loss"): {"clip", "soft_clip"},
         ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},
+        ("train", "se", "loss"): {"captions", "corpus", "nli"},
         ("cse", "mode"): {"unsup", "sup", "image", "audio"},
         ("cse", "text_loss"): {"unsup", "sup"},
         ("cse", "model", "pooling"): {"cls", "cls_before_pooler", "mean"},
@@ -362,6 +377,13 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"'image.size' = {cfg['image']['size']}: give at least 8 pixels")
     if not 0 < cfg["image"]["crop_scale"][0] <= cfg["image"]["crop_scale"][1] <= 1:
         raise ConfigError(f"'image.crop_scale' = {cfg['image']['crop_scale']}: need 0 < low <= high <= 1")
+    se = cfg["train"]["se"]
+    if se["weight"] < 0:
+        raise ConfigError(f"'train.se.weight' = {se['weight']}: a weight, give 0 or more")
+    if se["weight"] and se["loss"] in ("corpus", "nli") and not se[se["loss"]]:
+        raise ConfigError(f"train.se.loss = {se['loss']} needs train.se.{se['loss']} ("
+                          + ("txt:FILE, one sentence a line, or stsb:DIR" if se["loss"] == "corpus"
+                             else "a sent0,sent1,hard_neg CSV or an SNLI/MultiNLI .jsonl") + ")")
     for key in ("save_every_steps", "max_bad_steps"):
         if int(cfg["train"][key]) < 0:
             raise ConfigError(f"'train.{key}' = {cfg['train'][key]}: give 0 or more")

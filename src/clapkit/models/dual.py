@@ -99,8 +99,11 @@ class Trainable(nn.Module):
         tokens: dict[str, torch.Tensor] | None = None,
         x_m: torch.Tensor | None = None,
         x_t: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(E_m, E_t, scale) from media (waveforms or pixels) and tokens, or from cached backbone outputs."""
+        se_tokens: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """(E_m, E_t, scale) from media (waveforms or pixels) and tokens, or from cached
+        backbone outputs; with ``se_tokens`` (the sentence-embedding loss's rows) also the
+        text backbone's x_t of those rows, in the same forward (one DDP pass)."""
         grad = torch.is_grad_enabled()
         if x_m is None:
             with torch.set_grad_enabled(grad and self.medium not in self.frozen):
@@ -108,7 +111,8 @@ class Trainable(nn.Module):
         if x_t is None:
             with torch.set_grad_enabled(grad and "text" not in self.frozen):
                 x_t = self.text_backbone(tokens)
-        return self.project_media(x_m), self.project_text(x_t), self.scale()
+        out = (self.project_media(x_m), self.project_text(x_t), self.scale())
+        return out if se_tokens is None else (*out, self.text_backbone(se_tokens))
 
     def encode_media(self, media) -> torch.Tensor:
         return self.project_media(self.media_backbone(media))

@@ -54,9 +54,18 @@ from ..data.files import Skipped
 from ..data.manifests import Pair, clip_index
 from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
 from ..data.stream import ShardStream, stream_loader, stream_shards
+from ..data.text import load_corpus, load_nli
 from ..errors import ConfigError, TrainingError
 from ..inference.embed import embed_text
-from ..losses import clip_loss, cyclip_regularisers, gather_with_grad, soft_clip_loss
+from ..losses import (
+    cached_contrastive_backward,
+    clip_loss,
+    cyclip_regularisers,
+    gather_with_grad,
+    simcse_loss,
+    simcse_sup_loss,
+    soft_clip_loss,
+)
 from ..models.dual import DualEncoder, Trainable
 from ..models.hf_dual import HFDualEncoder, hf_dual_family, load_model
 from .common import (
@@ -202,6 +211,7 @@ class ClapTrainer:
         self.train_ds = media_dataset(cfg, self.data.train, train=True, seed=cfg["seed"])
         self.val_ds = media_dataset(cfg, self.data.val, train=False)
         self.teacher = self._teacher_embeddings() if t["loss"] == "soft_clip" else None
+        self.se_data = self._se_data()
         if self.world > 1 and self.device.type == "cuda" and t["sync_batchnorm"]:
             # BatchNorm statistics over the global batch (SyncBatchNorm runs on GPUs only)
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -313,11 +323,17 @@ class ClapTrainer:
             out.append(glob[self.rank * per_rank : (self.rank + 1) * per_rank].tolist())
         return out
 
-    def _loss(self, media=None, tokens=None, x_m=None, x_t=None, idx: list[int] | None = None) -> torch.Tensor:
+    def _loss(self, media=None, tokens=None, x_m=None, x_t=None, idx: list[int] | None = None,
+              se: tuple[list[str], int] | None = None) -> torch.Tensor:
         """The training loss over the global batch: CLIP (or soft-label CLIP) plus the
-        CyCLIP regularisers when their weights are set."""
+        CyCLIP regularisers when their weights are set, plus ``train.se.weight`` times the
+        sentence-embedding loss on the rows ``se`` (see :meth:`_se_rows`)."""
+        s = self.cfg["train"]["se"]
+        cached = se is not None and s["cache_chunk"]
+        se_tokens = self.model.text.tokenize(se[0], self.device) if se is not None and not cached else None
         with self.precision.autocast():
-            e_m, e_t, scale = self.net(media=media, tokens=tokens, x_m=x_m, x_t=x_t)
+            out = self.net(media=media, tokens=tokens, x_m=x_m, x_t=x_t, se_tokens=se_tokens)
+        e_m, e_t, scale = out[:3]
         # the towers ran in train.precision; E (normalised in fp32) and the loss are fp32
         e_m, e_t, scale = gather_with_grad(e_m.float()), gather_with_grad(e_t.float()), scale.float()
         if self.teacher is None or idx is None:
@@ -331,7 +347,77 @@ class ClapTrainer:
         if cy["in_modal"] or cy["cross_modal"]:
             in_modal, cross_modal = cyclip_regularisers(e_m, e_t)
             loss = loss + cy["in_modal"] * in_modal + cy["cross_modal"] * cross_modal
-        return loss
+        if se is None:
+            return loss
+        rows, n = se
+        if cached:  # gradient caching: the SE term back-propagates here, chunk by chunk
+            chunks = [rows[i : i + s["cache_chunk"]] for i in range(0, len(rows), s["cache_chunk"])]
+
+            def encode(chunk):
+                with self.precision.autocast():
+                    return self.model.text_backbone(self.model.text.tokenize(chunk, self.device)).float()
+
+            se_loss = cached_contrastive_backward(
+                encode, chunks, lambda z: self.precision.scale(s["weight"] * self._se_loss(z, n))) / s["weight"]
+            if self.precision.scaler.is_enabled():
+                se_loss = se_loss / self.precision.scaler.get_scale()
+            self.state["se_loss"] = float(se_loss)
+            return loss + s["weight"] * se_loss.detach()  # its gradient is already in place
+        se_loss = self._se_loss(out[3].float(), n, gather=True)
+        self.state["se_loss"] = float(se_loss)
+        return loss + s["weight"] * se_loss
+
+    def _se_loss(self, z: torch.Tensor, n: int, gather: bool = False) -> torch.Tensor:
+        """Unsupervised SimCSE on ``[s; s]`` or supervised SimCSE on ``[a; p; h]`` rows of
+        ``n`` each (gathered over the processes: the global SE batch)."""
+        s = self.cfg["train"]["se"]
+        parts = [z[k * n : (k + 1) * n] for k in range(len(z) // n)]
+        if gather:
+            parts = [gather_with_grad(p) for p in parts]
+        if len(parts) == 2:
+            return simcse_loss(parts[0], parts[1], s["temperature"])
+        return simcse_sup_loss(*parts, s["temperature"], s["hard_negative_weight"])
+
+    def _se_data(self) -> list | None:
+        """The sentence corpus or NLI triplets of ``train.se`` (read with ``train cse``'s loaders)."""
+        s = self.cfg["train"]["se"]
+        if not s["weight"]:
+            return None
+        if s["cache_chunk"] and self.world > 1:
+            raise ConfigError("train.se.cache_chunk works in one process; under torchrun lower train.se.batch_size "
+                              "(each process holds its share) and set cache_chunk: 0")
+        if s["loss"] == "captions":
+            return None
+        if s["batch_size"] < 2 or s["batch_size"] % self.world:
+            raise ConfigError(f"train.se.batch_size = {s['batch_size']}: give at least 2, divisible by the "
+                              f"{self.world} processes")
+        skip = self.cfg["data"]["skip_bad"]
+        data = load_corpus(s["corpus"], skip, self.data.skipped) if s["loss"] == "corpus" else \
+            load_nli(s["nli"], skip, self.data.skipped)
+        if len(data) < s["batch_size"]:
+            raise ConfigError(f"train.se.{s['loss']}: {len(data)} examples for train.se.batch_size = {s['batch_size']}")
+        return data
+
+    def _se_rows(self, idx: list[int] | None, captions: list[str] | None) -> tuple[list[str], int] | None:
+        """This process's rows of the step's SE loss, or None (weight 0, or the text tower
+        frozen): the captions of the batch twice, or the step's share of a seeded
+        permutation of the corpus (``[s; s]``) or of the triplets (``[a; p; h]``)."""
+        s = self.cfg["train"]["se"]
+        if not s["weight"] or "text" in self.model.frozen:
+            return None
+        if s["loss"] == "captions":
+            caps = captions if captions is not None else [self.data.train[i].caption for i in idx]
+            return caps + caps, len(caps)
+        bs, n_all = s["batch_size"], len(self.se_data)
+        epoch, b = divmod(self.state["step"], n_all // bs)
+        order = np.random.default_rng((self.cfg["seed"], epoch, 21)).permutation(n_all)
+        share = bs // self.world
+        mine = order[b * bs : (b + 1) * bs][self.rank * share : (self.rank + 1) * share]
+        if s["loss"] == "corpus":
+            sentences = [self.se_data[i] for i in mine]
+            return sentences + sentences, len(sentences)
+        t = [self.se_data[i] for i in mine]
+        return [x.anchor for x in t] + [x.positive for x in t] + [x.negative for x in t], len(t)
 
     def _tokens(self, pairs: list[Pair], idx) -> dict[str, torch.Tensor]:
         return self.model.text.tokenize([pairs[i].caption for i in idx], self.device)
@@ -367,8 +453,8 @@ class ClapTrainer:
         lowers the scale, which is not counted."""
         t = self.cfg["train"]
         stats = [(b, b.clone()) for b in self._norm_stats]  # a skipped step must not leave NaN running statistics
-        loss = self._loss(**self._inputs("train", idx, media, captions), idx=idx)
         self.optimizer.zero_grad(set_to_none=True)
+        loss = self._loss(**self._inputs("train", idx, media, captions), idx=idx, se=self._se_rows(idx, captions))
         self.precision.scale(loss).backward()
         norm = self.precision.clip(self.optimizer, [p for p in self.model.parameters() if p.requires_grad], t["grad_clip"])
         fp16 = self.precision.scaler.is_enabled()  # under fp16 an overflowing gradient is routine
@@ -531,6 +617,8 @@ class ClapTrainer:
                 "train_loss": train_loss, "val_loss": val, "temperature": 1.0 / self.model.scale().item(),
                 "seconds": time.time() - t0,
             }
+            if t["se"]["weight"]:  # the sentence-embedding term of the epoch's last step
+                row["se_loss"] = self.state.get("se_loss", math.nan)
             if is_main():
                 self.logger.log(epoch, row)
             self._save(improved)  # after the log row: a resume truncates the log to last/'s epoch

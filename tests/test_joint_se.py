@@ -1,0 +1,95 @@
+"""S0's joint training: CLIP/CLAP loss + lambda x a SimCSE loss on the text tower."""
+
+import pytest
+import torch
+from conftest import tiny_overrides
+from safetensors.torch import load_file
+
+from clapkit.config import load_config
+from clapkit.errors import ConfigError
+from clapkit.losses import clip_loss, simcse_loss, simcse_sup_loss
+from clapkit.training.clap import ClapTrainer, train_clap
+
+
+@pytest.fixture(scope="module")
+def nli(tmp_path_factory):
+    f = tmp_path_factory.mktemp("nli") / "triplets.csv"
+    rows = [(f"a man plays guitar {i}", f"someone makes music {i}", f"nobody is playing {i}") for i in range(24)]
+    f.write_text("sent0,sent1,hard_neg\n" + "".join(",".join(r) + "\n" for r in rows))
+    return f
+
+
+def _trainer(tmp_path, bert, synthetic, *extra):
+    cfg = load_config(None, tiny_overrides(bert) + [f"data.train=[csv:{synthetic / 'train.csv'}]", "model.projector.dropout=0",
+                                                    "model.audio.dropout=0", *extra])
+    tr = ClapTrainer(cfg, tmp_path)
+    tr._start_phase("unfrozen")
+    tr.model.eval()  # BatchNorm running statistics: the same for both computations
+    return tr
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kind", ["captions", "nli"])
+def test_joint_loss_is_clip_plus_lambda_simcse_values_and_gradients(tmp_path, tiny_bert_no_dropout, tiny_synthetic, nli,
+                                                                   kind):
+    """The trainer's joint loss and its gradients equal the CLIP loss plus 0.7 x the
+    SimCSE loss (unsupervised on [captions; captions], or supervised on the step's
+    triplets), each computed here on its own."""
+    tr = _trainer(tmp_path, tiny_bert_no_dropout, tiny_synthetic, "train.se.weight=0.7", f"train.se.loss={kind}",
+                  f"train.se.nli={nli}", "train.se.batch_size=8")
+    batch = tr._batches(0)[0]
+    rows, n = tr._se_rows(batch, None)
+    joint = tr._loss(**tr._inputs("train", batch), idx=batch, se=(rows, n))
+    joint.backward()
+    g_joint = _grads(tr.model)
+    tr.model.zero_grad(set_to_none=True)
+    e_m, e_t, scale = tr.model(**tr._inputs("train", batch))
+    z = tr.model.text_backbone(tr.model.text.tokenize(rows))
+    se = simcse_loss(z[:n], z[n:], 0.05) if kind == "captions" else simcse_sup_loss(z[:n], z[n : 2 * n], z[2 * n :], 0.05)
+    separate = clip_loss(e_m, e_t, scale, tr.model.logit_clamp) + 0.7 * se
+    separate.backward()
+    g_sep = _grads(tr.model)
+    assert joint.item() == pytest.approx(separate.item(), abs=1e-6)
+    assert g_joint.keys() == g_sep.keys() and any(k.startswith("text.") for k in g_sep)
+    for k in g_sep:
+        torch.testing.assert_close(g_joint[k], g_sep[k], atol=1e-6, rtol=1e-5, msg=k)
+    if kind == "captions":
+        assert rows[:n] == rows[n:] == [tr.data.train[i].caption for i in batch]
+    else:
+        assert len(rows) == 3 * n == 24
+
+
+def test_gradient_caching_of_the_se_term_equals_the_plain_step(tmp_path, tiny_bert_no_dropout, tiny_synthetic, nli):
+    out = {}
+    for chunk in (0, 5):
+        tr = _trainer(tmp_path / str(chunk), tiny_bert_no_dropout, tiny_synthetic, "train.se.weight=0.5",
+                      "train.se.loss=nli", f"train.se.nli={nli}", "train.se.batch_size=8", f"train.se.cache_chunk={chunk}")
+        batch = tr._batches(0)[0]
+        loss = tr._loss(**tr._inputs("train", batch), idx=batch, se=tr._se_rows(batch, None))
+        loss.backward()
+        out[chunk] = (loss.item(), _grads(tr.model))
+    assert out[0][0] == pytest.approx(out[5][0], abs=1e-6)
+    for k, g in out[0][1].items():
+        torch.testing.assert_close(out[5][1][k], g, atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_weight_zero_is_plain_training_and_joint_runs_resume_exactly(tmp_path, tiny_bert, tiny_synthetic, nli):
+    base = tiny_overrides(tiny_bert) + [f"data.train=[csv:{tiny_synthetic / 'train.csv'}]"]
+    train_clap(load_config(None, base + ["train.epochs=1"]), tmp_path / "plain")
+    train_clap(load_config(None, base + ["train.epochs=1", "train.se.weight=0", "train.se.loss=nli"]), tmp_path / "zero")
+    a, b = (load_file(tmp_path / n / "last" / "model.safetensors") for n in ("plain", "zero"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    joint = base + ["train.se.weight=0.3", "train.se.loss=nli", f"train.se.nli={nli}", "train.se.batch_size=8"]
+    s = train_clap(load_config(None, joint + ["train.epochs=2"]), tmp_path / "straight")
+    train_clap(load_config(None, joint + ["train.epochs=1"]), tmp_path / "resumed")
+    train_clap(load_config(None, joint + ["train.epochs=2"]), tmp_path / "resumed", resume=True)
+    a, b = (load_file(tmp_path / n / "last" / "text" / "model.safetensors") for n in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = load_file(tmp_path / "plain" / "last" / "text" / "model.safetensors")
+    assert any(not torch.equal(a[k], plain[k]) for k in a)  # the SE term moved the text tower
+    assert s["epochs_run"] == 2
+    with pytest.raises(ConfigError, match=r"train.se.loss = corpus needs train.se.corpus"):
+        load_config(None, base + ["train.se.weight=1", "train.se.loss=corpus"])
