@@ -93,3 +93,65 @@ def test_weight_zero_is_plain_training_and_joint_runs_resume_exactly(tmp_path, t
     assert s["epochs_run"] == 2
     with pytest.raises(ConfigError, match=r"train.se.loss = corpus needs train.se.corpus"):
         load_config(None, base + ["train.se.weight=1", "train.se.loss=corpus"])
+
+
+def test_a_sentence_encoder_becomes_the_text_tower_with_its_own_pooling(tmp_path, tiny_bert, tiny_synthetic):
+    """model.text.pooling = auto: a sentence-transformers folder (mean; cls + the tanh
+    Dense loaded into BERT's pooler) and a `train cse` output give x_t equal to their own
+    (unnormalised) embeddings; the checkpoint records where its text tower came from."""
+    import json
+
+    from sentence_transformers import SentenceTransformer, models
+
+    from clapkit.models.text import TextTower
+
+    texts = ["a dog barks", "rain on a tin roof", "an engine idles while birds chirp"]
+    for mode, dense in (("mean", False), ("cls", True), ("cls", False)):
+        torch.manual_seed(0)
+        mods = [models.Transformer(tiny_bert, max_seq_length=16), models.Pooling(32, mode)]
+        if dense:
+            mods.append(models.Dense(32, 32, activation_function=torch.nn.Tanh()))
+        folder = tmp_path / f"st-{mode}-{dense}"
+        SentenceTransformer(modules=mods, device="cpu").save(str(folder))
+        expected = SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_tensor=True)
+        tower = TextTower(str(folder), "auto", 16).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(tower(tower.tokenize(texts)), expected, atol=1e-5, rtol=1e-5)
+        assert tower.source == {"name": str(folder), "kind": "sentence-transformers",
+                                "pooling": {"mean": "mean", True: "cls", False: "cls_before_pooler"}[mode if mode == "mean" else dense]}
+    st = tmp_path / "st-cls-True"
+    cfg = load_config(None, tiny_overrides(str(st)) + ["model.text.pooling=auto", f"data.train=[csv:{tiny_synthetic / 'train.csv'}]",
+                                                       "train.epochs=1"])
+    train_clap(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["model"]["text"]
+    assert saved["pooling"] == "cls" and saved["source"] == {"name": str(st), "kind": "sentence-transformers", "pooling": "cls"}
+    from clapkit.models.dual import DualEncoder
+
+    again = DualEncoder.load(tmp_path / "run" / "checkpoint")
+    assert again.cfg["model"]["text"]["source"]["name"] == str(st)  # kept on reload
+    with pytest.raises(ConfigError, match=r"pooling = auto on .*st-max: pooling max; a text tower pools cls or mean"):
+        torch.manual_seed(0)
+        SentenceTransformer(modules=[models.Transformer(tiny_bert), models.Pooling(32, "max")], device="cpu").save(
+            str(tmp_path / "st-max"))
+        TextTower(str(tmp_path / "st-max"), "auto")
+
+
+def test_a_train_cse_output_is_a_text_tower(tmp_path, tiny_bert):
+    from test_cse import WORDS
+
+    from clapkit.models.text import TextTower
+    from clapkit.training.cse import train_cse
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(WORDS) + "\n")
+    train_cse(load_config(None, [f"cse.model.name={tiny_bert}", f"cse.corpus=txt:{corpus}", "cse.batch_size=4",
+                                 "cse.steps=2", "cse.eval_steps=2", "cse.model.max_length=16", "train.progress=false",
+                                 "train.device=cpu"]), tmp_path / "cse")
+    from clapkit.evaluation.sts import SentenceEncoder
+
+    enc = SentenceEncoder(str(tmp_path / "cse" / "checkpoint"))
+    tower = TextTower(str(tmp_path / "cse" / "checkpoint"), "auto", 16).eval()
+    assert tower.source["kind"] == "train cse"
+    with torch.no_grad():
+        x = tower(tower.tokenize(list(WORDS[:4])))
+    torch.testing.assert_close(x, torch.from_numpy(enc.encode(list(WORDS[:4]), normalize=False)), atol=1e-5, rtol=1e-5)

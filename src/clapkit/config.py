@@ -83,8 +83,9 @@ DEFAULTS: dict[str, Any] = {
         },
         "text": {
             "name": "minilm",  # "minilm" (shipped offline), a local path or a hub name
-            "pooling": "mean",  # cls | cls_before_pooler | mean
+            "pooling": "mean",  # auto (a sentence-transformers / train cse folder's own) | cls | cls_before_pooler | mean
             "max_length": 64,
+            "source": None,  # filled in: what the text tower was built from (name, kind, pooling)
         },
         "projector": {"dim": 512, "hidden": 512, "depth": 2, "dropout": 0.1},
         # a clapkit checkpoint to start from (e.g. the teacher; same architecture), or a public
@@ -349,7 +350,7 @@ def validate(cfg: dict) -> None:
         ("train", "optimizer"): {"adam", "adamw"},
         ("train", "schedule"): {"plateau", "cosine"},
         ("train", "precision"): {"fp32", "bf16", "fp16"},
-        ("model", "text", "pooling"): {"cls", "cls_before_pooler", "mean"},
+        ("model", "text", "pooling"): {"auto", "cls", "cls_before_pooler", "mean"},
         ("train", "logger"): {"csv", "tensorboard"},
         ("train", "loss"): {"clip", "soft_clip"},
         ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},

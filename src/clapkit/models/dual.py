@@ -137,6 +137,9 @@ class DualEncoder(Trainable):
         self.add_module(self.medium, tower)
         t = m["text"]
         self.text = TextTower(text_path or t["name"], t["pooling"], t["max_length"])
+        t["pooling"] = self.text.pooling  # auto resolved; the checkpoint's text/ is saved with it
+        if not t.get("source"):  # a reloaded checkpoint keeps the source it was first built from
+            t["source"] = self.text.source
         p = m["projector"]
         self.add_module(f"{self.medium}_proj", Projector(tower.embed_dim, p["dim"], p["hidden"], p["depth"], p["dropout"]))
         self.text_proj = Projector(self.text.embed_dim, p["dim"], p["hidden"], p["depth"], p["dropout"])
@@ -203,11 +206,14 @@ class DualEncoder(Trainable):
         ours = {k: cfg["model"][k] for k in arch}
         for side in (theirs, ours):
             side[medium] = {k: v for k, v in side[medium].items() if k != "checkpoint"}
-            side["text"] = {k: v for k, v in side["text"].items() if k != "name"}
+            side["text"] = {k: v for k, v in side["text"].items() if k not in ("name", "source")}
+        if ours["text"]["pooling"] == "auto":  # the checkpoint's own pooling
+            ours["text"]["pooling"] = cfg["model"]["text"]["pooling"] = theirs["text"]["pooling"]
         inputs = ("audio", "sample_rate") if medium == "audio" else ("image", "size")
         same_input = model.cfg[inputs[0]][inputs[1]] == cfg[inputs[0]][inputs[1]]
         if cfg["model"].get("modality", "audio") != medium or theirs != ours or not same_input:
             raise ConfigError(f"model.init_from = {folder}: its architecture differs from this config's model.*")
+        cfg["model"]["text"]["source"] = model.cfg["model"]["text"].get("source")
         model.cfg = cfg
         return model
 

@@ -98,13 +98,75 @@ def write_sentence_transformers(folder: str | Path, hidden: int, pooling: str, m
         json.dumps({"max_seq_length": max_length, "do_lower_case": False}, indent=2))
 
 
+def text_source(name: str) -> tuple[str, str, dict | None]:
+    """(kind, pooling, Dense weights) of a text encoder: a ``clapkit train cse`` output or
+    a sentence-transformers folder gives its own pooling (``modules.json``: Pooling cls or
+    mean, and a Dense + Tanh after cls pooling, which is BERT's pooler form and is loaded
+    into it); any other Hugging Face model pools ``cls``."""
+    folder = Path(resolve_text_model(name))
+    path = folder / "modules.json"
+    kind = source_kind(folder)
+    if not path.is_file():
+        return kind, "cls", None
+    try:
+        modules = json.loads(path.read_text())
+        types = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a sentence-transformers modules.json ({exc})") from exc
+    extra = [t for t in types if t not in ("Transformer", "Pooling", "Dense", "Normalize")]
+    if extra or "Pooling" not in types:
+        raise ConfigError(f"model.text.pooling = auto on {folder}: its modules ({', '.join(types)}) are not "
+                          "Transformer > Pooling (> Dense) (> Normalize); give model.text.pooling explicitly")
+    pool = json.loads((folder / modules[types.index("Pooling")]["path"] / "config.json").read_text())
+    if isinstance(pool.get("pooling_mode"), str):  # newer sentence-transformers: "pooling_mode": "mean"
+        modes = [{"cls": "cls_token", "mean": "mean_tokens"}.get(pool["pooling_mode"], pool["pooling_mode"])]
+    else:  # the pooling_mode_* flags every version reads
+        modes = [k.removeprefix("pooling_mode_") for k, v in pool.items() if k.startswith("pooling_mode_") and v is True]
+    if modes not in (["cls_token"], ["mean_tokens"]):
+        raise ConfigError(f"model.text.pooling = auto on {folder}: pooling {'+'.join(modes) or 'none'}; a text tower "
+                          "pools cls or mean")
+    dense = None
+    if "Dense" in types:
+        dense_dir = folder / modules[types.index("Dense")]["path"]
+        dense_cfg = json.loads((dense_dir / "config.json").read_text())
+        if modes != ["cls_token"] or not dense_cfg.get("activation_function", "").endswith("Tanh"):
+            raise ConfigError(f"model.text.pooling = auto on {folder}: a Dense module other than the tanh "
+                              "pooler after cls pooling has no text-tower equivalent")
+        from safetensors.torch import load_file
+
+        weights = dense_dir / "model.safetensors"
+        dense = load_file(str(weights)) if weights.is_file() else \
+            torch.load(dense_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    return kind, "mean" if modes == ["mean_tokens"] else ("cls" if dense else "cls_before_pooler"), dense
+
+
+def source_kind(folder: Path) -> str:
+    if (folder / "cse_model.json").is_file():
+        return "train cse"
+    return "sentence-transformers" if (folder / "modules.json").is_file() else "hugging face"
+
+
 class TextTower(nn.Module):
+    """A Hugging Face encoder and its pooling -> x_t. ``pooling: auto`` takes a
+    sentence-transformers or ``train cse`` folder's own (see :func:`text_source`);
+    ``source`` records what the tower was built from."""
+
     def __init__(self, name: str = "minilm", pooling: str = "mean", max_length: int = 64):
         super().__init__()
         self.tokenizer, self.model = load_encoder(name)
-        if pooling not in ("cls", "cls_before_pooler", "mean"):
-            raise ConfigError(f"model.text.pooling = {pooling!r}; choose cls, cls_before_pooler or mean")
-        self.pooling = pooling
+        if pooling not in ("auto", "cls", "cls_before_pooler", "mean"):
+            raise ConfigError(f"model.text.pooling = {pooling!r}; choose auto, cls, cls_before_pooler or mean")
+        kind, own, dense = text_source(name) if pooling == "auto" else \
+            (source_kind(Path(resolve_text_model(name))), pooling, None)
+        if dense is not None:
+            pooler = getattr(getattr(self.model, "pooler", None), "dense", None)
+            if pooler is None or tuple(pooler.weight.shape) != tuple(dense["linear.weight"].shape):
+                raise ConfigError(f"model.text.name = {name}: its Dense module does not fit the model's pooler")
+            with torch.no_grad():
+                pooler.weight.copy_(dense["linear.weight"])
+                pooler.bias.copy_(dense["linear.bias"])
+        self.pooling = own
+        self.source = {"name": str(name), "kind": kind, "pooling": own}
         self.max_length = max_length
         self.embed_dim = self.model.config.hidden_size
         pooler = getattr(self.model, "pooler", None)
