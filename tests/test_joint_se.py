@@ -155,3 +155,44 @@ def test_a_train_cse_output_is_a_text_tower(tmp_path, tiny_bert):
     with torch.no_grad():
         x = tower(tower.tokenize(list(WORDS[:4])))
     torch.testing.assert_close(x, torch.from_numpy(enc.encode(list(WORDS[:4]), normalize=False)), atol=1e-5, rtol=1e-5)
+
+
+def test_eval_language_reports_s0s_measures_by_their_formulas(tmp_path, tiny_checkpoint, tiny_synthetic, shared_data):
+    """uniformity, alignment and the modality gap in eval language equal the formulas
+    computed here on the checkpoint's own embeddings; STS comes on x_t and on E_t."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from clapkit.cli import app
+    from clapkit.data.manifests import clip_index, load_pairs
+    from clapkit.inference.embed import embed_media, embed_text
+    from clapkit.models.dual import DualEncoder
+
+    stsb = tmp_path / "stsb"
+    stsb.mkdir()
+    lines = (shared_data / "sts" / "stsbenchmark" / "sts-test.csv").read_text().splitlines()[:40]
+    (stsb / "sts-test.csv").write_text("\n".join(lines) + "\n")
+    run = CliRunner().invoke(app, ["eval", "language", "--model", str(tiny_checkpoint), "--data",
+                                   f"csv:{tiny_synthetic / 'test.csv'}", "--sts", f"stsb:{stsb}",
+                                   "--out", str(tmp_path / "lang.json")])
+    assert run.exit_code == 0, run.output
+    r = json.loads((tmp_path / "lang.json").read_text())
+    g = r["geometry"]
+    model = DualEncoder.load(tiny_checkpoint)
+    pairs = load_pairs(f"csv:{tiny_synthetic / 'test.csv'}")
+    clips, rows = clip_index(pairs)
+    e_m = embed_media(model, clips).astype(np.float64)
+    e_t = embed_text(model, [p.caption for p in pairs]).astype(np.float64)
+    assert g["pairs"] == len(pairs) and g["media"] == len(clips)
+    assert g["alignment"] == pytest.approx(np.mean(np.sum((e_m[rows] - e_t) ** 2, axis=1)), abs=1e-5)
+    distinct = {}
+    for p, e in zip(pairs, e_t, strict=True):
+        distinct.setdefault(p.caption, e)
+    d = np.array(list(distinct.values()))
+    assert g["captions"] == len(d)
+    assert g["modality_gap"] == pytest.approx(np.linalg.norm(e_m.mean(0) - d.mean(0)), abs=1e-5)
+    sq = np.sum((d[:, None] - d[None]) ** 2, axis=-1)[np.triu_indices(len(d), 1)]
+    assert g["uniformity_E_t"] == pytest.approx(np.log(np.mean(np.exp(-2 * sq))), abs=1e-4)
+    assert set(r["sts"]) == {"x_t", "E_t"} and r["sts"]["x_t"]["table"]["STSB-test"] != r["sts"]["E_t"]["table"]["STSB-test"]

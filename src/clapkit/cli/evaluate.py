@@ -159,6 +159,72 @@ def eval_transfer(
 
 
 
+@eval_app.command("language")
+def eval_language(
+    model: Checkpoint,
+    data: Annotated[str | None, typer.Option(help="Caption pairs for uniformity, alignment and the modality gap (any "
+                                                  "spec eval retrieval takes)")] = None,
+    sts: Annotated[list[str] | None, typer.Option(help="STS sets (stsb:DIR, sick:DIR, senteval:DIR; repeat): the table "
+                                                       "on x_t and on E_t")] = None,
+    transfer: Annotated[str | None, typer.Option(help="senteval:DIR: SentEval's transfer tasks on x_t")] = None,
+    out: MetricsJson = None,
+    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
+    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    split: Annotated[str | None, typer.Option(help="karpathy: the split")] = None,
+    folds: Annotated[int, typer.Option(help="SentEval folds")] = 10,
+    batch_size: int = 32,
+    device: Device = "auto",
+    workers: Workers = 0,
+    skip_bad: SkipBad = False,
+) -> None:
+    """The language encoder inside a dual encoder, as S0 measures it: STS on x_t and E_t,
+    SentEval transfer on x_t, text uniformity, cross-modal alignment and the modality gap."""
+    from ..evaluation.language import pair_geometry
+    from ..evaluation.sts import SentenceEncoder, sts_eval
+
+    if not (data or sts or transfer):
+        raise ClapkitError("give --data (caption pairs), --sts and/or --transfer: nothing to measure")
+    dev = _device(device)
+    result: dict = {"model": str(model)}
+    if data:
+        net = _load_model(model, dev)
+        pairs, skipped = _pairs(net.medium, data, image_dir if net.medium == "image" else audio_dir, None, skip_bad,
+                                split=split)
+        if len(pairs) < 2:
+            raise ClapkitError(f"{data}: {len(pairs)} pair(s); the geometry needs at least 2")
+        g = pair_geometry(net, pairs, batch_size, dev, workers)
+        result["geometry"] = g | {"data": data, "skipped": skipped.to_dict()}
+        typer.echo(f"{data}: {g['pairs']} pairs ({g['media']} {net.medium}, {g['captions']} captions): uniformity E_t "
+                   f"{g['uniformity_E_t']:.3f} (x_t {g['uniformity_x_t']:.3f}), alignment {g['alignment']:.3f}, "
+                   f"modality gap {g['modality_gap']:.3f}")
+        del net
+    if sts:
+        from ..data.sts import load_sts
+
+        sets = [x for spec in sts for x in load_sts(spec)]
+        result["sts"] = {}
+        for name, projected in (("x_t", False), ("E_t", True)):
+            r = sts_eval(SentenceEncoder(str(model), projected=projected, device=dev), sets, batch_size)
+            result["sts"][name] = {"table": r["table"], "avg": r.get("avg")}
+            avg = f"; 7-task average {r['avg']:.2f}" if "avg" in r else ""
+            typer.echo(f"STS on {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["table"].items()) + avg)
+    if transfer:
+        from ..data.files import Skipped
+        from ..data.senteval import load_senteval
+        from ..evaluation.transfer import senteval_transfer
+
+        if not transfer.startswith("senteval:"):
+            raise ClapkitError(f"--transfer {transfer}: give senteval:DIR (SentEval's data/downstream)")
+        enc = SentenceEncoder(str(model), device=dev)
+        skipped = Skipped()
+        r = senteval_transfer(lambda texts: enc.encode(texts, batch_size, normalize=False),
+                              load_senteval(transfer.split(":", 1)[1], skip_bad, skipped), folds)
+        result["transfer"] = r | {"skipped": skipped.to_dict()}
+        typer.echo("SentEval on x_t: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in r["tasks"].items())
+                   + f"; average {r['avg']:.2f}")
+    _write_json(result, out)
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     model: Checkpoint,

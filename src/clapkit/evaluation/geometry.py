@@ -105,3 +105,9 @@ def uniformity(x: np.ndarray, t: float = 2.0, max_points: int = 5000, seed: int 
     v = -t * sq[iu]
     m = v.max()
     return float(m + np.log(np.exp(v - m).mean()))
+
+
+def modality_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """The modality gap (Liang et al., 2022): the distance between the centroids of two
+    sets of L2-normalised embeddings, ||mean(a) - mean(b)||."""
+    return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0)))
