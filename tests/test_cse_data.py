@@ -75,6 +75,36 @@ def test_nli_triplets_and_bad_rows(tmp_path):
     assert len(load_nli(empty, skip_bad=True, skipped=skipped)) == 2 and skipped.count == 1
 
 
+def test_snli_jsonl_triplets_in_the_published_layout(tmp_path):
+    """SNLI / MultiNLI .jsonl: each premise's entailment paired with its contradiction,
+    '-' (no gold label) dropped and counted, an unknown label named by line."""
+    import json
+
+    rows = [
+        {"gold_label": "neutral", "sentence1": "A man plays guitar.", "sentence2": "He is famous.", "pairID": "1n"},
+        {"gold_label": "contradiction", "sentence1": "A man plays guitar.", "sentence2": "Nobody plays.", "pairID": "1c"},
+        {"gold_label": "entailment", "sentence1": "A man plays guitar.", "sentence2": "Music is made.", "pairID": "1e"},
+        {"gold_label": "-", "sentence1": "Two dogs run.", "sentence2": "Pets move.", "pairID": "2e"},
+        {"gold_label": "entailment", "sentence1": "Two dogs run.", "sentence2": "Animals move.", "pairID": "2e2"},
+        {"gold_label": "contradiction", "sentence1": "Two dogs run.", "sentence2": "Cats sleep.", "pairID": "2c"},
+        {"gold_label": "entailment", "sentence1": "A cat naps.", "sentence2": "An animal rests.", "pairID": "3e"},
+    ]
+    f = tmp_path / "snli_1.0_train.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    skipped = Skipped()
+    t = load_nli(f, skipped=skipped)
+    assert [(x.anchor, x.positive, x.negative) for x in t] == [
+        ("A man plays guitar.", "Music is made.", "Nobody plays."), ("Two dogs run.", "Animals move.", "Cats sleep.")]
+    assert skipped.count == 1  # the '-' line
+    with open(f, "a") as fh:
+        fh.write(json.dumps({"gold_label": "maybe", "sentence1": "x", "sentence2": "y"}) + "\n" + '{"sentence1": "x"}\n')
+    with pytest.raises(DataError, match=r"snli_1.0_train.jsonl line 8: gold_label 'maybe'; expected one of entailment"):
+        load_nli(f)
+    skipped = Skipped()
+    assert len(load_nli(f, skip_bad=True, skipped=skipped)) == 2 and skipped.count == 3
+    assert "line 9: missing key(s) sentence2, gold_label" in str(skipped.to_dict())
+
+
 def _write_idx(path, array: np.ndarray, dims=None):
     dims = array.shape if dims is None else dims
     head = bytes([0, 0, 0x08, len(dims)]) + b"".join(struct.pack(">i", d) for d in dims)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from .files import Skipped, check_row, parse_spec, read_csv_rows, read_lines
+from .files import Skipped, check_row, parse_spec, read_csv_rows, read_lines, read_text
 from .sts import load_stsb
 
 # --- sentence-encoder training data -------------------------------------------------------
@@ -47,10 +47,16 @@ NLI_COLUMNS = ("sent0", "sent1", "hard_neg")
 def load_nli(path: str | Path, skip_bad: bool = False, skipped: Skipped | None = None,
              columns: tuple[str, str, str] = NLI_COLUMNS) -> list[Triplet]:
     """Supervised-SimCSE triplets from a CSV with a header naming ``columns`` (SimCSE's
-    ``nli_for_simcse.csv``: ``sent0,sent1,hard_neg``). Empty cells are errors naming the
+    ``nli_for_simcse.csv``: ``sent0,sent1,hard_neg``), or from SNLI's / MultiNLI's
+    ``.jsonl`` files (see :func:`nli_jsonl_triplets`). Empty cells are errors naming the
     line (skipped and counted with ``skip_bad``)."""
     path = Path(str(path).removeprefix("nli:"))
     skipped = skipped if skipped is not None else Skipped()
+    if path.suffix == ".jsonl":
+        out = nli_jsonl_triplets(path, skip_bad, skipped)
+        if len(out) < 2:
+            raise DataError(f"{len(out)} triplet(s); a contrastive batch needs at least 2", str(path))
+        return out
     out = []
     for line, row in read_csv_rows(path, list(columns)):
         try:
@@ -67,6 +73,52 @@ def load_nli(path: str | Path, skip_bad: bool = False, skipped: Skipped | None =
     if len(out) < 2:
         raise DataError(f"{len(out)} triplet(s); a contrastive batch needs at least 2", str(path))
     return out
+
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def nli_jsonl_triplets(path: Path, skip_bad: bool = False, skipped: Skipped | None = None) -> list[Triplet]:
+    """Triplets from SNLI / MultiNLI ``.jsonl`` (``sentence1``, ``sentence2``,
+    ``gold_label``), as SimCSE built its training set: for each premise, its k-th
+    entailment hypothesis with its k-th contradiction hypothesis, premises in file
+    order. A ``gold_label`` of ``-`` (no annotator consensus) drops the line and is
+    counted; another unknown label, a missing key or bad JSON is an error naming the
+    line (skipped and counted with ``skip_bad``)."""
+    import json
+
+    skipped = skipped if skipped is not None else Skipped()
+    premises: dict[str, dict[str, list[str]]] = {}
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {n}"
+        try:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON ({exc.msg})", where) from exc
+            missing = [k for k in ("sentence1", "sentence2", "gold_label") if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise DataError(f"missing key(s) {', '.join(missing)}", where, reason="missing key")
+            label = row["gold_label"]
+            if label == "-":
+                skipped.add(DataError("no gold label ('-')", where, reason="no gold label"))
+                continue
+            if label not in NLI_LABELS:
+                raise DataError(f"gold_label {label!r}; expected one of {', '.join(NLI_LABELS)} or '-'", where,
+                                reason="unknown label")
+            premise, hypothesis = str(row["sentence1"]).strip(), str(row["sentence2"]).strip()
+            if not premise or not hypothesis:
+                raise DataError("empty sentence1 or sentence2", where, reason="empty sentence")
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped.add(exc)
+            continue
+        premises.setdefault(premise, {}).setdefault(label, []).append(hypothesis)
+    return [Triplet(p, e, c) for p, hyp in premises.items()
+            for e, c in zip(hyp.get("entailment", []), hyp.get("contradiction", []), strict=False)]
 
 
 @dataclass
