@@ -313,3 +313,43 @@ def test_mixed_precision_text_step_stays_close_to_fp32(tmp_path, corpus, stsb_di
         assert loss == pytest.approx(l32, rel=0.01) and loss != l32
         assert torch.nn.functional.cosine_similarity(grads, g32, dim=0) > 0.999
         assert grads.norm().item() == pytest.approx(g32.norm().item(), rel=0.01)
+
+
+def test_sigterm_mid_window_resumes_exactly_and_a_nan_step_is_skipped(tmp_path, tiny_bert, corpus, stsb_dir, monkeypatch):
+    """train cse: a SIGTERM during step 3 (of 4, logs every 2) saves last/ with the
+    unfinished window's loss; the resumed run's weights and log equal the straight run's.
+    A NaN loss skips that step (counted), the weights stay finite."""
+    import os
+    import signal
+
+    train_cse(tiny_cse(tiny_bert, corpus, stsb_dir), tmp_path / "straight")
+    step = CseTrainer.train_step
+
+    def step_then_term(self, i):
+        out = step(self, i)
+        if i == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(CseTrainer, "train_step", step_then_term)
+    s = train_cse(tiny_cse(tiny_bert, corpus, stsb_dir), tmp_path / "run")
+    assert s["stopped"] == "SIGTERM" and s["steps"] == 3
+    monkeypatch.setattr(CseTrainer, "train_step", step)
+    assert train_cse(tiny_cse(tiny_bert, corpus, stsb_dir), tmp_path / "run", resume=True)["steps"] == 4
+    for name in ("model.safetensors", "cse_extra.safetensors"):
+        a, b = (load_file(str(tmp_path / r / "last" / name)) for r in ("straight", "run"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "run" / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
+
+    calls = []
+    loss_fn = CseTrainer._text_loss_fn
+
+    def nan_once(self, n):
+        f = loss_fn(self, n)
+        calls.append(n)
+        return (lambda z: f(z) * float("nan")) if len(calls) == 2 else f
+
+    monkeypatch.setattr(CseTrainer, "_text_loss_fn", nan_once)
+    s = train_cse(tiny_cse(tiny_bert, corpus, stsb_dir), tmp_path / "nan")
+    assert s["skipped_steps"] == 1 and s["steps"] == 4
+    assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "nan" / "last" / "model.safetensors")).values())

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +73,7 @@ from .common import (
     init_distributed,
     is_main,
     load_trainer_state,
+    on_sigterm,
     pick_device,
     recover_dir,
     resume_config,
@@ -200,7 +199,7 @@ class ClapTrainer:
         self.state = dict(FRESH_STATE)
         self.precision = Precision(t["precision"], self.device)
         self._rng = None  # a mid-epoch resume: this process's RNG state after the saved step
-        self._stop = False
+        self._sigterm = {"stop": False}
         if resume:
             self.model = initial_model(cfg, recover_dir(self.out / "last"), resume=True).to(self.device)
         elif cfg["model"]["init_from"]:
@@ -457,25 +456,13 @@ class ClapTrainer:
         loss = self._loss(**self._inputs("train", idx, media, captions), idx=idx, se=self._se_rows(idx, captions))
         self.precision.scale(loss).backward()
         norm = self.precision.clip(self.optimizer, [p for p in self.model.parameters() if p.requires_grad], t["grad_clip"])
-        fp16 = self.precision.scaler.is_enabled()  # under fp16 an overflowing gradient is routine
-        ok = bool(torch.isfinite(loss)) and (fp16 or bool(torch.isfinite(norm)))
+        ok = self.precision.finite(loss, norm, self.state, self.state["step"] + 1, t["max_bad_steps"], self.out / "last")
         self.precision.step(self.optimizer, skip=not ok)
         if not ok:
             self.optimizer.zero_grad(set_to_none=True)
             for buf, before in stats:
                 buf.copy_(before)
-            self.state["bad_steps"] += 1
-            self.state["skipped_steps"] += 1
-            what = "loss" if not torch.isfinite(loss) else "gradient norm"
-            print(f"step {self.state['step'] + 1}: non-finite {what}; step skipped "
-                  f"({self.state['bad_steps']} in a row, {self.state['skipped_steps']} in all)", flush=True)
-            if self.state["bad_steps"] >= max(1, t["max_bad_steps"]):
-                raise TrainingError(f"{self.state['bad_steps']} non-finite steps in a row (train.max_bad_steps = "
-                                    f"{t['max_bad_steps']}) at epoch {self.state['epoch'] + 1}, step "
-                                    f"{self.state['step'] + 1}; {self.out / 'last'} holds the last good state. Lower "
-                                    "the learning rate, use bf16 rather than fp16, or check the batch's inputs")
             return None
-        self.state["bad_steps"] = 0
         if t["schedule"] == "cosine":
             self.scheduler.step()
         return loss.item()
@@ -540,9 +527,10 @@ class ClapTrainer:
 
     def _stop_requested(self) -> bool:
         """A SIGTERM reached this process (any process, under DDP: all stop at the same step)."""
+        stop = self._sigterm["stop"]
         if self.world == 1:
-            return self._stop
-        flag = torch.tensor([float(self._stop)], device=self.device)
+            return stop
+        flag = torch.tensor([float(stop)], device=self.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
 
@@ -571,16 +559,8 @@ class ClapTrainer:
     def fit(self) -> dict:
         """Train to ``train.epochs``; a SIGTERM (a scheduler's notice before pre-emption)
         ends the current step, saves ``last/`` and returns with ``stopped: SIGTERM``."""
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if in_main_thread else None
-        try:
+        with on_sigterm() as self._sigterm:
             return self._fit()
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, previous)
-
-    def _on_sigterm(self, signum, frame) -> None:
-        self._stop = True
 
     def _fit(self) -> dict:
         t = self.cfg["train"]

@@ -6,6 +6,9 @@ import csv
 import math
 import os
 import random
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import torch.distributed as dist
 import yaml
 
 from ..atomic import atomic_dir, recover_dir, save_weights  # noqa: F401 (part of the trainers' toolkit)
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 
 
 def seed_everything(seed: int) -> None:
@@ -79,6 +82,26 @@ class Precision:
         self.scaler.unscale_(optimizer)
         return torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf)  # inf: the norm, gradients unchanged
 
+    def finite(self, loss: torch.Tensor, norm: torch.Tensor, state: dict, step: int, max_bad: int, last: Path) -> bool:
+        """Whether a step may be applied: its loss and (fp32/bf16) gradient norm are finite;
+        under fp16 an overflowing gradient is the scaler's business. A bad step is
+        counted in ``state`` (``bad_steps`` in a row, ``skipped_steps`` in all) and printed;
+        ``max_bad`` in a row (``train.max_bad_steps``) raise a TrainingError."""
+        ok = bool(torch.isfinite(loss)) and (self.scaler.is_enabled() or bool(torch.isfinite(norm)))
+        if ok:
+            state["bad_steps"] = 0
+            return True
+        state["bad_steps"] = state.get("bad_steps", 0) + 1
+        state["skipped_steps"] = state.get("skipped_steps", 0) + 1
+        what = "loss" if not torch.isfinite(loss) else "gradient norm"
+        print(f"step {step}: non-finite {what}; step skipped ({state['bad_steps']} in a row, "
+              f"{state['skipped_steps']} in all)", flush=True)
+        if state["bad_steps"] >= max(1, max_bad):
+            raise TrainingError(f"{state['bad_steps']} non-finite steps in a row (train.max_bad_steps = {max_bad}) at "
+                                f"step {step}; {last} holds the last good state. Lower the learning rate, use bf16 "
+                                "rather than fp16, or check the batch's inputs")
+        return False
+
     def step(self, optimizer: torch.optim.Optimizer, skip: bool = False) -> None:
         """Step unless ``skip``; under fp16 the scaler decides (it skips a step whose
         gradients overflowed or are NaN, and lowers the scale)."""
@@ -87,6 +110,22 @@ class Precision:
             self.scaler.update()
         elif not skip:
             optimizer.step()
+
+
+@contextmanager
+def on_sigterm():
+    """A flag (``flag["stop"]``) that a SIGTERM, as a scheduler sends before pre-emption,
+    sets while the block runs; the previous handler comes back after it. Outside the
+    main thread no handler can be installed and the flag stays down."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__("stop", True))
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pick_device(name: str) -> torch.device:

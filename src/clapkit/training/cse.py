@@ -69,6 +69,7 @@ from .common import (
     Precision,
     ScalarLogger,
     load_trainer_state,
+    on_sigterm,
     pick_device,
     recover_dir,
     resume_config,
@@ -229,10 +230,17 @@ class CseTrainer:
             return lambda z: simcse_loss(z[:n], z[n:], c["temperature"])
         return lambda z: simcse_sup_loss(z[:n], z[n : 2 * n], z[2 * n :], c["temperature"], c["hard_negative_weight"])
 
-    def _step(self, opt: torch.optim.Optimizer) -> None:
-        """Unscale (fp16), clip to ``cse.grad_clip`` and step."""
-        self.precision.clip(opt, [p for g in opt.param_groups for p in g["params"]], self.c["grad_clip"])
-        self.precision.step(opt)
+    def _step(self, opt: torch.optim.Optimizer, sched, loss: torch.Tensor, step: int) -> None:
+        """Unscale (fp16), clip to ``cse.grad_clip`` and step, unless the loss or gradient
+        is non-finite (the step is skipped and counted; see :meth:`Precision.finite`)."""
+        norm = self.precision.clip(opt, [p for g in opt.param_groups for p in g["params"]], self.c["grad_clip"])
+        ok = self.precision.finite(loss, norm, self.state, step + 1, self.cfg["train"]["max_bad_steps"],
+                                   self.out / "last")
+        self.precision.step(opt, skip=not ok)
+        if ok:
+            sched.step()
+        else:
+            opt.zero_grad(set_to_none=True)
 
     def text_step(self, step: int) -> float:
         idx = self._batch(1, step, self.data.n_text, self.c["batch_size"])
@@ -251,8 +259,7 @@ class CseTrainer:
         else:
             loss = loss_fn(self._encode_rows(rows))
             self.precision.scale(loss).backward()
-        self._step(self.opt_text)
-        self.sched_text.step()
+        self._step(self.opt_text, self.sched_text, loss, step)
         return loss.item()
 
     def _other_views(self, step: int, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,8 +302,7 @@ class CseTrainer:
         loss = supcon_loss(z[:n], z[n:], labels, t) if self.c["other_loss"] == "supcon" else nt_xent_loss(z[:n], z[n:], t)
         self.opt_other.zero_grad(set_to_none=True)
         self.precision.scale(self.c["weight"] * loss).backward()
-        self._step(self.opt_other)
-        self.sched_other.step()
+        self._step(self.opt_other, self.sched_other, loss, step)
         return loss.item()
 
     def train_step(self, step: int) -> tuple[float, float]:
@@ -321,12 +327,19 @@ class CseTrainer:
         save_run(self.out, self.model, state, improved)
 
     def fit(self) -> dict:
+        """Train to ``total_steps``; a SIGTERM ends the current step, saves ``last/`` (with
+        the losses of the unfinished log window) and returns with ``stopped: SIGTERM``."""
+        with on_sigterm() as sigterm:
+            return self._fit(sigterm)
+
+    def _fit(self, sigterm: dict) -> dict:
         c, t = self.c, self.cfg["train"]
         start = self.state["step"]
         bar = tqdm(total=self.total_steps, initial=start, desc=f"cse {c['mode']}", disable=None if t["progress"] else True)
-        losses: list[tuple[float, float]] = []
+        losses: list[tuple[float, float]] = [tuple(x) for x in self.state.get("window", [])]
         t0 = time.time()
         self._start_image_stream(start)
+        stopped = None
         for step in range(start, self.total_steps):
             losses.append(self.train_step(step))
             bar.update()
@@ -345,6 +358,7 @@ class CseTrainer:
                        "other_lr": self.opt_other.param_groups[0]["lr"] if self.other else math.nan,
                        "stsb_dev": dev}
                 self.logger.log(done, row)
+                self.state["window"] = []
                 self._save(improved)
                 if t["progress"]:
                     bar.write(f"step {done}/{self.total_steps}: text {row['text_loss']:.4f}"
@@ -352,6 +366,13 @@ class CseTrainer:
                               + (f" STS-B dev {dev:.2f}{' *' if improved else ''}" if not math.isnan(dev) else ""))
                 losses = []
                 t0 = time.time()
+            if sigterm["stop"] and done < self.total_steps:
+                if losses:  # inside a log window: save it with the losses it has so far
+                    self.state.update(step=done, window=losses, train_seconds=self.state["train_seconds"] + time.time() - t0)
+                    self._save(improved=False)
+                stopped = "SIGTERM"
+                print(f"SIGTERM: stopped at step {done}; {self.out / 'last'} saved, continue with --resume", flush=True)
+                break
         bar.close()
         s = self.state
         summary = {
@@ -363,7 +384,10 @@ class CseTrainer:
             "train_seconds": s["train_seconds"],
             "sentences_per_second": s["sentences"] / s["train_seconds"] if s["train_seconds"] else None,
             "skipped": self.data.skipped.to_dict(),
+            "precision": t["precision"], "skipped_steps": s.get("skipped_steps", 0),
         }
+        if stopped:
+            summary["stopped"] = stopped
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
