@@ -196,3 +196,70 @@ def test_eval_language_reports_s0s_measures_by_their_formulas(tmp_path, tiny_che
     sq = np.sum((d[:, None] - d[None]) ** 2, axis=-1)[np.triu_indices(len(d), 1)]
     assert g["uniformity_E_t"] == pytest.approx(np.log(np.mean(np.exp(-2 * sq))), abs=1e-4)
     assert set(r["sts"]) == {"x_t", "E_t"} and r["sts"]["x_t"]["table"]["STSB-test"] != r["sts"]["E_t"]["table"]["STSB-test"]
+
+
+@pytest.mark.slow
+def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, nli):
+    """The five variants over two seeds on a tiny setting: each run trained and evaluated
+    once, the init variants' text towers built from their train cse runs, the joint ones
+    with their SE term; mean +- std per variant, the plot, a line per finding; a second
+    call reuses every run."""
+    import json
+
+    import numpy as np
+    from test_cse import WORDS
+    from typer.testing import CliRunner
+
+    from clapkit.cli import app
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"{w}, number {i}." for i, w in enumerate(WORDS * 2)) + "\n")
+    stsb = tmp_path / "stsb"
+    stsb.mkdir()
+    (stsb / "sts-test.csv").write_text("".join(f"g\tf\ty\t{i}\t{(i * 7) % 6}.0\t{WORDS[i]}\t{WORDS[(i * 3) % 16]}\n"
+                                               for i in range(16)))
+    task = tmp_path / "task.csv"
+    task.write_text("text,label\n" + "".join(f"{w},{'a' if i % 2 else 'b'}\n" for i, w in enumerate(WORDS)))
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text("\n".join([
+        "model:", f"  text: {{name: {tiny_bert}, max_length: 16}}", "  audio: {name: small_cnn, channels: [4, 8], n_fft: 256, "
+        "hop_length: 128, n_mels: 16, fmax: 4000}", "  projector: {dim: 16, hidden: 32}",
+        "audio: {sample_rate: 8000, segment_seconds: 0.5}",
+        "train: {batch_size: 16, epochs: 1, frozen_epochs: 0, lr_unfrozen: 3.0e-3, early_stopping_patience: 0, progress: false,"
+        " se: {batch_size: 8}}",
+        "cse: {batch_size: 8, lr: 1.0e-3}",
+        "language:", "  seeds: [0, 1]", f"  train: ['csv:{tiny_synthetic / 'train.csv'}']",
+        f"  zeroshot: folder:{tiny_synthetic / 'unseen'}", f"  retrieval: csv:{tiny_synthetic / 'test.csv'}",
+        f"  corpus: txt:{corpus}", f"  nli: {nli}", f"  sts: ['stsb:{stsb}']", f"  transfer: ['{task}']",
+        "  cse_steps: 2", "  se_weight: 0.5", ""]))
+    run = CliRunner().invoke(app, ["experiment", "language-encoder", "--config", str(cfg), "--out", str(tmp_path / "out")])
+    assert run.exit_code == 0, run.output
+    r = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(r["table"]) == ["base", "init_unsup", "init_sup", "joint_unsup", "joint_sup"]
+    for row in r["table"].values():
+        assert set(row) == {"zeroshot", "retrieval", "sts", "transfer", "uniformity", "alignment", "modality_gap"}
+        assert all(np.isfinite(x["mean"]) and x["std"] >= 0 for x in row.values())
+    runs = r["runs"]["init_sup"]
+    assert set(runs) == {"0", "1"} and runs["0"] != runs["1"]  # two seeds, two models
+    base0 = json.loads((tmp_path / "out" / "seed0" / "base" / "metrics.json").read_text())
+    assert r["table"]["base"]["zeroshot"]["mean"] == pytest.approx(np.mean([r["runs"]["base"][s]["zeroshot"] for s in "01"]))
+    assert base0 == r["runs"]["base"]["0"]
+    text = json.loads((tmp_path / "out" / "seed0" / "init_sup" / "checkpoint" / "config.json").read_text())["model"]["text"]
+    assert text["source"]["kind"] == "train cse" and text["name"].endswith("cse_sup/checkpoint")
+    se = json.loads((tmp_path / "out" / "seed1" / "joint_sup" / "checkpoint" / "config.json").read_text())["train"]["se"]
+    assert (se["weight"], se["loss"]) == (0.5, "nli")
+    assert len(r["findings"]) == 6 and all(": holds (" in f or ": does not hold (" in f for f in r["findings"])
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| joint_sup |" in md and "## S0's findings in this run" in md
+    assert (tmp_path / "out" / "uniformity_alignment.png").stat().st_size > 0
+    stamp = (tmp_path / "out" / "seed0" / "base" / "metrics.json").stat().st_mtime_ns
+    run = CliRunner().invoke(app, ["experiment", "language-encoder", "--config", str(cfg), "--out", str(tmp_path / "out")])
+    assert run.exit_code == 0 and (tmp_path / "out" / "seed0" / "base" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_study_presets_resolve():
+    for medium in ("image", "audio"):
+        cfg = load_config(f"language-encoder-{medium}-cpu")
+        assert cfg["model"]["modality"] == medium and cfg["language"]["synthetic"]
+        assert cfg["language"]["variants"] == ["base", "init_unsup", "init_sup", "joint_unsup", "joint_sup"]
+        assert cfg["train"]["frozen_backbones"] == ["text"] and cfg["train"]["frozen_epochs"] < cfg["train"]["epochs"]

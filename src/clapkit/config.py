@@ -131,6 +131,23 @@ DEFAULTS: dict[str, Any] = {
         "student_init": "teacher",  # teacher | fresh
         "student_epochs": 10,
     },
+    # `clapkit experiment language-encoder`: S0's study of sentence-embedding training of the
+    # text tower inside a CLIP or CLAP (model.modality; train.cyclip for CyCLIP)
+    "language": {
+        "variants": ["base", "init_unsup", "init_sup", "joint_unsup", "joint_sup"],
+        "seeds": [0, 1, 2],
+        "synthetic": False,  # True: the embedded synthetic set of model.modality (train/test/unseen)
+        "train": [],  # paired training data (manifest specs)
+        "zeroshot": None,  # labelled evaluation set (folder:, esc50:, mnist:, ...)
+        "retrieval": None,  # evaluation caption pairs: retrieval, uniformity, alignment, modality gap
+        "corpus": None,  # unsupervised SE data (init_unsup via train cse; joint_unsup with se_loss corpus)
+        "nli": None,  # supervised SE triplets (init_sup via train cse, joint_sup)
+        "sts": [],  # STS sets for the language-encoder quality (the mean Spearman of their table)
+        "transfer": [],  # senteval:DIR and/or text,label CSV tasks (their mean accuracy)
+        "se_weight": 0.1,  # lambda of the joint variants
+        "joint_unsup_loss": "captions",  # captions | corpus
+        "cse_steps": 200,  # train cse steps of the init variants (cse.* holds the rest of its recipe)
+    },
     # `clapkit train cse`: the text tower as a sentence encoder (SimCSE, VisualCSE, AudioCSE).
     # Device, logger and progress come from `train`; bad-input skipping from `data.skip_bad`.
     "cse": {

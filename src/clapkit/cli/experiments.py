@@ -70,6 +70,25 @@ def improvement_cmd(
     typer.echo(f"chance: {r['chance']}; table in {out / 'results.md'}")
 
 
+@experiment_app.command("language-encoder")
+def language_encoder_cmd(
+    out: Annotated[Path, typer.Option(help="Experiment folder")],
+    config: Annotated[str, typer.Option(help="Preset (language-encoder-image-cpu, language-encoder-audio-cpu, ...) "
+                                             "or YAML file")] = "language-encoder-image-cpu",
+    set_: SetOpt = None,
+) -> None:
+    """S0's study: the text tower as is, initialised from (un)supervised SimCSE, or trained jointly with it,
+    over seeds: zero-shot, retrieval, STS, transfer, uniformity, alignment, modality gap, and S0's findings."""
+    from ..experiments.language import run_language_encoder
+
+    r = run_language_encoder(_config(config, set_), out)
+    for v, row in r["table"].items():
+        typer.echo(f"{v}: " + ", ".join(f"{m} {x['mean']:.3f}+-{x['std']:.3f}" for m, x in row.items()))
+    for line in r["findings"]:
+        typer.echo(line)
+    typer.echo(f"table in {out / 'results.md'}")
+
+
 @app.command("config")
 def show_config(
     config: ConfigOpt = None,

@@ -360,10 +360,10 @@ class ClapTrainer:
                 encode, chunks, lambda z: self.precision.scale(s["weight"] * self._se_loss(z, n))) / s["weight"]
             if self.precision.scaler.is_enabled():
                 se_loss = se_loss / self.precision.scaler.get_scale()
-            self.state["se_loss"] = float(se_loss)
+            self.state["se_loss"] = float(se_loss.detach())
             return loss + s["weight"] * se_loss.detach()  # its gradient is already in place
         se_loss = self._se_loss(out[3].float(), n, gather=True)
-        self.state["se_loss"] = float(se_loss)
+        self.state["se_loss"] = float(se_loss.detach())
         return loss + s["weight"] * se_loss
 
     def _se_loss(self, z: torch.Tensor, n: int, gather: bool = False) -> torch.Tensor:

@@ -1,0 +1,215 @@
+"""``clapkit experiment language-encoder``: S0's study of sentence-embedding (SE) training
+of the language encoder inside a contrastive cross-modal model.
+
+For one medium (``model.modality``) and one cross-modal loss (CLIP, or CyCLIP with
+``train.cyclip.*``), over ``language.seeds``, the variants:
+
+- ``base``         the text tower as it is;
+- ``init_unsup``   initialised from unsupervised SimCSE (``train cse`` on ``language.corpus``);
+- ``init_sup``     initialised from supervised SimCSE (``train cse`` on ``language.nli``);
+- ``joint_unsup``  ``train.se``: + lambda x unsupervised SimCSE (the captions, or the corpus);
+- ``joint_sup``    ``train.se``: + lambda x supervised SimCSE on the NLI triplets.
+
+Each trained model is evaluated on zero-shot top-1, retrieval (mean R@10 of both
+directions), the STS mean on x_t, the transfer mean on x_t, and the geometry of the
+evaluation pairs (text uniformity of E_t, cross-modal alignment, modality gap). Written
+to ``out``: a folder per seed and variant (``cse_*`` for the SimCSE runs), per-run
+``metrics.json``, ``results.json`` and ``results.md`` (mean +- std over seeds), and
+``uniformity_alignment.png``; finished runs are not run again. ``results.md`` ends with
+a line per S0 finding saying whether it holds in this run and by how much.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+VARIANTS = ("base", "init_unsup", "init_sup", "joint_unsup", "joint_sup")
+METRICS = ("zeroshot", "retrieval", "sts", "transfer", "uniformity", "alignment", "modality_gap")
+
+
+def _data(cfg: dict, out: Path) -> tuple[list[str], str, str]:
+    lang, medium = cfg["language"], cfg["model"]["modality"]
+    if lang["synthetic"]:
+        folder = out / "data"
+        if not (folder / "train.csv").exists():
+            if medium == "image":
+                from ..data.synthetic_images import write_synthetic_images
+
+                write_synthetic_images(folder, seed=0)
+            else:
+                from ..data.synthetic import write_synthetic
+
+                write_synthetic(folder, seed=0, sr=cfg["audio"]["sample_rate"], seconds=cfg["audio"]["segment_seconds"])
+        return [f"csv:{folder / 'train.csv'}"], f"folder:{folder / 'unseen'}", f"csv:{folder / 'test.csv'}"
+    if not (lang["train"] and lang["zeroshot"] and lang["retrieval"]):
+        raise ConfigError("language: set train, zeroshot and retrieval (or language.synthetic: true)")
+    return list(lang["train"]), lang["zeroshot"], lang["retrieval"]
+
+
+def _cse(cfg: dict, seed: int, kind: str, out: Path) -> Path:
+    """The SimCSE run a variant starts from (``train cse`` on the text tower), run once."""
+    from ..training.cse import train_cse
+
+    lang = cfg["language"]
+    if not (out / "summary.json").exists():
+        c = copy.deepcopy(cfg)
+        c["seed"] = seed
+        c["cse"].update(mode=kind, corpus=lang["corpus"], nli=lang["nli"], steps=lang["cse_steps"],
+                        sts_dev=None)
+        c["cse"]["model"]["name"] = cfg["model"]["text"]["name"]
+        c["cse"]["model"]["max_length"] = cfg["model"]["text"]["max_length"]
+        c["cse"]["eval_steps"] = lang["cse_steps"]
+        train_cse(c, out)
+    return out / "checkpoint"
+
+
+def variant_config(cfg: dict, variant: str, seed: int, train: list[str], out: Path) -> dict:
+    lang = cfg["language"]
+    v = copy.deepcopy(cfg)
+    v["seed"], v["data"]["train"] = seed, train
+    if variant in ("init_unsup", "init_sup"):
+        kind = variant.removeprefix("init_")
+        v["model"]["text"].update(name=str(_cse(cfg, seed, kind, out / f"seed{seed}" / f"cse_{kind}")), pooling="auto")
+    elif variant == "joint_unsup":
+        v["train"]["se"].update(weight=lang["se_weight"], loss=lang["joint_unsup_loss"], corpus=lang["corpus"])
+    elif variant == "joint_sup":
+        v["train"]["se"].update(weight=lang["se_weight"], loss="nli", nli=lang["nli"])
+    return v
+
+
+def evaluate(checkpoint: Path, lang: dict, zeroshot: str, retrieval: str, medium: str) -> dict:
+    """The study's metrics of one trained model (language-encoder quality on x_t)."""
+    from ..data.files import Skipped
+    from ..data.media import load_labelled_media, load_media_pairs
+    from ..data.senteval import load_senteval
+    from ..data.sts import load_sts
+    from ..data.text import load_text_classification
+    from ..evaluation.language import pair_geometry
+    from ..evaluation.retrieval import retrieval_eval
+    from ..evaluation.sts import SentenceEncoder, sts_eval
+    from ..evaluation.transfer import linear_probe, senteval_transfer
+    from ..evaluation.zeroshot import zeroshot_eval
+    from ..models.hf_dual import load_model
+
+    model = load_model(checkpoint)
+    out = {"zeroshot": zeroshot_eval(model, load_labelled_media(zeroshot, medium))["top1"]}
+    pairs = load_media_pairs(model.cfg, retrieval, Skipped())
+    r = retrieval_eval(model, pairs)
+    out["retrieval"] = float(np.mean([r[f"text_to_{medium}"]["R@10"], r[f"{medium}_to_text"]["R@10"]]))
+    g = pair_geometry(model, pairs)
+    out.update(uniformity=g["uniformity_E_t"], alignment=g["alignment"], modality_gap=g["modality_gap"])
+    enc = SentenceEncoder(str(checkpoint))
+    if lang["sts"]:
+        table = sts_eval(enc, [s for spec in lang["sts"] for s in load_sts(spec)])["table"]
+        out["sts"] = float(np.mean(list(table.values())))
+    scores = []
+    for spec in lang["transfer"]:
+        if str(spec).startswith("senteval:"):
+            res = senteval_transfer(lambda t: enc.encode(t, normalize=False), load_senteval(spec.split(":", 1)[1]))
+            scores += [v["accuracy"] for v in res["tasks"].values()]
+        else:
+            task = load_text_classification(spec)
+            scores.append(linear_probe(enc.encode(task.texts), np.array(task.labels), 5)["accuracy"])
+    if scores:
+        out["transfer"] = float(np.mean(scores))
+    return out
+
+
+def findings(table: dict, medium: str) -> list[str]:
+    """A line per S0 finding: whether it holds here (the SE variants' mean against base)."""
+    se = [v for v in table if v != "base"]
+    if "base" not in table or not se:
+        return ["the findings compare the SE variants with base: run both"]
+
+    def delta(metric):
+        vals = [table[v][metric]["mean"] for v in se if metric in table[v]]
+        return float(np.mean(vals) - table["base"][metric]["mean"]) if vals and metric in table["base"] else None
+
+    def line(claim, metric, better_if_positive, what):
+        d = delta(metric)
+        if d is None:
+            return f"- {claim}: not measured here ({metric} not evaluated)"
+        holds = d > 0 if better_if_positive else d < 0
+        return f"- {claim}: {'holds' if holds else 'does not hold'} ({what} {d:+.4f}, SE variants' mean - base)"
+
+    media = "image-text" if medium == "image" else "audio-text"
+    return [
+        line("SE training improves the language encoder", "sts", True, "STS mean"),
+        line("SE training improves the language encoder (transfer)", "transfer", True, "transfer mean"),
+        line(f"SE training improves {media} models (zero-shot)", "zeroshot", True, "zero-shot top-1"),
+        line(f"SE training improves {media} models (retrieval)", "retrieval", True, "retrieval R@10"),
+        line("SE training raises text-space uniformity (lower is more uniform)", "uniformity", False, "uniformity"),
+        line("SE training lowers cross-modal alignment (higher value: less aligned)", "alignment", True, "alignment"),
+    ]
+
+
+def run_language_encoder(cfg: dict, out: str | Path) -> dict:
+    from ..training.clap import train_clap
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lang, medium = cfg["language"], cfg["model"]["modality"]
+    unknown = [v for v in lang["variants"] if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"language.variants: {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    needs = {"init_unsup": "corpus", "init_sup": "nli", "joint_sup": "nli"}
+    missing = sorted({needs[v] for v in lang["variants"] if v in needs and not lang[needs[v]]})
+    if lang["joint_unsup_loss"] == "corpus" and "joint_unsup" in lang["variants"] and not lang["corpus"]:
+        missing = sorted(set(missing) | {"corpus"})
+    if missing:
+        raise ConfigError(f"language: the variants {', '.join(lang['variants'])} need language.{' and language.'.join(missing)}")
+    train, zeroshot, retrieval = _data(cfg, out)
+    runs: dict = {v: {} for v in lang["variants"]}
+    for seed in lang["seeds"]:
+        for variant in lang["variants"]:
+            run = out / f"seed{seed}" / variant
+            path = run / "metrics.json"
+            if not path.exists():
+                train_clap(variant_config(cfg, variant, seed, train, out), run)
+                path.write_text(json.dumps(evaluate(run / "checkpoint", lang, zeroshot, retrieval, medium), indent=2))
+            runs[variant][seed] = json.loads(path.read_text())
+    table = {v: {m: {"mean": float(np.mean([r[m] for r in per.values()])), "std": float(np.std([r[m] for r in per.values()]))}
+                 for m in METRICS if all(m in r for r in per.values())}
+             for v, per in runs.items()}
+    result = {"medium": medium, "cross_loss": "cyclip" if any(cfg["train"]["cyclip"].values()) else "clip",
+              "seeds": lang["seeds"], "table": table, "runs": runs, "findings": findings(table, medium)}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    _plot(table, out / "uniformity_alignment.png")
+    _markdown(result, out / "results.md")
+    return result
+
+
+def _plot(table: dict, path: Path) -> None:
+    from ..plotting import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for v, row in table.items():
+        if "alignment" in row and "uniformity" in row:
+            ax.errorbar(row["alignment"]["mean"], row["uniformity"]["mean"], xerr=row["alignment"]["std"],
+                        yerr=row["uniformity"]["std"], fmt="o", capsize=3, label=v)
+    ax.set_xlabel("cross-modal alignment (lower: more aligned)")
+    ax.set_ylabel("text uniformity of E_t (lower: more uniform)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _markdown(result: dict, path: Path) -> None:
+    cols = [m for m in METRICS if any(m in row for row in result["table"].values())]
+    lines = [f"# Language-encoder study: {result['medium']}, {result['cross_loss']}, seeds {result['seeds']}", "",
+             "| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for v, row in result["table"].items():
+        lines.append(f"| {v} | " + " | ".join(f"{row[m]['mean']:.4f} ± {row[m]['std']:.4f}" if m in row else "n/a"
+                                              for m in cols) + " |")
+    lines += ["", "Uniformity and alignment: Wang and Isola's, lower is better; modality gap: distance of the "
+              "centroids of E_m and E_t.", "", "![uniformity vs alignment](uniformity_alignment.png)", "",
+              "## S0's findings in this run", "", *result["findings"], ""]
+    path.write_text("\n".join(lines))
