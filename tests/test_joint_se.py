@@ -246,6 +246,7 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
     assert base0 == r["runs"]["base"]["0"]
     text = json.loads((tmp_path / "out" / "seed0" / "init_sup" / "checkpoint" / "config.json").read_text())["model"]["text"]
     assert text["source"]["kind"] == "train cse" and text["name"].endswith("cse_sup/checkpoint")
+    assert text["pooling"] == "mean"  # the SE run pooled as the base text tower does
     se = json.loads((tmp_path / "out" / "seed1" / "joint_sup" / "checkpoint" / "config.json").read_text())["train"]["se"]
     assert (se["weight"], se["loss"]) == (0.5, "nli")
     assert len(r["findings"]) == 6 and all(": holds (" in f or ": does not hold (" in f for f in r["findings"])

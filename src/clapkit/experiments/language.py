@@ -62,8 +62,10 @@ def _cse(cfg: dict, seed: int, kind: str, out: Path) -> Path:
         c["seed"] = seed
         c["cse"].update(mode=kind, corpus=lang["corpus"], nli=lang["nli"], steps=lang["cse_steps"],
                         sts_dev=None)
-        c["cse"]["model"]["name"] = cfg["model"]["text"]["name"]
-        c["cse"]["model"]["max_length"] = cfg["model"]["text"]["max_length"]
+        text = cfg["model"]["text"]
+        c["cse"]["model"].update(name=text["name"], max_length=text["max_length"])
+        if text["pooling"] in ("cls", "cls_before_pooler", "mean"):  # the SE run pools as the text tower does
+            c["cse"]["model"]["pooling"] = text["pooling"]
         c["cse"]["eval_steps"] = lang["cse_steps"]
         train_cse(c, out)
     return out / "checkpoint"
