@@ -264,3 +264,17 @@ def test_study_presets_resolve():
         assert cfg["model"]["modality"] == medium and cfg["language"]["synthetic"]
         assert cfg["language"]["variants"] == ["base", "init_unsup", "init_sup", "joint_unsup", "joint_sup"]
         assert cfg["train"]["frozen_backbones"] == ["text"] and cfg["train"]["frozen_epochs"] < cfg["train"]["epochs"]
+
+
+def test_a_sigterm_stops_the_study_too(tmp_path, monkeypatch):
+    """A training run stopped by SIGTERM (it saved last/) stops the study rather than
+    evaluating a half-trained model and going on to the next variant."""
+    import clapkit.training.clap as clap
+    from clapkit.experiments.language import StudyStopped, run_language_encoder
+
+    monkeypatch.setattr(clap, "train_clap", lambda cfg, out, resume=False: {"stopped": "SIGTERM"})
+    cfg = load_config(None, ["language.train=[csv:x.csv]", "language.zeroshot=folder:x", "language.retrieval=csv:x.csv",
+                             "language.variants=[base]"])
+    with pytest.raises(StudyStopped, match=r"seed0/base: stopped by SIGTERM; run the study again with the same --out"):
+        run_language_encoder(cfg, tmp_path)
+    assert not (tmp_path / "seed0" / "base" / "metrics.json").exists()

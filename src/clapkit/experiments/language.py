@@ -27,7 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ClapkitError, ConfigError
+
+
+class StudyStopped(ClapkitError):
+    """A training run of the study was stopped (SIGTERM); the study stops with it."""
+
 
 VARIANTS = ("base", "init_unsup", "init_sup", "joint_unsup", "joint_sup")
 METRICS = ("zeroshot", "retrieval", "sts", "transfer", "uniformity", "alignment", "modality_gap")
@@ -173,7 +178,10 @@ def run_language_encoder(cfg: dict, out: str | Path) -> dict:
             run = out / f"seed{seed}" / variant
             path = run / "metrics.json"
             if not path.exists():
-                train_clap(variant_config(cfg, variant, seed, train, out), run)
+                summary = train_clap(variant_config(cfg, variant, seed, train, out), run)
+                if summary.get("stopped"):  # SIGTERM: the run saved last/; the study stops here too
+                    raise StudyStopped(f"{run}: stopped by {summary['stopped']}; run the study again with the same "
+                                       "--out to continue (finished runs are kept)")
                 path.write_text(json.dumps(evaluate(run / "checkpoint", lang, zeroshot, retrieval, medium), indent=2))
             runs[variant][seed] = json.loads(path.read_text())
     table = {v: {m: {"mean": float(np.mean([r[m] for r in per.values()])), "std": float(np.std([r[m] for r in per.values()]))}
