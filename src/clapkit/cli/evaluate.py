@@ -186,8 +186,8 @@ def eval_language(
         raise ClapkitError("give --data (caption pairs), --sts and/or --transfer: nothing to measure")
     dev = _device(device)
     result: dict = {"model": str(model)}
+    net = _load_model(model, dev)  # once, for the pairs, STS and transfer alike
     if data:
-        net = _load_model(model, dev)
         pairs, skipped = _pairs(net.medium, data, image_dir if net.medium == "image" else audio_dir, None, skip_bad,
                                 split=split)
         if len(pairs) < 2:
@@ -197,14 +197,13 @@ def eval_language(
         typer.echo(f"{data}: {g['pairs']} pairs ({g['media']} {net.medium}, {g['captions']} captions): uniformity E_t "
                    f"{g['uniformity_E_t']:.3f} (x_t {g['uniformity_x_t']:.3f}), alignment {g['alignment']:.3f}, "
                    f"modality gap {g['modality_gap']:.3f}")
-        del net
     if sts:
         from ..data.sts import load_sts
 
         sets = [x for spec in sts for x in load_sts(spec)]
         result["sts"] = {}
         for name, projected in (("x_t", False), ("E_t", True)):
-            r = sts_eval(SentenceEncoder(str(model), projected=projected, device=dev), sets, batch_size)
+            r = sts_eval(SentenceEncoder.of_model(net, projected, dev), sets, batch_size)
             result["sts"][name] = {"table": r["table"], "avg": r.get("avg")}
             avg = f"; 7-task average {r['avg']:.2f}" if "avg" in r else ""
             typer.echo(f"STS on {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["table"].items()) + avg)
@@ -215,7 +214,7 @@ def eval_language(
 
         if not transfer.startswith("senteval:"):
             raise ClapkitError(f"--transfer {transfer}: give senteval:DIR (SentEval's data/downstream)")
-        enc = SentenceEncoder(str(model), device=dev)
+        enc = SentenceEncoder.of_model(net, device=dev)
         skipped = Skipped()
         r = senteval_transfer(lambda texts: enc.encode(texts, batch_size, normalize=False),
                               load_senteval(transfer.split(":", 1)[1], skip_bad, skipped), folds)

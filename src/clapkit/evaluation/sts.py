@@ -111,6 +111,16 @@ class SentenceEncoder:
         self.tower = TextTower(path, "cls" if pooling == "auto" else pooling, max_length or 128).to(device).eval()
         self.pooling = self.tower.pooling
 
+    @classmethod
+    def of_model(cls, model, projected: bool = False, device="cpu") -> SentenceEncoder:
+        """The text tower of a dual encoder already loaded (clapkit's or a public one):
+        x_t, or E_t with ``projected``, without loading it again."""
+        enc = cls.__new__(cls)
+        enc.dual, enc.cse, enc.st = model.eval(), None, None
+        enc.projected, enc.device = projected, device
+        enc.pooling = getattr(model.text, "pooling", None) or f"{model.family} text model's pooled output"
+        return enc
+
     def _load_sentence_transformers(self, folder: Path, max_length: int | None, device) -> None:
         from sentence_transformers import SentenceTransformer
 

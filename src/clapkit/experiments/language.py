@@ -111,7 +111,7 @@ def evaluate(checkpoint: Path, lang: dict, zeroshot: str, retrieval: str, medium
     out["retrieval"] = float(np.mean([r[f"text_to_{medium}"]["R@10"], r[f"{medium}_to_text"]["R@10"]]))
     g = pair_geometry(model, pairs)
     out.update(uniformity=g["uniformity_E_t"], alignment=g["alignment"], modality_gap=g["modality_gap"])
-    enc = SentenceEncoder(str(checkpoint))
+    enc = SentenceEncoder.of_model(model)
     if lang["sts"]:
         table = sts_eval(enc, [s for spec in lang["sts"] for s in load_sts(spec)])["table"]
         out["sts"] = float(np.mean(list(table.values())))

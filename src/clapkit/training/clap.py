@@ -69,6 +69,7 @@ from ..models.hf_dual import HFDualEncoder, hf_dual_family, load_model
 from .common import (
     Precision,
     ScalarLogger,
+    StepBatches,
     epoch_order,
     init_distributed,
     is_main,
@@ -395,6 +396,7 @@ class ClapTrainer:
             load_nli(s["nli"], skip, self.data.skipped)
         if len(data) < s["batch_size"]:
             raise ConfigError(f"train.se.{s['loss']}: {len(data)} examples for train.se.batch_size = {s['batch_size']}")
+        self._se_batches = StepBatches(self.cfg["seed"], 21, len(data), s["batch_size"])
         return data
 
     def _se_rows(self, idx: list[int] | None, captions: list[str] | None) -> tuple[list[str], int] | None:
@@ -407,11 +409,8 @@ class ClapTrainer:
         if s["loss"] == "captions":
             caps = captions if captions is not None else [self.data.train[i].caption for i in idx]
             return caps + caps, len(caps)
-        bs, n_all = s["batch_size"], len(self.se_data)
-        epoch, b = divmod(self.state["step"], n_all // bs)
-        order = np.random.default_rng((self.cfg["seed"], epoch, 21)).permutation(n_all)
-        share = bs // self.world
-        mine = order[b * bs : (b + 1) * bs][self.rank * share : (self.rank + 1) * share]
+        share = s["batch_size"] // self.world
+        mine = self._se_batches(self.state["step"])[self.rank * share : (self.rank + 1) * share]
         if s["loss"] == "corpus":
             sentences = [self.se_data[i] for i in mine]
             return sentences + sentences, len(sentences)

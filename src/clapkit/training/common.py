@@ -38,6 +38,23 @@ def epoch_order(seed: int, epoch: int, n: int, rank: int = 0) -> np.ndarray:
     return np.random.default_rng((seed, epoch, 1)).permutation(n)
 
 
+class StepBatches:
+    """Batch ``step`` of a stream drawn by steps, not epochs: rows of a permutation seeded
+    by (seed, epoch, stream) with ``n // batch_size`` batches an epoch, so any step's
+    batch is known without replaying the steps before it (exact resume). The current
+    epoch's permutation is kept, not redrawn each step."""
+
+    def __init__(self, seed: int, stream: int, n: int, batch_size: int):
+        self.seed, self.stream, self.n, self.batch_size = seed, stream, n, batch_size
+        self._epoch, self._order = None, None
+
+    def __call__(self, step: int) -> np.ndarray:
+        epoch, b = divmod(step, self.n // self.batch_size)
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, np.random.default_rng((self.seed, epoch, self.stream)).permutation(self.n)
+        return self._order[b * self.batch_size : (b + 1) * self.batch_size]
+
+
 def set_determinism(enabled: bool, device: torch.device) -> None:
     """``train.deterministic``: on CUDA, deterministic kernels (cuDNN without autotuning,
     ``torch.use_deterministic_algorithms``, a fixed cuBLAS workspace), so a resumed or

@@ -68,6 +68,7 @@ from ..models.cse import CseModel
 from .common import (
     Precision,
     ScalarLogger,
+    StepBatches,
     load_trainer_state,
     on_sigterm,
     pick_device,
@@ -198,20 +199,11 @@ class CseTrainer:
         self.logger = ScalarLogger(self.out, cfg["train"]["logger"], append=resume)
         if resume:
             self.logger.truncate(self.state["step"])
-        self._orders: dict[tuple[int, int], np.ndarray] = {}
+        self._text_batches = StepBatches(cfg["seed"], 1, self.data.n_text, c["batch_size"])
+        self._other_batches = StepBatches(cfg["seed"], 2, self.data.n_other, c["other_batch_size"]) if self.other else None
         self._image_iter, self._image_step = None, 0  # decoded image batches (see _start_image_stream)
 
     # --- batches -------------------------------------------------------------------------
-    def _batch(self, stream: int, step: int, n: int, bs: int) -> list[int]:
-        """Rows of batch ``step`` of a seeded per-epoch permutation (stream 1: text, 2: other)."""
-        per_epoch = n // bs
-        epoch, b = divmod(step, per_epoch)
-        key = (stream, epoch)
-        if key not in self._orders:
-            self._orders = {k: v for k, v in self._orders.items() if k[0] != stream}
-            self._orders[key] = np.random.default_rng((self.cfg["seed"], epoch, stream)).permutation(n)
-        return self._orders[key][b * bs : (b + 1) * bs].tolist()
-
     def _encode_rows(self, texts: list[str]) -> torch.Tensor:
         with self.precision.autocast():  # train.precision for the encoder; the loss in fp32
             return self.model.encode_text(self.model.tokenize(texts, self.device)).float()
@@ -243,7 +235,7 @@ class CseTrainer:
             opt.zero_grad(set_to_none=True)
 
     def text_step(self, step: int) -> float:
-        idx = self._batch(1, step, self.data.n_text, self.c["batch_size"])
+        idx = self._text_batches(step).tolist()
         rows, n = self._text_rows(idx)
         sentences = rows[:n] if self.text_kind == "unsup" else rows  # [s; s] holds each sentence twice
         self.state["truncated"] += self.model.count_truncated(sentences)
@@ -280,7 +272,7 @@ class CseTrainer:
         self._image_step, self._image_iter = start, None
         if self.data.images is None:
             return
-        batches = [self._batch(2, s, self.data.n_other, self.c["other_batch_size"]) for s in range(start, self.total_steps)]
+        batches = [self._other_batches(s).tolist() for s in range(start, self.total_steps)]
         self._image_iter = iter(batch_loader(self.data.images, batches, self.cfg["data"]["num_workers"],
                                              self.device.type == "cuda"))
 
@@ -293,7 +285,7 @@ class CseTrainer:
         return self.data.images.batch(idx)
 
     def other_step(self, step: int) -> float:
-        idx = self._batch(2, step, self.data.n_other, self.c["other_batch_size"])
+        idx = self._other_batches(step).tolist()
         views, labels = self._other_views(step, idx)
         with self.precision.autocast():
             z = (self.model.encode_image(views) if self.other == "image" else self.model.encode_audio(views)).float()
