@@ -214,6 +214,32 @@ def test_text_classification_csv(tmp_path):
         load_text_classification(f, label_column="sentiment")
 
 
+def test_text_classification_json_and_jsonl(tmp_path):
+    j = tmp_path / "tasks.json"
+    j.write_text('[{"name": "GRINNING FACE", "category": "Smileys"}, {"name": "DOG", "category": 3}, '
+                 '{"name": "CAT"}, "x", {"name": "  ", "category": "Animals"}]')
+    with pytest.raises(DataError, match=r"tasks.json item 2: no value for category"):
+        load_text_classification(j, "name", "category")
+    skipped = Skipped()
+    t = load_text_classification(j, "name", "category", skip_bad=True, skipped=skipped)
+    assert t.texts == ["GRINNING FACE", "DOG"] and t.labels == [1, 0] and t.class_names == ["3", "Smileys"]
+    assert skipped.count == 3
+    lines = tmp_path / "tasks.jsonl"
+    lines.write_text('{"text": "good", "label": "pos"}\n\n{"text": "bad", "label": "neg"}\n{bad json\n')
+    with pytest.raises(DataError, match=r"tasks.jsonl line 4: not valid JSON"):
+        load_text_classification(lines)
+    assert load_text_classification(lines, skip_bad=True).texts == ["good", "bad"]
+    (tmp_path / "obj.json").write_text('{"text": "good"}')
+    with pytest.raises(DataError, match="expected a JSON array"):
+        load_text_classification(tmp_path / "obj.json")
+
+
+def test_shared_emoji_names_as_a_text_task(shared_data):
+    t = load_text_classification(shared_data / "images" / "emoji" / "emoji.json", "name", "category")
+    assert len(t.texts) == 1911 and len(t.class_names) == 10 and t.texts[0] == "HASH KEY"
+    assert np.bincount(t.labels).min() == 5  # Component: the skin-tone modifiers
+
+
 def test_augment_identity_flip_and_determinism():
     x = torch.rand(5, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)

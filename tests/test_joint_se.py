@@ -230,7 +230,7 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
         "cse: {batch_size: 8, lr: 1.0e-3}",
         "language:", "  seeds: [0, 1]", f"  train: ['csv:{tiny_synthetic / 'train.csv'}']",
         f"  zeroshot: folder:{tiny_synthetic / 'unseen'}", f"  retrieval: csv:{tiny_synthetic / 'test.csv'}",
-        f"  corpus: txt:{corpus}", f"  nli: {nli}", f"  sts: ['stsb:{stsb}']", f"  transfer: ['{task}']",
+        f"  corpus: txt:{corpus}", f"  nli: {nli}", f"  sts: ['stsb:{stsb}']", f"  transfer: [{{data: '{task}', folds: 4}}]",
         "  cse_steps: 2", "  se_weight: 0.5", ""]))
     run = CliRunner().invoke(app, ["experiment", "language-encoder", "--config", str(cfg), "--out", str(tmp_path / "out")])
     assert run.exit_code == 0, run.output

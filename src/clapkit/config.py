@@ -143,7 +143,7 @@ DEFAULTS: dict[str, Any] = {
         "corpus": None,  # unsupervised SE data (init_unsup via train cse; joint_unsup with se_loss corpus)
         "nli": None,  # supervised SE triplets (init_sup via train cse, joint_sup)
         "sts": [],  # STS sets for the language-encoder quality (the mean Spearman of their table)
-        "transfer": [],  # senteval:DIR and/or text,label CSV tasks (their mean accuracy)
+        "transfer": [],  # senteval:DIR, task files, {data, text, label, folds} (mean accuracy; eval transfer)
         "se_weight": 0.1,  # lambda of the joint variants
         "joint_unsup_loss": "captions",  # captions | corpus
         "cse_steps": 200,  # train cse steps of the init variants (cse.* holds the rest of its recipe)

@@ -102,15 +102,15 @@ def eval_transfer(
     model: Annotated[str, typer.Option(help="clapkit checkpoint or train cse folder, a public CLAP/CLIP/SigLIP (its text "
                                             "tower), a Hugging Face or sentence-transformers folder, or 'minilm'")],
     data: Annotated[list[str], typer.Option(help="senteval:DIR (SentEval's data/downstream: MR, CR, SUBJ, MPQA, SST2, "
-                                                 "TREC, MRPC by SentEval's protocol), or a CSV of texts and labels "
-                                                 "(repeat for several)")],
+                                                 "TREC, MRPC by SentEval's protocol), or a file of texts and labels: CSV, "
+                                                 "JSON Lines or a JSON array (repeat for several)")],
     out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
-    text_column: Annotated[str, typer.Option(help="Column of the text")] = "text",
-    label_column: Annotated[str, typer.Option(help="Column of the label")] = "label",
+    text_column: Annotated[str, typer.Option(help="Column (or JSON key) of the text")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column (or JSON key) of the label")] = "label",
     folds: Annotated[int, typer.Option(help="Stratified cross-validation folds")] = 10,
-    c: Annotated[float, typer.Option("--c", help="CSV tasks: inverse L2 strength of the logistic regression")] = 1.0,
+    c: Annotated[float, typer.Option("--c", help="file tasks: inverse L2 strength of the logistic regression")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Fold and classifier seed (default: 1111, SentEval's, for "
-                                                  "senteval:; 0 for CSV tasks)")] = None,
+                                                  "senteval:; 0 for task files)")] = None,
     pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
     projected: Annotated[bool, typer.Option(help="dual encoders: use the projected E_t")] = False,
     max_length: Annotated[int | None, typer.Option(help="tokens; default: a sentence-transformers folder's own, else 128")] = None,
@@ -120,41 +120,26 @@ def eval_transfer(
 ) -> None:
     """Linear probes on frozen sentence embeddings: SentEval's transfer tasks by its protocol
     (senteval:DIR; raw embeddings, C chosen as SentEval chooses it, comparable with published
-    SentEval numbers), or a CSV task (standardised features, stratified k-fold, fixed --c)."""
-    import numpy as np
-
+    SentEval numbers), or a task file (standardised features, stratified k-fold, fixed --c)."""
     from ..data.files import Skipped
-    from ..data.text import load_text_classification
     from ..evaluation.sts import SentenceEncoder
-    from ..evaluation.transfer import linear_probe
+    from ..evaluation.transfer import transfer_eval
 
     enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
-    tasks, skipped = {}, Skipped()
-    for spec in [d for d in data if d.startswith("senteval:")]:
-        from ..data.senteval import load_senteval
-        from ..evaluation.transfer import senteval_transfer
-
-        r = senteval_transfer(lambda texts: enc.encode(texts, batch_size, normalize=False),
-                              load_senteval(spec.split(":", 1)[1], skip_bad, skipped), folds,
-                              1111 if seed is None else seed)
-        for name, task in r["tasks"].items():
-            tasks[name] = task | {"protocol": "SentEval"}
+    skipped = Skipped()
+    r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), data, folds, seed, c, text_column,
+                      label_column, skip_bad, skipped)
+    for name, task in r["tasks"].items():
+        if task["protocol"] == "SentEval":
             typer.echo(f"{name}: accuracy {task['accuracy']:.2f} (dev {task['dev']:.2f}; {task['n']} examples, "
-                       f"SentEval protocol)")
-    for path in [d for d in data if not d.startswith("senteval:")]:
-        t = load_text_classification(path, text_column, label_column, skip_bad, skipped)
-        try:
-            r = linear_probe(enc.encode(t.texts, batch_size), np.array(t.labels), folds, seed or 0, c)
-        except ValueError as exc:
-            raise ClapkitError(f"{path}: {exc}") from exc
-        tasks[t.name] = r | {"class_names": t.class_names}
-        typer.echo(f"{t.name}: accuracy {r['accuracy']:.2f} +- {r['std']:.2f} ({folds} folds, {r['n']} texts, "
-                   f"{r['classes']} classes, majority {r['majority']:.2f})")
-    result = {"model": model, "pooling": enc.pooling, "projected": projected, "folds": folds, "seed": seed, "tasks": tasks,
+                       "SentEval protocol)")
+        else:
+            typer.echo(f"{name}: accuracy {task['accuracy']:.2f} +- {task['std']:.2f} ({folds} folds, {task['n']} texts, "
+                       f"{task['classes']} classes, majority {task['majority']:.2f})")
+    result = {"model": model, "pooling": enc.pooling, "projected": projected, "folds": folds, "seed": seed, **r,
               "skipped": skipped.to_dict()}
-    if len(tasks) > 1:
-        result["avg"] = float(np.mean([r["accuracy"] for r in tasks.values()]))
-        typer.echo(f"average: {result['avg']:.2f}")
+    if len(r["tasks"]) > 1:
+        typer.echo(f"average: {r['avg']:.2f}")
     _write_json(result, out)
 
 
@@ -166,12 +151,13 @@ def eval_language(
                                                   "spec eval retrieval takes)")] = None,
     sts: Annotated[list[str] | None, typer.Option(help="STS sets (stsb:DIR, sick:DIR, senteval:DIR; repeat): the table "
                                                        "on x_t and on E_t")] = None,
-    transfer: Annotated[str | None, typer.Option(help="senteval:DIR: SentEval's transfer tasks on x_t")] = None,
+    transfer: Annotated[list[str] | None, typer.Option(help="transfer tasks on x_t, as eval transfer takes them: "
+                                                            "senteval:DIR, or a file of texts and labels (repeat)")] = None,
     out: MetricsJson = None,
     audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
     image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
     split: Annotated[str | None, typer.Option(help="karpathy: the split")] = None,
-    folds: Annotated[int, typer.Option(help="SentEval folds")] = 10,
+    folds: Annotated[int, typer.Option(help="transfer: cross-validation folds")] = 10,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -209,17 +195,14 @@ def eval_language(
             typer.echo(f"STS on {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["table"].items()) + avg)
     if transfer:
         from ..data.files import Skipped
-        from ..data.senteval import load_senteval
-        from ..evaluation.transfer import senteval_transfer
+        from ..evaluation.transfer import transfer_eval
 
-        if not transfer.startswith("senteval:"):
-            raise ClapkitError(f"--transfer {transfer}: give senteval:DIR (SentEval's data/downstream)")
         enc = SentenceEncoder.of_model(net, device=dev)
         skipped = Skipped()
-        r = senteval_transfer(lambda texts: enc.encode(texts, batch_size, normalize=False),
-                              load_senteval(transfer.split(":", 1)[1], skip_bad, skipped), folds)
+        r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), transfer, folds,
+                          skip_bad=skip_bad, skipped=skipped)
         result["transfer"] = r | {"skipped": skipped.to_dict()}
-        typer.echo("SentEval on x_t: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in r["tasks"].items())
+        typer.echo("transfer on x_t: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in r["tasks"].items())
                    + f"; average {r['avg']:.2f}")
     _write_json(result, out)
 

@@ -76,6 +76,52 @@ def read_csv_rows(path: Path, required: list[str]) -> list[tuple[int, dict]]:
     return list(iter_csv_rows(path, required))
 
 
+def iter_records(path: Path, required: list[str]) -> Iterator[tuple[str, object]]:
+    """The records of a table file with where each one is: the rows of a CSV (``.csv`` or
+    any other suffix; ``required`` columns checked in the header), the lines of JSON Lines
+    (``.jsonl``) or the items of a JSON array (``.json``, e.g. ``emoji.json``). Read each
+    record's values with :func:`record_values`, which raises for that record alone."""
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        for line, row in iter_csv_rows(path, required):
+            yield f"{path} line {line}", row
+        return
+    import json
+
+    text = read_text(path)
+    if path.suffix.lower() == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    yield f"{path} line {n}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield f"{path} line {n}", DataError(f"not valid JSON ({exc.msg})", f"{path} line {n}")
+        return
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON ({exc.msg})", f"{path} line {exc.lineno}") from exc
+    if not isinstance(items, list):
+        raise DataError("expected a JSON array of objects (or use .jsonl, one object a line)", str(path))
+    for i, item in enumerate(items):
+        yield f"{path} item {i}", item
+
+
+def record_values(record: object, where: str, columns: list[str]) -> list[str]:
+    """The stripped values of ``columns`` in one record of :func:`iter_records`; a record
+    that is not an object, has more fields than the header or lacks a value is an error
+    naming it."""
+    if isinstance(record, DataError):
+        raise record
+    if not isinstance(record, dict):
+        raise DataError(f"expected an object with {', '.join(columns)}, got {type(record).__name__}", where)
+    if None in record:  # a CSV row with more fields than the header
+        raise DataError(f"{len(record) - 1 + len(record[None])} fields but the header has {len(record) - 1}", where)
+    missing = [c for c in columns if record.get(c) is None]
+    if missing:
+        raise DataError(f"no value for {', '.join(missing)}", where, reason="missing value")
+    return [str(record[c]).strip() for c in columns]
+
+
 def check_row(row: dict, line: int, path: Path, columns: list[str]) -> None:
     if None in row:  # more fields than the header
         raise DataError(f"{len(row) - 1 + len(row[None])} fields but the header has {len(row) - 1}", f"{path} line {line}")

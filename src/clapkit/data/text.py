@@ -6,7 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from .files import Skipped, check_row, parse_spec, read_csv_rows, read_lines, read_text
+from .files import (
+    Skipped,
+    check_row,
+    iter_records,
+    parse_spec,
+    read_csv_rows,
+    read_lines,
+    read_text,
+    record_values,
+)
 from .sts import load_stsb
 
 # --- sentence-encoder training data -------------------------------------------------------
@@ -131,18 +140,18 @@ class TextClassificationSet:
 
 def load_text_classification(path: str | Path, text_column: str = "text", label_column: str = "label",
                              skip_bad: bool = False, skipped: Skipped | None = None) -> TextClassificationSet:
-    """A CSV of texts and labels (any label values; classes sorted by name) for a linear
-    probe. An empty text or label is an error naming the line (skipped with ``skip_bad``)."""
+    """Texts and labels for a linear probe, from a CSV (columns), JSON Lines or a JSON array
+    of objects (keys; e.g. emoji-datasource's ``emoji.json`` with ``name`` and
+    ``category``). Any label values; classes sorted by name. A missing or empty text or
+    label is an error naming the line or item (skipped with ``skip_bad``)."""
     path = Path(path)
     skipped = skipped if skipped is not None else Skipped()
     texts, raw = [], []
-    for line, row in read_csv_rows(path, [text_column, label_column]):
+    for where, record in iter_records(path, [text_column, label_column]):
         try:
-            check_row(row, line, path, [text_column, label_column])
-            text, label = (row[text_column] or "").strip(), (row[label_column] or "").strip()
+            text, label = record_values(record, where, [text_column, label_column])
             if not text or not label:
-                raise DataError(f"empty {text_column if not text else label_column}", f"{path} line {line}",
-                                reason="empty cell")
+                raise DataError(f"empty {text_column if not text else label_column}", where, reason="empty cell")
         except DataError as exc:
             if not skip_bad:
                 raise

@@ -115,3 +115,43 @@ def senteval_transfer(encode, tasks, k: int = 10, seed: int = 1111) -> dict:
     if out:
         result["avg"] = round(float(np.mean([r["accuracy"] for r in out.values()])), 2)
     return result
+
+
+def transfer_eval(encode, specs, folds: int = 10, seed: int | None = None, c: float = 1.0, text_column: str = "text",
+                  label_column: str = "label", skip_bad: bool = False, skipped=None) -> dict:
+    """The transfer tasks of ``specs`` on frozen embeddings; ``encode(texts) -> (n, d)`` gives
+    raw (unnormalised) sentence embeddings. A spec is ``senteval:DIR`` (SentEval's tasks by
+    its protocol, seed 1111 unless ``seed``), a text-classification file (CSV, JSON Lines
+    or a JSON array; :func:`linear_probe` with ``folds``, seed 0 unless ``seed``, ``c``), or
+    for the latter a mapping ``{data: PATH, text: KEY, label: KEY, folds: K}`` naming its
+    columns and folds.
+    Returns ``tasks`` (name -> result, with its ``protocol``) and their average ``avg``."""
+    from ..data.files import Skipped
+    from ..data.senteval import load_senteval
+    from ..data.text import load_text_classification
+    from ..errors import ClapkitError
+
+    skipped = skipped if skipped is not None else Skipped()
+    tasks: dict = {}
+    for spec in specs:
+        if isinstance(spec, str) and spec.startswith("senteval:"):
+            r = senteval_transfer(encode, load_senteval(spec.split(":", 1)[1], skip_bad, skipped), folds,
+                                  1111 if seed is None else seed)
+            tasks.update({name: task | {"protocol": "SentEval"} for name, task in r["tasks"].items()})
+            continue
+        spec = spec if isinstance(spec, dict) else {"data": spec}
+        unknown = set(spec) - {"data", "text", "label", "folds"}
+        if unknown or "data" not in spec:
+            raise ClapkitError(f"transfer task {spec}: give data (and optionally text, label, folds)")
+        k = int(spec.get("folds", folds))
+        t = load_text_classification(spec["data"], spec.get("text", text_column), spec.get("label", label_column),
+                                     skip_bad, skipped)
+        try:
+            r = linear_probe(encode(t.texts), np.array(t.labels), k, seed or 0, c)
+        except ValueError as exc:
+            raise ClapkitError(f"{spec['data']}: {exc}") from exc
+        tasks[t.name] = r | {"class_names": t.class_names, "protocol": f"{k}-fold linear probe, C={c}"}
+    result: dict = {"tasks": tasks}
+    if tasks:
+        result["avg"] = float(np.mean([r["accuracy"] for r in tasks.values()]))
+    return result

@@ -94,13 +94,11 @@ def evaluate(checkpoint: Path, lang: dict, zeroshot: str, retrieval: str, medium
     """The study's metrics of one trained model (language-encoder quality on x_t)."""
     from ..data.files import Skipped
     from ..data.media import load_labelled_media, load_media_pairs
-    from ..data.senteval import load_senteval
     from ..data.sts import load_sts
-    from ..data.text import load_text_classification
     from ..evaluation.language import pair_geometry
     from ..evaluation.retrieval import retrieval_eval
     from ..evaluation.sts import SentenceEncoder, sts_eval
-    from ..evaluation.transfer import linear_probe, senteval_transfer
+    from ..evaluation.transfer import transfer_eval
     from ..evaluation.zeroshot import zeroshot_eval
     from ..models.hf_dual import load_model
 
@@ -115,16 +113,8 @@ def evaluate(checkpoint: Path, lang: dict, zeroshot: str, retrieval: str, medium
     if lang["sts"]:
         table = sts_eval(enc, [s for spec in lang["sts"] for s in load_sts(spec)])["table"]
         out["sts"] = float(np.mean(list(table.values())))
-    scores = []
-    for spec in lang["transfer"]:
-        if str(spec).startswith("senteval:"):
-            res = senteval_transfer(lambda t: enc.encode(t, normalize=False), load_senteval(spec.split(":", 1)[1]))
-            scores += [v["accuracy"] for v in res["tasks"].values()]
-        else:
-            task = load_text_classification(spec)
-            scores.append(linear_probe(enc.encode(task.texts), np.array(task.labels), 5)["accuracy"])
-    if scores:
-        out["transfer"] = float(np.mean(scores))
+    if lang["transfer"]:
+        out["transfer"] = transfer_eval(lambda t: enc.encode(t, normalize=False), lang["transfer"])["avg"]
     return out
 
 
