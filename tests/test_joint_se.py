@@ -220,6 +220,9 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
                                                for i in range(16)))
     task = tmp_path / "task.csv"
     task.write_text("text,label\n" + "".join(f"{w},{'a' if i % 2 else 'b'}\n" for i, w in enumerate(WORDS)))
+    pairs = tmp_path / "elsewhere" / "test.csv"  # its audio paths are relative to language.retrieval_dir
+    pairs.parent.mkdir()
+    pairs.write_text((tiny_synthetic / "test.csv").read_text())
     cfg = tmp_path / "study.yaml"
     cfg.write_text("\n".join([
         "model:", f"  text: {{name: {tiny_bert}, max_length: 16}}", "  audio: {name: small_cnn, channels: [4, 8], n_fft: 256, "
@@ -229,7 +232,7 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
         " se: {batch_size: 8}}",
         "cse: {batch_size: 8, lr: 1.0e-3}",
         "language:", "  seeds: [0, 1]", f"  train: ['csv:{tiny_synthetic / 'train.csv'}']",
-        f"  zeroshot: folder:{tiny_synthetic / 'unseen'}", f"  retrieval: csv:{tiny_synthetic / 'test.csv'}",
+        f"  zeroshot: folder:{tiny_synthetic / 'unseen'}", f"  retrieval: csv:{pairs}", f"  retrieval_dir: {tiny_synthetic}",
         f"  corpus: txt:{corpus}", f"  nli: {nli}", f"  sts: ['stsb:{stsb}']", f"  transfer: [{{data: '{task}', folds: 4}}]",
         "  cse_steps: 2", "  se_weight: 0.5", ""]))
     run = CliRunner().invoke(app, ["experiment", "language-encoder", "--config", str(cfg), "--out", str(tmp_path / "out")])
@@ -258,12 +261,27 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
     assert run.exit_code == 0 and (tmp_path / "out" / "seed0" / "base" / "metrics.json").stat().st_mtime_ns == stamp
 
 
-def test_study_presets_resolve():
+def test_study_presets_resolve(tmp_path):
+    from clapkit.experiments.language import run_language_encoder
+
     for medium in ("image", "audio"):
         cfg = load_config(f"language-encoder-{medium}-cpu")
         assert cfg["model"]["modality"] == medium and cfg["language"]["synthetic"]
         assert cfg["language"]["variants"] == ["base", "init_unsup", "init_sup", "joint_unsup", "joint_sup"]
         assert cfg["train"]["frozen_backbones"] == ["text"] and cfg["train"]["frozen_epochs"] < cfg["train"]["epochs"]
+        assert cfg["language"]["transfer"][0]["data"].endswith("images/emoji/emoji.json")
+    image = load_config("language-encoder-image-paper", ["language.train=wds:/d/cc3m/{00000..00331}.tar",
+                                                         "language.transfer=senteval:/d/downstream"])
+    assert image["language"]["train"] == ["wds:/d/cc3m/{00000..00331}.tar"]  # one spec, brace range kept
+    assert image["language"]["transfer"] == ["senteval:/d/downstream"] and image["model"]["modality"] == "image"
+    assert (image["model"]["text"]["name"], image["train"]["batch_size"], image["train"]["epochs"]) == ("bert-base-uncased", 128, 64)
+    audio = load_config("language-encoder-audio-paper")
+    assert (audio["model"]["audio"]["name"], audio["audio"]["sample_rate"], audio["model"]["projector"]["dim"]) == ("cnn14", 44100, 1024)
+    for cfg in (image, audio):
+        assert (cfg["cse"]["batch_size"], cfg["cse"]["lr"], cfg["language"]["cse_steps"]) == (64, 3e-5, 15625)
+        assert not cfg["language"]["synthetic"]
+    with pytest.raises(ConfigError, match=r"language: set language.train, language.zeroshot, language.retrieval, language.corpus, language.nli \("):
+        run_language_encoder(audio, tmp_path)
 
 
 def test_a_sigterm_stops_the_study_too(tmp_path, monkeypatch):

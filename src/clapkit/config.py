@@ -140,6 +140,8 @@ DEFAULTS: dict[str, Any] = {
         "train": [],  # paired training data (manifest specs)
         "zeroshot": None,  # labelled evaluation set (folder:, esc50:, mnist:, ...)
         "retrieval": None,  # evaluation caption pairs: retrieval, uniformity, alignment, modality gap
+        "retrieval_dir": None,  # their media folder (clotho:/audiocaps:/coco:/karpathy:); default data.*_dir
+        "retrieval_split": None,  # karpathy: their split (default data.split)
         "corpus": None,  # unsupervised SE data (init_unsup via train cse; joint_unsup with se_loss corpus)
         "nli": None,  # supervised SE triplets (init_sup via train cse, joint_sup)
         "sts": [],  # STS sets for the language-encoder quality (the mean Spearman of their table)
@@ -410,10 +412,10 @@ def validate(cfg: dict) -> None:
     for key in ("batch_size", "other_batch_size"):
         if cfg["cse"][key] < 2:
             raise ConfigError(f"'cse.{key}' must be at least 2 for a contrastive loss")
-    if isinstance(cfg["data"]["train"], str):
-        cfg["data"]["train"] = [cfg["data"]["train"]]
-    if isinstance(cfg["data"]["val"], str):
-        cfg["data"]["val"] = [cfg["data"]["val"]]
+    for section, key in (("data", "train"), ("data", "val"), ("language", "train"), ("language", "sts"),
+                         ("language", "transfer")):  # one spec given where a list is expected (--set k=spec)
+        if isinstance(cfg[section][key], str | dict):
+            cfg[section][key] = [cfg[section][key]]
 
 
 def get(cfg: dict, keys: tuple[str, ...]) -> Any:

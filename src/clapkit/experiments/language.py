@@ -52,8 +52,6 @@ def _data(cfg: dict, out: Path) -> tuple[list[str], str, str]:
 
                 write_synthetic(folder, seed=0, sr=cfg["audio"]["sample_rate"], seconds=cfg["audio"]["segment_seconds"])
         return [f"csv:{folder / 'train.csv'}"], f"folder:{folder / 'unseen'}", f"csv:{folder / 'test.csv'}"
-    if not (lang["train"] and lang["zeroshot"] and lang["retrieval"]):
-        raise ConfigError("language: set train, zeroshot and retrieval (or language.synthetic: true)")
     return list(lang["train"]), lang["zeroshot"], lang["retrieval"]
 
 
@@ -104,7 +102,10 @@ def evaluate(checkpoint: Path, lang: dict, zeroshot: str, retrieval: str, medium
 
     model = load_model(checkpoint)
     out = {"zeroshot": zeroshot_eval(model, load_labelled_media(zeroshot, medium))["top1"]}
-    pairs = load_media_pairs(model.cfg, retrieval, Skipped())
+    cfg = copy.deepcopy(model.cfg)  # the evaluation pairs' own folder and split, where they differ from training's
+    cfg["data"].update({k: v for k, v in ((f"{medium}_dir", lang["retrieval_dir"]), ("split", lang["retrieval_split"]))
+                        if v is not None})
+    pairs = load_media_pairs(cfg, retrieval, Skipped())
     r = retrieval_eval(model, pairs)
     out["retrieval"] = float(np.mean([r[f"text_to_{medium}"]["R@10"], r[f"{medium}_to_text"]["R@10"]]))
     g = pair_geometry(model, pairs)
@@ -159,8 +160,11 @@ def run_language_encoder(cfg: dict, out: str | Path) -> dict:
     missing = sorted({needs[v] for v in lang["variants"] if v in needs and not lang[needs[v]]})
     if lang["joint_unsup_loss"] == "corpus" and "joint_unsup" in lang["variants"] and not lang["corpus"]:
         missing = sorted(set(missing) | {"corpus"})
+    if not lang["synthetic"]:
+        missing = [k for k in ("train", "zeroshot", "retrieval") if not lang[k]] + missing
     if missing:
-        raise ConfigError(f"language: the variants {', '.join(lang['variants'])} need language.{' and language.'.join(missing)}")
+        raise ConfigError(f"language: set {', '.join('language.' + k for k in missing)} (the variants "
+                          f"{', '.join(lang['variants'])} need them; or language.synthetic: true for the embedded set)")
     train, zeroshot, retrieval = _data(cfg, out)
     runs: dict = {v: {} for v in lang["variants"]}
     for seed in lang["seeds"]:
