@@ -252,13 +252,36 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
     assert text["pooling"] == "mean"  # the SE run pooled as the base text tower does
     se = json.loads((tmp_path / "out" / "seed1" / "joint_sup" / "checkpoint" / "config.json").read_text())["train"]["se"]
     assert (se["weight"], se["loss"]) == (0.5, "nli")
-    assert len(r["findings"]) == 6 and all(": holds (" in f or ": does not hold (" in f for f in r["findings"])
+    assert len(r["findings"]) == 6 and all(": holds" in f or ": does not hold (" in f for f in r["findings"])
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| joint_sup |" in md and "## S0's findings in this run" in md
     assert (tmp_path / "out" / "uniformity_alignment.png").stat().st_size > 0
     stamp = (tmp_path / "out" / "seed0" / "base" / "metrics.json").stat().st_mtime_ns
     run = CliRunner().invoke(app, ["experiment", "language-encoder", "--config", str(cfg), "--out", str(tmp_path / "out")])
     assert run.exit_code == 0 and (tmp_path / "out" / "seed0" / "base" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_findings_are_paired_by_seed():
+    """Each seed's SE variants' mean minus that seed's base; the verdict says whether the
+    effect points S0's way in every seed, in some, or not on average."""
+    from clapkit.experiments.language import findings
+
+    def run(sts, uniformity, alignment, zeroshot):
+        return {"sts": sts, "uniformity": uniformity, "alignment": alignment, "zeroshot": zeroshot, "retrieval": 0.5}
+
+    runs = {"base": {0: run(80.0, -2.0, 0.5, 0.9), 1: run(81.0, -2.0, 0.5, 0.9)},
+            "init_unsup": {0: run(82.0, -2.2, 0.4, 0.9), 1: run(80.0, -2.1, 0.6, 0.8)},
+            "joint_sup": {0: run(80.0, -2.0, 0.4, 0.9), 1: run(81.0, -2.3, 0.5, 0.8)}}
+    lines = findings(runs, "image")
+    # STS deltas by seed: (82 + 80) / 2 - 80 = +1, (80 + 81) / 2 - 81 = -0.5
+    assert lines[0] == ("- SE training improves the language encoder: holds on average only (1 of 2 seeds) "
+                        "(STS mean +0.2500 +- 0.7500 over 2 seeds, SE variants' mean - base)")
+    assert lines[1] == "- SE training improves the language encoder (transfer): not measured here (transfer not evaluated)"
+    assert ": does not hold (zero-shot top-1 -0.0500 +- 0.0500" in lines[2]
+    assert ": does not hold (retrieval R@10 +0.0000 +- 0.0000" in lines[3]
+    assert ": holds (uniformity -0.1500 +- 0.0500 over 2 seeds" in lines[4]  # -0.1 and -0.2: lower in both seeds
+    assert ": does not hold (alignment -0.0250 +- 0.0750" in lines[5]  # -0.1 and +0.05
+    assert findings({"base": runs["base"]}, "audio") == ["the findings compare the SE variants with base: run both"]
 
 
 def test_study_presets_resolve(tmp_path):

@@ -119,22 +119,25 @@ def evaluate(checkpoint: Path, lang: dict, zeroshot: str, retrieval: str, medium
     return out
 
 
-def findings(table: dict, medium: str) -> list[str]:
-    """A line per S0 finding: whether it holds here (the SE variants' mean against base)."""
-    se = [v for v in table if v != "base"]
-    if "base" not in table or not se:
+def findings(runs: dict, medium: str) -> list[str]:
+    """A line per S0 finding: whether it holds here. The effect is paired by seed (each seed's
+    SE variants' mean minus that seed's base, the same data order and initialisation), and
+    reported as its mean +- std over seeds; it "holds" when it points S0's way in every seed,
+    "holds on average only" when in some, and "does not hold" when its mean does not."""
+    se = [v for v in runs if v != "base"]
+    if "base" not in runs or not se:
         return ["the findings compare the SE variants with base: run both"]
 
-    def delta(metric):
-        vals = [table[v][metric]["mean"] for v in se if metric in table[v]]
-        return float(np.mean(vals) - table["base"][metric]["mean"]) if vals and metric in table["base"] else None
-
     def line(claim, metric, better_if_positive, what):
-        d = delta(metric)
-        if d is None:
+        seeds = [s for s in runs["base"] if metric in runs["base"][s] and all(metric in runs[v].get(s, {}) for v in se)]
+        if not seeds:
             return f"- {claim}: not measured here ({metric} not evaluated)"
-        holds = d > 0 if better_if_positive else d < 0
-        return f"- {claim}: {'holds' if holds else 'does not hold'} ({what} {d:+.4f}, SE variants' mean - base)"
+        sign = 1 if better_if_positive else -1
+        d = np.array([np.mean([runs[v][s][metric] for v in se]) - runs["base"][s][metric] for s in seeds])
+        agree = int((sign * d > 0).sum())
+        verdict = ("does not hold" if sign * d.mean() <= 0 else "holds" if agree == len(seeds)
+                   else f"holds on average only ({agree} of {len(seeds)} seeds)")
+        return f"- {claim}: {verdict} ({what} {d.mean():+.4f} +- {d.std():.4f} over {len(seeds)} seeds, SE variants' mean - base)"
 
     media = "image-text" if medium == "image" else "audio-text"
     return [
@@ -182,7 +185,7 @@ def run_language_encoder(cfg: dict, out: str | Path) -> dict:
                  for m in METRICS if all(m in r for r in per.values())}
              for v, per in runs.items()}
     result = {"medium": medium, "cross_loss": "cyclip" if any(cfg["train"]["cyclip"].values()) else "clip",
-              "seeds": lang["seeds"], "table": table, "runs": runs, "findings": findings(table, medium)}
+              "seeds": lang["seeds"], "table": table, "runs": runs, "findings": findings(runs, medium)}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     _plot(table, out / "uniformity_alignment.png")
     _markdown(result, out / "results.md")
