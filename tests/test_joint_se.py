@@ -307,15 +307,32 @@ def test_study_presets_resolve(tmp_path):
         run_language_encoder(audio, tmp_path)
 
 
-def test_a_sigterm_stops_the_study_too(tmp_path, monkeypatch):
+def test_a_sigterm_stops_the_study_and_the_next_call_resumes_the_run(tmp_path, monkeypatch):
     """A training run stopped by SIGTERM (it saved last/) stops the study rather than
-    evaluating a half-trained model and going on to the next variant."""
-    import clapkit.training.clap as clap
-    from clapkit.experiments.language import StudyStopped, run_language_encoder
+    evaluating a half-trained model and going on; the next call resumes that run from
+    last/, and a finished run is not trained again (experiments.train_once, which the
+    improvement and leakage experiments share)."""
+    import json
 
-    monkeypatch.setattr(clap, "train_clap", lambda cfg, out, resume=False: {"stopped": "SIGTERM"})
+    import clapkit.training.clap as clap
+    from clapkit.experiments import ExperimentStopped, train_once
+    from clapkit.experiments.language import run_language_encoder
+
+    calls = []
+
+    def fake_train(cfg, out, resume=False):
+        calls.append(resume)
+        (out / "last").mkdir(parents=True, exist_ok=True)
+        summary = {"stopped": "SIGTERM"} if len(calls) == 1 else {"best_epoch": 2}
+        (out / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    monkeypatch.setattr(clap, "train_clap", fake_train)
     cfg = load_config(None, ["language.train=[csv:x.csv]", "language.zeroshot=folder:x", "language.retrieval=csv:x.csv",
                              "language.variants=[base]"])
-    with pytest.raises(StudyStopped, match=r"seed0/base: stopped by SIGTERM; run the study again with the same --out"):
+    with pytest.raises(ExperimentStopped, match=r"seed0/base: stopped by SIGTERM; run the experiment again with the same"):
         run_language_encoder(cfg, tmp_path)
-    assert not (tmp_path / "seed0" / "base" / "metrics.json").exists()
+    assert not (tmp_path / "seed0" / "base" / "metrics.json").exists() and calls == [False]
+    run = tmp_path / "seed0" / "base"
+    assert train_once(fake_train, cfg, run) == {"best_epoch": 2} and calls == [False, True]  # resumed from last/
+    assert train_once(fake_train, cfg, run) == {"best_epoch": 2} and calls == [False, True]  # finished: kept

@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..evaluation.zeroshot import zeroshot_eval
 from ..models.dual import DualEncoder
 from ..training.clap import train_clap
+from . import train_once
 
 STRATEGIES = ("du", "ds")
 LOSSES = ("clip", "soft_clip")
@@ -55,8 +56,7 @@ def run_improvement(cfg: dict, out: str | Path) -> dict:
     tcfg = copy.deepcopy(cfg)
     tcfg["data"]["train"] = teacher_train
     teacher = out / "teacher"
-    if not (teacher / "summary.json").exists():
-        train_clap(tcfg, teacher)
+    train_once(train_clap, tcfg, teacher)
 
     cache = out / ".clapkit-cache"
     curated = {}
@@ -82,8 +82,7 @@ def run_improvement(cfg: dict, out: str | Path) -> dict:
             scfg["train"]["loss"] = loss
             scfg["train"]["soft"].update(teacher=str(teacher / "checkpoint"), cache=str(cache))
             scfg["model"]["init_from"] = str(teacher / "checkpoint") if imp["student_init"] == "teacher" else None
-            if not (run / "summary.json").exists():
-                train_clap(scfg, run)
+            train_once(train_clap, scfg, run)
             models[run.name] = run / "checkpoint"
 
     trained_on = {"teacher": teacher_train} | {s: [f"csv:{out / f'curated_{s}.csv'}"] for s in curated}

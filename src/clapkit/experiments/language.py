@@ -27,12 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ClapkitError, ConfigError
-
-
-class StudyStopped(ClapkitError):
-    """A training run of the study was stopped (SIGTERM); the study stops with it."""
-
+from ..errors import ConfigError
+from . import train_once
 
 VARIANTS = ("base", "init_unsup", "init_sup", "joint_unsup", "joint_sup")
 METRICS = ("zeroshot", "retrieval", "sts", "transfer", "uniformity", "alignment", "modality_gap")
@@ -60,17 +56,15 @@ def _cse(cfg: dict, seed: int, kind: str, out: Path) -> Path:
     from ..training.cse import train_cse
 
     lang = cfg["language"]
-    if not (out / "summary.json").exists():
-        c = copy.deepcopy(cfg)
-        c["seed"] = seed
-        c["cse"].update(mode=kind, corpus=lang["corpus"], nli=lang["nli"], steps=lang["cse_steps"],
-                        sts_dev=None)
-        text = cfg["model"]["text"]
-        c["cse"]["model"].update(name=text["name"], max_length=text["max_length"])
-        if text["pooling"] in ("cls", "cls_before_pooler", "mean"):  # the SE run pools as the text tower does
-            c["cse"]["model"]["pooling"] = text["pooling"]
-        c["cse"]["eval_steps"] = lang["cse_steps"]
-        train_cse(c, out)
+    c = copy.deepcopy(cfg)
+    c["seed"] = seed
+    c["cse"].update(mode=kind, corpus=lang["corpus"], nli=lang["nli"], steps=lang["cse_steps"], sts_dev=None)
+    text = cfg["model"]["text"]
+    c["cse"]["model"].update(name=text["name"], max_length=text["max_length"])
+    if text["pooling"] in ("cls", "cls_before_pooler", "mean"):  # the SE run pools as the text tower does
+        c["cse"]["model"]["pooling"] = text["pooling"]
+    c["cse"]["eval_steps"] = lang["cse_steps"]
+    train_once(train_cse, c, out)
     return out / "checkpoint"
 
 
@@ -175,10 +169,7 @@ def run_language_encoder(cfg: dict, out: str | Path) -> dict:
             run = out / f"seed{seed}" / variant
             path = run / "metrics.json"
             if not path.exists():
-                summary = train_clap(variant_config(cfg, variant, seed, train, out), run)
-                if summary.get("stopped"):  # SIGTERM: the run saved last/; the study stops here too
-                    raise StudyStopped(f"{run}: stopped by {summary['stopped']}; run the study again with the same "
-                                       "--out to continue (finished runs are kept)")
+                train_once(train_clap, variant_config(cfg, variant, seed, train, out), run)
                 path.write_text(json.dumps(evaluate(run / "checkpoint", lang, zeroshot, retrieval, medium), indent=2))
             runs[variant][seed] = json.loads(path.read_text())
     table = {v: {m: {"mean": float(np.mean([r[m] for r in per.values()])), "std": float(np.std([r[m] for r in per.values()]))}

@@ -35,6 +35,7 @@ from ..errors import ConfigError
 from ..models.dual import DualEncoder
 from ..training.backbone import train_audio_backbone
 from ..training.clap import train_clap
+from . import train_once
 
 TRAININGS = ("dirty", "clean")
 PRETRAININGS = ("dirty", "clean", "none")
@@ -81,8 +82,7 @@ def run_leakage_matrix(cfg: dict, out: str | Path) -> dict:
             rcfg = copy.deepcopy(cfg)
             rcfg["data"]["train"] = data[train]
             rcfg["model"]["audio"]["checkpoint"] = backbones[pre]
-            if not (run / "summary.json").exists():
-                train_clap(rcfg, run)
+            train_once(train_clap, rcfg, run)
             model = DualEncoder.load(run / "checkpoint")
             report = audit_embeddings(model, evaluation, run / "audit", template=e["template"], seed=cfg["seed"])
             cells[name] = {k: report[k] for k in ("zeroshot_accuracy", "silhouette", "topological_similarity")}
