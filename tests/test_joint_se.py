@@ -174,9 +174,13 @@ def test_eval_language_reports_s0s_measures_by_their_formulas(tmp_path, tiny_che
     stsb.mkdir()
     lines = (shared_data / "sts" / "stsbenchmark" / "sts-test.csv").read_text().splitlines()[:40]
     (stsb / "sts-test.csv").write_text("\n".join(lines) + "\n")
+    from test_cse import WORDS
+
+    task = tmp_path / "topics.jsonl"  # a transfer task file, as eval transfer takes it
+    task.write_text("".join(json.dumps({"text": w, "label": "ab"[i % 2]}) + "\n" for i, w in enumerate(WORDS)))
     run = CliRunner().invoke(app, ["eval", "language", "--model", str(tiny_checkpoint), "--data",
-                                   f"csv:{tiny_synthetic / 'test.csv'}", "--sts", f"stsb:{stsb}",
-                                   "--out", str(tmp_path / "lang.json")])
+                                   f"csv:{tiny_synthetic / 'test.csv'}", "--sts", f"stsb:{stsb}", "--transfer", str(task),
+                                   "--folds", "4", "--out", str(tmp_path / "lang.json")])
     assert run.exit_code == 0, run.output
     r = json.loads((tmp_path / "lang.json").read_text())
     g = r["geometry"]
@@ -196,6 +200,12 @@ def test_eval_language_reports_s0s_measures_by_their_formulas(tmp_path, tiny_che
     sq = np.sum((d[:, None] - d[None]) ** 2, axis=-1)[np.triu_indices(len(d), 1)]
     assert g["uniformity_E_t"] == pytest.approx(np.log(np.mean(np.exp(-2 * sq))), abs=1e-4)
     assert set(r["sts"]) == {"x_t", "E_t"} and r["sts"]["x_t"]["table"]["STSB-test"] != r["sts"]["E_t"]["table"]["STSB-test"]
+    from clapkit.evaluation.sts import SentenceEncoder
+    from clapkit.evaluation.transfer import linear_probe
+
+    x_t = SentenceEncoder.of_model(model).encode(list(WORDS), normalize=False)
+    expected = linear_probe(x_t, np.arange(len(WORDS)) % 2, folds=4)["accuracy"]
+    assert r["transfer"]["tasks"]["topics"]["accuracy"] == pytest.approx(expected) and r["transfer"]["avg"] == pytest.approx(expected)
 
 
 @pytest.mark.slow
