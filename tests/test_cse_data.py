@@ -240,6 +240,21 @@ def test_shared_emoji_names_as_a_text_task(shared_data):
     assert np.bincount(t.labels).min() == 5  # Component: the skin-tone modifiers
 
 
+def test_transfer_tasks_are_checked_when_read(shared_data):
+    """A class with fewer examples than folds, or a task mapping with an unknown key, is an
+    error when the tasks are read, before any model runs."""
+    from clapkit.errors import ConfigError
+    from clapkit.evaluation.transfer import load_transfer_tasks
+
+    emoji = str(shared_data / "images" / "emoji" / "emoji.json")
+    with pytest.raises(DataError, match=r"emoji.json: class 'Component' has 5 example\(s\), fewer than the 10 folds"):
+        load_transfer_tasks([{"data": emoji, "text": "name", "label": "category"}])
+    (task,) = load_transfer_tasks([{"data": emoji, "text": "name", "label": "category", "folds": 5}])
+    assert (task.folds, task.task.name, len(task.task.texts)) == (5, "emoji", 1911)
+    with pytest.raises(ConfigError, match="give data"):
+        load_transfer_tasks([{"path": emoji}])
+
+
 def test_augment_identity_flip_and_determinism():
     x = torch.rand(5, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)

@@ -6,7 +6,7 @@ from conftest import tiny_overrides
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
-from clapkit.errors import ConfigError
+from clapkit.errors import ConfigError, DataError
 from clapkit.losses import clip_loss, simcse_loss, simcse_sup_loss
 from clapkit.training.clap import ClapTrainer, train_clap
 
@@ -317,7 +317,7 @@ def test_study_presets_resolve(tmp_path):
         run_language_encoder(audio, tmp_path)
 
 
-def test_a_sigterm_stops_the_study_and_the_next_call_resumes_the_run(tmp_path, monkeypatch):
+def test_a_sigterm_stops_the_study_and_the_next_call_resumes_the_run(tmp_path, monkeypatch, tiny_synthetic):
     """A training run stopped by SIGTERM (it saved last/) stops the study rather than
     evaluating a half-trained model and going on; the next call resumes that run from
     last/, and a finished run is not trained again (experiments.train_once, which the
@@ -338,8 +338,12 @@ def test_a_sigterm_stops_the_study_and_the_next_call_resumes_the_run(tmp_path, m
         return summary
 
     monkeypatch.setattr(clap, "train_clap", fake_train)
-    cfg = load_config(None, ["language.train=[csv:x.csv]", "language.zeroshot=folder:x", "language.retrieval=csv:x.csv",
-                             "language.variants=[base]"])
+    cfg = load_config(None, ["language.train=[csv:x.csv]", f"language.zeroshot=folder:{tiny_synthetic / 'unseen'}",
+                             f"language.retrieval=csv:{tiny_synthetic / 'test.csv'}", "language.variants=[base]"])
+    with pytest.raises(DataError, match=r"missing/task.csv: file not found"):  # read before any training
+        run_language_encoder({**cfg, "language": {**cfg["language"], "transfer": [str(tmp_path / "missing" / "task.csv")]}},
+                             tmp_path)
+    assert calls == []
     with pytest.raises(ExperimentStopped, match=r"seed0/base: stopped by SIGTERM; run the experiment again with the same"):
         run_language_encoder(cfg, tmp_path)
     assert not (tmp_path / "seed0" / "base" / "metrics.json").exists() and calls == [False]

@@ -123,12 +123,12 @@ def eval_transfer(
     SentEval numbers), or a task file (standardised features, stratified k-fold, fixed --c)."""
     from ..data.files import Skipped
     from ..evaluation.sts import SentenceEncoder
-    from ..evaluation.transfer import transfer_eval
+    from ..evaluation.transfer import load_transfer_tasks, transfer_eval
 
-    enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
     skipped = Skipped()
-    r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), data, folds, seed, c, text_column,
-                      label_column, skip_bad, skipped)
+    tasks = load_transfer_tasks(data, folds, text_column, label_column, skip_bad, skipped)  # before the model loads
+    enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
+    r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), tasks, seed, c)
     for name, task in r["tasks"].items():
         if task["protocol"] == "SentEval":
             typer.echo(f"{name}: accuracy {task['accuracy']:.2f} (dev {task['dev']:.2f}; {task['n']} examples, "
@@ -195,12 +195,12 @@ def eval_language(
             typer.echo(f"STS on {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["table"].items()) + avg)
     if transfer:
         from ..data.files import Skipped
-        from ..evaluation.transfer import transfer_eval
+        from ..evaluation.transfer import load_transfer_tasks, transfer_eval
 
-        enc = SentenceEncoder.of_model(net, device=dev)
         skipped = Skipped()
-        r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), transfer, folds,
-                          skip_bad=skip_bad, skipped=skipped)
+        tasks = load_transfer_tasks(transfer, folds, skip_bad=skip_bad, skipped=skipped)
+        enc = SentenceEncoder.of_model(net, device=dev)
+        r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), tasks)
         result["transfer"] = r | {"skipped": skipped.to_dict()}
         typer.echo("transfer on x_t: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in r["tasks"].items())
                    + f"; average {r['avg']:.2f}")

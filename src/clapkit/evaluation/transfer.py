@@ -9,11 +9,17 @@ majority-class rate as the chance level.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from ..data.senteval import TransferTask
+from ..data.text import TextClassificationSet
+from ..errors import ConfigError, DataError
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray, folds: int = 10, seed: int = 0, c: float = 1.0) -> dict:
@@ -117,41 +123,63 @@ def senteval_transfer(encode, tasks, k: int = 10, seed: int = 1111) -> dict:
     return result
 
 
-def transfer_eval(encode, specs, folds: int = 10, seed: int | None = None, c: float = 1.0, text_column: str = "text",
-                  label_column: str = "label", skip_bad: bool = False, skipped=None) -> dict:
-    """The transfer tasks of ``specs`` on frozen embeddings; ``encode(texts) -> (n, d)`` gives
-    raw (unnormalised) sentence embeddings. A spec is ``senteval:DIR`` (SentEval's tasks by
-    its protocol, seed 1111 unless ``seed``), a text-classification file (CSV, JSON Lines
-    or a JSON array; :func:`linear_probe` with ``folds``, seed 0 unless ``seed``, ``c``), or
-    for the latter a mapping ``{data: PATH, text: KEY, label: KEY, folds: K}`` naming its
-    columns and folds.
-    Returns ``tasks`` (name -> result, with its ``protocol``) and their average ``avg``."""
+@dataclass
+class Transfer:
+    """A transfer task with its folds: a SentEval task (scored by its protocol) or a
+    text-classification file (scored by :func:`linear_probe`)."""
+
+    task: TransferTask | TextClassificationSet
+    folds: int
+    source: str
+
+
+def load_transfer_tasks(specs, folds: int = 10, text_column: str = "text", label_column: str = "label",
+                        skip_bad: bool = False, skipped=None) -> list[Transfer]:
+    """The transfer tasks of ``specs``, read and checked before any model runs. A spec is
+    ``senteval:DIR`` (SentEval's tasks), a text-classification file (CSV, JSON Lines or a
+    JSON array of texts and labels), or for the latter a mapping ``{data: PATH, text: KEY,
+    label: KEY, folds: K}`` naming its columns and folds. A class with fewer examples than
+    folds is an error naming the file."""
     from ..data.files import Skipped
     from ..data.senteval import load_senteval
     from ..data.text import load_text_classification
-    from ..errors import ClapkitError
 
     skipped = skipped if skipped is not None else Skipped()
-    tasks: dict = {}
+    tasks: list[Transfer] = []
     for spec in specs:
         if isinstance(spec, str) and spec.startswith("senteval:"):
-            r = senteval_transfer(encode, load_senteval(spec.split(":", 1)[1], skip_bad, skipped), folds,
-                                  1111 if seed is None else seed)
-            tasks.update({name: task | {"protocol": "SentEval"} for name, task in r["tasks"].items()})
+            tasks += [Transfer(t, folds, spec) for t in load_senteval(spec.split(":", 1)[1], skip_bad, skipped)]
             continue
         spec = spec if isinstance(spec, dict) else {"data": spec}
-        unknown = set(spec) - {"data", "text", "label", "folds"}
-        if unknown or "data" not in spec:
-            raise ClapkitError(f"transfer task {spec}: give data (and optionally text, label, folds)")
+        if set(spec) - {"data", "text", "label", "folds"} or "data" not in spec:
+            raise ConfigError(f"transfer task {spec}: give data (and optionally text, label, folds)")
         k = int(spec.get("folds", folds))
         t = load_text_classification(spec["data"], spec.get("text", text_column), spec.get("label", label_column),
                                      skip_bad, skipped)
-        try:
-            r = linear_probe(encode(t.texts), np.array(t.labels), k, seed or 0, c)
-        except ValueError as exc:
-            raise ClapkitError(f"{spec['data']}: {exc}") from exc
-        tasks[t.name] = r | {"class_names": t.class_names, "protocol": f"{k}-fold linear probe, C={c}"}
-    result: dict = {"tasks": tasks}
-    if tasks:
-        result["avg"] = float(np.mean([r["accuracy"] for r in tasks.values()]))
+        counts = np.bincount(t.labels)
+        if counts.min() < k:
+            rare = int(counts.argmin())
+            raise DataError(f"class {t.class_names[rare]!r} has {counts[rare]} example(s), fewer than the {k} folds; "
+                            "lower the folds", str(spec["data"]))
+        tasks.append(Transfer(t, k, str(spec["data"])))
+    return tasks
+
+
+def transfer_eval(encode, tasks: list[Transfer], seed: int | None = None, c: float = 1.0) -> dict:
+    """Each task of :func:`load_transfer_tasks` on frozen embeddings; ``encode(texts) ->
+    (n, d)`` gives raw (unnormalised) sentence embeddings. SentEval's tasks by its protocol
+    with the task's folds (seed 1111 unless ``seed``), the files by :func:`linear_probe`
+    (seed 0 unless ``seed``, inverse L2 strength ``c``). Returns ``tasks`` (name -> result,
+    with its ``protocol``) and their average ``avg``."""
+    out: dict = {}
+    for t in tasks:
+        if isinstance(t.task, TextClassificationSet):
+            r = linear_probe(encode(t.task.texts), np.array(t.task.labels), t.folds, seed or 0, c)
+            out[t.task.name] = r | {"class_names": t.task.class_names, "protocol": f"{t.folds}-fold linear probe, C={c}"}
+        else:
+            r = senteval_transfer(encode, [t.task], t.folds, 1111 if seed is None else seed)["tasks"][t.task.name]
+            out[t.task.name] = r | {"protocol": "SentEval"}
+    result: dict = {"tasks": out}
+    if out:
+        result["avg"] = float(np.mean([r["accuracy"] for r in out.values()]))
     return result

@@ -82,11 +82,28 @@ def variant_config(cfg: dict, variant: str, seed: int, train: list[str], out: Pa
     return v
 
 
-def evaluate(checkpoint: Path, lang: dict, zeroshot: str, retrieval: str, medium: str) -> dict:
-    """The study's metrics of one trained model (language-encoder quality on x_t)."""
+def evaluation_sets(cfg: dict, zeroshot: str, retrieval: str) -> dict:
+    """The study's evaluation data, read and checked once, before any training: the labelled
+    zero-shot set, the caption pairs (in ``language.retrieval_dir`` / ``retrieval_split``
+    where given), the STS sets and the transfer tasks."""
     from ..data.files import Skipped
     from ..data.media import load_labelled_media, load_media_pairs
     from ..data.sts import load_sts
+    from ..evaluation.transfer import load_transfer_tasks
+
+    lang, medium = cfg["language"], cfg["model"]["modality"]
+    c = copy.deepcopy(cfg)
+    c["data"].update({k: v for k, v in ((f"{medium}_dir", lang["retrieval_dir"]), ("split", lang["retrieval_split"]))
+                      if v is not None})
+    return {"medium": medium, "zeroshot": load_labelled_media(zeroshot, medium),
+            "pairs": load_media_pairs(c, retrieval, Skipped()),
+            "sts": [s for spec in lang["sts"] for s in load_sts(spec)],
+            "transfer": load_transfer_tasks(lang["transfer"])}
+
+
+def evaluate(checkpoint: Path, sets: dict) -> dict:
+    """The study's metrics of one trained model on :func:`evaluation_sets` (language-encoder
+    quality on x_t)."""
     from ..evaluation.language import pair_geometry
     from ..evaluation.retrieval import retrieval_eval
     from ..evaluation.sts import SentenceEncoder, sts_eval
@@ -94,22 +111,17 @@ def evaluate(checkpoint: Path, lang: dict, zeroshot: str, retrieval: str, medium
     from ..evaluation.zeroshot import zeroshot_eval
     from ..models.hf_dual import load_model
 
-    model = load_model(checkpoint)
-    out = {"zeroshot": zeroshot_eval(model, load_labelled_media(zeroshot, medium))["top1"]}
-    cfg = copy.deepcopy(model.cfg)  # the evaluation pairs' own folder and split, where they differ from training's
-    cfg["data"].update({k: v for k, v in ((f"{medium}_dir", lang["retrieval_dir"]), ("split", lang["retrieval_split"]))
-                        if v is not None})
-    pairs = load_media_pairs(cfg, retrieval, Skipped())
+    model, medium, pairs = load_model(checkpoint), sets["medium"], sets["pairs"]
+    out = {"zeroshot": zeroshot_eval(model, sets["zeroshot"])["top1"]}
     r = retrieval_eval(model, pairs)
     out["retrieval"] = float(np.mean([r[f"text_to_{medium}"]["R@10"], r[f"{medium}_to_text"]["R@10"]]))
     g = pair_geometry(model, pairs)
     out.update(uniformity=g["uniformity_E_t"], alignment=g["alignment"], modality_gap=g["modality_gap"])
     enc = SentenceEncoder.of_model(model)
-    if lang["sts"]:
-        table = sts_eval(enc, [s for spec in lang["sts"] for s in load_sts(spec)])["table"]
-        out["sts"] = float(np.mean(list(table.values())))
-    if lang["transfer"]:
-        out["transfer"] = transfer_eval(lambda t: enc.encode(t, normalize=False), lang["transfer"])["avg"]
+    if sets["sts"]:
+        out["sts"] = float(np.mean(list(sts_eval(enc, sets["sts"])["table"].values())))
+    if sets["transfer"]:
+        out["transfer"] = transfer_eval(lambda t: enc.encode(t, normalize=False), sets["transfer"])["avg"]
     return out
 
 
@@ -163,6 +175,7 @@ def run_language_encoder(cfg: dict, out: str | Path) -> dict:
         raise ConfigError(f"language: set {', '.join('language.' + k for k in missing)} (the variants "
                           f"{', '.join(lang['variants'])} need them; or language.synthetic: true for the embedded set)")
     train, zeroshot, retrieval = _data(cfg, out)
+    sets = evaluation_sets(cfg, zeroshot, retrieval)  # a bad evaluation file fails now, not after training
     runs: dict = {v: {} for v in lang["variants"]}
     for seed in lang["seeds"]:
         for variant in lang["variants"]:
@@ -170,7 +183,7 @@ def run_language_encoder(cfg: dict, out: str | Path) -> dict:
             path = run / "metrics.json"
             if not path.exists():
                 train_once(train_clap, variant_config(cfg, variant, seed, train, out), run)
-                path.write_text(json.dumps(evaluate(run / "checkpoint", lang, zeroshot, retrieval, medium), indent=2))
+                path.write_text(json.dumps(evaluate(run / "checkpoint", sets), indent=2))
             runs[variant][seed] = json.loads(path.read_text())
     table = {v: {m: {"mean": float(np.mean([r[m] for r in per.values()])), "std": float(np.std([r[m] for r in per.values()]))}
                  for m in METRICS if all(m in r for r in per.values())}
