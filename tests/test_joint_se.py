@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import yaml
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
@@ -244,7 +245,7 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
         "language:", "  seeds: [0, 1]", f"  train: ['csv:{tiny_synthetic / 'train.csv'}']",
         f"  zeroshot: folder:{tiny_synthetic / 'unseen'}", f"  retrieval: csv:{pairs}", f"  retrieval_dir: {tiny_synthetic}",
         f"  corpus: txt:{corpus}", f"  nli: {nli}", f"  sts: ['stsb:{stsb}']", f"  transfer: [{{data: '{task}', folds: 4}}]",
-        "  cse_steps: 2", "  se_weight: 0.5", ""]))
+        "  cse_steps: 2", "  cse_sup: {lr: 2.0e-3, steps: 3}", "  se_weight: 0.5", ""]))
     run = CliRunner().invoke(app, ["experiment", "language-encoder", "--config", str(cfg), "--out", str(tmp_path / "out")])
     assert run.exit_code == 0, run.output
     r = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -260,6 +261,10 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
     text = json.loads((tmp_path / "out" / "seed0" / "init_sup" / "checkpoint" / "config.json").read_text())["model"]["text"]
     assert text["source"]["kind"] == "train cse" and text["name"].endswith("cse_sup/checkpoint")
     assert text["pooling"] == "mean"  # the SE run pooled as the base text tower does
+    for kind, (lr, steps) in {"sup": (2e-3, 3), "unsup": (1e-3, 2)}.items():  # language.cse_sup: init_sup's own recipe
+        cse = yaml.safe_load((tmp_path / "out" / "seed0" / f"cse_{kind}" / "config.yaml").read_text())["cse"]
+        assert (cse["lr"], cse["steps"], cse["batch_size"]) == (lr, steps, 8)
+        assert json.loads((tmp_path / "out" / "seed0" / f"cse_{kind}" / "summary.json").read_text())["steps"] == steps
     se = json.loads((tmp_path / "out" / "seed1" / "joint_sup" / "checkpoint" / "config.json").read_text())["train"]["se"]
     assert (se["weight"], se["loss"]) == (0.5, "nli")
     assert len(r["findings"]) == 6 and all(": holds" in f or ": does not hold (" in f for f in r["findings"])
@@ -312,7 +317,11 @@ def test_study_presets_resolve(tmp_path):
     assert (audio["model"]["audio"]["name"], audio["audio"]["sample_rate"], audio["model"]["projector"]["dim"]) == ("cnn14", 44100, 1024)
     for cfg in (image, audio):
         assert (cfg["cse"]["batch_size"], cfg["cse"]["lr"], cfg["language"]["cse_steps"]) == (64, 3e-5, 15625)
+        assert cfg["language"]["cse_sup"] == {"batch_size": 512, "lr": 5e-5, "steps": 1615, "model": {"mlp_only_train": False}}
         assert not cfg["language"]["synthetic"]
+    typo = {**audio, "language": {**audio["language"], "cse_sup": {"batch": 512}}}
+    with pytest.raises(ConfigError, match=r"language.cse_sup: batch are not cse.\* options"):
+        run_language_encoder(typo, tmp_path)
     with pytest.raises(ConfigError, match=r"language: set language.train, language.zeroshot, language.retrieval, language.corpus, language.nli \("):
         run_language_encoder(audio, tmp_path)
 

@@ -149,6 +149,7 @@ DEFAULTS: dict[str, Any] = {
         "se_weight": 0.1,  # lambda of the joint variants
         "joint_unsup_loss": "captions",  # captions | corpus
         "cse_steps": 200,  # train cse steps of the init variants (cse.* holds the rest of its recipe)
+        "cse_sup": None,  # init_sup's own recipe: cse.* options over cse, e.g. SimCSE's {batch_size: 512, lr: 5.0e-5}
     },
     # `clapkit train cse`: the text tower as a sentence encoder (SimCSE, VisualCSE, AudioCSE).
     # Device, logger and progress come from `train`; bad-input skipping from `data.skip_bad`.

@@ -63,7 +63,11 @@ def _cse(cfg: dict, seed: int, kind: str, out: Path) -> Path:
     c["cse"]["model"].update(name=text["name"], max_length=text["max_length"])
     if text["pooling"] in ("cls", "cls_before_pooler", "mean"):  # the SE run pools as the text tower does
         c["cse"]["model"]["pooling"] = text["pooling"]
-    c["cse"]["eval_steps"] = lang["cse_steps"]
+    if kind == "sup":  # supervised SimCSE's own recipe where it differs (SimCSE: batch 512, lr 5e-5, the MLP kept)
+        own = copy.deepcopy(lang["cse_sup"] or {})
+        c["cse"]["model"].update(own.pop("model", {}))
+        c["cse"].update(own)
+    c["cse"]["eval_steps"] = c["cse"]["steps"]
     train_once(train_cse, c, out)
     return out / "checkpoint"
 
@@ -169,6 +173,10 @@ def run_language_encoder(cfg: dict, out: str | Path) -> dict:
     missing = sorted({needs[v] for v in lang["variants"] if v in needs and not lang[needs[v]]})
     if lang["joint_unsup_loss"] == "corpus" and "joint_unsup" in lang["variants"] and not lang["corpus"]:
         missing = sorted(set(missing) | {"corpus"})
+    sup = lang["cse_sup"] or {}
+    unknown = sorted(set(sup) - set(cfg["cse"]) | {f"model.{k}" for k in set(sup.get("model") or {}) - set(cfg["cse"]["model"])})
+    if unknown:
+        raise ConfigError(f"language.cse_sup: {', '.join(unknown)} are not cse.* options")
     if not lang["synthetic"]:
         missing = [k for k in ("train", "zeroshot", "retrieval") if not lang[k]] + missing
     if missing:
