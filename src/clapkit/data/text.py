@@ -13,7 +13,6 @@ from .files import (
     parse_spec,
     read_csv_rows,
     read_lines,
-    read_text,
     record_values,
 )
 from .sts import load_stsb
@@ -94,19 +93,12 @@ def nli_jsonl_triplets(path: Path, skip_bad: bool = False, skipped: Skipped | No
     order. A ``gold_label`` of ``-`` (no annotator consensus) drops the line and is
     counted; another unknown label, a missing key or bad JSON is an error naming the
     line (skipped and counted with ``skip_bad``)."""
-    import json
-
     skipped = skipped if skipped is not None else Skipped()
     premises: dict[str, dict[str, list[str]]] = {}
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path} line {n}"
+    for where, row in iter_records(path, []):
         try:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON ({exc.msg})", where) from exc
+            if isinstance(row, DataError):  # not valid JSON
+                raise row
             missing = [k for k in ("sentence1", "sentence2", "gold_label") if not isinstance(row, dict) or k not in row]
             if missing:
                 raise DataError(f"missing key(s) {', '.join(missing)}", where, reason="missing key")

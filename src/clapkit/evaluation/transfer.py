@@ -17,16 +17,24 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..data.senteval import TransferTask
-from ..data.text import TextClassificationSet
+from ..data.files import Skipped
+from ..data.senteval import TransferTask, load_senteval
+from ..data.text import TextClassificationSet, load_text_classification
 from ..errors import ConfigError, DataError
+
+
+def rare_class(y: np.ndarray, folds: int) -> int | None:
+    """The first class with fewer examples than ``folds`` (stratified folds need one each), or None."""
+    counts = np.bincount(np.asarray(y))
+    rare = np.flatnonzero((counts > 0) & (counts < folds))
+    return int(rare[0]) if len(rare) else None
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray, folds: int = 10, seed: int = 0, c: float = 1.0) -> dict:
     y = np.asarray(y)
     counts = np.bincount(y)
-    if counts[counts > 0].min() < folds:
-        rare = int(np.flatnonzero((counts > 0) & (counts < folds))[0])
+    rare = rare_class(y, folds)
+    if rare is not None:
         raise ValueError(f"class {rare} has {counts[rare]} example(s), fewer than the {folds} folds; lower --folds")
     accs = []
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y):
@@ -130,7 +138,6 @@ class Transfer:
 
     task: TransferTask | TextClassificationSet
     folds: int
-    source: str
 
 
 def load_transfer_tasks(specs, folds: int = 10, text_column: str = "text", label_column: str = "label",
@@ -140,15 +147,11 @@ def load_transfer_tasks(specs, folds: int = 10, text_column: str = "text", label
     JSON array of texts and labels), or for the latter a mapping ``{data: PATH, text: KEY,
     label: KEY, folds: K}`` naming its columns and folds. A class with fewer examples than
     folds is an error naming the file."""
-    from ..data.files import Skipped
-    from ..data.senteval import load_senteval
-    from ..data.text import load_text_classification
-
     skipped = skipped if skipped is not None else Skipped()
     tasks: list[Transfer] = []
     for spec in specs:
         if isinstance(spec, str) and spec.startswith("senteval:"):
-            tasks += [Transfer(t, folds, spec) for t in load_senteval(spec.split(":", 1)[1], skip_bad, skipped)]
+            tasks += [Transfer(t, folds) for t in load_senteval(spec.split(":", 1)[1], skip_bad, skipped)]
             continue
         spec = spec if isinstance(spec, dict) else {"data": spec}
         if set(spec) - {"data", "text", "label", "folds"} or "data" not in spec:
@@ -156,12 +159,11 @@ def load_transfer_tasks(specs, folds: int = 10, text_column: str = "text", label
         k = int(spec.get("folds", folds))
         t = load_text_classification(spec["data"], spec.get("text", text_column), spec.get("label", label_column),
                                      skip_bad, skipped)
-        counts = np.bincount(t.labels)
-        if counts.min() < k:
-            rare = int(counts.argmin())
-            raise DataError(f"class {t.class_names[rare]!r} has {counts[rare]} example(s), fewer than the {k} folds; "
-                            "lower the folds", str(spec["data"]))
-        tasks.append(Transfer(t, k, str(spec["data"])))
+        rare = rare_class(t.labels, k)
+        if rare is not None:
+            raise DataError(f"class {t.class_names[rare]!r} has {t.labels.count(rare)} example(s), fewer than the {k} "
+                            "folds; lower the folds", str(spec["data"]))
+        tasks.append(Transfer(t, k))
     return tasks
 
 
