@@ -91,6 +91,8 @@ def _load_model(path: Path, device):
 
 AudioColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the audio path")]
 CaptionColumn = Annotated[str, typer.Option(help="csv:/jsonl: column or key of the caption")]
+AudioDir = Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")]
+ImageDir = Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")]
 
 
 def _pairs(medium: str, data: str, media_dir: Path | None, audiocaps_pattern: str | None, skip_bad: bool,

@@ -10,9 +10,11 @@ import typer
 from ..errors import ClapkitError
 from .common import (
     AudioColumn,
+    AudioDir,
     CaptionColumn,
     Checkpoint,
     Device,
+    ImageDir,
     MetricsJson,
     SkipBad,
     Workers,
@@ -154,8 +156,8 @@ def eval_language(
     transfer: Annotated[list[str] | None, typer.Option(help="transfer tasks on x_t, as eval transfer takes them: "
                                                             "senteval:DIR, or a file of texts and labels (repeat)")] = None,
     out: MetricsJson = None,
-    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
-    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    audio_dir: AudioDir = None,
+    image_dir: ImageDir = None,
     split: Annotated[str | None, typer.Option(help="karpathy: the split")] = None,
     folds: Annotated[int, typer.Option(help="transfer: cross-validation folds")] = 10,
     batch_size: int = 32,
@@ -213,8 +215,8 @@ def eval_retrieval(
     data: Annotated[str, typer.Option(help="audio: csv:, jsonl:, clotho:, audiocaps:, esc50:/folder: (templated); "
                                        "images: coco:JSON, karpathy:JSON, flickr:TOKENFILE, csv:, jsonl:, wds:PATTERN")],
     out: MetricsJson = None,
-    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
-    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    audio_dir: AudioDir = None,
+    image_dir: ImageDir = None,
     split: Annotated[str | None, typer.Option(help="karpathy: the split to evaluate (test, val, train)")] = None,
     audiocaps_pattern: Annotated[str | None, typer.Option(help="AudioCaps file name, e.g. 'Y{youtube_id}.wav'")] = None,
     audio_column: AudioColumn = "audio",
@@ -256,8 +258,8 @@ def embed(
     image: Annotated[str | None, typer.Option(help="Images to embed: folder:, csv: (image,label), mnist:, cifar:, or a caption "
                                               "spec (coco:, karpathy:, flickr:, jsonl:, wds:)")] = None,
     text: Annotated[Path | None, typer.Option(help="Text file, one text a line")] = None,
-    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
-    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    audio_dir: AudioDir = None,
+    image_dir: ImageDir = None,
     backbone: Annotated[bool, typer.Option(help="Backbone outputs x (not the projected, normalised E)")] = False,
     batch_size: int = 32,
     device: Device = "auto",

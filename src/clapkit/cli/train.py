@@ -9,8 +9,10 @@ import typer
 
 from ..errors import ClapkitError
 from .common import (
+    AudioDir,
     CaptionColumn,
     ConfigOpt,
+    ImageDir,
     SetOpt,
     SkipBad,
     _config,
@@ -110,8 +112,8 @@ def shards(
     out: Annotated[Path, typer.Option(help="Folder for the shards (shard-000000.tar, ...)")],
     shard_size: Annotated[int, typer.Option(help="Samples (media files) per shard")] = 1000,
     modality: Annotated[str, typer.Option(help="audio or image")] = "audio",
-    audio_dir: Annotated[Path | None, typer.Option(help="Audio folder (clotho:/audiocaps:)")] = None,
-    image_dir: Annotated[Path | None, typer.Option(help="Image folder (coco:/karpathy:/flickr:)")] = None,
+    audio_dir: AudioDir = None,
+    image_dir: ImageDir = None,
     split: Annotated[str | None, typer.Option(help="karpathy: the split to write")] = None,
     media_column: Annotated[str | None, typer.Option(help="csv:/jsonl: column of the media path (default: audio / image)")] = None,
     caption_column: CaptionColumn = "caption",
