@@ -64,6 +64,21 @@ def test_retrieval_multi_caption_hand_built():
     assert a2t["mAP@10"] == pytest.approx((ap0 + ap1 + ap2) / 3)
 
 
+def test_median_rank_is_laion_claps_integer():
+    # ranks 1, 2, 3, 4 (query q's target at column q, beaten by q others): LAION-CLAP
+    # reports floor(median(0-based ranks)) + 1 = floor(1.5) + 1 = 2, not 2.5
+    sim = np.array([[1.0, 0, 0, 0], [2.0, 1, 0, 0], [2.0, 2, 1, 0], [2.0, 2, 2, 1]])
+    m = retrieval_metrics(sim, [np.array([q]) for q in range(4)])
+    assert m["median_rank"] == 2 and isinstance(m["median_rank"], int)
+    assert m["mean_rank"] == 2.5
+    # an odd count: ranks 1, 5, 9 -> floor(4) + 1 = 5
+    sim3 = np.zeros((3, 10))
+    for q, beaten in enumerate([0, 4, 8]):
+        sim3[q, 9] = 1.0
+        sim3[q, :beaten] = 2.0
+    assert retrieval_metrics(sim3, [np.array([9])] * 3)["median_rank"] == 5
+
+
 def test_retrieval_requires_captions_for_every_audio():
     with pytest.raises(ValueError, match="at least one caption"):
         audio_text_retrieval(np.eye(2), np.eye(2)[:1], np.array([0]))

@@ -477,3 +477,40 @@ def test_an_unwritable_run_folder_and_a_full_disk_are_named(tmp_path, tiny_bert,
     assert state["epoch"] == 1  # last/ is the first epoch's, whole
     monkeypatch.setattr(clap, "save_run", real)
     assert train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=3"), tmp_path / "run", resume=True)["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("cap", [100.0, 0.0])
+def test_the_logit_scale_is_capped_after_every_step(tmp_path, tiny_bert, tiny_synthetic, cap):
+    """CLIP, open_clip, LAION-CLAP and CyCLIP clamp logit_scale to [0, ln 100] after each
+    optimizer step. On an easy batch the CLIP loss falls as the scale grows, so a step
+    with a large lr pushes the scale past 100 unless it is capped."""
+    import math
+
+    from clapkit.losses import clip_loss
+
+    # matched pairs on top, near-duplicate negatives (cosine 0.99): not yet saturated at scale 100
+    easy = torch.nn.functional.normalize(torch.eye(5)[0] + 0.1 * torch.eye(5)[1:], dim=1)
+    scale = torch.tensor(100.0, requires_grad=True)
+    clip_loss(easy, easy, scale).backward()
+    assert scale.grad < 0  # an easy batch wants a larger scale
+    cfg = _cfg(tiny_bert, tiny_synthetic, "model.init_temperature=0.01", "train.lr_unfrozen=1.0",
+               f"train.max_logit_scale={cap}", "train.grad_clip=0")
+    assert cfg["model"]["logit_clamp"] is None  # the references never clamp the logits
+    trainer = ClapTrainer(cfg, tmp_path / str(cap))
+    trainer._start_phase("unfrozen")
+    assert trainer.model.scale().item() == pytest.approx(100.0)
+    # the easy batch's loss, with perfectly matched embeddings: only the scale is free to move
+    trainer._loss = lambda **_: clip_loss(easy, easy, trainer.model.scale())
+    assert trainer.train_step(list(range(16))) is not None
+    after = trainer.model.scale().item()
+    if cap:
+        # capped at ln 100 (exp of its float32 value is 100 to rounding)
+        assert trainer.model.logit_scale.item() == torch.tensor(math.log(100.0)).item()
+        assert after == pytest.approx(100.0, rel=1e-6)
+    else:
+        assert after > 100.0
+
+
+def test_the_paper_preset_keeps_the_seeds_logit_clamp():
+    assert load_config("paper")["model"]["logit_clamp"] == 100.0
+    assert load_config("clip-paper")["model"]["logit_clamp"] is None

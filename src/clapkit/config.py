@@ -94,7 +94,9 @@ DEFAULTS: dict[str, Any] = {
         "init_from": None,
         "init_temperature": 0.07,
         "learn_temperature": True,
-        "logit_clamp": 100.0,
+        # clamp the logits to [-c, c] (the CLAP-pitfalls recipe, its `paper` preset); null: off,
+        # as in CLIP, open_clip, LAION-CLAP and CyCLIP (which cap the scale: train.max_logit_scale)
+        "logit_clamp": None,
     },
     # `clapkit train audio-backbone`: supervised pre-training of the audio tower
     "backbone": {
@@ -204,6 +206,9 @@ DEFAULTS: dict[str, Any] = {
         "schedule": "plateau",  # plateau (ReduceLROnPlateau on the validation loss) | cosine (warmup, then cosine to 0)
         "warmup_steps": 0,  # cosine: linear warmup steps at the start of each phase
         "grad_clip": 100.0,  # 0 turns it off
+        # after every optimizer step the learnt logit scale is capped at this (temperature >= 1/100),
+        # as CLIP, open_clip, LAION-CLAP and CyCLIP do; applies to public models fine-tuned too; 0: no cap
+        "max_logit_scale": 100.0,
         # fp32 | bf16 | fp16: autocast for the forward (frontends, normalisations and the loss
         # stay fp32); fp16 adds a gradient scaler. bf16 works on CPU as well
         "precision": "fp32",

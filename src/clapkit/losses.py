@@ -45,24 +45,28 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def clip_logits(a: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | float, clamp: float | None = 100.0) -> torch.Tensor:
-    """C = clamp(s * A T^T, -c, c) for L2-normalised rows A (audio) and T (text)."""
+def clip_logits(a: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | float, clamp: float | None = None) -> torch.Tensor:
+    """C = s * A T^T for L2-normalised rows A (audio) and T (text); with ``clamp`` = c,
+    clamp(C, -c, c) (the CLAP-pitfalls recipe's option)."""
     logits = logit_scale * (a @ t.T)
     return logits.clamp(-clamp, clamp) if clamp else logits
 
 
 def clip_loss(
-    a: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | float, clamp: float | None = 100.0
+    a: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | float, clamp: float | None = None
 ) -> torch.Tensor:
     """Symmetric InfoNCE of CLIP/CLAP.
 
-    With C = clamp(s * A T^T, -c, c) over a batch of N matched pairs (row i of A with
-    row i of T):
+    With C = s * A T^T over a batch of N matched pairs (row i of A with row i of T):
 
         L = 1/2 * [ CE(C, I) + CE(C^T, I) ],  CE(C, I) = -1/N sum_i log softmax_j(C_ij)|_{j=i}
 
-    ``s`` is the inverse temperature (exp of the learnt log-scale). The clamp bounds the
-    logits (the CLAP-pitfalls paper uses c = 100); ``clamp=None`` turns it off.
+    ``s`` is the inverse temperature (exp of the learnt log-scale). The references
+    (CLIP, open_clip, LAION-CLAP, CyCLIP) never clamp the logits; they cap the scale
+    after each optimizer step (``train.max_logit_scale``, see
+    :meth:`~clapkit.models.dual.Trainable.cap_logit_scale`). ``clamp`` = c clamps C to
+    [-c, c] as well, the CLAP-pitfalls recipe (c = 100, its ``paper`` preset); clamped
+    entries get no gradient.
     """
     if a.shape != t.shape:
         raise ValueError(f"audio {tuple(a.shape)} and text {tuple(t.shape)} embeddings differ in shape")
@@ -120,11 +124,11 @@ def teacher_targets(
 def soft_clip_loss(
     a: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | float,
     teacher_a: torch.Tensor, teacher_t: torch.Tensor, weight: float = 0.5,
-    temperature: float = 0.1, similarity: str = "mean", clamp: float | None = 100.0,
+    temperature: float = 0.1, similarity: str = "mean", clamp: float | None = None,
 ) -> torch.Tensor:
     """Soft-labelled CLIP loss: items similar in the teacher's eyes are not pure negatives.
 
-    With logits C = clamp(s * A T^T, -c, c), hard targets I and the teacher's soft
+    With logits C = s * A T^T (clamped as in :func:`clip_loss`), hard targets I and the teacher's soft
     targets Y_at, Y_ta (:func:`teacher_targets`), the targets are mixed as
     ``(1 - weight) * I + weight * Y`` and
 

@@ -46,7 +46,8 @@ def retrieval_metrics(sim: np.ndarray, targets: list[np.ndarray], ks=(1, 5, 10))
     ranks = ranks_of_targets(sim, targets)
     out = {f"R@{k}": float((ranks <= k).mean()) for k in ks}
     out["mAP@10"] = float(average_precision_at_k(sim, targets, 10).mean())
-    out["median_rank"] = float(np.median(ranks))
+    # LAION-CLAP's: floor(median of the 0-based ranks) + 1, an integer (ranks 1,2,3,4 give 2)
+    out["median_rank"] = int(np.floor(np.median(ranks - 1))) + 1
     out["mean_rank"] = float(ranks.mean())
     out["queries"] = int(sim.shape[0])
     return out

@@ -117,6 +117,18 @@ class Trainable(nn.Module):
     def encode_media(self, media) -> torch.Tensor:
         return self.project_media(self.media_backbone(media))
 
+    def logit_scale_parameter(self) -> nn.Parameter | None:
+        """The learnt log-scale that :meth:`scale` exponentiates (None: not learnt)."""
+        return getattr(self, "logit_scale", None)
+
+    @torch.no_grad()
+    def cap_logit_scale(self, max_scale: float) -> None:
+        """Clamp the learnt log-scale to [0, ln max_scale], as CLIP, open_clip, LAION-CLAP
+        and CyCLIP do after every optimizer step (``max_scale`` 0: no cap)."""
+        param = self.logit_scale_parameter()
+        if max_scale and param is not None:
+            param.clamp_(0.0, math.log(max_scale))
+
     def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.project_text(self.text_backbone(tokens))
 

@@ -213,6 +213,9 @@ class HFDualEncoder(PublicDualEncoder):
     def bias(self) -> torch.Tensor | float:
         return self.model.logit_bias if self.family == "siglip" else 0.0
 
+    def logit_scale_parameter(self) -> torch.nn.Parameter:
+        return self.model.logit_scale_a if self.family == "clap" else self.model.logit_scale
+
     # --- fine-tuning ----------------------------------------------------------------------------
     def for_training(self, cfg: dict, option: str = "model.init_from") -> HFDualEncoder:
         """Fit a training run's config to this model, which the run fine-tunes in place.
@@ -241,7 +244,7 @@ class HFDualEncoder(PublicDualEncoder):
         else:
             cfg["image"].update(preprocessor_settings(self.processor.to_dict()))
         cfg["model"]["family"] = self.family
-        scale = "logit_scale_a" if self.family == "clap" else "logit_scale"
+        scale = "logit_scale_a" if self.family == "clap" else "logit_scale"  # capped by train.max_logit_scale
         unused = {"model.logit_scale_t"}  # CLAP's text-to-audio scale: the CLIP loss uses logit_scale_a both ways
         if not cfg["model"]["learn_temperature"]:
             unused.add(f"model.{scale}")

@@ -10,8 +10,10 @@ regularisers.
 Phases: for ``train.frozen_epochs`` epochs both backbones are frozen (eval mode) and
 only the projectors and temperature learn (``lr_frozen``); then everything is
 unfrozen (``lr_unfrozen``). Each phase has its own optimizer and schedule
-(ReduceLROnPlateau on the validation loss, or warmup + cosine over the phase's steps). Gradients are clipped to ``grad_clip``; logits
-to ``[-logit_clamp, logit_clamp]``. Training stops after ``epochs`` or when the
+(ReduceLROnPlateau on the validation loss, or warmup + cosine over the phase's steps). Gradients are clipped to ``grad_clip``;
+after every step the learnt logit scale is capped at ``max_logit_scale`` (100, as in CLIP,
+open_clip, LAION-CLAP and CyCLIP); ``model.logit_clamp`` also clamps the logits (the
+CLAP-pitfalls recipe, ``paper`` preset only). Training stops after ``epochs`` or when the
 validation loss has not improved for ``early_stopping_patience`` epochs.
 
 While frozen, the backbone outputs of every clip and caption are computed once and
@@ -462,6 +464,7 @@ class ClapTrainer:
             for buf, before in stats:
                 buf.copy_(before)
             return None
+        self.model.cap_logit_scale(t["max_logit_scale"])  # after every step, as every reference
         if t["schedule"] == "cosine":
             self.scheduler.step()
         return loss.item()
