@@ -7,28 +7,48 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test test-fast demo lint bench clean
+.PHONY: venv venv-dev test test-fast demo lint bench clean
+
+# torch is pinned here, not in requirements.lock, because the two environments differ:
+# - `make venv` / `make demo` (a user's install): torch 2.13.0, a CPU wheel from disk here;
+#   an unpinned torch would pull a multi-GB CUDA build.
+# - `make test` (the dev environment) adds the open_clip extra, which needs torchvision.
+#   No torchvision wheel imports beside the CPU torch 2.13.0 (torchvision 0.28.0 fails with
+#   "operator torchvision::nms does not exist"), so the dev environment takes the newest
+#   pair that imports on CPU: torch 2.14.1 with torchvision 0.29.1 (a CUDA build, larger,
+#   but it runs on CPU).
+TORCH     := torch==2.13.0
+DEV_TORCH := torch==2.14.1 torchvision==0.29.1
+DEV_STAMP := $(VENV)/.installed-dev
 
 venv: $(STAMP)
 
-# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml requirements.lock
+$(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+
+$(STAMP): pyproject.toml requirements.lock | $(VENV)/bin/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-test: venv
+$(DEV_STAMP): pyproject.toml requirements.lock | $(VENV)/bin/python
+	$(BIN)/pip install -q $(DEV_TORCH)
+	$(BIN)/pip install -q -c requirements.lock $(DEV_TORCH) -e '.[dev,open_clip]'
+	touch $(STAMP) $(DEV_STAMP)
+
+venv-dev: $(DEV_STAMP)
+
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-fast: venv
+test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: venv
 	$(BIN)/clapkit demo --out demo-out
 
-lint: venv
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 bench: venv

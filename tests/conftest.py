@@ -128,10 +128,12 @@ def tiny_images(tmp_path_factory) -> Path:
     return folder
 
 
-def write_tiny_public_model(family: str, folder: Path, dropout: bool = True) -> Path:
+def write_tiny_public_model(family: str, folder: Path, dropout: bool = True, fusion: bool = False) -> Path:
     """A tiny random transformers ClapModel, CLIPModel or SiglipModel saved with its
     processor and a tokenizer (MiniLM's, cut to 64 tokens), as a user's downloaded
-    model folder is laid out. ``dropout=False`` sets every dropout rate to 0."""
+    model folder is laid out. ``dropout=False`` sets every dropout rate to 0;
+    ``fusion=True`` writes a fused CLAP (``enable_fusion``, ``truncation="fusion"``, as
+    laion/clap-htsat-fused)."""
     import torch
     from transformers import (
         AutoTokenizer,
@@ -163,13 +165,14 @@ def write_tiny_public_model(family: str, folder: Path, dropout: bool = True) -> 
         SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     else:
         text["max_position_embeddings"] = 66  # RoBERTa-style positions start after the padding index
-        audio = dict(hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16, spec_size=64,
-                     window_size=4, num_mel_bins=16, enable_fusion=False, projection_hidden_size=16)
+        audio = dict(hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16, spec_size=128 if fusion else 64,
+                     window_size=4, num_mel_bins=64 if fusion else 16, enable_fusion=fusion, projection_hidden_size=16)
         if not dropout:
             text.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
             audio.update(drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=8)).save_pretrained(folder)
-        ClapFeatureExtractor(feature_size=16, sampling_rate=16000, max_length_s=1, fft_window_size=400, hop_length=160,
-                             truncation="rand_trunc", padding="repeatpad").save_pretrained(folder)
+        # fusion resizes the whole clip's mel to 64 bins (transformers' _random_mel_fusion), so it needs 64
+        ClapFeatureExtractor(feature_size=64 if fusion else 16, sampling_rate=16000, max_length_s=1, fft_window_size=400, hop_length=160,
+                             truncation="fusion" if fusion else "rand_trunc", padding="repeatpad").save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -289,3 +289,111 @@ def test_fine_tuning_a_public_model_saves_it_back_in_transformers_format(hf_mode
             proc = AutoImageProcessor.from_pretrained(ckpt)
             features = own.get_image_features(**proc(images=[open_image(p) for p in ours["ids"]], return_tensors="pt")).pooler_output
     np.testing.assert_allclose(ours["embeddings"], torch.nn.functional.normalize(features, dim=-1).numpy(), atol=1e-5)
+
+
+def _write_clips(folder, seconds, sr=16000, seed=0):
+    """WAV files of the given lengths (noise bursts), and items for embed_media."""
+    import soundfile as sf
+
+    from clapkit.data.manifests import Pair
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i, s in enumerate(seconds):
+        wave = (0.3 * rng.standard_normal(int(s * sr)) * np.hanning(int(s * sr))).astype(np.float32)
+        sf.write(folder / f"c{i:02d}.wav", wave, sr, subtype="FLOAT")
+        items.append(Pair(folder / f"c{i:02d}.wav", "x", f"c{i}", f"clips line {i + 2}"))
+    return items
+
+
+@pytest.fixture(scope="module")
+def fused_clap(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-fused-clap")
+    write_tiny_public_model("clap", folder, dropout=False, fusion=True)
+    return folder
+
+
+def test_a_fused_clap_embeds_a_clip_alike_at_any_batch_size_and_position(fused_clap, tmp_path):
+    """transformers' fusion extractor marks one random clip is_longer when no clip of a
+    batch is longer than the window, which sent one clip per batch (every clip at batch
+    size 1) through the fusion branch. At evaluation only clips longer than the window
+    are fused, as LAION-CLAP's model in eval mode does."""
+    from transformers import ClapFeatureExtractor, ClapModel
+
+    from clapkit.data.audio import load_audio
+    from clapkit.inference.embed import embed_media
+
+    lengths = [0.3 + 0.02 * i for i in range(30)] + [1.7, 2.5]  # 30 clips inside the 1 s window, 2 longer
+    items = _write_clips(tmp_path / "clips", lengths)
+    model = load_model(fused_clap)
+    runs = {bs: embed_media(model, items, batch_size=bs) for bs in (1, 7, 32)}
+    np.testing.assert_allclose(runs[1], runs[7], atol=1e-6)  # to rounding
+    np.testing.assert_allclose(runs[1], runs[32], atol=1e-6)
+    shuffled = embed_media(model, items[::-1], batch_size=5)[::-1]  # another order and batching
+    np.testing.assert_allclose(runs[1], shuffled, atol=1e-6)
+    # transformers' own model on the clips inside the window with is_longer all false
+    fe, own = ClapFeatureExtractor.from_pretrained(fused_clap), ClapModel.from_pretrained(fused_clap).eval()
+    waves = [load_audio(it.media, 16000) for it in items[:30]]
+    inputs = fe(waves, sampling_rate=16000, return_tensors="pt")
+    assert inputs["is_longer"].sum() == 1  # the extractor's random mark clapkit must not follow
+    with torch.no_grad():
+        want = own.get_audio_features(input_features=inputs["input_features"],
+                                      is_longer=torch.zeros_like(inputs["is_longer"])).pooler_output
+    np.testing.assert_allclose(runs[32][:30], torch.nn.functional.normalize(want, dim=-1).numpy(), atol=1e-5)
+    # the long clips are fused
+    long_inputs = model.preprocess([load_audio(it.media, 16000) for it in items[30:]], [str(it.media) for it in items[30:]])
+    assert long_inputs["is_longer"].squeeze(1).tolist() == [True, True]
+
+
+def test_a_long_clips_random_crop_depends_on_the_clip_not_the_batch(hf_model, tmp_path):
+    """rand_trunc crops a clip longer than the window at random: the crop is seeded by
+    the clip's file, so eval/embed give one embedding per clip for any batch size or order."""
+    from clapkit.inference.embed import embed_media
+
+    family, folder = hf_model
+    if family != "clap":
+        pytest.skip("audio only")
+    items = _write_clips(tmp_path / "long", [1.5 + 0.25 * i for i in range(9)])
+    model = load_model(folder)
+    ref = embed_media(model, items, batch_size=1)
+    np.testing.assert_allclose(ref, embed_media(model, items, batch_size=9), atol=1e-6)  # to rounding
+    np.testing.assert_allclose(ref, embed_media(model, items[::-1], batch_size=4)[::-1], atol=1e-6)
+    np.testing.assert_allclose(ref[3:], embed_media(model, items[3:], batch_size=2), atol=1e-6)
+
+
+def test_fine_tuning_pads_a_short_clip_as_the_extractor_does(hf_model, tmp_path):
+    """The training pipeline hands the extractor a window-length clip; for a clip shorter
+    than the window it must be the extractor's own repeat-padding of the raw wave, so
+    training sees what evaluation sees."""
+    from transformers import ClapFeatureExtractor
+
+    from clapkit.config import load_config
+    from clapkit.data.audio import load_audio
+    from clapkit.data.media import media_dataset
+
+    family, folder = hf_model
+    if family != "clap":
+        pytest.skip("audio only")
+    items = _write_clips(tmp_path / "short", [0.4, 0.35])
+    cfg = load_config(None, [f"model.init_from={folder}"])
+    model = HFDualEncoder(folder).for_training(cfg)
+    assert cfg["audio"]["pad"] == "repeatpad"
+    ds = media_dataset(cfg, items, train=True, seed=0)
+    fe = ClapFeatureExtractor.from_pretrained(folder)
+    for i, item in enumerate(items):
+        built = ds[i][0].numpy()
+        raw = load_audio(item.media, 16000)
+        assert built.shape == (16000,)
+        want = fe([raw], sampling_rate=16000, return_tensors="np")["input_features"]
+        got = fe([built], sampling_rate=16000, return_tensors="np")["input_features"]
+        np.testing.assert_array_equal(got, want)
+    model.eval()
+    assert model.media_backbone(torch.stack([ds[0][0], ds[1][0]])).shape[0] == 2
+
+
+def test_a_fused_clap_is_refused_for_fine_tuning_with_the_reason(fused_clap):
+    from clapkit.config import load_config
+
+    with pytest.raises(ConfigError, match=r"a fused CLAP .*whole clips in training"):
+        HFDualEncoder(fused_clap).for_training(load_config(None, [f"model.init_from={fused_clap}"]))

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
         "sample_rate": 16000,
         "segment_seconds": 5.0,
         "normalize": True,  # per-clip zero mean, unit variance
+        # a clip shorter than the segment: zero (zeros after it) | repeatpad (repeated, then zeros:
+        # LAION-CLAP's default) | repeat; a public CLAP fine-tuned takes its extractor's own padding
+        "pad": "zero",
     },
     # Image input (model.modality = image). size/mean/std null: the HF tower's
     # preprocessor_config.json, else 224 and CLIP's mean and std.
@@ -370,6 +373,7 @@ def validate(cfg: dict) -> None:
     choices = {
         ("data", "val_split_by"): {"pair", "media", "audio"},
         ("model", "modality"): {"audio", "image"},
+        ("audio", "pad"): {"zero", "repeatpad", "repeat"},
         ("model", "audio", "name"): {"small_cnn", "cnn14"},
         ("model", "image", "pooling"): {"pooled", "cls"},
         ("train", "optimizer"): {"adam", "adamw"},

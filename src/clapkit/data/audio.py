@@ -47,20 +47,29 @@ def load_audio(path, sample_rate: int, where: str | None = None) -> np.ndarray:
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+PADS = ("zero", "repeatpad", "repeat")
+
+
 def fix_length(
-    wave: np.ndarray, length: int, rng: np.random.Generator | None = None
+    wave: np.ndarray, length: int, rng: np.random.Generator | None = None, pad: str = "zero"
 ) -> np.ndarray:
-    """Cut ``wave`` to ``length`` samples or zero-pad it at the end.
+    """Cut ``wave`` to ``length`` samples or pad it at the end.
 
     With ``rng`` a random segment is taken (training); without, the centre segment
-    (evaluation, deterministic).
+    (evaluation, deterministic). ``pad`` fills a short clip as LAION-CLAP's and
+    transformers' CLAP feature extractor do: ``zero`` (zeros after the clip),
+    ``repeatpad`` (the clip repeated floor(length / n) times, then zeros) or ``repeat``
+    (repeated and cut to ``length``).
     """
     n = wave.shape[0]
     if n == length:
         return wave
     if n < length:
+        if pad == "repeat":
+            return np.tile(wave, length // n + 1)[:length].astype(np.float32)
         out = np.zeros(length, dtype=np.float32)
-        out[:n] = wave
+        body = np.tile(wave, length // n) if pad == "repeatpad" else wave
+        out[: body.shape[0]] = body
         return out
     start = int(rng.integers(0, n - length + 1)) if rng is not None else (n - length) // 2
     return wave[start : start + length]

@@ -108,18 +108,19 @@ class ClipDataset(SeededItems):
     """Fixed-length, normalised waveforms of ``items`` (anything with ``.media``, ``.where``).
 
     ``train=True`` takes a random segment seeded by (seed, epoch, index); otherwise the
-    centre segment. Returns ``(wave, index)``.
+    centre segment. A short clip is padded by ``pad`` (see
+    :func:`~clapkit.data.audio.fix_length`). Returns ``(wave, index)``.
     """
 
     def __init__(self, items: Sequence, sample_rate: int, seconds: float, norm: bool = True,
-                 train: bool = False, seed: int = 0, cache_mb: float = 1024):
+                 train: bool = False, seed: int = 0, cache_mb: float = 1024, pad: str = "zero"):
         self.items = list(items)
         self.length = int(round(seconds * sample_rate))
-        self.norm, self.train, self.seed = norm, train, seed
+        self.norm, self.train, self.seed, self.pad = norm, train, seed, pad
         self.cache = WaveCache(sample_rate, cache_mb)
 
     def draw(self, item, rng: np.random.Generator | None) -> torch.Tensor:
-        wave = fix_length(self.cache.get(item.media, item.where), self.length, rng)
+        wave = fix_length(self.cache.get(item.media, item.where), self.length, rng, self.pad)
         return torch.from_numpy(np.ascontiguousarray(normalize(wave) if self.norm else wave))
 
 

@@ -56,7 +56,8 @@ def media_dataset(cfg: dict, items: Sequence, train: bool = False, seed: int = 0
     if medium_of(cfg) == "image":
         return ImageDataset(items, cfg["image"], train, seed)
     a = cfg["audio"]
-    return ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=train, seed=seed)
+    return ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=train, seed=seed,
+                       pad=a.get("pad", "zero"))
 
 
 def check_media(medium: str, items: Sequence, skip_bad: bool, skipped: Skipped) -> list:

@@ -22,18 +22,20 @@ from ..models.hf_dual import PublicDualEncoder
 class _Preprocess:
     """Collate for a public model: its own preprocessing of a batch of decoded media."""
 
-    def __init__(self, model: PublicDualEncoder):
-        self.model = model
+    def __init__(self, model: PublicDualEncoder, items: Sequence):
+        self.model, self.items = model, items
 
     def __call__(self, batch: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         media, idx = zip(*batch, strict=True)
-        return self.model.preprocess(list(media)), torch.tensor(idx)
+        keys = [str(self.items[i].media) for i in idx]  # each clip's random draws seeded by its file
+        return self.model.preprocess(list(media), keys), torch.tensor(idx)
 
 
 def media_loader(model, items: Sequence, batch_size: int, num_workers: int = 0) -> DataLoader:
     """Batches ``(inputs, indices)`` of ``items`` for the model's media tower, in order."""
     if isinstance(model, PublicDualEncoder):
-        ds, collate = RawMedia(items, model.medium, model.sample_rate), _Preprocess(model)
+        ds = RawMedia(items, model.medium, model.sample_rate)
+        collate = _Preprocess(model, ds.items)
     else:
         ds, collate = media_dataset(model.cfg, items, train=False), collate_clips
     return DataLoader(ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)

@@ -31,6 +31,7 @@ extractor (CLAP: its sampling rate, truncation and padding) or the image process
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,9 @@ class PublicDualEncoder(Trainable):
     source: str
     sample_rate: int | None = None
 
-    def preprocess(self, media: list) -> dict[str, torch.Tensor]:
+    def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
+        """Decoded media -> the model's input tensors; ``keys`` (one per item: its path or
+        shard key) seed any random choice the preprocessing makes."""
         raise NotImplementedError
 
     def bias(self) -> torch.Tensor | float:
@@ -166,20 +169,55 @@ class HFDualEncoder(PublicDualEncoder):
         self.cfg = {"model": {"modality": self.medium, "source": name, "family": family}}
 
     # --- inputs ------------------------------------------------------------------------------
-    def preprocess(self, media: list) -> dict[str, torch.Tensor]:
+    def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
         """Decoded media (waveforms at :attr:`sample_rate`, or RGB Pillow images) -> the
         model's input tensors, through its own feature extractor / image processor.
-        CLAP's random truncation of clips longer than its window draws from a fixed seed,
-        so evaluation is deterministic."""
+
+        CLAP's extractor draws its random choices (the crop of a clip longer than the
+        window; fusion's three chunks) from numpy's global generator. Here each clip is
+        extracted on its own with that generator seeded by the clip's identity (its key,
+        else a hash of its samples), so a clip's input never depends on the batch size,
+        its position, the worker count or the order. In training (``self.training`` and
+        no keys) the seeds come from torch's generator, which the trainer seeds and saves.
+
+        ``is_longer`` (fused models): true only for clips the extractor finds longer than
+        its window. transformers' extractor marks one random clip when no clip of a batch
+        is longer, which LAION-CLAP does in training only; in eval mode no clip is marked,
+        as LAION-CLAP's model fuses no clip then.
+        """
         if self.medium == "image":
             return dict(self.processor(images=media, return_tensors="pt"))
-        state = np.random.get_state()
-        np.random.seed(0)
+        keys = list(keys) if keys is not None else [None] * len(media)
+        outs, state = [], np.random.get_state()
         try:
-            out = self.processor(media, sampling_rate=self.sample_rate, return_tensors="pt")
+            for wave, key in zip(media, keys, strict=True):
+                np.random.seed(self._clip_seed(wave, key))
+                outs.append(self.processor([wave], sampling_rate=self.sample_rate, return_tensors="pt"))
         finally:
             np.random.set_state(state)
-        return dict(out)
+        out = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+        if "is_longer" in out:
+            longer = torch.tensor([[self._longer(len(w))] for w in media])
+            if self.training and getattr(self.processor, "truncation", None) == "fusion" and not longer.any():
+                longer[int(torch.randint(len(media), ()))] = True  # LAION-CLAP's training rule
+            out["is_longer"] = longer
+        return out
+
+    def _clip_seed(self, wave: np.ndarray, key) -> int:
+        if key is None and self.training:
+            return int(torch.randint(2**31 - 1, ()))
+        data = str(key).encode() if key is not None else np.ascontiguousarray(wave, dtype=np.float32).tobytes()
+        return zlib.crc32(data)
+
+    def _longer(self, samples: int) -> bool:
+        """The extractor's own test: a fused model's clip is longer than the window when
+        its mel spectrogram has more frames than the window's; a truncating one's when it
+        has more samples."""
+        window = self.processor.nb_max_samples
+        if getattr(self.processor, "truncation", None) == "fusion":
+            hop = self.processor.hop_length
+            return samples > window and samples // hop != window // hop
+        return samples > window
 
     # --- the dual-encoder interface -------------------------------------------------------------
     def media_backbone(self, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -222,9 +260,11 @@ class HFDualEncoder(PublicDualEncoder):
 
         The model's architecture is its own (``model.audio/image/text/projector`` do
         not apply); the inputs follow its preprocessing: ``audio.sample_rate`` and
-        ``segment_seconds`` are its feature extractor's sampling rate and window (clips
-        are cut to the window by clapkit's pipeline, then go through the extractor
-        unchanged), ``audio.normalize`` is off (it takes raw waveforms), and
+        ``segment_seconds`` are its feature extractor's sampling rate and window, and
+        ``audio.pad`` its padding (clips are cut to the window, or padded as the extractor
+        pads them, by clapkit's pipeline, then go through the extractor unchanged: the
+        extractor input equals the one it builds from the raw wave), ``audio.normalize``
+        is off (it takes raw waveforms), and
         ``image.size/mean/std`` are its processor's crop and normalisation.
         ``model.learn_temperature`` and ``logit_clamp`` apply to its ``logit_scale``
         (CLAP: ``logit_scale_a``, the scale of its audio-text logits; ``logit_scale_t``,
@@ -239,8 +279,14 @@ class HFDualEncoder(PublicDualEncoder):
                               f"({self.family}); this config trains {wanted} (use `clapkit train "
                               f"{'clap' if self.medium == 'audio' else 'clip'}`)")
         if self.medium == "audio":
+            if getattr(self.processor, "truncation", None) == "fusion":
+                raise ConfigError(f"{option} = {self.source}: a fused CLAP (truncation='fusion'); fine-tuning it needs "
+                                  "whole clips in training, which clapkit's pipeline (window-length segments) does not "
+                                  "give yet. Fine-tune a non-fused CLAP (e.g. laion/clap-htsat-unfused); the fused "
+                                  "one evaluates, audits and curates")
             cfg["audio"].update(sample_rate=int(self.sample_rate), normalize=False,
-                                segment_seconds=self.processor.nb_max_samples / self.sample_rate)
+                                segment_seconds=self.processor.nb_max_samples / self.sample_rate,
+                                pad={"repeatpad": "repeatpad", "repeat": "repeat"}.get(self.processor.padding, "zero"))
         else:
             cfg["image"].update(preprocessor_settings(self.processor.to_dict()))
         cfg["model"]["family"] = self.family

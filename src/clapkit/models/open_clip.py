@@ -115,7 +115,7 @@ class OpenClipDualEncoder(PublicDualEncoder):
         has_proj = getattr(text_owner, "text_projection", None) is not None
         self._text_proj = (text_owner, "text_projection") if has_proj else None
 
-    def preprocess(self, media: list) -> dict[str, torch.Tensor]:
+    def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
         """RGB Pillow images -> ``pixel_values`` through the model's validation transform."""
         return {"pixel_values": torch.stack([self.transform(im) for im in media])}
 
