@@ -111,6 +111,11 @@ def eval_transfer(
     label_column: Annotated[str, typer.Option(help="Column (or JSON key) of the label")] = "label",
     folds: Annotated[int, typer.Option(help="Stratified cross-validation folds")] = 10,
     c: Annotated[float, typer.Option("--c", help="file tasks: inverse L2 strength of the logistic regression")] = 1.0,
+    protocol: Annotated[str | None, typer.Option(help="sklearn: SentEval's scikit-learn logistic regression "
+                                                      "(usepytorch=False); simcse: SentEval's PyTorch one with SimCSE's "
+                                                      "settings (its published tables). Default: sklearn for senteval:, "
+                                                      "the fixed---c probe for files; given, files use SentEval's inner "
+                                                      "k-fold too")] = None,
     seed: Annotated[int | None, typer.Option(help="Fold and classifier seed (default: 1111, SentEval's, for "
                                                   "senteval:; 0 for task files)")] = None,
     pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
@@ -130,11 +135,14 @@ def eval_transfer(
     skipped = Skipped()
     tasks = load_transfer_tasks(data, folds, text_column, label_column, skip_bad, skipped)  # before the model loads
     enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
-    r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), tasks, seed, c)
+    if protocol is not None and protocol not in ("sklearn", "simcse"):
+        raise typer.BadParameter(f"{protocol!r}: choose sklearn or simcse", param_hint="--protocol")
+    r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), tasks, seed, c, protocol)
     for name, task in r["tasks"].items():
-        if task["protocol"] == "SentEval":
-            typer.echo(f"{name}: accuracy {task['accuracy']:.2f} (dev {task['dev']:.2f}; {task['n']} examples, "
-                       "SentEval protocol)")
+        if task["protocol"].startswith("SentEval"):
+            f1 = f", F1 {task['f1']:.2f}" if "f1" in task else ""
+            typer.echo(f"{name}: accuracy {task['accuracy']:.2f}{f1} (dev {task['dev']:.2f}; {task['n']} examples, "
+                       f"{task['protocol']} protocol)")
         else:
             typer.echo(f"{name}: accuracy {task['accuracy']:.2f} +- {task['std']:.2f} ({folds} folds, {task['n']} texts, "
                        f"{task['classes']} classes, majority {task['majority']:.2f})")

@@ -12,14 +12,24 @@ TREC        ``train_5500.label``, ``TREC_10.label``       C by CV on train, test
 MRPC        ``msr_paraphrase_{train,test}.txt``           C by CV on train, test
 ==========  ===========================================  ==========================
 
-Read as SentEval reads them: the binary files one sentence a line (latin-1; label 1
-for ``pos`` / ``subjective``), SST2 ``sentence<TAB>label`` lines, TREC
-``LABEL:sub sentence`` lines (latin-1; the six coarse labels), MRPC's tab-separated
-files with their header (``Quality``, ``#1 String``, ``#2 String``; a UTF-8 BOM is
-fine). Sentences are whitespace-normalised (SentEval splits them into words, and the
-transformer batchers join them with spaces). A task whose folder is absent is left
-out; a present task missing a file, or a line that does not parse, is an error naming
-the file and line (``skip_bad``: skipped and counted).
+Read as SentEval reads them (``senteval/binary.py``, ``sst.py``, ``trec.py``, ``mrpc.py``):
+
+- the binary files one sentence a line, Latin-1, every line an item: an empty line is an
+  empty sentence, as SentEval keeps it (its CR and MPQA files hold a few, which is why
+  SentEval counts 3,775 CR and 10,606 MPQA items). Label 1 for ``pos``, and for SUBJ's
+  *objective* file (SentEval passes ``subj.objective`` as its positive class);
+- SST2 ``sentence<TAB>label`` lines (UTF-8), TREC ``LABEL:sub sentence`` lines (Latin-1;
+  the six coarse labels), MRPC's tab-separated files after their header (``Quality``,
+  ``#1 String``, ``#2 String``; UTF-8, a BOM is fine);
+- sentences split on whitespace and the words rejoined with single spaces (SentEval
+  splits them into words; SimCSE's and sentence-transformers' batchers join them);
+- items sorted as SentEval sorts them before embedding, stably: by (number of words,
+  label), MRPC by (words of sentence 1, words of sentence 2, label). SentEval's k-fold
+  assignment follows that order, so the same seed gives SentEval's folds.
+
+A task whose folder is absent is left out; a present task missing a file, or a line
+that does not parse, is an error naming the file and line (``skip_bad``: skipped and
+counted).
 """
 
 from __future__ import annotations
@@ -30,8 +40,9 @@ from pathlib import Path
 from ..errors import DataError
 from .files import Skipped
 
+# (label 1 file, label 0 file), in SentEval's order (pos + neg before sorting)
 BINARY = {"MR": ("rt-polarity.pos", "rt-polarity.neg"), "CR": ("custrev.pos", "custrev.neg"),
-          "SUBJ": ("subj.subjective", "subj.objective"), "MPQA": ("mpqa.pos", "mpqa.neg")}
+          "SUBJ": ("subj.objective", "subj.subjective"), "MPQA": ("mpqa.pos", "mpqa.neg")}
 TREC_LABELS = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
 TASKS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
 
@@ -55,6 +66,20 @@ def _words(text: str) -> str:
     return " ".join(text.split())
 
 
+def _count(text: str) -> int:
+    return len(text.split())
+
+
+def _sorted(texts: list, labels: list[int], pairs: bool = False) -> tuple[list, list[int]]:
+    """SentEval's order: a stable sort by (words, label), or (words of each sentence, label)."""
+    def key(i):
+        t = texts[i]
+        return (_count(t[0]), _count(t[1]), labels[i]) if pairs else (_count(t), labels[i])
+
+    order = sorted(range(len(texts)), key=key)
+    return [texts[i] for i in order], [labels[i] for i in order]
+
+
 def _lines(path: Path, encoding: str) -> list[str]:
     if not path.is_file():
         raise DataError("missing: SentEval's layout has this file here (data/downstream from its get_transfer_data.bash)",
@@ -65,14 +90,10 @@ def _lines(path: Path, encoding: str) -> list[str]:
 def _binary(folder: Path, name: str, c: _Bad) -> TransferTask:
     texts, labels = [], []
     for label, fname in zip((1, 0), BINARY[name], strict=True):
-        path = folder / fname
-        for n, line in enumerate(_lines(path, "latin-1"), 1):
-            if line.strip():
-                texts.append(_words(line))
-                labels.append(label)
-            else:
-                c.bad(DataError("empty line", f"{path} line {n}", reason="empty line"))
-    return TransferTask(name, "cv", {"all": (texts, labels)})
+        for line in _lines(folder / fname, "latin-1"):  # every line an item, an empty one too
+            texts.append(_words(line))
+            labels.append(label)
+    return TransferTask(name, "cv", {"all": _sorted(texts, labels)})
 
 
 def _sst2(folder: Path, c: _Bad) -> TransferTask:
@@ -89,7 +110,7 @@ def _sst2(folder: Path, c: _Bad) -> TransferTask:
                 continue
             texts.append(_words(text))
             labels.append(int(label))
-        task.splits[split] = (texts, labels)
+        task.splits[split] = _sorted(texts, labels)
     return task
 
 
@@ -109,7 +130,7 @@ def _trec(folder: Path, c: _Bad) -> TransferTask:
                 continue
             texts.append(_words(text))
             labels.append(TREC_LABELS.index(label))
-        task.splits[split] = (texts, labels)
+        task.splits[split] = _sorted(texts, labels)
     return task
 
 
@@ -133,7 +154,7 @@ def _mrpc(folder: Path, c: _Bad) -> TransferTask:
                 continue
             texts.append((_words(cols[3]), _words(cols[4])))
             labels.append(int(cols[0]))
-        task.splits[split] = (texts, labels)
+        task.splits[split] = _sorted(texts, labels, pairs=True)
     return task
 
 
