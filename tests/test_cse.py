@@ -131,6 +131,9 @@ def test_tiny_unsup_run_learns_saves_and_evaluates(tmp_path, tiny_bert, corpus, 
     dev = load_sts(f"stsb:{stsb_dir}", "dev")[0]
     enc = SentenceEncoder(str(tmp_path / "checkpoint"), max_length=16)
     assert evaluate_set(enc, dev)["spearman"] == pytest.approx(s["best_stsb_dev"], abs=1e-6)
+    # the starting model's dev score, beside the best, as eval sts computes it on the start
+    start = SentenceEncoder(tiny_bert, pooling="cls_before_pooler", max_length=16)  # eval pooling of cls + mlp_only_train
+    assert s["initial_stsb_dev"] == pytest.approx(evaluate_set(start, dev)["spearman"], abs=1e-6)
     assert SentenceTransformer(str(tmp_path / "checkpoint"), device="cpu").encode(["a test"]).shape == (1, 32)
     assert (tmp_path / "last" / "trainer_state.pt").is_file() and (tmp_path / "config.yaml").is_file()
 
@@ -272,6 +275,14 @@ def test_linear_probe_against_direct_cross_validation():
     assert linear_probe(separable, np.repeat([0, 1], 10), folds=5)["accuracy"] == 100.0
     with pytest.raises(ValueError, match="class 1 has 3 example"):
         linear_probe(x[:23], y[:23], folds=5)
+
+
+def test_cpu_presets_keep_minilms_own_mean_pooling():
+    """MiniLM was trained for mean pooling: the CPU presets start from it, the BERT presets
+    keep SimCSE's cls recipe (the paper's)."""
+    for preset in ("cse-cpu", "cse-image-cpu", "cse-audio-cpu"):
+        assert load_config(preset)["cse"]["model"]["pooling"] == "mean", preset
+    assert load_config("cse-unsup-bert")["cse"]["model"]["pooling"] == "cls"
 
 
 def test_paper_presets_hold_table_c1():

@@ -21,7 +21,8 @@ the same loss and gradients as the plain loss in the memory of one chunk.
 
 Every ``eval_steps`` (and at the end) the model is scored on the STS-B dev set
 (``cse.sts_dev``): Spearman x 100 of cosine similarities with evaluation pooling; the
-best model is kept in ``checkpoint/``. Without a dev set ``checkpoint/`` is the last model.
+best model is kept in ``checkpoint/``, and the starting model's score is reported beside
+it (``initial_stsb_dev``). Without a dev set ``checkpoint/`` is the last model.
 
 Output folder::
 
@@ -331,6 +332,12 @@ class CseTrainer:
         losses: list[tuple[float, float]] = [tuple(x) for x in self.state.get("window", [])]
         t0 = time.time()
         self._start_image_stream(start)
+        if start == 0 and self.data.sts_dev is not None and "initial" not in self.state:
+            # the starting model's dev score (eval mode: no dropout, no random draw), so a user
+            # sees at once whether training helped
+            self.state["initial"] = self.dev_score()
+            if t["progress"]:
+                bar.write(f"step 0: STS-B dev {self.state['initial']:.2f} (the starting model)")
         stopped = None
         for step in range(start, self.total_steps):
             losses.append(self.train_step(step))
@@ -371,6 +378,7 @@ class CseTrainer:
             "mode": c["mode"], "text_loss": self.text_kind, "steps": s["step"],
             "text_examples": self.data.n_text, "other_examples": self.data.n_other,
             "best_step": s["best_step"], "best_stsb_dev": None if math.isinf(s["best"]) or math.isnan(s["best"]) else s["best"],
+            "initial_stsb_dev": s.get("initial"),
             "text_rows_seen": s["text_rows"], "sentences_seen": s["sentences"], "truncated": s["truncated"],
             "truncated_fraction": s["truncated"] / max(1, s["sentences"]), "max_length": c["model"]["max_length"],
             "train_seconds": s["train_seconds"],
