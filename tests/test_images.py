@@ -560,7 +560,9 @@ def test_image_presets_resolve_with_the_published_settings():
     paper = load_config("cyclip-paper")
     t = paper["train"]
     assert paper["model"]["modality"] == "image" and t["cyclip"] == {"in_modal": 0.25, "cross_modal": 0.25}
-    assert (t["batch_size"], t["lr_unfrozen"], t["weight_decay"], t["warmup_steps"], t["epochs"]) == (128, 5e-4, 0.1, 10000, 64)
+    # CyCLIP: 128 per GPU on 4 GPUs (the regularisers scale with the global batch), no augmentation
+    assert (t["batch_size"], t["lr_unfrozen"], t["weight_decay"], t["warmup_steps"], t["epochs"]) == (512, 5e-4, 0.1, 10000, 64)
+    assert paper["image"]["augment"] is False and load_config("clip-paper")["image"]["augment"] is True
     assert (t["optimizer"], t["schedule"], t["frozen_epochs"]) == ("adamw", "cosine", 0)
     assert load_config("clip-paper")["train"]["cyclip"] == {"in_modal": 0.0, "cross_modal": 0.0}
     assert load_config("cyclip")["train"]["cyclip"] == {"in_modal": 0.25, "cross_modal": 0.25}
@@ -569,3 +571,17 @@ def test_image_presets_resolve_with_the_published_settings():
         load_config("clip-cpu", ["train.cyclip.in_modal=-1"])
     with pytest.raises(ConfigError, match="'model.modality' = 'video'"):
         load_config(None, ["model.modality=video"])
+
+
+def test_augment_off_trains_on_the_evaluation_transform(tiny_images):
+    from clapkit.data.image_io import ImageDataset
+    from clapkit.data.manifests import load_pairs
+
+    pairs = load_pairs(f"csv:{tiny_images / 'train.csv'}", audio_column="image")[:4]
+    settings = {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "crop_scale": [0.5, 1.0], "flip_p": 0.5}
+    plain = ImageDataset(pairs, settings, train=False)
+    off = ImageDataset(pairs, settings | {"augment": False}, train=True, seed=0)
+    on = ImageDataset(pairs, settings | {"augment": True}, train=True, seed=0)
+    for i in range(4):
+        assert torch.equal(off[(3, i)][0], plain[i][0])
+    assert any(not torch.equal(on[(3, i)][0], plain[i][0]) for i in range(4))

@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "size": None,
         "mean": None,
         "std": None,
+        "augment": True,  # false: training images get the evaluation transform (CyCLIP trains so)
         "crop_scale": [0.9, 1.0],  # training: random resized crop area fraction (open_clip's default)
         "flip_p": 0.0,  # training: horizontal flip probability
     },
@@ -110,6 +111,7 @@ DEFAULTS: dict[str, Any] = {
         "lr": 1e-3,
         "batch_size": 64,
         "val_fraction": 0.2,
+        "grad_clip": 0.0,  # gradient-norm clip (0: off, as PANNs trains)
     },
     # `clapkit experiment leakage-matrix`: the 2 x 3 grid of the CLAP-pitfalls paper
     "experiment": {

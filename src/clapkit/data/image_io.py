@@ -20,7 +20,8 @@ width or height, is a :class:`~clapkit.errors.DataError` naming it.
   in [3/4, 4/3], as torchvision's RandomResizedCrop draws it) resized to S, then a
   horizontal flip with probability ``image.flip_p``; every draw comes from a generator
   seeded by (seed, epoch, index), so a resumed run and any number of workers see the
-  same pixels;
+  same pixels; ``image.augment: false`` trains on the evaluation transform instead
+  (CyCLIP's setting);
 - normalisation ``(x - image.mean) / image.std`` per channel.
 """
 
@@ -152,7 +153,7 @@ class ImageTransform:
         self.std = torch.tensor(settings["std"], dtype=torch.float32).view(3, 1, 1)
         self.scale = tuple(settings["crop_scale"])
         self.flip_p = float(settings["flip_p"])
-        self.train = train
+        self.train = train and settings.get("augment", True)  # augment off: the evaluation transform
 
     def __call__(self, im: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
         s = self.size

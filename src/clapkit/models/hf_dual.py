@@ -289,7 +289,6 @@ class HFDualEncoder(PublicDualEncoder):
                                 pad={"repeatpad": "repeatpad", "repeat": "repeat"}.get(self.processor.padding, "zero"))
         else:
             cfg["image"].update(preprocessor_settings(self.processor.to_dict()))
-        cfg["model"]["family"] = self.family
         scale = "logit_scale_a" if self.family == "clap" else "logit_scale"  # capped by train.max_logit_scale
         unused = {"model.logit_scale_t"}  # CLAP's text-to-audio scale: the CLIP loss uses logit_scale_a both ways
         if not cfg["model"]["learn_temperature"]:

@@ -90,7 +90,7 @@ def train_audio_backbone(cfg: dict, out: str | Path) -> dict:
             loss = F.cross_entropy(logits.float(), y_train[idx].to(device))
             opt.zero_grad(set_to_none=True)
             precision.scale(loss).backward()
-            precision.clip(opt, params, t["grad_clip"])
+            precision.clip(opt, params, b["grad_clip"])
             precision.step(opt)
             losses.append(loss.item())
         acc = _accuracy(tower, head, val_ds, y_val, t["eval_batch_size"], device) if n_val else float("nan")
