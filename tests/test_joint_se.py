@@ -236,7 +236,7 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
     pairs.write_text((tiny_synthetic / "test.csv").read_text())
     cfg = tmp_path / "study.yaml"
     cfg.write_text("\n".join([
-        "model:", f"  text: {{name: {tiny_bert}, max_length: 16}}", "  audio: {name: small_cnn, channels: [4, 8], n_fft: 256, "
+        "model:", f"  text: {{name: {tiny_bert}, max_length: 16, pooling: cls}}", "  audio: {name: small_cnn, channels: [4, 8], n_fft: 256, "
         "hop_length: 128, n_mels: 16, fmax: 4000}", "  projector: {dim: 16, hidden: 32}",
         "audio: {sample_rate: 8000, segment_seconds: 0.5}",
         "train: {batch_size: 16, epochs: 1, frozen_epochs: 0, lr_unfrozen: 3.0e-3, early_stopping_patience: 0, progress: false,"
@@ -260,7 +260,19 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
     assert base0 == r["runs"]["base"]["0"]
     text = json.loads((tmp_path / "out" / "seed0" / "init_sup" / "checkpoint" / "config.json").read_text())["model"]["text"]
     assert text["source"]["kind"] == "train cse" and text["name"].endswith("cse_sup/checkpoint")
-    assert text["pooling"] == "mean"  # the SE run pooled as the base text tower does
+    # one pooling and head for every variant: BERT's pretrained pooler after [CLS] (the SE runs
+    # trained through SimCSE's MLP head, which the variants drop)
+    for seed in "01":
+        for variant in r["table"]:
+            cfg_v = json.loads((tmp_path / "out" / f"seed{seed}" / variant / "checkpoint" / "config.json").read_text())
+            assert cfg_v["model"]["text"]["pooling"] == "cls", (seed, variant)
+    for kind in ("unsup", "sup"):
+        cse_model = json.loads((tmp_path / "out" / "seed0" / f"cse_{kind}" / "checkpoint" / "cse_model.json").read_text())
+        assert cse_model["model"]["pooling"] == "cls"
+        pooler = {k: v for k, v in load_file(str(tmp_path / "out" / "seed0" / f"cse_{kind}" / "checkpoint" /
+                                                   "model.safetensors")).items() if "pooler" in k}
+        start = {k: v for k, v in load_file(f"{tiny_bert}/model.safetensors").items() if "pooler" in k}
+        assert pooler and all(torch.equal(pooler[k], start[k]) for k in start)  # the pretrained pooler, untouched
     for kind, (lr, steps) in {"sup": (2e-3, 3), "unsup": (1e-3, 2)}.items():  # language.cse_sup: init_sup's own recipe
         cse = yaml.safe_load((tmp_path / "out" / "seed0" / f"cse_{kind}" / "config.yaml").read_text())["cse"]
         assert (cse["lr"], cse["steps"], cse["batch_size"]) == (lr, steps, 8)

@@ -169,3 +169,37 @@ def test_streamed_training_with_workers_is_seeded(tmp_path, tiny_bert, tiny_synt
         train_clap(_stream_cfg(tiny_bert, spec, "data.num_workers=2", "train.steps=6"), tmp_path / name)
     a, b = (load_file(tmp_path / n / "last" / "model.safetensors") for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_streamed_batch_holds_no_two_captions_of_one_sample_and_resumes_exactly(tmp_path, tiny_synthetic):
+    """The captions of a sample enter the shuffle buffer together, so without the rule
+    streamed batches repeat samples; with it none does, and skipping k batches (resume)
+    gives the uninterrupted stream's next batches. one_caption keeps one per sample a pass."""
+    from clapkit.data.datasets import ClipDataset
+    from clapkit.data.stream import ShardStream, stream_shards
+
+    spec, _ = _write(tmp_path, f"csv:{tiny_synthetic / 'train.csv'}", "audio", size=6)
+    shards = stream_shards([spec])
+    decoder = ClipDataset([], 8000, 0.25, train=True, seed=0)
+
+    def batches(n, **kw):
+        it = ShardStream(shards, "audio", decoder, 8, buffer=4, **kw)._batches(0, 1)
+        return [[(p, o, pair.media_id, pair.caption) for p, o, pair in next(it)] for _ in range(n)]
+
+    def repeats(bs):
+        return sum(len(b) - len({m for _, _, m, _ in b}) for b in bs)
+
+    assert repeats(batches(12)) > 0  # what the rule is for
+    plain = batches(12, no_duplicates=True)
+    assert repeats(plain) == 0 and all(len(b) == 8 for b in plain)
+    resumed = ShardStream(shards, "audio", decoder, 8, buffer=4, no_duplicates=True, skip_batches=5)
+    it, straight = iter(resumed), iter(ShardStream(shards, "audio", decoder, 8, buffer=4, no_duplicates=True))
+    for _ in range(5):
+        next(straight)
+    for _ in range(3):
+        (m1, c1), (m2, c2) = next(it), next(straight)
+        assert c1 == c2 and torch.equal(m1, m2)
+    one = batches(12, one_caption=True)
+    first_pass = [x for b in one for x in b if x[0] == 0]
+    clips = {p.media for p in load_pairs(f"csv:{tiny_synthetic / 'train.csv'}")}
+    assert len(first_pass) == len({m for _, _, m, _ in first_pass}) == len(clips)  # every clip, one caption each

@@ -514,3 +514,27 @@ def test_the_logit_scale_is_capped_after_every_step(tmp_path, tiny_bert, tiny_sy
 def test_the_paper_preset_keeps_the_seeds_logit_clamp():
     assert load_config("paper")["model"]["logit_clamp"] == 100.0
     assert load_config("clip-paper")["model"]["logit_clamp"] is None
+
+
+def test_no_batch_holds_two_captions_of_one_clip(tmp_path, tiny_bert, tiny_synthetic):
+    """Every caption paired with its clip (the S2 recipe) puts several captions of a clip
+    in a batch, each the others' false negative; data.no_duplicate_media (on by default)
+    keeps them apart, and data.captions: one takes one caption per clip per epoch."""
+    from collections import Counter
+
+    def batches(*extra):
+        tr = ClapTrainer(_cfg(tiny_bert, tiny_synthetic, "train.batch_size=32", *extra), tmp_path / str(len(extra)))
+        pairs = tr.data.train
+        return [[pairs[i].media_id for i in b] for e in range(3) for b in tr._batches(e)], tr
+
+    off, _ = batches("data.no_duplicate_media=false")
+    assert any(max(Counter(b).values()) > 1 for b in off)  # what the rule is for
+    on, tr = batches()
+    assert all(max(Counter(b).values()) == 1 and len(b) == 32 for b in on)
+    assert len(on) == 3 * tr._batches_per_epoch()
+    assert tr._batches(1) == tr._batches(1)  # seeded by (seed, epoch): resume draws the same batches
+    one, tr1 = batches("data.captions=one")
+    media = {p.media_id for p in tr1.data.train}
+    assert all(max(Counter(b).values()) == 1 for b in one) and tr1._batches_per_epoch() == len(media) // 32
+    first = [m for b in tr1._batches(0) for m in b]
+    assert len(set(first)) == len(first)  # one caption per clip in the epoch

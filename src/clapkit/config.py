@@ -43,6 +43,12 @@ DEFAULTS: dict[str, Any] = {
         # see clapkit.data.stream) instead of indexing every pair into seeded epochs
         "stream": False,
         "shuffle_buffer": 1000,  # stream: pairs in each reader's seeded shuffle buffer
+        # pairs of an epoch: all (every caption with its clip or image, the S2 recipe) | one
+        # (one caption per clip or image per epoch, drawn with the seed: LAION-CLAP's)
+        "captions": "all",
+        # no two captions of one clip or image in a batch (each other's false negatives in the CLIP
+        # loss): sentence-transformers' NoDuplicatesBatchSampler rule, for epochs and the stream
+        "no_duplicate_media": True,
     },
     "audio": {
         "sample_rate": 16000,
@@ -374,6 +380,7 @@ def validate(cfg: dict) -> None:
     """Check values whose mistakes would otherwise surface deep inside training."""
     choices = {
         ("data", "val_split_by"): {"pair", "media", "audio"},
+        ("data", "captions"): {"all", "one"},
         ("model", "modality"): {"audio", "image"},
         ("audio", "pad"): {"zero", "repeatpad", "repeat"},
         ("model", "audio", "name"): {"small_cnn", "cnn14"},

@@ -11,6 +11,11 @@ pair only when it leaves the buffer, with the training draws (audio segment, ima
 crop) seeded by (seed, pass, its ordinal in the reader's stream). Each worker yields
 whole batches; the DataLoader takes them from the workers in turn.
 
+A reader's batch holds no two captions of one sample (``no_duplicates``: a pair whose
+sample the batch already holds waits, in order, for the next batch, the rule of
+sentence-transformers' ``NoDuplicatesBatchSampler``); ``one_caption`` keeps one caption
+per sample and pass, drawn by (seed, pass, sample), as LAION-CLAP's loader does.
+
 Resume: a run that has taken ``k`` batches skips them (worker ``w`` skips the batches
 ``w, w + W, ...`` below ``k``) by index only, without decoding, and continues exactly
 when ``world`` and ``data.num_workers`` are those of the first run. The batches do
@@ -21,6 +26,7 @@ depend on the number of workers (they read different shards), unlike the indexed
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,10 +58,12 @@ class ShardStream(IterableDataset):
     """Batches ``(media tensor, captions)`` of one rank's share of the shards, endlessly."""
 
     def __init__(self, shards: list[Path], medium: str, decoder, batch_size: int, seed: int = 0, rank: int = 0,
-                 world: int = 1, buffer: int = 1000, skip_batches: int = 0, skip_bad: bool = False):
+                 world: int = 1, buffer: int = 1000, skip_batches: int = 0, skip_bad: bool = False,
+                 no_duplicates: bool = False, one_caption: bool = False):
         self.shards, self.medium, self.decoder = list(shards), medium, decoder
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.buffer, self.skip_batches, self.skip_bad = max(1, buffer), skip_batches, skip_bad
+        self.no_duplicates, self.one_caption = no_duplicates, one_caption
         self.skipped = Skipped()
 
     def readers(self, workers: int) -> None:
@@ -74,7 +82,14 @@ class ShardStream(IterableDataset):
             for tar in self._shards(p, worker, workers):
                 c = Collector(self.skip_bad, self.skipped)
                 wds_pairs(str(tar), self.medium, c)
-                for pair in c.items:
+                pairs = c.items
+                if self.one_caption:  # one caption of each sample (its pairs are consecutive)
+                    by_sample: dict[str, list] = {}
+                    for pair in pairs:
+                        by_sample.setdefault(pair.media_id, []).append(pair)
+                    pairs = [caps[int(np.random.default_rng((self.seed, p, zlib.crc32(key.encode()))).integers(len(caps)))]
+                             for key, caps in by_sample.items()]
+                for pair in pairs:
                     yield p, pair
 
     def _shuffled(self, worker: int, workers: int) -> Iterator[tuple[int, int, object]]:
@@ -89,15 +104,35 @@ class ShardStream(IterableDataset):
             buf[j], buf[-1] = buf[-1], buf[j]
             yield buf.pop()
 
+    def _batches(self, worker: int, workers: int) -> Iterator[list]:
+        """This reader's batches of (pass, ordinal, pair), undecoded."""
+        items = self._shuffled(worker, workers)
+        waiting: list = []  # pairs passed over because their sample was in the batch
+        while True:
+            batch, seen, still = [], set(), []
+            for entry in waiting:
+                if len(batch) < self.batch_size and entry[2].media_id not in seen:
+                    batch.append(entry)
+                    seen.add(entry[2].media_id)
+                else:
+                    still.append(entry)
+            waiting = still
+            while len(batch) < self.batch_size:
+                entry = next(items)
+                if self.no_duplicates and entry[2].media_id in seen:
+                    waiting.append(entry)
+                    continue
+                batch.append(entry)
+                seen.add(entry[2].media_id)
+            yield batch
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        skip = len(range(worker, self.skip_batches, workers)) * self.batch_size
-        items = self._shuffled(worker, workers)
-        for _ in range(skip):  # resume: by index only, nothing decoded
-            next(items)
-        while True:
-            batch = [next(items) for _ in range(self.batch_size)]
+        batches = self._batches(worker, workers)
+        for _ in range(len(range(worker, self.skip_batches, workers))):  # resume: by index only, nothing decoded
+            next(batches)
+        for batch in batches:
             tensors = [self.decoder.draw(pair, np.random.default_rng((self.seed, p, o, worker, self.rank)))
                        for p, o, pair in batch]
             yield torch.stack(tensors), [pair.caption for _, _, pair in batch]

@@ -60,9 +60,9 @@ def _cse(cfg: dict, seed: int, kind: str, out: Path) -> Path:
     c["seed"] = seed
     c["cse"].update(mode=kind, corpus=lang["corpus"], nli=lang["nli"], steps=lang["cse_steps"], sts_dev=None)
     text = cfg["model"]["text"]
-    c["cse"]["model"].update(name=text["name"], max_length=text["max_length"])
-    if text["pooling"] in ("cls", "cls_before_pooler", "mean"):  # the SE run pools as the text tower does
-        c["cse"]["model"]["pooling"] = text["pooling"]
+    # the SE run pools the token states as the text tower does; with `cls` it trains through
+    # SimCSE's MLP head, which the variant then drops for the tower's own head (study_pooling)
+    c["cse"]["model"].update(name=text["name"], max_length=text["max_length"], pooling=study_pooling(cfg))
     if kind == "sup":  # supervised SimCSE's own recipe where it differs (SimCSE: batch 512, lr 5e-5, the MLP kept)
         own = copy.deepcopy(lang["cse_sup"] or {})
         c["cse"]["model"].update(own.pop("model", {}))
@@ -72,13 +72,34 @@ def _cse(cfg: dict, seed: int, kind: str, out: Path) -> Path:
     return out / "checkpoint"
 
 
+def study_pooling(cfg: dict) -> str:
+    """The one pooling and head every variant embeds text with: ``model.text.pooling``
+    (``auto``: the text model's own). ``mean`` and ``cls_before_pooler`` have no head;
+    ``cls`` is the backbone's pretrained pooler (BERT's tanh(W h_[CLS])), which ``train
+    cse`` keeps frozen and saves, so the init variants reload their SimCSE-trained
+    backbone with that same pooler, never with SimCSE's MLP head or raw [CLS] (which
+    would confound the pooling with SE training)."""
+    from ..models.text import text_source
+
+    text = cfg["model"]["text"]
+    if text["pooling"] != "auto":
+        return text["pooling"]
+    _, pooling, dense = text_source(text["name"])
+    if dense is not None:
+        raise ConfigError(f"model.text.name = {text['name']}: its own pooling is cls with a Dense head, which a "
+                          "train cse run does not carry over; give the study's pooling explicitly "
+                          "(--set model.text.pooling=cls|cls_before_pooler|mean)")
+    return pooling
+
+
 def variant_config(cfg: dict, variant: str, seed: int, train: list[str], out: Path) -> dict:
     lang = cfg["language"]
     v = copy.deepcopy(cfg)
     v["seed"], v["data"]["train"] = seed, train
+    v["model"]["text"]["pooling"] = study_pooling(cfg)
     if variant in ("init_unsup", "init_sup"):
         kind = variant.removeprefix("init_")
-        v["model"]["text"].update(name=str(_cse(cfg, seed, kind, out / f"seed{seed}" / f"cse_{kind}")), pooling="auto")
+        v["model"]["text"]["name"] = str(_cse(cfg, seed, kind, out / f"seed{seed}" / f"cse_{kind}"))
     elif variant == "joint_unsup":
         v["train"]["se"].update(weight=lang["se_weight"], loss=lang["joint_unsup_loss"], corpus=lang["corpus"])
     elif variant == "joint_sup":

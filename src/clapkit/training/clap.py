@@ -76,6 +76,7 @@ from .common import (
     init_distributed,
     is_main,
     load_trainer_state,
+    no_duplicate_batches,
     on_sigterm,
     pick_device,
     recover_dir,
@@ -306,23 +307,45 @@ class ClapTrainer:
         self.state["phase"] = phase
 
     # --- one epoch -----------------------------------------------------------------------
+    def _epoch_size(self) -> int:
+        """Pairs an epoch draws from: all of them, or one per clip or image (``data.captions: one``)."""
+        if self.cfg["data"]["captions"] == "one":
+            return len({p.media_id for p in self.data.train})
+        return len(self.data.train)
+
     def _batches_per_epoch(self) -> int:
         """Full global batches per epoch (at least one, smaller, when the data is smaller);
-        streaming: ``train.steps_per_epoch``."""
+        streaming: ``train.steps_per_epoch``. With ``data.no_duplicate_media`` an epoch may
+        hold fewer (the rows left over are those that would repeat a clip in a batch)."""
         if self.streaming:
             return self.cfg["train"]["steps_per_epoch"]
-        return max(1, len(self.data.train) // self.cfg["train"]["batch_size"])
+        return max(1, self._epoch_size() // self.cfg["train"]["batch_size"])
 
     def _batches(self, epoch: int) -> list[list[int]]:
         """This process's share of each global batch of the epoch's seeded permutation
-        (drawing it seeds torch for the epoch: see :func:`epoch_order`)."""
-        n, bs = len(self.data.train), self.cfg["train"]["batch_size"]
-        order = epoch_order(self.cfg["seed"], epoch, n, self.rank)
-        per_rank = min(bs, n) // self.world
+        (drawing it seeds torch for the epoch: see :func:`epoch_order`). With ``data.captions:
+        one`` the epoch holds one caption per clip or image, drawn by (seed, epoch); with
+        ``data.no_duplicate_media`` no batch holds two captions of one clip or image. Both
+        depend on (seed, epoch) only, so resume stays exact."""
+        d, bs = self.cfg["data"], self.cfg["train"]["batch_size"]
+        rows = np.arange(len(self.data.train))
+        groups = [p.media_id for p in self.data.train]
+        if d["captions"] == "one":
+            rng = np.random.default_rng((self.cfg["seed"], epoch, 13))
+            by_media: dict[str, list[int]] = {}
+            for i, g in enumerate(groups):
+                by_media.setdefault(g, []).append(i)
+            rows = np.array([r[int(rng.integers(len(r)))] for r in by_media.values()])
+        order = rows[epoch_order(self.cfg["seed"], epoch, len(rows), self.rank)]
+        n = len(order)
+        if d["no_duplicate_media"] and d["captions"] == "all":
+            glob_batches = no_duplicate_batches(order, groups, min(bs, n), self._batches_per_epoch())
+        else:
+            glob_batches = [order[b * bs : b * bs + min(bs, n)].tolist() for b in range(self._batches_per_epoch())]
         out = []
-        for b in range(self._batches_per_epoch()):
-            glob = order[b * bs : b * bs + min(bs, n)]
-            out.append(glob[self.rank * per_rank : (self.rank + 1) * per_rank].tolist())
+        for glob in glob_batches:
+            per_rank = len(glob) // self.world
+            out.append(list(glob[self.rank * per_rank : (self.rank + 1) * per_rank]))
         return out
 
     def _loss(self, media=None, tokens=None, x_m=None, x_t=None, idx: list[int] | None = None,
@@ -523,7 +546,8 @@ class ClapTrainer:
             d = self.cfg["data"]
             stream = ShardStream(stream_shards(d["train"]), self.model.medium, self.train_ds,
                                  self.cfg["train"]["batch_size"] // self.world, self.cfg["seed"], self.rank, self.world,
-                                 d["shuffle_buffer"], skip_batches=self.state["step"], skip_bad=d["skip_bad"])
+                                 d["shuffle_buffer"], skip_batches=self.state["step"], skip_bad=d["skip_bad"],
+                                 no_duplicates=d["no_duplicate_media"], one_caption=d["captions"] == "one")
             self._loader = iter(stream_loader(stream, d["num_workers"], self.device.type == "cuda"))
         return self._loader
 
