@@ -130,10 +130,13 @@ def test_a_stream_reads_every_pair_once_a_pass_and_splits_shards_by_rank_and_wor
         ShardStream(shards, "audio", decoder, 8, world=3).readers(5)
 
 
-def test_streamed_training_by_steps_resumes_exactly_after_sigkill(tmp_path, tiny_bert, tiny_synthetic):
+@pytest.mark.parametrize("kill_at", [(1, 2), (1, 0)])
+def test_streamed_training_by_steps_resumes_exactly_after_sigkill(tmp_path, tiny_bert, tiny_synthetic, kill_at):
     """data.stream: 12 steps in epochs of 5 (validation and checkpoints between them),
-    killed after step 7's checkpoint, resumed: the weights of the run never killed; the
-    resumed stream skipped the 7 batches it had taken without decoding them."""
+    killed after step 7's checkpoint, or at the epoch boundary (the checkpoint after
+    epoch 1's last step), resumed: the weights of the run never killed; the resumed
+    stream skipped the batches it had taken without decoding them. Each epoch reseeds
+    torch, so dropout after a boundary does not depend on the process having lived."""
     import subprocess
     import sys
     from pathlib import Path
@@ -150,7 +153,7 @@ def test_streamed_training_by_steps_resumes_exactly_after_sigkill(tmp_path, tiny
     cfg_path.write_text(yaml.safe_dump(_stream_cfg(tiny_bert, spec, "train.save_every_steps=1",
                                                    f"data.val=[csv:{tiny_synthetic / 'test.csv'}]")))
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("kill_worker.py")), str(cfg_path),
-                           str(tmp_path / "killed"), "1", "2"], capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "killed"), *map(str, kill_at)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-3000:]
     again = train_clap(load_config(cfg_path), tmp_path / "killed", resume=True)
     assert again["steps"] == 12

@@ -82,6 +82,7 @@ from .common import (
     recover_dir,
     resume_config,
     save_run,
+    seed_epoch,
     seed_everything,
     set_determinism,
 )
@@ -501,6 +502,8 @@ class ClapTrainer:
         self.model.train()
         self.train_ds.set_epoch(epoch)
         t = self.cfg["train"]
+        if self.streaming:  # indexed epochs are seeded by _batches (epoch_order)
+            seed_epoch(self.cfg["seed"], epoch, self.rank)
         batches = self._batches(epoch) if not self.streaming else \
             range(min(t["steps_per_epoch"], t["steps"] - epoch * t["steps_per_epoch"]))
         start, losses = self.state["batch_in_epoch"], list(self.state["epoch_losses"])

@@ -34,8 +34,15 @@ def epoch_order(seed: int, epoch: int, n: int, rank: int = 0) -> np.ndarray:
     process; torch (dropout) is seeded per (seed, epoch, rank), because each process
     holds other rows and must not repeat another process's masks.
     """
-    torch.manual_seed(int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1)[0]))
+    seed_epoch(seed, epoch, rank)
     return np.random.default_rng((seed, epoch, 1)).permutation(n)
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed torch (dropout) for an epoch by (seed, epoch, rank): indexed epochs through
+    :func:`epoch_order`, streamed ones directly, so a run resumed at an epoch boundary
+    draws the masks of the run that never stopped."""
+    torch.manual_seed(int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1)[0]))
 
 
 def no_duplicate_batches(order, groups, size: int, limit: int) -> list[list[int]]:
