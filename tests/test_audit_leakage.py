@@ -169,3 +169,17 @@ def test_word_list_exclusions(tmp_path):
     path = tmp_path / "words.txt"
     path.write_text("car_horn\tcar horn !carpet\n")
     assert read_word_list(path) == words
+
+
+def test_the_papers_rule_is_counted_apart_from_the_extended_rules():
+    """S2's dirty caption holds a word of the class set (stem or lemma); the derivation
+    and compound rules flag more: "airplane" names air_conditioner by compound only."""
+    from clapkit.audit.leakage import default_word_list, scan
+    from clapkit.data.manifests import Pair
+
+    pairs = [Pair(f"{i}.wav", c, str(i), f"x line {i}") for i, c in
+             enumerate(["an airplane passes", "the air conditioner hums", "mice squeak", "a wooden door"])]
+    r = scan(pairs, default_word_list(["air_conditioner", "mouse_click", "door_wood_knock"]))
+    assert r.dirty == [["air_conditioner"], ["air_conditioner"], ["mouse_click"], ["door_wood_knock"]]
+    assert r.dirty_paper == [[], ["air_conditioner"], ["mouse_click"], ["door_wood_knock"]]  # mice: lemma; door: stem
+    assert (r.per_class["air_conditioner"]["captions"], r.per_class["air_conditioner"]["paper_captions"]) == (2, 1)

@@ -133,9 +133,11 @@ def test_unsupported_folders_are_named(tmp_path, tiny_bert):
 
 
 def test_audit_model_splits_accuracy_by_classes_the_captions_name(hf_model, tmp_path):
-    """A constructed caption file names 'dog' (twice) and no other class: the report
-    gives 1 named class with its 3 images and 2 never-named classes with their 5, and
-    each group's accuracy is the item-weighted mean of its per-class accuracies."""
+    """A constructed caption file names 'dog' (twice) by the paper's rule, and
+    'air_conditioner' only by the compound rule ("airplane" = air + plane). The headline
+    split is the paper's: 1 named class with its 3 images, 3 never-named with their 7;
+    the four-rule split is beside it, and each named class's words and rules are named.
+    Each group's accuracy is the item-weighted mean of its per-class accuracies."""
     from typer.testing import CliRunner
 
     from clapkit.cli import app
@@ -144,24 +146,33 @@ def test_audit_model_splits_accuracy_by_classes_the_captions_name(hf_model, tmp_
     if family == "clap":
         pytest.skip("the image case; the audio path is the same code (audit embeddings, leakage) as clapkit's own")
     rng = np.random.default_rng(0)
-    for cls, n in (("dog", 3), ("piano", 2), ("tractor", 3)):
+    for cls, n in (("air_conditioner", 2), ("dog", 3), ("piano", 2), ("tractor", 3)):
         (tmp_path / "eval" / cls).mkdir(parents=True)
         for i in range(n):
             Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "eval" / cls / f"{i}.png")
     caps = tmp_path / "captions.csv"
-    caps.write_text("image,caption\na.jpg,a dog runs on the beach\nb.jpg,two dogs play\nc.jpg,a red car in the rain\n")
+    caps.write_text("image,caption\na.jpg,a dog runs on the beach\nb.jpg,two dogs play\nc.jpg,a red car in the rain\n"
+                    "d.jpg,an airplane flies over\n")
     run = CliRunner().invoke(app, ["audit", "model", "--model", str(folder), "--data", f"folder:{tmp_path / 'eval'}",
                                    "--captions", str(caps), "--out", str(tmp_path / "audit"), "--k-max", "2"])
     assert run.exit_code == 0, run.output
     r = json.loads((tmp_path / "audit" / "report.json").read_text())
     lk, per = r["leakage"], r["zeroshot"]["per_class"]
-    assert lk["named"]["names"] == ["dog"] and lk["captions_naming_a_class"] == {"dog": 2}
-    assert (lk["named"]["classes"], lk["named"]["items"]) == (1, 3)
-    assert (lk["not_named"]["classes"], lk["not_named"]["items"], lk["not_named"]["names"]) == (2, 5, ["piano", "tractor"])
+    assert lk["rule"] == "paper (stem, lemma)"
+    assert lk["named"]["names"] == ["dog"] and (lk["named"]["classes"], lk["named"]["items"]) == (1, 3)
+    assert (lk["not_named"]["classes"], lk["not_named"]["items"], lk["not_named"]["names"]) == (
+        3, 7, ["air_conditioner", "piano", "tractor"])
     assert lk["named"]["accuracy"] == pytest.approx(per["dog"]["accuracy"])
-    assert lk["not_named"]["accuracy"] == pytest.approx((2 * per["piano"]["accuracy"] + 3 * per["tractor"]["accuracy"]) / 5)
+    assert lk["not_named"]["accuracy"] == pytest.approx(
+        (2 * per["air_conditioner"]["accuracy"] + 2 * per["piano"]["accuracy"] + 3 * per["tractor"]["accuracy"]) / 7)
+    ext = lk["extended"]
+    assert ext["named"]["names"] == ["air_conditioner", "dog"] and ext["not_named"]["names"] == ["piano", "tractor"]
+    assert ext["not_named"]["accuracy"] == pytest.approx((2 * per["piano"]["accuracy"] + 3 * per["tractor"]["accuracy"]) / 5)
+    assert lk["captions_naming_a_class"] == {"air_conditioner": 1, "dog": 2}
+    assert lk["why"] == {"air_conditioner": {"airplane": "compound"}, "dog": {"dog": "stem", "dogs": "stem"}}
     md = (tmp_path / "audit" / "report.md").read_text()
-    assert "| named in the captions | 1 | 3 |" in md and "| never named | 2 | 5 |" in md
+    assert "| named in the captions | paper (stem, lemma) | 1 | 3 |" in md and "| never named | all four rules | 2 | 5 |" in md
+    assert "| air_conditioner | airplane (compound) |" in md
     assert (tmp_path / "audit" / "confusion.png").is_file() and (tmp_path / "audit" / "embeddings" / "tsne_E_a.png").is_file()
 
 
