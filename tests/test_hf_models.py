@@ -403,8 +403,35 @@ def test_fine_tuning_pads_a_short_clip_as_the_extractor_does(hf_model, tmp_path)
     assert model.media_backbone(torch.stack([ds[0][0], ds[1][0]])).shape[0] == 2
 
 
-def test_a_fused_clap_is_refused_for_fine_tuning_with_the_reason(fused_clap):
-    from clapkit.config import load_config
+def test_fine_tuning_a_fused_clap_gives_fusion_whole_clips_and_resumes_exactly(fused_clap, tmp_path):
+    """A fused CLAP's training items are the extractor's features of the whole clip
+    (fusion input for clips longer than the window: 4 channels, is_longer), seeded by
+    (seed, epoch, clip); a run resumes to the weights of the run never stopped."""
+    from transformers import ClapFeatureExtractor
 
-    with pytest.raises(ConfigError, match=r"a fused CLAP .*whole clips in training"):
-        HFDualEncoder(fused_clap).for_training(load_config(None, [f"model.init_from={fused_clap}"]))
+    from clapkit.config import load_config
+    from clapkit.data.audio import load_audio
+    from clapkit.training.clap import ClapTrainer, train_clap
+
+    items = _write_clips(tmp_path / "clips", [2.0, 2.5, 0.5, 1.8, 3.0, 0.7, 2.2, 1.5])
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("audio,caption\n" + "".join(f"{it.media},sound number {i}\n" for i, it in enumerate(items)))
+    base = [f"model.init_from={fused_clap}", f"data.train=[csv:{manifest}]", "data.val_fraction=0", "train.batch_size=4",
+            "train.progress=false", "train.frozen_epochs=0", "train.lr_unfrozen=1e-3", "train.early_stopping_patience=0"]
+    trainer = ClapTrainer(load_config(None, base + ["train.epochs=1"]), tmp_path / "probe")
+    ds = trainer.train_ds
+    fe = ClapFeatureExtractor.from_pretrained(fused_clap)
+    first = ds[(0, 0)][0]
+    assert first["input_features"].shape[1] == 4 and first["is_longer"].item()
+    assert not ds[(0, 2)][0]["is_longer"].item()  # 0.5 s: inside the 1 s window
+    seed = int(np.random.default_rng((0, 0, 0)).integers(2**31 - 1))
+    np.random.seed(seed)
+    own = fe([load_audio(items[0].media, 16000)], sampling_rate=16000, return_tensors="pt")["input_features"]
+    assert torch.equal(first["input_features"], own)  # the extractor's fusion of the raw whole clip
+    assert not torch.equal(ds[(1, 0)][0]["input_features"], first["input_features"])  # another epoch, other chunks
+    train_clap(load_config(None, base + ["train.epochs=2"]), tmp_path / "straight")
+    train_clap(load_config(None, base + ["train.epochs=1"]), tmp_path / "resumed")
+    train_clap(load_config(None, base + ["train.epochs=2"]), tmp_path / "resumed", resume=True)
+    a, b = _tensors(tmp_path / "straight" / "last"), _tensors(tmp_path / "resumed" / "last")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert any(not torch.equal(a[n], v) for n, v in _tensors(fused_clap).items() if "fusion" in n)  # fusion trained

@@ -124,6 +124,33 @@ class ClipDataset(SeededItems):
         return torch.from_numpy(np.ascontiguousarray(normalize(wave) if self.norm else wave))
 
 
+class ExtractedClips(SeededItems):
+    """Whole clips through a model's own feature function (a fused public CLAP's
+    extractor: :meth:`~clapkit.models.hf_dual.HFDualEncoder.extractor`), for a model that
+    needs more than a window of each clip. ``extract(wave, seed) -> dict of tensors``;
+    the seed is drawn from (seed, epoch, index) in training, and from the clip's path in
+    evaluation, so an item never depends on the batch or the workers. Returns
+    ``(inputs, index)``."""
+
+    def __init__(self, items: Sequence, sample_rate: int, extract, train: bool = False, seed: int = 0,
+                 cache_mb: float = 1024):
+        self.items, self.extract, self.train, self.seed = list(items), extract, train, seed
+        self.cache = WaveCache(sample_rate, cache_mb)
+
+    def draw(self, item, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+        import zlib
+
+        seed = int(rng.integers(2**31 - 1)) if rng is not None else zlib.crc32(str(item.media).encode())
+        return self.extract(self.cache.get(item.media, item.where), seed=seed)
+
+
+def stack_media(items: list) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A batch of dataset items: tensors stacked, or dicts of (1, ...) tensors concatenated."""
+    if isinstance(items[0], dict):
+        return {k: torch.cat([x[k] for x in items]) for k in items[0]}
+    return torch.stack(items)
+
+
 class EpochBatches(Sampler):
     """The batches of the current epoch for a persistent DataLoader; each index goes to
     the workers as ``(epoch, index)``. Call :meth:`set` before iterating an epoch."""
@@ -159,6 +186,6 @@ def epoch_loader(dataset: ClipDataset, num_workers: int, pin_memory: bool = Fals
     return batch_loader(dataset, sampler, num_workers, pin_memory, collate_clips, persistent=True), sampler
 
 
-def collate_clips(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_clips(batch: list[tuple]) -> tuple:
     waves, idx = zip(*batch, strict=True)
-    return torch.stack(waves), torch.tensor(idx)
+    return stack_media(list(waves)), torch.tensor(idx)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from torch.utils.data import Dataset
 
 from .audio import load_audio
-from .datasets import ClipDataset, check_audio_files
+from .datasets import ClipDataset, ExtractedClips, check_audio_files
 from .files import Skipped
 from .image_io import ImageDataset, check_images, open_image
 from .image_sets import load_image_pairs, load_labelled_images
@@ -51,11 +51,14 @@ def medium_of(cfg: dict) -> str:
     return cfg["model"].get("modality", "audio")
 
 
-def media_dataset(cfg: dict, items: Sequence, train: bool = False, seed: int = 0) -> Dataset:
-    """Item ``i`` or ``(epoch, i)`` -> (tensor, i) for the config's medium."""
+def media_dataset(cfg: dict, items: Sequence, train: bool = False, seed: int = 0, extract=None) -> Dataset:
+    """Item ``i`` or ``(epoch, i)`` -> (tensor, i) for the config's medium; with ``extract``
+    (a fused public CLAP's feature function) whole clips through it instead."""
     if medium_of(cfg) == "image":
         return ImageDataset(items, cfg["image"], train, seed)
     a = cfg["audio"]
+    if extract is not None:
+        return ExtractedClips(items, a["sample_rate"], extract, train=train, seed=seed)
     return ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=train, seed=seed,
                        pad=a.get("pad", "zero"))
 

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import ConfigError, DataError
+from .datasets import stack_media
 from .files import Collector, Skipped
 from .shards import expand_shards, wds_pairs
 
@@ -135,7 +136,7 @@ class ShardStream(IterableDataset):
         for batch in batches:
             tensors = [self.decoder.draw(pair, np.random.default_rng((self.seed, p, o, worker, self.rank)))
                        for p, o, pair in batch]
-            yield torch.stack(tensors), [pair.caption for _, _, pair in batch]
+            yield stack_media(tensors), [pair.caption for _, _, pair in batch]
 
 
 def stream_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -> DataLoader:

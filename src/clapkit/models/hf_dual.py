@@ -30,6 +30,7 @@ extractor (CLAP: its sampling rate, truncation and padding) or the image process
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from pathlib import Path
@@ -173,51 +174,30 @@ class HFDualEncoder(PublicDualEncoder):
         """Decoded media (waveforms at :attr:`sample_rate`, or RGB Pillow images) -> the
         model's input tensors, through its own feature extractor / image processor.
 
-        CLAP's extractor draws its random choices (the crop of a clip longer than the
-        window; fusion's three chunks) from numpy's global generator. Here each clip is
-        extracted on its own with that generator seeded by the clip's identity (its key,
-        else a hash of its samples), so a clip's input never depends on the batch size,
-        its position, the worker count or the order. In training (``self.training`` and
-        no keys) the seeds come from torch's generator, which the trainer seeds and saves.
-
-        ``is_longer`` (fused models): true only for clips the extractor finds longer than
-        its window. transformers' extractor marks one random clip when no clip of a batch
-        is longer, which LAION-CLAP does in training only; in eval mode no clip is marked,
-        as LAION-CLAP's model fuses no clip then.
+        CLAP: each clip through :func:`clap_features` on its own, seeded by its key (else
+        a hash of its samples), so a clip's input never depends on the batch size, its
+        position, the worker count or the order; in training (no keys) the seeds come
+        from torch's generator, which the trainer seeds and saves.
         """
         if self.medium == "image":
             return dict(self.processor(images=media, return_tensors="pt"))
         keys = list(keys) if keys is not None else [None] * len(media)
-        outs, state = [], np.random.get_state()
-        try:
-            for wave, key in zip(media, keys, strict=True):
-                np.random.seed(self._clip_seed(wave, key))
-                outs.append(self.processor([wave], sampling_rate=self.sample_rate, return_tensors="pt"))
-        finally:
-            np.random.set_state(state)
-        out = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
-        if "is_longer" in out:
-            longer = torch.tensor([[self._longer(len(w))] for w in media])
-            if self.training and getattr(self.processor, "truncation", None) == "fusion" and not longer.any():
-                longer[int(torch.randint(len(media), ()))] = True  # LAION-CLAP's training rule
-            out["is_longer"] = longer
-        return out
+        training, window = self.model.audio_model.training, self.processor.nb_max_samples
+        outs = [clap_features(self.processor, wave, self.sample_rate,  # a clip inside the window draws nothing
+                              _clip_seed(wave, key, training) if len(wave) > window else 0)
+                for wave, key in zip(media, keys, strict=True)]
+        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
-    def _clip_seed(self, wave: np.ndarray, key) -> int:
-        if key is None and self.training:
-            return int(torch.randint(2**31 - 1, ()))
-        data = str(key).encode() if key is not None else np.ascontiguousarray(wave, dtype=np.float32).tobytes()
-        return zlib.crc32(data)
+    @property
+    def fused(self) -> bool:
+        """A CLAP with feature fusion (``truncation="fusion"``, e.g. laion/clap-htsat-fused)."""
+        return self.family == "clap" and getattr(self.processor, "truncation", None) == "fusion"
 
-    def _longer(self, samples: int) -> bool:
-        """The extractor's own test: a fused model's clip is longer than the window when
-        its mel spectrogram has more frames than the window's; a truncating one's when it
-        has more samples."""
-        window = self.processor.nb_max_samples
-        if getattr(self.processor, "truncation", None) == "fusion":
-            hop = self.processor.hop_length
-            return samples > window and samples // hop != window // hop
-        return samples > window
+    def extractor(self):
+        """For a fused CLAP, the per-clip feature function the training pipeline runs on
+        whole clips (``(wave, seed) -> inputs``, picklable for loader workers); None for
+        the others, whose training clips are cut to the window by clapkit's pipeline."""
+        return functools.partial(clap_features, self.processor, sample_rate=self.sample_rate) if self.fused else None
 
     # --- the dual-encoder interface -------------------------------------------------------------
     def media_backbone(self, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -232,6 +212,10 @@ class HFDualEncoder(PublicDualEncoder):
                 device = inputs.device
                 inputs = {k: v.to(device) for k, v in self.preprocess(list(inputs.cpu().numpy())).items()}
         if self.family == "clap":
+            if self.fused and self.model.audio_model.training and not inputs["is_longer"].any():
+                # LAION-CLAP's training rule (htsat.py): a batch without a long clip fuses one at random
+                inputs = dict(inputs, is_longer=inputs["is_longer"].clone())
+                inputs["is_longer"][int(torch.randint(len(inputs["is_longer"]), ()))] = True
             return self.model.audio_model(**inputs).pooler_output
         return self.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
 
@@ -264,7 +248,9 @@ class HFDualEncoder(PublicDualEncoder):
         ``audio.pad`` its padding (clips are cut to the window, or padded as the extractor
         pads them, by clapkit's pipeline, then go through the extractor unchanged: the
         extractor input equals the one it builds from the raw wave), ``audio.normalize``
-        is off (it takes raw waveforms), and
+        is off (it takes raw waveforms). A fused CLAP's training clips are not cut: the
+        whole clip goes through the extractor in the data pipeline (:meth:`extractor`,
+        seeded per (seed, epoch, clip)), so fusion sees long clips in training; and
         ``image.size/mean/std`` are its processor's crop and normalisation.
         ``model.learn_temperature`` and ``logit_clamp`` apply to its ``logit_scale``
         (CLAP: ``logit_scale_a``, the scale of its audio-text logits; ``logit_scale_t``,
@@ -279,11 +265,6 @@ class HFDualEncoder(PublicDualEncoder):
                               f"({self.family}); this config trains {wanted} (use `clapkit train "
                               f"{'clap' if self.medium == 'audio' else 'clip'}`)")
         if self.medium == "audio":
-            if getattr(self.processor, "truncation", None) == "fusion":
-                raise ConfigError(f"{option} = {self.source}: a fused CLAP (truncation='fusion'); fine-tuning it needs "
-                                  "whole clips in training, which clapkit's pipeline (window-length segments) does not "
-                                  "give yet. Fine-tune a non-fused CLAP (e.g. laion/clap-htsat-unfused); the fused "
-                                  "one evaluates, audits and curates")
             cfg["audio"].update(sample_rate=int(self.sample_rate), normalize=False,
                                 segment_seconds=self.processor.nb_max_samples / self.sample_rate,
                                 pad={"repeatpad": "repeatpad", "repeat": "repeat"}.get(self.processor.padding, "zero"))
@@ -306,6 +287,41 @@ class HFDualEncoder(PublicDualEncoder):
         self.model.save_pretrained(folder)
         self.processor.save_pretrained(folder)
         self.text.tokenizer.save_pretrained(folder)
+
+
+def clap_features(processor, wave: np.ndarray, sample_rate: int, seed: int) -> dict[str, torch.Tensor]:
+    """One clip through transformers' CLAP feature extractor, its random choices (the
+    crop of a clip longer than the window; fusion's three chunks) drawn from numpy's
+    global generator seeded with ``seed`` (the caller's state is restored after).
+
+    ``is_longer`` is the extractor's own test for this clip alone: longer than the window
+    (a fused model's: more mel frames than the window's). The extractor marks a random
+    clip when no clip of its call is longer, which LAION-CLAP does in training only (in
+    its model's forward, as :meth:`HFDualEncoder.media_backbone` does); in eval mode
+    LAION-CLAP fuses no such clip, so the mark is not kept here."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        out = dict(processor([wave], sampling_rate=sample_rate, return_tensors="pt"))
+    finally:
+        np.random.set_state(state)
+    if "is_longer" in out:
+        window, n = processor.nb_max_samples, len(wave)
+        if getattr(processor, "truncation", None) == "fusion":
+            longer = n > window and n // processor.hop_length != window // processor.hop_length
+        else:
+            longer = n > window
+        out["is_longer"] = torch.tensor([[longer]])
+    return out
+
+
+def _clip_seed(wave: np.ndarray, key, training: bool) -> int:
+    """A clip's extractor seed: its key, else (training) a draw from torch's generator,
+    else a hash of its samples."""
+    if key is None and training:
+        return int(torch.randint(2**31 - 1, ()))
+    data = str(key).encode() if key is not None else np.ascontiguousarray(wave, dtype=np.float32).tobytes()
+    return zlib.crc32(data)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

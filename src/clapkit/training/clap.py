@@ -49,14 +49,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.datasets import collate_clips, epoch_loader
+from ..data.datasets import collate_clips, epoch_loader, stack_media
 from ..data.files import Skipped
 from ..data.manifests import Pair, clip_index
 from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
 from ..data.stream import ShardStream, stream_loader, stream_shards
 from ..data.text import load_corpus, load_nli
 from ..errors import ConfigError, TrainingError
-from ..inference.embed import embed_text
+from ..inference.embed import embed_text, to_device
 from ..losses import (
     cached_contrastive_backward,
     clip_loss,
@@ -163,9 +163,9 @@ class FeatureCache:
             if model.medium in model.frozen:
                 items, rows = clip_index(pairs)
                 self.media_rows = torch.tensor(rows)
-                ds = media_dataset(cfg, items, train=train, seed=cfg["seed"])
+                ds = media_dataset(cfg, items, train=train, seed=cfg["seed"], extract=_extractor(model))
                 loader = DataLoader(ds, batch_size=bs, collate_fn=collate_clips, num_workers=cfg["data"]["num_workers"])
-                self.x_m = torch.cat([model.media_backbone(w.to(device)) for w, _ in loader])
+                self.x_m = torch.cat([model.media_backbone(to_device(w, device)) for w, _ in loader])
             if "text" in model.frozen:
                 texts = list(dict.fromkeys(p.caption for p in pairs))
                 row = {t: i for i, t in enumerate(texts)}
@@ -212,8 +212,8 @@ class ClapTrainer:
         else:
             self.model = DualEncoder(cfg).to(self.device)
         cfg["image"] = self.model.cfg["image"]  # an HF image tower's own size, mean and std
-        self.train_ds = media_dataset(cfg, self.data.train, train=True, seed=cfg["seed"])
-        self.val_ds = media_dataset(cfg, self.data.val, train=False)
+        self.train_ds = media_dataset(cfg, self.data.train, train=True, seed=cfg["seed"], extract=_extractor(self.model))
+        self.val_ds = media_dataset(cfg, self.data.val, train=False, extract=_extractor(self.model))
         self.teacher = self._teacher_embeddings() if t["loss"] == "soft_clip" else None
         self.se_data = self._se_data()
         if self.world > 1 and self.device.type == "cuda" and t["sync_batchnorm"]:
@@ -451,7 +451,7 @@ class ClapTrainer:
         """Model inputs for pairs ``idx`` (or a streamed batch: ``media`` and ``captions``):
         cached backbone outputs where a tower is cached."""
         if captions is not None:
-            return {"x_m": None, "x_t": None, "media": media.to(self.device),
+            return {"x_m": None, "x_t": None, "media": to_device(media, self.device),
                     "tokens": self.model.text.tokenize(captions, self.device)}
         pairs, ds = (self.data.train, self.train_ds) if split == "train" else (self.data.val, self.val_ds)
         cache = self.caches.get(split) if self.caches else None
@@ -459,8 +459,8 @@ class ClapTrainer:
         out = {"x_m": x_m, "x_t": x_t, "media": None, "tokens": None}
         if x_m is None:
             if media is None:
-                media = torch.stack([ds[i][0] for i in idx])
-            out["media"] = media.to(self.device)
+                media = stack_media([ds[i][0] for i in idx])
+            out["media"] = to_device(media, self.device)
         if x_t is None:
             out["tokens"] = self._tokens(pairs, idx)
         return out
@@ -692,6 +692,12 @@ class ClapTrainer:
 
 FRESH_STATE = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0, "phase": None,
                "step": 0, "batch_in_epoch": 0, "epoch_losses": [], "bad_steps": 0, "skipped_steps": 0}
+
+
+def _extractor(model):
+    """A fused public CLAP's per-clip feature function (whole clips in training), else None."""
+    extractor = getattr(model, "extractor", None)
+    return extractor() if extractor is not None else None
 
 
 def get_rng(device: torch.device) -> dict:
