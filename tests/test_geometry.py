@@ -110,8 +110,9 @@ def test_audit_embeddings_report(tmp_path, tiny_checkpoint, tiny_synthetic):
         e_a = model.project_media(torch.from_numpy(x_a)).numpy()
     texts = [f"This is a sound of {t}." for t in data.label_texts()]
     x_t, e_t = embed_text(model, texts, projected=False), embed_text(model, texts, projected=True)
-    assert r["silhouette"]["x_a"] == pytest.approx(reference_silhouette(x_a, y), abs=1e-6)
-    assert r["silhouette"]["E_a"] == pytest.approx(reference_silhouette(e_a, y), abs=1e-6)
+    # to float32 rounding: the audit projects in its own batches (2e-6 apart under torch 2.14.1)
+    assert r["silhouette"]["x_a"] == pytest.approx(reference_silhouette(x_a, y), abs=1e-5)
+    assert r["silhouette"]["E_a"] == pytest.approx(reference_silhouette(e_a, y), abs=1e-5)
     means = lambda x: np.stack([x[y == c].mean(0) for c in range(8)])  # noqa: E731
     expected = {"x_a_vs_E_a": reference_topology(means(x_a), means(e_a), 3),
                 "x_t_vs_E_t": reference_topology(x_t, e_t, 3), "E_a_vs_E_t": reference_topology(means(e_a), e_t, 3)}

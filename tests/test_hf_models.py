@@ -357,14 +357,17 @@ def test_a_fused_clap_embeds_a_clip_alike_at_any_batch_size_and_position(fused_c
     assert long_inputs["is_longer"].squeeze(1).tolist() == [True, True]
 
 
-def test_a_long_clips_random_crop_depends_on_the_clip_not_the_batch(hf_model, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_clap(tmp_path_factory):
+    return write_tiny_public_model("clap", tmp_path_factory.mktemp("tiny-clap"))
+
+
+def test_a_long_clips_random_crop_depends_on_the_clip_not_the_batch(tiny_clap, tmp_path):
     """rand_trunc crops a clip longer than the window at random: the crop is seeded by
     the clip's file, so eval/embed give one embedding per clip for any batch size or order."""
     from clapkit.inference.embed import embed_media
 
-    family, folder = hf_model
-    if family != "clap":
-        pytest.skip("audio only")
+    folder = tiny_clap
     items = _write_clips(tmp_path / "long", [1.5 + 0.25 * i for i in range(9)])
     model = load_model(folder)
     ref = embed_media(model, items, batch_size=1)
@@ -373,7 +376,7 @@ def test_a_long_clips_random_crop_depends_on_the_clip_not_the_batch(hf_model, tm
     np.testing.assert_allclose(ref[3:], embed_media(model, items[3:], batch_size=2), atol=1e-6)
 
 
-def test_fine_tuning_pads_a_short_clip_as_the_extractor_does(hf_model, tmp_path):
+def test_fine_tuning_pads_a_short_clip_as_the_extractor_does(tiny_clap, tmp_path):
     """The training pipeline hands the extractor a window-length clip; for a clip shorter
     than the window it must be the extractor's own repeat-padding of the raw wave, so
     training sees what evaluation sees."""
@@ -383,9 +386,7 @@ def test_fine_tuning_pads_a_short_clip_as_the_extractor_does(hf_model, tmp_path)
     from clapkit.data.audio import load_audio
     from clapkit.data.media import media_dataset
 
-    family, folder = hf_model
-    if family != "clap":
-        pytest.skip("audio only")
+    folder = tiny_clap
     items = _write_clips(tmp_path / "short", [0.4, 0.35])
     cfg = load_config(None, [f"model.init_from={folder}"])
     model = HFDualEncoder(folder).for_training(cfg)

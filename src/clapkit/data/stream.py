@@ -122,6 +122,11 @@ class ShardStream(IterableDataset):
                 entry = next(items)
                 if self.no_duplicates and entry[2].media_id in seen:
                     waiting.append(entry)
+                    if len(waiting) > 64 * self.batch_size + self.buffer:  # the reader has too few samples
+                        raise ConfigError(
+                            f"data.no_duplicate_media: a reader of {len(self._shards(0, worker, workers))} shard(s) "
+                            f"cannot fill a batch of {self.batch_size} distinct samples; lower train.batch_size, "
+                            "use fewer data.num_workers or set data.no_duplicate_media: false")
                     continue
                 batch.append(entry)
                 seen.add(entry[2].media_id)
