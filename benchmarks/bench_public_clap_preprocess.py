@@ -13,6 +13,7 @@ Usage: python bench_public_clap_preprocess.py [--repeats 5]
 import argparse
 import json
 import time
+import types
 
 import numpy as np
 
@@ -34,8 +35,8 @@ def main() -> None:
         fe = ClapFeatureExtractor(truncation=truncation, padding="repeatpad")  # LAION-CLAP's 48 kHz, 10 s, 64 mels
         model = HFDualEncoder.__new__(HFDualEncoder)  # the preprocessing alone: no weights needed
         torch_module_init(model)
-        model.processor, model.medium, model.sample_rate = fe, "audio", sr
-        model.eval()
+        model.processor, model.medium, model.sample_rate, model.family = fe, "audio", sr, "clap"
+        model.model = types.SimpleNamespace(audio_model=types.SimpleNamespace(training=False))  # evaluation
 
         def batched(fe=fe):
             np.random.seed(0)
