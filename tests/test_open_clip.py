@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from clapkit.errors import ConfigError
-from clapkit.models.hf_dual import hf_dual_family, load_model
-from clapkit.models.open_clip import is_open_clip, parse_open_clip
+from clapkit.models.public.hf import hf_dual_family, load_model
+from clapkit.models.public.open_clip import is_open_clip, parse_open_clip
 
 HAVE_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
 

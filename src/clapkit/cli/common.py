@@ -85,7 +85,7 @@ def _has_label_column(spec: str) -> bool:
 
 def _load_model(path: Path, device):
     """A clapkit checkpoint, or a Hugging Face ClapModel / CLIPModel / SiglipModel."""
-    from ..models.hf_dual import load_model
+    from ..models.public.hf import load_model
 
     return load_model(path, device)
 

@@ -126,7 +126,7 @@ class ClipDataset(SeededItems):
 
 class ExtractedClips(SeededItems):
     """Whole clips through a model's own feature function (a fused public CLAP's
-    extractor: :meth:`~clapkit.models.hf_dual.HFDualEncoder.extractor`), for a model that
+    extractor: :meth:`~clapkit.models.public.hf.HFDualEncoder.extractor`), for a model that
     needs more than a window of each clip. ``extract(wave, seed) -> dict of tensors``;
     the seed is drawn from (seed, epoch, index) in training, and from the clip's path in
     evaluation, so an item never depends on the batch or the workers. Returns

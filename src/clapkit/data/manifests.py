@@ -20,13 +20,13 @@ counted in a :class:`Skipped` record that the commands write into their outputs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
 from .audio import AUDIO_EXTENSIONS, resolve_audio
 from .files import Collector, Skipped, check_row, csv_header, parse_spec, read_csv_rows, read_text
 from .labelled import load_labelled
+from .records import Pair, clean_caption, clip_index, unique_clips  # noqa: F401  (their home was here)
 
 AUDIOCAPS_PATTERNS = (
     "{youtube_id}_{start_time}",
@@ -35,32 +35,6 @@ AUDIOCAPS_PATTERNS = (
     "{audiocap_id}",
     "Y{youtube_id}_{start_time}.000_{end_time}.000",
 )
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One medium (an audio file or an image) with one caption. ``media_id`` groups the
-    captions of one clip or image."""
-
-    media: Path  # or an image reference of clapkit.data.image_io (a tar member)
-    caption: str
-    media_id: str
-    where: str  # "FILE line N", for error messages
-
-
-def unique_clips(pairs: list[Pair]) -> list[Pair]:
-    """The first pair of each distinct audio file, in order of first appearance."""
-    seen: dict[Path, Pair] = {}
-    for p in pairs:
-        seen.setdefault(p.media, p)
-    return list(seen.values())
-
-
-def clip_index(pairs: list[Pair]) -> tuple[list[Pair], list[int]]:
-    """:func:`unique_clips` and, for each pair, the row of its clip among them."""
-    clips = unique_clips(pairs)
-    row = {c.media: i for i, c in enumerate(clips)}
-    return clips, [row[p.media] for p in pairs]
 
 
 def detect_spec(arg: str) -> str:
@@ -81,14 +55,6 @@ def detect_spec(arg: str) -> str:
     if {"audiocap_id", "youtube_id", "caption"} <= set(header):
         return f"audiocaps:{path}"
     return f"csv:{path}"
-
-
-def clean_caption(text, where: str) -> str:
-    """A caption stripped of surrounding space; an empty or missing (non-text) one is an error."""
-    caption = text.strip() if isinstance(text, str) else ""
-    if not caption:
-        raise DataError("empty caption", where)
-    return caption
 
 
 def _audio(path: Path, where: str, require_audio: bool) -> Path:

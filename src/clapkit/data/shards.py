@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .files import Collector, TarMember
-from .manifests import Pair, clean_caption
+from .records import Pair, clean_caption
 
 TEXT_EXTENSIONS = ("json", "txt")
 MEDIA_EXTENSIONS = {"audio": ("flac", "wav", "ogg", "oga", "mp3"), "image": ("jpg", "jpeg", "png", "webp")}

@@ -67,7 +67,7 @@ class SentenceEncoder:
 
     def __init__(self, path: str | Path, pooling: str = "auto", max_length: int | None = None,
                  projected: bool = False, device="cpu"):
-        from ..models.hf_dual import hf_dual_family, load_model
+        from ..models.public.hf import hf_dual_family, load_model
 
         path = str(path)
         folder = Path(resolve_text_model(path))

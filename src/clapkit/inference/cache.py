@@ -26,7 +26,7 @@ def model_fingerprint(checkpoint: str | Path) -> str:
     """Hash of a checkpoint's config and the size and mtime of its weight files (a hub
     name, which is no local folder, by its name; an open_clip spec by its name and its
     local weights)."""
-    from ..models.open_clip import is_open_clip, parse_open_clip
+    from ..models.public.open_clip import is_open_clip, parse_open_clip
 
     files = ("config.json", "model.safetensors", "text/model.safetensors", "text/config.json")
     if is_open_clip(checkpoint):  # open_clip: the spec, and its weights file or folder's files when local
@@ -79,8 +79,8 @@ def media_stamp(ref) -> str:
 def checkpoint_medium(checkpoint: str | Path) -> str:
     """The medium of a checkpoint from its config.json: clapkit's ``model.modality``
     (audio if absent) or a Hugging Face dual encoder's ``model_type``."""
-    from ..models.hf_dual import FAMILIES, hf_family
-    from ..models.open_clip import is_open_clip
+    from ..models.public.hf import FAMILIES, hf_family
+    from ..models.public.open_clip import is_open_clip
 
     if is_open_clip(checkpoint):
         return "image"
@@ -175,7 +175,7 @@ class EmbeddingCache:
     def model(self):
         if self._model is None:
             if self._loader is None:
-                from ..models.hf_dual import load_model
+                from ..models.public.hf import load_model
 
                 self._model = load_model(self.checkpoint, self.device).eval()
             else:

@@ -2,7 +2,7 @@
 encoder (eval mode, centre segments or centre crops, no randomness).
 
 A clapkit :class:`DualEncoder` gets clapkit's own input pipeline; a public model
-(:class:`~clapkit.models.hf_dual.PublicDualEncoder`) gets the decoded media through its own
+(:class:`~clapkit.models.public.base.PublicDualEncoder`) gets the decoded media through its own
 feature extractor or image processor (:meth:`preprocess`)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from ..data.datasets import collate_clips
 from ..data.media import RawMedia, media_dataset
 from ..models.dual import DualEncoder
-from ..models.hf_dual import PublicDualEncoder
+from ..models.public.base import PublicDualEncoder
 
 
 class _Preprocess:

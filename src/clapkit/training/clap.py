@@ -67,7 +67,7 @@ from ..losses import (
     soft_clip_loss,
 )
 from ..models.dual import DualEncoder, Trainable
-from ..models.hf_dual import HFDualEncoder, hf_dual_family, load_model
+from ..models.public.hf import HFDualEncoder, hf_dual_family, load_model
 from .common import (
     Precision,
     ScalarLogger,

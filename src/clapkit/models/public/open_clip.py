@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .hf_dual import PublicDualEncoder
+from ...errors import ConfigError
+from .base import PublicDualEncoder
 
 PREFIX = "open_clip:"
 

@@ -1,0 +1,316 @@
+"""Public dual encoders in Hugging Face ``transformers`` format, behind clapkit's interface.
+
+:class:`HFDualEncoder` wraps a ``ClapModel`` (audio), ``CLIPModel`` or ``SiglipModel``
+(images) read from a folder or hub name (the family comes from ``config.json``'s
+``model_type``), so every evaluation, audit and teacher step that takes a clapkit
+checkpoint takes these too. The interface is :class:`~clapkit.models.dual.DualEncoder`'s:
+
+==================  =======================================  ==========================
+                    x (backbone output)                      E (projected, normalised)
+==================  =======================================  ==========================
+ClapModel audio     ``audio_model(...).pooler_output``       ``audio_projection(x)``
+ClapModel text      ``text_model(...).pooler_output``        ``text_projection(x)``
+CLIPModel image     ``vision_model(...).pooler_output``      ``visual_projection(x)``
+CLIPModel text      ``text_model(...).pooler_output``        ``text_projection(x)``
+SiglipModel         the towers' pooled outputs (their heads)  x itself (no projection)
+==================  =======================================  ==========================
+
+E is L2-normalised, as ``get_*_features`` (CLAP) or the models' own forward (CLIP,
+SigLIP) normalise before their logits; ``scale()`` is ``logit_scale.exp()``
+(``logit_scale_a`` for CLAP's media-to-text logits) and ``bias()`` SigLIP's
+``logit_bias`` (0 for the others), so ``scale() * E_m @ E_t.T + bias()`` are the
+model's own ``logits_per_image`` / ``logits_per_audio``.
+
+Inputs go through the model's own preprocessing, saved in its folder: the feature
+extractor (CLAP: its sampling rate, truncation and padding) or the image processor
+(CLIP, SigLIP: resize, crop, mean, std), and its tokenizer (SigLIP pads to
+``max_length``, as it was trained; the others pad to the longest text).
+:meth:`preprocess` turns decoded media into the model's input tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import ConfigError
+from ..image import preprocessor_settings
+from .base import PublicDualEncoder
+
+FAMILIES = {"clap": "audio", "clip": "image", "siglip": "image"}
+_TOWERS = {"clap": "audio_model", "clip": "vision_model", "siglip": "vision_model"}
+
+
+def hf_family(path: str | Path) -> str | None:
+    """``model_type`` of a Hugging Face folder's ``config.json`` when it is a dual
+    encoder clapkit wraps; None for a clapkit checkpoint; an error naming the folder
+    for another Hugging Face model."""
+    cfg_path = Path(path) / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{cfg_path}: unreadable ({exc})") from exc
+    if "model_type" not in cfg:
+        return None
+    if cfg["model_type"] not in FAMILIES:
+        raise _unsupported(path, cfg["model_type"])
+    return cfg["model_type"]
+
+
+def hf_dual_family(name: str | Path) -> str | None:
+    """The family of a public dual encoder clapkit wraps (a local folder or hub name, or
+    ``open_clip``), None for anything else (a clapkit checkpoint, a text model, a missing path)."""
+    from .open_clip import is_open_clip
+
+    if is_open_clip(name):
+        return "open_clip"
+    p = Path(name)
+    if p.is_dir():
+        try:
+            family = json.loads((p / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return None
+    elif p.exists() or str(name) == "minilm":
+        return None
+    else:
+        from transformers import AutoConfig
+
+        try:
+            family = AutoConfig.from_pretrained(str(name)).model_type
+        except (OSError, ValueError):
+            return None
+    return family if family in FAMILIES else None
+
+
+def _unsupported(path, family: str) -> ConfigError:
+    return ConfigError(f"{path}: a Hugging Face '{family}' model; clapkit loads the dual encoders "
+                       f"{', '.join(sorted(FAMILIES))} (ClapModel, CLIPModel, SiglipModel) and its own checkpoints")
+
+
+class _Tokens:
+    """The model's tokenizer behind clapkit's ``model.text.tokenize``."""
+
+    def __init__(self, tokenizer, padding: str | bool):
+        self.tokenizer, self.padding = tokenizer, padding
+        self.max_length: int | None = None  # None: the tokenizer's own model_max_length
+
+    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        out = self.tokenizer(list(texts), padding=self.padding, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {k: v.to(device) if device is not None else v for k, v in out.items() if k in ("input_ids", "attention_mask")}
+
+
+class HFDualEncoder(PublicDualEncoder):
+    def __init__(self, name: str | Path):
+        super().__init__()
+        from transformers import (
+            AutoConfig,
+            AutoFeatureExtractor,
+            AutoImageProcessor,
+            AutoModel,
+            AutoTokenizer,
+        )
+
+        name = str(name)
+        try:
+            family = AutoConfig.from_pretrained(name).model_type
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--model {name}: neither a clapkit checkpoint nor a Hugging Face model folder or hub name "
+                              f"({exc})") from exc
+        if family not in FAMILIES:
+            raise _unsupported(name, family)
+        self.family, self.medium, self.source = family, FAMILIES[family], name
+        self.model = AutoModel.from_pretrained(name).eval()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            self.processor = (AutoFeatureExtractor if family == "clap" else AutoImageProcessor).from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{name}: the folder lacks its tokenizer or {'feature extractor' if family == 'clap' else 'image processor'} "
+                              f"files ({exc}); save the processor beside the model (processor.save_pretrained(folder))") from exc
+        self.text = _Tokens(tokenizer, "max_length" if family == "siglip" else True)
+        self.sample_rate = getattr(self.processor, "sampling_rate", None)
+        self.frozen: frozenset[str] = frozenset()
+        self.tower_prefixes = {self.medium: f"model.{_TOWERS[family]}.", "text": "model.text_model."}
+        self._trainable = {n for n, _ in self.named_parameters()}
+        self.logit_clamp = None
+        self.cfg = {"model": {"modality": self.medium, "source": name, "family": family}}
+
+    # --- inputs ------------------------------------------------------------------------------
+    def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
+        """Decoded media (waveforms at :attr:`sample_rate`, or RGB Pillow images) -> the
+        model's input tensors, through its own feature extractor / image processor.
+
+        CLAP: each clip through :func:`clap_features` on its own, seeded by its key (else
+        a hash of its samples), so a clip's input never depends on the batch size, its
+        position, the worker count or the order; in training (no keys) the seeds come
+        from torch's generator, which the trainer seeds and saves.
+        """
+        if self.medium == "image":
+            return dict(self.processor(images=media, return_tensors="pt"))
+        keys = list(keys) if keys is not None else [None] * len(media)
+        training, window = self.model.audio_model.training, self.processor.nb_max_samples
+        outs = [clap_features(self.processor, wave, self.sample_rate,  # a clip inside the window draws nothing
+                              _clip_seed(wave, key, training) if len(wave) > window else 0)
+                for wave, key in zip(media, keys, strict=True)]
+        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+
+    @property
+    def fused(self) -> bool:
+        """A CLAP with feature fusion (``truncation="fusion"``, e.g. laion/clap-htsat-fused)."""
+        return self.family == "clap" and getattr(self.processor, "truncation", None) == "fusion"
+
+    def extractor(self):
+        """For a fused CLAP, the per-clip feature function the training pipeline runs on
+        whole clips (``(wave, seed) -> inputs``, picklable for loader workers); None for
+        the others, whose training clips are cut to the window by clapkit's pipeline."""
+        return functools.partial(clap_features, self.processor, sample_rate=self.sample_rate) if self.fused else None
+
+    # --- the dual-encoder interface -------------------------------------------------------------
+    def media_backbone(self, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """x_m of the model's own inputs (:meth:`preprocess`), or of a batch tensor from
+        clapkit's training pipeline: pixels already resized, cropped and normalised to
+        the processor's settings, or waveforms at its sampling rate that go through its
+        feature extractor here."""
+        if isinstance(inputs, torch.Tensor):
+            if self.medium == "image":
+                inputs = {"pixel_values": inputs}
+            else:
+                device = inputs.device
+                inputs = {k: v.to(device) for k, v in self.preprocess(list(inputs.cpu().numpy())).items()}
+        if self.family == "clap":
+            if self.fused and self.model.audio_model.training and not inputs["is_longer"].any():
+                # LAION-CLAP's training rule (htsat.py): a batch without a long clip fuses one at random
+                inputs = dict(inputs, is_longer=inputs["is_longer"].clone())
+                inputs["is_longer"][int(torch.randint(len(inputs["is_longer"]), ()))] = True
+            return self.model.audio_model(**inputs).pooler_output
+        return self.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
+
+    def text_backbone(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.text_model(**tokens).pooler_output
+
+    def project_media(self, x: torch.Tensor) -> torch.Tensor:
+        proj = {"clap": "audio_projection", "clip": "visual_projection"}.get(self.family)
+        return F.normalize((getattr(self.model, proj)(x) if proj else x).float(), dim=-1)
+
+    def project_text(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize((self.model.text_projection(x) if self.family != "siglip" else x).float(), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return (self.model.logit_scale_a if self.family == "clap" else self.model.logit_scale).exp()
+
+    def bias(self) -> torch.Tensor | float:
+        return self.model.logit_bias if self.family == "siglip" else 0.0
+
+    def logit_scale_parameter(self) -> torch.nn.Parameter:
+        return self.model.logit_scale_a if self.family == "clap" else self.model.logit_scale
+
+    # --- fine-tuning ----------------------------------------------------------------------------
+    def for_training(self, cfg: dict, option: str = "model.init_from") -> HFDualEncoder:
+        """Fit a training run's config to this model, which the run fine-tunes in place.
+
+        The model's architecture is its own (``model.audio/image/text/projector`` do
+        not apply); the inputs follow its preprocessing: ``audio.sample_rate`` and
+        ``segment_seconds`` are its feature extractor's sampling rate and window, and
+        ``audio.pad`` its padding (clips are cut to the window, or padded as the extractor
+        pads them, by clapkit's pipeline, then go through the extractor unchanged: the
+        extractor input equals the one it builds from the raw wave), ``audio.normalize``
+        is off (it takes raw waveforms). A fused CLAP's training clips are not cut: the
+        whole clip goes through the extractor in the data pipeline (:meth:`extractor`,
+        seeded per (seed, epoch, clip)), so fusion sees long clips in training; and
+        ``image.size/mean/std`` are its processor's crop and normalisation.
+        ``model.learn_temperature`` and ``logit_clamp`` apply to its ``logit_scale``
+        (CLAP: ``logit_scale_a``, the scale of its audio-text logits; ``logit_scale_t``,
+        which the CLIP loss never uses, stays as it is, as in LAION-CLAP's training).
+        """
+        if self.family == "siglip":
+            raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes CLAP and CLIP models; SigLIP trains with "
+                              "a sigmoid loss clapkit does not have (evaluation, audit and curation take it)")
+        wanted = cfg["model"].get("modality", "audio")
+        if wanted != self.medium:
+            raise ConfigError(f"{option} = {self.source}: a{'n' if self.medium == 'audio' else ''} {self.medium} model "
+                              f"({self.family}); this config trains {wanted} (use `clapkit train "
+                              f"{'clap' if self.medium == 'audio' else 'clip'}`)")
+        if self.medium == "audio":
+            cfg["audio"].update(sample_rate=int(self.sample_rate), normalize=False,
+                                segment_seconds=self.processor.nb_max_samples / self.sample_rate,
+                                pad={"repeatpad": "repeatpad", "repeat": "repeat"}.get(self.processor.padding, "zero"))
+        else:
+            cfg["image"].update(preprocessor_settings(self.processor.to_dict()))
+        scale = "logit_scale_a" if self.family == "clap" else "logit_scale"  # capped by train.max_logit_scale
+        unused = {"model.logit_scale_t"}  # CLAP's text-to-audio scale: the CLIP loss uses logit_scale_a both ways
+        if not cfg["model"]["learn_temperature"]:
+            unused.add(f"model.{scale}")
+        self._trainable = {n for n, _ in self.named_parameters() if n not in unused}
+        for n, p in self.named_parameters():
+            p.requires_grad_(n in self._trainable)
+        self.logit_clamp = cfg["model"]["logit_clamp"]
+        self.cfg = cfg
+        return self
+
+    def save(self, folder: str | Path) -> None:
+        """The model in ``transformers`` format with its processor and tokenizer, so
+        ``{ClapModel,CLIPModel}.from_pretrained(folder)`` and clapkit load it alike."""
+        self.model.save_pretrained(folder)
+        self.processor.save_pretrained(folder)
+        self.text.tokenizer.save_pretrained(folder)
+
+
+def clap_features(processor, wave: np.ndarray, sample_rate: int, seed: int) -> dict[str, torch.Tensor]:
+    """One clip through transformers' CLAP feature extractor, its random choices (the
+    crop of a clip longer than the window; fusion's three chunks) drawn from numpy's
+    global generator seeded with ``seed`` (the caller's state is restored after).
+
+    ``is_longer`` is the extractor's own test for this clip alone: longer than the window
+    (a fused model's: more mel frames than the window's). The extractor marks a random
+    clip when no clip of its call is longer, which LAION-CLAP does in training only (in
+    its model's forward, as :meth:`HFDualEncoder.media_backbone` does); in eval mode
+    LAION-CLAP fuses no such clip, so the mark is not kept here."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        out = dict(processor([wave], sampling_rate=sample_rate, return_tensors="pt"))
+    finally:
+        np.random.set_state(state)
+    if "is_longer" in out:
+        window, n = processor.nb_max_samples, len(wave)
+        if getattr(processor, "truncation", None) == "fusion":
+            longer = n > window and n // processor.hop_length != window // processor.hop_length
+        else:
+            longer = n > window
+        out["is_longer"] = torch.tensor([[longer]])
+    return out
+
+
+def _clip_seed(wave: np.ndarray, key, training: bool) -> int:
+    """A clip's extractor seed: its key, else (training) a draw from torch's generator,
+    else a hash of its samples."""
+    if key is None and training:
+        return int(torch.randint(2**31 - 1, ()))
+    data = str(key).encode() if key is not None else np.ascontiguousarray(wave, dtype=np.float32).tobytes()
+    return zlib.crc32(data)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """A clapkit checkpoint (:class:`DualEncoder`), a Hugging Face ClapModel, CLIPModel
+    or SiglipModel folder or hub name (:class:`HFDualEncoder`), or an open_clip model
+    (:class:`~clapkit.models.public.open_clip.OpenClipDualEncoder`), in eval mode."""
+    from ..dual import DualEncoder
+    from .open_clip import OpenClipDualEncoder, is_open_clip
+
+    if is_open_clip(path):
+        return OpenClipDualEncoder(str(path)).to(device).eval()
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file() and hf_family(p) is None:
+        return DualEncoder.load(p).to(device)
+    if p.is_dir() and not (p / "config.json").is_file():
+        raise ConfigError(f"{p}: not a clapkit checkpoint nor a Hugging Face or open_clip model (no config.json or "
+                          "open_clip_config.json); give a clapkit checkpoint folder (config.json, model.safetensors, "
+                          "text/), a Hugging Face ClapModel, CLIPModel or SiglipModel folder, or an open_clip model "
+                          "(open_clip:NAME@PRETRAINED, open_clip:hf-hub:ORG/REPO, or its folder)")
+    return HFDualEncoder(str(path)).to(device)
