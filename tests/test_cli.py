@@ -83,7 +83,7 @@ def test_bad_input_errors_name_the_row_and_skip_counts(tmp_path, tiny_checkpoint
 
 def test_cli_usage_errors(tmp_path, tiny_checkpoint):
     proc = clapkit("eval", "zeroshot", "--model", tmp_path, "--data", "esc50:/nope", check=False)
-    assert proc.returncode == 2 and "not a clapkit checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "not a model clapkit reads" in proc.stderr and "train cse" in proc.stderr
     proc = clapkit("train", "clap", "--config", "demo", "--set", "train.nope=1", "--out", tmp_path / "x", check=False)
     assert proc.returncode == 2 and "unknown config key 'train.nope'" in proc.stderr
     proc = clapkit("train", "clap", "--config", "demo", "--out", tmp_path / "x", check=False)

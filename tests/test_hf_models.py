@@ -121,7 +121,7 @@ def test_unsupported_folders_are_named(tmp_path, tiny_bert):
     with pytest.raises(ConfigError, match=r"a Hugging Face 'bert' model; clapkit loads the dual encoders clap, clip, siglip"):
         load_model(tiny_bert)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match=r"empty: not a clapkit checkpoint nor a Hugging Face or open_clip model \(no config.json or open_clip_config.json\)"):
+    with pytest.raises(ConfigError, match=r"empty: not a model clapkit reads \(no config.json, cse_model.json or open_clip_config.json\)"):
         load_model(tmp_path / "empty")
     from transformers import CLIPConfig, CLIPModel
 

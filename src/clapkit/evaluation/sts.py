@@ -67,13 +67,17 @@ class SentenceEncoder:
 
     def __init__(self, path: str | Path, pooling: str = "auto", max_length: int | None = None,
                  projected: bool = False, device="cpu"):
+        from ..models.formats import DUAL, detect
         from ..models.public.hf import hf_dual_family, load_model
 
         path = str(path)
         folder = Path(resolve_text_model(path))
         self.dual = self.cse = self.st = None
         self.projected, self.device = projected, device
-        if (folder / "cse_model.json").is_file():  # `clapkit train cse` output: its own pooling and head
+        kind = detect(path)
+        if kind == "audio-tower":
+            raise ConfigError(f"{path}: an audio tower's weights, not a text encoder")
+        if kind == "train-cse":  # `clapkit train cse` output: its own pooling and head
             from ..models.cse import CseModel
 
             self.cse = CseModel.load(folder).to(device).eval()
@@ -82,9 +86,8 @@ class SentenceEncoder:
             self.cse.m["max_length"] = max_length or self.cse.m["max_length"]
             self.pooling = self.cse.m["pooling"] + (" (head in training only)" if self.cse.m["mlp_only_train"] else "")
             return
-        clap_cfg = folder / "config.json"
         family = hf_dual_family(path)
-        if family or ((folder / "text").is_dir() and clap_cfg.is_file() and "model" in json.loads(clap_cfg.read_text())):
+        if kind in DUAL:
             self.dual = load_model(path, device).eval()
             if family:
                 if pooling != "auto":

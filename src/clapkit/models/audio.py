@@ -135,7 +135,7 @@ def build_audio_tower(cfg: dict, sample_rate: int) -> nn.Module:
     ckpt = a.get("checkpoint")
     if a["name"] == "cnn14":
         tower = Cnn14(**common)
-        if ckpt and str(ckpt).endswith(".safetensors"):  # written by `train audio-backbone`
+        if ckpt and Path(ckpt).suffix == ".safetensors":  # written by `train audio-backbone`; else PANNs' .pth
             load_tower_weights(tower, ckpt)
         elif ckpt:
             tower.load_panns(ckpt)

@@ -141,9 +141,12 @@ def text_source(name: str) -> tuple[str, str, dict | None]:
 
 
 def source_kind(folder: Path) -> str:
-    if (folder / "cse_model.json").is_file():
-        return "train cse"
-    return "sentence-transformers" if (folder / "modules.json").is_file() else "hugging face"
+    """What a text tower was built from, as its checkpoint records it (from
+    :func:`clapkit.models.formats.detect`)."""
+    from .formats import kind_or_none
+
+    return {"train-cse": "train cse", "sentence-transformers": "sentence-transformers"}.get(
+        kind_or_none(folder) or "", "hugging face")
 
 
 class TextTower(nn.Module):

@@ -67,7 +67,8 @@ from ..losses import (
     soft_clip_loss,
 )
 from ..models.dual import DualEncoder, Trainable
-from ..models.public.hf import HFDualEncoder, hf_dual_family, load_model
+from ..models.formats import KINDS, detect
+from ..models.public.hf import HFDualEncoder, load_model
 from .common import (
     Precision,
     ScalarLogger,
@@ -715,9 +716,14 @@ def set_rng(rng: dict, device: torch.device) -> None:
 def initial_model(cfg: dict, folder: str | Path, resume: bool = False) -> Trainable:
     """The model a run starts from: a clapkit checkpoint (``--resume``: as saved;
     ``model.init_from``: its weights under this run's config), or a public CLAP or CLIP
-    in ``transformers`` format, fine-tuned in place and saved back in that format."""
-    if hf_dual_family(folder):
+    in ``transformers`` format, fine-tuned in place and saved back in that format (what
+    ``folder`` is comes from :func:`clapkit.models.formats.detect`)."""
+    kind = detect(folder)
+    if kind in ("hf-clap", "hf-clip", "hf-siglip", "open_clip"):
         return load_model(folder).for_training(cfg)
+    if kind != "clapkit":
+        raise ConfigError(f"model.init_from = {folder}: {KINDS[kind]}; a run starts from a clapkit checkpoint or "
+                          "a public CLAP or CLIP (a text encoder goes in model.text.name)")
     return DualEncoder.load(folder) if resume else DualEncoder.load_as(folder, cfg)
 
 

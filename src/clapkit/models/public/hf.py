@@ -40,57 +40,49 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ConfigError
+from ..formats import KINDS, PUBLIC_FAMILIES, detect, kind_or_none
 from ..image import preprocessor_settings
 from .base import PublicDualEncoder
 
-FAMILIES = {"clap": "audio", "clip": "image", "siglip": "image"}
+FAMILIES = PUBLIC_FAMILIES
 _TOWERS = {"clap": "audio_model", "clip": "vision_model", "siglip": "vision_model"}
 
 
+def _public_family(kind: str | None) -> str | None:
+    return kind[3:] if kind and kind.startswith("hf-") and kind[3:] in FAMILIES else None
+
+
 def hf_family(path: str | Path) -> str | None:
-    """``model_type`` of a Hugging Face folder's ``config.json`` when it is a dual
-    encoder clapkit wraps; None for a clapkit checkpoint; an error naming the folder
-    for another Hugging Face model."""
-    cfg_path = Path(path) / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{cfg_path}: unreadable ({exc})") from exc
-    if "model_type" not in cfg:
+    """``model_type`` of a Hugging Face dual encoder clapkit wraps; None for a clapkit
+    checkpoint; an error naming the folder for any other model (:mod:`..formats`)."""
+    kind = detect(path)
+    if kind == "clapkit":
         return None
-    if cfg["model_type"] not in FAMILIES:
-        raise _unsupported(path, cfg["model_type"])
-    return cfg["model_type"]
+    if _public_family(kind) is None:
+        raise _not_dual(path, kind)
+    return _public_family(kind)
 
 
 def hf_dual_family(name: str | Path) -> str | None:
     """The family of a public dual encoder clapkit wraps (a local folder or hub name, or
     ``open_clip``), None for anything else (a clapkit checkpoint, a text model, a missing path)."""
-    from .open_clip import is_open_clip
-
-    if is_open_clip(name):
-        return "open_clip"
-    p = Path(name)
-    if p.is_dir():
-        try:
-            family = json.loads((p / "config.json").read_text()).get("model_type")
-        except (OSError, ValueError, AttributeError):
-            return None
-    elif p.exists() or str(name) == "minilm":
-        return None
-    else:
-        from transformers import AutoConfig
-
-        try:
-            family = AutoConfig.from_pretrained(str(name)).model_type
-        except (OSError, ValueError):
-            return None
-    return family if family in FAMILIES else None
+    kind = kind_or_none(name)
+    return "open_clip" if kind == "open_clip" else _public_family(kind)
 
 
 def _unsupported(path, family: str) -> ConfigError:
     return ConfigError(f"{path}: a Hugging Face '{family}' model; clapkit loads the dual encoders "
                        f"{', '.join(sorted(FAMILIES))} (ClapModel, CLIPModel, SiglipModel) and its own checkpoints")
+
+
+def _not_dual(path, kind: str) -> ConfigError:
+    """The error for a model that is no dual encoder, naming what it is."""
+    if kind == "hf-text":
+        config = Path(path) / "config.json"
+        model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else "text"
+        return _unsupported(path, model_type)
+    return ConfigError(f"{path}: {KINDS[kind]}, not a dual encoder; give a clapkit checkpoint, a transformers "
+                       "ClapModel, CLIPModel or SiglipModel, or an open_clip model")
 
 
 class _Tokens:
@@ -299,18 +291,16 @@ def _clip_seed(wave: np.ndarray, key, training: bool) -> int:
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """A clapkit checkpoint (:class:`DualEncoder`), a Hugging Face ClapModel, CLIPModel
     or SiglipModel folder or hub name (:class:`HFDualEncoder`), or an open_clip model
-    (:class:`~clapkit.models.public.open_clip.OpenClipDualEncoder`), in eval mode."""
+    (:class:`~clapkit.models.public.open_clip.OpenClipDualEncoder`), in eval mode; what
+    it is comes from :func:`clapkit.models.formats.detect`."""
     from ..dual import DualEncoder
-    from .open_clip import OpenClipDualEncoder, is_open_clip
+    from .open_clip import OpenClipDualEncoder
 
-    if is_open_clip(path):
+    kind = detect(path)
+    if kind == "open_clip":
         return OpenClipDualEncoder(str(path)).to(device).eval()
-    p = Path(path)
-    if p.is_dir() and (p / "config.json").is_file() and hf_family(p) is None:
-        return DualEncoder.load(p).to(device)
-    if p.is_dir() and not (p / "config.json").is_file():
-        raise ConfigError(f"{p}: not a clapkit checkpoint nor a Hugging Face or open_clip model (no config.json or "
-                          "open_clip_config.json); give a clapkit checkpoint folder (config.json, model.safetensors, "
-                          "text/), a Hugging Face ClapModel, CLIPModel or SiglipModel folder, or an open_clip model "
-                          "(open_clip:NAME@PRETRAINED, open_clip:hf-hub:ORG/REPO, or its folder)")
+    if kind == "clapkit":
+        return DualEncoder.load(Path(path)).to(device)
+    if _public_family(kind) is None:
+        raise _not_dual(path, kind)
     return HFDualEncoder(str(path)).to(device)

@@ -29,17 +29,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
+from ..formats import OPEN_CLIP_PREFIX
 from .base import PublicDualEncoder
 
-PREFIX = "open_clip:"
+PREFIX = OPEN_CLIP_PREFIX
 
 
 def is_open_clip(name: str | Path) -> bool:
-    """``open_clip:...``, or a folder with ``open_clip_config.json`` that is no transformers model."""
-    if str(name).startswith(PREFIX):
-        return True
-    p = Path(name)
-    return p.is_dir() and (p / "open_clip_config.json").is_file() and not (p / "config.json").is_file()
+    """``open_clip:...``, or a folder with ``open_clip_config.json`` that is no transformers
+    model (:func:`clapkit.models.formats.detect`'s ``open_clip`` kind)."""
+    from ..formats import kind_or_none
+
+    return kind_or_none(name) == "open_clip"
 
 
 def parse_open_clip(name: str | Path) -> tuple[str, str | None]:

@@ -1,0 +1,114 @@
+"""The one place that recognises a model format: every command, ``model.init_from``, the
+text tower and the audio tower's checkpoint ask :func:`detect` what a path or name is.
+
+=======================  ==============================================================
+kind                     what it is
+=======================  ==============================================================
+``clapkit``              a clapkit dual-encoder checkpoint (``config.json`` with a
+                         ``model`` section, ``model.safetensors``, ``text/``), old or new
+``train-cse``            a ``clapkit train cse`` output (``cse_model.json``)
+``sentence-transformers`` a sentence-transformers folder (``modules.json``); ``minilm``
+``hf-clap``              a transformers ClapModel folder or hub name
+``hf-clip``              a transformers CLIPModel folder or hub name
+``hf-siglip``            a transformers SiglipModel folder or hub name
+``hf-text``              any other transformers model folder or hub name (a text encoder)
+``open_clip``            ``open_clip:NAME[@PRETRAINED]``, ``open_clip:hf-hub:ORG/REPO``, or a
+                         folder with ``open_clip_config.json`` and no ``config.json``
+``audio-tower``          an audio tower's weights: ``train audio-backbone``'s
+                         ``.safetensors`` or a PANNs ``.pth`` checkpoint
+=======================  ==============================================================
+
+A folder that is none of these gets one error listing the kinds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+
+KINDS = {
+    "clapkit": "a clapkit checkpoint (config.json with a model section, model.safetensors, text/)",
+    "train-cse": "a `clapkit train cse` output (cse_model.json)",
+    "sentence-transformers": "a sentence-transformers folder (modules.json), or minilm",
+    "hf-clap": "a transformers ClapModel folder or hub name",
+    "hf-clip": "a transformers CLIPModel folder or hub name",
+    "hf-siglip": "a transformers SiglipModel folder or hub name",
+    "hf-text": "another transformers model folder or hub name (a text encoder)",
+    "open_clip": "open_clip:NAME[@PRETRAINED], open_clip:hf-hub:ORG/REPO, or a folder with open_clip_config.json",
+    "audio-tower": "an audio tower file: train audio-backbone's .safetensors or a PANNs .pth",
+}
+DUAL = ("clapkit", "hf-clap", "hf-clip", "hf-siglip", "open_clip")
+PUBLIC_FAMILIES = {"clap": "audio", "clip": "image", "siglip": "image"}  # transformers model_type -> medium
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
+def unknown(name, why: str) -> ConfigError:
+    """The one error for a path or name that is no model clapkit reads: why, and the kinds."""
+    kinds = "\n".join(f"  - {v}" for v in KINDS.values())
+    return ConfigError(f"{name}: not a model clapkit reads ({why}); give one of:\n{kinds}")
+
+
+def detect(name: str | Path) -> str:
+    """The kind of model at ``name`` (a folder, a file, ``minilm``, ``open_clip:...`` or a
+    hub name), or a :class:`ConfigError` listing the kinds."""
+    if str(name).startswith(OPEN_CLIP_PREFIX):
+        return "open_clip"
+    if str(name) == "minilm":
+        return "sentence-transformers"
+    p = Path(name)
+    if p.is_file():
+        if p.suffix in (".safetensors", ".pth", ".pt"):
+            return "audio-tower"
+        raise unknown(p, "a file, not a model folder")
+    if p.is_dir():
+        return _folder(p)
+    return _hub(name)
+
+
+def _folder(p: Path) -> str:
+    if (p / "cse_model.json").is_file():
+        return "train-cse"
+    config = p / "config.json"
+    if not config.is_file():
+        if (p / "open_clip_config.json").is_file():
+            return "open_clip"
+        raise unknown(p, "no config.json, cse_model.json or open_clip_config.json")
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{config}: unreadable ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise unknown(p, "its config.json is not a mapping")
+    if "model" in cfg and "model_type" not in cfg:
+        if not (p / "text").is_dir() or not (p / "model.safetensors").is_file():
+            missing = "text/" if not (p / "text").is_dir() else "model.safetensors"
+            raise ConfigError(f"{p}: not a clapkit checkpoint (no {missing}); pass the checkpoint folder that "
+                              "`clapkit train clap`, `train clip` or `clapkit demo` wrote")
+        return "clapkit"
+    if cfg.get("model_type") in PUBLIC_FAMILIES:
+        return f"hf-{cfg['model_type']}"
+    if (p / "modules.json").is_file():
+        return "sentence-transformers"
+    if "model_type" in cfg:
+        return "hf-text"
+    raise unknown(p, "its config.json names no model_type and no clapkit model section")
+
+
+def _hub(name) -> str:
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(str(name)).model_type
+    except (OSError, ValueError) as exc:
+        raise unknown(name, f"neither a local folder or file nor a hub model this machine can reach ({exc})") from exc
+    return f"hf-{model_type}" if model_type in PUBLIC_FAMILIES else "hf-text"
+
+
+def kind_or_none(name: str | Path) -> str | None:
+    """:func:`detect`, or None where it names no kind (a missing path, a bad folder)."""
+    try:
+        return detect(name)
+    except ConfigError:
+        return None
