@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from clapkit.losses import clip_logits, clip_loss
+from clapkit.losses import clip_logits, clip_loss, siglip_loss
 
 
 def reference_clip_loss(a, t, scale, clamp):
@@ -223,3 +223,68 @@ def test_cached_loss_equals_uncached_with_the_same_dropout(tiny_bert):
     torch.manual_seed(1)
     z = torch.cat([encode(c) for c in chunks]).detach()
     assert not torch.allclose(z[: len(sents)], z[len(sents):])
+
+
+def test_siglip_loss_equals_open_clips_own_values_and_gradients():
+    """clapkit's siglip_loss against open_clip's SigLipLoss on the same features, scale
+    and bias (open_clip passes the scale already exponentiated)."""
+    from open_clip.loss import SigLipLoss
+
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(6, 5, dtype=torch.float64), dim=1).requires_grad_()
+    t = torch.nn.functional.normalize(torch.randn(6, 5, dtype=torch.float64), dim=1).requires_grad_()
+    log_scale = torch.tensor(np.log(10.0), dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(-10.0, dtype=torch.float64, requires_grad=True)
+    ours = siglip_loss(a, t, log_scale.exp(), bias)
+    grads = torch.autograd.grad(ours, [a, t, log_scale, bias])
+    ref = SigLipLoss()(a, t, log_scale.exp(), bias)
+    ref_grads = torch.autograd.grad(ref, [a, t, log_scale, bias])
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    # by hand: -1/N sum log sigmoid(y z) with y = +1 on the diagonal, -1 elsewhere
+    z = (10.0 * a @ t.T - 10.0).detach().numpy()
+    y = 2 * np.eye(6) - 1
+    assert ours.item() == pytest.approx(np.sum(np.log1p(np.exp(-y * z))) / 6, rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_cached_cross_modal_loss_equals_the_plain_step(loss):
+    """Gradient caching over both towers: loss and every parameter gradient (towers with
+    dropout, the scale, SigLIP's bias) equal embedding the same chunks with a graph."""
+    from clapkit.losses import cached_cross_modal_backward
+
+    torch.manual_seed(0)
+    media_tower = torch.nn.Sequential(torch.nn.Linear(7, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 4))
+    text_tower = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 4))
+    log_scale, bias = torch.nn.Parameter(torch.tensor(2.0)), torch.nn.Parameter(torch.tensor(-3.0))
+    params = [*media_tower.parameters(), *text_tower.parameters(), log_scale, bias]
+    media, text = torch.randn(12, 7), torch.randn(12, 5)
+
+    def enc_m(x):
+        return torch.nn.functional.normalize(media_tower(x), dim=1)
+
+    def enc_t(x):
+        return torch.nn.functional.normalize(text_tower(x), dim=1)
+
+    def loss_fn(e_m, e_t):
+        if loss == "clip":
+            return clip_loss(e_m, e_t, log_scale.exp())
+        return siglip_loss(e_m, e_t, log_scale.exp(), bias)
+
+    m_chunks, t_chunks = list(media.split(5)), list(text.split(5))
+    torch.manual_seed(1)
+    plain = loss_fn(torch.cat([enc_m(c) for c in m_chunks]), torch.cat([enc_t(c) for c in t_chunks]))
+    plain.backward()
+    want = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    after_plain = torch.get_rng_state()
+    for p in params:
+        p.grad = None
+    torch.manual_seed(1)
+    cached = cached_cross_modal_backward(enc_m, enc_t, m_chunks, t_chunks, loss_fn)
+    assert torch.equal(torch.get_rng_state(), after_plain)  # the generator ends where the plain step leaves it
+    assert cached.item() == pytest.approx(plain.item(), rel=1e-6)
+    for p, w in zip(params, want, strict=True):
+        got = p.grad if p.grad is not None else torch.zeros_like(p)
+        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-7)
+    assert (bias.grad is not None) == (loss == "siglip")

@@ -75,6 +75,27 @@ def clip_loss(
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def siglip_loss(
+    a: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | float, logit_bias: torch.Tensor | float
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al., ICCV 2023), as open_clip's ``SigLipLoss``.
+
+    With logits Z = s * A T^T + b over a batch of N matched pairs (s the exp of the learnt
+    log-scale, b the learnt bias; SigLIP starts at s = 10, b = -10) and labels
+    Y = 2 I - 1 (+1 for a matched pair, -1 for every other):
+
+        L = -1/N * sum_{i,j} log sigmoid(Y_ij Z_ij)
+
+    Every pair is its own binary problem, so no softmax over the batch. Under DDP pass the
+    gathered global batch, as for :func:`clip_loss` (the gradients then equal one process's).
+    """
+    if a.shape != t.shape:
+        raise ValueError(f"media {tuple(a.shape)} and text {tuple(t.shape)} embeddings differ in shape")
+    logits = logit_scale * (a @ t.T) + logit_bias
+    labels = 2 * torch.eye(len(a), device=a.device, dtype=logits.dtype) - 1
+    return -F.logsigmoid(labels * logits).sum() / len(a)
+
+
 def cyclip_regularisers(a: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """CyCLIP's cyclic-consistency terms (Goel et al., NeurIPS 2022), on L2-normalised
     rows A (media) and T (text) of a batch of N matched pairs:
@@ -257,4 +278,38 @@ def cached_contrastive_backward(encode, chunks: list, loss_fn) -> torch.Tensor:
         state.restore()
         encode(chunk).backward(grad)
     after.restore()  # leave the generator where an uncached pass would
+    return loss.detach()
+
+
+def cached_cross_modal_backward(encode_media, encode_text, media_chunks: list, text_chunks: list,
+                                loss_fn) -> torch.Tensor:
+    """Gradient caching for a two-tower loss (CLIP, SigLIP, CyCLIP over a global batch
+    larger than memory): :func:`cached_contrastive_backward` for two encoders.
+
+    The media chunks, then the text chunks, are embedded without a graph (each chunk's
+    random state remembered); ``loss_fn(e_m, e_t)`` runs on all of them as leaves and
+    back-propagates to them (and to its own parameters: the scale, SigLIP's bias); then
+    every chunk is embedded again *with* a graph from its remembered state and its slice
+    of the cached gradient is back-propagated. Peak memory is one chunk's activations
+    plus the embeddings. The parameter gradients equal those of embedding the same chunks
+    in the same order with a graph and taking the loss directly. Returns the (detached)
+    loss; gradients are accumulated into the parameters."""
+    sides = ((encode_media, media_chunks), (encode_text, text_chunks))
+    states: list[list[_RngState]] = [[], []]
+    reps: list[list[torch.Tensor]] = [[], []]
+    with torch.no_grad():
+        for k, (encode, chunks) in enumerate(sides):
+            for chunk in chunks:
+                states[k].append(_RngState())
+                reps[k].append(encode(chunk))
+    after = _RngState()
+    full = [torch.cat(r).detach().requires_grad_() for r in reps]
+    loss = loss_fn(*full)
+    loss.backward()
+    for k, (encode, chunks) in enumerate(sides):
+        grads = full[k].grad.split([len(r) for r in reps[k]])
+        for chunk, state, grad in zip(chunks, states[k], grads, strict=True):
+            state.restore()
+            encode(chunk).backward(grad)
+    after.restore()
     return loss.detach()
