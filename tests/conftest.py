@@ -57,6 +57,21 @@ def tiny_bert_no_dropout(tmp_path_factory, tiny_bert) -> str:
     return str(folder)
 
 
+def write_tones(folder: Path) -> Path:
+    """16 FSDD-named clips (``{digit}_{speaker}_{n}.wav``, 8 kHz, 3000 samples): a tone per
+    digit 0-3 with a little noise, two speakers."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for digit in range(4):
+        for n in range(4):
+            tone = np.sin(2 * np.pi * (200 + 100 * digit) * np.arange(3000) / 8000) + 0.05 * rng.standard_normal(3000)
+            sf.write(folder / f"{digit}_spk{n % 2}_{n}.wav", tone.astype(np.float32), 8000)
+    return folder
+
+
 def tiny_overrides(text_model: str) -> list[str]:
     """A model and recipe small enough for a unit test."""
     return [

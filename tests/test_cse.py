@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from conftest import write_tones
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
@@ -220,13 +220,7 @@ def test_supervised_mode_and_truncation_count(tmp_path, tiny_bert, stsb_dir):
 
 
 def test_audio_mode_on_fsdd_named_files(tmp_path, tiny_bert, corpus, stsb_dir):
-    rec = tmp_path / "fsdd"
-    rec.mkdir()
-    rng = np.random.default_rng(0)
-    for digit in range(4):
-        for n in range(4):
-            tone = np.sin(2 * np.pi * (200 + 100 * digit) * np.arange(3000) / 8000) + 0.05 * rng.standard_normal(3000)
-            sf.write(rec / f"{digit}_spk{n % 2}_{n}.wav", tone.astype(np.float32), 8000)
+    rec = write_tones(tmp_path / "fsdd")
     cfg = tiny_cse(tiny_bert, corpus, stsb_dir, "cse.mode=audio", f"cse.audio=fsdd:{rec}", "cse.model.audio.sample_rate=8000",
                    "cse.model.audio.seconds=0.5", "cse.model.audio.n_mels=16", "cse.model.audio.n_fft=256",
                    "cse.model.audio.hop_length=64", "cse.model.audio.patch=8", "cse.model.audio.stride=8",

@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_image_overrides, tiny_overrides
+from conftest import tiny_image_overrides, tiny_overrides, write_tones
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
@@ -81,15 +81,7 @@ def golden_data(tmp_path_factory, char_bert, tiny_synthetic, tiny_images, tiny_c
     nli = root / "nli.csv"
     nli.write_text("sent0,sent1,hard_neg\n" + "".join(f"a {w} {i},the {w} sounds,no {w} at all\n"
                                                       for i in range(3) for w in words))
-    tones = root / "tones"
-    tones.mkdir()
-    import soundfile as sf
-
-    rng = np.random.default_rng(0)
-    for digit in range(4):
-        for n in range(4):
-            t = np.sin(2 * np.pi * (200 + 100 * digit) * np.arange(3000) / 8000) + 0.05 * rng.standard_normal(3000)
-            sf.write(tones / f"{digit}_spk{n % 2}_{n}.wav", t.astype(np.float32), 8000)
+    tones = write_tones(root / "tones")
     from typer.testing import CliRunner
 
     from clapkit.cli import app

@@ -130,13 +130,12 @@ def eval_transfer(
     SentEval numbers), or a task file (standardised features, stratified k-fold, fixed --c)."""
     from ..data.files import Skipped
     from ..evaluation.sts import SentenceEncoder
-    from ..evaluation.transfer import load_transfer_tasks, transfer_eval
+    from ..evaluation.transfer import check_protocol, load_transfer_tasks, transfer_eval
 
+    check_protocol(protocol)
     skipped = Skipped()
     tasks = load_transfer_tasks(data, folds, text_column, label_column, skip_bad, skipped)  # before the model loads
     enc = SentenceEncoder(model, pooling, max_length, projected, _device(device))
-    if protocol is not None and protocol not in ("sklearn", "simcse"):
-        raise typer.BadParameter(f"{protocol!r}: choose sklearn or simcse", param_hint="--protocol")
     r = transfer_eval(lambda texts: enc.encode(texts, batch_size, normalize=False), tasks, seed, c, protocol)
     for name, task in r["tasks"].items():
         if task["protocol"].startswith("SentEval"):

@@ -47,9 +47,6 @@ def load_audio(path, sample_rate: int, where: str | None = None) -> np.ndarray:
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-PADS = ("zero", "repeatpad", "repeat")
-
-
 def fix_length(
     wave: np.ndarray, length: int, rng: np.random.Generator | None = None, pad: str = "zero"
 ) -> np.ndarray:

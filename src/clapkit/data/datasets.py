@@ -13,7 +13,7 @@ workers together with its epoch, since a worker's copy of the dataset never sees
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,48 @@ def stack_media(items: list) -> torch.Tensor | dict[str, torch.Tensor]:
     if isinstance(items[0], dict):
         return {k: torch.cat([x[k] for x in items]) for k in items[0]}
     return torch.stack(items)
+
+
+def no_duplicate_batches(items, group, size: int, max_waiting: int | None = None) -> Iterator[list]:
+    """Batches of ``size`` from ``items`` (a list or an endless stream) in which no two
+    share a ``group(item)`` (their clip or image), by sentence-transformers'
+    ``NoDuplicatesBatchSampler`` rule: each batch takes the items in order, passing over
+    one whose group it already holds; a passed-over item waits, in order, for the next
+    batch. When finite ``items`` run out, the last, partial batch (if any) ends the
+    iteration. More than ``max_waiting`` waiting items is a :class:`StarvedBatches`."""
+    source, waiting = iter(items), []
+    while True:
+        batch, seen, still = [], set(), []
+        for item in waiting:
+            if len(batch) < size and group(item) not in seen:
+                batch.append(item)
+                seen.add(group(item))
+            else:
+                still.append(item)
+        waiting = still
+        while len(batch) < size:
+            item = next(source, _END)
+            if item is _END:  # finite items ran out
+                break
+            if group(item) in seen:
+                waiting.append(item)
+                if max_waiting is not None and len(waiting) > max_waiting:
+                    raise StarvedBatches(len(waiting))
+                continue
+            batch.append(item)
+            seen.add(group(item))
+        if len(batch) < size:
+            if batch:
+                yield batch
+            return
+        yield batch
+
+
+_END = object()
+
+
+class StarvedBatches(Exception):
+    """Too many items wait for a batch without their group: the data has too few groups."""
 
 
 class EpochBatches(Sampler):

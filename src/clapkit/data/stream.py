@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import ConfigError, DataError
-from .datasets import stack_media
+from .datasets import StarvedBatches, no_duplicate_batches, stack_media
 from .files import Collector, Skipped
 from .shards import expand_shards, wds_pairs
 
@@ -106,31 +106,17 @@ class ShardStream(IterableDataset):
             yield buf.pop()
 
     def _batches(self, worker: int, workers: int) -> Iterator[list]:
-        """This reader's batches of (pass, ordinal, pair), undecoded."""
-        items = self._shuffled(worker, workers)
-        waiting: list = []  # pairs passed over because their sample was in the batch
-        while True:
-            batch, seen, still = [], set(), []
-            for entry in waiting:
-                if len(batch) < self.batch_size and entry[2].media_id not in seen:
-                    batch.append(entry)
-                    seen.add(entry[2].media_id)
-                else:
-                    still.append(entry)
-            waiting = still
-            while len(batch) < self.batch_size:
-                entry = next(items)
-                if self.no_duplicates and entry[2].media_id in seen:
-                    waiting.append(entry)
-                    if len(waiting) > 64 * self.batch_size + self.buffer:  # the reader has too few samples
-                        raise ConfigError(
-                            f"data.no_duplicate_media: a reader of {len(self._shards(0, worker, workers))} shard(s) "
-                            f"cannot fill a batch of {self.batch_size} distinct samples; lower train.batch_size, "
-                            "use fewer data.num_workers or set data.no_duplicate_media: false")
-                    continue
-                batch.append(entry)
-                seen.add(entry[2].media_id)
-            yield batch
+        """This reader's batches of (pass, ordinal, pair), undecoded; without the rule
+        every entry is its own group (ordinals are unique), so batches are plain runs."""
+        group = (lambda e: e[2].media_id) if self.no_duplicates else (lambda e: e[1])
+        try:
+            yield from no_duplicate_batches(self._shuffled(worker, workers), group, self.batch_size,
+                                            max_waiting=64 * self.batch_size + self.buffer)
+        except StarvedBatches as exc:  # the reader has too few samples
+            raise ConfigError(
+                f"data.no_duplicate_media: a reader of {len(self._shards(0, worker, workers))} shard(s) "
+                f"cannot fill a batch of {self.batch_size} distinct samples; lower train.batch_size, "
+                "use fewer data.num_workers or set data.no_duplicate_media: false") from exc
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
         info = get_worker_info()

@@ -67,8 +67,8 @@ class SentenceEncoder:
 
     def __init__(self, path: str | Path, pooling: str = "auto", max_length: int | None = None,
                  projected: bool = False, device="cpu"):
-        from ..models.formats import DUAL, detect
-        from ..models.public.hf import hf_dual_family, load_model
+        from ..models.formats import DUAL, detect, public_family
+        from ..models.public.hf import load_model
 
         path = str(path)
         folder = Path(resolve_text_model(path))
@@ -86,7 +86,7 @@ class SentenceEncoder:
             self.cse.m["max_length"] = max_length or self.cse.m["max_length"]
             self.pooling = self.cse.m["pooling"] + (" (head in training only)" if self.cse.m["mlp_only_train"] else "")
             return
-        family = hf_dual_family(path)
+        family = public_family(kind)
         if kind in DUAL:
             self.dual = load_model(path, device).eval()
             if family:

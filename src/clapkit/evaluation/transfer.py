@@ -64,6 +64,12 @@ TORCH_GRID = tuple(10.0**t for t in range(-5, -1))
 PROTOCOLS = ("sklearn", "simcse")
 
 
+def check_protocol(protocol: str | None) -> None:
+    """An unknown ``--protocol`` is an error naming the choices (None: the default)."""
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r}: choose {' or '.join(PROTOCOLS)}")
+
+
 class TorchLogReg:
     """SentEval's PyTorch logistic regression (``senteval/tools/classifier.py``: MLP with
     nhid 0) with SimCSE's test-mode settings: a Linear layer, Adam (lr 1e-3) with weight
@@ -131,8 +137,7 @@ class _Classifiers:
     """The classifier of a protocol and the C / L2 grids it searches."""
 
     def __init__(self, protocol: str, seed: int, nclasses: int):
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"--protocol {protocol!r}: choose {' or '.join(PROTOCOLS)}")
+        check_protocol(protocol)
         self.protocol, self.seed, self.nclasses = protocol, seed, nclasses
         self.torch = protocol == "simcse"
         self.inner_grid = TORCH_GRID if self.torch else INNER_GRID
@@ -281,8 +286,7 @@ def transfer_eval(encode, tasks: list[Transfer], seed: int | None = None, c: flo
     inverse L2 strength ``c``) when ``protocol`` is None, else by SentEval's inner k-fold
     (as its MR/CR/SUBJ/MPQA) with that classifier. Returns ``tasks`` (name -> result, with
     its ``protocol``) and their average ``avg``."""
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {protocol!r}: choose {' or '.join(PROTOCOLS)}")
+    check_protocol(protocol)
     out: dict = {}
     for t in tasks:
         if isinstance(t.task, TextClassificationSet) and protocol is None:

@@ -106,6 +106,16 @@ def _hub(name) -> str:
     return f"hf-{model_type}" if model_type in PUBLIC_FAMILIES else "hf-text"
 
 
+def transformers_family(kind: str | None) -> str | None:
+    """``clap``, ``clip`` or ``siglip`` for a transformers dual-encoder kind, else None."""
+    return kind[3:] if kind and kind.startswith("hf-") and kind[3:] in PUBLIC_FAMILIES else None
+
+
+def public_family(kind: str | None) -> str | None:
+    """The family of a public dual encoder's kind (a transformers family or ``open_clip``), else None."""
+    return "open_clip" if kind == "open_clip" else transformers_family(kind)
+
+
 def kind_or_none(name: str | Path) -> str | None:
     """:func:`detect`, or None where it names no kind (a missing path, a bad folder)."""
     try:

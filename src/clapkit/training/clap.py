@@ -36,6 +36,7 @@ epoch, resume, one more epoch gives the weights of two uninterrupted epochs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -49,7 +50,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.datasets import collate_clips, epoch_loader, stack_media
+from ..data.datasets import collate_clips, epoch_loader, no_duplicate_batches, stack_media
 from ..data.files import Skipped
 from ..data.manifests import Pair, clip_index
 from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
@@ -77,7 +78,6 @@ from .common import (
     init_distributed,
     is_main,
     load_trainer_state,
-    no_duplicate_batches,
     on_sigterm,
     pick_device,
     recover_dir,
@@ -341,7 +341,10 @@ class ClapTrainer:
         order = rows[epoch_order(self.cfg["seed"], epoch, len(rows), self.rank)]
         n = len(order)
         if d["no_duplicate_media"] and d["captions"] == "all":
-            glob_batches = no_duplicate_batches(order, groups, min(bs, n), self._batches_per_epoch())
+            size = min(bs, n)
+            found = list(itertools.islice(no_duplicate_batches(order.tolist(), groups.__getitem__, size),
+                                          self._batches_per_epoch()))
+            glob_batches = [b for b in found if len(b) == size] or found[:1]  # a tiny set still gives a step
         else:
             glob_batches = [order[b * bs : b * bs + min(bs, n)].tolist() for b in range(self._batches_per_epoch())]
         out = []

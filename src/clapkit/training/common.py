@@ -45,31 +45,6 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
     torch.manual_seed(int(np.random.SeedSequence((seed, epoch, rank)).generate_state(1)[0]))
 
 
-def no_duplicate_batches(order, groups, size: int, limit: int) -> list[list[int]]:
-    """Batches of ``size`` from ``order`` in which no two rows share a group (their clip or
-    image), by sentence-transformers' ``NoDuplicatesBatchSampler`` rule: each batch takes
-    the remaining rows in order, passing over a row whose group it already holds (that row
-    waits for a later batch). At most ``limit`` full batches; when none can be filled, the
-    first partial one (so a tiny set still gives a step)."""
-    remaining = [int(i) for i in order]
-    out: list[list[int]] = []
-    while remaining and len(out) < limit:
-        batch, seen, rest = [], set(), []
-        for i in remaining:
-            if len(batch) < size and groups[i] not in seen:
-                batch.append(i)
-                seen.add(groups[i])
-            else:
-                rest.append(i)
-        if len(batch) < size:
-            if not out:
-                out.append(batch)
-            break
-        out.append(batch)
-        remaining = rest
-    return out
-
-
 class StepBatches:
     """Batch ``step`` of a stream drawn by steps, not epochs: rows of a permutation seeded
     by (seed, epoch, stream) with ``n // batch_size`` batches an epoch, so any step's

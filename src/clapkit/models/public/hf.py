@@ -40,16 +40,19 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ConfigError
-from ..formats import KINDS, PUBLIC_FAMILIES, detect, kind_or_none
+from ..formats import (
+    KINDS,
+    PUBLIC_FAMILIES,
+    detect,
+    kind_or_none,
+    public_family,
+    transformers_family,
+)
 from ..image import preprocessor_settings
 from .base import PublicDualEncoder
 
 FAMILIES = PUBLIC_FAMILIES
 _TOWERS = {"clap": "audio_model", "clip": "vision_model", "siglip": "vision_model"}
-
-
-def _public_family(kind: str | None) -> str | None:
-    return kind[3:] if kind and kind.startswith("hf-") and kind[3:] in FAMILIES else None
 
 
 def hf_family(path: str | Path) -> str | None:
@@ -58,16 +61,15 @@ def hf_family(path: str | Path) -> str | None:
     kind = detect(path)
     if kind == "clapkit":
         return None
-    if _public_family(kind) is None:
+    if transformers_family(kind) is None:
         raise _not_dual(path, kind)
-    return _public_family(kind)
+    return transformers_family(kind)
 
 
 def hf_dual_family(name: str | Path) -> str | None:
     """The family of a public dual encoder clapkit wraps (a local folder or hub name, or
     ``open_clip``), None for anything else (a clapkit checkpoint, a text model, a missing path)."""
-    kind = kind_or_none(name)
-    return "open_clip" if kind == "open_clip" else _public_family(kind)
+    return public_family(kind_or_none(name))
 
 
 def _unsupported(path, family: str) -> ConfigError:
@@ -301,6 +303,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         return OpenClipDualEncoder(str(path)).to(device).eval()
     if kind == "clapkit":
         return DualEncoder.load(Path(path)).to(device)
-    if _public_family(kind) is None:
+    if transformers_family(kind) is None:
         raise _not_dual(path, kind)
     return HFDualEncoder(str(path)).to(device)
