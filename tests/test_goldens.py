@@ -119,8 +119,10 @@ RECIPES = {
         f"data.val=[csv:{d['SYNTHETIC'] / 'test.csv'}]"], (1, 1)),
     "clip_cyclip": ("clap", lambda d: tiny_image_overrides(str(d["BERT"])) + [
         f"data.train=[csv:{d['IMAGES'] / 'train.csv'}]", "train.epochs=2", "train.cyclip.in_modal=0.25",
-        "train.cyclip.cross_modal=0.25", "train.optimizer=adamw", "train.weight_decay=0.1"], (1, 2)),
-    "soft_labels": ("clap", lambda d: _clap(d, "train.epochs=2", "train.loss=soft_clip", f"train.soft.teacher={d['TEACHER']}"),
+        "train.cyclip.cross_modal=0.25", "train.optimizer=adamw", "train.weight_decay=0.1",
+        "train.val_objective=clip"], (1, 2)),
+    "soft_labels": ("clap", lambda d: _clap(d, "train.epochs=2", "train.loss=soft_clip", f"train.soft.teacher={d['TEACHER']}",
+                                   "train.val_objective=clip"),
                     (1, 2)),
     "joint_se_captions_cached": ("clap", lambda d: _clap(d, "train.epochs=2", "train.se.weight=0.5", "train.se.cache_chunk=8"),
                                  (1, 2)),

@@ -20,6 +20,9 @@ import yaml
 from .errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
+    # the layout of a saved config.yaml: 2 since the one training loop; a full dump without
+    # it was written before, and its missing keys mean what that version did (BEFORE_V2)
+    "config_version": 2,
     "seed": 0,
     "data": {
         # Training sources as KIND:PATH specs (csv:, jsonl:, clotho:, audiocaps:, esc50:, folder:).
@@ -231,7 +234,21 @@ DEFAULTS: dict[str, Any] = {
         "plateau_patience": 10,
         "early_stopping_patience": 15,  # epochs without val improvement; 0 turns it off
         "cache_frozen": True,  # cache backbone outputs while the backbones are frozen
-        "loss": "clip",  # clip | soft_clip (targets from a teacher's intra-batch similarities)
+        # the objective (clapkit.training.objectives): clip | soft_clip (targets from a teacher's
+        # intra-batch similarities) | siglip (pairwise sigmoid, learnt bias) | one registered
+        "loss": "clip",
+        # validation loss: train (the training objective, CyCLIP's terms included) | clip (plain CLIP,
+        # whatever the objective: what clapkit logged before the one loop)
+        "val_objective": "train",
+        # the metric that picks checkpoint/, drives early stopping and the plateau schedule: auto (CLAP:
+        # val_loss; train cse: stsb_dev; audio backbone: val_accuracy) or any logged one, e.g.
+        # train_loss, zeroshot_top1, retrieval_r1, stsb_dev (see clapkit.training.monitors)
+        "monitor": "auto",
+        # evaluation data logged beside the losses every eval_every windows (epochs; train cse: eval_steps)
+        "eval": {"zeroshot": None, "retrieval": None, "sts_dev": None},
+        "eval_every": 1,
+        # gradient caching of the cross-modal loss (GradCache): rows a chunk, one process; 0: off
+        "cache_chunk": 0,
         # CyCLIP's cyclic-consistency regularisers added to the loss (see losses.cyclip_regularisers)
         "cyclip": {"in_modal": 0.0, "cross_modal": 0.0},
         # S0's joint training: + weight x a SimCSE loss on the text backbone's x_t (the same
@@ -339,6 +356,7 @@ def _read_source(source: str | Path, seen: tuple[str, ...] = ()) -> tuple[dict, 
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    data = upgrade(data, str(path))
     layers: list[tuple[dict, str]] = []
     base = data.pop("base", None)
     if base:
@@ -359,6 +377,36 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         cfg = merge(cfg, parse_override(item), f"--set {item}")
     validate(cfg)
     return cfg
+
+
+# keys added with config_version 2 whose default changed what a run computes: a config saved
+# before (a full dump without config_version) keeps the behaviour it was written with
+BEFORE_V2 = {("train", "val_objective"): "clip"}
+
+
+def upgrade(data: dict, where: str) -> dict:
+    """A config dump written before ``config_version`` 2 (every section present, no
+    version), with the keys of :data:`BEFORE_V2` set to what that version did, and a
+    warning; anything else is returned as it is."""
+    if "config_version" in data or not all(isinstance(data.get(k), dict) for k in ("data", "model", "train")):
+        return data
+    if set(DEFAULTS) - {"config_version"} - set(data):
+        return data  # a user's partial file, not a dump
+    import warnings
+
+    data = copy.deepcopy(data)
+    set_keys = []
+    for keys, value in BEFORE_V2.items():
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        if keys[-1] not in node:
+            node[keys[-1]] = value
+            set_keys.append(f"{'.'.join(keys)} = {value}")
+    data["config_version"] = 2
+    warnings.warn(f"{where}: a config saved by clapkit before config_version 2; upgraded ({', '.join(set_keys) or 'no key changes'}, "
+                  "as that version ran)", stacklevel=3)
+    return data
 
 
 def complete(cfg: dict) -> dict:
@@ -390,7 +438,7 @@ def validate(cfg: dict) -> None:
         ("train", "precision"): {"fp32", "bf16", "fp16"},
         ("model", "text", "pooling"): {"auto", "cls", "cls_before_pooler", "mean"},
         ("train", "logger"): {"csv", "tensorboard"},
-        ("train", "loss"): {"clip", "soft_clip"},
+        ("train", "val_objective"): {"train", "clip"},
         ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},
         ("train", "se", "loss"): {"captions", "corpus", "nli"},
         ("cse", "mode"): {"unsup", "sup", "image", "audio"},
@@ -408,8 +456,6 @@ def validate(cfg: dict) -> None:
         raise ConfigError("'data.val_fraction' must be in [0, 1)")
     if not 0.0 < cfg["data"]["fraction"] <= 1.0:
         raise ConfigError("'data.fraction' must be in (0, 1]")
-    if cfg["train"]["loss"] == "soft_clip" and not cfg["train"]["soft"]["teacher"]:
-        raise ConfigError("train.loss = soft_clip needs train.soft.teacher (a teacher checkpoint)")
     if min(cfg["train"]["cyclip"].values()) < 0:
         raise ConfigError("train.cyclip.in_modal and cross_modal are weights: give values >= 0")
     if cfg["image"]["size"] is not None and int(cfg["image"]["size"]) < 8:

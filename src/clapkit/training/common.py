@@ -189,7 +189,9 @@ def resume_config(out: Path | str, cfg: dict, may_change: tuple[tuple[str, str],
     saved = out / "config.yaml"
     if not (recover_dir(out / "last") / "trainer_state.pt").is_file() or not saved.is_file():
         raise ConfigError(f"--resume: {out} holds no resumable run (no last/trainer_state.pt); start without --resume")
-    base = yaml.safe_load(saved.read_text())
+    from ..config import complete, upgrade
+
+    base = complete(upgrade(yaml.safe_load(saved.read_text()), str(saved)))
     for section, key in may_change:
         base[section][key] = cfg[section][key]
     return base
