@@ -96,13 +96,21 @@ def train_backbone_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     skip_bad: SkipBad = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last epoch")] = False,
 ) -> None:
     """Supervised pre-training of the audio tower on a labelled set (include/exclude classes)."""
     from ..training.backbone import train_audio_backbone
+    from ..training.common import is_main
 
-    s = train_audio_backbone(_config(config, set_, skip_bad), out)
-    typer.echo(f"{len(s['classes'])} classes, {s['train_clips']} clips: best validation accuracy "
-               f"{s['best_val_accuracy']:.3f} (chance {s['chance']:.3f}); weights in {s['weights']}")
+    s = train_audio_backbone(_config(config, set_, skip_bad), out, resume=resume)
+    if not is_main():
+        return
+    if "stopped" in s:
+        typer.echo(f"stopped ({s['stopped']}) after {s['steps']} steps; continue with --resume")
+        return
+    name = s["monitor"]
+    typer.echo(f"{len(s['classes'])} classes, {s['train_clips']} clips: best {name.replace('_', ' ')} "
+               f"{s[f'best_{name}']:.3f} at epoch {s['best_epoch']} (chance {s['chance']:.3f}); weights in {s['weights']}")
 
 
 @app.command()

@@ -38,16 +38,13 @@ by (seed, step)), so ``--resume`` from ``last/`` continues as the uninterrupted 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from ..data.augment import ImageAugment
 from ..data.datasets import ClipDataset, batch_loader
@@ -68,17 +65,16 @@ from ..losses import (
 from ..models.cse import CseModel
 from .common import (
     Precision,
-    ScalarLogger,
     StepBatches,
-    load_trainer_state,
-    on_sigterm,
     pick_device,
     recover_dir,
     resume_config,
-    save_run,
     seed_everything,
     set_determinism,
 )
+from .loop import Loop, Recipe, Update, mean_of
+from .monitors import Evaluators, pick_monitor
+from .optim import linear_decay
 
 
 @dataclass
@@ -138,11 +134,13 @@ def load_cse_data(cfg: dict) -> CseData:
     return data
 
 
-def _schedule(kind: str, total: int):
-    return (lambda s: max(0.0, 1.0 - s / total)) if kind == "linear" else (lambda s: 1.0)
+class CseTrainer(Recipe):
+    """The ``train cse`` recipe on the one loop: windows of ``cse.eval_steps`` steps,
+    batches by step (:class:`~clapkit.training.common.StepBatches`), two updates (text,
+    then image/audio), STS-B dev as the monitor."""
 
+    unit = "step"
 
-class CseTrainer:
     def __init__(self, cfg: dict, out: str | Path, resume: bool = False, data: CseData | None = None):
         self.out = Path(out)
         if resume:
@@ -168,12 +166,14 @@ class CseTrainer:
         text_params = [p for n, p in self.model.named_parameters()
                        if p.requires_grad and n.startswith(("backbone.", "head."))]
         self.opt_text = torch.optim.AdamW(text_params, lr=c["lr"], weight_decay=c["weight_decay"])
-        self.sched_text = torch.optim.lr_scheduler.LambdaLR(self.opt_text, _schedule(c["schedule"], self.total_steps))
+        self.sched_text = linear_decay(self.opt_text, self.total_steps, c["schedule"])
+        self.updates = [Update("text", self.opt_text, self.sched_text, c["grad_clip"], per_step=True)]
         self.opt_other = self.sched_other = None
         if self.other:
             other_params = [p for p in self.model.parameters() if p.requires_grad]
             self.opt_other = torch.optim.AdamW(other_params, lr=c["other_lr"], weight_decay=c["weight_decay"])
-            self.sched_other = torch.optim.lr_scheduler.LambdaLR(self.opt_other, _schedule(c["schedule"], self.total_steps))
+            self.sched_other = linear_decay(self.opt_other, self.total_steps, c["schedule"])
+            self.updates.append(Update("other", self.opt_other, self.sched_other, c["grad_clip"], per_step=True))
         if self.other == "audio":  # decoded once (cached), a random segment per (seed, epoch, clip)
             a = c["model"]["audio"]
             self.audio_clips = ClipDataset(self.data.audio.clips, a["sample_rate"], a["seconds"], train=True,
@@ -182,27 +182,79 @@ class CseTrainer:
             a = c["augment"]
             self.augment = ImageAugment(c["model"]["image"]["size"], tuple(a["scale"]), flip_p=a["flip_p"],
                                         jitter=a["jitter"], jitter_p=a["jitter_p"], gray_p=a["gray_p"])
-        self.state = {"step": 0, "best": -math.inf, "best_step": None, "truncated": 0, "text_rows": 0,
-                      "sentences": 0, "train_seconds": 0.0}
-        if resume:
-            saved = load_trainer_state(self.out)
-            self.state = saved["state"]
-            self.state.setdefault("sentences", 0)  # runs saved before the count existed
-            self.opt_text.load_state_dict(saved["opt_text"])
-            self.sched_text.load_state_dict(saved["sched_text"])
-            if self.opt_other is not None:
-                self.opt_other.load_state_dict(saved["opt_other"])
-                self.sched_other.load_state_dict(saved["sched_other"])
-            if "scaler" in saved:
-                self.precision.scaler.load_state_dict(saved["scaler"])
+        self.counts = {"truncated": 0, "text_rows": 0, "sentences": 0, "train_seconds": 0.0, "initial": None}
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.logger = ScalarLogger(self.out, cfg["train"]["logger"], append=resume)
-        if resume:
-            self.logger.truncate(self.state["step"])
+        known = ["text_loss", "stsb_dev"] + (["other_loss"] if self.other else [])
+        monitor = pick_monitor(cfg, known, "stsb_dev", None, Evaluators(cfg, None, self.device, allowed=()))
+        self.loop = Loop(self, self.out, monitor, cfg["train"], self.precision, self.device, resume=resume)
         self._text_batches = StepBatches(cfg["seed"], 1, self.data.n_text, c["batch_size"])
         self._other_batches = StepBatches(cfg["seed"], 2, self.data.n_other, c["other_batch_size"]) if self.other else None
         self._image_iter, self._image_step = None, 0  # decoded image batches (see _start_image_stream)
+
+    @property
+    def state(self) -> dict:
+        return self.loop.state
+
+    def upgrade_state(self, saved: dict) -> dict:
+        """A ``trainer_state.pt`` written before the one loop (``step`` and the losses of
+        the open log window in ``window``)."""
+        s, e = saved["state"], self.c["eval_steps"]
+        state = {"window": s["step"] // e, "step": s["step"], "step_in_window": s["step"] % e,
+                 "window_results": [{"text_loss": a, "other_loss": b} for a, b in s.get("window", [])],
+                 "phase": "train", "best": s["best"], "best_step": s["best_step"],
+                 "best_window": (s["best_step"] - 1) // e if s["best_step"] else -1,
+                 "bad_steps": s.get("bad_steps", 0), "skipped_steps": s.get("skipped_steps", 0)}
+        updates = {"text": {"optimizer": saved["opt_text"], "scheduler": saved["sched_text"]}}
+        if "opt_other" in saved:
+            updates["other"] = {"optimizer": saved["opt_other"], "scheduler": saved["sched_other"]}
+        counts = {k: s.get(k, 0) for k in ("truncated", "text_rows", "sentences", "train_seconds")}
+        counts["initial"] = s.get("initial")
+        return {"state": state, "updates": updates, "scaler": saved.get("scaler"), "extra": {"counts": counts}}
+
+    def extra_state(self) -> dict:
+        return {"counts": self.counts}
+
+    def load_extra_state(self, saved: dict) -> None:
+        self.counts.update(saved.get("counts", {}))
+
+    # --- the loop's parts ------------------------------------------------------------------
+    def windows(self) -> int:
+        return -(-self.total_steps // self.c["eval_steps"])
+
+    def window_length(self, window: int) -> int:
+        e = self.c["eval_steps"]
+        return min(e, self.total_steps - window * e)
+
+    def start_phase(self, phase: str) -> list[Update]:
+        return self.updates
+
+    def begin(self, loop: Loop) -> None:
+        start = loop.state["step"]
+        self._start_image_stream(start)
+        if start == 0 and self.data.sts_dev is not None and self.counts["initial"] is None:
+            # the starting model's dev score (eval mode: no dropout, no random draw), so a user
+            # sees at once whether training helped
+            self.counts["initial"] = self.dev_score()
+            if self.cfg["train"]["progress"]:
+                print(f"step 0: STS-B dev {self.counts['initial']:.2f} (the starting model)", flush=True)
+
+    def steps(self, window: int, start: int):
+        first = window * self.c["eval_steps"]
+        self._t0 = time.time()
+        return iter(range(first + start, first + self.window_length(window)))
+
+    def step(self, step: int) -> dict:
+        text, other = self.train_step(step)
+        return {"text_loss": text, "other_loss": other}
+
+    def evaluate(self, window: int, results: list[dict]) -> dict:
+        self.counts["train_seconds"] += time.time() - self._t0
+        return {"text_loss": mean_of(results, "text_loss"),
+                "other_loss": mean_of(results, "other_loss") if self.other else math.nan,
+                "lr": self.opt_text.param_groups[0]["lr"],
+                "other_lr": self.opt_other.param_groups[0]["lr"] if self.other else math.nan,
+                "stsb_dev": self.dev_score()}
 
     # --- batches -------------------------------------------------------------------------
     def _encode_rows(self, texts: list[str]) -> torch.Tensor:
@@ -223,25 +275,13 @@ class CseTrainer:
             return lambda z: simcse_loss(z[:n], z[n:], c["temperature"])
         return lambda z: simcse_sup_loss(z[:n], z[n : 2 * n], z[2 * n :], c["temperature"], c["hard_negative_weight"])
 
-    def _step(self, opt: torch.optim.Optimizer, sched, loss: torch.Tensor, step: int) -> None:
-        """Unscale (fp16), clip to ``cse.grad_clip`` and step, unless the loss or gradient
-        is non-finite (the step is skipped and counted; see :meth:`Precision.finite`)."""
-        norm = self.precision.clip(opt, [p for g in opt.param_groups for p in g["params"]], self.c["grad_clip"])
-        ok = self.precision.finite(loss, norm, self.state, step + 1, self.cfg["train"]["max_bad_steps"],
-                                   self.out / "last")
-        self.precision.step(opt, skip=not ok)
-        if ok:
-            sched.step()
-        else:
-            opt.zero_grad(set_to_none=True)
-
     def text_step(self, step: int) -> float:
         idx = self._text_batches(step).tolist()
         rows, n = self._text_rows(idx)
         sentences = rows[:n] if self.text_kind == "unsup" else rows  # [s; s] holds each sentence twice
-        self.state["truncated"] += self.model.count_truncated(sentences)
-        self.state["sentences"] += len(sentences)
-        self.state["text_rows"] += n
+        self.counts["truncated"] += self.model.count_truncated(sentences)
+        self.counts["sentences"] += len(sentences)
+        self.counts["text_rows"] += n
         loss_fn = self._text_loss_fn(n)
         self.opt_text.zero_grad(set_to_none=True)
         chunk = self.c["cache_chunk"]
@@ -252,7 +292,7 @@ class CseTrainer:
         else:
             loss = loss_fn(self._encode_rows(rows))
             self.precision.scale(loss).backward()
-        self._step(self.opt_text, self.sched_text, loss, step)
+        self.loop.apply(self.updates[0], loss)
         return loss.item()
 
     def _other_views(self, step: int, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,7 +335,7 @@ class CseTrainer:
         loss = supcon_loss(z[:n], z[n:], labels, t) if self.c["other_loss"] == "supcon" else nt_xent_loss(z[:n], z[n:], t)
         self.opt_other.zero_grad(set_to_none=True)
         self.precision.scale(self.c["weight"] * loss).backward()
-        self._step(self.opt_other, self.sched_other, loss, step)
+        self.loop.apply(self.updates[1], loss)
         return loss.item()
 
     def train_step(self, step: int) -> tuple[float, float]:
@@ -312,84 +352,25 @@ class CseTrainer:
             return math.nan
         return evaluate_set(self.model, self.data.sts_dev, self.cfg["train"]["eval_batch_size"])["spearman"]
 
-    def _save(self, improved: bool) -> None:
-        state = {"state": self.state, "opt_text": self.opt_text.state_dict(), "sched_text": self.sched_text.state_dict(),
-                 "scaler": self.precision.scaler.state_dict()}
-        if self.opt_other is not None:
-            state.update(opt_other=self.opt_other.state_dict(), sched_other=self.sched_other.state_dict())
-        save_run(self.out, self.model, state, improved)
+    def summary(self, s: dict) -> dict:
+        c, t, n = self.c, self.cfg["train"], self.counts
+        best = s["best"]
+        return {
+            "mode": c["mode"], "text_loss": self.text_kind,
+            "text_examples": self.data.n_text, "other_examples": self.data.n_other,
+            "best_step": s["best_step"], "best_stsb_dev": None if best is None or math.isinf(best) or math.isnan(best) else best,
+            "initial_stsb_dev": n["initial"],
+            "text_rows_seen": n["text_rows"], "sentences_seen": n["sentences"], "truncated": n["truncated"],
+            "truncated_fraction": n["truncated"] / max(1, n["sentences"]), "max_length": c["model"]["max_length"],
+            "train_seconds": n["train_seconds"],
+            "sentences_per_second": n["sentences"] / n["train_seconds"] if n["train_seconds"] else None,
+            "skipped": self.data.skipped.to_dict(), "precision": t["precision"],
+        }
 
     def fit(self) -> dict:
-        """Train to ``total_steps``; a SIGTERM ends the current step, saves ``last/`` (with
-        the losses of the unfinished log window) and returns with ``stopped: SIGTERM``."""
-        with on_sigterm() as sigterm:
-            return self._fit(sigterm)
-
-    def _fit(self, sigterm: dict) -> dict:
-        c, t = self.c, self.cfg["train"]
-        start = self.state["step"]
-        bar = tqdm(total=self.total_steps, initial=start, desc=f"cse {c['mode']}", disable=None if t["progress"] else True)
-        losses: list[tuple[float, float]] = [tuple(x) for x in self.state.get("window", [])]
-        t0 = time.time()
-        self._start_image_stream(start)
-        if start == 0 and self.data.sts_dev is not None and "initial" not in self.state:
-            # the starting model's dev score (eval mode: no dropout, no random draw), so a user
-            # sees at once whether training helped
-            self.state["initial"] = self.dev_score()
-            if t["progress"]:
-                bar.write(f"step 0: STS-B dev {self.state['initial']:.2f} (the starting model)")
-        stopped = None
-        for step in range(start, self.total_steps):
-            losses.append(self.train_step(step))
-            bar.update()
-            bar.set_postfix(text=f"{losses[-1][0]:.3f}")
-            done = step + 1
-            if done % c["eval_steps"] == 0 or done == self.total_steps:
-                self.state["train_seconds"] += time.time() - t0
-                dev = self.dev_score()
-                improved = self.data.sts_dev is None or dev > self.state["best"]
-                self.state["step"] = done
-                if improved:
-                    self.state.update(best=dev, best_step=done)
-                row = {"step": done, "text_loss": float(np.mean([x[0] for x in losses])),
-                       "other_loss": float(np.mean([x[1] for x in losses])) if self.other else math.nan,
-                       "lr": self.opt_text.param_groups[0]["lr"],
-                       "other_lr": self.opt_other.param_groups[0]["lr"] if self.other else math.nan,
-                       "stsb_dev": dev}
-                self.logger.log(done, row)
-                self.state["window"] = []
-                self._save(improved)
-                if t["progress"]:
-                    bar.write(f"step {done}/{self.total_steps}: text {row['text_loss']:.4f}"
-                              + (f" {self.other} {row['other_loss']:.4f}" if self.other else "")
-                              + (f" STS-B dev {dev:.2f}{' *' if improved else ''}" if not math.isnan(dev) else ""))
-                losses = []
-                t0 = time.time()
-            if sigterm["stop"] and done < self.total_steps:
-                if losses:  # inside a log window: save it with the losses it has so far
-                    self.state.update(step=done, window=losses, train_seconds=self.state["train_seconds"] + time.time() - t0)
-                    self._save(improved=False)
-                stopped = "SIGTERM"
-                print(f"SIGTERM: stopped at step {done}; {self.out / 'last'} saved, continue with --resume", flush=True)
-                break
-        bar.close()
-        s = self.state
-        summary = {
-            "mode": c["mode"], "text_loss": self.text_kind, "steps": s["step"],
-            "text_examples": self.data.n_text, "other_examples": self.data.n_other,
-            "best_step": s["best_step"], "best_stsb_dev": None if math.isinf(s["best"]) or math.isnan(s["best"]) else s["best"],
-            "initial_stsb_dev": s.get("initial"),
-            "text_rows_seen": s["text_rows"], "sentences_seen": s["sentences"], "truncated": s["truncated"],
-            "truncated_fraction": s["truncated"] / max(1, s["sentences"]), "max_length": c["model"]["max_length"],
-            "train_seconds": s["train_seconds"],
-            "sentences_per_second": s["sentences"] / s["train_seconds"] if s["train_seconds"] else None,
-            "skipped": self.data.skipped.to_dict(),
-            "precision": t["precision"], "skipped_steps": s.get("skipped_steps", 0),
-        }
-        if stopped:
-            summary["stopped"] = stopped
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
+        """Train to ``total_steps``; a SIGTERM ends the current step, saves ``last/`` and
+        returns with ``stopped: SIGTERM`` (see :class:`clapkit.training.loop.Loop`)."""
+        return self.loop.fit()
 
 
 def train_cse(cfg: dict, out: str | Path, resume: bool = False) -> dict:

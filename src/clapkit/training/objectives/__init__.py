@@ -39,8 +39,9 @@ def register(name: str):
 
 @dataclass
 class Rows:
-    """Which pairs a batch holds: ``split`` (train or val) and this process's row
-    indices into it (None for a streamed batch, which has no index)."""
+    """Which pairs a batch holds: ``split`` (train or val) and the row indices of the
+    global batch into it (every process's share in rank order, as the embeddings are
+    gathered; None for a streamed batch, which has no index)."""
 
     split: str
     idx: list[int] | None

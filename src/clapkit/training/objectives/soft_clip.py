@@ -10,7 +10,7 @@ import torch
 
 from ...data.records import clip_index
 from ...errors import ConfigError
-from ...losses import gather_with_grad, soft_clip_loss
+from ...losses import soft_clip_loss
 from . import Objective, register
 
 
@@ -56,6 +56,6 @@ class SoftClip(Objective):
 
     def forward(self, e_m, e_t, scale, rows):
         soft = self.cfg["train"]["soft"]
-        t_m, t_t = (gather_with_grad(x[torch.tensor(rows.idx, device=x.device)]) for x in self.teacher[rows.split])
+        t_m, t_t = (x[torch.tensor(rows.idx, device=x.device)] for x in self.teacher[rows.split])  # the global rows
         return soft_clip_loss(e_m, e_t, scale, t_m, t_t, soft["weight"], soft["temperature"], soft["similarity"],
                               self.model[0].logit_clamp)
