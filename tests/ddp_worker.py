@@ -42,7 +42,7 @@ def main() -> None:
     weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     torch.save({"loss": loss, "grads": grads, "weights": weights, "batch": batch,
-                "teacher_cache": getattr(trainer, "teacher_cache_stats", None)}, out / f"rank{rank}.pt")
+                "teacher_cache": getattr(trainer.objective, "cache_stats", None)}, out / f"rank{rank}.pt")
     yaml.safe_dump({"ok": True}, open(out / f"done{rank}.yaml", "w"))
 
 

@@ -192,7 +192,7 @@ def test_config_errors_name_the_key():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["clip", "soft_clip", "cyclip_image", "public_clap", "joint_se"])
+@pytest.mark.parametrize("loss", ["clip", "soft_clip", "cyclip_image", "public_clap", "joint_se", "siglip"])
 def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tiny_synthetic, tiny_checkpoint,
                                              tiny_images, loss):
     """Under torchrun with 2 gloo processes, one real step (media and text towers running
@@ -229,7 +229,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
         out.mkdir()
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
-             str(29500 + n + {"clip": 0, "soft_clip": 10, "cyclip_image": 20, "public_clap": 30, "joint_se": 40}[loss]), str(worker),
+             str(29500 + n + {"clip": 0, "soft_clip": 10, "cyclip_image": 20, "public_clap": 30, "joint_se": 40,
+                                    "siglip": 50}[loss]), str(worker),
              str(out), str(cfg_path)],
             capture_output=True, text=True, timeout=300,
         )

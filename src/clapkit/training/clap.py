@@ -537,8 +537,8 @@ class ClapTrainer(Recipe):
     # --- saving and the summary --------------------------------------------------------------
     def save(self, folder: Path) -> None:
         self.model.save(folder)
-        own = {k: v.detach().cpu() for k, v in self.objective.state_dict().items()}
-        if own:  # an objective's own parameters (SigLIP's bias): beside the model
+        own = {k: v.detach().cpu() for k, v in self.objective.named_parameters() if v.requires_grad}
+        if own:  # an objective's own trained parameters (SigLIP's bias): beside the model
             from safetensors.torch import save_file
 
             save_file(own, str(Path(folder) / "objective.safetensors"))

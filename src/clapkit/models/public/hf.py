@@ -201,6 +201,10 @@ class HFDualEncoder(PublicDualEncoder):
     def bias(self) -> torch.Tensor | float:
         return self.model.logit_bias if self.family == "siglip" else 0.0
 
+    def logit_bias_parameter(self) -> torch.nn.Parameter | None:
+        """SigLIP's learnt logit bias (trained by the ``siglip`` objective), else None."""
+        return self.model.logit_bias if self.family == "siglip" else None
+
     def logit_scale_parameter(self) -> torch.nn.Parameter:
         return self.model.logit_scale_a if self.family == "clap" else self.model.logit_scale
 
@@ -222,9 +226,6 @@ class HFDualEncoder(PublicDualEncoder):
         (CLAP: ``logit_scale_a``, the scale of its audio-text logits; ``logit_scale_t``,
         which the CLIP loss never uses, stays as it is, as in LAION-CLAP's training).
         """
-        if self.family == "siglip":
-            raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes CLAP and CLIP models; SigLIP trains with "
-                              "a sigmoid loss clapkit does not have (evaluation, audit and curation take it)")
         wanted = cfg["model"].get("modality", "audio")
         if wanted != self.medium:
             raise ConfigError(f"{option} = {self.source}: a{'n' if self.medium == 'audio' else ''} {self.medium} model "
