@@ -10,18 +10,19 @@ import sys
 
 from clapkit.config import load_config
 from clapkit.training.clap import ClapTrainer
+from clapkit.training.loop import Loop
 
 
 def main() -> None:
     cfg_path, out, epoch, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    save = ClapTrainer._save
+    save = Loop.save
 
     def save_then_die(self, improved):
         save(self, improved)
-        if (self.state["epoch"], self.state["batch_in_epoch"]) == (epoch, batch):
+        if (self.state["window"], self.state["step_in_window"]) == (epoch, batch):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    ClapTrainer._save = save_then_die
+    Loop.save = save_then_die
     ClapTrainer(load_config(cfg_path), out).fit()
 
 

@@ -236,24 +236,24 @@ def _from_placeholders(folder: Path, d: dict[str, Path]) -> None:
 def _cut(kind: str, cfg: dict, out: Path, where, monkeypatch) -> None:
     """Train until the mid-run point ``where``, leaving that ``last/`` behind (a crash)."""
     if kind == "clap":
-        from clapkit.training.clap import ClapTrainer
+        from clapkit.training.loop import Loop
 
-        save = ClapTrainer._save
+        save = Loop.save
 
         class Cut(Exception):
             pass
 
         def save_then_stop(self, improved):
             save(self, improved)
-            if (self.state["epoch"], self.state["batch_in_epoch"]) == tuple(where):
+            if (self.state["window"], self.state["step_in_window"]) == tuple(where):
                 raise Cut
 
-        monkeypatch.setattr(ClapTrainer, "_save", save_then_stop)
+        monkeypatch.setattr(Loop, "save", save_then_stop)
         cfg = yaml.safe_load(yaml.safe_dump(cfg))
         cfg["train"]["save_every_steps"] = 1
         with pytest.raises(Cut):
             _train(kind, cfg, out)
-        monkeypatch.setattr(ClapTrainer, "_save", save)
+        monkeypatch.setattr(Loop, "save", save)
     else:
         import signal
 

@@ -357,13 +357,13 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, ti
                            str(tmp_path / "killed"), "1", "3"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-3000:]  # killed, not finished
     state = torch.load(tmp_path / "killed" / "last" / "trainer_state.pt", weights_only=False)["state"]
-    assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (1, 3, 10)  # 7 batches an epoch, saves every 2
+    assert (state["window"], state["step_in_window"], state["step"]) == (1, 3, 10)  # 7 batches an epoch, saves every 2
     summary = train_clap(load_config(cfg_path), tmp_path / "killed", resume=True)
     assert summary["steps"] == 21 and summary["epochs_run"] == 3
     _same_weights(tmp_path / "straight" / "last", tmp_path / "killed" / "last")
     a = torch.load(tmp_path / "straight" / "last" / "trainer_state.pt", weights_only=False)
     b = torch.load(tmp_path / "killed" / "last" / "trainer_state.pt", weights_only=False)
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+    for sa, sb in zip(a["updates"]["model"]["optimizer"]["state"].values(), b["updates"]["model"]["optimizer"]["state"].values(), strict=True):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     with open(tmp_path / "straight" / "metrics.csv") as fa, open(tmp_path / "killed" / "metrics.csv") as fb:
         ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
@@ -457,7 +457,7 @@ def test_bf16_step_stays_close_to_fp32_and_the_frontend_stays_fp32(tmp_path, tin
 def test_an_unwritable_run_folder_and_a_full_disk_are_named(tmp_path, tiny_bert, tiny_synthetic, monkeypatch):
     import errno
 
-    import clapkit.training.clap as clap
+    import clapkit.training.loop as clap  # the one loop writes every recipe's checkpoints
     from clapkit.errors import TrainingError
 
     (tmp_path / "a-file").write_text("not a folder")
@@ -466,7 +466,7 @@ def test_an_unwritable_run_folder_and_a_full_disk_are_named(tmp_path, tiny_bert,
     real, calls = clap.save_run, []
 
     def full_disk(out, model, state, improved):
-        calls.append(state["state"]["epoch"])
+        calls.append(state["state"]["window"])
         if len(calls) == 2:  # the second save finds the disk full
             raise OSError(errno.ENOSPC, "No space left on device")
         real(out, model, state, improved)
@@ -475,7 +475,7 @@ def test_an_unwritable_run_folder_and_a_full_disk_are_named(tmp_path, tiny_bert,
     with pytest.raises(TrainingError, match=r"run: saving the checkpoint failed .*No space left.*previous checkpoint"):
         train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=3"), tmp_path / "run")
     state = torch.load(tmp_path / "run" / "last" / "trainer_state.pt", weights_only=False)["state"]
-    assert state["epoch"] == 1  # last/ is the first epoch's, whole
+    assert state["window"] == 1  # last/ is the first epoch's, whole
     monkeypatch.setattr(clap, "save_run", real)
     assert train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=3"), tmp_path / "run", resume=True)["epochs_run"] == 3
 

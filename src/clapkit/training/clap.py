@@ -99,6 +99,7 @@ class ClapTrainer(Recipe):
     the joint sentence-embedding term."""
 
     unit = "epoch"
+    logs_phase = True
 
     def __init__(self, cfg: dict, out: str | Path, resume: bool = False, data: ClapData | None = None):
         self.out = Path(out)

@@ -121,6 +121,7 @@ class Recipe:
     ``epoch`` (windows done) or ``step`` (steps done)."""
 
     unit = "epoch"
+    logs_phase = False  # a recipe with several phases logs each row's
 
     # the run
     def windows(self) -> int: ...
@@ -304,7 +305,7 @@ class Loop:
                 s["bad_windows"] += 1
             s.update(window=w + 1, step_in_window=0, window_results=[])
             key = w + 1 if r.unit == "epoch" else s["step"]
-            row = {r.unit: key, "phase": phase, **row, "seconds": time.time() - t0}
+            row = {r.unit: key, **({"phase": phase} if r.logs_phase else {}), **row, "seconds": time.time() - t0}
             if is_main():
                 self.logger.log(key, row)
             self.save(improved)  # after the log row: a resume truncates the log to last/'s window
