@@ -96,7 +96,8 @@ def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(tm
 
     torch.manual_seed(0)
     model = CseModel(model_cfg(tiny_bert, pooling=pooling, mlp_only_train=mlp_only_train, max_length=16), ("image",))
-    torch.nn.init.normal_(model.head[0].weight)  # a head far from identity, so using it or not shows
+    if model.head is not None:  # only a head SimCSE's cls uses exists (the one text encoder)
+        torch.nn.init.normal_(model.head[0].weight)  # a head far from identity, so using it or not shows
     model.save(tmp_path)
     texts = list(WORDS[:5])
     ours = model.encode(texts)
@@ -105,7 +106,9 @@ def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(tm
     assert (tmp_path / "2_Dense").is_dir() == (pooling == "cls" and not mlp_only_train)
     np.testing.assert_allclose(SentenceEncoder(str(tmp_path)).encode(texts), ours, atol=1e-6)
     again = CseModel.load(tmp_path)
-    assert again.image is not None and torch.equal(again.head[0].weight, model.head[0].weight)
+    assert again.image is not None and (model.head is None) == (again.head is None) == (pooling != "cls")
+    if model.head is not None:
+        assert torch.equal(again.head[0].weight, model.head[0].weight)
     np.testing.assert_allclose(again.encode(texts), ours, atol=1e-6)
     # the head is used in training for cls pooling, and at evaluation unless it is train-only
     assert model.train().uses_head() == (pooling == "cls")
@@ -274,9 +277,12 @@ def test_linear_probe_against_direct_cross_validation():
 def test_cpu_presets_keep_minilms_own_mean_pooling():
     """MiniLM was trained for mean pooling: the CPU presets start from it, the BERT presets
     keep SimCSE's cls recipe (the paper's)."""
+    from clapkit.models.pooling import resolve_text_head
+
     for preset in ("cse-cpu", "cse-image-cpu", "cse-audio-cpu"):
-        assert load_config(preset)["cse"]["model"]["pooling"] == "mean", preset
-    assert load_config("cse-unsup-bert")["cse"]["model"]["pooling"] == "cls"
+        assert resolve_text_head("cse.model", load_config(preset)["cse"]["model"]) == ("mean", "none", False), preset
+    assert resolve_text_head("cse.model", load_config("cse-unsup-bert")["cse"]["model"]) == ("first", "mlp", False)
+    assert resolve_text_head("cse.model", load_config("cse-sup-bert")["cse"]["model"]) == ("first", "mlp", True)
 
 
 def test_paper_presets_hold_table_c1():

@@ -118,19 +118,21 @@ def test_a_sentence_encoder_becomes_the_text_tower_with_its_own_pooling(tmp_path
         tower = TextTower(str(folder), "auto", 16).eval()
         with torch.no_grad():
             torch.testing.assert_close(tower(tower.tokenize(texts)), expected, atol=1e-5, rtol=1e-5)
-        assert tower.source == {"name": str(folder), "kind": "sentence-transformers",
-                                "pooling": {"mean": "mean", True: "cls", False: "cls_before_pooler"}[mode if mode == "mean" else dense]}
+        pool, head = {"mean": ("mean", "none"), True: ("first", "pooler"), False: ("first", "none")}[
+            mode if mode == "mean" else dense]
+        assert tower.source == {"name": str(folder), "kind": "sentence-transformers", "pool": pool, "head": head}
     st = tmp_path / "st-cls-True"
     cfg = load_config(None, tiny_overrides(str(st)) + ["model.text.pooling=auto", f"data.train=[csv:{tiny_synthetic / 'train.csv'}]",
                                                        "train.epochs=1"])
     train_clap(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["model"]["text"]
-    assert saved["pooling"] == "cls" and saved["source"] == {"name": str(st), "kind": "sentence-transformers", "pooling": "cls"}
+    assert (saved["pool"], saved["head"], saved["pooling"]) == ("first", "pooler", None)  # resolved, old name cleared
+    assert saved["source"] == {"name": str(st), "kind": "sentence-transformers", "pool": "first", "head": "pooler"}
     from clapkit.models.dual import DualEncoder
 
     again = DualEncoder.load(tmp_path / "run" / "checkpoint")
     assert again.cfg["model"]["text"]["source"]["name"] == str(st)  # kept on reload
-    with pytest.raises(ConfigError, match=r"pooling = auto on .*st-max: pooling max; a text tower pools cls or mean"):
+    with pytest.raises(ConfigError, match=r"pool = auto on .*st-max: pooling max; a text tower pools cls or mean"):
         torch.manual_seed(0)
         SentenceTransformer(modules=[models.Transformer(tiny_bert), models.Pooling(32, "max")], device="cpu").save(
             str(tmp_path / "st-max"))
@@ -265,10 +267,11 @@ def test_language_encoder_study_end_to_end(tmp_path, tiny_bert, tiny_synthetic, 
     for seed in "01":
         for variant in r["table"]:
             cfg_v = json.loads((tmp_path / "out" / f"seed{seed}" / variant / "checkpoint" / "config.json").read_text())
-            assert cfg_v["model"]["text"]["pooling"] == "cls", (seed, variant)
+            text_v = cfg_v["model"]["text"]
+            assert (text_v["pool"], text_v["head"]) == ("first", "pooler"), (seed, variant)
     for kind in ("unsup", "sup"):
         cse_model = json.loads((tmp_path / "out" / "seed0" / f"cse_{kind}" / "checkpoint" / "cse_model.json").read_text())
-        assert cse_model["model"]["pooling"] == "cls"
+        assert (cse_model["model"]["pool"], cse_model["model"]["head"]) == ("first", "mlp")  # named, not `cls`
         pooler = {k: v for k, v in load_file(str(tmp_path / "out" / "seed0" / f"cse_{kind}" / "checkpoint" /
                                                    "model.safetensors")).items() if "pooler" in k}
         start = {k: v for k, v in load_file(f"{tiny_bert}/model.safetensors").items() if "pooler" in k}
@@ -329,7 +332,7 @@ def test_study_presets_resolve(tmp_path):
     assert (audio["model"]["audio"]["name"], audio["audio"]["sample_rate"], audio["model"]["projector"]["dim"]) == ("cnn14", 44100, 1024)
     for cfg in (image, audio):
         assert (cfg["cse"]["batch_size"], cfg["cse"]["lr"], cfg["language"]["cse_steps"]) == (64, 3e-5, 15625)
-        assert cfg["language"]["cse_sup"] == {"batch_size": 512, "lr": 5e-5, "steps": 1615, "model": {"mlp_only_train": False}}
+        assert cfg["language"]["cse_sup"] == {"batch_size": 512, "lr": 5e-5, "steps": 1615, "model": {"head_at_eval": True}}
         assert not cfg["language"]["synthetic"]
     typo = {**audio, "language": {**audio["language"], "cse_sup": {"batch": 512}}}
     with pytest.raises(ConfigError, match=r"language.cse_sup: batch are not cse.\* options"):

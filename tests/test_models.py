@@ -110,6 +110,74 @@ def test_text_pooling(tiny_bert, pooling):
     assert tower.embed_dim == 32
 
 
+@pytest.mark.parametrize("pool,head,at_eval", [("first", "pooler", True), ("first", "none", True), ("mean", "none", True),
+                                               ("first", "mlp", True), ("mean", "mlp", True), ("first", "mlp", False)])
+def test_the_text_encoder_pools_then_applies_its_head(tiny_bert, tmp_path, pool, head, at_eval):
+    """One class, two choices named apart; its sentence-transformers folder gives the same
+    evaluation embedding (a Dense/Tanh for the pretrained pooler or an MLP used at evaluation)."""
+    from sentence_transformers import SentenceTransformer
+
+    from clapkit.models.text import TextEncoder
+
+    enc = TextEncoder(tiny_bert, pool, head, at_eval, max_length=16).eval()
+    texts = ["a dog barks loudly", "rain", "an engine idles while birds chirp"]
+    tokens = enc.tokenize(texts)
+    with torch.no_grad():
+        got, out = enc(tokens), enc.backbone(**tokens)
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        state = out.last_hidden_state[:, 0] if pool == "first" else (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+        want = out.pooler_output if head == "pooler" else state
+        if head == "mlp" and at_eval:
+            want = enc.head(state)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+        if head == "mlp":  # in training the MLP always applies (dropout off for the comparison)
+            enc.backbone.eval()
+            enc.training = True
+            torch.testing.assert_close(enc(tokens), enc.head(state), atol=1e-6, rtol=1e-5)
+            enc.training = False
+    enc.save(tmp_path)
+    st = SentenceTransformer(str(tmp_path), device="cpu")
+    np.testing.assert_allclose(st.encode(texts), got.numpy(), atol=1e-5)
+    assert (tmp_path / "2_Dense").is_dir() == (head == "pooler" or (head == "mlp" and at_eval))
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert any(n.startswith("backbone.pooler.") for n in trainable) == (head == "pooler")  # an unused pooler is frozen
+
+
+@pytest.mark.parametrize("section,old,want", [
+    ("model.text", "cls", ("first", "pooler", True)), ("cse.model", "cls", ("first", "mlp", False)),
+    ("model.text", "cls_before_pooler", ("first", "none", True)), ("cse.model", "mean", ("mean", "none", False))])
+def test_old_pooling_names_map_section_by_section(section, old, want):
+    from clapkit.models.pooling import resolve_text_head
+
+    assert resolve_text_head(section, {"pooling": old}) == want
+    assert resolve_text_head(section, {"pooling": old, "pool": want[0], "head": want[1]}) == want  # agreeing: fine
+
+
+def test_an_ambiguous_old_pooling_is_refused(tiny_bert):
+    from clapkit.config import load_config
+    from clapkit.models.pooling import resolve_text_head
+
+    with pytest.raises(ConfigError, match=r"model.text.pooling = cls \(the old name\) means pool first, head pooler.*"
+                                          r"say None / mlp: ambiguous"):
+        load_config(None, ["model.text.pooling=cls", "model.text.head=mlp"])
+    with pytest.raises(ConfigError, match="cse.model.mlp_only_train = True .* and cse.model.head_at_eval = True disagree"):
+        resolve_text_head("cse.model", {"mlp_only_train": True, "head_at_eval": True})
+    with pytest.raises(ConfigError, match="the old names are cls, cls_before_pooler, mean"):
+        resolve_text_head("model.text", {"pooling": "max"})
+
+
+def test_a_pretrained_pooler_the_backbone_lacks_is_refused(tmp_path):
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    from clapkit.models.text import TextEncoder, TextTower, resolve_text_model
+
+    DistilBertModel(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=30522)).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(resolve_text_model("minilm")).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="model.text.head = pooler: .*DistilBertModel.* has no pretrained pooler"):
+        TextEncoder(str(tmp_path), "first", "pooler")
+    assert TextTower(str(tmp_path), "cls").head_type == "none"  # the old `cls` fell back to the first token
+
+
 def test_text_tower_bad_name_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot load a Hugging Face encoder"):
         TextTower(str(tmp_path / "no-such-model"))

@@ -183,7 +183,7 @@ def test_set_determinism_flags():
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="unknown config key 'train.batchsize'"):
         load_config(None, ["train.batchsize=3"])
-    with pytest.raises(ConfigError, match="'model.text.pooling' = 'max'"):
+    with pytest.raises(ConfigError, match="model.text.pooling = 'max'; the old names are cls, cls_before_pooler, mean"):
         load_config(None, ["model.text.pooling=max"])
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config("no-such-preset")

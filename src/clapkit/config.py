@@ -96,7 +96,16 @@ DEFAULTS: dict[str, Any] = {
         },
         "text": {
             "name": "minilm",  # "minilm" (shipped offline), a local path or a hub name
-            "pooling": "mean",  # auto (a sentence-transformers / train cse folder's own) | cls | cls_before_pooler | mean
+            # the pooled token state: first | mean | auto (a sentence-transformers / train cse folder's own);
+            # null: mean. The head after it: none | pooler (the backbone's pretrained one, BERT's tanh) | mlp
+            # (a fresh Linear + Tanh); null: none. head_at_eval: an mlp head at evaluation too (null: true)
+            "pool": None,
+            "head": None,
+            "head_at_eval": None,
+            # the old single name (cls = first + pooler here; cls_before_pooler = first; mean), mapped
+            # on load (clapkit.models.text.resolve_text_head); refused beside a pool/head it contradicts
+            "pooling": None,
+            "mlp_only_train": None,  # unused here; the old name of cse.model's head-in-training-only
             "max_length": 64,
             "source": None,  # filled in: what the text tower was built from (name, kind, pooling)
         },
@@ -180,8 +189,15 @@ DEFAULTS: dict[str, Any] = {
         "sts_dev": None,  # stsb:DIR: STS-B dev Spearman every eval_steps, best model kept
         "model": {
             "name": "minilm",  # "minilm" (shipped offline), a local folder or a hub name
-            "pooling": "cls",  # cls | cls_before_pooler | mean
-            "mlp_only_train": True,  # cls: the MLP head in training only (SimCSE unsup)
+            # as model.text: pool first | mean (null: first), head none | pooler | mlp (null: mlp, SimCSE's
+            # fresh Linear + Tanh), head_at_eval (null: false: the MLP in training only, SimCSE unsup)
+            "pool": None,
+            "head": None,
+            "head_at_eval": None,
+            # the old names: pooling cls = first + mlp here (cls_before_pooler = first; mean), and
+            # mlp_only_train = not head_at_eval; mapped on load, refused beside new keys they contradict
+            "pooling": None,
+            "mlp_only_train": None,
             "max_length": 32,
             "image": {"size": 8, "patch": 2, "channels": 1},
             "audio": {"sample_rate": 16000, "seconds": 1.0, "n_mels": 64, "n_fft": 400, "hop_length": 160,
@@ -436,14 +452,12 @@ def validate(cfg: dict) -> None:
         ("train", "optimizer"): {"adam", "adamw"},
         ("train", "schedule"): {"plateau", "cosine"},
         ("train", "precision"): {"fp32", "bf16", "fp16"},
-        ("model", "text", "pooling"): {"auto", "cls", "cls_before_pooler", "mean"},
         ("train", "logger"): {"csv", "tensorboard"},
         ("train", "val_objective"): {"train", "clip"},
         ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},
         ("train", "se", "loss"): {"captions", "corpus", "nli"},
         ("cse", "mode"): {"unsup", "sup", "image", "audio"},
         ("cse", "text_loss"): {"unsup", "sup"},
-        ("cse", "model", "pooling"): {"cls", "cls_before_pooler", "mean"},
         ("cse", "other_loss"): {"supcon", "simclr"},
         ("cse", "schedule"): {"linear", "constant"},
         ("cse", "audio_label"): {"digit", "speaker"},
@@ -469,6 +483,10 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"train.se.loss = {se['loss']} needs train.se.{se['loss']} ("
                           + ("txt:FILE, one sentence a line, or stsb:DIR" if se["loss"] == "corpus"
                              else "a sent0,sent1,hard_neg CSV or an SNLI/MultiNLI .jsonl") + ")")
+    from .models.pooling import resolve_text_head
+
+    resolve_text_head("model.text", cfg["model"]["text"])  # old pooling names map, or are refused, here
+    resolve_text_head("cse.model", cfg["cse"]["model"])
     for key in ("save_every_steps", "max_bad_steps"):
         if int(cfg["train"][key]) < 0:
             raise ConfigError(f"'train.{key}' = {cfg['train'][key]}: give 0 or more")

@@ -25,7 +25,8 @@ from scipy.stats import pearsonr, spearmanr
 
 from ..data.sts import StsSet
 from ..errors import ConfigError
-from ..models.text import TextTower, resolve_text_model
+from ..models.pooling import LEGACY_POOLING
+from ..models.text import TextEncoder, resolve_text_model
 from .geometry import alignment, uniformity
 
 SEVEN = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSB-test", "SICK-R-test")
@@ -82,9 +83,9 @@ class SentenceEncoder:
 
             self.cse = CseModel.load(folder).to(device).eval()
             if pooling != "auto":
-                self.cse.m["pooling"] = pooling
-            self.cse.m["max_length"] = max_length or self.cse.m["max_length"]
-            self.pooling = self.cse.m["pooling"] + (" (head in training only)" if self.cse.m["mlp_only_train"] else "")
+                self.cse.set_pooling(*LEGACY_POOLING["cse.model"][pooling])
+            self.cse.max_length = max_length or self.cse.max_length
+            self.pooling = self.cse.pooling
             return
         family = public_family(kind)
         if kind in DUAL:
@@ -96,7 +97,7 @@ class SentenceEncoder:
                 self.pooling = f"{family} text model's pooled output"
             else:
                 if pooling != "auto":
-                    self.dual.text.pooling = pooling
+                    self.dual.text.set_pooling(*LEGACY_POOLING["model.text"][pooling])
                 self.pooling = self.dual.text.pooling
             self.dual.text.max_length = max_length or self.dual.text.max_length
             return
@@ -111,7 +112,8 @@ class SentenceEncoder:
             raise ConfigError(f"--pooling {pooling} on {folder}: its modules.json also lists "
                               f"{', '.join(extra)}, which a pooling of the bare Transformer would drop; "
                               "leave --pooling auto to use every module")
-        self.tower = TextTower(path, "cls" if pooling == "auto" else pooling, max_length or 128).to(device).eval()
+        pool, head = LEGACY_POOLING["model.text"]["cls" if pooling == "auto" else pooling]
+        self.tower = TextEncoder(path, pool, head, True, max_length or 128, "--model", legacy=True).to(device).eval()
         self.pooling = self.tower.pooling
 
     @classmethod

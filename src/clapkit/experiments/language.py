@@ -60,9 +60,13 @@ def _cse(cfg: dict, seed: int, kind: str, out: Path) -> Path:
     c["seed"] = seed
     c["cse"].update(mode=kind, corpus=lang["corpus"], nli=lang["nli"], steps=lang["cse_steps"], sts_dev=None)
     text = cfg["model"]["text"]
-    # the SE run pools the token states as the text tower does; with `cls` it trains through
-    # SimCSE's MLP head, which the variant then drops for the tower's own head (study_pooling)
-    c["cse"]["model"].update(name=text["name"], max_length=text["max_length"], pooling=study_pooling(cfg))
+    # the SE run pools the token states as the text tower does, and names its head explicitly:
+    # under a pretrained pooler it trains through SimCSE's fresh MLP head (training only), which
+    # the variant then drops for the tower's own pooler (study_pooling); else no head at all
+    pool, head = study_pooling(cfg)
+    c["cse"]["model"].update(name=text["name"], max_length=text["max_length"], pool=pool,
+                             head="mlp" if head == "pooler" else "none", head_at_eval=None, pooling=None,
+                             mlp_only_train=None)
     if kind == "sup":  # supervised SimCSE's own recipe where it differs (SimCSE: batch 512, lr 5e-5, the MLP kept)
         own = copy.deepcopy(lang["cse_sup"] or {})
         c["cse"]["model"].update(own.pop("model", {}))
@@ -72,31 +76,37 @@ def _cse(cfg: dict, seed: int, kind: str, out: Path) -> Path:
     return out / "checkpoint"
 
 
-def study_pooling(cfg: dict) -> str:
-    """The one pooling and head every variant embeds text with: ``model.text.pooling``
-    (``auto``: the text model's own). ``mean`` and ``cls_before_pooler`` have no head;
-    ``cls`` is the backbone's pretrained pooler (BERT's tanh(W h_[CLS])), which ``train
-    cse`` keeps frozen and saves, so the init variants reload their SimCSE-trained
-    backbone with that same pooler, never with SimCSE's MLP head or raw [CLS] (which
-    would confound the pooling with SE training)."""
+def study_pooling(cfg: dict) -> tuple[str, str]:
+    """The one (pool, head) every variant embeds text with: ``model.text``'s (``auto``:
+    the text model's own). A head ``pooler`` is the backbone's pretrained pooler (BERT's
+    tanh(W h_[CLS])), which ``train cse`` keeps frozen and saves, so the init variants
+    reload their SimCSE-trained backbone with that same pooler, never with SimCSE's MLP
+    head or the raw first token (which would confound the pooling with SE training). An
+    ``mlp`` head is refused: a fresh head per variant would be another confound."""
+    from ..models.pooling import LEGACY_POOLING, resolve_text_head
     from ..models.text import text_source
 
     text = cfg["model"]["text"]
-    if text["pooling"] != "auto":
-        return text["pooling"]
+    pool, head, _ = resolve_text_head("model.text", text)
+    if head == "mlp":
+        raise ConfigError("model.text.head = mlp in the language-encoder study: each variant would start a fresh "
+                          "head; choose head none or pooler")
+    if pool != "auto":
+        return pool, head
     _, pooling, dense = text_source(text["name"])
     if dense is not None:
         raise ConfigError(f"model.text.name = {text['name']}: its own pooling is cls with a Dense head, which a "
-                          "train cse run does not carry over; give the study's pooling explicitly "
-                          "(--set model.text.pooling=cls|cls_before_pooler|mean)")
-    return pooling
+                          "train cse run does not carry over; give the study's pool and head explicitly "
+                          "(--set model.text.pool=first|mean --set model.text.head=none|pooler)")
+    return LEGACY_POOLING["model.text"][pooling]
 
 
 def variant_config(cfg: dict, variant: str, seed: int, train: list[str], out: Path) -> dict:
     lang = cfg["language"]
     v = copy.deepcopy(cfg)
     v["seed"], v["data"]["train"] = seed, train
-    v["model"]["text"]["pooling"] = study_pooling(cfg)
+    pool, head = study_pooling(cfg)
+    v["model"]["text"].update(pool=pool, head=head, pooling=None)
     if variant in ("init_unsup", "init_sup"):
         kind = variant.removeprefix("init_")
         v["model"]["text"]["name"] = str(_cse(cfg, seed, kind, out / f"seed{seed}" / f"cse_{kind}"))

@@ -15,12 +15,12 @@ Both end in LayerNorm and dropout, as the text model's own embedding layer does,
 post-LN Transformer layers see inputs on the scale they were trained for. Image and
 audio representations are the [CLS] output.
 
-Pooling of the text (SimCSE's options): ``cls`` - [CLS] output through the MLP head
-(Linear + Tanh, freshly initialised as in SimCSE); with ``mlp_only_train`` the head is
-used in training only and evaluation takes the raw [CLS] output (SimCSE's unsupervised
-setting); ``cls_before_pooler`` - the raw [CLS] output; ``mean`` - the mean of the token
-states. Image and audio [CLS] outputs go through the same head whenever text training
-uses it.
+The text side is :class:`clapkit.models.text.TextEncoder`, the same class as the dual
+encoder's text tower: SimCSE's default is ``pool: first`` with ``head: mlp`` (a fresh
+Linear + Tanh) in training only (``head_at_eval: false``, SimCSE unsupervised; the old
+``pooling: cls`` + ``mlp_only_train: true``); ``head: none`` is SimCSE's
+``cls_before_pooler``, ``pool: mean`` its ``avg``. Image and audio [CLS] outputs go
+through the same MLP head in training whenever the text has one.
 
 Saved folders are at once a Hugging Face model folder (``AutoModel``), a
 sentence-transformers folder (``SentenceTransformer(path)``: Transformer, Pooling and,
@@ -41,9 +41,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .frontend import LogMel
-from .text import load_encoder, mean_pool, tokenize, write_sentence_transformers
-
-POOLINGS = ("cls", "cls_before_pooler", "mean")
+from .pooling import resolve_text_head
+from .text import TextEncoder
 
 
 class _Tokens(nn.Module):
@@ -126,29 +125,26 @@ class AudioPatchEmbedding(nn.Module):
         return self.tokens(self.proj(self.spectrogram(wave)).flatten(2).transpose(1, 2))
 
 
-class CseModel(nn.Module):
-    """Text encoder + MLP head + optional image / audio embeddings over shared layers.
+class CseModel(TextEncoder):
+    """The text encoder + optional image / audio embeddings over its shared layers.
 
-    ``m`` is the ``cse.model`` config section (see :data:`clapkit.config.DEFAULTS`).
+    ``m`` is the ``cse.model`` config section (see :data:`clapkit.config.DEFAULTS`); it
+    is kept with its pool, head and head_at_eval resolved (old names mapped).
     """
 
     def __init__(self, m: dict, modalities: tuple[str, ...] = (), path: str | None = None):
-        super().__init__()
-        self.m = m
+        pool, head, at_eval = resolve_text_head("cse.model", m)
         name = path or m["name"]
-        self.tokenizer, self.backbone = load_encoder(name, "cse.model.name")
+        super().__init__(name, pool, head, at_eval, m["max_length"], "cse.model.name",
+                         legacy=m.get("pooling") is not None)
         if not hasattr(self.backbone, "encoder") or not hasattr(self.backbone.encoder, "layer"):
             raise ConfigError(f"cse.model.name = {name!r} ({type(self.backbone).__name__}) has no `encoder.layer` "
                               "stack; use a BERT-family encoder (BERT, MiniLM, RoBERTa)")
-        pooler = getattr(self.backbone, "pooler", None)
-        if pooler is not None:
-            pooler.requires_grad_(False)  # SimCSE's head replaces it; no gradient, no optimizer state
-        if m["pooling"] not in POOLINGS:
-            raise ConfigError(f"cse.model.pooling = {m['pooling']!r}; choose one of {', '.join(POOLINGS)}")
+        self.m = {**m, "pool": self.pool, "head": self.head_type, "head_at_eval": self.head_at_eval, "pooling": None,
+                  "mlp_only_train": None}
         cfg = self.backbone.config
         h, eps, drop = cfg.hidden_size, cfg.layer_norm_eps, cfg.hidden_dropout_prob
         self.hidden = h
-        self.head = nn.Sequential(nn.Linear(h, h), nn.Tanh())
         self.image = self.audio = None
         if "image" in modalities:
             i = m["image"]
@@ -160,28 +156,12 @@ class CseModel(nn.Module):
                                              freq_mask=a["freq_mask"], time_mask=a["time_mask"])
 
     # --- encoding --------------------------------------------------------------------------
-    def uses_head(self) -> bool:
-        """Whether the current mode (train / eval) puts the [CLS] output through the head."""
-        return self.m["pooling"] == "cls" and (self.training or not self.m["mlp_only_train"])
-
-    def tokenize(self, texts: list[str], device=None) -> dict[str, torch.Tensor]:
-        return tokenize(self.tokenizer, texts, self.m["max_length"], device)
-
-    def count_truncated(self, texts: list[str]) -> int:
-        """How many of ``texts`` are longer than ``max_length`` tokens (then cut)."""
-        lengths = self.tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
-        return sum(len(ids) > self.m["max_length"] for ids in lengths)
-
     def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        states = self.backbone(**tokens).last_hidden_state
-        if self.m["pooling"] == "mean":
-            return mean_pool(states, tokens["attention_mask"])
-        cls = states[:, 0]
-        return self.head(cls) if self.uses_head() else cls
+        return self(tokens)
 
     def _encode_patches(self, tokens: torch.Tensor) -> torch.Tensor:
         cls = self.backbone.encoder(tokens).last_hidden_state[:, 0]
-        return self.head(cls) if self.m["pooling"] == "cls" and self.training else cls
+        return self.head(cls) if self.head is not None and self.training else cls
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         if self.image is None:
@@ -222,13 +202,7 @@ class CseModel(nn.Module):
         modalities = [x for x in ("image", "audio") if getattr(self, x) is not None]
         (folder / "cse_model.json").write_text(json.dumps({"model": self.m, "modalities": modalities}, indent=2))
         save_weights(self.extra_state(), folder / "cse_extra.safetensors")
-        self._save_sentence_transformers(folder)
-
-    def _save_sentence_transformers(self, folder: Path) -> None:
-        """modules.json + Pooling (+ Dense with the head's weights when evaluation uses it)."""
-        head = self.head[0] if self.m["pooling"] == "cls" and not self.m["mlp_only_train"] else None
-        write_sentence_transformers(folder, self.hidden, "mean" if self.m["pooling"] == "mean" else "cls",
-                                    self.m["max_length"], head)
+        self.save_sentence_transformers(folder)  # Pooling (+ Dense: the head evaluation uses)
 
     @classmethod
     def load(cls, folder: str | Path) -> CseModel:
@@ -239,6 +213,8 @@ class CseModel(nn.Module):
         meta = json.loads(meta_path.read_text())
         model = cls(meta["model"], tuple(meta["modalities"]), path=str(folder))
         missing, unexpected = model.load_state_dict(load_file(str(folder / "cse_extra.safetensors")), strict=False)
+        # before the one text encoder every CSE model saved an MLP head, used or not
+        unexpected = [k for k in unexpected if not (k.startswith("head.") and model.head is None)]
         bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)
         if bad:
             raise ConfigError(f"{folder / 'cse_extra.safetensors'}: keys do not match the model ({bad[:5]})")

