@@ -79,9 +79,12 @@ def train_cse_cmd(
     skip_bad: SkipBad = False,
 ) -> None:
     """Train the text tower as a sentence encoder: SimCSE (unsup, sup), VisualCSE, AudioCSE."""
+    from ..training.common import is_main
     from ..training.cse import train_cse
 
     s = train_cse(_config(config, set_, skip_bad), out, resume=resume)
+    if not is_main():
+        return
     dev = f"best STS-B dev Spearman {s['best_stsb_dev']:.2f} at step {s['best_step']}" if s["best_stsb_dev"] is not None \
         else "no dev set (checkpoint = last model)"
     typer.echo(f"{s['mode']}: {s['steps']} steps on {s['text_examples']} text examples"

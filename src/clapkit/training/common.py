@@ -175,6 +175,18 @@ def init_distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def average_gradients(params, world: int) -> None:
+    """Average the gradients over the processes (what DDP does for a wrapped module), for
+    recipes whose steps call their model's methods rather than one forward. With losses
+    over a gathered global batch (``gather_with_grad``) this gives one process's gradients."""
+    if world <= 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
 def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 

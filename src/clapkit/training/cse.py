@@ -57,6 +57,7 @@ from ..errors import ConfigError
 from ..evaluation.sts import evaluate_set
 from ..losses import (
     cached_contrastive_backward,
+    gather_with_grad,
     nt_xent_loss,
     simcse_loss,
     simcse_sup_loss,
@@ -66,6 +67,9 @@ from ..models.cse import CseModel
 from .common import (
     Precision,
     StepBatches,
+    average_gradients,
+    init_distributed,
+    is_main,
     pick_device,
     recover_dir,
     resume_config,
@@ -143,10 +147,18 @@ class CseTrainer(Recipe):
 
     def __init__(self, cfg: dict, out: str | Path, resume: bool = False, data: CseData | None = None):
         self.out = Path(out)
+        self.rank, self.world = init_distributed()
         if resume:
             cfg = resume_config(self.out, cfg, (("cse", "steps"), ("cse", "epochs")))
         self.cfg, c = cfg, cfg["cse"]
         self.c = c
+        if self.world > 1:
+            if c["cache_chunk"]:
+                raise ConfigError("cse.cache_chunk (gradient caching) works in one process; under torchrun each "
+                                  "process holds its share of the batch: set cse.cache_chunk: 0")
+            for key in ("batch_size", "other_batch_size"):
+                if c[key] % self.world:
+                    raise ConfigError(f"cse.{key} = {c[key]} must be divisible by the {self.world} processes")
         self.device = pick_device(cfg["train"]["device"])
         self.precision = Precision(cfg["train"]["precision"], self.device)
         set_determinism(cfg["train"].get("deterministic", True), self.device)
@@ -183,11 +195,13 @@ class CseTrainer(Recipe):
             self.augment = ImageAugment(c["model"]["image"]["size"], tuple(a["scale"]), flip_p=a["flip_p"],
                                         jitter=a["jitter"], jitter_p=a["jitter_p"], gray_p=a["gray_p"])
         self.counts = {"truncated": 0, "text_rows": 0, "sentences": 0, "train_seconds": 0.0, "initial": None}
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        if is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         known = ["text_loss", "stsb_dev"] + (["other_loss"] if self.other else [])
         monitor = pick_monitor(cfg, known, "stsb_dev", None, Evaluators(cfg, None, self.device, allowed=()))
-        self.loop = Loop(self, self.out, monitor, cfg["train"], self.precision, self.device, resume=resume)
+        self.loop = Loop(self, self.out, monitor, cfg["train"], self.precision, self.device, self.rank, self.world,
+                         resume=resume)
         self._text_batches = StepBatches(cfg["seed"], 1, self.data.n_text, c["batch_size"])
         self._other_batches = StepBatches(cfg["seed"], 2, self.data.n_other, c["other_batch_size"]) if self.other else None
         self._image_iter, self._image_step = None, 0  # decoded image batches (see _start_image_stream)
@@ -236,7 +250,7 @@ class CseTrainer(Recipe):
             # the starting model's dev score (eval mode: no dropout, no random draw), so a user
             # sees at once whether training helped
             self.counts["initial"] = self.dev_score()
-            if self.cfg["train"]["progress"]:
+            if self.cfg["train"]["progress"] and is_main():
                 print(f"step 0: STS-B dev {self.counts['initial']:.2f} (the starting model)", flush=True)
 
     def steps(self, window: int, start: int):
@@ -270,13 +284,25 @@ class CseTrainer(Recipe):
         return [x.anchor for x in t] + [x.positive for x in t] + [x.negative for x in t], len(t)
 
     def _text_loss_fn(self, n: int):
+        """The text loss of ``[s; s]`` or ``[a; p; h]`` rows of ``n`` each, over the global
+        batch (each part gathered from every process; one process: as it is)."""
         c = self.c
+
+        def parts(z):
+            return [gather_with_grad(z[k * n : (k + 1) * n]) for k in range(len(z) // n)]
+
         if self.text_kind == "unsup":
-            return lambda z: simcse_loss(z[:n], z[n:], c["temperature"])
-        return lambda z: simcse_sup_loss(z[:n], z[n : 2 * n], z[2 * n :], c["temperature"], c["hard_negative_weight"])
+            return lambda z: simcse_loss(*parts(z), c["temperature"])
+        return lambda z: simcse_sup_loss(*parts(z), c["temperature"], c["hard_negative_weight"])
+
+    def _share(self, rows) -> slice:
+        """This process's rows of a global batch (under torchrun; else all of them)."""
+        n = len(rows) // self.world
+        return slice(self.rank * n, (self.rank + 1) * n)
 
     def text_step(self, step: int) -> float:
         idx = self._text_batches(step).tolist()
+        idx = idx[self._share(idx)]
         rows, n = self._text_rows(idx)
         sentences = rows[:n] if self.text_kind == "unsup" else rows  # [s; s] holds each sentence twice
         self.counts["truncated"] += self.model.count_truncated(sentences)
@@ -292,6 +318,7 @@ class CseTrainer(Recipe):
         else:
             loss = loss_fn(self._encode_rows(rows))
             self.precision.scale(loss).backward()
+        average_gradients(self.updates[0].params, self.world)
         self.loop.apply(self.updates[0], loss)
         return loss.item()
 
@@ -326,22 +353,32 @@ class CseTrainer(Recipe):
         return self.data.images.batch(idx)
 
     def other_step(self, step: int) -> float:
+        """One image/audio update: the two views of the global batch are drawn (decoded and
+        augmented) alike on every process, each process embeds its share, the loss is
+        over the gathered global batch."""
         idx = self._other_batches(step).tolist()
         views, labels = self._other_views(step, idx)
+        n_all = len(idx)
+        if self.world > 1:
+            mine = self._share(idx)
+            views = torch.cat([views[:n_all][mine], views[n_all:][mine]])
         with self.precision.autocast():
             z = (self.model.encode_image(views) if self.other == "image" else self.model.encode_audio(views)).float()
-        n = len(idx)
+        n = len(z) // 2
+        z1, z2 = gather_with_grad(z[:n]), gather_with_grad(z[n:])
         t = self.c["other_temperature"]
-        loss = supcon_loss(z[:n], z[n:], labels, t) if self.c["other_loss"] == "supcon" else nt_xent_loss(z[:n], z[n:], t)
+        loss = supcon_loss(z1, z2, labels, t) if self.c["other_loss"] == "supcon" else nt_xent_loss(z1, z2, t)
         self.opt_other.zero_grad(set_to_none=True)
         self.precision.scale(self.c["weight"] * loss).backward()
+        average_gradients(self.updates[1].params, self.world)
         self.loop.apply(self.updates[1], loss)
         return loss.item()
 
     def train_step(self, step: int) -> tuple[float, float]:
         """One text update, then (image/audio modes) one image/audio update."""
         self.model.train()
-        torch.manual_seed(self.cfg["seed"] * 1000003 + step)  # dropout masks of this step
+        # dropout masks of this step (each process's own under torchrun: its rows differ)
+        torch.manual_seed(self.cfg["seed"] * 1000003 + step + 7919 * self.rank)
         text = self.text_step(step)
         other = self.other_step(step) if self.other else math.nan
         return text, other
@@ -353,7 +390,11 @@ class CseTrainer(Recipe):
         return evaluate_set(self.model, self.data.sts_dev, self.cfg["train"]["eval_batch_size"])["spearman"]
 
     def summary(self, s: dict) -> dict:
-        c, t, n = self.c, self.cfg["train"], self.counts
+        c, t, n = self.c, self.cfg["train"], dict(self.counts)
+        if self.world > 1:  # every process counted its own share of the sentences
+            seen = torch.tensor([float(n[k]) for k in ("truncated", "sentences", "text_rows")], dtype=torch.float64)
+            torch.distributed.all_reduce(seen)
+            n.update(truncated=int(seen[0]), sentences=int(seen[1]), text_rows=int(seen[2]))
         best = s["best"]
         return {
             "mode": c["mode"], "text_loss": self.text_kind,
@@ -364,7 +405,7 @@ class CseTrainer(Recipe):
             "truncated_fraction": n["truncated"] / max(1, n["sentences"]), "max_length": c["model"]["max_length"],
             "train_seconds": n["train_seconds"],
             "sentences_per_second": n["sentences"] / n["train_seconds"] if n["train_seconds"] else None,
-            "skipped": self.data.skipped.to_dict(), "precision": t["precision"],
+            "skipped": self.data.skipped.to_dict(), "precision": t["precision"], "processes": self.world,
         }
 
     def fit(self) -> dict:
