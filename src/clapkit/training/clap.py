@@ -46,37 +46,26 @@ epoch, resume, one more epoch gives the weights of two uninterrupted epochs.
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..data.datasets import epoch_loader, no_duplicate_batches, stack_media
+from ..data.datasets import stack_media
 from ..data.media import media_dataset
 from ..data.records import Pair
-from ..data.stream import ShardStream, stream_loader, stream_shards
-from ..data.text import load_corpus, load_nli
 from ..errors import ConfigError
 from ..inference.embed import to_device
 from ..losses import (
-    cached_contrastive_backward,
-    cached_cross_modal_backward,
     cyclip_regularisers,
     gather_with_grad,
-    simcse_loss,
-    simcse_sup_loss,
 )
-from ..models.dual import DualEncoder, Trainable
-from ..models.formats import KINDS, detect
-from ..models.public.hf import HFDualEncoder, load_model
+from ..models.dual import DualEncoder
+from ..models.public.hf import HFDualEncoder, load_for_training
 from .common import (
     Precision,
-    StepBatches,
-    epoch_order,
     init_distributed,
     is_main,
     pick_device,
@@ -86,11 +75,14 @@ from .common import (
     seed_everything,
     set_determinism,
 )
+from .joint_se import JointSE
 from .loop import Loop, Recipe, Update, mean_of
 from .monitors import Evaluators, clap_monitor
 from .objectives import Rows, objective_class
+from .objectives.caching import cached_objective
 from .optim import build_optimizer, warmup_cosine
 from .pairs import ClapData, FeatureCache, extractor_of, load_clap_data, split_pairs  # noqa: F401 (API)
+from .sources import EpochLoader, Stream, batches_per_epoch, epoch_batches
 
 
 class ClapTrainer(Recipe):
@@ -127,9 +119,9 @@ class ClapTrainer(Recipe):
         self.data = data or load_clap_data(cfg)
         self.precision = Precision(t["precision"], self.device)
         if resume:
-            self.model = initial_model(cfg, recover_dir(self.out / "last"), resume=True).to(self.device)
+            self.model = load_for_training(cfg, recover_dir(self.out / "last"), resume=True).to(self.device)
         elif cfg["model"]["init_from"]:
-            self.model = initial_model(cfg, cfg["model"]["init_from"]).to(self.device)
+            self.model = load_for_training(cfg, cfg["model"]["init_from"]).to(self.device)
         else:
             self.model = DualEncoder(cfg).to(self.device)
         cfg["image"] = self.model.cfg["image"]  # an HF image tower's own size, mean and std
@@ -137,12 +129,14 @@ class ClapTrainer(Recipe):
         self.val_ds = media_dataset(cfg, self.data.val, train=False, extract=extractor_of(self.model))
         self.objective = objective(cfg).to(self.device)
         self.objective.setup(self)
-        self.se_data = self._se_data()
+        self.se = JointSE(cfg, self)
         if self.world > 1 and self.device.type == "cuda" and t["sync_batchnorm"]:
             # BatchNorm statistics over the global batch (SyncBatchNorm runs on GPUs only)
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.caches: dict[str, FeatureCache] | None = None
-        self._loader = self._sampler = None
+        pin = self.device.type == "cuda"
+        self._loader = EpochLoader(self.train_ds, cfg["data"]["num_workers"], pin)
+        self._stream = Stream(cfg, self.model.medium, self.train_ds, self.rank, self.world, pin, lambda: self.state["step"])
         self.evaluators = Evaluators(cfg, self.model.medium, self.device)
         monitor = clap_monitor(cfg, self.evaluators, bool(self.data.val))
         if is_main():
@@ -225,56 +219,22 @@ class ClapTrainer(Recipe):
         """Enter ``phase`` outside a run (tests, benchmarks): the loop's own entry."""
         self.loop._enter(phase)
 
-    # --- batch sources ---------------------------------------------------------------------
-    def _epoch_size(self) -> int:
-        """Pairs an epoch draws from: all of them, or one per clip or image (``data.captions: one``)."""
-        if self.cfg["data"]["captions"] == "one":
-            return len({p.media_id for p in self.data.train})
-        return len(self.data.train)
-
+    # --- batch sources (clapkit.training.sources) ------------------------------------------------
     def _batches_per_epoch(self) -> int:
-        """Full global batches per epoch (at least one, smaller, when the data is smaller);
-        streaming: ``train.steps_per_epoch``. With ``data.no_duplicate_media`` an epoch may
-        hold fewer (the rows left over are those that would repeat a clip in a batch)."""
+        """Global batches per epoch (streaming: ``train.steps_per_epoch``)."""
         if self.streaming:
             return self.cfg["train"]["steps_per_epoch"]
-        return max(1, self._epoch_size() // self.cfg["train"]["batch_size"])
+        return batches_per_epoch(self.data.train, self.cfg)
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        """This process's share of each global batch of the epoch (:func:`~clapkit.training.sources.epoch_batches`)."""
+        return epoch_batches(self.data.train, self.cfg, epoch, self.rank, self.world)
 
     def window_length(self, epoch: int) -> int:
         t = self.cfg["train"]
         if self.streaming:
             return min(t["steps_per_epoch"], t["steps"] - epoch * t["steps_per_epoch"])
         return len(self._epoch_batches)
-
-    def _batches(self, epoch: int) -> list[list[int]]:
-        """This process's share of each global batch of the epoch's seeded permutation
-        (drawing it seeds torch for the epoch: see :func:`epoch_order`). With ``data.captions:
-        one`` the epoch holds one caption per clip or image, drawn by (seed, epoch); with
-        ``data.no_duplicate_media`` no batch holds two captions of one clip or image. Both
-        depend on (seed, epoch) only, so resume stays exact."""
-        d, bs = self.cfg["data"], self.cfg["train"]["batch_size"]
-        rows = np.arange(len(self.data.train))
-        groups = [p.media_id for p in self.data.train]
-        if d["captions"] == "one":
-            rng = np.random.default_rng((self.cfg["seed"], epoch, 13))
-            by_media: dict[str, list[int]] = {}
-            for i, g in enumerate(groups):
-                by_media.setdefault(g, []).append(i)
-            rows = np.array([r[int(rng.integers(len(r)))] for r in by_media.values()])
-        order = rows[epoch_order(self.cfg["seed"], epoch, len(rows), self.rank)]
-        n = len(order)
-        if d["no_duplicate_media"] and d["captions"] == "all":
-            size = min(bs, n)
-            found = list(itertools.islice(no_duplicate_batches(order.tolist(), groups.__getitem__, size),
-                                          self._batches_per_epoch()))
-            glob_batches = [b for b in found if len(b) == size] or found[:1]  # a tiny set still gives a step
-        else:
-            glob_batches = [order[b * bs : b * bs + min(bs, n)].tolist() for b in range(self._batches_per_epoch())]
-        out = []
-        for glob in glob_batches:
-            per_rank = len(glob) // self.world
-            out.append(list(glob[self.rank * per_rank : (self.rank + 1) * per_rank]))
-        return out
 
     def steps(self, epoch: int, start: int):
         """The epoch's batches ``(idx, media, captions)`` from the ``start``-th: indices
@@ -285,27 +245,11 @@ class ClapTrainer(Recipe):
         self.train_ds.set_epoch(epoch)
         if self.streaming:  # indexed epochs are seeded by _batches (epoch_order)
             seed_epoch(self.cfg["seed"], epoch, self.rank)
-            return ((None, *next(self._stream())) for _ in range(self.window_length(epoch) - start))
+            return ((None, *next(self._stream)) for _ in range(self.window_length(epoch) - start))
         batches = self._epoch_batches = self._batches(epoch)
         if self._media_cached():
             return ((idx, None, None) for idx in batches[start:])
-        if self._loader is None:  # built once: its workers and their wave caches live across epochs
-            self._loader, self._sampler = epoch_loader(self.train_ds, self.cfg["data"]["num_workers"],
-                                                       self.device.type == "cuda")
-        self._sampler.set(epoch, batches[start:])
-        return ((idx.tolist(), media, None) for media, idx in self._loader)
-
-    def _stream(self):
-        """The iterator of streamed batches (media, captions), built once; a resumed run
-        skips the batches its steps already took."""
-        if self._loader is None:
-            d = self.cfg["data"]
-            stream = ShardStream(stream_shards(d["train"]), self.model.medium, self.train_ds,
-                                 self.cfg["train"]["batch_size"] // self.world, self.cfg["seed"], self.rank, self.world,
-                                 d["shuffle_buffer"], skip_batches=self.state["step"], skip_bad=d["skip_bad"],
-                                 no_duplicates=d["no_duplicate_media"], one_caption=d["captions"] == "one")
-            self._loader = iter(stream_loader(stream, d["num_workers"], self.device.type == "cuda"))
-        return self._loader
+        return self._loader.epoch(epoch, batches[start:])
 
     # --- the loss ------------------------------------------------------------------------
     def _global_rows(self, split: str, idx: list[int] | None) -> Rows:
@@ -347,103 +291,15 @@ class ClapTrainer(Recipe):
         return loss if se is None else loss + self._se_term(se, out[3] if not cached_se else None)
 
     def _cached_cross_modal(self, media, tokens, x_m, x_t, rows: Rows) -> torch.Tensor:
-        """Gradient caching over both towers (:func:`clapkit.losses.cached_cross_modal_backward`)
-        in chunks of ``train.cache_chunk`` rows; the detached loss (gradients in place)."""
-        k = self.cfg["train"]["cache_chunk"]
-        m, n = self.model, len(rows.idx) if rows.idx is not None else _rows(media if x_m is None else x_m)
-        spans = [slice(i, min(i + k, n)) for i in range(0, n, k)]
-
-        def encode_media(span):
-            with self.precision.autocast():
-                x = x_m[span] if x_m is not None else m.media_backbone(_take(media, span))
-                return m.project_media(x).float()
-
-        def encode_text(span):
-            with self.precision.autocast():
-                x = x_t[span] if x_t is not None else m.text_backbone(_take(tokens, span))
-                return m.project_text(x).float()
-
-        def loss_fn(e_m, e_t):
-            return self.precision.scale(self._cross_modal(e_m, e_t, m.scale().float(), rows))
-
-        loss = cached_cross_modal_backward(encode_media, encode_text, spans, spans, loss_fn)
-        if self.precision.scaler.is_enabled():
-            loss = loss / self.precision.scaler.get_scale()
-        return loss
+        """The objective with gradient caching over both towers, in chunks of ``train.cache_chunk`` rows."""
+        return cached_objective(self.model, self.precision, self.cfg["train"]["cache_chunk"], media, tokens, x_m, x_t,
+                                lambda e_m, e_t: self._cross_modal(e_m, e_t, self.model.scale().float(), rows))
 
     def _se_term(self, se: tuple[list[str], int], z: torch.Tensor | None) -> torch.Tensor:
-        """``weight x`` the SE loss on the rows ``se``: from ``z`` (the x_t the joint forward
-        returned), or in its own forward (``train.se.cache_chunk``: gradient caching, its
-        gradient back-propagated here and the detached value returned)."""
-        s = self.cfg["train"]["se"]
-        rows, n = se
-        if z is not None:
-            se_loss = self._se_loss(z.float(), n, gather=True)
-            self.state["se_loss"] = float(se_loss.detach())
-            return s["weight"] * se_loss
-        chunk = s["cache_chunk"] or len(rows)
-        chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
-
-        def encode(part):
-            with self.precision.autocast():
-                return self.model.text_backbone(self.model.text.tokenize(part, self.device)).float()
-
-        se_loss = cached_contrastive_backward(
-            encode, chunks, lambda z: self.precision.scale(s["weight"] * self._se_loss(z, n))) / s["weight"]
-        if self.precision.scaler.is_enabled():
-            se_loss = se_loss / self.precision.scaler.get_scale()
-        self.state["se_loss"] = float(se_loss.detach())
-        return s["weight"] * se_loss.detach()  # its gradient is already in place
-
-    def _se_loss(self, z: torch.Tensor, n: int, gather: bool = False) -> torch.Tensor:
-        """Unsupervised SimCSE on ``[s; s]`` or supervised SimCSE on ``[a; p; h]`` rows of
-        ``n`` each (gathered over the processes: the global SE batch)."""
-        s = self.cfg["train"]["se"]
-        parts = [z[k * n : (k + 1) * n] for k in range(len(z) // n)]
-        if gather:
-            parts = [gather_with_grad(p) for p in parts]
-        if len(parts) == 2:
-            return simcse_loss(parts[0], parts[1], s["temperature"])
-        return simcse_sup_loss(*parts, s["temperature"], s["hard_negative_weight"])
-
-    def _se_data(self) -> list | None:
-        """The sentence corpus or NLI triplets of ``train.se`` (read with ``train cse``'s loaders)."""
-        s = self.cfg["train"]["se"]
-        if not s["weight"]:
-            return None
-        if s["cache_chunk"] and self.world > 1:
-            raise ConfigError("train.se.cache_chunk works in one process; under torchrun lower train.se.batch_size "
-                              "(each process holds its share) and set cache_chunk: 0")
-        if s["loss"] == "captions":
-            return None
-        if s["batch_size"] < 2 or s["batch_size"] % self.world:
-            raise ConfigError(f"train.se.batch_size = {s['batch_size']}: give at least 2, divisible by the "
-                              f"{self.world} processes")
-        skip = self.cfg["data"]["skip_bad"]
-        data = load_corpus(s["corpus"], skip, self.data.skipped) if s["loss"] == "corpus" else \
-            load_nli(s["nli"], skip, self.data.skipped)
-        if len(data) < s["batch_size"]:
-            raise ConfigError(f"train.se.{s['loss']}: {len(data)} examples for train.se.batch_size = {s['batch_size']}")
-        self._se_batches = StepBatches(self.cfg["seed"], 21, len(data), s["batch_size"])
-        return data
+        return self.se.term(se, z, self.state)
 
     def _se_rows(self, idx: list[int] | None, captions: list[str] | None) -> tuple[list[str], int] | None:
-        """This process's rows of the step's SE loss, or None (weight 0, or the text tower
-        frozen): the captions of the batch twice, or the step's share of a seeded
-        permutation of the corpus (``[s; s]``) or of the triplets (``[a; p; h]``)."""
-        s = self.cfg["train"]["se"]
-        if not s["weight"] or "text" in self.model.frozen:
-            return None
-        if s["loss"] == "captions":
-            caps = captions if captions is not None else [self.data.train[i].caption for i in idx]
-            return caps + caps, len(caps)
-        share = s["batch_size"] // self.world
-        mine = self._se_batches(self.state["step"])[self.rank * share : (self.rank + 1) * share]
-        if s["loss"] == "corpus":
-            sentences = [self.se_data[i] for i in mine]
-            return sentences + sentences, len(sentences)
-        t = [self.se_data[i] for i in mine]
-        return [x.anchor for x in t] + [x.positive for x in t] + [x.negative for x in t], len(t)
+        return self.se.rows(idx, captions, self.state["step"])
 
     def _tokens(self, pairs: list[Pair], idx) -> dict[str, torch.Tensor]:
         return self.model.text.tokenize([pairs[i].caption for i in idx], self.device)
@@ -587,29 +443,6 @@ class _Both(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, objective: torch.nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
-
-
-def _rows(x) -> int:
-    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
-
-
-def _take(x, span: slice):
-    """Rows ``span`` of a batch: a tensor, or a dict of them (tokens, a fused CLAP's inputs)."""
-    return {k: v[span] for k, v in x.items()} if isinstance(x, dict) else x[span]
-
-
-def initial_model(cfg: dict, folder: str | Path, resume: bool = False) -> Trainable:
-    """The model a run starts from: a clapkit checkpoint (``--resume``: as saved;
-    ``model.init_from``: its weights under this run's config), or a public CLAP, CLIP or
-    SigLIP in ``transformers`` format, fine-tuned in place and saved back in that format
-    (what ``folder`` is comes from :func:`clapkit.models.formats.detect`)."""
-    kind = detect(folder)
-    if kind in ("hf-clap", "hf-clip", "hf-siglip", "open_clip"):
-        return load_model(folder).for_training(cfg)
-    if kind != "clapkit":
-        raise ConfigError(f"model.init_from = {folder}: {KINDS[kind]}; a run starts from a clapkit checkpoint or "
-                          "a public CLAP, CLIP or SigLIP (a text encoder goes in model.text.name)")
-    return DualEncoder.load(folder) if resume else DualEncoder.load_as(folder, cfg)
 
 
 def train_clap(cfg: dict, out: str | Path, resume: bool = False) -> dict:

@@ -34,5 +34,5 @@ class PublicDualEncoder(Trainable):
         return self.scale() * e_m @ e_t.T + self.bias()
 
     def for_training(self, cfg: dict, option: str = "model.init_from") -> PublicDualEncoder:
-        raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes public CLAP and CLIP models in transformers "
+        raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes public CLAP, CLIP and SigLIP models in transformers "
                           f"format; {self.family} models are for evaluation, audit and curation")

@@ -307,3 +307,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     if transformers_family(kind) is None:
         raise _not_dual(path, kind)
     return HFDualEncoder(str(path)).to(device)
+
+
+def load_for_training(cfg: dict, folder: str | Path, resume: bool = False):
+    """The model a run starts from: a clapkit checkpoint (``--resume``: as saved;
+    ``model.init_from``: its weights under this run's config), or a public CLAP, CLIP or
+    SigLIP in ``transformers`` format (or open_clip), fine-tuned in place and saved back in
+    that format. What ``folder`` is comes from one :func:`clapkit.models.formats.detect`."""
+    from ..dual import DualEncoder
+    from ..formats import KINDS
+    from .open_clip import OpenClipDualEncoder
+
+    kind = detect(folder)
+    if kind == "clapkit":
+        return DualEncoder.load(folder) if resume else DualEncoder.load_as(folder, cfg)
+    if kind == "open_clip":
+        return OpenClipDualEncoder(str(folder)).for_training(cfg)
+    if transformers_family(kind) is not None:
+        return HFDualEncoder(str(folder)).for_training(cfg)
+    raise ConfigError(f"model.init_from = {folder}: {KINDS[kind]}; a run starts from a clapkit checkpoint or "
+                      "a public CLAP, CLIP or SigLIP (a text encoder goes in model.text.name)")
