@@ -258,3 +258,21 @@ def test_a_config_dump_from_before_the_loop_keeps_its_validation_loss(tmp_path):
     partial = tmp_path / "mine.yaml"  # a user's own partial file is no dump: today's defaults
     partial.write_text("train:\n  epochs: 3\n")
     assert load_config(str(partial))["train"]["val_objective"] == "train"
+
+
+def test_clapkit_config_prints_the_sections_of_the_presets_recipe():
+    import yaml
+    from typer.testing import CliRunner
+
+    from clapkit.cli import app
+
+    for preset, sections in (("cse-cpu", {"data", "cse", "train"}), ("demo", {"data", "audio", "image", "model", "train"})):
+        out = CliRunner().invoke(app, ["config", "--config", preset])
+        assert out.exit_code == 0, out.output
+        shown = yaml.safe_load(out.output.split("# presets:")[0])
+        assert set(shown) == {"config_version", "recipe", "seed"} | sections, preset
+        assert shown["recipe"] == ("cse" if preset == "cse-cpu" else "clap")
+        whole = yaml.safe_load(CliRunner().invoke(app, ["config", "--config", preset, "--all"]).output.split("# presets:")[0])
+        assert set(whole) == set(load_config(None)) and whole[next(iter(sections))] == shown[next(iter(sections))]
+    with pytest.raises(ConfigError, match="'recipe' = 'clapp'"):
+        load_config(None, ["recipe=clapp"])

@@ -93,11 +93,14 @@ def language_encoder_cmd(
 def show_config(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every section, not only those the preset's recipe reads")] = False,
 ) -> None:
-    """Print the resolved config (every key, with the preset and overrides applied)."""
+    """Print the resolved config: the sections its recipe reads (every key of them, with the
+    preset and overrides applied), or every section with --all or when no recipe is named."""
     import yaml
 
-    from ..config import list_presets, load_config
+    from ..config import list_presets, load_config, recipe_view
 
-    typer.echo(yaml.safe_dump(load_config(config, set_), sort_keys=False).rstrip())
+    cfg = load_config(config, set_)
+    typer.echo(yaml.safe_dump(cfg if all_ else recipe_view(cfg), sort_keys=False).rstrip())
     typer.echo(f"# presets: {', '.join(list_presets())}")
