@@ -123,7 +123,7 @@ def backbone(tmp: Path, repeats: int, batch: int) -> dict:
     return {**_ratio(lambda: tr.loop._run_step((waves, idx)), bare, repeats), "batch": n}
 
 
-def main(repeats: int = 16, batch: int = 32) -> None:
+def main(repeats: int = 32, batch: int = 32) -> None:
     tmp = Path(tempfile.mkdtemp())
     print(json.dumps({
         "benchmark": "loop_overhead", "batch": batch, "repeats": repeats, "target": "< 1.05",
