@@ -277,7 +277,7 @@ def test_linear_probe_against_direct_cross_validation():
 def test_cpu_presets_keep_minilms_own_mean_pooling():
     """MiniLM was trained for mean pooling: the CPU presets start from it, the BERT presets
     keep SimCSE's cls recipe (the paper's)."""
-    from clapkit.models.pooling import resolve_text_head
+    from clapkit.pooling import resolve_text_head
 
     for preset in ("cse-cpu", "cse-image-cpu", "cse-audio-cpu"):
         assert resolve_text_head("cse.model", load_config(preset)["cse"]["model"]) == ("mean", "none", False), preset

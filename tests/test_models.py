@@ -147,7 +147,7 @@ def test_the_text_encoder_pools_then_applies_its_head(tiny_bert, tmp_path, pool,
     ("model.text", "cls", ("first", "pooler", True)), ("cse.model", "cls", ("first", "mlp", False)),
     ("model.text", "cls_before_pooler", ("first", "none", True)), ("cse.model", "mean", ("mean", "none", False))])
 def test_old_pooling_names_map_section_by_section(section, old, want):
-    from clapkit.models.pooling import resolve_text_head
+    from clapkit.pooling import resolve_text_head
 
     assert resolve_text_head(section, {"pooling": old}) == want
     assert resolve_text_head(section, {"pooling": old, "pool": want[0], "head": want[1]}) == want  # agreeing: fine
@@ -155,7 +155,7 @@ def test_old_pooling_names_map_section_by_section(section, old, want):
 
 def test_an_ambiguous_old_pooling_is_refused(tiny_bert):
     from clapkit.config import load_config
-    from clapkit.models.pooling import resolve_text_head
+    from clapkit.pooling import resolve_text_head
 
     with pytest.raises(ConfigError, match=r"model.text.pooling = cls \(the old name\) means pool first, head pooler.*"
                                           r"say None / mlp: ambiguous"):

@@ -229,7 +229,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"train.se.loss = {se['loss']} needs train.se.{se['loss']} ("
                           + ("txt:FILE, one sentence a line, or stsb:DIR" if se["loss"] == "corpus"
                              else "a sent0,sent1,hard_neg CSV or an SNLI/MultiNLI .jsonl") + ")")
-    from .models.pooling import resolve_text_head
+    from .pooling import resolve_text_head
 
     resolve_text_head("model.text", cfg["model"]["text"])  # old pooling names map, or are refused, here
     resolve_text_head("cse.model", cfg["cse"]["model"])

@@ -25,8 +25,8 @@ from scipy.stats import pearsonr, spearmanr
 
 from ..data.sts import StsSet
 from ..errors import ConfigError
-from ..models.pooling import LEGACY_POOLING
 from ..models.text import TextEncoder, resolve_text_model
+from ..pooling import LEGACY_POOLING
 from .geometry import alignment, uniformity
 
 SEVEN = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSB-test", "SICK-R-test")

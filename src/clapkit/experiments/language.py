@@ -83,8 +83,8 @@ def study_pooling(cfg: dict) -> tuple[str, str]:
     reload their SimCSE-trained backbone with that same pooler, never with SimCSE's MLP
     head or the raw first token (which would confound the pooling with SE training). An
     ``mlp`` head is refused: a fresh head per variant would be another confound."""
-    from ..models.pooling import LEGACY_POOLING, resolve_text_head
     from ..models.text import text_source
+    from ..pooling import LEGACY_POOLING, resolve_text_head
 
     text = cfg["model"]["text"]
     pool, head, _ = resolve_text_head("model.text", text)

@@ -40,8 +40,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ConfigError
+from ..pooling import resolve_text_head
 from .frontend import LogMel
-from .pooling import resolve_text_head
 from .text import TextEncoder
 
 

@@ -34,7 +34,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from ..errors import ConfigError
-from .pooling import HEADS, LEGACY_POOLING, POOLS, SECTION_DEFAULTS, resolve_text_head  # noqa: F401 (API)
+from ..pooling import HEADS, LEGACY_POOLING, POOLS, SECTION_DEFAULTS, resolve_text_head  # noqa: F401 (API)
 
 
 def resolve_text_model(name: str) -> str:

@@ -4,7 +4,7 @@ config checks them at load)."""
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 POOLS = ("first", "mean")
 HEADS = ("none", "pooler", "mlp")
