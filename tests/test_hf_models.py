@@ -279,7 +279,9 @@ def test_fine_tuning_a_public_model_saves_it_back_in_transformers_format(hf_mode
     assert all(torch.equal(last[n], v) for n, v in _tensors(tmp_path / "straight" / "last").items())  # exact resume
     assert any(not torch.equal(last[n], start[n]) for n in last if n.startswith(f"{tower}."))
     assert any(not torch.equal(last[n], start[n]) for n in last if n.startswith("text_model."))
-    saved = __import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text())
+    given = __import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert given["audio"] == load_config(None)["audio"]  # the run's config as given: nothing written into it
+    saved = {medium: json.loads((tmp_path / "run" / "summary.json").read_text())["inputs"]}  # what it resolved
     if medium == "audio":
         assert (saved["audio"]["sample_rate"], saved["audio"]["segment_seconds"], saved["audio"]["normalize"]) == (16000, 1.0, False)
     else:
@@ -392,6 +394,8 @@ def test_fine_tuning_pads_a_short_clip_as_the_extractor_does(tiny_clap, tmp_path
     items = _write_clips(tmp_path / "short", [0.4, 0.35])
     cfg = load_config(None, [f"model.init_from={folder}"])
     model = HFDualEncoder(folder).for_training(cfg)
+    assert cfg["audio"]["pad"] == "zero"  # the run's config is left as given
+    cfg = model.cfg  # the model's own resolved copy: its extractor's padding
     assert cfg["audio"]["pad"] == "repeatpad"
     ds = media_dataset(cfg, items, train=True, seed=0)
     fe = ClapFeatureExtractor.from_pretrained(folder)

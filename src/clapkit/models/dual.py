@@ -20,6 +20,7 @@ A checkpoint is a directory::
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -136,6 +137,7 @@ class Trainable(nn.Module):
 class DualEncoder(Trainable):
     def __init__(self, cfg: dict, text_path: str | None = None, vision_path: str | None = None):
         super().__init__()
+        cfg = copy.deepcopy(cfg)  # its own: what it resolves (an HF tower's size, auto pooling) is its metadata
         m = cfg["model"]
         self.cfg = cfg
         self.medium = m.get("modality", "audio")
@@ -211,7 +213,9 @@ class DualEncoder(Trainable):
 
     @classmethod
     def load_as(cls, folder: str | Path, cfg: dict) -> DualEncoder:
-        """Load a checkpoint's weights under a new run's config (same architecture)."""
+        """Load a checkpoint's weights under a new run's config (same architecture); the
+        run's ``cfg`` is not changed (the model keeps its own resolved copy)."""
+        cfg = copy.deepcopy(cfg)
         model = cls.load(folder)
         medium = model.medium
         if medium == "image":  # unset image settings are the checkpoint's own

@@ -33,7 +33,8 @@ step where no BatchNorm statistics are in play (BatchNorm sees chunks, as in Gra
 
 Output folder::
 
-    config.yaml      the resolved config
+    config.yaml      the run's config as given (nothing is written into it at run time; the
+                     media settings a public model resolves are summary.json's "inputs")
     checkpoint/      best model by the monitor (a clapkit checkpoint; a public CLAP, CLIP
                      or SigLIP fine-tuned from model.init_from stays in transformers format)
     last/            last epoch's model + trainer_state.pt (what --resume reads)
@@ -124,7 +125,10 @@ class ClapTrainer(Recipe):
             self.model = load_for_training(cfg, cfg["model"]["init_from"]).to(self.device)
         else:
             self.model = DualEncoder(cfg).to(self.device)
-        cfg["image"] = self.model.cfg["image"]  # an HF image tower's own size, mean and std
+        # the run's config stays as given (config.yaml); the media settings its pipeline uses are the
+        # model's resolved ones (an HF tower's size, mean and std; a public CLAP's rate, window, padding)
+        self.given = cfg
+        self.cfg = cfg = {**cfg, "audio": self.model.cfg["audio"], "image": self.model.cfg["image"]}
         self.train_ds = media_dataset(cfg, self.data.train, train=True, seed=cfg["seed"], extract=extractor_of(self.model))
         self.val_ds = media_dataset(cfg, self.data.val, train=False, extract=extractor_of(self.model))
         self.objective = objective(cfg).to(self.device)
@@ -142,7 +146,7 @@ class ClapTrainer(Recipe):
         if is_main():
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
-                (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+                (self.out / "config.yaml").write_text(yaml.safe_dump(self.given, sort_keys=False))
             except OSError as exc:
                 raise ConfigError(f"--out {self.out}: cannot write the run folder ({exc}); choose a writable folder "
                                   "with free space") from exc
@@ -423,6 +427,7 @@ class ClapTrainer(Recipe):
             "processes": self.world,
             "loss": t["loss"],
             "precision": t["precision"],
+            "inputs": self.cfg[self.model.medium],  # the media settings the run resolved (a public model's own)
         }
         if self.streaming:  # no index of the training pairs: what the steps took instead
             summary.update(train_pairs=None, **{k: None for k in summary if k.startswith("train_") and k != "train_pairs"},

@@ -26,7 +26,7 @@ it (``initial_stsb_dev``). Without a dev set ``checkpoint/`` is the last model.
 
 Output folder::
 
-    config.yaml      the resolved config
+    config.yaml      the run's config (nothing is written into it at run time)
     checkpoint/      best model: Hugging Face + sentence-transformers folder (+ clapkit extras)
     last/            latest model + trainer_state.pt (what --resume reads)
     metrics.csv      one row per evaluation (step, losses, learning rates, STS-B dev)

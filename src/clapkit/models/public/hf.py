@@ -30,6 +30,7 @@ extractor (CLAP: its sampling rate, truncation and padding) or the image process
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import zlib
@@ -226,6 +227,7 @@ class HFDualEncoder(PublicDualEncoder):
         (CLAP: ``logit_scale_a``, the scale of its audio-text logits; ``logit_scale_t``,
         which the CLIP loss never uses, stays as it is, as in LAION-CLAP's training).
         """
+        cfg = copy.deepcopy(cfg)  # the run's config stays as given; this copy is the model's own
         wanted = cfg["model"].get("modality", "audio")
         if wanted != self.medium:
             raise ConfigError(f"{option} = {self.source}: a{'n' if self.medium == 'audio' else ''} {self.medium} model "
