@@ -43,7 +43,12 @@ def resolve_text_head(section: str, d: dict) -> tuple[str, str, bool]:
     dp, dh, de = SECTION_DEFAULTS[section]
     pool, head = pool or dp, head or dh
     at_eval = de if at_eval is None else bool(at_eval)
+    check_pair(section, pool, head)
+    return pool, head, at_eval
+
+
+def check_pair(section: str, pool: str, head: str) -> None:
+    """Refuse a pool or head the text encoder does not have, naming ``section``."""
     if pool not in (*POOLS, "auto") or head not in HEADS:
         raise ConfigError(f"{section}.pool = {pool!r}, head = {head!r}; choose pool first|mean|auto and head "
                           f"{'|'.join(HEADS)}")
-    return pool, head, at_eval

@@ -64,16 +64,14 @@ def _config(config: str | None, overrides: list[str] | None, skip_bad: bool = Fa
 
 def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool, medium: str = "audio"):
     """A labelled set of ``medium`` with its fold/class selection and its files checked."""
-    from ..data.media import check_media, load_labelled_media
+    from ..data.media import load_labelled_media
 
     try:
         fold_list = [int(f) for f in folds.split(",")] if folds else None
     except ValueError as exc:
         raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
     class_list = [c.strip() for c in classes.split(",")] if classes else None
-    labelled = load_labelled_media(data, medium, fold_list, class_list, skip_bad)
-    labelled.clips = check_media(medium, labelled.clips, skip_bad, labelled.skipped)
-    return labelled
+    return load_labelled_media(data, medium, fold_list, class_list, skip_bad, checked=True)
 
 
 def _has_label_column(spec: str) -> bool:
@@ -100,15 +98,14 @@ def _pairs(medium: str, data: str, media_dir: Path | None, audiocaps_pattern: st
     """Caption pairs of ``medium`` with their files checked, and the skipped record."""
     from ..config import DEFAULTS
     from ..data.files import Skipped
-    from ..data.media import check_media, load_media_pairs
+    from ..data.media import load_media_pairs
 
     cfg = {"model": {"modality": medium}, "data": {
         **DEFAULTS["data"], "audio_dir": media_dir, "image_dir": media_dir, "audiocaps_pattern": audiocaps_pattern,
         "skip_bad": skip_bad, "caption_column": caption_column, "split": split,
         "audio_column": media_column or "audio", "image_column": media_column or "image"}}
     skipped = Skipped()
-    pairs = load_media_pairs(cfg, data, skipped)
-    return check_media(medium, pairs, skip_bad, skipped), skipped
+    return load_media_pairs(cfg, data, skipped, checked=True), skipped
 
 
 def main() -> None:

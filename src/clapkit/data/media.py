@@ -68,20 +68,28 @@ def check_media(medium: str, items: Sequence, skip_bad: bool, skipped: Skipped) 
     return (check_images if medium == "image" else check_audio_files)(items, skip_bad, skipped)
 
 
-def load_media_pairs(cfg: dict, spec: str, skipped: Skipped) -> list[Pair]:
-    """The caption pairs of ``spec`` for the config's medium, with the ``data.*`` options."""
+def load_media_pairs(cfg: dict, spec: str, skipped: Skipped, checked: bool = False) -> list[Pair]:
+    """The caption pairs of ``spec`` for the config's medium, with the ``data.*`` options;
+    ``checked``: their files opened too (:func:`check_media`)."""
     d = cfg["data"]
     if medium_of(cfg) == "image":
-        return load_image_pairs(spec, d["image_dir"], d["skip_bad"], skipped, d["image_column"],
-                                d["caption_column"], d["split"])
-    return load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
-                      audio_column=d["audio_column"], caption_column=d["caption_column"],
-                      label_templates=d["label_templates"])
+        pairs = load_image_pairs(spec, d["image_dir"], d["skip_bad"], skipped, d["image_column"],
+                                 d["caption_column"], d["split"])
+    else:
+        pairs = load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
+                           audio_column=d["audio_column"], caption_column=d["caption_column"],
+                           label_templates=d["label_templates"])
+    return check_media(medium_of(cfg), pairs, d["skip_bad"], skipped) if checked else pairs
 
 
 def load_labelled_media(spec: str, medium: str, folds: list[int] | None = None, classes: list[str] | None = None,
-                        skip_bad: bool = False) -> LabelledSet:
-    """A labelled set of ``medium`` with its fold and class selection (files not yet checked)."""
+                        skip_bad: bool = False, checked: bool = False) -> LabelledSet:
+    """A labelled set of ``medium`` with its fold and class selection; ``checked``: its
+    files opened too (:func:`check_media`), else not yet."""
     if medium == "image":
-        return select(load_labelled_images(spec, skip_bad), spec, folds, classes)
-    return load_labelled(spec, folds, classes, skip_bad)
+        data = select(load_labelled_images(spec, skip_bad), spec, folds, classes)
+    else:
+        data = load_labelled(spec, folds, classes, skip_bad)
+    if checked:
+        data.clips = check_media(medium, data.clips, skip_bad, data.skipped)
+    return data

@@ -34,7 +34,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from ..errors import ConfigError
-from ..pooling import HEADS, LEGACY_POOLING, POOLS, SECTION_DEFAULTS, resolve_text_head  # noqa: F401 (API)
+from ..pooling import HEADS, LEGACY_POOLING, POOLS, SECTION_DEFAULTS, check_pair, resolve_text_head  # noqa: F401 (API)
 
 
 def resolve_text_model(name: str) -> str:
@@ -171,9 +171,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.tokenizer, self.backbone = load_encoder(name, option)
         section = option.rsplit(".", 1)[0]
-        if pool not in (*POOLS, "auto") or head not in HEADS:
-            raise ConfigError(f"{section}.pool = {pool!r}, head = {head!r}; choose pool first|mean|auto and head "
-                              f"{'|'.join(HEADS)}")
+        check_pair(section, pool, head)
         dense = None
         if pool == "auto":
             kind, own, dense = text_source(name)

@@ -166,7 +166,7 @@ class BackboneTrainer(Recipe):
             correct, total = 0, 0.0
             for waves, idx in DataLoader(self.val_ds, batch_size=self.cfg["train"]["eval_batch_size"],
                                          collate_fn=collate_clips):
-                logits = self.head(self.tower(waves.to(self.device))).float().cpu()
+                logits = self.model(waves.to(self.device)).float().cpu()
                 correct += int((logits.argmax(1) == self.y_val[idx]).sum())
                 total += float(F.cross_entropy(logits, self.y_val[idx], reduction="sum"))
             acc, val_loss = correct / len(self.val_ds), total / len(self.val_ds)

@@ -59,10 +59,7 @@ from ..data.media import media_dataset
 from ..data.records import Pair
 from ..errors import ConfigError
 from ..inference.embed import to_device
-from ..losses import (
-    cyclip_regularisers,
-    gather_with_grad,
-)
+from ..losses import clip_loss, cyclip_regularisers, gather_with_grad
 from ..models.dual import DualEncoder
 from ..models.public.hf import HFDualEncoder, load_for_training
 from .common import (
@@ -142,7 +139,7 @@ class ClapTrainer(Recipe):
         self._loader = EpochLoader(self.train_ds, cfg["data"]["num_workers"], pin)
         self._stream = Stream(cfg, self.model.medium, self.train_ds, self.rank, self.world, pin, lambda: self.state["step"])
         self.evaluators = Evaluators(cfg, self.model.medium, self.device)
-        monitor = clap_monitor(cfg, self.evaluators, bool(self.data.val))
+        monitor = clap_monitor(cfg, self.evaluators)
         if is_main():
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -257,8 +254,11 @@ class ClapTrainer(Recipe):
 
     # --- the loss ------------------------------------------------------------------------
     def _global_rows(self, split: str, idx: list[int] | None) -> Rows:
-        """The rows of the global batch (every process's share, in rank order)."""
-        if idx is None or self.world == 1:
+        """The rows of the global batch (every process's share, in rank order), for an
+        objective that reads them; the gather is skipped for every other objective."""
+        if idx is None or not self.objective.uses_rows:
+            return Rows(split, None)
+        if self.world == 1:
             return Rows(split, idx)
         everyone: list = [None] * self.world
         torch.distributed.all_gather_object(everyone, list(idx))
@@ -374,10 +374,8 @@ class ClapTrainer(Recipe):
                 continue
             e_m, e_t, scale = self.model(**self._inputs("val", idx))
             if objective:
-                loss = self._cross_modal(e_m, e_t, scale, Rows("val", idx)).double()
+                loss = self._cross_modal(e_m, e_t, scale, Rows("val", idx if self.objective.uses_rows else None)).double()
             else:
-                from ..losses import clip_loss
-
                 loss = clip_loss(e_m, e_t, scale, self.model.logit_clamp).double()
             total += torch.stack([loss * len(idx), torch.tensor(float(len(idx)), dtype=torch.float64, device=self.device)])
         if self.world > 1:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, TrainingError
+from ..errors import TrainingError
 from .common import (
     ScalarLogger,
     is_main,
@@ -177,7 +177,7 @@ class Loop:
                  rank: int = 0, world: int = 1, resume: bool = False):
         self.recipe, self.out, self.monitor, self.options = recipe, Path(out), monitor, options
         self.precision, self.device, self.rank, self.world = precision, device, rank, world
-        self.state = {**FRESH, "best": monitor.initial()}
+        self.state = {**FRESH, "best": monitor.initial(), "window_results": []}  # a list of this run's own
         self.updates: list[Update] = []
         self._saved_updates: dict | None = None
         self._rng = None  # a mid-window resume: this process's RNG state after the saved step
@@ -278,8 +278,9 @@ class Loop:
             every = opts["save_every_steps"]
             for batch in steps:
                 result = self._run_step(batch)
-                s.update(step=s["step"] + 1, step_in_window=s["step_in_window"] + 1,
-                         window_results=s["window_results"] + ([result] if result is not None else []))
+                s.update(step=s["step"] + 1, step_in_window=s["step_in_window"] + 1)
+                if result is not None:
+                    s["window_results"].append(result)
                 bar.update()
                 if self._stop_requested():
                     self.save(improved=False)
@@ -361,7 +362,3 @@ def _plain(x):
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
-def check_monitor(name: str, known: Iterable[str], option: str = "train.monitor") -> None:
-    known = sorted(known)
-    if name not in known:
-        raise ConfigError(f"{option} = {name!r}; this recipe logs {', '.join(known)}")

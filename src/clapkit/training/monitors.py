@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -32,19 +31,6 @@ from .loop import Monitor
 METRICS = {"zeroshot": ("zeroshot_top1", "zeroshot_top5"),
            "retrieval": ("retrieval_r1", "retrieval_r5", "retrieval_r10"),
            "sts_dev": ("stsb_dev",)}
-
-
-class _TextEncoder:
-    """A dual encoder's text tower as a sentence encoder (x_t, L2-normalised)."""
-
-    def __init__(self, model, device):
-        self.model, self.device = model, device
-
-    def encode(self, texts, batch_size: int = 64) -> np.ndarray:
-        from ..inference.embed import embed_text
-
-        x = embed_text(self.model, list(texts), batch_size, projected=False, device=self.device)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class Evaluators:
@@ -65,17 +51,14 @@ class Evaluators:
         self.data = {}
         skip = cfg["data"]["skip_bad"]
         if "zeroshot" in given:
-            from ..data.media import check_media, load_labelled_media
+            from ..data.media import load_labelled_media
 
-            data = load_labelled_media(given["zeroshot"], medium, skip_bad=skip)
-            data.clips = check_media(medium, data.clips, skip, data.skipped)
-            self.data["zeroshot"] = data
+            self.data["zeroshot"] = load_labelled_media(given["zeroshot"], medium, skip_bad=skip, checked=True)
         if "retrieval" in given:
             from ..data.files import Skipped
-            from ..data.media import check_media, load_media_pairs
+            from ..data.media import load_media_pairs
 
-            skipped = Skipped()
-            self.data["retrieval"] = check_media(medium, load_media_pairs(cfg, given["retrieval"], skipped), skip, skipped)
+            self.data["retrieval"] = load_media_pairs(cfg, given["retrieval"], Skipped(), checked=True)
         if "sts_dev" in given:
             from ..data.sts import load_sts
 
@@ -85,7 +68,7 @@ class Evaluators:
         return [m for k in self.data for m in METRICS[k]]
 
     @torch.no_grad()
-    def __call__(self, model, window: int, last: bool, monitor: str, encoder=None) -> dict:
+    def __call__(self, model, window: int, last: bool, monitor: str) -> dict:
         """The metrics of window ``window`` (1-based): every evaluator on an evaluation
         window or the last, only the monitor's on the others (NaN for the rest)."""
         bs = self.cfg["train"]["eval_batch_size"]
@@ -109,9 +92,9 @@ class Evaluators:
                 for k in (1, 5, 10):
                     out[f"retrieval_r{k}"] = 0.5 * (r[f"text_to_{m}"][f"R@{k}"] + r[f"{m}_to_text"][f"R@{k}"])
             else:
-                from ..evaluation.sts import evaluate_set
+                from ..evaluation.sts import SentenceEncoder, evaluate_set
 
-                out["stsb_dev"] = evaluate_set(encoder or _TextEncoder(model, self.device), data, bs)["spearman"]
+                out["stsb_dev"] = evaluate_set(SentenceEncoder.of_model(model, device=self.device), data, bs)["spearman"]
         return out
 
 
@@ -127,5 +110,5 @@ def pick_monitor(cfg: dict, known: list[str], auto: str, fallback: str | None, e
     return Monitor(name, Monitor.direction(name), fallback if name == auto else None)
 
 
-def clap_monitor(cfg: dict, evaluators: Evaluators, has_val: bool) -> Monitor:
+def clap_monitor(cfg: dict, evaluators: Evaluators) -> Monitor:
     return pick_monitor(cfg, ["val_loss", "train_loss"], "val_loss", "train_loss", evaluators)

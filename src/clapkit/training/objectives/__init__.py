@@ -39,9 +39,10 @@ def register(name: str):
 
 @dataclass
 class Rows:
-    """Which pairs a batch holds: ``split`` (train or val) and the row indices of the
-    global batch into it (every process's share in rank order, as the embeddings are
-    gathered; None for a streamed batch, which has no index)."""
+    """Which pairs a batch holds: ``split`` (train or val) and, for an objective that
+    declares ``uses_rows``, the row indices of the batch into it (training: the global
+    batch, every process's share in rank order, as the embeddings are gathered); None
+    otherwise, and for a streamed batch, which has no index."""
 
     split: str
     idx: list[int] | None
@@ -52,7 +53,7 @@ class Objective(torch.nn.Module):
     trainer has its model and data, ``forward(e_m, e_t, scale, rows)`` the loss."""
 
     name = ""
-    streams = True  # works on a shard stream (no pair index)
+    uses_rows = False  # reads Rows.idx (a teacher's per-pair embeddings): gathered under DDP only then
 
     def __init__(self, cfg: dict):
         super().__init__()

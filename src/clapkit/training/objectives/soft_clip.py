@@ -16,7 +16,7 @@ from . import Objective, register
 
 @register("soft_clip")
 class SoftClip(Objective):
-    streams = False
+    uses_rows = True
 
     @classmethod
     def check(cls, cfg: dict) -> None:
