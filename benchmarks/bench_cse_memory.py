@@ -54,7 +54,7 @@ def one(setting: str) -> dict:
     chunk = int(rest[0]) if kind == "cached" else 0
     cfg = load_config("cse-cpu", [f"cse.corpus=stsb:{SHARED / 'sts' / 'stsbenchmark'}", "cse.sts_dev=",
                                   f"cse.batch_size={batch}", f"cse.cache_chunk={chunk}", "cse.steps=2",
-                                  "train.progress=false", "train.device=cpu", "seed=0"])
+                                  "runtime.progress=false", "runtime.device=cpu", "seed=0"])
     with tempfile.TemporaryDirectory() as out:
         trainer = CseTrainer(cfg, out)
         loaded = current_rss_mb()

@@ -50,7 +50,7 @@ def main() -> None:
     stsb = SHARED / "sts" / "stsbenchmark"
     dev = load_sts(f"stsb:{stsb}", "dev")[0]
     cfg = load_config("cse-cpu", [f"cse.corpus=stsb:{stsb}", f"cse.steps={args.steps}", f"cse.batch_size={args.batch_size}",
-                                  "cse.model.pooling=mean", "train.progress=false", "train.device=cpu", "seed=0"])
+                                  "cse.model.pooling=mean", "runtime.progress=false", "runtime.device=cpu", "seed=0"])
     ours = CseTrainer(cfg, tempfile.mkdtemp(prefix="bench-cse-"))
 
     st = SentenceTransformer(resolve_text_model("minilm"), device="cpu")

@@ -32,7 +32,7 @@ def epoch_times(cfg, out, epochs=2):
 def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     data = synthetic(tmp / "syn", train_clips=8, test_clips=1, unseen_clips=1)
-    base = ["train.frozen_backbones=[audio, text]", "train.frozen_epochs=10", "train.progress=false",
+    base = ["train.frozen_backbones=[audio, text]", "train.frozen_epochs=10", "runtime.progress=false",
             f"data.train=[csv:{data / 'train.csv'}]"]
     setup_c, cached = epoch_times(load_config("demo", base + ["train.cache_frozen=true"]), tmp / "c")
     setup_n, uncached = epoch_times(load_config("demo", base + ["train.cache_frozen=false"]), tmp / "n")

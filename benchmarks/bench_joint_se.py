@@ -31,7 +31,7 @@ def trainer(tmp: Path, name: str, *extra):
 
     data = synthetic(tmp / "syn", train_clips=4, test_clips=1, unseen_clips=1)
     cfg = load_config("small", [f"data.train=[csv:{data / 'train.csv'}]", "audio.segment_seconds=2.0",
-                                "train.batch_size=32", "train.frozen_epochs=0", "train.progress=false", *extra])
+                                "train.batch_size=32", "train.frozen_epochs=0", "runtime.progress=false", *extra])
     t = ClapTrainer(cfg, tmp / name)
     t._start_phase("unfrozen")
     t.model.train()

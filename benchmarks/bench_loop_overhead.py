@@ -42,7 +42,7 @@ def _ratio(ours, bare, repeats: int) -> dict:
 def clap(medium: str, tmp: Path, repeats: int, batch: int) -> dict:
     from clapkit.training.clap import ClapTrainer
 
-    common = [f"train.batch_size={batch}", "train.frozen_epochs=0", "train.progress=false"]
+    common = [f"train.batch_size={batch}", "train.frozen_epochs=0", "runtime.progress=false"]
     if medium == "audio":
         data = synthetic(tmp / "syn", train_clips=4, test_clips=1, unseen_clips=1)
         cfg = load_config("small", [f"data.train=[csv:{data / 'train.csv'}]", "audio.segment_seconds=2.0", *common])
@@ -81,7 +81,7 @@ def cse(tmp: Path, repeats: int, batch: int) -> dict:
     corpus = tmp / "corpus.txt"
     corpus.write_text("".join(f"a sentence about the number {i} and a dog barking in the rain.\n" for i in range(256)))
     cfg = load_config(None, [f"cse.corpus=txt:{corpus}", f"cse.batch_size={batch}", "cse.steps=1000",
-                             "train.progress=false", "train.device=cpu"])
+                             "runtime.progress=false", "runtime.device=cpu"])
     tr = CseTrainer(cfg, tmp / "run-cse")
     tr.loop._enter("train")
     model = tr.model.train()
@@ -104,7 +104,7 @@ def backbone(tmp: Path, repeats: int, batch: int) -> dict:
 
     data = synthetic(tmp / "syn-bb", train_clips=24, test_clips=1, unseen_clips=8)
     cfg = load_config("small", [f"backbone.data=folder:{data / 'unseen'}", f"backbone.batch_size={batch}",
-                                "audio.segment_seconds=2.0", "train.progress=false", "backbone.val_fraction=0"])
+                                "audio.segment_seconds=2.0", "runtime.progress=false", "backbone.val_fraction=0"])
     tr = BackboneTrainer(cfg, tmp / "run-bb")
     tr.loop._enter("train")
     n = min(batch, len(tr.train_ds))

@@ -1,4 +1,4 @@
-"""train.precision: ClapTrainer.train_step in bf16 (and fp16) autocast against fp32 on
+"""runtime.precision: ClapTrainer.train_step in bf16 (and fp16) autocast against fp32 on
 the same batch, model and starting weights, interleaved in one process (ABBA), on this
 machine's device. Prints one JSON line: median step times and their ratios, plus the
 first step's loss in each precision.
@@ -24,8 +24,8 @@ from clapkit.training.clap import ClapTrainer  # noqa: E402
 
 def trainer(precision: str, data: Path, tmp: Path, batch: int) -> ClapTrainer:
     cfg = load_config("small", [f"data.train=[csv:{data / 'train.csv'}]", "audio.segment_seconds=2.0",
-                                f"train.batch_size={batch}", "train.frozen_epochs=0", "train.progress=false",
-                                f"train.precision={precision}"])
+                                f"train.batch_size={batch}", "train.frozen_epochs=0", "runtime.progress=false",
+                                f"runtime.precision={precision}"])
     t = ClapTrainer(cfg, tmp / f"run-{precision}")
     t._start_phase("unfrozen")
     t.model.train()

@@ -90,8 +90,8 @@ def clapkit_step(medium: str, tmp: Path, batch: int, bert: Path, vit: Path, devi
     from clapkit.data.synthetic_images import write_synthetic_images
 
     per_class = -(-batch // 24)
-    common = [f"train.batch_size={batch}", "train.frozen_epochs=0", "train.progress=false", "train.precision=bf16",
-              f"train.device={device}", f"model.text.name={bert}", "model.text.max_length=32", "data.val_fraction=0"]
+    common = [f"train.batch_size={batch}", "train.frozen_epochs=0", "runtime.progress=false", "runtime.precision=bf16",
+              f"runtime.device={device}", f"model.text.name={bert}", "model.text.max_length=32", "data.val_fraction=0"]
     if medium == "image":
         write_synthetic_images(tmp / "img", train_images=per_class, test_images=1, unseen_images=1)
         cfg = load_config("clip-paper", [f"data.train=[csv:{tmp / 'img' / 'train.csv'}]", f"model.image.name={vit}",

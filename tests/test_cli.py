@@ -129,7 +129,7 @@ def test_train_cse_unsup_and_image_on_shared_data_then_eval(tmp_path, shared_dat
 
     stsb = shared_data / "sts" / "stsbenchmark"
     common = ["--set", f"cse.corpus=stsb:{stsb}", "--set", "cse.steps=3", "--set", "cse.eval_steps=3",
-              "--set", "cse.batch_size=16", "--set", "cse.other_batch_size=16", "--set", "train.progress=false"]
+              "--set", "cse.batch_size=16", "--set", "cse.other_batch_size=16", "--set", "runtime.progress=false"]
     runs = {"unsup": [], "image": ["--set", "cse.mode=image", "--set", f"cse.images=mnist:{shared_data / 'images' / 'mnist'}",
                                    "--set", "cse.model.image.size=28", "--set", "cse.model.image.patch=4"]}
     for mode, extra in runs.items():

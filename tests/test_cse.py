@@ -47,7 +47,7 @@ def tiny_cse(tiny: str, corpus, stsb_dir, *extra) -> dict:
     return load_config(None, [
         f"cse.model.name={tiny}", f"cse.corpus=txt:{corpus}", f"cse.sts_dev=stsb:{stsb_dir}",
         "cse.batch_size=8", "cse.other_batch_size=8", "cse.lr=1e-3", "cse.other_lr=1e-3", "cse.eval_steps=2",
-        "cse.steps=4", "cse.model.max_length=16", "train.progress=false", "train.device=cpu", *extra])
+        "cse.steps=4", "cse.model.max_length=16", "runtime.progress=false", "runtime.device=cpu", *extra])
 
 
 def test_text_image_and_audio_run_through_the_same_transformer_layers(tiny_bert):
@@ -170,7 +170,7 @@ def test_image_mode_trains_patch_embedding_and_resumes_exactly(tmp_path, tiny_be
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len((tmp_path / "split" / "metrics.csv").read_text().splitlines()) == 3
     # images decoded in 2 DataLoader workers: the same weights as decoding in this process
-    workers = train_cse(tiny_cse(tiny_bert, corpus, stsb_dir, *extra, "data.num_workers=2"), tmp_path / "workers")
+    workers = train_cse(tiny_cse(tiny_bert, corpus, stsb_dir, *extra, "runtime.num_workers=2"), tmp_path / "workers")
     assert workers["steps"] == 4
     for name in ("model.safetensors", "cse_extra.safetensors"):
         a = load_file(str(tmp_path / "full" / "last" / name))
@@ -212,7 +212,7 @@ def test_supervised_mode_and_truncation_count(tmp_path, tiny_bert, stsb_dir):
     nli.write_text("sent0,sent1,hard_neg\n" + "\n".join(rows) + "\n")
     cfg = load_config(None, [f"cse.model.name={tiny_bert}", "cse.mode=sup", f"cse.nli={nli}", "cse.batch_size=8",
                              "cse.steps=2", "cse.eval_steps=2", "cse.hard_negative_weight=1.0", "cse.model.max_length=16",
-                             "train.progress=false", "train.device=cpu"])
+                             "runtime.progress=false", "runtime.device=cpu"])
     s = train_cse(cfg, tmp_path / "run")
     assert s["text_loss"] == "sup" and s["steps"] == 2 and s["text_rows_seen"] == 16
     # 16 triplets = 48 sentences, 3 of them (hard negatives) longer than 16 tokens
@@ -306,14 +306,14 @@ def test_paper_presets_hold_table_c1():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_text_step_stays_close_to_fp32(tmp_path, corpus, stsb_dir, precision):
-    """train.precision in `train cse`, on the shipped MiniLM (dropout on, the same masks):
+    """runtime.precision in `train cse`, on the shipped MiniLM (dropout on, the same masks):
     the first text step's loss within 2% of fp32 and its (unscaled) gradients with
     cosine similarity above 0.999, with and without gradient caching (fp16's loss scale
     goes through the cached backward and back out). A random tiny model at chance
     (loss ln N) is no test of this: its gradients are rounding noise in any precision."""
     result = {}
     for p, chunk in (("fp32", 0), (precision, 0), (precision, 3)):
-        tr = CseTrainer(tiny_cse("minilm", corpus, stsb_dir, f"train.precision={p}", f"cse.cache_chunk={chunk}"),
+        tr = CseTrainer(tiny_cse("minilm", corpus, stsb_dir, f"runtime.precision={p}", f"cse.cache_chunk={chunk}"),
                         tmp_path / f"{p}-{chunk}")
         loss = tr.text_step(0)
         grads = torch.cat([v.grad.flatten() for v in tr.model.parameters() if v.grad is not None]).double()

@@ -23,7 +23,7 @@ def test_two_processes_train_cse_as_one(tmp_path, tiny_bert_no_dropout, mode):
     cfg = load_config(None, [f"cse.model.name={tiny_bert_no_dropout}", f"cse.corpus=txt:{corpus}", f"cse.mode={mode}",
                              "cse.images=digits", "cse.batch_size=8", "cse.other_batch_size=8", "cse.lr=1e-3",
                              "cse.other_lr=1e-3", "cse.steps=3", "cse.eval_steps=3", "cse.model.max_length=16",
-                             "cse.augment.jitter_p=0", "train.progress=false", "train.device=cpu"])
+                             "cse.augment.jitter_p=0", "runtime.progress=false", "runtime.device=cpu"])
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     for n in (1, 2):
@@ -66,6 +66,6 @@ def test_cse_under_torchrun_refuses_gradient_caching(tmp_path, tiny_bert, monkey
     corpus = tmp_path / "c.txt"
     corpus.write_text("".join(f"sentence {i}.\n" for i in range(16)))
     cfg = load_config(None, [f"cse.model.name={tiny_bert}", f"cse.corpus=txt:{corpus}", "cse.batch_size=4",
-                             "cse.cache_chunk=2", "train.device=cpu"])
+                             "cse.cache_chunk=2", "runtime.device=cpu"])
     with pytest.raises(ConfigError, match="cse.cache_chunk .* one process"):
         cse.CseTrainer(cfg, tmp_path / "run")

@@ -52,9 +52,9 @@ def test_backbone_pretraining_excludes_classes_and_loads_into_clap(tmp_path, tin
     cfg["backbone"]["exclude"] = ["no_such_class"]
     with pytest.raises(ConfigError, match="no_such_class not among the classes"):
         train_audio_backbone(cfg, tmp_path / "x")
-    # train.precision: a bf16 run of the same recipe learns to within a few points of it
+    # runtime.precision: a bf16 run of the same recipe learns to within a few points of it
     cfg["backbone"]["exclude"] = meta["pretrain_classes_matching_eval"]
-    cfg["train"]["precision"] = "bf16"
+    cfg["runtime"]["precision"] = "bf16"
     b16 = train_audio_backbone(cfg, tmp_path / "bf16")
     with open(tmp_path / "metrics.csv") as fa, open(tmp_path / "bf16" / "metrics.csv") as fb:
         la, lb = (float(r["train_loss"]) for r in csv.DictReader(fa)), (float(r["train_loss"]) for r in csv.DictReader(fb))

@@ -66,7 +66,7 @@ def test_commands_and_init_from_go_through_it(tmp_path, tiny_bert, tiny_syntheti
 
     with pytest.raises(ConfigError, match=r"init_from = .*another transformers model folder .*model.text.name"):
         train_clap(load_config(None, [f"model.init_from={tiny_bert}", f"data.train=[csv:{tiny_synthetic / 'train.csv'}]",
-                                      "train.epochs=1", "train.progress=false"]), tmp_path / "run")
+                                      "train.epochs=1", "runtime.progress=false"]), tmp_path / "run")
     with pytest.raises(ConfigError, match=r"a `clapkit train cse` output .*not a dual encoder"):
         from clapkit.models.cse import CseModel
 

@@ -102,7 +102,7 @@ def _clap(d, *extra):
 def _cse(d, *extra):
     return [f"cse.model.name={d['BERT']}", f"cse.corpus=txt:{d['CORPUS']}", "cse.batch_size=8", "cse.other_batch_size=8",
             "cse.lr=1e-3", "cse.other_lr=1e-3", "cse.eval_steps=2", "cse.steps=4", "cse.model.max_length=16",
-            "train.progress=false", "train.device=cpu", *extra]
+            "runtime.progress=false", "runtime.device=cpu", *extra]
 
 
 _TONES = ["cse.model.audio.sample_rate=8000", "cse.model.audio.seconds=0.5", "cse.model.audio.n_mels=16",
@@ -250,7 +250,7 @@ def _cut(kind: str, cfg: dict, out: Path, where, monkeypatch) -> None:
 
         monkeypatch.setattr(Loop, "save", save_then_stop)
         cfg = yaml.safe_load(yaml.safe_dump(cfg))
-        cfg["train"]["save_every_steps"] = 1
+        cfg["runtime"]["save_every_steps"] = 1
         with pytest.raises(Cut):
             _train(kind, cfg, out)
         monkeypatch.setattr(Loop, "save", save)

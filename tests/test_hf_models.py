@@ -251,7 +251,7 @@ def test_fine_tuning_a_public_model_saves_it_back_in_transformers_format(hf_mode
     medium = "audio" if family == "clap" else "image"
     root = tiny_synthetic if medium == "audio" else tiny_images
     base = [f"model.init_from={folder}", f"model.modality={medium}", f"data.train=[csv:{root / 'train.csv'}]",
-            "train.batch_size=16", "train.progress=false", "train.frozen_epochs=1", "train.lr_frozen=1e-2",
+            "train.batch_size=16", "runtime.progress=false", "train.frozen_epochs=1", "train.lr_frozen=1e-2",
             "train.lr_unfrozen=1e-3", "train.early_stopping_patience=0"]
     if family == "siglip":  # fine-tuned like CLIP, with its own objective
         base.append("train.loss=siglip")
@@ -424,7 +424,7 @@ def test_fine_tuning_a_fused_clap_gives_fusion_whole_clips_and_resumes_exactly(f
     manifest = tmp_path / "train.csv"
     manifest.write_text("audio,caption\n" + "".join(f"{it.media},sound number {i}\n" for i, it in enumerate(items)))
     base = [f"model.init_from={fused_clap}", f"data.train=[csv:{manifest}]", "data.val_fraction=0", "train.batch_size=4",
-            "train.progress=false", "train.frozen_epochs=0", "train.lr_unfrozen=1e-3", "train.early_stopping_patience=0"]
+            "runtime.progress=false", "train.frozen_epochs=0", "train.lr_unfrozen=1e-3", "train.early_stopping_patience=0"]
     trainer = ClapTrainer(load_config(None, base + ["train.epochs=1"]), tmp_path / "probe")
     ds = trainer.train_ds
     fe = ClapFeatureExtractor.from_pretrained(fused_clap)

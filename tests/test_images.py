@@ -486,7 +486,7 @@ def test_train_clip_cli_on_the_shared_emoji_then_zeroshot_and_retrieval(tmp_path
                                    "--set", f"data.train=[csv:{emoji / 'pairs.csv'}]", "--set", "train.epochs=1",
                                    "--set", "train.frozen_epochs=1", "--set", f"model.text.name={tiny_bert}",
                                    "--set", "image.size=32", "--set", "model.image.channels=[8, 16]",
-                                   "--set", "train.progress=false"])
+                                   "--set", "runtime.progress=false"])
     assert run.exit_code == 0, run.output
     assert "1 epochs on 1720 pairs of 1720 images (191 validation)" in run.output
     ckpt = tmp_path / "run" / "checkpoint"

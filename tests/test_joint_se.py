@@ -148,8 +148,8 @@ def test_a_train_cse_output_is_a_text_tower(tmp_path, tiny_bert):
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(WORDS) + "\n")
     train_cse(load_config(None, [f"cse.model.name={tiny_bert}", f"cse.corpus=txt:{corpus}", "cse.batch_size=4",
-                                 "cse.steps=2", "cse.eval_steps=2", "cse.model.max_length=16", "train.progress=false",
-                                 "train.device=cpu"]), tmp_path / "cse")
+                                 "cse.steps=2", "cse.eval_steps=2", "cse.model.max_length=16", "runtime.progress=false",
+                                 "runtime.device=cpu"]), tmp_path / "cse")
     from clapkit.evaluation.sts import SentenceEncoder
 
     enc = SentenceEncoder(str(tmp_path / "cse" / "checkpoint"))

@@ -112,7 +112,7 @@ def test_a_public_siglip_fine_tunes_with_its_own_bias(tmp_path):
     before = load_model(public).model.logit_bias.item()
     cfg = load_config("clip-cpu", [f"model.init_from={public}", f"data.train=[csv:{tmp_path / 'img' / 'train.csv'}]",
                                    "train.loss=siglip", "train.epochs=1", "train.frozen_epochs=0", "train.batch_size=8",
-                                   "train.lr_unfrozen=1e-2", "train.progress=false"])
+                                   "train.lr_unfrozen=1e-2", "runtime.progress=false"])
     s = train_clap(cfg, tmp_path / "run")
     tuned = load_model(tmp_path / "run" / "checkpoint")
     assert s["loss"] == "siglip" and tuned.family == "siglip"  # saved back in transformers format
@@ -244,20 +244,74 @@ def test_the_backbone_skips_a_non_finite_step(tmp_path, tiny_bert, tiny_syntheti
 
 
 # --- configs --------------------------------------------------------------------------------------
+def _old_layout(cfg: dict) -> dict:
+    """``cfg`` written the way config_version 1 and 2 wrote it: the runtime keys in train and data."""
+    from clapkit.config import MOVED
+
+    cfg = {k: v for k, v in cfg.items() if k != "runtime"}
+    for old, new in MOVED.items():
+        cfg[old[0]][old[1]] = load_config(None)[new[0]][new[1]]
+    return cfg
+
+
 def test_a_config_dump_from_before_the_loop_keeps_its_validation_loss(tmp_path):
     import yaml
 
-    old = load_config(None)
+    old = _old_layout(load_config(None, ["runtime.precision=bf16"]))
     old.pop("config_version")
     old["train"].pop("val_objective")
+    old["train"]["precision"] = "bf16"
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(old))
     with pytest.warns(UserWarning, match="before config_version 2.*train.val_objective = clip"):
         cfg = load_config(str(path))
-    assert cfg["train"]["val_objective"] == "clip" and cfg["config_version"] == 2
+    assert cfg["train"]["val_objective"] == "clip" and cfg["config_version"] == 3
+    assert cfg["runtime"]["precision"] == "bf16" and "precision" not in cfg["train"]
     partial = tmp_path / "mine.yaml"  # a user's own partial file is no dump: today's defaults
     partial.write_text("train:\n  epochs: 3\n")
     assert load_config(str(partial))["train"]["val_objective"] == "train"
+
+
+def test_the_runtime_keys_old_names_are_read_at_their_new_place(tmp_path):
+    import warnings
+
+    import yaml
+
+    from clapkit.config import complete
+
+    v2 = _old_layout(load_config(None))
+    v2["config_version"] = 2
+    v2["train"]["device"], v2["data"]["num_workers"] = "cpu", 3
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(v2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # moving keys changes nothing a run computes: no warning
+        cfg = load_config(str(path))
+    assert cfg == load_config(None, ["runtime.device=cpu", "runtime.num_workers=3"])
+    assert cfg["config_version"] == 3 and "device" not in cfg["train"] and "num_workers" not in cfg["data"]
+    # --set lines and a checkpoint's config.json of the old layout
+    assert load_config(None, ["train.precision=bf16", "data.skip_bad=true"])["runtime"] == {
+        **load_config(None)["runtime"], "precision": "bf16", "skip_bad": True}
+    assert complete(v2)["runtime"]["device"] == "cpu"
+    with pytest.raises(ConfigError, match=r"'train.precision' \(the old name of 'runtime.precision'\) = 'bf16' "
+                                          r"contradicts 'runtime.precision' = 'fp16'"):
+        path.write_text("train: {precision: bf16}\nruntime: {precision: fp16}\n")
+        load_config(str(path))
+    with pytest.raises(ConfigError, match="'runtime.num_workers' = -1"):
+        load_config(None, ["runtime.num_workers=-1"])
+
+
+def test_every_preset_carries_only_its_recipes_sections_and_the_runtime():
+    import yaml
+
+    from clapkit.config import RECIPE_SECTIONS, _preset_path, list_presets
+
+    for name in list_presets():
+        data = yaml.safe_load(_preset_path(name).read_text())
+        recipe = data["recipe"] if "recipe" in data else load_config(name)["recipe"]
+        assert recipe in RECIPE_SECTIONS, name
+        extra = set(data) - {"base", "recipe", "seed", "runtime", *RECIPE_SECTIONS[recipe]}
+        assert not extra, f"{name} carries {extra}, which recipe {recipe} does not read"
 
 
 def test_clapkit_config_prints_the_sections_of_the_presets_recipe():
@@ -270,7 +324,7 @@ def test_clapkit_config_prints_the_sections_of_the_presets_recipe():
         out = CliRunner().invoke(app, ["config", "--config", preset])
         assert out.exit_code == 0, out.output
         shown = yaml.safe_load(out.output.split("# presets:")[0])
-        assert set(shown) == {"config_version", "recipe", "seed"} | sections, preset
+        assert set(shown) == {"config_version", "recipe", "seed", "runtime"} | sections, preset
         assert shown["recipe"] == ("cse" if preset == "cse-cpu" else "clap")
         whole = yaml.safe_load(CliRunner().invoke(app, ["config", "--config", preset, "--all"]).output.split("# presets:")[0])
         assert set(whole) == set(load_config(None)) and whole[next(iter(sections))] == shown[next(iter(sections))]

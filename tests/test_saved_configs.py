@@ -31,7 +31,7 @@ def test_a_fine_tuned_public_models_config(tmp_path, tiny_synthetic, tiny_images
     folder = write_tiny_public_model(family, tmp_path / "model")
     medium, root = ("audio", tiny_synthetic) if family == "clap" else ("image", tiny_images)
     cfg = load_config(None, [f"model.init_from={folder}", f"model.modality={medium}", f"data.train=[csv:{root / 'train.csv'}]",
-                             "train.batch_size=16", "train.progress=false", "train.frozen_epochs=1", "train.epochs=1"])
+                             "train.batch_size=16", "runtime.progress=false", "train.frozen_epochs=1", "train.epochs=1"])
     train_clap(cfg, tmp_path / "run")
     _round_trips(tmp_path / "run")
     # and it trains again from the saved file
@@ -46,7 +46,7 @@ def test_train_cse_and_audio_backbone_configs(tmp_path, tiny_bert, tiny_syntheti
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"sentence number {i} about a dog" for i in range(16)) + "\n")
     cse = load_config(None, [f"cse.model.name={tiny_bert}", f"cse.corpus=txt:{corpus}", "cse.batch_size=8", "cse.steps=1",
-                             "cse.model.max_length=16", "train.progress=false"])
+                             "cse.model.max_length=16", "runtime.progress=false"])
     train_cse(cse, tmp_path / "cse")
     _round_trips(tmp_path / "cse")
     backbone = load_config(None, tiny_overrides(tiny_bert) + [f"backbone.data=folder:{tiny_synthetic / 'unseen'}",

@@ -146,11 +146,11 @@ def test_streamed_training_by_steps_resumes_exactly_after_sigkill(tmp_path, tiny
     from clapkit.errors import ConfigError
 
     spec, _ = _write(tmp_path, f"csv:{tiny_synthetic / 'train.csv'}", "audio", size=6)
-    cfg = _stream_cfg(tiny_bert, spec, "train.save_every_steps=1", f"data.val=[csv:{tiny_synthetic / 'test.csv'}]")
+    cfg = _stream_cfg(tiny_bert, spec, "runtime.save_every_steps=1", f"data.val=[csv:{tiny_synthetic / 'test.csv'}]")
     s = train_clap(cfg, tmp_path / "straight")
     assert s["steps"] == 12 and s["epochs_run"] == 3 and s["streamed_pairs"] == 96 and s["train_pairs"] is None
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(_stream_cfg(tiny_bert, spec, "train.save_every_steps=1",
+    cfg_path.write_text(yaml.safe_dump(_stream_cfg(tiny_bert, spec, "runtime.save_every_steps=1",
                                                    f"data.val=[csv:{tiny_synthetic / 'test.csv'}]")))
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("kill_worker.py")), str(cfg_path),
                            str(tmp_path / "killed"), *map(str, kill_at)], capture_output=True, text=True, timeout=300)
@@ -169,7 +169,7 @@ def test_streamed_training_with_workers_is_seeded(tmp_path, tiny_bert, tiny_synt
     """2 DataLoader workers read disjoint shards; two runs of the same config agree."""
     spec, _ = _write(tmp_path, f"csv:{tiny_synthetic / 'train.csv'}", "audio", size=6)
     for name in ("a", "b"):
-        train_clap(_stream_cfg(tiny_bert, spec, "data.num_workers=2", "train.steps=6"), tmp_path / name)
+        train_clap(_stream_cfg(tiny_bert, spec, "runtime.num_workers=2", "train.steps=6"), tmp_path / name)
     a, b = (load_file(tmp_path / n / "last" / "model.safetensors") for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -87,7 +87,7 @@ def test_bad_audio_in_manifest_fails_then_skips_and_counts(tmp_path, tiny_bert, 
     base = tiny_overrides(tiny_bert) + [f"data.train=[csv:{manifest}]", "train.epochs=1"]
     with pytest.raises(DataError, match=r"train.csv line 146: .*broken.wav.*2 bad audio file"):
         train_clap(load_config(None, base), tmp_path / "run")
-    summary = train_clap(load_config(None, base + ["data.skip_bad=true"]), tmp_path / "run")
+    summary = train_clap(load_config(None, base + ["runtime.skip_bad=true"]), tmp_path / "run")
     assert summary["skipped"]["count"] == 2
     assert summary["train_pairs"] + summary["val_pairs"] == 144
 
@@ -207,7 +207,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
     if loss == "public_clap":
         public = write_tiny_public_model("clap", tmp_path / "public", dropout=False)
         overrides = [f"model.init_from={public}", f"data.train=[csv:{tiny_synthetic / 'train.csv'}]",
-                     "train.batch_size=16", "train.progress=false", "train.frozen_epochs=0"]
+                     "train.batch_size=16", "runtime.progress=false", "train.frozen_epochs=0"]
     elif loss == "cyclip_image":
         overrides = tiny_image_overrides(tiny_bert_no_dropout) + [
             f"data.train=[csv:{tiny_images / 'train.csv'}]", "model.projector.dropout=0", "train.batch_size=16",
@@ -290,8 +290,8 @@ def test_loader_workers_do_not_change_the_run(tmp_path, tiny_bert, tiny_syntheti
     """Segments are seeded per (seed, epoch, item), so worker processes draw the same ones."""
     # 0.25 s random segments of the 0.5 s clips
     args = ("train.epochs=1", "audio.segment_seconds=0.25")
-    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "data.num_workers=0"), tmp_path / "w0")
-    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "data.num_workers=2"), tmp_path / "w2")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "runtime.num_workers=0"), tmp_path / "w0")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "runtime.num_workers=2"), tmp_path / "w2")
     a = load_file(tmp_path / "w0" / "last" / "model.safetensors")
     b = load_file(tmp_path / "w2" / "last" / "model.safetensors")
     for k in a:
@@ -315,11 +315,11 @@ def test_loader_workers_and_their_wave_caches_live_across_epochs(tmp_path, tiny_
 
     monkeypatch.setattr(datasets, "load_audio", counted)
     args = ("train.epochs=4", "audio.segment_seconds=0.25", "data.val_fraction=0")
-    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "data.num_workers=2"), tmp_path / "w2")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "runtime.num_workers=2"), tmp_path / "w2")
     decodes = log.read_text().splitlines()
     clips = len(set(decodes))
     assert clips > 10 and len(decodes) <= 2 * clips
-    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "data.num_workers=0"), tmp_path / "w0")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, *args, "runtime.num_workers=0"), tmp_path / "w0")
     a = load_file(tmp_path / "w0" / "last" / "model.safetensors")
     b = load_file(tmp_path / "w2" / "last" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -344,11 +344,11 @@ def _same_weights(a: Path, b: Path) -> None:
 
 
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, tiny_bert, tiny_synthetic):
-    """train.save_every_steps: a process killed with SIGKILL just after the step
+    """runtime.save_every_steps: a process killed with SIGKILL just after the step
     checkpoint of epoch 2, batch 3 (of 7) resumes mid-epoch to the weights, the
     optimizer state and the per-epoch losses of the run that was never killed (dropout
     on: the RNG state is part of the checkpoint)."""
-    cfg = _cfg(tiny_bert, tiny_synthetic, "train.epochs=3", "train.save_every_steps=2", "train.frozen_epochs=1",
+    cfg = _cfg(tiny_bert, tiny_synthetic, "train.epochs=3", "runtime.save_every_steps=2", "train.frozen_epochs=1",
                "train.lr_frozen=3e-3", "train.schedule=cosine", "train.optimizer=adamw", "train.weight_decay=0.1")
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -415,8 +415,8 @@ def test_a_non_finite_batch_is_skipped_and_counted_and_a_run_of_them_stops(tmp_p
     weights = load_file(tmp_path / "one" / "last" / "model.safetensors")
     assert all(torch.isfinite(v).all() for v in weights.values())
     poisoned.update(range(4, 100))  # from step 4 on every batch is bad: the 2nd in a row stops the run
-    with pytest.raises(TrainingError, match=r"2 non-finite steps in a row \(train.max_bad_steps = 2\) at step 5"):
-        train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=1", "train.max_bad_steps=2", "train.save_every_steps=1"),
+    with pytest.raises(TrainingError, match=r"2 non-finite steps in a row \(runtime.max_bad_steps = 2\) at step 5"):
+        train_clap(_cfg(tiny_bert, tiny_synthetic, "train.epochs=1", "runtime.max_bad_steps=2", "runtime.save_every_steps=1"),
                    tmp_path / "stop")
     state = torch.load(tmp_path / "stop" / "last" / "trainer_state.pt", weights_only=False)["state"]
     assert state["step"] == 4 and state["skipped_steps"] == 1  # the last save is the one after the first bad step
@@ -432,7 +432,7 @@ def test_bf16_step_stays_close_to_fp32_and_the_frontend_stays_fp32(tmp_path, tin
 
     result = {}
     for precision in ("fp32", "bf16"):
-        cfg = _cfg(tiny_bert_no_dropout, tiny_synthetic, f"train.precision={precision}", "model.projector.dropout=0",
+        cfg = _cfg(tiny_bert_no_dropout, tiny_synthetic, f"runtime.precision={precision}", "model.projector.dropout=0",
                    "model.audio.dropout=0")
         trainer = ClapTrainer(cfg, tmp_path / precision)
         trainer._start_phase("unfrozen")

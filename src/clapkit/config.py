@@ -21,8 +21,8 @@ from .defaults import DEFAULTS
 from .errors import ConfigError
 
 _CROSS = ("data", "audio", "image", "model", "train")
-# the sections each recipe reads (beside seed); train holds the runtime keys every recipe
-# reads (device, precision, determinism, logger, progress, step checkpoints, monitor)
+# the sections each recipe reads, beside seed and the runtime section every recipe shares
+# (device, precision, determinism, workers, skip-bad, step checkpoints, logging)
 RECIPE_SECTIONS = {
     "clap": _CROSS, "clip": _CROSS,
     "cse": ("data", "cse", "train"),
@@ -38,7 +38,7 @@ def recipe_view(cfg: dict) -> dict:
     sections = RECIPE_SECTIONS.get(cfg.get("recipe") or "")
     if sections is None:
         return cfg
-    keep = {"config_version", "recipe", "seed", *sections}
+    keep = {"config_version", "recipe", "seed", "runtime", *sections}
     return {k: v for k, v in cfg.items() if k in keep}
 
 
@@ -116,7 +116,7 @@ def _read_source(source: str | Path, seen: tuple[str, ...] = ()) -> tuple[dict, 
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
-    data = upgrade(data, str(path))
+    data = relocate(upgrade(data, str(path)), str(path))
     layers: list[tuple[dict, str]] = []
     base = data.pop("base", None)
     if base:
@@ -127,6 +127,38 @@ def _read_source(source: str | Path, seen: tuple[str, ...] = ()) -> tuple[dict, 
     return data, layers
 
 
+# keys that moved, old place -> new; an old name (a file, a --set line, a saved config or a
+# checkpoint's config.json) is read at its new place
+MOVED: dict[tuple[str, ...], tuple[str, ...]] = {
+    **{("train", k): ("runtime", k) for k in ("device", "precision", "deterministic", "sync_batchnorm",
+                                              "max_bad_steps", "save_every_steps", "logger", "progress",
+                                              "eval_batch_size")},
+    ("data", "num_workers"): ("runtime", "num_workers"),
+    ("data", "skip_bad"): ("runtime", "skip_bad"),
+}
+
+
+def relocate(data: dict, where: str) -> dict:
+    """``data`` (one layer of a config) with every key of :data:`MOVED` at its new place;
+    an old and a new name with different values in one layer are refused."""
+    if not any(isinstance(data.get(old[0]), dict) and old[-1] in data[old[0]] for old in MOVED):
+        return data
+    data = copy.deepcopy(data)
+    for old, new in MOVED.items():
+        node = data.get(old[0])
+        if not isinstance(node, dict) or old[-1] not in node:
+            continue
+        value = node.pop(old[-1])
+        target = data.setdefault(new[0], {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{where}: '{new[0]}' must be a mapping of config keys")
+        if new[-1] in target and target[new[-1]] != value:
+            raise ConfigError(f"{where}: '{'.'.join(old)}' (the old name of '{'.'.join(new)}') = {value!r} "
+                              f"contradicts '{'.'.join(new)}' = {target[new[-1]]!r}; keep only '{'.'.join(new)}'")
+        target[new[-1]] = value
+    return data
+
+
 def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> dict:
     """Resolve a config from a preset name or YAML path plus ``key=value`` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
@@ -134,7 +166,7 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         for data, where in _read_source(source)[1]:
             cfg = merge(cfg, data, where)
     for item in overrides or []:
-        cfg = merge(cfg, parse_override(item), f"--set {item}")
+        cfg = merge(cfg, relocate(parse_override(item), f"--set {item}"), f"--set {item}")
     validate(cfg)
     return cfg
 
@@ -145,28 +177,34 @@ BEFORE_V2 = {("train", "val_objective"): "clip"}
 
 
 def upgrade(data: dict, where: str) -> dict:
-    """A config dump written before ``config_version`` 2 (every section present, no
-    version), with the keys of :data:`BEFORE_V2` set to what that version did, and a
-    warning; anything else is returned as it is."""
-    if "config_version" in data or not all(isinstance(data.get(k), dict) for k in ("data", "model", "train")):
-        return data
-    if set(DEFAULTS) - {"config_version", "recipe"} - set(data):  # the top-level keys version 2 added
-        return data  # a user's partial file, not a dump
-    import warnings
+    """A saved config in today's layout. A dump written before ``config_version`` 2 (every
+    section present, no version) gets the keys of :data:`BEFORE_V2` set to what that
+    version did, with a warning; one before version 3 has its runtime keys moved
+    (:data:`MOVED`); anything else (a user's partial file) is returned as it is."""
+    if "config_version" not in data and _is_v1_dump(data):
+        import warnings
 
-    data = copy.deepcopy(data)
-    set_keys = []
-    for keys, value in BEFORE_V2.items():
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        if keys[-1] not in node:
-            node[keys[-1]] = value
-            set_keys.append(f"{'.'.join(keys)} = {value}")
-    data["config_version"] = 2
-    warnings.warn(f"{where}: a config saved by clapkit before config_version 2; upgraded ({', '.join(set_keys) or 'no key changes'}, "
-                  "as that version ran)", stacklevel=3)
+        data = copy.deepcopy(data)
+        set_keys = []
+        for keys, value in BEFORE_V2.items():
+            node = data
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+            if keys[-1] not in node:
+                node[keys[-1]] = value
+                set_keys.append(f"{'.'.join(keys)} = {value}")
+        data["config_version"] = 2
+        warnings.warn(f"{where}: a config saved by clapkit before config_version 2; upgraded "
+                      f"({', '.join(set_keys) or 'no key changes'}, as that version ran)", stacklevel=3)
+    if isinstance(data.get("config_version"), int) and data["config_version"] < DEFAULTS["config_version"]:
+        data = {**relocate(data, where), "config_version": DEFAULTS["config_version"]}
     return data
+
+
+def _is_v1_dump(data: dict) -> bool:
+    if not all(isinstance(data.get(k), dict) for k in ("data", "model", "train")):
+        return False
+    return not set(DEFAULTS) - {"config_version", "recipe", "runtime"} - set(data)  # else a partial file
 
 
 def complete(cfg: dict) -> dict:
@@ -181,7 +219,7 @@ def complete(cfg: dict) -> dict:
             out[key] = fill(base.get(key), value)
         return out
 
-    return fill(DEFAULTS, cfg)
+    return fill(DEFAULTS, relocate(cfg, "a saved config"))
 
 
 def validate(cfg: dict) -> None:
@@ -197,8 +235,8 @@ def validate(cfg: dict) -> None:
         ("model", "image", "pooling"): {"pooled", "cls"},
         ("train", "optimizer"): {"adam", "adamw"},
         ("train", "schedule"): {"plateau", "cosine"},
-        ("train", "precision"): {"fp32", "bf16", "fp16"},
-        ("train", "logger"): {"csv", "tensorboard"},
+        ("runtime", "precision"): {"fp32", "bf16", "fp16"},
+        ("runtime", "logger"): {"csv", "tensorboard"},
         ("train", "val_objective"): {"train", "clip"},
         ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},
         ("train", "se", "loss"): {"captions", "corpus", "nli"},
@@ -233,9 +271,9 @@ def validate(cfg: dict) -> None:
 
     resolve_text_head("model.text", cfg["model"]["text"])  # old pooling names map, or are refused, here
     resolve_text_head("cse.model", cfg["cse"]["model"])
-    for key in ("save_every_steps", "max_bad_steps"):
-        if int(cfg["train"][key]) < 0:
-            raise ConfigError(f"'train.{key}' = {cfg['train'][key]}: give 0 or more")
+    for key in ("save_every_steps", "max_bad_steps", "num_workers"):
+        if int(cfg["runtime"][key]) < 0:
+            raise ConfigError(f"'runtime.{key}' = {cfg['runtime'][key]}: give 0 or more")
     if cfg["train"]["batch_size"] < 2:
         raise ConfigError("'train.batch_size' must be at least 2 for a contrastive loss")
     for key in ("batch_size", "other_batch_size"):

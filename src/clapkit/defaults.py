@@ -9,13 +9,33 @@ from __future__ import annotations
 from typing import Any
 
 DEFAULTS: dict[str, Any] = {
-    # the layout of a saved config.yaml: 2 since the one training loop; a full dump without
-    # it was written before, and its missing keys mean what that version did (BEFORE_V2)
-    "config_version": 2,
+    # the layout of a saved config.yaml: 3 since the runtime section (2: the one training loop);
+    # a full dump without it was written before, and its missing keys mean what that version
+    # did (config.BEFORE_V2); a key of an older layout is read where it lives now (config.MOVED)
+    "config_version": 3,
     # the recipe a preset is for (clap, clip, cse, backbone, leakage, improvement, language):
     # `clapkit config` prints the sections it reads (RECIPE_SECTIONS); null: every section
     "recipe": None,
     "seed": 0,
+    # How a run runs, shared by every recipe (train clap/clip, train cse, the audio backbone, the
+    # experiments); nothing here changes what a run computes except precision. Before
+    # config_version 3 these keys lived in train (data.num_workers, data.skip_bad), and
+    # `--set train.precision=bf16` still means runtime.precision (config.MOVED)
+    "runtime": {
+        "device": "auto",  # auto | cpu | cuda | cuda:N
+        # fp32 | bf16 | fp16: autocast for the forward (frontends, normalisations and the loss
+        # stay fp32); fp16 adds a gradient scaler. bf16 works on CPU as well
+        "precision": "fp32",
+        "deterministic": True,  # on CUDA: deterministic kernels (see training.common.set_determinism)
+        "sync_batchnorm": True,  # under DDP on GPUs: BatchNorm statistics over the global batch
+        "num_workers": 0,  # DataLoader workers for training and evaluation data
+        "skip_bad": False,  # skip (and count) bad rows and files instead of failing
+        "max_bad_steps": 5,  # a non-finite loss or gradient skips the step; this many in a row stop the run
+        "save_every_steps": 0,  # also write last/ every N optimisation steps (0: at window ends only)
+        "logger": "csv",  # csv | tensorboard
+        "progress": True,
+        "eval_batch_size": 64,
+    },
     "data": {
         # Training sources as KIND:PATH specs (csv:, jsonl:, clotho:, audiocaps:, esc50:, folder:).
         "train": [],
@@ -32,8 +52,6 @@ DEFAULTS: dict[str, Any] = {
         "val_fraction": 0.2,
         "val_split_by": "pair",  # pair (as the paper) or media (no clip or image in both splits; "audio" is the same)
         "fraction": 1.0,  # seeded fraction of the training pairs to use
-        "skip_bad": False,  # skip (and count) bad rows and files instead of failing
-        "num_workers": 0,
         # stream data.train's wds: shards (train by train.steps, nothing indexed up front;
         # see clapkit.data.stream) instead of indexing every pair into seeded epochs
         "stream": False,
@@ -169,7 +187,7 @@ DEFAULTS: dict[str, Any] = {
         "cse_sup": None,  # init_sup's own recipe: cse.* options over cse, e.g. SimCSE's {batch_size: 512, lr: 5.0e-5}
     },
     # `clapkit train cse`: the text tower as a sentence encoder (SimCSE, VisualCSE, AudioCSE).
-    # Device, logger and progress come from `train`; bad-input skipping from `data.skip_bad`.
+    # Device, precision, logger, progress and bad-input skipping come from `runtime`.
     "cse": {
         "mode": "unsup",  # unsup | sup | image | audio (the last two add their loss to `text_loss`)
         "text_loss": "unsup",  # image/audio modes: unsup (corpus) or sup (nli)
@@ -231,13 +249,8 @@ DEFAULTS: dict[str, Any] = {
         # after every optimizer step the learnt logit scale is capped at this (temperature >= 1/100),
         # as CLIP, open_clip, LAION-CLAP and CyCLIP do; applies to public models fine-tuned too; 0: no cap
         "max_logit_scale": 100.0,
-        # fp32 | bf16 | fp16: autocast for the forward (frontends, normalisations and the loss
-        # stay fp32); fp16 adds a gradient scaler. bf16 works on CPU as well
-        "precision": "fp32",
-        "save_every_steps": 0,  # also write last/ every N optimisation steps (0: at epoch ends only)
         "steps": 0,  # data.stream: total optimisation steps (train.epochs is then steps / steps_per_epoch)
         "steps_per_epoch": 1000,  # data.stream: steps between validations, epoch checkpoints and log rows
-        "max_bad_steps": 5,  # a non-finite loss or gradient skips the step; this many in a row stop the run
         "plateau_factor": 0.1,
         "plateau_patience": 10,
         "early_stopping_patience": 15,  # epochs without val improvement; 0 turns it off
@@ -280,11 +293,5 @@ DEFAULTS: dict[str, Any] = {
             "temperature": 0.1,
             "similarity": "mean",  # aa | tt | at | mean
         },
-        "logger": "csv",  # csv | tensorboard
-        "device": "auto",  # auto | cpu | cuda | cuda:N
-        "deterministic": True,  # on CUDA: deterministic kernels (see training.common.set_determinism)
-        "sync_batchnorm": True,  # under DDP on GPUs: BatchNorm statistics over the global batch
-        "eval_batch_size": 64,
-        "progress": True,
     },
 }

@@ -59,7 +59,7 @@ def _write_json(obj: dict, path: Path | None) -> None:
 def _config(config: str | None, overrides: list[str] | None, skip_bad: bool = False) -> dict:
     from ..config import load_config
 
-    return load_config(config, list(overrides or []) + (["data.skip_bad=true"] if skip_bad else []))
+    return load_config(config, list(overrides or []) + (["runtime.skip_bad=true"] if skip_bad else []))
 
 
 def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool, medium: str = "audio"):
@@ -100,9 +100,9 @@ def _pairs(medium: str, data: str, media_dir: Path | None, audiocaps_pattern: st
     from ..data.files import Skipped
     from ..data.media import load_media_pairs
 
-    cfg = {"model": {"modality": medium}, "data": {
+    cfg = {"model": {"modality": medium}, "runtime": {**DEFAULTS["runtime"], "skip_bad": skip_bad}, "data": {
         **DEFAULTS["data"], "audio_dir": media_dir, "image_dir": media_dir, "audiocaps_pattern": audiocaps_pattern,
-        "skip_bad": skip_bad, "caption_column": caption_column, "split": split,
+        "caption_column": caption_column, "split": split,
         "audio_column": media_column or "audio", "image_column": media_column or "image"}}
     skipped = Skipped()
     return load_media_pairs(cfg, data, skipped, checked=True), skipped

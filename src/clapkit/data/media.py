@@ -71,15 +71,15 @@ def check_media(medium: str, items: Sequence, skip_bad: bool, skipped: Skipped) 
 def load_media_pairs(cfg: dict, spec: str, skipped: Skipped, checked: bool = False) -> list[Pair]:
     """The caption pairs of ``spec`` for the config's medium, with the ``data.*`` options;
     ``checked``: their files opened too (:func:`check_media`)."""
-    d = cfg["data"]
+    d, skip = cfg["data"], cfg["runtime"]["skip_bad"]
     if medium_of(cfg) == "image":
-        pairs = load_image_pairs(spec, d["image_dir"], d["skip_bad"], skipped, d["image_column"],
+        pairs = load_image_pairs(spec, d["image_dir"], skip, skipped, d["image_column"],
                                  d["caption_column"], d["split"])
     else:
-        pairs = load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], d["skip_bad"], skipped,
+        pairs = load_pairs(spec, d["audio_dir"], d["audiocaps_pattern"], skip, skipped,
                            audio_column=d["audio_column"], caption_column=d["caption_column"],
                            label_templates=d["label_templates"])
-    return check_media(medium_of(cfg), pairs, d["skip_bad"], skipped) if checked else pairs
+    return check_media(medium_of(cfg), pairs, skip, skipped) if checked else pairs
 
 
 def load_labelled_media(spec: str, medium: str, folds: list[int] | None = None, classes: list[str] | None = None,

@@ -18,7 +18,7 @@ per sample and pass, drawn by (seed, pass, sample), as LAION-CLAP's loader does.
 
 Resume: a run that has taken ``k`` batches skips them (worker ``w`` skips the batches
 ``w, w + W, ...`` below ``k``) by index only, without decoding, and continues exactly
-when ``world`` and ``data.num_workers`` are those of the first run. The batches do
+when ``world`` and ``runtime.num_workers`` are those of the first run. The batches do
 depend on the number of workers (they read different shards), unlike the indexed
 (``data.stream: false``) path.
 """
@@ -72,7 +72,7 @@ class ShardStream(IterableDataset):
         if len(self.shards) < self.world * workers:
             raise ConfigError(f"data.stream: {len(self.shards)} shard(s) for {self.world} process(es) x {workers} "
                               "worker(s); each reader needs a shard of its own: write smaller shards "
-                              "(clapkit shards --shard-size) or use fewer data.num_workers")
+                              "(clapkit shards --shard-size) or use fewer runtime.num_workers")
 
     def _shards(self, p: int, worker: int, workers: int) -> list[Path]:
         order = np.random.default_rng((self.seed, p, 7)).permutation(len(self.shards))
@@ -116,7 +116,7 @@ class ShardStream(IterableDataset):
             raise ConfigError(
                 f"data.no_duplicate_media: a reader of {len(self._shards(0, worker, workers))} shard(s) "
                 f"cannot fill a batch of {self.batch_size} distinct samples; lower train.batch_size, "
-                "use fewer data.num_workers or set data.no_duplicate_media: false") from exc
+                "use fewer runtime.num_workers or set data.no_duplicate_media: false") from exc
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
         info = get_worker_info()

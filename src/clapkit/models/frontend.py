@@ -40,7 +40,7 @@ def mel_matrix(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
 
 
 def fp32(forward):
-    """Run a frontend in float32 under mixed precision (``train.precision``): the STFT,
+    """Run a frontend in float32 under mixed precision (``runtime.precision``): the STFT,
     the mel projection and the log lose too much in bf16 or fp16."""
 
     @functools.wraps(forward)

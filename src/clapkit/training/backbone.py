@@ -38,16 +38,14 @@ from ..data.labelled import load_labelled
 from ..errors import ConfigError
 from ..models.audio import build_audio_tower
 from .common import (
-    Precision,
     epoch_order,
     init_distributed,
     is_main,
-    pick_device,
     recover_dir,
     resume_config,
+    runtime_of,
     save_weights,
     seed_everything,
-    set_determinism,
 )
 from .loop import Loop, Recipe, Update, mean_of
 from .monitors import Evaluators, pick_monitor
@@ -62,7 +60,7 @@ class BackboneTrainer(Recipe):
         if resume:
             cfg = resume_config(self.out, cfg, (("backbone", "epochs"),))
         self.cfg = cfg
-        b, a, t = cfg["backbone"], cfg["audio"], cfg["train"]
+        b, a = cfg["backbone"], cfg["audio"]
         if not b["data"]:
             raise ConfigError("backbone.data is empty: e.g. --set backbone.data=folder:DIR or esc50:ROOT")
         if b["batch_size"] < self.world:
@@ -71,11 +69,9 @@ class BackboneTrainer(Recipe):
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         seed_everything(cfg["seed"])
-        self.device = pick_device(t["device"])
-        self.precision = Precision(t["precision"], self.device)
-        set_determinism(t.get("deterministic", True), self.device)
+        self.device, self.precision = runtime_of(cfg)
 
-        data = load_labelled(b["data"], skip_bad=cfg["data"]["skip_bad"])
+        data = load_labelled(b["data"], skip_bad=cfg["runtime"]["skip_bad"])
         unknown = [c for c in b["include"] + b["exclude"] if c not in data.class_names]
         if unknown:
             raise ConfigError(f"backbone.include/exclude: {', '.join(unknown)} not among the classes of {b['data']}")
@@ -83,7 +79,7 @@ class BackboneTrainer(Recipe):
         if len(keep) < 2:
             raise ConfigError(f"backbone: {len(keep)} class(es) left after include/exclude; need at least 2")
         remap = {data.class_names.index(c): i for i, c in enumerate(keep)}
-        clips = [c for c in check_audio_files(data.clips, cfg["data"]["skip_bad"], data.skipped) if c.label in remap]
+        clips = [c for c in check_audio_files(data.clips, cfg["runtime"]["skip_bad"], data.skipped) if c.label in remap]
         labels = np.array([remap[c.label] for c in clips])
         self.classes, self.skipped = keep, data.skipped
 
@@ -109,7 +105,7 @@ class BackboneTrainer(Recipe):
         self._loader = self._sampler = None
         monitor = pick_monitor(cfg, ["val_accuracy", "val_loss", "train_loss"], "val_accuracy", None,
                                Evaluators(cfg, None, self.device, allowed=()))
-        self.loop = Loop(self, self.out, monitor, t, self.precision, self.device, self.rank, self.world, resume)
+        self.loop = Loop(self, self.out, monitor, cfg["runtime"], self.precision, self.device, self.rank, self.world, resume)
 
     @property
     def state(self) -> dict:
@@ -139,7 +135,7 @@ class BackboneTrainer(Recipe):
                 batches.append(glob[self.rank * share : (self.rank + 1) * share].tolist())
         self._n = len(batches)
         if self._loader is None:
-            self._loader, self._sampler = epoch_loader(self.train_ds, self.cfg["data"]["num_workers"],
+            self._loader, self._sampler = epoch_loader(self.train_ds, self.cfg["runtime"]["num_workers"],
                                                        self.device.type == "cuda")
         self._sampler.set(epoch, batches[start:])
         return iter(self._loader)
@@ -164,7 +160,7 @@ class BackboneTrainer(Recipe):
         if len(self.val_ds):
             self.model.eval()
             correct, total = 0, 0.0
-            for waves, idx in DataLoader(self.val_ds, batch_size=self.cfg["train"]["eval_batch_size"],
+            for waves, idx in DataLoader(self.val_ds, batch_size=self.cfg["runtime"]["eval_batch_size"],
                                          collate_fn=collate_clips):
                 logits = self.model(waves.to(self.device)).float().cpu()
                 correct += int((logits.argmax(1) == self.y_val[idx]).sum())

@@ -63,15 +63,13 @@ from ..losses import clip_loss, cyclip_regularisers, gather_with_grad
 from ..models.dual import DualEncoder
 from ..models.public.hf import HFDualEncoder, load_for_training
 from .common import (
-    Precision,
     init_distributed,
     is_main,
-    pick_device,
     recover_dir,
     resume_config,
+    runtime_of,
     seed_epoch,
     seed_everything,
-    set_determinism,
 )
 from .joint_se import JointSE
 from .loop import Loop, Recipe, Update, mean_of
@@ -111,11 +109,9 @@ class ClapTrainer(Recipe):
             raise ConfigError("train.cache_chunk (gradient caching) works in one process; under torchrun each "
                               "process holds its share of the batch: set train.cache_chunk: 0")
         objective = objective_class(cfg)
-        self.device = pick_device(t["device"])
-        set_determinism(t.get("deterministic", True), self.device)
+        self.device, self.precision = runtime_of(cfg)
         seed_everything(cfg["seed"])
         self.data = data or load_clap_data(cfg)
-        self.precision = Precision(t["precision"], self.device)
         if resume:
             self.model = load_for_training(cfg, recover_dir(self.out / "last"), resume=True).to(self.device)
         elif cfg["model"]["init_from"]:
@@ -131,12 +127,12 @@ class ClapTrainer(Recipe):
         self.objective = objective(cfg).to(self.device)
         self.objective.setup(self)
         self.se = JointSE(cfg, self)
-        if self.world > 1 and self.device.type == "cuda" and t["sync_batchnorm"]:
+        if self.world > 1 and self.device.type == "cuda" and cfg["runtime"]["sync_batchnorm"]:
             # BatchNorm statistics over the global batch (SyncBatchNorm runs on GPUs only)
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.caches: dict[str, FeatureCache] | None = None
         pin = self.device.type == "cuda"
-        self._loader = EpochLoader(self.train_ds, cfg["data"]["num_workers"], pin)
+        self._loader = EpochLoader(self.train_ds, cfg["runtime"]["num_workers"], pin)
         self._stream = Stream(cfg, self.model.medium, self.train_ds, self.rank, self.world, pin, lambda: self.state["step"])
         self.evaluators = Evaluators(cfg, self.model.medium, self.device)
         monitor = clap_monitor(cfg, self.evaluators)
@@ -147,7 +143,7 @@ class ClapTrainer(Recipe):
             except OSError as exc:
                 raise ConfigError(f"--out {self.out}: cannot write the run folder ({exc}); choose a writable folder "
                                   "with free space") from exc
-        self.loop = Loop(self, self.out, monitor, t, self.precision, self.device, self.rank, self.world, resume)
+        self.loop = Loop(self, self.out, monitor, cfg["runtime"], self.precision, self.device, self.rank, self.world, resume)
 
     @property
     def state(self) -> dict:
@@ -289,7 +285,7 @@ class ClapTrainer(Recipe):
         with self.precision.autocast():
             out = self.net(media=media, tokens=tokens, x_m=x_m, x_t=x_t, se_tokens=se_tokens)
         e_m, e_t, scale = out[:3]
-        # the towers ran in train.precision; E (normalised in fp32) and the loss are fp32
+        # the towers ran in runtime.precision; E (normalised in fp32) and the loss are fp32
         e_m, e_t, scale = gather_with_grad(e_m.float()), gather_with_grad(e_t.float()), scale.float()
         loss = self._cross_modal(e_m, e_t, scale, rows)
         return loss if se is None else loss + self._se_term(se, out[3] if not cached_se else None)
@@ -344,7 +340,7 @@ class ClapTrainer(Recipe):
                    captions: list[str] | None = None) -> float | None:
         """One optimisation step on the pairs ``idx`` of the training set; its loss, or
         None when a non-finite loss or gradient made it skip the step (counted; after
-        ``train.max_bad_steps`` in a row the run stops with a :class:`TrainingError`).
+        ``runtime.max_bad_steps`` in a row the run stops with a :class:`TrainingError`).
         Under fp16 a gradient overflow is the scaler's business: it skips the update and
         lowers the scale, which is not counted."""
         update = self.loop.updates[0]
@@ -424,7 +420,7 @@ class ClapTrainer(Recipe):
             "skipped": self.data.skipped.to_dict(),
             "processes": self.world,
             "loss": t["loss"],
-            "precision": t["precision"],
+            "precision": self.cfg["runtime"]["precision"],
             "inputs": self.cfg[self.model.medium],  # the media settings the run resolved (a public model's own)
         }
         if self.streaming:  # no index of the training pairs: what the steps took instead

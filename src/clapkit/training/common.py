@@ -62,8 +62,17 @@ class StepBatches:
         return self._order[b * self.batch_size : (b + 1) * self.batch_size]
 
 
+def runtime_of(cfg: dict) -> tuple[torch.device, Precision]:
+    """The device and precision of ``cfg``'s runtime section, with its determinism set:
+    what every recipe starts from."""
+    r = cfg["runtime"]
+    device = pick_device(r["device"])
+    set_determinism(r["deterministic"], device)
+    return device, Precision(r["precision"], device)
+
+
 def set_determinism(enabled: bool, device: torch.device) -> None:
-    """``train.deterministic``: on CUDA, deterministic kernels (cuDNN without autotuning,
+    """``runtime.deterministic``: on CUDA, deterministic kernels (cuDNN without autotuning,
     ``torch.use_deterministic_algorithms``, a fixed cuBLAS workspace), so a resumed or
     repeated run on the same GPU and software gives the same weights. CPU kernels here
     are deterministic already, so nothing is set for a CPU run. Ops that have no
@@ -79,7 +88,7 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
 
 
 class Precision:
-    """``train.precision`` for one trainer: ``fp32``, ``bf16`` (autocast; works on CPU as
+    """``runtime.precision`` for one trainer: ``fp32``, ``bf16`` (autocast; works on CPU as
     well) or ``fp16`` (autocast and a gradient scaler). Forwards run under
     :meth:`autocast`; the caller casts embeddings to fp32 before its loss (frontends and
     L2 normalisations are fp32 inside the models), back-propagates :meth:`scale` of it,
@@ -89,7 +98,7 @@ class Precision:
 
     def __init__(self, name: str, device: torch.device):
         if name not in self.DTYPES:
-            raise ConfigError(f"train.precision = {name!r}; choose one of {sorted(self.DTYPES)}")
+            raise ConfigError(f"runtime.precision = {name!r}; choose one of {sorted(self.DTYPES)}")
         self.name, self.dtype, self.device = name, self.DTYPES[name], device
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
 
@@ -110,7 +119,7 @@ class Precision:
         """Whether a step may be applied: its loss and (fp32/bf16) gradient norm are finite;
         under fp16 an overflowing gradient is the scaler's business. A bad step is
         counted in ``state`` (``bad_steps`` in a row, ``skipped_steps`` in all) and printed;
-        ``max_bad`` in a row (``train.max_bad_steps``) raise a TrainingError."""
+        ``max_bad`` in a row (``runtime.max_bad_steps``) raise a TrainingError."""
         ok = bool(torch.isfinite(loss)) and (self.scaler.is_enabled() or bool(torch.isfinite(norm)))
         if ok:
             state["bad_steps"] = 0
@@ -121,7 +130,7 @@ class Precision:
         print(f"step {step}: non-finite {what}; step skipped ({state['bad_steps']} in a row, "
               f"{state['skipped_steps']} in all)", flush=True)
         if state["bad_steps"] >= max(1, max_bad):
-            raise TrainingError(f"{state['bad_steps']} non-finite steps in a row (train.max_bad_steps = {max_bad}) at "
+            raise TrainingError(f"{state['bad_steps']} non-finite steps in a row (runtime.max_bad_steps = {max_bad}) at "
                                 f"step {step}; {last} holds the last good state. Lower the learning rate, use bf16 "
                                 "rather than fp16, or check the batch's inputs")
         return False
@@ -158,7 +167,7 @@ def pick_device(name: str) -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device = {name!r} but no CUDA device is available; use cpu or auto")
+        raise ConfigError(f"runtime.device = {name!r} but no CUDA device is available; use cpu or auto")
     return torch.device(name)
 
 
@@ -191,11 +200,16 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+# where a resumed run runs may change with the machine; nothing it computes does
+RESUME_MAY_CHANGE = (("runtime", "device"), ("runtime", "progress"))
+
+
 def resume_config(out: Path | str, cfg: dict, may_change: tuple[tuple[str, str], ...]) -> dict:
     """The saved ``config.yaml`` of the run in ``out``, with only ``may_change`` taken from ``cfg``.
 
     A resume continues the saved run; the length of the run (epochs, steps) is the only
-    thing a user may extend, so every other option of the new ``cfg`` is ignored.
+    thing a user may extend, and the device and progress bar (:data:`RESUME_MAY_CHANGE`)
+    follow the machine it resumes on; every other option of the new ``cfg`` is ignored.
     """
     out = Path(out)
     saved = out / "config.yaml"
@@ -204,7 +218,7 @@ def resume_config(out: Path | str, cfg: dict, may_change: tuple[tuple[str, str],
     from ..config import complete, upgrade
 
     base = complete(upgrade(yaml.safe_load(saved.read_text()), str(saved)))
-    for section, key in may_change:
+    for section, key in (*may_change, *RESUME_MAY_CHANGE):
         base[section][key] = cfg[section][key]
     return base
 
@@ -245,7 +259,7 @@ class ScalarLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise ConfigError("train.logger = tensorboard needs `pip install tensorboard`; or use csv") from exc
+                raise ConfigError("runtime.logger = tensorboard needs `pip install tensorboard`; or use csv") from exc
             self.tb = SummaryWriter(str(Path(folder) / "tensorboard"))
 
     def log(self, step: int, row: dict) -> None:

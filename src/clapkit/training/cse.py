@@ -65,16 +65,14 @@ from ..losses import (
 )
 from ..models.cse import CseModel
 from .common import (
-    Precision,
     StepBatches,
     average_gradients,
     init_distributed,
     is_main,
-    pick_device,
     recover_dir,
     resume_config,
+    runtime_of,
     seed_everything,
-    set_determinism,
 )
 from .loop import Loop, Recipe, Update, mean_of
 from .monitors import Evaluators, pick_monitor
@@ -106,7 +104,7 @@ def text_loss_kind(c: dict) -> str:
 
 
 def load_cse_data(cfg: dict) -> CseData:
-    c, skip = cfg["cse"], cfg["data"]["skip_bad"]
+    c, skip = cfg["cse"], cfg["runtime"]["skip_bad"]
     required = {"corpus": "cse.corpus is empty: e.g. --set cse.corpus=txt:wiki1m_for_simcse.txt "
                           "or --set cse.corpus=stsb:DIR (the STS-B training sentences)",
                 "nli": "cse.nli is empty: supervised SimCSE needs --set cse.nli=FILE.csv (sent0,sent1,hard_neg)",
@@ -159,9 +157,7 @@ class CseTrainer(Recipe):
             for key in ("batch_size", "other_batch_size"):
                 if c[key] % self.world:
                     raise ConfigError(f"cse.{key} = {c[key]} must be divisible by the {self.world} processes")
-        self.device = pick_device(cfg["train"]["device"])
-        self.precision = Precision(cfg["train"]["precision"], self.device)
-        set_determinism(cfg["train"].get("deterministic", True), self.device)
+        self.device, self.precision = runtime_of(cfg)
         seed_everything(cfg["seed"])
         self.data = data or load_cse_data(cfg)
         self.text_kind = text_loss_kind(c)
@@ -200,7 +196,7 @@ class CseTrainer(Recipe):
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         known = ["text_loss", "stsb_dev"] + (["other_loss"] if self.other else [])
         monitor = pick_monitor(cfg, known, "stsb_dev", None, Evaluators(cfg, None, self.device, allowed=()))
-        self.loop = Loop(self, self.out, monitor, cfg["train"], self.precision, self.device, self.rank, self.world,
+        self.loop = Loop(self, self.out, monitor, cfg["runtime"], self.precision, self.device, self.rank, self.world,
                          resume=resume)
         self._text_batches = StepBatches(cfg["seed"], 1, self.data.n_text, c["batch_size"])
         self._other_batches = StepBatches(cfg["seed"], 2, self.data.n_other, c["other_batch_size"]) if self.other else None
@@ -250,7 +246,7 @@ class CseTrainer(Recipe):
             # the starting model's dev score (eval mode: no dropout, no random draw), so a user
             # sees at once whether training helped
             self.counts["initial"] = self.dev_score()
-            if self.cfg["train"]["progress"] and is_main():
+            if self.cfg["runtime"]["progress"] and is_main():
                 print(f"step 0: STS-B dev {self.counts['initial']:.2f} (the starting model)", flush=True)
 
     def steps(self, window: int, start: int):
@@ -272,7 +268,7 @@ class CseTrainer(Recipe):
 
     # --- batches -------------------------------------------------------------------------
     def _encode_rows(self, texts: list[str]) -> torch.Tensor:
-        with self.precision.autocast():  # train.precision for the encoder; the loss in fp32
+        with self.precision.autocast():  # runtime.precision for the encoder; the loss in fp32
             return self.model.encode_text(self.model.tokenize(texts, self.device)).float()
 
     def _text_rows(self, idx: list[int]) -> tuple[list[str], int]:
@@ -341,7 +337,7 @@ class CseTrainer(Recipe):
         if self.data.images is None:
             return
         batches = [self._other_batches(s).tolist() for s in range(start, self.total_steps)]
-        self._image_iter = iter(batch_loader(self.data.images, batches, self.cfg["data"]["num_workers"],
+        self._image_iter = iter(batch_loader(self.data.images, batches, self.cfg["runtime"]["num_workers"],
                                              self.device.type == "cuda"))
 
     def _images(self, step: int, idx: list[int]) -> torch.Tensor:
@@ -387,10 +383,10 @@ class CseTrainer(Recipe):
     def dev_score(self) -> float:
         if self.data.sts_dev is None:
             return math.nan
-        return evaluate_set(self.model, self.data.sts_dev, self.cfg["train"]["eval_batch_size"])["spearman"]
+        return evaluate_set(self.model, self.data.sts_dev, self.cfg["runtime"]["eval_batch_size"])["spearman"]
 
     def summary(self, s: dict) -> dict:
-        c, t, n = self.c, self.cfg["train"], dict(self.counts)
+        c, n = self.c, dict(self.counts)
         if self.world > 1:  # every process counted its own share of the sentences
             seen = torch.tensor([float(n[k]) for k in ("truncated", "sentences", "text_rows")], dtype=torch.float64)
             torch.distributed.all_reduce(seen)
@@ -405,7 +401,7 @@ class CseTrainer(Recipe):
             "truncated_fraction": n["truncated"] / max(1, n["sentences"]), "max_length": c["model"]["max_length"],
             "train_seconds": n["train_seconds"],
             "sentences_per_second": n["sentences"] / n["train_seconds"] if n["train_seconds"] else None,
-            "skipped": self.data.skipped.to_dict(), "precision": t["precision"], "processes": self.world,
+            "skipped": self.data.skipped.to_dict(), "precision": self.cfg["runtime"]["precision"], "processes": self.world,
         }
 
     def fit(self) -> dict:

@@ -43,7 +43,7 @@ class JointSE:
         if s["batch_size"] < 2 or s["batch_size"] % self.world:
             raise ConfigError(f"train.se.batch_size = {s['batch_size']}: give at least 2, divisible by the "
                               f"{self.world} processes")
-        skip = self.cfg["data"]["skip_bad"]
+        skip = self.cfg["runtime"]["skip_bad"]
         data = load_corpus(s["corpus"], skip, skipped) if s["loss"] == "corpus" else load_nli(s["nli"], skip, skipped)
         if len(data) < s["batch_size"]:
             raise ConfigError(f"train.se.{s['loss']}: {len(data)} examples for train.se.batch_size = {s['batch_size']}")

@@ -5,7 +5,7 @@ A recipe supplies small parts; the loop owns everything a run needs around them:
 - **windows** of steps: an epoch (CLAP, the backbone) or ``cse.eval_steps`` steps
   (``train cse``). After each window the loop evaluates, logs one row to
   ``metrics.csv``, keeps the best model by the **monitor**, steps a plateau schedule
-  and stops early; every ``train.save_every_steps`` steps, and on a SIGTERM, it writes
+  and stops early; every ``runtime.save_every_steps`` steps, and on a SIGTERM, it writes
   ``last/`` mid-window.
 - **phases** (``recipe.phase(window)``): when the phase changes the recipe builds its
   updates anew (frozen towers, learning rate, schedule); a resumed run restores the
@@ -13,7 +13,7 @@ A recipe supplies small parts; the loop owns everything a run needs around them:
 - **updates** (:class:`Update`): one optimizer each, with its scheduler, gradient clip
   and what follows a step (the logit-scale cap). A recipe's step back-propagates its
   objective and calls :meth:`Loop.apply` per update; the loop unscales (fp16), clips,
-  skips a non-finite step (counted; ``train.max_bad_steps`` in a row stop the run) and
+  skips a non-finite step (counted; ``runtime.max_bad_steps`` in a row stop the run) and
   restores BatchNorm statistics a skipped step would have spoilt.
 - **state** (``last/trainer_state.pt``): the loop's counters, every update's
   optimizer and scheduler, the fp16 scaler, every process's RNG state and the
@@ -171,7 +171,7 @@ class Loop:
     """Drives a :class:`Recipe` to its last window (see the module docstring).
 
     ``options`` are the runtime ones: ``progress``, ``logger``, ``save_every_steps``,
-    ``max_bad_steps`` (``train.*``)."""
+    ``max_bad_steps`` (the config's ``runtime`` section)."""
 
     def __init__(self, recipe: Recipe, out: Path, monitor: Monitor, options: dict, precision, device: torch.device,
                  rank: int = 0, world: int = 1, resume: bool = False):

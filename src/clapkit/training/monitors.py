@@ -49,7 +49,7 @@ class Evaluators:
             raise ConfigError(f"train.eval.{refused[0]}: this recipe has no {'text tower' if medium is None else medium} "
                               f"to score it with; it takes {', '.join(allowed) or 'none'}")
         self.data = {}
-        skip = cfg["data"]["skip_bad"]
+        skip = cfg["runtime"]["skip_bad"]
         if "zeroshot" in given:
             from ..data.media import load_labelled_media
 
@@ -71,7 +71,7 @@ class Evaluators:
     def __call__(self, model, window: int, last: bool, monitor: str) -> dict:
         """The metrics of window ``window`` (1-based): every evaluator on an evaluation
         window or the last, only the monitor's on the others (NaN for the rest)."""
-        bs = self.cfg["train"]["eval_batch_size"]
+        bs = self.cfg["runtime"]["eval_batch_size"]
         due = last or window % self.every == 0
         out = {}
         for kind, data in self.data.items():

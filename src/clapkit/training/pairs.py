@@ -35,7 +35,7 @@ def load_clap_data(cfg: dict) -> ClapData:
         pairs: list[Pair] = []
         for spec in specs:
             pairs += load_media_pairs(cfg, spec, skipped)
-        return check_media(medium_of(cfg), pairs, d["skip_bad"], skipped)
+        return check_media(medium_of(cfg), pairs, cfg["runtime"]["skip_bad"], skipped)
 
     if not d["train"]:
         raise ConfigError("data.train is empty: e.g. --set 'data.train=[clotho:captions.csv]' --set data.audio_dir=DIR")
@@ -88,14 +88,14 @@ class FeatureCache:
     image, x_t per distinct caption; ``None`` for a tower that is not frozen."""
 
     def __init__(self, model: DualEncoder, pairs: list[Pair], cfg: dict, train: bool, device: torch.device):
-        bs = cfg["train"]["eval_batch_size"]
+        bs = cfg["runtime"]["eval_batch_size"]
         self.x_m = self.x_t = None
         with torch.no_grad():
             if model.medium in model.frozen:
                 items, rows = clip_index(pairs)
                 self.media_rows = torch.tensor(rows)
                 ds = media_dataset(cfg, items, train=train, seed=cfg["seed"], extract=extractor_of(model))
-                loader = DataLoader(ds, batch_size=bs, collate_fn=collate_clips, num_workers=cfg["data"]["num_workers"])
+                loader = DataLoader(ds, batch_size=bs, collate_fn=collate_clips, num_workers=cfg["runtime"]["num_workers"])
                 self.x_m = torch.cat([model.media_backbone(to_device(w, device)) for w, _ in loader])
             if "text" in model.frozen:
                 texts = list(dict.fromkeys(p.caption for p in pairs))

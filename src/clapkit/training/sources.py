@@ -87,7 +87,7 @@ class Stream:
             d = self.cfg["data"]
             stream = ShardStream(stream_shards(d["train"]), self.medium, self.dataset,
                                  self.cfg["train"]["batch_size"] // self.world, self.cfg["seed"], self.rank, self.world,
-                                 d["shuffle_buffer"], skip_batches=self.skip(), skip_bad=d["skip_bad"],
+                                 d["shuffle_buffer"], skip_batches=self.skip(), skip_bad=self.cfg["runtime"]["skip_bad"],
                                  no_duplicates=d["no_duplicate_media"], one_caption=d["captions"] == "one")
-            self._it = iter(stream_loader(stream, d["num_workers"], self.pin_memory))
+            self._it = iter(stream_loader(stream, self.cfg["runtime"]["num_workers"], self.pin_memory))
         return next(self._it)

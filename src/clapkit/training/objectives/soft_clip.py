@@ -42,8 +42,8 @@ class SoftClip(Objective):
 
         def embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
             cache = EmbeddingCache(soft["cache"] or trainer.out / "teacher-cache", soft["teacher"],
-                                   batch_size=self.cfg["train"]["eval_batch_size"], device=trainer.device,
-                                   num_workers=self.cfg["data"]["num_workers"])
+                                   batch_size=self.cfg["runtime"]["eval_batch_size"], device=trainer.device,
+                                   num_workers=self.cfg["runtime"]["num_workers"])
             return cache.media(clips)[rows], cache.text(captions), cache.stats
 
         if trainer.rank == 0:  # under DDP rank 0 fills the cache alone, then the others read it
