@@ -19,7 +19,7 @@ SHARED = REPO.parent / "shared" / "data"
 
 
 def synthetic(folder: Path, **kw) -> Path:
-    from clapkit.data.synthetic import write_synthetic
+    from clapkit.data.audio.synthetic import write_synthetic
 
     if not (folder / "train.csv").exists():
         write_synthetic(folder, **kw)

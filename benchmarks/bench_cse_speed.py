@@ -42,7 +42,7 @@ def main() -> None:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from clapkit.config import load_config
-    from clapkit.data.sts import load_sts
+    from clapkit.data.text.sts import load_sts
     from clapkit.evaluation.sts import evaluate_set
     from clapkit.models.text import resolve_text_model
     from clapkit.training.cse import CseTrainer

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import SHARED  # noqa: E402
 
 from clapkit.config import load_config  # noqa: E402
+from clapkit.data.audio.labelled import load_labelled  # noqa: E402
 from clapkit.data.datasets import ClipDataset  # noqa: E402
-from clapkit.data.labelled import load_labelled  # noqa: E402
 from clapkit.inference.embed import embed_media  # noqa: E402
 from clapkit.models.dual import DualEncoder  # noqa: E402
 

@@ -23,8 +23,9 @@ from _common import SHARED, timed  # noqa: E402
 
 from clapkit.config import load_config  # noqa: E402
 from clapkit.data.datasets import EpochBatches, batch_loader, collate_clips  # noqa: E402
-from clapkit.data.image_io import ImageDataset, open_image  # noqa: E402
-from clapkit.data.image_sets import load_image_pairs  # noqa: E402
+from clapkit.data.image.captions import load_image_pairs  # noqa: E402
+from clapkit.data.image.io import open_image  # noqa: E402
+from clapkit.data.image_datasets import ImageDataset  # noqa: E402
 from clapkit.models.image import build_image_tower  # noqa: E402
 
 
@@ -67,7 +68,7 @@ def audio_case(tmp: Path, batch: int, n_batches: int) -> dict:
     import soundfile as sf
 
     from clapkit.data.datasets import ClipDataset
-    from clapkit.data.manifests import Pair
+    from clapkit.data.records import Pair
     from clapkit.data.shards import write_shards
     from clapkit.data.stream import ShardStream, stream_loader
     from clapkit.models.audio import build_audio_tower

@@ -47,7 +47,7 @@ def clap(medium: str, tmp: Path, repeats: int, batch: int) -> dict:
         data = synthetic(tmp / "syn", train_clips=4, test_clips=1, unseen_clips=1)
         cfg = load_config("small", [f"data.train=[csv:{data / 'train.csv'}]", "audio.segment_seconds=2.0", *common])
     else:
-        from clapkit.data.synthetic_images import write_synthetic_images
+        from clapkit.data.image.synthetic import write_synthetic_images
 
         write_synthetic_images(tmp / "img", train_images=2, test_images=1, unseen_images=1)
         cfg = load_config("clip-cpu", [f"data.train=[csv:{tmp / 'img' / 'train.csv'}]", "train.cyclip.in_modal=0.25",

@@ -86,8 +86,8 @@ def folders(tmp: Path) -> tuple[Path, Path]:
 
 
 def clapkit_step(medium: str, tmp: Path, batch: int, bert: Path, vit: Path, device: torch.device):
-    from clapkit.data.synthetic import write_synthetic
-    from clapkit.data.synthetic_images import write_synthetic_images
+    from clapkit.data.audio.synthetic import write_synthetic
+    from clapkit.data.image.synthetic import write_synthetic_images
 
     per_class = -(-batch // 24)
     common = [f"train.batch_size={batch}", "train.frozen_epochs=0", "runtime.progress=false", "runtime.precision=bf16",

@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import timed  # noqa: E402
 
 from clapkit.data.audio import load_audio  # noqa: E402
+from clapkit.data.audio.captions import load_pairs  # noqa: E402
 from clapkit.data.files import Skipped  # noqa: E402
-from clapkit.data.image_io import open_image  # noqa: E402
-from clapkit.data.manifests import Pair, load_pairs  # noqa: E402
+from clapkit.data.image.io import open_image  # noqa: E402
+from clapkit.data.records import Pair  # noqa: E402
 from clapkit.data.shards import shard_pattern, write_shards  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def main(n: int = 400, repeats: int = 4) -> None:
         if medium == "audio":
             sharded = load_pairs(shard_pattern(tars), skipped=Skipped())
         else:
-            from clapkit.data.image_sets import load_image_pairs
+            from clapkit.data.image.captions import load_image_pairs
 
             sharded = load_image_pairs(shard_pattern(tars))
         index_s = time.perf_counter() - t0

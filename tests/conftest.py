@@ -99,7 +99,7 @@ def tiny_overrides(text_model: str) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     """A small copy of the embedded synthetic set (8 kHz, 0.5 s clips)."""
-    from clapkit.data.synthetic import write_synthetic
+    from clapkit.data.audio.synthetic import write_synthetic
 
     folder = tmp_path_factory.mktemp("synthetic")
     write_synthetic(folder, seed=1, sr=8000, seconds=0.5, train_clips=3, test_clips=1, unseen_clips=2, captions_per_clip=2)
@@ -136,7 +136,7 @@ def tiny_image_overrides(text_model: str) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory) -> Path:
     """A small copy of the embedded synthetic picture set (48 x 48 PNGs)."""
-    from clapkit.data.synthetic_images import write_synthetic_images
+    from clapkit.data.image.synthetic import write_synthetic_images
 
     folder = tmp_path_factory.mktemp("synthetic-images")
     write_synthetic_images(folder, seed=1, pixels=48, train_images=3, test_images=1, unseen_images=2, captions_per_image=2)

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from clapkit.audit.leakage import audit_leakage, label_words, pretrain_overlap, read_word_list, scan
-from clapkit.data.manifests import Pair, detect_spec
+from clapkit.data.audio.captions import detect_spec
+from clapkit.data.records import Pair
 from clapkit.errors import DataError
 
 
@@ -175,7 +176,7 @@ def test_the_papers_rule_is_counted_apart_from_the_extended_rules():
     """S2's dirty caption holds a word of the class set (stem or lemma); the derivation
     and compound rules flag more: "airplane" names air_conditioner by compound only."""
     from clapkit.audit.leakage import default_word_list, scan
-    from clapkit.data.manifests import Pair
+    from clapkit.data.records import Pair
 
     pairs = [Pair(f"{i}.wav", c, str(i), f"x line {i}") for i, c in
              enumerate(["an airplane passes", "the air conditioner hums", "mice squeak", "a wooden door"])]

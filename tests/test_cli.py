@@ -24,7 +24,7 @@ def test_eval_zeroshot_on_shared_esc50(tmp_path, tiny_checkpoint, shared_data):
     assert np.array(m["confusion"]).sum() == 414
     assert m["templates"] == ["This is a sound of {label}."]
     # top-1/top-5 recomputed here from the model's embeddings (pessimistic ties: count >=)
-    from clapkit.data.labelled import load_labelled
+    from clapkit.data.audio.labelled import load_labelled
     from clapkit.evaluation.zeroshot import class_text_embeddings
     from clapkit.inference.embed import embed_media
     from clapkit.models.dual import DualEncoder
@@ -146,7 +146,7 @@ def test_train_cse_unsup_and_image_on_shared_data_then_eval(tmp_path, shared_dat
     r = json.loads((tmp_path / "sts.json").read_text())["tasks"]["STSB-test"]
     from scipy.stats import spearmanr
 
-    from clapkit.data.sts import load_sts
+    from clapkit.data.text.sts import load_sts
 
     test = load_sts(f"stsb:{stsb}")[0]
     st = SentenceTransformer(str(tmp_path / "image" / "checkpoint"), device="cpu")
@@ -170,7 +170,7 @@ def test_eval_sts_seven_task_table_from_original_layouts(tmp_path, tiny_bert, sh
     Spearman of cosines computed here."""
     from scipy.stats import spearmanr
 
-    from clapkit.data.sts import SENTEVAL_SETS, load_sts
+    from clapkit.data.text.sts import SENTEVAL_SETS, load_sts
     from clapkit.evaluation.sts import SentenceEncoder
 
     stsb = shared_data / "sts" / "stsbenchmark"

@@ -128,7 +128,7 @@ def test_tiny_unsup_run_learns_saves_and_evaluates(tmp_path, tiny_bert, corpus, 
     changed = [k for k in init if not torch.equal(init[k], trained[k])]
     assert any("encoder.layer" in k for k in changed)  # the Transformer learnt
     # the best checkpoint's dev score is what eval sts computes on it
-    from clapkit.data.sts import load_sts
+    from clapkit.data.text.sts import load_sts
     from clapkit.evaluation.sts import evaluate_set
 
     dev = load_sts(f"stsb:{stsb_dir}", "dev")[0]

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_overrides
 
 from clapkit.config import load_config
-from clapkit.data.synthetic import EVAL_WORDS, write_leakage_set
+from clapkit.data.audio.synthetic import EVAL_WORDS, write_leakage_set
 from clapkit.errors import ConfigError
 from clapkit.models.audio import build_audio_tower
 from clapkit.training.backbone import train_audio_backbone
@@ -96,8 +96,8 @@ def test_improvement_experiment_end_to_end(tmp_path, tiny_bert):
     import csv as _csv
 
     from clapkit.audit.leakage import default_word_list, scan
-    from clapkit.data.labelled import load_label_names
-    from clapkit.data.manifests import load_pairs
+    from clapkit.data.audio.captions import load_pairs
+    from clapkit.data.text import load_label_names
 
     assert set(r["leakage"]) == {"teacher", "du", "ds"}
     for strategy in ("du", "ds"):

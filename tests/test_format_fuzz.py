@@ -139,16 +139,16 @@ def _image_file(d):
 
 
 def _read(name: str, d: Path, target: Path):
+    from clapkit.data.audio.captions import load_pairs
     from clapkit.data.files import Skipped
-    from clapkit.data.image_sets import load_image_pairs
-    from clapkit.data.manifests import load_pairs
+    from clapkit.data.image.captions import load_image_pairs
 
     if name in ("csv", "jsonl", "clotho", "audiocaps"):
         return load_pairs(f"{name}:{target}", audio_dir=d)
     if name in ("coco", "karpathy", "flickr"):
         return load_image_pairs(f"{name}:{target}", split="test" if name == "karpathy" else None)
     if name in ("stsb", "sick"):
-        from clapkit.data.sts import load_sts
+        from clapkit.data.text.sts import load_sts
 
         return load_sts(f"{name}:{d}")
     if name == "nli":
@@ -156,7 +156,7 @@ def _read(name: str, d: Path, target: Path):
 
         return load_nli(target)
     if name == "senteval":
-        from clapkit.data.senteval import load_senteval
+        from clapkit.data.text.senteval import load_senteval
 
         return load_senteval(d, skipped=Skipped())
     if name == "task":
@@ -164,14 +164,14 @@ def _read(name: str, d: Path, target: Path):
 
         return load_text_classification(target)
     if name == "labels":
-        from clapkit.data.labelled import load_label_names
+        from clapkit.data.text import load_label_names
 
         return load_label_names(f"txt:{target}")
     if name == "audio_file":
         from clapkit.data.audio import load_audio
 
         return load_audio(target, 8000, "clips.csv line 2")
-    from clapkit.data.image_io import open_image
+    from clapkit.data.image.io import open_image
 
     return open_image(target, f"images.csv line 2: {target}")
 

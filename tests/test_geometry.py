@@ -95,7 +95,7 @@ def test_audit_embeddings_report(tmp_path, tiny_checkpoint, tiny_synthetic):
     import torch
 
     from clapkit.audit.embeddings import audit_embeddings
-    from clapkit.data.labelled import load_labelled
+    from clapkit.data.audio.labelled import load_labelled
     from clapkit.inference.embed import embed_media, embed_text
     from clapkit.models.dual import DualEncoder
 

@@ -35,7 +35,7 @@ def test_logits_and_embeddings_equal_the_models_own(hf_model, tiny_images, tiny_
     from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoModel, AutoTokenizer
 
     from clapkit.data.audio import load_audio
-    from clapkit.data.image_io import open_image
+    from clapkit.data.image.io import open_image
     from clapkit.evaluation.zeroshot import class_text_embeddings, default_templates
     from clapkit.inference.embed import embed_media
 
@@ -244,7 +244,7 @@ def test_fine_tuning_a_public_model_saves_it_back_in_transformers_format(hf_mode
     from clapkit.cli import app
     from clapkit.config import load_config
     from clapkit.data.audio import load_audio
-    from clapkit.data.image_io import open_image
+    from clapkit.data.image.io import open_image
     from clapkit.training.clap import train_clap
 
     family, folder = hf_model
@@ -310,7 +310,7 @@ def _write_clips(folder, seconds, sr=16000, seed=0):
     """WAV files of the given lengths (noise bursts), and items for embed_media."""
     import soundfile as sf
 
-    from clapkit.data.manifests import Pair
+    from clapkit.data.records import Pair
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

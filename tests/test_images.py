@@ -13,18 +13,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
-from clapkit.data.files import Skipped
-from clapkit.data.image_io import (
-    ImageDataset,
-    TarMember,
-    check_images,
-    open_image,
-    random_resized_crop_box,
-)
-from clapkit.data.image_sets import expand_shards, load_image_pairs, load_labelled_images
-from clapkit.data.labelled import load_labelled
+from clapkit.data.audio.labelled import load_labelled
+from clapkit.data.files import Skipped, TarMember
+from clapkit.data.image.captions import load_image_pairs
+from clapkit.data.image.io import check_images, open_image, random_resized_crop_box
+from clapkit.data.image.labelled import load_labelled_images
+from clapkit.data.image_datasets import ImageDataset
 from clapkit.data.media import load_labelled_media
-from clapkit.data.shards import write_tar
+from clapkit.data.shards import expand_shards, write_tar
 from clapkit.errors import ConfigError, DataError
 from clapkit.losses import clip_loss, cyclip_regularisers
 from clapkit.models.dual import DualEncoder
@@ -574,8 +570,8 @@ def test_image_presets_resolve_with_the_published_settings():
 
 
 def test_augment_off_trains_on_the_evaluation_transform(tiny_images):
-    from clapkit.data.image_io import ImageDataset
-    from clapkit.data.manifests import load_pairs
+    from clapkit.data.audio.captions import load_pairs
+    from clapkit.data.image_datasets import ImageDataset
 
     pairs = load_pairs(f"csv:{tiny_images / 'train.csv'}", audio_column="image")[:4]
     settings = {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "crop_scale": [0.5, 1.0], "flip_p": 0.5}

@@ -169,7 +169,8 @@ def test_eval_language_reports_s0s_measures_by_their_formulas(tmp_path, tiny_che
     from typer.testing import CliRunner
 
     from clapkit.cli import app
-    from clapkit.data.manifests import clip_index, load_pairs
+    from clapkit.data.audio.captions import load_pairs
+    from clapkit.data.records import clip_index
     from clapkit.inference.embed import embed_media, embed_text
     from clapkit.models.dual import DualEncoder
 

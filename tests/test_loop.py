@@ -104,7 +104,7 @@ def test_siglip_trains_its_bias_and_resumes_exactly(tmp_path, tiny_bert, tiny_sy
 
 
 def test_a_public_siglip_fine_tunes_with_its_own_bias(tmp_path):
-    from clapkit.data.synthetic_images import write_synthetic_images
+    from clapkit.data.image.synthetic import write_synthetic_images
     from clapkit.models.public.hf import load_model
 
     public = write_tiny_public_model("siglip", tmp_path / "siglip", dropout=False)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from clapkit.data.audio.captions import load_pairs
+from clapkit.data.audio.labelled import load_labelled
 from clapkit.data.files import Skipped
-from clapkit.data.labelled import load_labelled
-from clapkit.data.manifests import load_pairs
 from clapkit.errors import DataError
 
 

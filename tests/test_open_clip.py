@@ -69,7 +69,7 @@ def tiny_open_clip(tmp_path_factory):
 def test_logits_and_embeddings_equal_open_clips_own(tiny_open_clip, tiny_images):
     import open_clip
 
-    from clapkit.data.image_io import open_image
+    from clapkit.data.image.io import open_image
     from clapkit.data.media import load_labelled_media
     from clapkit.evaluation.zeroshot import class_text_embeddings, default_templates
     from clapkit.inference.embed import embed_media

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from clapkit.data.files import Skipped
-from clapkit.data.senteval import load_senteval
+from clapkit.data.text.senteval import load_senteval
 from clapkit.errors import DataError
 from clapkit.evaluation.transfer import (
     INNER_GRID,

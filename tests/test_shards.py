@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from clapkit.cli import app
 from clapkit.config import load_config
 from clapkit.data.audio import load_audio
+from clapkit.data.audio.captions import load_pairs
 from clapkit.data.files import Skipped, TarMember
-from clapkit.data.manifests import load_pairs
 from clapkit.data.shards import write_tar
 from clapkit.errors import DataError
 from clapkit.training.clap import train_clap
@@ -42,7 +42,7 @@ def test_manifest_to_shards_round_trip_and_the_same_run(tmp_path, tiny_bert, tin
     if modality == "audio":
         original, sharded = load_pairs(manifest), load_pairs(spec)
     else:
-        from clapkit.data.image_sets import load_image_pairs
+        from clapkit.data.image.captions import load_image_pairs
 
         original, sharded = load_image_pairs(manifest), load_image_pairs(spec)
     media = list(dict.fromkeys(p.media for p in original))
@@ -89,7 +89,7 @@ def test_laion_clap_audio_shards_and_their_bad_samples(tmp_path):
     assert wave.shape == (2000,) and abs(np.fft.rfft(wave)).argmax() == 880 * 2000 // 8000
     with pytest.raises(DataError, match="no shard matches"):
         load_pairs(f"wds:{tmp_path}/nothing-*.tar")
-    with pytest.raises(DataError, match="the shard pattern after 'wds:' is empty"):
+    with pytest.raises(DataError, match="the pattern after 'wds:' is empty"):
         load_pairs("wds:")
     run = CliRunner().invoke(app, ["shards", "--data", f"wds:{tmp_path}/a-0.tar", "--out", str(tmp_path / "o"),
                                    "--shard-size", "0", "--skip-bad"])

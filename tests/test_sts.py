@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from clapkit.data.sts import StsSet, load_sts
+from clapkit.data.text.sts import StsSet, load_sts
 from clapkit.errors import ConfigError, DataError
 from clapkit.evaluation.geometry import alignment, uniformity
 from clapkit.evaluation.sts import SentenceEncoder, evaluate_set, sts_eval
@@ -45,7 +45,7 @@ def test_sick_annotated_and_full_release(tmp_path):
 def write_senteval(root, sizes, unscored=()):
     """SentEval's layout: every standard subset of each year, ``sizes[year]`` pairs each;
     the gold line of each (year, subset, row) in ``unscored`` is left empty."""
-    from clapkit.data.sts import SENTEVAL_SETS
+    from clapkit.data.text.sts import SENTEVAL_SETS
 
     for year, n in sizes.items():
         d = root / f"{year}-en-test"

@@ -93,7 +93,7 @@ def test_bad_audio_in_manifest_fails_then_skips_and_counts(tmp_path, tiny_bert, 
 
 
 def test_split_by_audio_keeps_captions_together(tiny_synthetic):
-    from clapkit.data.manifests import load_pairs
+    from clapkit.data.audio.captions import load_pairs
 
     pairs = load_pairs(f"csv:{tiny_synthetic / 'train.csv'}")
     train, val = split_pairs(pairs, 0.2, "audio", seed=0)

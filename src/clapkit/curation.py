@@ -50,7 +50,7 @@ def iter_media_pool(spec: str | Path, medium: str = "audio") -> Iterator[PoolIte
     order) or a CSV with an ``audio`` / ``image`` column (paths relative to the CSV or
     absolute)."""
     from .data.files import iter_csv_rows
-    from .data.image_io import IMAGE_EXTENSIONS
+    from .data.image.io import IMAGE_EXTENSIONS
 
     extensions = IMAGE_EXTENSIONS if medium == "image" else AUDIO_EXTENSIONS
     path = Path(spec)
@@ -161,9 +161,10 @@ def curate(
     the cache and the matcher ``pool_batch`` clips at a time, and kept pairs go straight
     to the manifest. ``audio_id`` is a clip's position in the pool.
     """
+    from .data.audio.captions import detect_spec
     from .data.files import Skipped
-    from .data.labelled import load_label_names
-    from .data.manifests import detect_spec, load_pairs
+    from .data.specs import ReadOptions, read_pairs
+    from .data.text import load_label_names
 
     if strategy not in ("du", "ds"):
         raise ConfigError(f"--strategy {strategy!r}: choose du or ds")
@@ -174,8 +175,8 @@ def curate(
     cache = EmbeddingCache(cache or out.parent / ".clapkit-cache", teacher, batch_size=batch_size, device=device,
                            num_workers=num_workers)
     skipped = Skipped()
-    texts = list(dict.fromkeys(p.caption for p in load_pairs(
-        detect_spec(captions), require_audio=False, audio_column=cache.medium, resolve=lambda path, where: path)))
+    texts = list(dict.fromkeys(p.caption for p in read_pairs(
+        detect_spec(captions), ReadOptions(cache.medium, require_media=False), Skipped())))
     text_emb = cache.text(texts)
 
     stats: dict = {"strategy": strategy, "sigma": sigma, "top_k": top_k, "index": index, "caption_pool": len(texts)}

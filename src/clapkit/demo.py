@@ -4,9 +4,9 @@ Writes the synthetic set, trains a CLAP (small audio CNN + the shipped MiniLM) w
 ``demo`` preset, then evaluates zero-shot classification on the classes never used in
 training and retrieval on held-out clips of the seen classes. ``modality="image"``
 does the same for a CLIP (small image CNN + MiniLM, preset ``demo-image``) on the
-synthetic pictures of :mod:`clapkit.data.synthetic_images`. Outputs in ``out``::
+synthetic pictures of :mod:`clapkit.data.image.synthetic`. Outputs in ``out``::
 
-    data/                the synthetic set (see clapkit.data.synthetic)
+    data/                the synthetic set (see clapkit.data.audio.synthetic)
     checkpoint/ last/    the trained model (best by validation loss) and the last epoch
     metrics.json         zero-shot (with chance level) and retrieval metrics, timings
     confusion_unseen.png training_curve.png
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from .config import load_config
+from .data.audio.synthetic import write_synthetic
 from .data.files import Skipped
+from .data.image.synthetic import write_synthetic_images
 from .data.media import load_labelled_media, load_media_pairs
-from .data.synthetic import write_synthetic
-from .data.synthetic_images import write_synthetic_images
 from .errors import ConfigError
 from .evaluation.retrieval import retrieval_eval
 from .evaluation.zeroshot import plot_confusion, zeroshot_eval

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.labelled import LabelledSet
+from ..data.records import LabelledSet
 from ..errors import DataError
 from ..evaluation.geometry import class_means, silhouette, topological_similarity, tsne_2d
 from ..evaluation.metrics import classification_metrics

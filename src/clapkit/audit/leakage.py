@@ -51,7 +51,7 @@ import snowballstemmer
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from ..data.files import read_text
-from ..data.manifests import Pair
+from ..data.records import Pair
 from ..errors import DataError
 
 # Words in scikit-learn's stop list that are nouns or adjectives naming things or sounds.
@@ -296,8 +296,10 @@ def audit_leakage(
     with ``write_clean`` also a ``audio,caption`` CSV of the pairs that name no class
     (``clean_by="audio"`` drops every caption of a clip that has one dirty caption).
     """
-    from ..data.labelled import load_label_names
-    from ..data.manifests import detect_spec, load_pairs
+    from ..data.audio.captions import detect_spec
+    from ..data.files import Skipped
+    from ..data.specs import ReadOptions, read_pairs
+    from ..data.text import load_label_names
 
     if clean_by not in ("pair", "audio"):
         raise DataError(f"--clean-by {clean_by!r}: choose pair or audio")
@@ -313,9 +315,8 @@ def audit_leakage(
                      "examples": []} for n in words}
     for arg in captions:
         spec = detect_spec(arg)
-        column = _media_column(spec)
-        pairs = load_pairs(spec, audio_dir=audio_dir, require_audio=False, audio_column=column,
-                           resolve=(lambda path, where: path) if column == "image" else None)
+        opts = ReadOptions(_media_column(spec), Path(audio_dir) if audio_dir else None, require_media=False)
+        pairs = read_pairs(spec, opts, Skipped())
         result = scan(pairs, words)
         dirty_audio = {p.media_id for p, d in zip(pairs, result.dirty, strict=True) if d}
         n_dirty = sum(1 for d in result.dirty if d)

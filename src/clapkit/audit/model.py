@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.labelled import LabelledSet
+from ..data.records import LabelledSet
 from ..evaluation.zeroshot import plot_confusion, zeroshot_eval
 from .embeddings import audit_embeddings
 

@@ -83,7 +83,7 @@ def eval_sts(
     device: Device = "auto",
 ) -> None:
     """STS Spearman x 100 (STS12-16 'all'/mean/wmean, STS-B, SICK-R), alignment and uniformity."""
-    from ..data.sts import load_sts
+    from ..data.text.sts import load_sts
     from ..evaluation.sts import SentenceEncoder, sts_eval
 
     sets = [s for spec in data for s in load_sts(spec, split)]
@@ -193,7 +193,7 @@ def eval_language(
                    f"{g['uniformity_E_t']:.3f} (x_t {g['uniformity_x_t']:.3f}), alignment {g['alignment']:.3f}, "
                    f"modality gap {g['modality_gap']:.3f}")
     if sts:
-        from ..data.sts import load_sts
+        from ..data.text.sts import load_sts
 
         sets = [x for spec in sts for x in load_sts(spec)]
         result["sts"] = {}
@@ -277,7 +277,7 @@ def embed(
     import numpy as np
 
     from ..data.files import Skipped
-    from ..data.manifests import unique_clips
+    from ..data.records import unique_clips
     from ..inference.embed import embed_media, embed_text
 
     if sum(x is not None for x in (audio, image, text)) != 1:
@@ -302,7 +302,7 @@ def embed(
         emb = embed_media(net, items, batch_size, projected=not backbone, device=dev, num_workers=workers, progress=True)
         ids = [str(i.media) for i in items]
     else:
-        from ..data.text import read_lines
+        from ..data.files import read_lines
 
         ids = read_lines(text)
         emb = embed_text(net, ids, projected=not backbone, device=dev)

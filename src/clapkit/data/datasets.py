@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from .audio import AudioError, fix_length, load_audio, normalize
+from .audio.io import AudioError, fix_length, load_audio, normalize
 from .files import Skipped, TarMember, keep_good
 
 
@@ -109,7 +109,7 @@ class ClipDataset(SeededItems):
 
     ``train=True`` takes a random segment seeded by (seed, epoch, index); otherwise the
     centre segment. A short clip is padded by ``pad`` (see
-    :func:`~clapkit.data.audio.fix_length`). Returns ``(wave, index)``.
+    :func:`~clapkit.data.audio.io.fix_length`). Returns ``(wave, index)``.
     """
 
     def __init__(self, items: Sequence, sample_rate: int, seconds: float, norm: bool = True,

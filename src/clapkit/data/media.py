@@ -6,8 +6,8 @@ file checks and torch dataset, so the rest of clapkit is written once for both m
 ==================  ==========================================  =============================================
                     audio (``model.modality: audio``)           image (``model.modality: image``)
 ==================  ==========================================  =============================================
-caption manifests   csv, jsonl, clotho, audiocaps, esc50, folder  coco, karpathy, flickr, csv, jsonl, wds
-labelled sets       esc50, folder, fsdd                         folder, csv, mnist, cifar
+caption manifests   the kinds of clapkit.data.specs (``clapkit formats``), and any labelled set, one pair per template
+labelled sets       the kinds of clapkit.data.specs (``clapkit formats``)
 file check          header (soundfile)                          full decode (Pillow)
 dataset item        fixed-length waveform                       normalised (3, S, S) pixels
 training draw       segment, seeded (seed, epoch, i)            crop + flip, seeded (seed, epoch, i)
@@ -20,13 +20,16 @@ from collections.abc import Sequence
 
 from torch.utils.data import Dataset
 
-from .audio import load_audio
+from .audio.captions import load_pairs
+from .audio.io import load_audio
+from .audio.labelled import load_labelled
 from .datasets import ClipDataset, ExtractedClips, check_audio_files
 from .files import Skipped
-from .image_io import ImageDataset, check_images, open_image
-from .image_sets import load_image_pairs, load_labelled_images
-from .labelled import LabelledSet, load_labelled, select
-from .manifests import Pair, load_pairs
+from .image.captions import load_image_pairs
+from .image.io import check_images, open_image
+from .image.labelled import load_labelled_images
+from .image_datasets import ImageDataset
+from .records import LabelledSet, Pair, select
 
 
 class RawMedia(Dataset):

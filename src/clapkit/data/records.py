@@ -1,12 +1,17 @@
 """The records every reader produces, at the bottom of :mod:`clapkit.data`: a medium with
-one caption (:class:`Pair`), and the checks and indexes every caption reader shares."""
+one caption (:class:`Pair`), a labelled medium (:class:`LabelledClip`, in a
+:class:`LabelledSet`), an image held in an array (:class:`ArrayImage`), and the checks,
+indexes and selections every reader shares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError
+from .files import Skipped
 
 
 @dataclass(frozen=True)
@@ -14,7 +19,7 @@ class Pair:
     """One medium (an audio file or an image) with one caption. ``media_id`` groups the
     captions of one clip or image."""
 
-    media: Path  # or an image reference of clapkit.data.image_io (a tar member)
+    media: Path  # or an image reference: a TarMember (a shard's member) or an ArrayImage
     caption: str
     media_id: str
     where: str  # "FILE line N", for error messages
@@ -41,3 +46,60 @@ def clean_caption(text, where: str) -> str:
     if not caption:
         raise DataError("empty caption", where)
     return caption
+
+
+@dataclass(frozen=True)
+class ArrayImage:
+    """Row ``index`` of ``array`` (N, H, W) or (N, H, W, 3) of whole numbers in
+    [0, ``scale``] (uint8 MNIST and CIFAR: 255; scikit-learn's digits: 16); ``source``
+    names the set."""
+
+    source: str
+    index: int
+    array: np.ndarray = field(compare=False, hash=False, repr=False)
+    scale: float = 255.0
+
+    def __str__(self) -> str:
+        return f"{self.source}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class LabelledClip:
+    """One labelled audio clip or image (``media``: a path or an image reference)."""
+
+    media: Path
+    label: int
+    fold: int | None
+    where: str
+
+
+@dataclass
+class LabelledSet:
+    clips: list[LabelledClip]
+    class_names: list[str]  # index = label
+    skipped: Skipped
+
+    def label_texts(self) -> list[str]:
+        """Class names as words (``door_wood_knock`` -> ``door wood knock``)."""
+        return [name.replace("_", " ") for name in self.class_names]
+
+
+def select(data: LabelledSet, spec: str, folds: list[int] | None = None, classes: list[str] | None = None) -> LabelledSet:
+    """The items of some folds and classes of a labelled set; the selected classes
+    become the candidate set, in the set's own order."""
+    clips, names = data.clips, data.class_names
+    if folds:
+        if any(c.fold is None for c in clips):
+            raise DataError(f"{spec}: --folds given but this set has no folds")
+        clips = [c for c in clips if c.fold in set(folds)]
+    if classes:
+        unknown = [c for c in classes if c not in names]
+        if unknown:
+            raise DataError(f"{spec}: unknown class(es) {', '.join(unknown)}")
+        keep = [i for i, n in enumerate(names) if n in set(classes)]
+        remap = {old: new for new, old in enumerate(keep)}
+        clips = [LabelledClip(c.media, remap[c.label], c.fold, c.where) for c in clips if c.label in remap]
+        names = [names[i] for i in keep]
+    if not clips:
+        raise DataError(f"{spec}: no clips left after the fold/class selection")
+    return LabelledSet(clips, names, data.skipped)

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import ConfigError, DataError
 from .datasets import StarvedBatches, no_duplicate_batches, stack_media
 from .files import Collector, Skipped
-from .shards import expand_shards, wds_pairs
+from .shards.wds import expand_shards, wds_pairs
 
 
 def stream_shards(specs: list[str]) -> list[Path]:

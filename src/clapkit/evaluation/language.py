@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.manifests import clip_index
+from ..data.records import clip_index
 from ..inference.embed import embed_media, embed_text
 from .geometry import alignment, modality_gap, uniformity
 

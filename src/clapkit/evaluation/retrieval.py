@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.manifests import Pair, clip_index
+from ..data.records import Pair, clip_index
 from ..inference.embed import embed_media, embed_text
 from ..models.dual import DualEncoder
 from .metrics import audio_text_retrieval

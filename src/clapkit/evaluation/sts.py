@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from ..data.sts import StsSet
+from ..data.text.sts import StsSet
 from ..errors import ConfigError
 from ..models.text import TextEncoder, resolve_text_model
 from ..pooling import LEGACY_POOLING

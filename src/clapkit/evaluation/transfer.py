@@ -18,8 +18,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..data.files import Skipped
-from ..data.senteval import TransferTask, load_senteval
 from ..data.text import TextClassificationSet, load_text_classification
+from ..data.text.senteval import TransferTask, load_senteval
 from ..errors import ConfigError, DataError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.labelled import LabelledSet
+from ..data.records import LabelledSet
 from ..inference.embed import embed_media, embed_text
 from ..models.dual import DualEncoder
 from .metrics import classification_metrics

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..audit.leakage import audit_leakage
 from ..curation import curate
-from ..data.labelled import load_labelled
-from ..data.synthetic import write_synthetic, write_unpaired_pool
+from ..data.audio.labelled import load_labelled
+from ..data.audio.synthetic import write_synthetic, write_unpaired_pool
 from ..errors import ConfigError
 from ..evaluation.zeroshot import zeroshot_eval
 from ..models.dual import DualEncoder

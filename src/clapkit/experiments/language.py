@@ -40,11 +40,11 @@ def _data(cfg: dict, out: Path) -> tuple[list[str], str, str]:
         folder = out / "data"
         if not (folder / "train.csv").exists():
             if medium == "image":
-                from ..data.synthetic_images import write_synthetic_images
+                from ..data.image.synthetic import write_synthetic_images
 
                 write_synthetic_images(folder, seed=0)
             else:
-                from ..data.synthetic import write_synthetic
+                from ..data.audio.synthetic import write_synthetic
 
                 write_synthetic(folder, seed=0, sr=cfg["audio"]["sample_rate"], seconds=cfg["audio"]["segment_seconds"])
         return [f"csv:{folder / 'train.csv'}"], f"folder:{folder / 'unseen'}", f"csv:{folder / 'test.csv'}"
@@ -123,7 +123,7 @@ def evaluation_sets(cfg: dict, zeroshot: str, retrieval: str) -> dict:
     where given), the STS sets and the transfer tasks."""
     from ..data.files import Skipped
     from ..data.media import load_labelled_media, load_media_pairs
-    from ..data.sts import load_sts
+    from ..data.text.sts import load_sts
     from ..evaluation.transfer import load_transfer_tasks
 
     lang, medium = cfg["language"], cfg["model"]["modality"]

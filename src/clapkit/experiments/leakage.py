@@ -29,8 +29,9 @@ from scipy.stats import pearsonr
 
 from ..audit.embeddings import audit_embeddings, plot_tsne
 from ..audit.leakage import audit_leakage, label_words, pretrain_overlap
-from ..data.labelled import load_label_names, load_labelled
-from ..data.synthetic import write_leakage_set
+from ..data.audio.labelled import load_labelled
+from ..data.audio.synthetic import write_leakage_set
+from ..data.text import load_label_names
 from ..errors import ConfigError
 from ..models.dual import DualEncoder
 from ..training.backbone import train_audio_backbone

@@ -55,7 +55,7 @@ def media_key(ref) -> str:
     """A cache id for a medium: the absolute path of a file; ``TAR#member`` of a tar
     member; ``SOURCE[i]`` of an array row."""
     from ..data.files import TarMember
-    from ..data.image_io import ArrayImage
+    from ..data.records import ArrayImage
 
     if isinstance(ref, TarMember):
         return f"{os.path.abspath(ref.tar)}#{ref.name}"
@@ -67,7 +67,7 @@ def media_key(ref) -> str:
 def media_stamp(ref) -> str:
     """size:mtime of the file holding ``ref`` (raises OSError when it is gone)."""
     from ..data.files import TarMember
-    from ..data.image_io import ArrayImage
+    from ..data.records import ArrayImage
 
     if isinstance(ref, TarMember):
         return f"{_file_stamp(ref.tar)}@{ref.offset}"

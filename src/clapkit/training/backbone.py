@@ -33,8 +33,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from ..data.audio.labelled import load_labelled
 from ..data.datasets import ClipDataset, check_audio_files, collate_clips, epoch_loader
-from ..data.labelled import load_labelled
 from ..errors import ConfigError
 from ..models.audio import build_audio_tower
 from .common import (

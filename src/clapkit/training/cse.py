@@ -46,13 +46,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..data.augment import ImageAugment
+from ..data.audio.labelled import load_labelled
 from ..data.datasets import ClipDataset, batch_loader
 from ..data.files import Skipped
-from ..data.images import ImageSet, load_images
-from ..data.labelled import LabelledSet, load_labelled
-from ..data.sts import StsSet, load_sts
+from ..data.image_datasets import ImageAugment, ImageSet, load_images
+from ..data.records import LabelledSet
 from ..data.text import Triplet, load_corpus, load_nli
+from ..data.text.sts import StsSet, load_sts
 from ..errors import ConfigError
 from ..evaluation.sts import evaluate_set
 from ..losses import (

@@ -60,7 +60,7 @@ class Evaluators:
 
             self.data["retrieval"] = load_media_pairs(cfg, given["retrieval"], Skipped(), checked=True)
         if "sts_dev" in given:
-            from ..data.sts import load_sts
+            from ..data.text.sts import load_sts
 
             self.data["sts_dev"] = load_sts(given["sts_dev"], "dev")[0]
 

@@ -1,20 +1,16 @@
-"""Plain text inputs: one text a line, sentence corpora and NLI triplets."""
+"""Plain text inputs: sentence corpora (registered kinds ``txt:``, ``stsb:``), class-name
+lists (``txt:``, ``folder:``; ESC-50's are in :mod:`clapkit.data.audio.labelled`), NLI
+triplets and text-classification files."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
-from .files import (
-    Skipped,
-    check_row,
-    iter_records,
-    parse_spec,
-    read_csv_rows,
-    read_lines,
-    record_values,
-)
+from ...errors import DataError
+from ..files import Skipped, check_row, iter_records, read_csv_rows, read_lines, record_values
+from ..specs import CORPUS, NAMES, ReadOptions, read, spec_kind
+from ..tables import class_folders
 from .sts import load_stsb
 
 # --- sentence-encoder training data -------------------------------------------------------
@@ -30,23 +26,63 @@ class Triplet:
 
 
 def load_corpus(spec: str, skip_bad: bool = False, skipped: Skipped | None = None) -> list[str]:
-    """Sentences for unsupervised SimCSE.
+    """Sentences for unsupervised SimCSE: a registered corpus kind, or a bare path (``txt:``)."""
+    return read(spec if ":" in str(spec) else f"txt:{spec}", CORPUS, "text", ReadOptions("text", skip_bad=skip_bad),
+                skipped)
 
-    - ``txt:FILE`` (or a bare path) - one sentence a line, like ``wiki1m_for_simcse.txt``;
-      an empty line is an error naming its number (skipped and counted with ``skip_bad``).
-    - ``stsb:DIR`` - the distinct sentences of STS Benchmark's ``sts-train.csv`` (its
-      scores unused); a small real corpus for CPU runs. Never the dev/test split, which
-      model selection and evaluation use.
-    """
-    kind, path = parse_spec(spec if ":" in str(spec) else f"txt:{spec}", ("txt", "stsb"))
-    if kind == "stsb":
-        train = load_stsb(path, "train")
-        return list(dict.fromkeys(s.strip() for s in train.s1 + train.s2 if s.strip()))
-    skipped = skipped if skipped is not None else Skipped()
-    out = read_lines(path, skip_bad, skipped, reason="empty sentence")
+
+def _write_lines(d: Path) -> tuple[str, Path]:
+    (d / "corpus.txt").write_text("a dog barks\nrain on a roof\nchurch bells ring\n")
+    return f"txt:{d / 'corpus.txt'}", d / "corpus.txt"
+
+
+@spec_kind("txt", CORPUS, ("text",), "FILE", "one sentence a line, like `wiki1m_for_simcse.txt`; an empty line is an "
+           "error naming its number (skipped and counted with `--skip-bad`)", example=_write_lines)
+def read_txt_corpus(path: Path, opts: ReadOptions, skipped: Skipped) -> list[str]:
+    out = read_lines(path, opts.skip_bad, skipped, reason="empty sentence")
     if len(out) < 2:
         raise DataError(f"{len(out)} sentence(s); a contrastive batch needs at least 2", str(path))
     return out
+
+
+def _write_stsb_train(d: Path) -> tuple[str, Path]:
+    (d / "sts-train.csv").write_text("".join(f"main-captions\tMSRvid\t2012train\t{i:04d}\t{i % 5}.000\ta man {i}\t"
+                                             f"a woman {i}\n" for i in range(3)))
+    return f"stsb:{d}", d / "sts-train.csv"
+
+
+@spec_kind("stsb", CORPUS, ("text",), "DIR", "the distinct sentences of STS Benchmark's `sts-train.csv` (scores "
+           "unused; never dev or test, which selection and evaluation use)", example=_write_stsb_train)
+def read_stsb_corpus(path: Path, opts: ReadOptions, skipped: Skipped) -> list[str]:
+    train = load_stsb(path, "train")
+    return list(dict.fromkeys(s.strip() for s in train.s1 + train.s2 if s.strip()))
+
+
+def load_label_names(spec: str) -> list[str]:
+    """Class names only (no media needed): ``esc50:ROOT`` (from ``meta/esc50.csv``),
+    ``folder:DIR`` (sub-folder names) or ``txt:FILE`` (one class a line)."""
+    return read(spec, NAMES, "text")
+
+
+def _write_labels(d: Path) -> tuple[str, Path]:
+    (d / "labels.txt").write_text("dog\nrain\nchurch_bells\n")
+    return f"txt:{d / 'labels.txt'}", d / "labels.txt"
+
+
+@spec_kind("txt", NAMES, ("text",), "FILE", "one class name a line (duplicates kept once)", example=_write_labels)
+def read_txt_names(path: Path, opts: ReadOptions, skipped: Skipped) -> list[str]:
+    return list(dict.fromkeys(read_lines(path)))
+
+
+def _write_class_folders(d: Path) -> tuple[str, Path]:
+    for name in ("dog", "rain"):
+        (d / name).mkdir()
+    return f"folder:{d}", d / "dog"
+
+
+@spec_kind("folder", NAMES, ("text",), "DIR", "the names of its class sub-folders, sorted", example=_write_class_folders)
+def read_folder_names(path: Path, opts: ReadOptions, skipped: Skipped) -> list[str]:
+    return class_folders(path)
 
 
 NLI_COLUMNS = ("sent0", "sent1", "hard_neg")

@@ -37,8 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
-from .files import Skipped
+from ...errors import DataError
+from ..files import Skipped
 
 # (label 1 file, label 0 file), in SentEval's order (pos + neg before sorting)
 BINARY = {"MR": ("rt-polarity.pos", "rt-polarity.neg"), "CR": ("custrev.pos", "custrev.neg"),

@@ -12,8 +12,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..errors import DataError
-from .files import TarMember
+from ...errors import DataError
+from ..files import TarMember
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
 

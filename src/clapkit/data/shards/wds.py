@@ -27,9 +27,10 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import DataError
-from .files import Collector, TarMember
-from .records import Pair, clean_caption
+from ...errors import DataError
+from ..files import Collector, Skipped, TarMember
+from ..records import Pair, clean_caption
+from ..specs import PAIRS, ReadOptions, spec_kind
 
 TEXT_EXTENSIONS = ("json", "txt")
 MEDIA_EXTENSIONS = {"audio": ("flac", "wav", "ogg", "oga", "mp3"), "image": ("jpg", "jpeg", "png", "webp")}
@@ -123,6 +124,29 @@ def wds_pairs(pattern: str, medium: str, c: Collector) -> None:
                 return [Pair(media, clean_caption(cap, where), f"{tar}#{key}", where) for cap in _captions(parts, where)]
 
             c(one)
+
+
+def _write_example(d: Path) -> tuple[str, Path]:
+    import numpy as np
+    import soundfile as sf
+
+    members = []
+    for i in range(2):
+        buf = io.BytesIO()
+        sf.write(buf, (0.1 * np.sin(np.arange(800) / 5)).astype(np.float32), 8000, format="FLAC")
+        members += [(f"s{i}.flac", buf.getvalue()), (f"s{i}.json", json.dumps({"text": [f"a bell {i}"]}).encode())]
+    write_tar(d / "shard-000000.tar", members)
+    return f"wds:{d / 'shard-{000000..000000}.tar'}", d / "shard-000000.tar"
+
+
+@spec_kind("wds", PAIRS, ("audio", "image"), "PATTERN", "WebDataset shards (audio: `{key}.flac|wav|ogg|mp3` + "
+           "`{key}.json` (LAION-CLAP) or `.txt`; images: `{key}.jpg|png|webp` + `{key}.txt` (open_clip) or `.json`), a "
+           "glob or a brace range `shards/{000000..000099}.tar`; each shard is indexed once as a stream and media "
+           "are read in place, never unpacked", example=_write_example)
+def read_wds(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
+    c = Collector(opts.skip_bad, skipped)
+    wds_pairs(str(path), opts.medium, c)
+    return c.items
 
 
 def write_shards(pairs: list[Pair], out: str | Path, shard_size: int, read: Callable[[object], tuple[bytes, str]],

@@ -1,6 +1,6 @@
 """The embedded synthetic image-caption set of ``clapkit demo --modality image``.
 
-The image twin of :mod:`clapkit.data.synthetic`: pictures are drawn from three
+The image twin of :mod:`clapkit.data.audio.synthetic`: pictures are drawn from three
 attributes, size (small / large), colour (red / green / blue / yellow) and shape
 (circle / square / triangle / cross), on a noisy background, with a texture (plain,
 striped, dotted) and position that vary freely. Class names are descriptive
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .synthetic import held_out_combinations
+from ..audio.synthetic import held_out_combinations
 
 SIZES = {"small": (0.22, 0.32), "large": (0.55, 0.75)}  # shape extent as a fraction of the picture
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40)}

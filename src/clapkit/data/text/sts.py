@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
-from .files import parse_spec, read_text
+from ...errors import DataError
+from ..files import Skipped, read_text
+from ..specs import STS, ReadOptions, read, spec_kind
 
 SENTEVAL_SETS = {
     "STS12": ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"),
@@ -125,14 +126,54 @@ def load_senteval_year(folder: Path, year: str) -> StsSet:
 
 
 def load_sts(spec: str, split: str = "test") -> list[StsSet]:
-    kind, path = parse_spec(spec, ("stsb", "sick", "senteval"))
+    """The STS sets of ``spec`` (``senteval:`` gives one per year found)."""
+    return read(spec, STS, "text", ReadOptions("text", split=split))
+
+
+def _folder(path: Path) -> Path:
     if not path.is_dir():
         raise DataError("folder not found", str(path))
-    if kind == "stsb":
-        return [load_stsb(path, split)]
-    if kind == "sick":
-        return [load_sick(path, split)]
-    years = [y for y in SENTEVAL_YEARS if (path / f"{y}-en-test").is_dir()]
+    return path
+
+
+def _write_stsb(d: Path) -> tuple[str, Path]:
+    (d / "sts-test.csv").write_text("".join(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{i % 5}.000\ta man {i}\t"
+                                            f"a woman {i}\n" for i in range(4)))
+    return f"stsb:{d}", d / "sts-test.csv"
+
+
+@spec_kind("stsb", STS, ("text",), "DIR", "STS Benchmark's `sts-{train,dev,test}.csv` (tab-separated, no header)",
+           example=_write_stsb)
+def read_stsb(path: Path, opts: ReadOptions, skipped: Skipped) -> list[StsSet]:
+    return [load_stsb(_folder(path), opts.split or "test")]
+
+
+def _write_sick(d: Path) -> tuple[str, Path]:
+    (d / "SICK_test_annotated.txt").write_text(
+        "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n" +
+        "".join(f"{i}\ta boy runs {i}\ta kid runs {i}\t{1 + i % 4}.5\tNEUTRAL\n" for i in range(4)))
+    return f"sick:{d}", d / "SICK_test_annotated.txt"
+
+
+@spec_kind("sick", STS, ("text",), "DIR", "SICK's `SICK_test_annotated.txt`, or `SICK.txt` (rows of the split's "
+           "`SemEval_set`)", example=_write_sick)
+def read_sick(path: Path, opts: ReadOptions, skipped: Skipped) -> list[StsSet]:
+    return [load_sick(_folder(path), opts.split or "test")]
+
+
+def _write_senteval(d: Path) -> tuple[str, Path]:
+    sub = d / "STS13-en-test"
+    sub.mkdir()
+    for name in SENTEVAL_SETS["STS13"]:
+        (sub / f"STS.input.{name}.txt").write_text("a cat sits\ta cat is sitting\ntwo dogs\ta bird\n")
+        (sub / f"STS.gs.{name}.txt").write_text("4.5\n0.5\n")
+    return f"senteval:{d}", sub / "STS.input.headlines.txt"
+
+
+@spec_kind("senteval", STS, ("text",), "DIR", "SentEval's `STS12-en-test` .. `STS16-en-test` folders "
+           "(`STS.input.<set>.txt` + `STS.gs.<set>.txt`, every published subset)", example=_write_senteval)
+def read_senteval(path: Path, opts: ReadOptions, skipped: Skipped) -> list[StsSet]:
+    years = [y for y in SENTEVAL_YEARS if (_folder(path) / f"{y}-en-test").is_dir()]
     if not years:
         raise DataError("no STS12-en-test .. STS16-en-test folders", str(path))
     return [load_senteval_year(path, y) for y in years]

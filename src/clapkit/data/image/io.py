@@ -1,11 +1,11 @@
-"""Image decoding and the image pipeline of the dual encoder, run in DataLoader workers.
+"""Image decoding: every image reference clapkit reads, as an RGB Pillow image.
 
 An image is referred to by one of:
 
 - a :class:`~pathlib.Path` (a file on disk);
 - a :class:`TarMember` (a file inside a tar shard: its byte offset and size, read
   with one seek, never unpacked);
-- an :class:`ArrayImage` (row ``index`` of a uint8 array: MNIST, CIFAR).
+- an :class:`~clapkit.data.records.ArrayImage` (row ``index`` of an array: MNIST, CIFAR, digits).
 
 :func:`open_image` decodes any of them with Pillow: JPEG, PNG, WebP, BMP, TIFF and the
 first frame of a GIF; EXIF orientation applied; grayscale, palette, CMYK and RGBA
@@ -13,16 +13,8 @@ converted to RGB (transparent pixels composited over white, so a transparent
 background does not turn black). A file that cannot be decoded, or decodes to zero
 width or height, is a :class:`~clapkit.errors.DataError` naming it.
 
-:class:`ImageDataset` turns references into normalised tensors (3, S, S):
-
-- evaluation: resize the shorter side to S (bicubic), centre crop S x S; deterministic;
-- training: a random resized crop (area fraction in ``image.crop_scale``, aspect ratio
-  in [3/4, 4/3], as torchvision's RandomResizedCrop draws it) resized to S, then a
-  horizontal flip with probability ``image.flip_p``; every draw comes from a generator
-  seeded by (seed, epoch, index), so a resumed run and any number of workers see the
-  same pixels; ``image.augment: false`` trains on the evaluation transform instead
-  (CyCLIP's setting);
-- normalisation ``(x - image.mean) / image.std`` per channel.
+The transforms that turn an image into a tensor (CLIP's and the sentence encoder's) are
+in :mod:`clapkit.data.image_datasets`; this module needs Pillow only.
 """
 
 from __future__ import annotations
@@ -30,32 +22,18 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DataError
-from .datasets import SeededItems
-from .files import TarMember, keep_good
+from ...errors import DataError
+from ..files import TarMember, keep_good
+from ..records import ArrayImage
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _BILINEAR = Image.Resampling.BILINEAR
 _BICUBIC = Image.Resampling.BICUBIC
-
-
-@dataclass(frozen=True)
-class ArrayImage:
-    """Row ``index`` of ``array`` (N, H, W) or (N, H, W, 3) uint8; ``source`` names the set."""
-
-    source: str
-    index: int
-    array: np.ndarray = field(compare=False, hash=False, repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.source}[{self.index}]"
 
 
 ImageRef = Path | TarMember | ArrayImage
@@ -65,7 +43,10 @@ def open_image(ref: ImageRef, where: str | None = None, header_only: bool = Fals
     """The image ``ref`` as an RGB Pillow image (see the module docstring)."""
     where = where or str(ref)
     if isinstance(ref, ArrayImage):
-        return Image.fromarray(np.ascontiguousarray(ref.array[ref.index])).convert("RGB")
+        pixels = np.asarray(ref.array[ref.index])
+        if ref.scale != 255.0:
+            pixels = np.round(pixels.astype(np.float32) * (255.0 / ref.scale))
+        return Image.fromarray(np.ascontiguousarray(pixels.astype(np.uint8))).convert("RGB")
     try:
         source = io.BytesIO(ref.read()) if isinstance(ref, TarMember) else ref
         im = Image.open(source)
@@ -142,42 +123,3 @@ def centre_crop_box(width: int, height: int, size: int) -> tuple[tuple[int, int]
     w, h = max(size, int(round(width * s))), max(size, int(round(height * s)))
     left, top = (w - size) // 2, (h - size) // 2
     return (w, h), (left, top, left + size, top + size)
-
-
-class ImageTransform:
-    """Pillow image -> normalised float tensor (3, S, S); see the module docstring."""
-
-    def __init__(self, settings: dict, train: bool):
-        self.size = int(settings["size"])
-        self.mean = torch.tensor(settings["mean"], dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(settings["std"], dtype=torch.float32).view(3, 1, 1)
-        self.scale = tuple(settings["crop_scale"])
-        self.flip_p = float(settings["flip_p"])
-        self.train = train and settings.get("augment", True)  # augment off: the evaluation transform
-
-    def __call__(self, im: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
-        s = self.size
-        if self.train:
-            box = random_resized_crop_box(im.width, im.height, self.scale, rng)
-            im = im.resize((s, s), _BICUBIC, box=box)
-            if rng.random() < self.flip_p:
-                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        else:
-            resized, box = centre_crop_box(im.width, im.height, s)
-            im = im.resize(resized, _BICUBIC).crop(box)
-        x = torch.from_numpy(np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0)
-        return (x - self.mean) / self.std
-
-
-class ImageDataset(SeededItems):
-    """Normalised images of ``items`` (anything with ``.media``, ``.where``); the image
-    twin of :class:`~clapkit.data.datasets.ClipDataset`: item ``i`` or ``(epoch, i)``
-    -> (tensor, i); training draws seeded by (seed, epoch, i)."""
-
-    def __init__(self, items: Sequence, settings: dict, train: bool = False, seed: int = 0):
-        self.items = list(items)
-        self.transform = ImageTransform(settings, train)
-        self.train, self.seed = train, seed
-
-    def draw(self, item, rng: np.random.Generator | None) -> torch.Tensor:
-        return self.transform(open_image(item.media, f"{item.where}: {item.media}"), rng)

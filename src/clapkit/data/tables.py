@@ -1,0 +1,81 @@
+"""Layouts that audio and images share: a caption table (``csv:``, ``jsonl:``) and a
+folder of one sub-folder per class (``folder:``). Each medium registers them with its
+own media check (:mod:`clapkit.data.audio.captions`, :mod:`clapkit.data.image.captions`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import DataError
+from .files import Collector, check_row, read_csv_rows, read_text
+from .records import LabelledClip, Pair, clean_caption
+
+Resolve = Callable[[Path, str], object]  # (file, where) -> the pair's medium, or a DataError
+
+
+def join(base: Path, rel: str) -> Path:
+    p = Path(rel).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def csv_pairs(path: Path, base: Path, media_column: str, caption_column: str, resolve: Resolve, c: Collector) -> None:
+    """``csv:FILE``: one pair a row from its ``media_column`` and ``caption_column``;
+    paths relative to ``base`` (the CSV's folder unless a media folder is given)."""
+    for line, row in read_csv_rows(path, [media_column, caption_column]):
+        where = f"{path} line {line}"
+
+        def one(row=row, line=line, where=where):
+            check_row(row, line, path, [media_column, caption_column])
+            if not row[media_column].strip():
+                raise DataError(f"empty {media_column} path", where)
+            media = resolve(join(base, row[media_column].strip()), where)
+            return [Pair(media, clean_caption(row[caption_column], where), row[media_column].strip(), where)]
+
+        c(one)
+
+
+def jsonl_pairs(path: Path, base: Path, media_column: str, caption_column: str, resolve: Resolve, c: Collector) -> None:
+    """``jsonl:FILE``: one object a line, its caption a string or a list of strings."""
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {n}"
+
+        def one(line=line, where=where):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON ({exc.msg})", where) from exc
+            if not isinstance(obj, dict) or media_column not in obj or caption_column not in obj:
+                raise DataError(f"needs keys '{media_column}' and '{caption_column}'", where)
+            caps = obj[caption_column]
+            caps = caps if isinstance(caps, list) else [caps]
+            if not isinstance(obj[media_column], str) or not obj[media_column].strip():
+                raise DataError(f"'{media_column}' must be a non-empty path", where)
+            media = resolve(join(base, obj[media_column]), where)
+            return [Pair(media, clean_caption(cap, where), str(obj[media_column]), where) for cap in caps]
+
+        c(one)
+
+
+def class_folders(root: Path, noun: str = "audio files") -> list[str]:
+    """The sorted class sub-folder names of a folder-per-class set."""
+    if not root.is_dir():
+        raise DataError("folder not found", str(root))
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError(f"no class sub-folders (expected one folder of {noun} per class)", str(root))
+    return names
+
+
+def folder_per_class(root: Path, extensions: tuple[str, ...], noun: str) -> tuple[list[LabelledClip], list[str]]:
+    """Every file with one of ``extensions`` under each class sub-folder (sorted), labelled
+    by its folder: the ESC-50-free audio layout and ImageNet's."""
+    names = class_folders(root, noun)
+    clips = []
+    for label, name in enumerate(names):
+        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in extensions)
+        clips.extend(LabelledClip(f, label, None, str(f)) for f in files)
+    return clips, names
