@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from .common import (
+    LABELLED_HELP,
+    NAMES_HELP,
     Checkpoint,
     Device,
     SkipBad,
@@ -23,7 +25,7 @@ from .common import (
 @audit_app.command("leakage")
 def audit_leakage_cmd(
     captions: Annotated[list[str], typer.Option(help="Training caption files (Clotho, AudioCaps, csv, jsonl; or KIND:PATH)")],
-    labels: Annotated[str, typer.Option(help="Evaluation labels: esc50:ROOT, folder:DIR or txt:FILE")],
+    labels: Annotated[str, typer.Option(help=f"Evaluation labels: {NAMES_HELP}")],
     out: Annotated[Path, typer.Option(help="Report folder")],
     words: Annotated[Path | None, typer.Option(help="Edited word list (words.txt of an earlier run)")] = None,
     pretrain_labels: Annotated[Path | None, typer.Option(help="Pre-training label vocabulary (CSV with display_name, or text)")] = None,
@@ -50,7 +52,7 @@ def audit_leakage_cmd(
 @audit_app.command("embeddings")
 def audit_embeddings_cmd(
     model: Checkpoint,
-    data: Annotated[str, typer.Option(help="A labelled set: esc50:ROOT, folder:DIR (audio); folder:, csv:, mnist:, cifar: (images)")],
+    data: Annotated[str, typer.Option(help=f"A labelled set ({LABELLED_HELP})")],
     out: Annotated[Path, typer.Option(help="Report folder")],
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds")] = None,
     template: Annotated[str | None, typer.Option(help="Prompt template for the label texts (default: the medium's)")] = None,
@@ -90,7 +92,7 @@ def curate(
     strategy: Annotated[str, typer.Option(help="du (domain-unspecific) or ds (domain-specific)")] = "du",
     sigma: Annotated[float, typer.Option(help="Minimum audio-caption similarity")] = 0.7,
     top_k: Annotated[int, typer.Option(help="Captions kept per audio")] = 1,
-    labels: Annotated[str | None, typer.Option(help="DS: in-domain labels (esc50:ROOT, folder:DIR, txt:FILE)")] = None,
+    labels: Annotated[str | None, typer.Option(help=f"DS: in-domain labels ({NAMES_HELP})")] = None,
     label_threshold: Annotated[float, typer.Option(help="DS: minimum caption-label similarity")] = 0.65,
     label_template: Annotated[str, typer.Option(help="DS: how a label is written before embedding")] = "{label}",
     index: Annotated[str, typer.Option(help="exact or hnsw (approximate, for millions)")] = "exact",
@@ -114,7 +116,7 @@ def curate(
 @audit_app.command("model")
 def audit_model_cmd(
     model: Checkpoint,
-    data: Annotated[str, typer.Option(help="Labelled evaluation set: esc50:ROOT, folder:DIR (audio); folder:, csv:, mnist:, cifar: (images)")],
+    data: Annotated[str, typer.Option(help=f"Labelled evaluation set ({LABELLED_HELP})")],
     out: Annotated[Path, typer.Option(help="Report folder (report.md, report.json, figures)")],
     captions: Annotated[list[str] | None, typer.Option(help="Caption files of the model's training data (repeat)")] = None,
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds")] = None,

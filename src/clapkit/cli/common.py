@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ..data import specs
 from ..errors import ClapkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -23,6 +24,13 @@ experiment_app = typer.Typer(no_args_is_help=True, help="End-to-end experiments 
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")
+
+# the spec kinds each option takes, from the registry (clapkit.data.specs; `clapkit formats`)
+LABELLED_HELP = specs.help_for(specs.LABELLED, "audio", "image")
+PAIRS_HELP = (specs.help_for(specs.PAIRS, "audio", "image")
+              + "; a labelled set gives one pair per item and label template")
+NAMES_HELP = specs.help_for(specs.NAMES, "text")
+STS_HELP = specs.help_for(specs.STS, "text")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.batch_size=32")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files and count them in the output instead of failing")]

@@ -7,8 +7,12 @@ from typing import Annotated
 
 import typer
 
+from ..data import specs
 from ..errors import ClapkitError
 from .common import (
+    LABELLED_HELP,
+    PAIRS_HELP,
+    STS_HELP,
     AudioColumn,
     AudioDir,
     CaptionColumn,
@@ -32,7 +36,7 @@ from .common import (
 @eval_app.command("zeroshot")
 def eval_zeroshot(
     model: Checkpoint,
-    data: Annotated[str, typer.Option(help="audio: esc50:ROOT, folder:DIR, fsdd:DIR; images: folder:DIR, csv:FILE, mnist:DIR, cifar:DIR")],
+    data: Annotated[str, typer.Option(help=LABELLED_HELP)],
     out: MetricsJson = None,
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds, e.g. 1,2,3")] = None,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names to evaluate on")] = None,
@@ -73,7 +77,7 @@ def eval_zeroshot(
 def eval_sts(
     model: Annotated[str, typer.Option(help="clapkit checkpoint or train cse folder, a public CLAP/CLIP/SigLIP (its text "
                                             "tower), a Hugging Face or sentence-transformers folder, or 'minilm'")],
-    data: Annotated[list[str], typer.Option(help="stsb:DIR, sick:DIR or senteval:DIR (repeat for several)")],
+    data: Annotated[list[str], typer.Option(help=f"{STS_HELP} (repeat for several)")],
     out: Annotated[Path | None, typer.Option(help="JSON file for the results")] = None,
     split: Annotated[str, typer.Option(help="STS-B / SICK split")] = "test",
     pooling: Annotated[str, typer.Option(help="auto, cls, cls_before_pooler or mean")] = "auto",
@@ -158,8 +162,8 @@ def eval_language(
     model: Checkpoint,
     data: Annotated[str | None, typer.Option(help="Caption pairs for uniformity, alignment and the modality gap (any "
                                                   "spec eval retrieval takes)")] = None,
-    sts: Annotated[list[str] | None, typer.Option(help="STS sets (stsb:DIR, sick:DIR, senteval:DIR; repeat): the table "
-                                                       "on x_t and on E_t")] = None,
+    sts: Annotated[list[str] | None, typer.Option(help=f"STS sets ({STS_HELP}; repeat): the table "
+                                                        "on x_t and on E_t")] = None,
     transfer: Annotated[list[str] | None, typer.Option(help="transfer tasks on x_t, as eval transfer takes them: "
                                                             "senteval:DIR, or a file of texts and labels (repeat)")] = None,
     out: MetricsJson = None,
@@ -219,8 +223,7 @@ def eval_language(
 @eval_app.command("retrieval")
 def eval_retrieval(
     model: Checkpoint,
-    data: Annotated[str, typer.Option(help="audio: csv:, jsonl:, clotho:, audiocaps:, esc50:/folder: (templated); "
-                                       "images: coco:JSON, karpathy:JSON, flickr:TOKENFILE, csv:, jsonl:, wds:PATTERN")],
+    data: Annotated[str, typer.Option(help=PAIRS_HELP)],
     out: MetricsJson = None,
     audio_dir: AudioDir = None,
     image_dir: ImageDir = None,
@@ -261,9 +264,12 @@ def eval_retrieval(
 def embed(
     model: Checkpoint,
     out: Annotated[Path, typer.Option(help=".npz file with arrays 'embeddings' and 'ids'")],
-    audio: Annotated[str | None, typer.Option(help="Audio to embed: esc50:, folder:, csv:, jsonl:, clotho:, audiocaps:")] = None,
-    image: Annotated[str | None, typer.Option(help="Images to embed: folder:, csv: (image,label), mnist:, cifar:, or a caption "
-                                              "spec (coco:, karpathy:, flickr:, jsonl:, wds:)")] = None,
+    audio: Annotated[str | None, typer.Option(help="Audio to embed: a labelled set or caption pairs ("
+                                              + specs.help_for(specs.LABELLED, "audio") + "; "
+                                              + specs.help_for(specs.PAIRS, "audio") + ")")] = None,
+    image: Annotated[str | None, typer.Option(help="Images to embed: a labelled set or caption pairs ("
+                                              + specs.help_for(specs.LABELLED, "image") + "; "
+                                              + specs.help_for(specs.PAIRS, "image") + ")")] = None,
     text: Annotated[Path | None, typer.Option(help="Text file, one text a line")] = None,
     audio_dir: AudioDir = None,
     image_dir: ImageDir = None,
@@ -292,8 +298,8 @@ def embed(
             raise ClapkitError(f"--{medium}: {model} is a{'n' if net.medium == 'image' else ''} {net.medium} model; "
                                f"use --{net.medium}")
         kind = media.split(":", 1)[0]
-        labelled_kinds = ("esc50", "folder", "fsdd") if medium == "audio" else ("folder", "mnist", "cifar")
-        if kind in labelled_kinds or (medium == "image" and kind == "csv" and _has_label_column(media)):
+        labelled = specs.is_kind(media, specs.LABELLED, medium) and not specs.is_kind(media, specs.PAIRS, medium)
+        if labelled or (medium == "image" and kind == "csv" and _has_label_column(media)):
             labelled = _labelled(media, None, None, skip_bad, medium)
             items, skipped = labelled.clips, labelled.skipped
         else:

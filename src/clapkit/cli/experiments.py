@@ -104,3 +104,32 @@ def show_config(
     cfg = load_config(config, set_)
     typer.echo(yaml.safe_dump(cfg if all_ else recipe_view(cfg), sort_keys=False).rstrip())
     typer.echo(f"# presets: {', '.join(list_presets())}")
+
+
+@app.command("formats")
+def show_formats(
+    markdown: Annotated[bool, typer.Option("--markdown", help="The README's tables (Markdown) instead of plain text")] = False,
+    example: Annotated[Path | None, typer.Option(help="Write a minimal valid copy of every format's layout "
+                                                      "into this folder (one sub-folder per kind)")] = None,
+) -> None:
+    """Every data spec kind clapkit reads (KIND:PATH), by medium and role: the registry
+    of clapkit.data.specs that the loaders and this command line's help read."""
+    from ..data import specs
+
+    if example is not None:
+        for k in specs.all_kinds():
+            if k.example is not None:
+                folder = example / f"{k.role}-{'-'.join(k.media)}-{k.kind}"
+                folder.mkdir(parents=True, exist_ok=True)
+                spec, _ = k.example(folder)
+                typer.echo(spec)
+        return
+    for medium in specs.MEDIA:
+        roles = tuple(r for r in specs.ROLES if specs.kinds(r, medium))
+        if markdown:
+            typer.echo(f"{medium.capitalize()}:\n\n{specs.markdown_table(medium, roles)}\n")
+            continue
+        typer.echo(f"{medium}:")
+        for role in roles:
+            for k in specs.kinds(role, medium):
+                typer.echo(f"  {k.kind + (':' + k.arg if not k.bare else ''):22} {specs.ROLES[role]:16} {k.layout}")

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import ClapkitError
 from .common import (
+    PAIRS_HELP,
     AudioDir,
     CaptionColumn,
     ConfigOpt,
@@ -118,8 +119,7 @@ def train_backbone_cmd(
 
 @app.command()
 def shards(
-    data: Annotated[str, typer.Option(help="Any caption manifest clapkit reads (audio: csv:, jsonl:, clotho:, audiocaps:, "
-                                           "esc50:, folder:; images: coco:, karpathy:, flickr:, csv:, jsonl:, wds:)")],
+    data: Annotated[str, typer.Option(help=f"Any caption manifest clapkit reads ({PAIRS_HELP})")],
     out: Annotated[Path, typer.Option(help="Folder for the shards (shard-000000.tar, ...)")],
     shard_size: Annotated[int, typer.Option(help="Samples (media files) per shard")] = 1000,
     modality: Annotated[str, typer.Option(help="audio or image")] = "audio",

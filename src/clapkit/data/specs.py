@@ -203,5 +203,5 @@ def markdown_table(medium: str, roles: tuple[str, ...] = (PAIRS, LABELLED)) -> s
     for role in roles:
         for k in kinds(role, medium):
             spec = f"`{k.kind}`" if k.bare else f"`{k.kind}:{k.arg}`"
-            rows.append(f"| {spec} | {ROLES[role]} | {k.layout} |")
+            rows.append(f"| {spec} | {ROLES[role]} | {k.layout.replace('|', chr(92) + '|')} |")
     return "\n".join(rows)

@@ -15,8 +15,13 @@ from .records import LabelledClip, Pair, clean_caption
 Resolve = Callable[[Path, str], object]  # (file, where) -> the pair's medium, or a DataError
 
 
-def join(base: Path, rel: str) -> Path:
-    p = Path(rel).expanduser()
+def join(base: Path, rel: str, where: str) -> Path:
+    """``rel`` under ``base`` unless absolute (``~`` expanded); a path that cannot be one
+    (an unknown ``~user``, a NUL byte) is a DataError at ``where``."""
+    try:
+        p = Path(rel).expanduser()
+    except (RuntimeError, ValueError) as exc:
+        raise DataError(f"not a usable path: {rel!r} ({exc})", where, reason="bad path") from exc
     return p if p.is_absolute() else base / p
 
 
@@ -30,7 +35,7 @@ def csv_pairs(path: Path, base: Path, media_column: str, caption_column: str, re
             check_row(row, line, path, [media_column, caption_column])
             if not row[media_column].strip():
                 raise DataError(f"empty {media_column} path", where)
-            media = resolve(join(base, row[media_column].strip()), where)
+            media = resolve(join(base, row[media_column].strip(), where), where)
             return [Pair(media, clean_caption(row[caption_column], where), row[media_column].strip(), where)]
 
         c(one)
@@ -54,7 +59,7 @@ def jsonl_pairs(path: Path, base: Path, media_column: str, caption_column: str, 
             caps = caps if isinstance(caps, list) else [caps]
             if not isinstance(obj[media_column], str) or not obj[media_column].strip():
                 raise DataError(f"'{media_column}' must be a non-empty path", where)
-            media = resolve(join(base, obj[media_column]), where)
+            media = resolve(join(base, obj[media_column], where), where)
             return [Pair(media, clean_caption(cap, where), str(obj[media_column]), where) for cap in caps]
 
         c(one)

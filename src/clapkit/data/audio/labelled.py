@@ -92,9 +92,13 @@ def esc50_names(path: Path, opts: ReadOptions, skipped: Skipped) -> list[str]:
     names: dict[int, str] = {}
     for line, row in read_csv_rows(meta, ["target", "category"]):
         try:
-            names.setdefault(int(row["target"]), row["category"].strip())
+            target = int(row["target"])
         except (TypeError, ValueError) as exc:
             raise DataError("target must be an integer", f"{meta} line {line}") from exc
+        category = (row["category"] or "").strip()
+        if not category:
+            raise DataError("empty category", f"{meta} line {line}")
+        names.setdefault(target, category)
     return [names[k] for k in sorted(names)]
 
 

@@ -28,7 +28,7 @@ from ...errors import DataError
 from ..files import Collector, Skipped, iter_csv_rows
 from ..records import ArrayImage, LabelledClip, LabelledSet
 from ..specs import LABELLED, ReadOptions, read_labelled, spec_kind
-from ..tables import folder_per_class
+from ..tables import folder_per_class, join
 from .captions import _write_png, image_file
 from .io import IMAGE_EXTENSIONS
 
@@ -119,9 +119,7 @@ def _labels_csv(path: Path, image_column: str, skip_bad: bool, skipped: Skipped)
             label = row["label"].strip()
             if not row[image_column].strip() or not label:
                 raise DataError(f"empty {image_column} or label", where, reason="empty value")
-            file = Path(row[image_column].strip()).expanduser()
-            file = file if file.is_absolute() else path.parent / file
-            rows.append((image_file(file, where), label, where))
+            rows.append((image_file(join(path.parent, row[image_column].strip(), where), where), label, where))
         except DataError as exc:
             bad.fail(exc)
     names = sorted({label for _, label, _ in rows})
@@ -134,20 +132,33 @@ def _unpickle(path: Path) -> dict:
         raise DataError("file not found (expected CIFAR's python batches)", str(path))
     try:
         with open(path, "rb") as fh:
-            return pickle.load(fh, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-        raise DataError(f"not a CIFAR python batch ({exc})", str(path)) from exc
+            batch = pickle.load(fh, encoding="bytes")
+    except Exception as exc:  # noqa: BLE001 (a damaged pickle raises whatever its bytes say)
+        raise DataError(f"not a CIFAR python batch ({type(exc).__name__}: {exc})", str(path)) from exc
+    if not isinstance(batch, dict):
+        raise DataError(f"not a CIFAR python batch (a {type(batch).__name__}, not a dict)", str(path))
+    return batch
+
+
+def _class_names(path: Path, key: bytes) -> list[str]:
+    names = _unpickle(path).get(key)
+    if not isinstance(names, list) or not all(isinstance(n, bytes) for n in names):
+        raise DataError(f"no {key.decode()!r} list of names", str(path))
+    try:
+        return [n.decode() for n in names]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"a class name is not UTF-8 ({exc.reason})", str(path)) from exc
 
 
 def _cifar(root: Path, split: str) -> tuple[list[LabelledClip], list[str]]:
     for sub in ("", "cifar-10-batches-py", "cifar-100-python"):
         folder = root / sub if sub else root
         if (folder / "batches.meta").is_file():  # CIFAR-10
-            names = [n.decode() for n in _unpickle(folder / "batches.meta")[b"label_names"]]
+            names = _class_names(folder / "batches.meta", b"label_names")
             files, key = (["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]), b"labels"
             break
         if (folder / "meta").is_file():  # CIFAR-100
-            names = [n.decode() for n in _unpickle(folder / "meta")[b"fine_label_names"]]
+            names = _class_names(folder / "meta", b"fine_label_names")
             files, key = ["test" if split == "test" else "train"], b"fine_labels"
             break
     else:
@@ -158,12 +169,15 @@ def _cifar(root: Path, split: str) -> tuple[list[LabelledClip], list[str]]:
         batch = _unpickle(path)
         if b"data" not in batch or key not in batch:
             raise DataError(f"no {key.decode()!r} or 'data' entry", str(path))
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3072 or len(batch[key]) != len(data):
-            raise DataError(f"data {data.shape} and {len(batch[key])} labels; expected (N, 3072) and N", str(path))
+        try:
+            data, labels = np.asarray(batch[b"data"], dtype=np.uint8), [int(y) for y in batch[key]]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DataError(f"'data' or {key.decode()!r} is not an array of bytes and labels ({exc})", str(path)) from exc
+        if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+            raise DataError(f"data {data.shape} and {len(labels)} labels; expected (N, 3072) and N", str(path))
         pixels = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         clips += [LabelledClip(ArrayImage(str(path), i, pixels), int(y), None, f"{path} item {i}")
-                  for i, y in enumerate(batch[key])]
+                  for i, y in enumerate(labels)]
     return clips, names
 
 
@@ -179,6 +193,8 @@ def _idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError("not an IDX file of unsigned bytes (magic 0x00 0x00 0x08 ndim)", str(path))
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"the header names {ndim} dimensions but the file ends inside it", str(path))
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):

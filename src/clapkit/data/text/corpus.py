@@ -77,7 +77,8 @@ def read_txt_names(path: Path, opts: ReadOptions, skipped: Skipped) -> list[str]
 def _write_class_folders(d: Path) -> tuple[str, Path]:
     for name in ("dog", "rain"):
         (d / name).mkdir()
-    return f"folder:{d}", d / "dog"
+        (d / name / "a.txt").write_text(f"a {name} file\n")  # any content: only the folders are read
+    return f"folder:{d}", d / "dog" / "a.txt"
 
 
 @spec_kind("folder", NAMES, ("text",), "DIR", "the names of its class sub-folders, sorted", example=_write_class_folders)
