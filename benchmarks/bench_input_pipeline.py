@@ -26,7 +26,7 @@ from clapkit.data.datasets import EpochBatches, batch_loader, collate_clips  # n
 from clapkit.data.image.captions import load_image_pairs  # noqa: E402
 from clapkit.data.image.io import open_image  # noqa: E402
 from clapkit.data.image_datasets import ImageDataset  # noqa: E402
-from clapkit.models.image import build_image_tower  # noqa: E402
+from clapkit.models.towers.image import build_image_tower  # noqa: E402
 
 
 def throughput(ds: ImageDataset, workers: int, batch: int, n_batches: int) -> float:
@@ -71,7 +71,7 @@ def audio_case(tmp: Path, batch: int, n_batches: int) -> dict:
     from clapkit.data.records import Pair
     from clapkit.data.shards import write_shards
     from clapkit.data.stream import ShardStream, stream_loader
-    from clapkit.models.audio import build_audio_tower
+    from clapkit.models.towers.audio import build_audio_tower
 
     rng = np.random.default_rng(0)
     pairs = []

@@ -8,7 +8,7 @@ from conftest import tiny_overrides
 from clapkit.config import load_config
 from clapkit.data.audio.synthetic import EVAL_WORDS, write_leakage_set
 from clapkit.errors import ConfigError
-from clapkit.models.audio import build_audio_tower
+from clapkit.models.towers.audio import build_audio_tower
 from clapkit.training.backbone import train_audio_backbone
 
 

@@ -380,7 +380,7 @@ def test_hf_vision_tower_reads_its_processor_trains_and_round_trips(tmp_path, ti
     assert any(k.startswith("image.model.") for k in weights)
     x = torch.randn(2, 3, 16, 16)
     model.eval()
-    from clapkit.models.image import HFVisionTower
+    from clapkit.models.towers.image import HFVisionTower
 
     fresh = HFVisionTower(str(vit), "cls").eval()
     with torch.no_grad():  # the trained tower differs from its source, and reloads to itself

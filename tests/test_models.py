@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from clapkit.errors import ConfigError
-from clapkit.models.audio import Cnn14, SmallCNN, build_audio_tower
 from clapkit.models.frontend import LogMel, PannsLogmel, PannsSpectrogram, mel_matrix
 from clapkit.models.text import TextTower
+from clapkit.models.towers.audio import Cnn14, SmallCNN, build_audio_tower
 
 
 def published_cnn14_shapes() -> dict[str, tuple[int, ...]]:
@@ -276,3 +276,49 @@ def test_checkpoint_text_folder_equals_the_models_text_backbone(tiny_checkpoint)
         ours = model.text_backbone(model.text.tokenize(texts)).numpy()
     theirs = SentenceTransformer(str(tiny_checkpoint / "text"), device="cpu").encode(texts)
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
+
+
+def test_a_tower_registered_in_one_file_trains_by_its_name(tmp_path, tiny_bert, tiny_synthetic):
+    """A new tower is one file: its builder registered under a name (here, from this test
+    file) is what model.audio.name builds, in the dual encoder and the training loop, with
+    its own keyword arguments under model.audio.options; an unknown name lists the names."""
+    from conftest import tiny_overrides
+    from torch import nn
+
+    from clapkit.config import load_config
+    from clapkit.models import towers
+    from clapkit.models.dual import DualEncoder
+    from clapkit.training.clap import train_clap
+
+    class MeanPool(nn.Module):
+        def __init__(self, width: int):
+            super().__init__()
+            self.embed_dim, self.proj = width, nn.Linear(1, width)
+
+        def forward(self, wave):
+            return self.proj(wave.abs().mean(dim=1, keepdim=True))
+
+    @towers.register_tower("audio", "mean_pool", "a test's own tower")
+    def build(settings, sample_rate, **_):
+        return MeanPool(settings["options"]["width"])
+
+    try:
+        overrides = tiny_overrides(tiny_bert) + ["model.audio.name=mean_pool", "model.audio.options={width: 12}",
+                                                 f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "train.epochs=1"]
+        cfg = load_config(None, overrides)
+        model = DualEncoder(cfg)
+        assert isinstance(model.audio, MeanPool) and model.audio.embed_dim == 12
+        summary = train_clap(cfg, tmp_path / "run")
+        assert summary["epochs_run"] == 1
+        from safetensors.torch import load_file
+
+        reloaded = DualEncoder.load(tmp_path / "run" / "checkpoint")  # rebuilt by name from its config.json
+        saved = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
+        assert isinstance(reloaded.audio, MeanPool) and torch.equal(reloaded.audio.proj.weight, saved["audio.proj.weight"])
+        assert "mean_pool" in [t.name for t in towers.towers("audio")]
+    finally:
+        towers._TOWERS.pop(("audio", "mean_pool"), None)
+    with pytest.raises(ConfigError, match="model.audio.name = 'mean_pool'; choose one of cnn14, small_cnn"):
+        build_audio_tower({"name": "mean_pool"}, 8000)
+    with pytest.raises(ValueError, match="registered by clapkit.models.towers.audio already"):
+        towers.register_tower("audio", "cnn14", "again")(lambda settings, **_: None)

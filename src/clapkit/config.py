@@ -65,7 +65,8 @@ def merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
         if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: '{dotted}' must be a mapping, got {value!r}")
-            out[key] = merge(out[key], value, where, dotted + ".")
+            # an empty mapping by default (a tower's options) takes any keys; others only known ones
+            out[key] = merge(out[key], value, where, dotted + ".") if out[key] else copy.deepcopy(value)
         else:
             out[key] = value
     return out
@@ -231,7 +232,6 @@ def validate(cfg: dict) -> None:
         ("data", "captions"): {"all", "one"},
         ("model", "modality"): {"audio", "image"},
         ("audio", "pad"): {"zero", "repeatpad", "repeat"},
-        ("model", "audio", "name"): {"small_cnn", "cnn14"},
         ("model", "image", "pooling"): {"pooled", "cls"},
         ("train", "optimizer"): {"adam", "adamw"},
         ("train", "schedule"): {"plateau", "cosine"},

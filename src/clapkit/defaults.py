@@ -84,7 +84,10 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "modality": "audio",  # audio (CLAP) | image (CLIP): the medium of the non-text tower
         "image": {
-            "name": "small_cnn",  # small_cnn | small_vit | a Hugging Face vision model folder or hub name
+            # a registered tower (clapkit.models.towers: small_cnn | small_vit) or a Hugging Face vision
+            # model folder or hub name; options: a registered tower's own keyword arguments (any keys)
+            "name": "small_cnn",
+            "options": {},
             "pooling": "pooled",  # HF towers: pooled (the model's pooled output) | cls (first token)
             "channels": [32, 64, 128, 256],  # small_cnn
             "patch": 8,  # small_vit
@@ -94,7 +97,8 @@ DEFAULTS: dict[str, Any] = {
             "dropout": 0.0,
         },
         "audio": {
-            "name": "small_cnn",  # small_cnn | cnn14
+            "name": "small_cnn",  # a registered tower (clapkit.models.towers): small_cnn | cnn14
+            "options": {},  # a registered tower's own keyword arguments (any keys)
             "checkpoint": None,  # path to a PANNs checkpoint (cnn14) or a clapkit audio tower
             "n_mels": 64,
             "n_fft": 1024,

@@ -31,9 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import ConfigError
-from .audio import build_audio_tower
-from .image import HFVisionTower, build_image_tower, image_settings
 from .text import resolve_text_head, text_encoder
+from .towers.audio import build_audio_tower
+from .towers.image import HFVisionTower, build_image_tower, image_settings
 
 MEDIA = ("audio", "image")
 

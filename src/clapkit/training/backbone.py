@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from ..data.audio.labelled import load_labelled
 from ..data.datasets import ClipDataset, check_audio_files, collate_clips, epoch_loader
 from ..errors import ConfigError
-from ..models.audio import build_audio_tower
+from ..models.towers.audio import build_audio_tower
 from .common import (
     epoch_order,
     init_distributed,

@@ -49,7 +49,7 @@ from ..formats import (
     public_family,
     transformers_family,
 )
-from ..image import preprocessor_settings
+from ..towers.image import preprocessor_settings
 from .base import PublicDualEncoder
 
 FAMILIES = PUBLIC_FAMILIES

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
+from . import build_tower, register_fallback, register_tower
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -168,13 +169,24 @@ def image_settings(image_cfg: dict, tower: nn.Module) -> dict:
 
 def build_image_tower(m: dict, image_size: int | None, config_folder: str | Path | None = None) -> nn.Module:
     """The tower named by ``model.image``; ``config_folder`` rebuilds a checkpoint's HF tower."""
-    name = m["name"]
-    if name == "small_cnn":
-        return SmallImageCNN(m["channels"])
-    if name == "small_vit":
-        return SmallViT(image_size or 224, m["patch"], m["width"], m["depth"], m["heads"], dropout=m["dropout"])
-    if name in ("hf",):
+    return build_tower("image", m, image_size=image_size, config_folder=config_folder)
+
+
+@register_tower("image", "small_cnn", "strided conv blocks and global average pooling (model.image.channels), for CPU")
+def build_small_cnn(m: dict, **_) -> nn.Module:
+    return SmallImageCNN(m["channels"])
+
+
+@register_tower("image", "small_vit", "a small ViT (model.image.patch, width, depth, heads, dropout)")
+def build_small_vit(m: dict, image_size: int | None = None, **_) -> nn.Module:
+    return SmallViT(image_size or 224, m["patch"], m["width"], m["depth"], m["heads"], dropout=m["dropout"])
+
+
+@register_fallback("image")
+def build_hf(m: dict, config_folder: str | Path | None = None, **_) -> nn.Module:
+    """Any other name: a Hugging Face vision folder or hub name (model.image.pooling)."""
+    if m["name"] == "hf":
         raise ConfigError("model.image.name: give the Hugging Face folder or hub name itself, e.g. ./vit-base")
     if config_folder is not None:
         return HFVisionTower(str(config_folder), m["pooling"], config_only=True)
-    return HFVisionTower(name, m["pooling"])
+    return HFVisionTower(m["name"], m["pooling"])

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from .frontend import LogMel, PannsLogmel, PannsSpectrogram
+from ...errors import ConfigError
+from ..frontend import LogMel, PannsLogmel, PannsSpectrogram
+from . import build_tower, register_tower
 
 
 class ConvBlock(nn.Module):
@@ -127,29 +128,37 @@ class SmallCNN(nn.Module):
 
 def build_audio_tower(cfg: dict, sample_rate: int) -> nn.Module:
     """Build the tower named by ``model.audio`` for audio at ``sample_rate``."""
-    a = cfg
-    common = dict(
-        sample_rate=sample_rate, n_fft=a["n_fft"], hop_length=a["hop_length"], n_mels=a["n_mels"],
-        fmin=a["fmin"], fmax=min(a["fmax"], sample_rate / 2), dropout=a["dropout"],
-    )
+    return build_tower("audio", cfg, sample_rate=sample_rate)
+
+
+def _frontend(a: dict, sample_rate: int) -> dict:
+    return dict(sample_rate=sample_rate, n_fft=a["n_fft"], hop_length=a["hop_length"], n_mels=a["n_mels"],
+                fmin=a["fmin"], fmax=min(a["fmax"], sample_rate / 2), dropout=a["dropout"])
+
+
+@register_tower("audio", "cnn14", "PANNs CNN14 (2048-d); model.audio.checkpoint: PANNs' .pth or a train "
+                "audio-backbone .safetensors")
+def build_cnn14(a: dict, sample_rate: int, **_) -> nn.Module:
+    common = _frontend(a, sample_rate)
     ckpt = a.get("checkpoint")
-    if a["name"] == "cnn14":
-        tower = Cnn14(**common)
-        if ckpt and Path(ckpt).suffix == ".safetensors":  # written by `train audio-backbone`; else PANNs' .pth
-            load_tower_weights(tower, ckpt)
-        elif ckpt:
-            tower.load_panns(ckpt)
-            if sample_rate != 32000:
-                # The checkpoint's filterbank is for 32 kHz; keep the conv weights, rebuild melW.
-                fresh = PannsLogmel(sample_rate, a["n_fft"], a["n_mels"], a["fmin"], common["fmax"])
-                tower.logmel_extractor.melW.data.copy_(fresh.melW.data)
-        return tower
-    if a["name"] == "small_cnn":
-        tower = SmallCNN(channels=a["channels"], **common)
-        if ckpt:
-            load_tower_weights(tower, ckpt)
-        return tower
-    raise ConfigError(f"model.audio.name = {a['name']!r}; choose cnn14 or small_cnn")
+    tower = Cnn14(**common)
+    if ckpt and Path(ckpt).suffix == ".safetensors":  # written by `train audio-backbone`; else PANNs' .pth
+        load_tower_weights(tower, ckpt)
+    elif ckpt:
+        tower.load_panns(ckpt)
+        if sample_rate != 32000:
+            # The checkpoint's filterbank is for 32 kHz; keep the conv weights, rebuild melW.
+            fresh = PannsLogmel(sample_rate, a["n_fft"], a["n_mels"], a["fmin"], common["fmax"])
+            tower.logmel_extractor.melW.data.copy_(fresh.melW.data)
+    return tower
+
+
+@register_tower("audio", "small_cnn", "conv blocks over a log-mel (model.audio.channels), for CPU")
+def build_small_cnn(a: dict, sample_rate: int, **_) -> nn.Module:
+    tower = SmallCNN(channels=a["channels"], **_frontend(a, sample_rate))
+    if a.get("checkpoint"):
+        load_tower_weights(tower, a["checkpoint"])
+    return tower
 
 
 def load_tower_weights(tower: nn.Module, path: str | Path) -> None:
