@@ -52,6 +52,11 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+# mappings whose keys are names registered elsewhere, not config keys: a tower's own options
+# (clapkit.models.towers) and the evaluators of a run (clapkit.training.evaluators)
+FREE_FORM = {"model.audio.options", "model.image.options", "train.eval"}
+
+
 def merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
     """Recursively merge ``override`` into a copy of ``base``; unknown keys are errors."""
     out = copy.deepcopy(base)
@@ -65,8 +70,10 @@ def merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
         if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: '{dotted}' must be a mapping, got {value!r}")
-            # an empty mapping by default (a tower's options) takes any keys; others only known ones
-            out[key] = merge(out[key], value, where, dotted + ".") if out[key] else copy.deepcopy(value)
+            if dotted in FREE_FORM:  # any keys: a registered part's own names (checked where it is built)
+                out[key] = {**out[key], **copy.deepcopy(value)}
+            else:
+                out[key] = merge(out[key], value, where, dotted + ".")
         else:
             out[key] = value
     return out

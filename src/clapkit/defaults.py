@@ -269,8 +269,10 @@ DEFAULTS: dict[str, Any] = {
         # val_loss; train cse: stsb_dev; audio backbone: val_accuracy) or any logged one, e.g.
         # train_loss, zeroshot_top1, retrieval_r1, stsb_dev (see clapkit.training.monitors)
         "monitor": "auto",
-        # evaluation data logged beside the losses every eval_every windows (epochs; train cse: eval_steps)
-        "eval": {"zeroshot": None, "retrieval": None, "sts_dev": None},
+        # evaluation data logged beside the losses every eval_every windows (epochs; train cse: eval_steps):
+        # a registered evaluator's name -> its data (clapkit.training.evaluators: zeroshot: SPEC,
+        # retrieval: SPEC, sts_dev: stsb:DIR), e.g. {zeroshot: esc50:ESC-50}
+        "eval": {},
         "eval_every": 1,
         # gradient caching of the cross-modal loss (GradCache): rows a chunk, one process; 0: off
         "cache_chunk": 0,
