@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DataError
-from .files import Collector, check_row, read_csv_rows, read_text
+from .files import Collector, Skipped, check_row, read_csv_rows, read_text
 from .records import LabelledClip, Pair, clean_caption
+from .specs import ReadOptions
 
 Resolve = Callable[[Path, str], object]  # (file, where) -> the pair's medium, or a DataError
 
@@ -25,9 +26,11 @@ def join(base: Path, rel: str, where: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def csv_pairs(path: Path, base: Path, media_column: str, caption_column: str, resolve: Resolve, c: Collector) -> None:
-    """``csv:FILE``: one pair a row from its ``media_column`` and ``caption_column``;
-    paths relative to ``base`` (the CSV's folder unless a media folder is given)."""
+def csv_pairs(path: Path, opts: ReadOptions, skipped: Skipped, resolve: Resolve) -> list[Pair]:
+    """``csv:FILE``: one pair a row from its ``opts.column`` and ``opts.caption_column``;
+    paths relative to ``opts.media_dir``, else the CSV's folder."""
+    c, base, media_column, caption_column = Collector(opts.skip_bad, skipped), opts.media_dir or path.parent, \
+        opts.column, opts.caption_column
     for line, row in read_csv_rows(path, [media_column, caption_column]):
         where = f"{path} line {line}"
 
@@ -39,10 +42,13 @@ def csv_pairs(path: Path, base: Path, media_column: str, caption_column: str, re
             return [Pair(media, clean_caption(row[caption_column], where), row[media_column].strip(), where)]
 
         c(one)
+    return c.items
 
 
-def jsonl_pairs(path: Path, base: Path, media_column: str, caption_column: str, resolve: Resolve, c: Collector) -> None:
+def jsonl_pairs(path: Path, opts: ReadOptions, skipped: Skipped, resolve: Resolve) -> list[Pair]:
     """``jsonl:FILE``: one object a line, its caption a string or a list of strings."""
+    c, base, media_column, caption_column = Collector(opts.skip_bad, skipped), opts.media_dir or path.parent, \
+        opts.column, opts.caption_column
     for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
@@ -63,6 +69,7 @@ def jsonl_pairs(path: Path, base: Path, media_column: str, caption_column: str, 
             return [Pair(media, clean_caption(cap, where), str(obj[media_column]), where) for cap in caps]
 
         c(one)
+    return c.items
 
 
 def class_folders(root: Path, noun: str = "audio files") -> list[str]:

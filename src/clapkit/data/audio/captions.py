@@ -97,9 +97,7 @@ def _write_csv(d: Path) -> tuple[str, Path]:
 @spec_kind("csv", PAIRS, ("audio",), "FILE", "columns `audio,caption` (`data.audio_column`, `data.caption_column`), "
            "one row per pair, paths relative to the CSV", example=_write_csv)
 def read_csv(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
-    c = Collector(opts.skip_bad, skipped)
-    csv_pairs(path, opts.media_dir or path.parent, opts.column, opts.caption_column, _resolver(opts), c)
-    return c.items
+    return csv_pairs(path, opts, skipped, _resolver(opts))
 
 
 def _write_jsonl(d: Path) -> tuple[str, Path]:
@@ -113,9 +111,7 @@ def _write_jsonl(d: Path) -> tuple[str, Path]:
 
 @spec_kind("jsonl", PAIRS, ("audio",), "FILE", '`{"audio": ..., "caption": "..." or [...]}` a line', example=_write_jsonl)
 def read_jsonl(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
-    c = Collector(opts.skip_bad, skipped)
-    jsonl_pairs(path, opts.media_dir or path.parent, opts.column, opts.caption_column, _resolver(opts), c)
-    return c.items
+    return jsonl_pairs(path, opts, skipped, _resolver(opts))
 
 
 def _write_clotho(d: Path) -> tuple[str, Path]:

@@ -101,9 +101,7 @@ def _write_csv(d: Path) -> tuple[str, Path]:
 @spec_kind("csv", PAIRS, ("image",), "FILE", "columns `image,caption` (`data.image_column`, `--image-column`), one row "
            "per pair, paths relative to the CSV or `--image-dir`", example=_write_csv)
 def read_csv(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
-    c = Collector(opts.skip_bad, skipped)
-    csv_pairs(path, opts.media_dir or path.parent, opts.column, opts.caption_column, _resolve(opts), c)
-    return c.items
+    return csv_pairs(path, opts, skipped, _resolve(opts))
 
 
 def _write_jsonl(d: Path) -> tuple[str, Path]:
@@ -116,9 +114,7 @@ def _write_jsonl(d: Path) -> tuple[str, Path]:
 
 @spec_kind("jsonl", PAIRS, ("image",), "FILE", '`{"image": ..., "caption": "..." or [...]}` a line', example=_write_jsonl)
 def read_jsonl(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
-    c = Collector(opts.skip_bad, skipped)
-    jsonl_pairs(path, opts.media_dir or path.parent, opts.column, opts.caption_column, _resolve(opts), c)
-    return c.items
+    return jsonl_pairs(path, opts, skipped, _resolve(opts))
 
 
 def _write_coco(d: Path) -> tuple[str, Path]:
@@ -134,9 +130,7 @@ def _write_coco(d: Path) -> tuple[str, Path]:
 @spec_kind("coco", PAIRS, ("image",), "JSON", "COCO captions (`annotations/captions_val2017.json`); images in "
            "`--image-dir` (default `ROOT/val2017` beside `annotations/`)", example=_write_coco)
 def read_coco(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
-    c = Collector(opts.skip_bad, skipped)
-    _coco(path, opts.media_dir, opts.split, c, _resolve(opts))
-    return c.items
+    return _coco(path, opts.media_dir, opts.split, Collector(opts.skip_bad, skipped), _resolve(opts))
 
 
 def _write_karpathy(d: Path) -> tuple[str, Path]:
@@ -152,9 +146,7 @@ def _write_karpathy(d: Path) -> tuple[str, Path]:
            "`--image-dir` (default a `flickr30k-images`/`Flicker8k_Dataset`/`images` folder beside it)",
            example=_write_karpathy)
 def read_karpathy(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
-    c = Collector(opts.skip_bad, skipped)
-    _karpathy(path, opts.media_dir, opts.split, c, _resolve(opts))
-    return c.items
+    return _karpathy(path, opts.media_dir, opts.split, Collector(opts.skip_bad, skipped), _resolve(opts))
 
 
 def _write_flickr(d: Path) -> tuple[str, Path]:
@@ -168,12 +160,10 @@ def _write_flickr(d: Path) -> tuple[str, Path]:
 @spec_kind("flickr", PAIRS, ("image",), "TOKENFILE", "Flickr30k's `results_20130124.token` / Flickr8k's "
            "`Flickr8k.token.txt` (`IMAGE#N<TAB>caption`); images as for `karpathy:`", example=_write_flickr)
 def read_flickr(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
-    c = Collector(opts.skip_bad, skipped)
-    _flickr(path, opts.media_dir, opts.split, c, _resolve(opts))
-    return c.items
+    return _flickr(path, opts.media_dir, opts.split, Collector(opts.skip_bad, skipped), _resolve(opts))
 
 
-def _coco(path: Path, image_dir, split, c: Collector, resolve=image_file) -> None:
+def _coco(path: Path, image_dir, split, c: Collector, resolve=image_file) -> list[Pair]:
     data = _read_json(path)
     images, annotations = _records(data, "images", path), _records(data, "annotations", path)
     if image_dir:
@@ -205,9 +195,10 @@ def _coco(path: Path, image_dir, split, c: Collector, resolve=image_file) -> Non
             return [Pair(found[name], clean_caption(ann.get("caption"), where), str(ann["image_id"]), where)]
 
         c(one)
+    return c.items
 
 
-def _karpathy(path: Path, image_dir, split, c: Collector, resolve=image_file) -> None:
+def _karpathy(path: Path, image_dir, split, c: Collector, resolve=image_file) -> list[Pair]:
     data = _read_json(path)
     base = _default_image_dir(path, image_dir)
     for n, rec in enumerate(_records(data, "images", path)):
@@ -229,9 +220,10 @@ def _karpathy(path: Path, image_dir, split, c: Collector, resolve=image_file) ->
                          media_id, where) for k, s in enumerate(sentences)]
 
         c(one)
+    return c.items
 
 
-def _flickr(path: Path, image_dir, split, c: Collector, resolve=image_file) -> None:
+def _flickr(path: Path, image_dir, split, c: Collector, resolve=image_file) -> list[Pair]:
     text = read_text(path)
     base = _default_image_dir(path, image_dir)
     found: dict = {}
@@ -250,3 +242,4 @@ def _flickr(path: Path, image_dir, split, c: Collector, resolve=image_file) -> N
             return [Pair(found[name], clean_caption(caption, where), name, where)]
 
         c(one)
+    return c.items
