@@ -13,7 +13,8 @@ processes, so the gradients equal one process's), the model's logit scale, and
 :class:`Rows` (which split and which pairs; what a teacher-based objective looks up).
 The trainer adds CyCLIP's regularisers and the sentence-embedding term around it,
 validates with it (``train.val_objective: train``) and can compute it with gradient
-caching (``train.cache_chunk``). Adding one is its file plus its import below.
+caching (``train.cache_chunk``). Every file of this package is imported the first time an
+objective is looked up, so adding one is its file alone.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ class Objective(torch.nn.Module):
 
 
 def objective_class(cfg: dict) -> type[Objective]:
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):  # each file registers its objective (once: imports are cached)
+        importlib.import_module(f"{__name__}.{info.name}")
     name = cfg["train"]["loss"]
     if name not in OBJECTIVES:
         raise ConfigError(f"train.loss = {name!r}; choose one of {sorted(OBJECTIVES)}")
@@ -78,5 +84,3 @@ def objective_class(cfg: dict) -> type[Objective]:
     cls.check(cfg)
     return cls
 
-
-from . import clip, siglip, soft_clip  # noqa: E402,F401  (registration)
