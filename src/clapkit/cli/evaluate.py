@@ -43,29 +43,49 @@ def eval_zeroshot(
     template: Annotated[list[str] | None, typer.Option(help="Prompt template with {label}; repeat to ensemble")] = None,
     ensemble: Annotated[bool, typer.Option(help="Average the built-in set of templates")] = False,
     confusion: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: beside --out)")] = None,
+    split: Annotated[str | None, typer.Option(help="The set's split, where it has them (fsd50k: eval, dev, train, val; "
+                                                   "cifar: test, train)")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Resamples of the clips for 95% intervals (0: none)")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap")] = 0,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
-    """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix."""
+    """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix; a
+    multi-label set (fsd50k:): mAP, mAUC, d-prime, LRAP and per-class AP. Every accuracy
+    or mAP gets a 95% bootstrap interval over the clips."""
     from ..evaluation.zeroshot import default_templates, plot_confusion, zeroshot_eval
 
     dev = _device(device)
     net = _load_model(model, dev)
-    labelled = _labelled(data, folds, classes, skip_bad, net.medium)
+    if bootstrap < 0:
+        raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
+    labelled = _labelled(data, folds, classes, skip_bad, net.medium, split)
     templates = list(template or []) or default_templates(net.medium, ensemble)
-    m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True, num_workers=workers)
-    m.update(model=str(model), data=data, folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
+    m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
+                      seed=seed)
+    m.update(model=str(model), data=data, split=split,
+             folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)
+    ci = m.get("ci", {})
+
+    def shown(key: str) -> str:
+        return f"{m[key]:.3f}" + (f" [{ci[key][0]:.3f}, {ci[key][1]:.3f}]" if key in ci else "")
+
+    noun = "clips" if net.medium == "audio" else "images"
+    if m["multilabel"]:
+        typer.echo(f"zero-shot {data} (multi-label): {m['clips']} {noun}, {m['classes_in_mean']} of {m['classes']} "
+                   f"classes with a positive: mAP {shown('mAP')}, mAUC {m['mAUC']:.3f}, d' {m['d_prime']:.3f}, "
+                   f"LRAP {m['lrap']:.3f}; skipped {m['skipped']['count']}")
+        return
     png = confusion or (out.with_suffix(".confusion.png") if out else None)
     if png:
         plot_confusion(m["confusion"], labelled.class_names, png)
         typer.echo(f"wrote {png}")
-    extra = f", top-5 {m['top5']:.3f}" if "top5" in m else ""
+    extra = f", top-5 {shown('top5')}" if "top5" in m else ""
     typer.echo(
-        f"zero-shot {data}: {m['clips']} {'clips' if net.medium == 'audio' else 'images'}, {m['classes']} classes: "
-        f"top-1 {m['top1']:.3f}{extra} "
+        f"zero-shot {data}: {m['clips']} {noun}, {m['classes']} classes: top-1 {shown('top1')}{extra} "
         f"(chance {m['chance']:.3f}); skipped {m['skipped']['count']}"
     )
 
@@ -232,12 +252,15 @@ def eval_retrieval(
     audio_column: AudioColumn = "audio",
     image_column: Annotated[str, typer.Option(help="csv:/jsonl: column or key of the image path")] = "image",
     caption_column: CaptionColumn = "caption",
+    bootstrap: Annotated[int, typer.Option(help="Resamples of the queries for 95% intervals of R@k (0: none)")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap")] = 0,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
-    """Text-to-media and media-to-text retrieval: R@1/5/10, mAP@10, median rank."""
+    """Text-to-media and media-to-text retrieval: R@1/5/10 (with 95% bootstrap intervals),
+    mAP@10, median rank."""
     from ..evaluation.retrieval import retrieval_eval
 
     dev = _device(device)
@@ -247,15 +270,20 @@ def eval_retrieval(
                             image_column if image else audio_column, caption_column, split)
     if not pairs:
         raise ClapkitError(f"{data}: no pairs left to evaluate")
-    m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers)
+    if bootstrap < 0:
+        raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
+    m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap, seed=seed)
     m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict())
     _write_json(m, out)
     md = net.medium
     t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]
+    def r(d: dict, k: str) -> str:
+        return f"{d[k]:.3f}" + (f" [{d['ci'][k][0]:.3f}, {d['ci'][k][1]:.3f}]" if "ci" in d else "")
+
     typer.echo(
         f"retrieval {data}: {m['images'] if image else m['audio']} {'images' if image else 'audio'}, {m['captions']} captions; "
-        f"text->{md} R@1 {t2m['R@1']:.3f} R@10 {t2m['R@10']:.3f} mAP@10 {t2m['mAP@10']:.3f}; "
-        f"{md}->text R@1 {m2t['R@1']:.3f} R@10 {m2t['R@10']:.3f} mAP@10 {m2t['mAP@10']:.3f}; "
+        f"text->{md} R@1 {r(t2m, 'R@1')} R@10 {r(t2m, 'R@10')} mAP@10 {t2m['mAP@10']:.3f}; "
+        f"{md}->text R@1 {r(m2t, 'R@1')} R@10 {r(m2t, 'R@10')} mAP@10 {m2t['mAP@10']:.3f}; "
         f"skipped {skipped.count}"
     )
 

@@ -65,12 +65,14 @@ class ArrayImage:
 
 @dataclass(frozen=True)
 class LabelledClip:
-    """One labelled audio clip or image (``media``: a path or an image reference)."""
+    """One labelled audio clip or image (``media``: a path or an image reference). In a
+    multi-label set ``labels`` holds every label of the item (``label`` is its first)."""
 
     media: Path
     label: int
     fold: int | None
     where: str
+    labels: tuple[int, ...] = ()
 
 
 @dataclass
@@ -78,6 +80,14 @@ class LabelledSet:
     clips: list[LabelledClip]
     class_names: list[str]  # index = label
     skipped: Skipped
+    multilabel: bool = False  # items may carry several labels (FSD50K, AudioSet, VOC): scored by mAP
+
+    def targets(self) -> np.ndarray:
+        """(items, classes) bool: which classes each item carries."""
+        y = np.zeros((len(self.clips), len(self.class_names)), dtype=bool)
+        for i, c in enumerate(self.clips):
+            y[i, list(c.labels or (c.label,))] = True
+        return y
 
     def label_texts(self) -> list[str]:
         """Class names as words (``door_wood_knock`` -> ``door wood knock``)."""
@@ -98,8 +108,12 @@ def select(data: LabelledSet, spec: str, folds: list[int] | None = None, classes
             raise DataError(f"{spec}: unknown class(es) {', '.join(unknown)}")
         keep = [i for i, n in enumerate(names) if n in set(classes)]
         remap = {old: new for new, old in enumerate(keep)}
-        clips = [LabelledClip(c.media, remap[c.label], c.fold, c.where) for c in clips if c.label in remap]
+        if data.multilabel:  # an item stays when it carries a kept class; its other labels go
+            kept = [(c, tuple(remap[x] for x in c.labels if x in remap)) for c in clips]
+            clips = [LabelledClip(c.media, ls[0], c.fold, c.where, ls) for c, ls in kept if ls]
+        else:
+            clips = [LabelledClip(c.media, remap[c.label], c.fold, c.where) for c in clips if c.label in remap]
         names = [names[i] for i in keep]
     if not clips:
         raise DataError(f"{spec}: no clips left after the fold/class selection")
-    return LabelledSet(clips, names, data.skipped)
+    return LabelledSet(clips, names, data.skipped, data.multilabel)

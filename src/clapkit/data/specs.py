@@ -20,7 +20,9 @@ out. What a result is depends on the role:
 role       result                                   loader
 =========  =======================================  ==============================
 pairs      ``list[Pair]`` (one per caption)          load_pairs, load_image_pairs
-labelled   ``(list[LabelledClip], class names)``     load_labelled, load_labelled_images
+labelled   ``(list[LabelledClip], class names)``;    load_labelled, load_labelled_images
+           an item with several ``labels`` makes
+           the set multi-label
 names      class names                              load_label_names
 sts        ``list[StsSet]``                          load_sts
 corpus     sentences                                load_corpus
@@ -184,7 +186,7 @@ def read_labelled(spec: str, opts: ReadOptions):
 
     skipped = Skipped()
     clips, names = read(spec, LABELLED, opts.medium, opts, skipped)
-    return LabelledSet(clips, names, skipped)
+    return LabelledSet(clips, names, skipped, multilabel=any(c.labels for c in clips))
 
 
 def help_for(role: str, *media: str) -> str:

@@ -42,9 +42,16 @@ def average_precision_at_k(sim: np.ndarray, targets: list[np.ndarray], k: int) -
     return aps
 
 
-def retrieval_metrics(sim: np.ndarray, targets: list[np.ndarray], ks=(1, 5, 10)) -> dict:
+def retrieval_metrics(sim: np.ndarray, targets: list[np.ndarray], ks=(1, 5, 10), bootstrap: int = 0,
+                      seed: int = 0) -> dict:
+    """R@k, mAP@10 and ranks of each query's relevant candidates; with ``bootstrap``
+    resamples of the queries, a 95% interval of each R@k (``ci``)."""
     ranks = ranks_of_targets(sim, targets)
     out = {f"R@{k}": float((ranks <= k).mean()) for k in ks}
+    if bootstrap:
+        from .uncertainty import mean_interval
+
+        out["ci"] = {f"R@{k}": mean_interval(ranks <= k, bootstrap, seed) for k in ks}
     out["mAP@10"] = float(average_precision_at_k(sim, targets, 10).mean())
     # LAION-CLAP's: floor(median of the 0-based ranks) + 1, an integer (ranks 1,2,3,4 give 2)
     out["median_rank"] = int(np.floor(np.median(ranks - 1))) + 1
@@ -53,7 +60,8 @@ def retrieval_metrics(sim: np.ndarray, targets: list[np.ndarray], ks=(1, 5, 10))
     return out
 
 
-def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio: np.ndarray) -> dict:
+def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio: np.ndarray, bootstrap: int = 0,
+                         seed: int = 0) -> dict:
     """Both directions with several captions per audio.
 
     ``text_audio[j]`` is the audio row of caption j. Text-to-audio: each caption is a
@@ -61,11 +69,11 @@ def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio
     items are all its captions; it is correct at k if any of them is in the top k.
     """
     sim = audio_emb @ text_emb.T  # (audio, text)
-    t2a = retrieval_metrics(sim.T, [np.array([a]) for a in text_audio])
+    t2a = retrieval_metrics(sim.T, [np.array([a]) for a in text_audio], bootstrap=bootstrap, seed=seed)
     caps = [np.flatnonzero(text_audio == a) for a in range(audio_emb.shape[0])]
     if any(len(c) == 0 for c in caps):
         raise ValueError("every audio needs at least one caption")
-    a2t = retrieval_metrics(sim, caps)
+    a2t = retrieval_metrics(sim, caps, bootstrap=bootstrap, seed=seed)
     return {"text_to_audio": t2a, "audio_to_text": a2t}
 
 
@@ -102,3 +110,56 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
         confusion=confusion.tolist(),
     )
     return out
+
+
+def weighted_average_precision(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-class average precision with scikit-learn's ``average_precision_score``
+    semantics (tied scores form one threshold; AP = sum over thresholds of the recall
+    step times the precision), each item counted ``weights[i]`` times; NaN for a class
+    with no (weighted) positive. ``scores``, ``targets``: (items, classes)."""
+    n, c = scores.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-scores, axis=0, kind="mergesort")  # (n, c)
+    s = np.take_along_axis(scores, order, axis=0)
+    y = np.take_along_axis(targets.astype(np.float64), order, axis=0) * w[order]
+    tps, seen = np.cumsum(y, axis=0), np.cumsum(w[order], axis=0)
+    end = np.ones((n, c), dtype=bool)  # the last item of each group of tied scores
+    end[:-1] = s[:-1] != s[1:]
+    tp_end = np.where(end, tps, 0.0)
+    before = np.maximum.accumulate(np.vstack([np.zeros((1, c)), tp_end[:-1]]), axis=0)
+    positives = tps[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(seen > 0, tps / seen, 0.0)
+        ap = (np.where(end, tps - before, 0.0) * precision).sum(axis=0) / positives
+    return np.where(positives > 0, ap, np.nan)
+
+
+def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, class_names: list[str]) -> dict:
+    """Multi-label scores against (items, classes) bool targets: macro mAP (per-class AP,
+    :func:`weighted_average_precision`, averaged over the classes with a positive item),
+    mAUC over the classes with a positive and a negative item (scikit-learn's
+    ``roc_auc_score``), d-prime ``sqrt(2) * Phi^-1(mAUC)`` (as AudioSet and PANNs report
+    it) and LRAP (scikit-learn's ``label_ranking_average_precision_score``). Classes with
+    no positive item are listed and left out of the means."""
+    from scipy.stats import norm
+    from sklearn.metrics import label_ranking_average_precision_score, roc_auc_score
+
+    targets = targets.astype(bool)
+    ap = weighted_average_precision(scores, targets)
+    has_pos, has_neg = targets.any(axis=0), (~targets).any(axis=0)
+    aucs = {c: float(roc_auc_score(targets[:, c], scores[:, c])) for c in range(len(class_names))
+            if has_pos[c] and has_neg[c]}
+    mauc = float(np.mean(list(aucs.values()))) if aucs else float("nan")
+    return {
+        "mAP": float(np.nanmean(ap)) if has_pos.any() else float("nan"),
+        "mAUC": mauc,
+        "d_prime": float(np.sqrt(2.0) * norm.ppf(mauc)) if aucs else float("nan"),
+        "lrap": float(label_ranking_average_precision_score(targets, scores)),
+        "per_class": {name: {"AP": None if np.isnan(ap[c]) else float(ap[c]), "AUC": aucs.get(c),
+                             "positives": int(targets[:, c].sum())} for c, name in enumerate(class_names)},
+        "classes_without_positives": [name for c, name in enumerate(class_names) if not has_pos[c]],
+        "classes_in_mean": int(has_pos.sum()),
+        "clips": int(len(scores)),
+        "classes": int(len(class_names)),
+        "labels_per_clip": float(targets.sum(axis=1).mean()),
+    }

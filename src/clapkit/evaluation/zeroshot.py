@@ -3,7 +3,12 @@
 Each class name (``_`` read as a space) is put into one or more prompt templates; with
 several templates the normalised text embeddings of a class are averaged and
 renormalised (prompt ensembling, as in CLIP). A clip is assigned the class whose text
-embedding has the highest cosine similarity.
+embedding has the highest cosine similarity. A multi-label set (FSD50K) is scored per
+class on those cosines instead: mAP, mAUC, d-prime and LRAP
+(:func:`~clapkit.evaluation.metrics.multilabel_metrics`), as LAION-CLAP scores AudioSet.
+
+With ``bootstrap`` resamples, each accuracy (or the mAP) gets a 95% interval over the
+clips (:mod:`clapkit.evaluation.uncertainty`), seeded by ``seed``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ import numpy as np
 from ..data.records import LabelledSet
 from ..inference.embed import embed_media, embed_text
 from ..models.dual import DualEncoder
-from .metrics import classification_metrics
+from .metrics import (
+    classification_metrics,
+    multilabel_metrics,
+    ranks_of_targets,
+    weighted_average_precision,
+)
+from .uncertainty import mean_interval, weighted_interval
 
 DEFAULT_TEMPLATE = "This is a sound of {label}."
 ENSEMBLE_TEMPLATES = (
@@ -57,16 +68,32 @@ def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list
 
 def zeroshot_eval(
     model: DualEncoder, data: LabelledSet, templates: list[str] | tuple[str, ...] | None = None,
-    batch_size: int = 32, device="cpu", progress: bool = False, num_workers: int = 0,
+    batch_size: int = 32, device="cpu", progress: bool = False, num_workers: int = 0, bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict:
-    """Top-1/5, per-class accuracy and confusion; ``templates`` default to the medium's prompt;
-    ``num_workers`` DataLoader processes decode the media (the result does not depend on it)."""
+    """Top-1/5, per-class accuracy and confusion (a multi-label set: mAP and the rest);
+    ``templates`` default to the medium's prompt; ``num_workers`` DataLoader processes
+    decode the media (the result does not depend on it)."""
     templates = templates or default_templates(model.medium)
     labels = data.label_texts()
     text_emb = class_text_embeddings(model, labels, templates, device)
     media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
-    y = np.array([c.label for c in data.clips])
-    out = classification_metrics(media_emb @ text_emb.T, y, data.class_names)
+    scores = media_emb @ text_emb.T
+    if data.multilabel:
+        targets = data.targets()
+        out = multilabel_metrics(scores, targets, data.class_names)
+        if bootstrap:
+            out["ci"] = {"mAP": weighted_interval(
+                lambda w: float(np.nanmean(weighted_average_precision(scores, targets, w))), len(scores), bootstrap, seed)}
+    else:
+        y = np.array([c.label for c in data.clips])
+        out = classification_metrics(scores, y, data.class_names)
+        if bootstrap:
+            ranks = ranks_of_targets(scores, [np.array([label]) for label in y])
+            out["ci"] = {f"top{k}": mean_interval(ranks <= k, bootstrap, seed) for k in (1, 5) if f"top{k}" in out}
+    if bootstrap:
+        out["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": 0.95, "over": "clips"}
+    out["multilabel"] = data.multilabel
     out["templates"] = list(templates)
     out["skipped"] = data.skipped.to_dict()
     return out

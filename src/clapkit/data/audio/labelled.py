@@ -32,10 +32,12 @@ def load_labelled(
     classes: list[str] | None = None,
     skip_bad: bool = False,
     label: str = "digit",
+    split: str | None = None,
 ) -> LabelledSet:
     """A labelled audio set (images: :func:`clapkit.data.media.load_labelled_media`),
-    optionally restricted to some folds and classes."""
-    data = read_labelled(spec, ReadOptions("audio", label=label, skip_bad=skip_bad))
+    optionally restricted to some folds and classes; ``split`` for the sets that have
+    them (``fsd50k:``: eval, dev, or dev's train / val)."""
+    data = read_labelled(spec, ReadOptions("audio", label=label, skip_bad=skip_bad, split=split))
     return select(data, spec, folds, classes)
 
 

@@ -7,7 +7,7 @@ import math
 from . import register_evaluator
 
 
-@register_evaluator("zeroshot", ("zeroshot_top1", "zeroshot_top5"), needs="media")
+@register_evaluator("zeroshot", ("zeroshot_top1", "zeroshot_top5", "zeroshot_mAP"), needs="media")
 class ZeroShot:
     def __init__(self, spec: str, cfg: dict, medium: str):
         from ...data.media import load_labelled_media
@@ -18,4 +18,5 @@ class ZeroShot:
         from ...evaluation.zeroshot import zeroshot_eval
 
         r = zeroshot_eval(model, self.data, batch_size=batch_size, device=device)
-        return {"zeroshot_top1": r["top1"], "zeroshot_top5": r.get("top5", math.nan)}
+        return {"zeroshot_top1": r.get("top1", math.nan), "zeroshot_top5": r.get("top5", math.nan),
+                "zeroshot_mAP": r.get("mAP", math.nan)}
