@@ -8,13 +8,21 @@ import json
 import numpy as np
 import pytest
 from scipy.stats import norm
-from sklearn.metrics import average_precision_score, label_ranking_average_precision_score, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    label_ranking_average_precision_score,
+    roc_auc_score,
+)
 from test_cli import clapkit
 
 from clapkit.data import specs
 from clapkit.data.audio.labelled import load_labelled, write_wavs
 from clapkit.errors import DataError
-from clapkit.evaluation.metrics import multilabel_metrics, retrieval_metrics, weighted_average_precision
+from clapkit.evaluation.metrics import (
+    multilabel_metrics,
+    retrieval_metrics,
+    weighted_average_precision,
+)
 from clapkit.evaluation.uncertainty import mcnemar, mean_interval, weighted_interval
 
 
