@@ -71,7 +71,7 @@ def _config(config: str | None, overrides: list[str] | None, skip_bad: bool = Fa
 
 
 def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool, medium: str = "audio",
-              split: str | None = None):
+              split: str | None = None, media_dir: Path | None = None):
     """A labelled set of ``medium`` with its fold/class selection and its files checked."""
     from ..data.media import load_labelled_media
 
@@ -80,7 +80,8 @@ def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool,
     except ValueError as exc:
         raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
     class_list = [c.strip() for c in classes.split(",")] if classes else None
-    return load_labelled_media(data, medium, fold_list, class_list, skip_bad, checked=True, split=split)
+    return load_labelled_media(data, medium, fold_list, class_list, skip_bad, checked=True, split=split,
+                               media_dir=media_dir)
 
 
 def _has_label_column(spec: str) -> bool:

@@ -47,6 +47,7 @@ def eval_zeroshot(
                                                    "cifar: test, train)")] = None,
     bootstrap: Annotated[int, typer.Option(help="Resamples of the clips for 95% intervals (0: none)")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap")] = 0,
+    audio_dir: Annotated[Path | None, typer.Option(help="audioset: the downloaded clips (default: the CSV's folder)")] = None,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -61,7 +62,7 @@ def eval_zeroshot(
     net = _load_model(model, dev)
     if bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
-    labelled = _labelled(data, folds, classes, skip_bad, net.medium, split)
+    labelled = _labelled(data, folds, classes, skip_bad, net.medium, split, audio_dir)
     templates = list(template or []) or default_templates(net.medium, ensemble)
     m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
                       seed=seed)

@@ -86,13 +86,14 @@ def load_media_pairs(cfg: dict, spec: str, skipped: Skipped, checked: bool = Fal
 
 
 def load_labelled_media(spec: str, medium: str, folds: list[int] | None = None, classes: list[str] | None = None,
-                        skip_bad: bool = False, checked: bool = False, split: str | None = None) -> LabelledSet:
+                        skip_bad: bool = False, checked: bool = False, split: str | None = None,
+                        media_dir=None) -> LabelledSet:
     """A labelled set of ``medium`` with its fold and class selection; ``checked``: its
     files opened too (:func:`check_media`), else not yet."""
     if medium == "image":
         data = select(load_labelled_images(spec, skip_bad, split=split or "test"), spec, folds, classes)
     else:
-        data = load_labelled(spec, folds, classes, skip_bad, split=split)
+        data = load_labelled(spec, folds, classes, skip_bad, split=split, media_dir=media_dir)
     if checked:
         data.clips = check_media(medium, data.clips, skip_bad, data.skipped)
     return data

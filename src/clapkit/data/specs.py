@@ -61,6 +61,7 @@ class ReadOptions:
     label_templates: tuple[str, ...] = ("This is a sound of {label}.",)
     split: str | None = None  # karpathy: captions, cifar:/stsb:/sick: items, fsdd: nothing
     label: str = "digit"  # fsdd: digit | speaker
+    folds: tuple[int, ...] | None = None  # labelled sets with folds: only these are read (us8k: their folders)
     skip_bad: bool = False
     require_media: bool = True  # caption pairs: the media files must exist
 

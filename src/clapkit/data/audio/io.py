@@ -15,7 +15,7 @@ import soxr
 from ...errors import DataError
 from ..files import TarMember
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3")
 
 
 class AudioError(DataError):

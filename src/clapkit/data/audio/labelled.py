@@ -33,11 +33,15 @@ def load_labelled(
     skip_bad: bool = False,
     label: str = "digit",
     split: str | None = None,
+    media_dir: str | Path | None = None,
 ) -> LabelledSet:
     """A labelled audio set (images: :func:`clapkit.data.media.load_labelled_media`),
     optionally restricted to some folds and classes; ``split`` for the sets that have
-    them (``fsd50k:``: eval, dev, or dev's train / val)."""
-    data = read_labelled(spec, ReadOptions("audio", label=label, skip_bad=skip_bad, split=split))
+    them (``fsd50k:``: eval, dev, or dev's train / val); ``media_dir`` where a set's
+    list and its clips live apart (``audioset:``)."""
+    opts = ReadOptions("audio", Path(media_dir) if media_dir else None, label=label, skip_bad=skip_bad, split=split,
+                       folds=tuple(folds) if folds else None)
+    data = read_labelled(spec, opts)
     return select(data, spec, folds, classes)
 
 

@@ -1,0 +1,67 @@
+"""The standard audio suites read in their owners' layouts (issue 22, item 1): UrbanSound8K's
+10 folds, GTZAN's genre folders, AudioSet's segment lists. Each kind's own example is also
+fuzzed (tests/test_format_fuzz.py) and read (tests/test_specs.py) through the registry."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from clapkit.data import specs
+from clapkit.data.audio.labelled import load_labelled, write_wavs
+from clapkit.errors import DataError
+
+
+def _example(kind, folder):
+    return next(k for k in specs.kinds(specs.LABELLED, "audio") if k.kind == kind).example(folder)
+
+
+def test_urbansound8k_reads_only_the_folds_asked_for(tmp_path):
+    spec, meta = _example("us8k", tmp_path)
+    data = load_labelled(spec)
+    assert data.class_names == ["air_conditioner", "car_horn"] and [c.fold for c in data.clips] == [1, 1, 2, 2]
+    assert data.label_texts() == ["air conditioner", "car horn"]
+    shutil.rmtree(tmp_path / "audio" / "fold2")
+    assert [c.media.name for c in load_labelled(spec, folds=[1]).clips] == ["100852-0-0-0.wav", "100648-1-0-0.wav"]
+    with pytest.raises(DataError, match=r"UrbanSound8K.csv line 4: fold folder .*fold2 not found; give --folds without"):
+        load_labelled(spec)
+    meta.write_text(meta.read_text().replace(",1,0,air_conditioner", ",1,1,air_conditioner", 1))
+    with pytest.raises(DataError, match="classID 1 is both 'air_conditioner' and 'car_horn'|classID 1 is both"):
+        load_labelled(spec, folds=[1])
+
+
+def test_gtzan_in_both_releases(tmp_path):
+    spec, _ = _example("gtzan", tmp_path / "kaggle")
+    data = load_labelled(spec)
+    assert data.class_names == ["blues", "jazz"] and [c.label for c in data.clips] == [0, 0, 1, 1]
+    original = tmp_path / "marsyas" / "genres"
+    for genre in ("rock", "blues", "metal"):  # the 2002 release: .au files (libsndfile reads them)
+        write_wavs(original / genre, [f"{genre}.00000.au"])
+    data = load_labelled(f"gtzan:{tmp_path / 'marsyas'}")
+    assert data.class_names == ["blues", "metal", "rock"] and data.clips[0].media.suffix == ".au"
+    write_wavs(original / "rock", ["notes.wav"])
+    with pytest.raises(DataError, match=r"notes.wav: not a rock clip"):
+        load_labelled(f"gtzan:{tmp_path / 'marsyas'}")
+    assert load_labelled(f"gtzan:{tmp_path / 'marsyas'}", skip_bad=True).skipped.count == 1
+
+
+def test_audioset_segments_with_their_class_list(tmp_path):
+    spec, csv = _example("audioset", tmp_path)
+    data = load_labelled(spec)
+    assert data.multilabel and data.class_names == ["Speech", "Male speech, man speaking", "Dog"]
+    assert [c.labels for c in data.clips] == [(0, 1), (2,), (0,)]
+    (tmp_path / "Y-0BIyqJj9ZU.wav").unlink()  # a video gone from YouTube: named, or counted with --skip-bad
+    with pytest.raises(DataError, match=r"eval_segments.csv line 6: no clip for -0BIyqJj9ZU at 30 s"):
+        load_labelled(spec)
+    kept = load_labelled(spec, skip_bad=True)
+    assert len(kept.clips) == 2 and kept.skipped.count == 1
+    elsewhere = tmp_path / "clips"
+    elsewhere.mkdir()
+    for f in tmp_path.glob("*.wav"):
+        f.rename(elsewhere / f.name)
+    assert len(load_labelled(spec, skip_bad=True, media_dir=elsewhere).clips) == 2  # --audio-dir
+    csv.write_text(csv.read_text() + '-1AbCdEfGhI, 0.000, 10.000, "/m/unknown"\n')
+    write_wavs(elsewhere, ["Y-0BIyqJj9ZU.wav"])
+    with pytest.raises(DataError, match=r"line 7: label\(s\) /m/unknown not in class_labels_indices.csv"):
+        load_labelled(spec, media_dir=elsewhere)
