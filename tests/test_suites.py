@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from clapkit.data import specs
@@ -65,3 +66,44 @@ def test_audioset_segments_with_their_class_list(tmp_path):
     write_wavs(elsewhere, ["Y-0BIyqJj9ZU.wav"])
     with pytest.raises(DataError, match=r"line 7: label\(s\) /m/unknown not in class_labels_indices.csv"):
         load_labelled(spec, media_dir=elsewhere)
+
+
+def _image_example(kind, folder):
+    return next(k for k in specs.kinds(specs.LABELLED, "image") if k.kind == kind).example(folder)
+
+
+def test_voc2007_is_multilabel_from_its_annotations(tmp_path):
+    from clapkit.data.image.labelled import load_labelled_images
+
+    spec, xml = _image_example("voc2007", tmp_path)
+    data = load_labelled_images(spec)
+    assert data.multilabel and len(data.class_names) == 20 and data.class_names[11] == "dog"
+    assert [tuple(data.class_names[i] for i in c.labels) for c in data.clips] == [("dog", "person"), ("train",), ("car",)]
+    xml.write_text("<annotation><object><name>unicorn</name></object></annotation>")
+    with pytest.raises(DataError, match=r"000001.xml: object name\(s\) unicorn; VOC's classes are aeroplane"):
+        load_labelled_images(spec)
+    xml.write_text("<annotation><object>")
+    with pytest.raises(DataError, match=r"000001.xml: not valid XML"):
+        load_labelled_images(spec)
+    assert len(load_labelled_images(spec, skip_bad=True).clips) == 2
+
+
+def test_food101_and_stl10(tmp_path):
+    from clapkit.data.image.io import open_image
+    from clapkit.data.image.labelled import load_labelled_images
+
+    spec, split = _image_example("food101", tmp_path / "food")
+    data = load_labelled_images(spec)
+    assert data.class_names == ["Apple pie", "Baby back ribs"] and [c.label for c in data.clips] == [0, 0, 1, 1]
+    split.write_text(split.read_text() + "pizza/1\n")
+    with pytest.raises(DataError, match=r"test.txt line 5: 'pizza/1': expected CLASS/ID"):
+        load_labelled_images(spec)
+    spec, x = _image_example("stl10", tmp_path / "stl")
+    data = load_labelled_images(spec)
+    assert data.class_names == ["airplane", "bird"] and [c.label for c in data.clips] == [0, 1, 0]
+    pixels = np.asarray(open_image(data.clips[1].media))
+    plane = (np.arange(3 * 3 * 96 * 96) % 251).astype(np.uint8)[3 * 96 * 96:2 * 3 * 96 * 96].reshape(3, 96, 96)
+    assert pixels.shape == (96, 96, 3) and pixels[5, 7, 2] == plane[2, 7, 5]  # column-major: row 5, column 7
+    x.write_bytes(x.read_bytes()[:-1])
+    with pytest.raises(DataError, match="no whole number of 3 x 96 x 96 images"):
+        load_labelled_images(spec)

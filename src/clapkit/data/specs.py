@@ -84,6 +84,7 @@ class SpecKind:
 
 
 _REGISTRY: dict[tuple[str, str, str], SpecKind] = {}
+_ORDER: dict[tuple[str, str, str], int] = {}  # (role, kind, module) -> registration number
 _discovered = False
 
 
@@ -100,6 +101,7 @@ def spec_kind(kind: str, role: str, media: tuple[str, ...], arg: str, layout: st
                 raise ValueError(f"spec kind {kind}: ({role}, {medium}) is registered by {known.module} already")
             _REGISTRY[(role, medium, kind)] = SpecKind(kind, role, tuple(media), read, arg, layout, example, bare,
                                                        read.__module__)
+        _ORDER.setdefault((role, kind, read.__module__), len(_ORDER))
         return read
 
     return register
@@ -116,10 +118,15 @@ def _discover() -> None:
             importlib.import_module(f"{package.__name__}.{info.name}")
 
 
+def _order(k: SpecKind) -> tuple[str, int]:
+    return k.module, _ORDER[(k.role, k.kind, k.module)]
+
+
 def kinds(role: str, medium: str) -> list[SpecKind]:
-    """The kinds of ``role`` for ``medium``, in the order their files register them."""
+    """The kinds of ``role`` for ``medium``, by file and, within a file, in the order it
+    registers them (so listings do not depend on which files were imported first)."""
     _discover()
-    return [k for (r, m, _), k in _REGISTRY.items() if r == role and m == medium]
+    return sorted((k for (r, m, _), k in _REGISTRY.items() if r == role and m == medium), key=_order)
 
 
 def all_kinds() -> list[SpecKind]:
@@ -128,7 +135,7 @@ def all_kinds() -> list[SpecKind]:
     seen: dict[tuple[str, str, str], SpecKind] = {}
     for k in _REGISTRY.values():
         seen.setdefault((k.role, k.kind, k.module), k)
-    return list(seen.values())
+    return sorted(seen.values(), key=_order)
 
 
 def names_of(role: str, medium: str) -> tuple[str, ...]:
