@@ -42,6 +42,10 @@ def eval_zeroshot(
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names to evaluate on")] = None,
     template: Annotated[list[str] | None, typer.Option(help="Prompt template with {label}; repeat to ensemble")] = None,
     ensemble: Annotated[bool, typer.Option(help="Average the built-in set of templates")] = False,
+    prompts: Annotated[str | None, typer.Option(help="A published prompt set (clip_benchmark:DATASET, open_clip:imagenet) "
+                                                     "or a .json/.yaml/.txt file of templates or per-class prompts")] = None,
+    classnames: Annotated[str | None, typer.Option(help="Rename the classes: clip_benchmark:DATASET, or a .json/.yaml "
+                                                        "mapping or list, or a .txt list")] = None,
     confusion: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: beside --out)")] = None,
     split: Annotated[str | None, typer.Option(help="The set's split, where it has them (fsd50k: eval, dev, train, val; "
                                                    "cifar: test, train)")] = None,
@@ -63,9 +67,16 @@ def eval_zeroshot(
     if bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
     labelled = _labelled(data, folds, classes, skip_bad, net.medium, split, audio_dir)
-    templates = list(template or []) or default_templates(net.medium, ensemble)
+    if prompts and template:
+        raise ClapkitError("give --prompts or --template, not both")
+    from ..evaluation.prompts import load_classnames, load_prompts
+
+    templates = load_prompts(prompts, net.medium)[0] if prompts else (list(template or []) or
+                                                                      default_templates(net.medium, ensemble))
+    names = load_classnames(classnames, labelled.class_names) if classnames else None
     m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
-                      seed=seed)
+                      seed=seed, class_names=names)
+    m.update(prompts=prompts, classnames=classnames)
     m.update(model=str(model), data=data, split=split,
              folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)

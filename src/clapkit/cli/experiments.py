@@ -7,10 +7,15 @@ from typing import Annotated
 
 import typer
 
+from ..errors import ClapkitError
 from .common import (
     ConfigOpt,
+    Device,
     SetOpt,
+    SkipBad,
+    Workers,
     _config,
+    _device,
     app,
     experiment_app,
 )
@@ -133,3 +138,33 @@ def show_formats(
         for role in roles:
             for k in specs.kinds(role, medium):
                 typer.echo(f"  {k.kind + (':' + k.arg if not k.bare else ''):22} {specs.ROLES[role]:16} {k.layout}")
+
+
+@app.command("bench")
+def bench(
+    config: Annotated[str, typer.Option("--config", help="A bench file (models and tasks as data) or a shipped preset")],
+    out: Annotated[Path, typer.Option(help="Output folder: cells/, results.csv/.md/.jsonl, pairs.csv, results.png; "
+                                           "rerun with the same --out to resume")],
+    model: Annotated[list[str] | None, typer.Option("--model", help="NAME=MODEL or MODEL (repeat): replaces the "
+                                                                    "file's models")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="What {data} means in the bench file")] = None,
+    shard: Annotated[str | None, typer.Option(help="K/N: run every N-th pending cell, from the K-th")] = None,
+    bootstrap: Annotated[int | None, typer.Option(help="Resamples for the intervals (default: the file's, else 1000)")] = None,
+    batch_size: int = 32,
+    device: Device = "auto",
+    workers: Workers = 0,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Every model on every task of a bench file, with 95% intervals, paired tests and the
+    leakage columns, into one table (CSV, Markdown, JSON Lines) and a figure."""
+    from ..experiments.bench import load_bench, run_bench
+
+    spec = load_bench(config, data_root, model)
+    if bootstrap is not None:
+        if bootstrap < 0:
+            raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
+        spec["bootstrap"] = bootstrap
+    result = run_bench(spec, out, shard, _device(device), batch_size, workers, skip_bad)
+    typer.echo(f"bench {spec['source']}: ran {len(result['ran'])} cell(s), {result['skipped_done']} already done "
+               f"(shard {result['shard']}); {result['rows']} rows in {out / 'results.csv'}")
+    typer.echo((out / "results.md").read_text())

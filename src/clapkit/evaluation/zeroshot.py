@@ -66,19 +66,34 @@ def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def zeroshot_eval(
-    model: DualEncoder, data: LabelledSet, templates: list[str] | tuple[str, ...] | None = None,
-    batch_size: int = 32, device="cpu", progress: bool = False, num_workers: int = 0, bootstrap: int = 0,
-    seed: int = 0,
-) -> dict:
-    """Top-1/5, per-class accuracy and confusion (a multi-label set: mAP and the rest);
-    ``templates`` default to the medium's prompt; ``num_workers`` DataLoader processes
-    decode the media (the result does not depend on it)."""
-    templates = templates or default_templates(model.medium)
-    labels = data.label_texts()
-    text_emb = class_text_embeddings(model, labels, templates, device)
-    media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
-    scores = media_emb @ text_emb.T
+def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | dict[str, list[str]] | None = None,
+                    class_names: list[str] | None = None, batch_size: int = 32, device="cpu", progress: bool = False,
+                    num_workers: int = 0, media_emb: np.ndarray | None = None) -> tuple[np.ndarray, list[list[str]]]:
+    """(items, classes) cosines of the media and each class's text embedding, and the
+    prompts of each class. ``prompts``: templates with ``{label}`` (default: the
+    medium's prompt) or each class's own prompts (keyed by the data's class names);
+    ``class_names`` replace the data's in the prompts (:mod:`.prompts`); ``media_emb``
+    reuses embeddings already computed for these items."""
+    from .prompts import class_prompts
+
+    templates = prompts if prompts else default_templates(model.medium)
+    names = class_names or data.class_names
+    per_class = class_prompts(templates, [n.replace("_", " ") for n in names], data.class_names)
+    if isinstance(templates, dict):
+        flat = embed_text(model, [p for ps in per_class for p in ps], device=device)
+        bounds = np.cumsum([0] + [len(ps) for ps in per_class])
+        text_emb = np.stack([flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+        text_emb = text_emb / np.linalg.norm(text_emb, axis=1, keepdims=True)
+    else:
+        text_emb = class_text_embeddings(model, [n.replace("_", " ") for n in names], templates, device)
+    if media_emb is None:
+        media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
+    return media_emb @ text_emb.T, per_class
+
+
+def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, seed: int = 0) -> dict:
+    """The metrics of zero-shot ``scores`` on ``data`` (single- or multi-label), with
+    bootstrap intervals when ``bootstrap`` resamples are asked for."""
     if data.multilabel:
         targets = data.targets()
         out = multilabel_metrics(scores, targets, data.class_names)
@@ -94,7 +109,23 @@ def zeroshot_eval(
     if bootstrap:
         out["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": 0.95, "over": "clips"}
     out["multilabel"] = data.multilabel
-    out["templates"] = list(templates)
+    return out
+
+
+def zeroshot_eval(
+    model: DualEncoder, data: LabelledSet, templates: list[str] | tuple[str, ...] | dict | None = None,
+    batch_size: int = 32, device="cpu", progress: bool = False, num_workers: int = 0, bootstrap: int = 0,
+    seed: int = 0, class_names: list[str] | None = None,
+) -> dict:
+    """Top-1/5, per-class accuracy and confusion (a multi-label set: mAP and the rest);
+    ``templates`` default to the medium's prompt (or each class's own prompts, a dict);
+    ``num_workers`` DataLoader processes decode the media (the result does not depend on it)."""
+    templates = templates or default_templates(model.medium)
+    scores, per_class = zeroshot_scores(model, data, templates, class_names, batch_size, device, progress, num_workers)
+    out = zeroshot_metrics(scores, data, bootstrap, seed)
+    out["templates"] = templates if isinstance(templates, dict) else list(templates)
+    if class_names:
+        out["class_names_used"] = list(class_names)
     out["skipped"] = data.skipped.to_dict()
     return out
 

@@ -1,0 +1,148 @@
+"""Zero-shot prompts and class names, as published, never retyped.
+
+``--prompts`` takes:
+
+- nothing: clapkit's default for the medium (``This is a sound of {label}.``, LAION-CLAP's
+  ESC-50 prompt; ``a photo of a {label}.``);
+- ``clip_benchmark:DATASET``: CLIP_benchmark's templates for DATASET, read from the
+  installed package's ``datasets/en_zeroshot_classification_templates.json`` (its
+  ``{c}`` placeholder read as ``{label}``);
+- ``open_clip:imagenet`` (OpenAI's 80 ImageNet templates) or ``open_clip:imagenet_simple``,
+  from ``open_clip.zero_shot_metadata``;
+- a ``.json`` / ``.yaml`` file: a list of templates with ``{label}``, ``{"templates":
+  [...]}``, or a mapping from each class name to its own prompts (CuPL style, no
+  placeholder); a ``.txt`` file: one template a line.
+
+``--classnames`` renames the classes (prompts are built from the new names; results keep
+both): ``clip_benchmark:DATASET`` (the package's cleaned ``en_classnames.json`` list, in
+the dataset's class order), a ``.json`` / ``.yaml`` mapping from the data's class name to
+the new one (every class must be in it) or list, or a ``.txt`` list, one a line.
+
+A named set whose package is not installed is an error that says what to install
+(``pip install clip_benchmark``, ``open_clip_torch``); the packages are an optional extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError, DataError
+
+
+def _package_file(package: str, relative: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)  # located, not imported: its own imports need not load
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"{package}: not installed; named prompt and class-name sets of it need `pip install {install}`")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found in the installed {package} (a version without it?)")
+    return path
+
+
+def _clip_benchmark(kind: str, dataset: str) -> list[str]:
+    name = "en_zeroshot_classification_templates.json" if kind == "templates" else "en_classnames.json"
+    path = _package_file("clip_benchmark", f"datasets/{name}", "clip_benchmark")
+    table = json.loads(path.read_text())
+    if dataset not in table:
+        raise ConfigError(f"clip_benchmark:{dataset}: {path.name} has no entry for it; it has {', '.join(sorted(table))}")
+    items = table[dataset]
+    return [t.replace("{c}", "{label}") for t in items] if kind == "templates" else list(items)
+
+
+def _open_clip(name: str) -> list[str]:
+    sets = {"imagenet": "OPENAI_IMAGENET_TEMPLATES", "imagenet_simple": "SIMPLE_IMAGENET_TEMPLATES"}
+    if name not in sets:
+        raise ConfigError(f"open_clip:{name}: choose one of {', '.join('open_clip:' + k for k in sets)}")
+    if importlib.util.find_spec("open_clip") is None:
+        raise ConfigError("open_clip: not installed; its named prompt sets need `pip install open_clip_torch`")
+    from open_clip import zero_shot_metadata
+
+    return [t("{label}") for t in getattr(zero_shot_metadata, sets[name])]
+
+
+def _read_file(path: Path):
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".txt":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({exc})", str(path)) from exc
+
+
+def load_prompts(spec, medium: str) -> tuple[list[str] | dict[str, list[str]], str]:
+    """The templates (or per-class prompts) of ``spec`` and a name for them (see the
+    module docstring)."""
+    from .zeroshot import default_templates
+
+    if spec is None or spec == []:
+        return default_templates(medium), "clapkit"
+    if isinstance(spec, list | tuple):
+        return _templates(list(spec), "the given templates"), "inline"
+    spec = str(spec)
+    source, sep, name = spec.partition(":")
+    if sep and source == "clip_benchmark":
+        return _templates(_clip_benchmark("templates", name), spec), spec
+    if sep and source == "open_clip":
+        return _open_clip(name), spec
+    path = Path(spec)
+    if path.suffix.lower() not in (".json", ".yaml", ".yml", ".txt"):
+        raise ConfigError(f"--prompts {spec}: give clip_benchmark:DATASET, open_clip:imagenet or a .json/.yaml/.txt file")
+    data = _read_file(path)
+    if isinstance(data, dict) and set(data) == {"templates"}:
+        data = data["templates"]
+    if isinstance(data, dict):
+        bad = [k for k, v in data.items() if not isinstance(v, list) or not v or not all(isinstance(p, str) for p in v)]
+        if bad:
+            raise DataError(f"class {bad[0]!r}: expected a non-empty list of prompts", str(path))
+        return {str(k): list(v) for k, v in data.items()}, str(path)
+    if not isinstance(data, list):
+        raise DataError("expected a list of templates, {templates: [...]} or a class -> prompts mapping", str(path))
+    return _templates(data, str(path)), str(path)
+
+
+def _templates(items: list, where: str) -> list[str]:
+    bad = [t for t in items if not isinstance(t, str) or "{label}" not in t]
+    if bad or not items:
+        raise DataError(f"every template needs a {{label}} placeholder; {bad[0]!r} has none" if bad else "no templates",
+                        where)
+    return items
+
+
+def load_classnames(spec: str | None, class_names: list[str]) -> list[str]:
+    """The class names ``spec`` gives the data's ``class_names`` (see the module docstring)."""
+    if not spec:
+        return list(class_names)
+    source, sep, name = str(spec).partition(":")
+    where = str(spec)
+    if sep and source == "clip_benchmark":
+        data = _clip_benchmark("classnames", name)
+    else:
+        data = _read_file(Path(spec))
+    if isinstance(data, dict):
+        missing = [c for c in class_names if c not in data]
+        if missing:
+            raise DataError(f"class {missing[0]!r} of the data has no entry ({len(missing)} missing)", where)
+        return [str(data[c]) for c in class_names]
+    if not isinstance(data, list) or len(data) != len(class_names):
+        n = len(data) if isinstance(data, list) else 0
+        raise DataError(f"{n} names for the data's {len(class_names)} classes (a list is taken in the data's class "
+                        "order)", where)
+    return [str(x) for x in data]
+
+
+def class_prompts(prompts: list[str] | dict[str, list[str]], labels: list[str], keys: list[str]) -> list[list[str]]:
+    """Each class's prompts: the templates filled with its label text, or its own
+    (per-class prompts are looked up by ``keys``, the data's class names)."""
+    if isinstance(prompts, dict):
+        missing = [k for k in keys if k not in prompts]
+        if missing:
+            raise DataError(f"the per-class prompts have no entry for class {missing[0]!r} ({len(missing)} missing)")
+        return [prompts[k] for k in keys]
+    return [[t.format(label=label) for t in prompts] for label in labels]

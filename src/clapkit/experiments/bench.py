@@ -1,0 +1,214 @@
+"""``clapkit bench``: every model of a bench file on every task, into one table.
+
+A bench file declares the models (anything ``--model`` takes) and the tasks as data::
+
+    models:
+      - {name: ours, model: runs/clap/checkpoint, captions: [clotho_captions_development.csv]}
+      - {name: laion, model: laion/clap-htsat-unfused}
+    tasks:
+      - {name: esc50, data: "esc50:{data}/ESC-50", type: zeroshot, prompts: clip_benchmark:esc50}
+      - {name: fsd50k, data: "fsd50k:{data}/FSD50K", split: eval, type: zeroshot}
+      - {name: clotho, data: "clotho:{data}/clotho_captions_evaluation.csv", audio_dir: "{data}/evaluation",
+         type: retrieval}
+    bootstrap: 1000
+    seed: 0
+
+``{data}`` in any string is ``--data-root``. A task's keys: ``data`` (a spec), ``type``
+(``zeroshot`` | ``retrieval``), and optionally ``medium`` (else read off the spec's kind,
+or the model's), ``split``, ``folds``, ``classes``, ``prompts`` and ``classnames``
+(:mod:`clapkit.evaluation.prompts`), ``audio_dir`` / ``image_dir``. A model's optional
+``captions`` (its training captions) add the leakage columns to its zero-shot tasks.
+
+Each model x task is a *cell*, written on its own, atomically, to ``OUT/cells/`` (its
+metrics and provenance as JSON, its per-item results as ``.npz``), so a rerun with the same
+``--out`` skips the cells already done, and ``--shard K/N`` runs every N-th pending
+cell: N jobs of a job array fill one table. A model is loaded once, a task's media
+embedded once per model and reused across its metrics. The table is rebuilt from every
+cell present (:mod:`.bench_report`): ``results.csv`` / ``.jsonl`` / ``.md``,
+``pairs.csv`` (each pair of models on a task: the paired difference with its interval and
+a test) and ``results.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..errors import ConfigError
+
+TYPES = ("zeroshot", "retrieval")
+TASK_KEYS = {"name", "data", "type", "medium", "split", "folds", "classes", "prompts", "classnames", "audio_dir",
+             "image_dir"}
+
+
+def _preset(name: str) -> Path | None:
+    from importlib import resources
+
+    res = resources.files("clapkit") / "benches" / f"{name}.yaml"
+    return Path(str(res)) if res.is_file() else None
+
+
+def list_benches() -> list[str]:
+    from importlib import resources
+
+    return sorted(p.name[:-5] for p in (resources.files("clapkit") / "benches").iterdir() if p.name.endswith(".yaml"))
+
+
+def _fill(value, root: str | None, where: str):
+    if isinstance(value, str) and "{data}" in value:
+        if root is None:
+            raise ConfigError(f"{where}: {value!r} names {{data}}; give --data-root")
+        return value.replace("{data}", root)
+    if isinstance(value, list):
+        return [_fill(v, root, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, root, where) for k, v in value.items()}
+    return value
+
+
+def load_bench(source: str | Path, data_root: str | Path | None = None, models: list[str] | None = None) -> dict:
+    """The bench file (or shipped preset) with ``{data}`` filled in and checked;
+    ``models`` (``name=path`` or a path) replace the file's model list."""
+    path = _preset(str(source)) if not str(source).endswith((".yaml", ".yml")) else Path(source)
+    if path is None or not path.is_file():
+        raise ConfigError(f"--config {source}: neither a bench preset ({', '.join(list_benches())}) nor a YAML file")
+    try:
+        bench = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    unknown = set(bench) - {"models", "tasks", "bootstrap", "seed"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a bench file has models, tasks, "
+                          "bootstrap, seed")
+    if models:
+        bench["models"] = [dict(zip(("name", "model"), m.split("=", 1), strict=True)) if "=" in m
+                           else {"name": Path(m).name or m, "model": m} for m in models]
+    bench = _fill(bench, None if data_root is None else str(data_root), str(path))
+    if not bench.get("models") or not bench.get("tasks"):
+        raise ConfigError(f"{path}: needs a list of models (or --model) and a list of tasks")
+    for kind, key in (("models", "model"), ("tasks", "data")):
+        names = []
+        for n, entry in enumerate(bench[kind], 1):
+            if not isinstance(entry, dict) or key not in entry or "name" not in entry:
+                raise ConfigError(f"{path}: {kind}[{n}] needs name and {key}")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(entry["name"])):
+                raise ConfigError(f"{path}: {kind}[{n}] name {entry['name']!r}: use letters, digits, _ . -")
+            names.append(entry["name"])
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{path}: two {kind} share a name ({', '.join(sorted(n for n in names if names.count(n) > 1))})")
+    for task in bench["tasks"]:
+        if task.get("type") not in TYPES:
+            raise ConfigError(f"{path}: task {task['name']}: type {task.get('type')!r}; choose {' or '.join(TYPES)}")
+        extra = set(task) - TASK_KEYS
+        if extra:
+            raise ConfigError(f"{path}: task {task['name']}: unknown key(s) {', '.join(sorted(extra))}")
+    bench.setdefault("bootstrap", 1000)
+    bench.setdefault("seed", 0)
+    bench["source"] = str(path)
+    return bench
+
+
+def task_medium(task: dict, model_medium: str) -> str:
+    """The medium of a task: its own ``medium``, else the one its spec's kind is read
+    for, else (a kind both media read) the model's."""
+    from ..data import specs
+
+    if task.get("medium"):
+        return task["medium"]
+    role = specs.LABELLED if task["type"] == "zeroshot" else specs.PAIRS
+    media = [m for m in ("audio", "image") if specs.is_kind(task["data"], role, m)
+             or (role == specs.PAIRS and specs.is_kind(task["data"], specs.LABELLED, m))]
+    return media[0] if len(media) == 1 else model_medium
+
+
+def cell_name(model: str, task: str) -> str:
+    return f"{model}__{task}"
+
+
+def shard_of(spec: str | None) -> tuple[int, int]:
+    if not spec:
+        return 1, 1
+    m = re.fullmatch(r"(\d+)/(\d+)", spec)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise ConfigError(f"--shard {spec!r}: give K/N with 1 <= K <= N, e.g. 2/8")
+    return int(m.group(1)), int(m.group(2))
+
+
+def fingerprint_files(paths) -> str:
+    """sha256 of the sorted (path, size) of the files (their bytes are not read)."""
+    h = hashlib.sha256()
+    for p in sorted(str(p) for p in paths):
+        size = os.path.getsize(p) if os.path.isfile(p) else -1
+        h.update(f"{p}\t{size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(spec: str) -> str:
+    path = Path(spec)
+    if not path.exists():
+        return hashlib.sha256(spec.encode()).hexdigest()[:16]  # a hub name: the name is what is known
+    files = [p for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(path) if path.is_dir() else p.name}\t{p.stat().st_size}\n".encode())
+        if p.name == "config.json":
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"clapkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cpu", batch_size: int = 32,
+              num_workers: int = 0, skip_bad: bool = False, progress: bool = True) -> dict:
+    """Run the pending cells of this shard, then rebuild the table from every cell in
+    ``out`` (see the module docstring). Returns what was run and the table's rows."""
+    from tqdm.auto import tqdm
+
+    from .bench_cells import run_cell
+    from .bench_report import write_report
+
+    out = Path(out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    k, n = shard_of(shard)
+    cells = [(m, t) for m in bench["models"] for t in bench["tasks"]]
+    mine = [c for i, c in enumerate(cells) if i % n == k - 1]
+    pending = [(m, t) for m, t in mine if not (out / "cells" / f"{cell_name(m['name'], t['name'])}.json").is_file()]
+    ran, loaded = [], {}
+    bar = tqdm(pending, desc="bench cells", disable=None if progress else True)
+    for model, task in bar:
+        bar.set_postfix_str(cell_name(model["name"], task["name"]))
+        if model["name"] not in loaded:
+            from ..models.public.hf import load_model
+
+            loaded.clear()  # one model in memory at a time
+            loaded[model["name"]] = load_model(model["model"], device)
+        t0 = time.time()
+        run_cell(loaded[model["name"]], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad)
+        ran.append({"cell": cell_name(model["name"], task["name"]), "seconds": round(time.time() - t0, 2)})
+    rows = write_report(bench, out)
+    return {"ran": ran, "skipped_done": len(mine) - len(pending), "shard": f"{k}/{n}", "rows": len(rows)}
+
+
+def write_cell(folder: Path, name: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
+    """The arrays, then the JSON (the JSON's presence marks the cell done), each atomically."""
+    tmp = folder / f".{name}.npz.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, folder / f"{name}.npz")
+    tmp = folder / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, folder / f"{name}.json")

@@ -1,0 +1,126 @@
+"""One cell of ``clapkit bench``: a model on a task, its metrics with intervals, the
+leakage columns of a model that names its training captions, and its provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def _row(metric: str, value: float, ci=None, n: int | None = None) -> dict:
+    lo, hi = ci if ci is not None else (None, None)
+    return {"metric": metric, "value": value, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+def leakage_columns(captions: list[str], data, correct: np.ndarray | None, medium: str) -> list[dict]:
+    """The dirty fraction of the model's training captions against this task's classes
+    (``audit leakage``'s rules), and top-1 split into the classes the captions name and
+    those they never name, with counts."""
+    from ..audit.leakage import default_word_list, scan
+    from ..data.audio.captions import detect_spec
+    from ..data.files import Skipped
+    from ..data.specs import ReadOptions, read_pairs
+
+    words = default_word_list(data.class_names)
+    pairs = [p for f in captions for p in read_pairs(detect_spec(f), ReadOptions(medium, require_media=False), Skipped())]
+    if not pairs:
+        raise ConfigError(f"captions {captions}: no caption pairs to audit")
+    dirty = scan(pairs, words).dirty
+    named = {c for hits in dirty for c in hits}
+    rows = [_row("dirty_fraction", float(np.mean([bool(h) for h in dirty])), n=len(pairs)),
+            _row("classes_named", float(len(named)), n=len(data.class_names))]
+    if correct is not None:
+        in_named = np.array([data.class_names[c.label] in named for c in data.clips])
+        for key, mask in (("top1_named_classes", in_named), ("top1_unnamed_classes", ~in_named)):
+            rows.append(_row(key, float(correct[mask].mean()) if mask.any() else None, n=int(mask.sum())))
+    return rows
+
+
+def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, batch_size: int, num_workers: int,
+             skip_bad: bool) -> None:
+    from ..evaluation.metrics import ranks_of_targets
+    from ..inference.embed import embed_media
+    from .bench import (
+        cell_name,
+        fingerprint_files,
+        model_fingerprint,
+        task_medium,
+        versions,
+        write_cell,
+    )
+
+    medium = task_medium(task, net.medium)
+    name = cell_name(model["name"], task["name"])
+    record = {"model": model["name"], "model_spec": model["model"], "task": task["name"], "type": task["type"],
+              "data": task["data"], "medium": medium, "seed": bench["seed"], **versions(),
+              "model_fingerprint": model_fingerprint(str(model["model"]))}
+    boot, seed = int(bench["bootstrap"]), int(bench["seed"])
+    if medium != net.medium:  # an image model on an audio task: nothing to score
+        write_cell(folder, name, {**record, "metrics": [], "not_applicable": f"a {net.medium} model"}, {})
+        return
+    media_dir = task.get("audio_dir") if medium == "audio" else task.get("image_dir")
+    arrays: dict[str, np.ndarray] = {}
+    if task["type"] == "zeroshot":
+        from ..data.media import load_labelled_media
+        from ..evaluation.prompts import load_classnames, load_prompts
+        from ..evaluation.zeroshot import zeroshot_metrics, zeroshot_scores
+
+        data = load_labelled_media(task["data"], medium, task.get("folds"), task.get("classes"), skip_bad, checked=True,
+                                   split=task.get("split"), media_dir=media_dir)
+        prompts, source = load_prompts(task.get("prompts"), medium)
+        names = load_classnames(task.get("classnames"), data.class_names)
+        emb = embed_media(net, data.clips, batch_size, device=device, num_workers=num_workers)
+        scores, per_class = zeroshot_scores(net, data, prompts, names, device=device, media_emb=emb)
+        m = zeroshot_metrics(scores, data, boot, seed)
+        ci = m.get("ci", {})
+        n = len(data.clips)
+        correct = None
+        if data.multilabel:
+            rows = [_row("mAP", m["mAP"], ci.get("mAP"), n), _row("mAUC", m["mAUC"], n=n),
+                    _row("d_prime", m["d_prime"], n=n), _row("lrap", m["lrap"], n=n)]
+            arrays.update(scores=scores.astype(np.float32), targets=data.targets())
+        else:
+            rows = [_row(k, m[k], ci.get(k), n) for k in ("top1", "top5") if k in m]
+            rows.append(_row("mean_class_accuracy", m["mean_class_accuracy"], n=n))
+            ranks = ranks_of_targets(scores, [np.array([c.label]) for c in data.clips])
+            correct = ranks == 1
+            arrays.update(correct1=correct, correct5=ranks <= 5)
+        if model.get("captions"):
+            rows += leakage_columns(list(model["captions"]), data, correct, medium)
+        record.update(prompts=source, templates=prompts, class_names=names, skipped=data.skipped.count,
+                      data_fingerprint=fingerprint_files(str(c.media) for c in data.clips),
+                      per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"))
+    else:
+        from ..data.files import Skipped
+        from ..data.media import load_media_pairs
+        from ..evaluation.metrics import audio_text_retrieval
+        from ..inference.embed import embed_text
+
+        cfg = {"model": {"modality": medium}, "runtime": {"skip_bad": skip_bad},
+               "data": {"image_dir": task.get("image_dir"), "audio_dir": task.get("audio_dir"), "split": task.get("split"),
+                        "audiocaps_pattern": None, "image_column": "image", "audio_column": "audio",
+                        "caption_column": "caption", "label_templates": ["This is a sound of {label}."]}}
+        skipped = Skipped()
+        pairs = load_media_pairs(cfg, task["data"], skipped, checked=True)
+        from ..data.records import clip_index
+
+        clips, rows_of = clip_index(pairs)
+        media_emb = embed_media(net, clips, batch_size, device=device, num_workers=num_workers)
+        text_emb = embed_text(net, [p.caption for p in pairs], device=device)
+        both = audio_text_retrieval(media_emb, text_emb, np.array(rows_of), boot, seed)
+        rows = []
+        for direction, key in ((f"text_to_{medium}", "text_to_audio"), (f"{medium}_to_text", "audio_to_text")):
+            r = both[key]
+            rows += [_row(f"{direction}_R@{k}", r[f"R@{k}"], r.get("ci", {}).get(f"R@{k}"), r["queries"]) for k in (1, 5, 10)]
+            rows.append(_row(f"{direction}_mAP@10", r["mAP@10"], n=r["queries"]))
+        sim = media_emb @ text_emb.T
+        arrays["t2m_ranks"] = ranks_of_targets(sim.T, [np.array([a]) for a in rows_of])
+        caps = [np.flatnonzero(np.array(rows_of) == a) for a in range(len(clips))]
+        arrays["m2t_ranks"] = ranks_of_targets(sim, caps)
+        record.update(skipped=skipped.count, data_fingerprint=fingerprint_files(str(p.media) for p in clips),
+                      captions=len(pairs))
+    record["metrics"] = rows
+    write_cell(folder, name, record, arrays)

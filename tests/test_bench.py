@@ -1,0 +1,156 @@
+"""``clapkit bench`` end to end on the shared data (issue 22, items 4-6): two audio models
+(a clapkit checkpoint and a tiny public CLAP) and an image model on audio and image tasks,
+resumed after a stop mid-table and sharded, with intervals, paired tests, leakage columns
+and provenance; and the prompt sets, read from an installed package's layout."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import write_tiny_public_model
+from test_cli import clapkit
+
+from clapkit.errors import ConfigError
+
+
+def _bench_file(tmp_path, shared_data, captions):
+    bench = {
+        "models": [{"name": "ours", "model": "OURS", "captions": [str(captions)]}, {"name": "public", "model": "PUBLIC"},
+                   {"name": "clip", "model": "CLIP"}],
+        "tasks": [
+            {"name": "esc50", "data": "esc50:{data}/esc50", "type": "zeroshot", "folds": [4],
+             "classes": ["dog", "rain", "crickets", "clock_tick", "crying_baby"]},
+            {"name": "digits", "data": "fsdd:{data}/fsdd", "type": "zeroshot", "classes": ["0", "1", "2"],
+             "prompts": ["the spoken digit {label}."]},
+            {"name": "emoji", "data": "csv:{data}/images/emoji/labels.csv", "type": "zeroshot", "medium": "image",
+             "classes": ["keycap", "animal-mammal", "sky & weather"]},
+        ],
+        "bootstrap": 200, "seed": 0}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    return path
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_bench_fills_one_table_resumes_and_shards(tmp_path, shared_data, tiny_checkpoint, tiny_images):
+    captions = tmp_path / "train.csv"  # the "training captions" of ours: they name dogs and rain, not crickets
+    captions.write_text("audio,caption\na.wav,a dog barks at night\nb.wav,rain on a tin roof\nc.wav,an engine idles\n")
+    public = write_tiny_public_model("clap", tmp_path / "tiny-clap")
+    image = write_tiny_public_model("clip", tmp_path / "tiny-clip")
+    text = _bench_file(tmp_path, shared_data, captions).read_text()
+    path = tmp_path / "bench.yaml"
+    path.write_text(text.replace("OURS", str(tiny_checkpoint)).replace("PUBLIC", str(public)).replace("CLIP", str(image)))
+    out = tmp_path / "out"
+    common = ["bench", "--config", path, "--data-root", shared_data, "--out", out, "--device", "cpu"]
+    first = clapkit(*common, "--shard", "1/2")  # a job array of 2: job 1 of 2, then job 2 of 2
+    done_first = sorted(p.name for p in (out / "cells").glob("*.json"))
+    assert len(done_first) == 5 and "ran 5 cell(s)" in first.stdout  # cells 1, 3, 5, 7, 9 of 9
+    (out / "cells" / "ours__esc50.json").unlink()  # a stop mid-cell: its JSON never written
+    second = clapkit(*common)
+    assert "ran 5 cell(s), 4 already done" in second.stdout  # the 4 of shard 2 and the lost one
+    rows = _rows(out / "results.csv")
+    by = {(r["model"], r["task"], r["metric"]): r for r in rows}
+    top1 = by[("ours", "esc50", "top1")]
+    assert top1["n"] == "40" and float(top1["ci_low"]) <= float(top1["value"]) <= float(top1["ci_high"])
+    assert top1["model_fingerprint"] and top1["data_fingerprint"] and top1["torch"] and top1["seed"] == "0"
+    assert json.loads(top1["prompts"])["templates"] == ["This is a sound of {label}."]
+    assert json.loads(by[("public", "digits", "top1")]["prompts"])["templates"] == ["the spoken digit {label}."]
+    # the leakage columns of ours: its captions name dog and rain of the five classes
+    assert float(by[("ours", "esc50", "dirty_fraction")]["value"]) == pytest.approx(2 / 3)
+    named, unnamed = by[("ours", "esc50", "top1_named_classes")], by[("ours", "esc50", "top1_unnamed_classes")]
+    assert (named["n"], unnamed["n"]) == ("16", "24") and by[("ours", "esc50", "classes_named")]["value"] == "2.0"
+    cell = json.loads((out / "cells" / "ours__esc50.json").read_text())
+    correct = np.load(out / "cells" / "ours__esc50.npz")["correct1"]
+    assert float(top1["value"]) == pytest.approx(correct.mean())
+    assert ("public", "esc50", "dirty_fraction") not in by  # no captions given for it
+    assert json.loads((out / "cells" / "clip__esc50.json").read_text())["not_applicable"] == "a image model"
+    assert ("clip", "emoji", "top1") in by and ("ours", "emoji", "top1") not in by
+    # paired comparisons: ours vs public on the same clips, McNemar by hand
+    pairs = {(p["task"], p["model_a"], p["model_b"]): p for p in _rows(out / "pairs.csv")}
+    p = pairs[("esc50", "ours", "public")]
+    other = np.load(out / "cells" / "public__esc50.npz")["correct1"]
+    from clapkit.evaluation.uncertainty import mcnemar
+
+    assert float(p["p_value"]) == pytest.approx(mcnemar(correct, other)["p_value"]) and p["test"] == "mcnemar_exact"
+    assert float(p["difference"]) == pytest.approx(correct.mean() - other.mean())
+    assert (out / "results.png").stat().st_size > 1000 and "| ours | esc50 | top1 |" in (out / "results.md").read_text()
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+    assert cell["class_names"][:1] and cell["skipped"] == 0
+    third = clapkit(*common)
+    assert "ran 0 cell(s), 9 already done" in third.stdout  # everything done: only the table is rebuilt
+
+
+def test_a_bench_file_is_checked_before_anything_runs(tmp_path):
+    from clapkit.experiments.bench import load_bench, shard_of
+
+    path = tmp_path / "b.yaml"
+    path.write_text("models: [{name: a, model: x}]\ntasks: [{name: t, data: 'esc50:{data}/esc50', type: zeroshot}]\n")
+    with pytest.raises(ConfigError, match=r"names \{data\}; give --data-root"):
+        load_bench(path)
+    path.write_text("models: [{name: a, model: x}, {name: a, model: y}]\ntasks: [{name: t, data: d, type: zeroshot}]\n")
+    with pytest.raises(ConfigError, match="two models share a name"):
+        load_bench(path)
+    path.write_text("models: [{name: a, model: x}]\ntasks: [{name: t, data: d, type: probe}]\n")
+    with pytest.raises(ConfigError, match="type 'probe'; choose zeroshot or retrieval"):
+        load_bench(path)
+    path.write_text("models: [{name: a, model: x}]\ntasks: [{name: t, data: d, type: zeroshot, prompt: x}]\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) prompt"):
+        load_bench(path)
+    with pytest.raises(ConfigError, match="give K/N with 1 <= K <= N"):
+        shard_of("3/2")
+    assert load_bench("shared-smoke", "/data", ["m1=/ckpt", "/other/ckpt"])["models"] == [
+        {"name": "m1", "model": "/ckpt"}, {"name": "ckpt", "model": "/other/ckpt"}]
+    from clapkit.experiments.bench import list_benches
+
+    for preset in list_benches():  # every shipped preset is a valid bench file
+        assert load_bench(preset, "/data", ["m=/ckpt"])["tasks"], preset
+
+
+def test_published_prompt_sets_come_from_the_installed_package(tmp_path, monkeypatch):
+    from clapkit.evaluation.prompts import class_prompts, load_classnames, load_prompts
+
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    with pytest.raises(ConfigError, match=r"clip_benchmark: not installed; .*pip install clip_benchmark"):
+        load_prompts("clip_benchmark:food101", "image")
+    package = tmp_path / "clip_benchmark"  # the package's own layout, written here as CI lacks the extra
+    (package / "datasets").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('not imported: only located')\n")
+    (package / "datasets" / "en_zeroshot_classification_templates.json").write_text(
+        json.dumps({"food101": ["a photo of {c}, a type of food."]}))
+    (package / "datasets" / "en_classnames.json").write_text(json.dumps({"food101": ["apple pie", "baby back ribs"]}))
+    import importlib
+
+    importlib.invalidate_caches()
+    assert load_prompts("clip_benchmark:food101", "image") == (["a photo of {label}, a type of food."],
+                                                              "clip_benchmark:food101")
+    assert load_classnames("clip_benchmark:food101", ["apple_pie", "baby_back_ribs"]) == ["apple pie", "baby back ribs"]
+    with pytest.raises(ConfigError, match="clip_benchmark:cifar10: en_zeroshot_classification_templates.json has no"):
+        load_prompts("clip_benchmark:cifar10", "image")
+    with pytest.raises(Exception, match="2 names for the data's 3 classes"):
+        load_classnames("clip_benchmark:food101", ["a", "b", "c"])
+    templates, _ = load_prompts("open_clip:imagenet", "image")  # open_clip is installed in the dev env
+    assert len(templates) == 80 and templates[0] == "a bad photo of a {label}."
+    cupl = tmp_path / "cupl.json"
+    cupl.write_text(json.dumps({"dog": ["a dog barking", "a puppy"], "rain": ["rain falling"]}))
+    per_class, _ = load_prompts(str(cupl), "audio")
+    assert class_prompts(per_class, ["dog", "rain"], ["dog", "rain"]) == [["a dog barking", "a puppy"], ["rain falling"]]
+    with pytest.raises(Exception, match="no entry for class 'cat'"):
+        class_prompts(per_class, ["cat"], ["cat"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a photo\n")
+    with pytest.raises(Exception, match=r"needs a \{label\} placeholder"):
+        load_prompts(str(bad), "image")
+    names = tmp_path / "names.yaml"
+    names.write_text("dog: puppy\n")
+    with pytest.raises(Exception, match="class 'rain' of the data has no entry"):
+        load_classnames(str(names), ["dog", "rain"])
