@@ -175,6 +175,15 @@ def test_eval_zeroshot_gives_each_accuracy_an_interval(tmp_path, tiny_checkpoint
     m = json.loads(out.read_text())
     assert not m["multilabel"] and m["ci"]["top1"][0] <= m["top1"] <= m["ci"]["top1"][1]
     assert m["bootstrap"]["seed"] == 1
+    names = sorted(p.name for p in (tiny_synthetic / "unseen").iterdir() if p.is_dir())
+    captions = tmp_path / "train.csv"  # training captions that name the first unseen class only
+    captions.write_text(f"audio,caption\na.wav,we hear a {names[0].replace('_', ' ')}\nb.wav,silence\n")
+    leak = tmp_path / "leak.json"
+    clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", f"folder:{tiny_synthetic / 'unseen'}",
+            "--out", leak, "--bootstrap", "0", "--captions", captions)
+    r = json.loads(leak.read_text())["leakage"]
+    assert r["dirty_fraction"] == 0.5 and names[0] in r["classes_named"]
+    assert r["top1_named_classes"]["n"] + r["top1_unnamed_classes"]["n"] == m["clips"]
     none = tmp_path / "none.json"
     clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", f"folder:{tiny_synthetic / 'unseen'}",
             "--out", none, "--bootstrap", "0")

@@ -384,6 +384,32 @@ def audit_leakage(
     return report
 
 
+def zeroshot_leakage(captions: list[str], data, correct=None, medium: str = "audio") -> dict:
+    """How much a zero-shot set's classes leak into a model's training captions: the
+    fraction of the caption pairs naming a class of ``data`` (this module's rules), the
+    classes named, and, given each item's top-1 ``correct``ness, the accuracy on the
+    items of named classes and of never-named classes, with counts (single-label sets)."""
+    import numpy as np
+
+    from ..data.audio.captions import detect_spec
+    from ..data.files import Skipped
+    from ..data.specs import ReadOptions, read_pairs
+
+    pairs = [p for f in captions for p in read_pairs(detect_spec(str(f)), ReadOptions(medium, require_media=False),
+                                                      Skipped())]
+    if not pairs:
+        raise DataError(f"captions {', '.join(map(str, captions))}: no caption pairs to audit")
+    dirty = scan(pairs, default_word_list(data.class_names)).dirty
+    named = sorted({c for hits in dirty for c in hits}, key=data.class_names.index)
+    out = {"caption_files": [str(f) for f in captions], "caption_pairs": len(pairs),
+           "dirty_fraction": float(np.mean([bool(h) for h in dirty])), "classes_named": named}
+    if correct is not None and not data.multilabel:
+        in_named = np.array([data.class_names[c.label] in set(named) for c in data.clips])
+        for key, mask in (("top1_named_classes", in_named), ("top1_unnamed_classes", ~in_named)):
+            out[key] = {"value": float(np.asarray(correct)[mask].mean()) if mask.any() else None, "n": int(mask.sum())}
+    return out
+
+
 def summary_markdown(report: dict) -> str:
     lines = [f"# Caption leakage against `{report['labels']}` ({report['classes']} classes)", ""]
     lines += ["| caption file | pairs | dirty pairs | dirty fraction | clips | dirty clips |", "| --- | ---: | ---: | ---: | ---: | ---: |"]

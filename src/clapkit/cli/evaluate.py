@@ -52,6 +52,9 @@ def eval_zeroshot(
     bootstrap: Annotated[int, typer.Option(help="Resamples of the clips for 95% intervals (0: none)")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap")] = 0,
     audio_dir: Annotated[Path | None, typer.Option(help="audioset: the downloaded clips (default: the CSV's folder)")] = None,
+    captions: Annotated[list[Path] | None, typer.Option(help="The model's training captions (repeat): the dirty "
+                                                             "fraction, and top-1 on the classes they name and on "
+                                                             "those they never name")] = None,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -60,7 +63,12 @@ def eval_zeroshot(
     """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix; a
     multi-label set (fsd50k:): mAP, mAUC, d-prime, LRAP and per-class AP. Every accuracy
     or mAP gets a 95% bootstrap interval over the clips."""
-    from ..evaluation.zeroshot import default_templates, plot_confusion, zeroshot_eval
+    from ..evaluation.zeroshot import (
+        default_templates,
+        plot_confusion,
+        zeroshot_metrics,
+        zeroshot_scores,
+    )
 
     dev = _device(device)
     net = _load_model(model, dev)
@@ -74,9 +82,19 @@ def eval_zeroshot(
     templates = load_prompts(prompts, net.medium)[0] if prompts else (list(template or []) or
                                                                       default_templates(net.medium, ensemble))
     names = load_classnames(classnames, labelled.class_names) if classnames else None
-    m = zeroshot_eval(net, labelled, templates, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
-                      seed=seed, class_names=names)
-    m.update(prompts=prompts, classnames=classnames)
+    scores, _ = zeroshot_scores(net, labelled, templates, names, batch_size, dev, progress=True, num_workers=workers)
+    m = zeroshot_metrics(scores, labelled, bootstrap, seed)
+    m.update(templates=templates if isinstance(templates, dict) else list(templates), class_names_used=names,
+             prompts=prompts, classnames=classnames, skipped=labelled.skipped.to_dict())
+    if captions:
+        import numpy as np
+
+        from ..audit.leakage import zeroshot_leakage
+        from ..evaluation.metrics import ranks_of_targets
+
+        correct = None if labelled.multilabel else \
+            ranks_of_targets(scores, [np.array([c.label]) for c in labelled.clips]) == 1
+        m["leakage"] = zeroshot_leakage(list(captions), labelled, correct, net.medium)
     m.update(model=str(model), data=data, split=split,
              folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-
 
 def _row(metric: str, value: float, ci=None, n: int | None = None) -> dict:
     lo, hi = ci if ci is not None else (None, None)
@@ -16,26 +14,15 @@ def _row(metric: str, value: float, ci=None, n: int | None = None) -> dict:
 
 
 def leakage_columns(captions: list[str], data, correct: np.ndarray | None, medium: str) -> list[dict]:
-    """The dirty fraction of the model's training captions against this task's classes
-    (``audit leakage``'s rules), and top-1 split into the classes the captions name and
-    those they never name, with counts."""
-    from ..audit.leakage import default_word_list, scan
-    from ..data.audio.captions import detect_spec
-    from ..data.files import Skipped
-    from ..data.specs import ReadOptions, read_pairs
+    """The leakage columns of a zero-shot cell (:func:`clapkit.audit.leakage.zeroshot_leakage`)."""
+    from ..audit.leakage import zeroshot_leakage
 
-    words = default_word_list(data.class_names)
-    pairs = [p for f in captions for p in read_pairs(detect_spec(f), ReadOptions(medium, require_media=False), Skipped())]
-    if not pairs:
-        raise ConfigError(f"captions {captions}: no caption pairs to audit")
-    dirty = scan(pairs, words).dirty
-    named = {c for hits in dirty for c in hits}
-    rows = [_row("dirty_fraction", float(np.mean([bool(h) for h in dirty])), n=len(pairs)),
-            _row("classes_named", float(len(named)), n=len(data.class_names))]
-    if correct is not None:
-        in_named = np.array([data.class_names[c.label] in named for c in data.clips])
-        for key, mask in (("top1_named_classes", in_named), ("top1_unnamed_classes", ~in_named)):
-            rows.append(_row(key, float(correct[mask].mean()) if mask.any() else None, n=int(mask.sum())))
+    r = zeroshot_leakage(captions, data, correct, medium)
+    rows = [_row("dirty_fraction", r["dirty_fraction"], n=r["caption_pairs"]),
+            _row("classes_named", float(len(r["classes_named"])), n=len(data.class_names))]
+    for key in ("top1_named_classes", "top1_unnamed_classes"):
+        if key in r:
+            rows.append(_row(key, r[key]["value"], n=r[key]["n"]))
     return rows
 
 
