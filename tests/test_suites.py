@@ -107,3 +107,25 @@ def test_food101_and_stl10(tmp_path):
     x.write_bytes(x.read_bytes()[:-1])
     with pytest.raises(DataError, match="no whole number of 3 x 96 x 96 images"):
         load_labelled_images(spec)
+
+
+def test_tut2017_folds_are_its_evaluation_lists(tmp_path):
+    spec, meta = _example("tut2017", tmp_path)
+    data = load_labelled(spec)
+    assert data.class_names == ["cafe/restaurant", "residential_area"] and [c.fold for c in data.clips] == [1, 1, 2, 2]
+    assert [c.media.name for c in load_labelled(spec, folds=[2]).clips] == ["a002_10_20.wav", "b021_0_10.wav"]
+    meta.write_text(meta.read_text() + "audio/missing.wav\tbus\ta9\n")
+    with pytest.raises(DataError, match=r"meta.txt line 5: audio file not found: .*missing.wav"):
+        load_labelled(spec)
+
+
+def test_vggsound_splits_and_missing_videos(tmp_path):
+    spec, csv = _example("vggsound", tmp_path)
+    data = load_labelled(spec)  # test split; classes over both splits
+    assert len(data.class_names) == 4 and [data.class_names[c.label] for c in data.clips] == [
+        "people marching", "playing tennis", "people belly laughing"]
+    with pytest.raises(DataError, match=r"vggsound.csv line 2: no clip for --0PQM4-hqg at 30 s"):
+        load_labelled(spec, split="train")
+    csv.write_text(csv.read_text() + "abc,5,dog barking,dev\n")
+    with pytest.raises(DataError, match=r"line 5: expected youtube_id,start_seconds,label,split"):
+        load_labelled(spec)
