@@ -140,6 +140,7 @@ def test_published_prompt_sets_come_from_the_installed_package(tmp_path, monkeyp
         load_classnames("clip_benchmark:food101", ["a", "b", "c"])
     templates, _ = load_prompts("open_clip:imagenet", "image")  # open_clip is installed in the dev env
     assert len(templates) == 80 and templates[0] == "a bad photo of a {label}."
+    assert load_classnames("open_clip:imagenet", [f"n{i:08d}" for i in range(1000)])[:2] == ["tench", "goldfish"]
     cupl = tmp_path / "cupl.json"
     cupl.write_text(json.dumps({"dog": ["a dog barking", "a puppy"], "rain": ["rain falling"]}))
     per_class, _ = load_prompts(str(cupl), "audio")

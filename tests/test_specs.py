@@ -57,8 +57,8 @@ def test_an_unknown_kind_is_one_error_listing_the_kinds_for_the_role_and_medium(
     with pytest.raises(DataError, match=r"'clothoo:x.csv': expected KIND:PATH with KIND one of csv, jsonl, clotho, "
                                         r"audiocaps, wds \(audio caption pairs; `clapkit formats` lists"):
         specs.lookup("clothoo:x.csv", specs.PAIRS, "audio")
-    with pytest.raises(DataError, match=r"KIND one of food101, folder, csv, mnist, cifar, digits, stl10, voc2007 "
-                                        r"\(image labelled sets"):
+    with pytest.raises(DataError, match=r"KIND one of food101, imagenet, folder, csv, mnist, cifar, digits, stl10, "
+                                        r"voc2007 \(image labelled sets"):
         load_labelled_media("esc50:ESC-50", "image")
     with pytest.raises(DataError, match=r"the dir after 'mnist:' is empty \(e.g. mnist:DIR\)"):
         load_labelled_media("mnist:", "image")

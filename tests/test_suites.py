@@ -129,3 +129,37 @@ def test_vggsound_splits_and_missing_videos(tmp_path):
     csv.write_text(csv.read_text() + "abc,5,dog barking,dev\n")
     with pytest.raises(DataError, match=r"line 5: expected youtube_id,start_seconds,label,split"):
         load_labelled(spec)
+
+
+def test_imagenet_in_its_three_layouts(tmp_path):
+    import shutil
+
+    from scipy.io import savemat
+
+    from clapkit.data.image.labelled import load_labelled_images
+
+    spec, solution = _image_example("imagenet", tmp_path / "kaggle")  # flat + LOC_val_solution.csv
+    data = load_labelled_images(spec)
+    assert data.class_names == ["tench", "goldfish"] and [c.label for c in data.clips] == [0, 1, 0]
+    picture = data.clips[0].media
+    folders = tmp_path / "folders" / "val"  # synset folders, names read off a mapping beside them
+    for wnid in ("n01443537", "n01440764"):
+        (folders / wnid).mkdir(parents=True)
+        shutil.copy(picture, folders / wnid / "x.JPEG")
+    shutil.copy(tmp_path / "kaggle" / "LOC_synset_mapping.txt", tmp_path / "folders")
+    data = load_labelled_images(f"imagenet:{tmp_path / 'folders'}")
+    assert data.class_names == ["tench", "goldfish"] and data.clips[0].media.parent.name == "n01440764"
+    kit = tmp_path / "devkit" / "ILSVRC2012_devkit_t12" / "data"  # the devkit's ILSVRC2012_IDs and meta.mat
+    kit.mkdir(parents=True)
+    synsets = np.array([(1, "n01443537", "goldfish, Carassius auratus", 0), (2, "n01440764", "tench, Tinca tinca", 0),
+                        (1001, "n00000001", "fish", 2)],
+                       dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")])
+    savemat(kit / "meta.mat", {"synsets": synsets})
+    (kit / "ILSVRC2012_validation_ground_truth.txt").write_text("2\n1\n")
+    for n in (1, 2):
+        shutil.copy(picture, tmp_path / "devkit" / f"ILSVRC2012_val_{n:08d}.JPEG")
+    data = load_labelled_images(f"imagenet:{tmp_path / 'devkit'}")
+    assert data.class_names == ["tench", "goldfish"] and [c.label for c in data.clips] == [0, 1]
+    solution.write_text(solution.read_text() + "ILSVRC2012_val_00000009,n01440764 1 2 3 4\n")
+    with pytest.raises(DataError, match=r"LOC_val_solution.csv line 5: image file not found"):
+        load_labelled_images(spec)

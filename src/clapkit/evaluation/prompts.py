@@ -15,7 +15,8 @@
 
 ``--classnames`` renames the classes (prompts are built from the new names; results keep
 both): ``clip_benchmark:DATASET`` (the package's cleaned ``en_classnames.json`` list, in
-the dataset's class order), a ``.json`` / ``.yaml`` mapping from the data's class name to
+the dataset's class order), ``open_clip:imagenet`` (OpenAI's cleaned ImageNet names, in
+sorted-synset order, as ``imagenet:`` orders its classes), a ``.json`` / ``.yaml`` mapping from the data's class name to
 the new one (every class must be in it) or list, or a ``.txt`` list, one a line.
 
 A named set whose package is not installed is an error that says what to install
@@ -123,6 +124,14 @@ def load_classnames(spec: str | None, class_names: list[str]) -> list[str]:
     where = str(spec)
     if sep and source == "clip_benchmark":
         data = _clip_benchmark("classnames", name)
+    elif sep and source == "open_clip":
+        if name != "imagenet" or importlib.util.find_spec("open_clip") is None:
+            raise ConfigError(f"--classnames {spec}: open_clip:imagenet (OpenAI's cleaned ImageNet names) needs "
+                              "`pip install open_clip_torch`" if name == "imagenet" else
+                              f"--classnames {spec}: open_clip has open_clip:imagenet")
+        from open_clip import zero_shot_metadata
+
+        data = list(zero_shot_metadata.IMAGENET_CLASSNAMES)
     else:
         data = _read_file(Path(spec))
     if isinstance(data, dict):
