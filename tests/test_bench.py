@@ -63,6 +63,7 @@ def test_bench_fills_one_table_resumes_and_shards(tmp_path, shared_data, tiny_ch
     top1 = by[("ours", "esc50", "top1")]
     assert top1["n"] == "40" and float(top1["ci_low"]) <= float(top1["value"]) <= float(top1["ci_high"])
     assert top1["model_fingerprint"] and top1["data_fingerprint"] and top1["torch"] and top1["seed"] == "0"
+    assert top1["skipped"] == "0"
     assert json.loads(top1["prompts"])["templates"] == ["This is a sound of {label}."]
     assert json.loads(by[("public", "digits", "top1")]["prompts"])["templates"] == ["the spoken digit {label}."]
     # the leakage columns of ours: its captions name dog and rain of the five classes

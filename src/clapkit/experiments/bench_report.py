@@ -1,7 +1,8 @@
 """The table of ``clapkit bench``, rebuilt from every cell in ``OUT/cells``.
 
 - ``results.csv`` / ``results.jsonl``: one row per model x task x metric
-  (``model,task,metric,value,ci_low,ci_high,n``) with its provenance (clapkit, torch and
+  (``model,task,metric,value,ci_low,ci_high,n``, and ``skipped``: the items ``--skip-bad``
+  left out) with its provenance (clapkit, torch and
   transformers versions, model and data fingerprints, prompts, class names, seed);
 - ``pairs.csv``: for each task and each pair of models scored on the same items, the
   paired difference of the task's main metrics with a 95% paired-bootstrap interval and a
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n", "clapkit", "torch", "transformers",
+COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n", "skipped", "clapkit", "torch", "transformers",
            "model_fingerprint", "data_fingerprint", "prompts", "class_names", "seed"]
 PAIR_COLUMNS = ["task", "model_a", "model_b", "metric", "difference", "ci_low", "ci_high", "p_value", "test", "n"]
 
@@ -43,7 +44,7 @@ def table_rows(bench: dict, folder: Path) -> list[dict]:
         names = cell.get("class_names")
         for r in cell["metrics"]:
             rows.append({**r, "model": cell["model"], "task": cell["task"],
-                         **{k: cell.get(k) for k in ("clapkit", "torch", "transformers", "model_fingerprint",
+                         **{k: cell.get(k) for k in ("skipped", "clapkit", "torch", "transformers", "model_fingerprint",
                                                      "data_fingerprint", "seed")},
                          "prompts": json.dumps({"source": cell.get("prompts"), "templates": cell.get("templates")})
                          if cell["type"] == "zeroshot" else None,
