@@ -72,6 +72,18 @@ def jsonl_pairs(path: Path, opts: ReadOptions, skipped: Skipped, resolve: Resolv
     return c.items
 
 
+def dense_class_names(names: dict[int, str], column: str, path: Path) -> list[str]:
+    """The class names of a table that gives each row a class index in ``column``
+    (ESC-50's ``target``, UrbanSound8K's ``classID``): the indices must be 0..n-1."""
+    if not names:
+        raise DataError("no rows", str(path))
+    n = max(names) + 1
+    missing = [i for i in range(n) if i not in names]
+    if missing:
+        raise DataError(f"{column} values {missing} never occur; they must be 0..{n - 1}", str(path))
+    return [names[i] for i in range(n)]
+
+
 def class_folders(root: Path, noun: str = "audio files") -> list[str]:
     """The sorted class sub-folder names of a folder-per-class set."""
     if not root.is_dir():

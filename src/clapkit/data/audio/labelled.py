@@ -22,7 +22,7 @@ from ...errors import DataError
 from ..files import Skipped, read_csv_rows
 from ..records import LabelledClip, LabelledSet, select
 from ..specs import LABELLED, NAMES, ReadOptions, read_labelled, spec_kind
-from ..tables import folder_per_class
+from ..tables import dense_class_names, folder_per_class
 from .io import AUDIO_EXTENSIONS, resolve_audio
 
 
@@ -133,13 +133,7 @@ def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledC
             if not skip_bad:
                 raise
             skipped.add(exc)
-    if not names:
-        raise DataError("no rows", str(meta))
-    n = max(names) + 1
-    missing = [i for i in range(n) if i not in names]
-    if missing:
-        raise DataError(f"targets {missing} never occur; targets must be 0..{n - 1}", str(meta))
-    return clips, [names[i] for i in range(n)]
+    return clips, dense_class_names(names, "target", meta)
 
 
 def _fsdd(root: Path, label: str, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:

@@ -16,6 +16,7 @@ from ...errors import DataError
 from ..files import Collector, Skipped, check_row, read_csv_rows
 from ..records import LabelledClip
 from ..specs import LABELLED, ReadOptions, spec_kind
+from ..tables import dense_class_names
 from .io import resolve_audio
 from .labelled import write_wavs
 
@@ -67,10 +68,4 @@ def read_us8k(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[Lab
             return [LabelledClip(file, target, fold, where)]
 
         c(one)
-    if not names:
-        raise DataError("no rows", str(meta))
-    n = max(names) + 1
-    missing = [i for i in range(n) if i not in names]
-    if missing:
-        raise DataError(f"classIDs {missing} never occur; they must be 0..{n - 1}", str(meta))
-    return c.items, [names[i] for i in range(n)]
+    return c.items, dense_class_names(names, "classID", meta)
