@@ -152,6 +152,11 @@ def test_published_prompt_sets_come_from_the_installed_package(tmp_path, monkeyp
     bad.write_text("- a photo\n")
     with pytest.raises(Exception, match=r"needs a \{label\} placeholder"):
         load_prompts(str(bad), "image")
+    laion = tmp_path / "ESC50_class_labels_indices_space.json"  # LAION-CLAP's name -> index layout
+    laion.write_text(json.dumps({"rooster": 1, "dog": 0, "door wood knock": 2}))
+    assert load_classnames(str(laion), ["dog", "rooster", "door_wood_knock"]) == ["dog", "rooster", "door wood knock"]
+    with pytest.raises(Exception, match="needs each of 0..3 once"):
+        load_classnames(str(laion), ["a", "b", "c", "d"])
     names = tmp_path / "names.yaml"
     names.write_text("dog: puppy\n")
     with pytest.raises(Exception, match="class 'rain' of the data has no entry"):

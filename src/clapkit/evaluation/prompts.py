@@ -16,8 +16,10 @@
 ``--classnames`` renames the classes (prompts are built from the new names; results keep
 both): ``clip_benchmark:DATASET`` (the package's cleaned ``en_classnames.json`` list, in
 the dataset's class order), ``open_clip:imagenet`` (OpenAI's cleaned ImageNet names, in
-sorted-synset order, as ``imagenet:`` orders its classes), a ``.json`` / ``.yaml`` mapping from the data's class name to
-the new one (every class must be in it) or list, or a ``.txt`` list, one a line.
+sorted-synset order, as ``imagenet:`` orders its classes), a ``.json`` / ``.yaml`` mapping
+from the data's class name to the new one (every class must be in it) or list, a ``.txt``
+list, one a line, or LAION-CLAP's ``class_labels/*.json`` (``{"dog": 0, ...}``: name ->
+class index, in the dataset's index order).
 
 A named set whose package is not installed is an error that says what to install
 (``pip install clip_benchmark``, ``open_clip_torch``); the packages are an optional extra.
@@ -134,6 +136,12 @@ def load_classnames(spec: str | None, class_names: list[str]) -> list[str]:
         data = list(zero_shot_metadata.IMAGENET_CLASSNAMES)
     else:
         data = _read_file(Path(spec))
+    if isinstance(data, dict) and data and all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+        # LAION-CLAP's class_labels/*.json: name -> class index, in the dataset's own index order
+        if sorted(data.values()) != list(range(len(class_names))):
+            raise DataError(f"indices {sorted(data.values())[:5]}...; a name -> index file for the data's "
+                            f"{len(class_names)} classes needs each of 0..{len(class_names) - 1} once", where)
+        return [name for name, _ in sorted(data.items(), key=lambda kv: kv[1])]
     if isinstance(data, dict):
         missing = [c for c in class_names if c not in data]
         if missing:
