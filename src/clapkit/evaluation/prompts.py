@@ -35,6 +35,34 @@ import yaml
 
 from ..errors import ConfigError, DataError
 
+DEFAULT_TEMPLATE = "This is a sound of {label}."
+ENSEMBLE_TEMPLATES = (
+    "This is a sound of {label}.",
+    "a sound of {label}.",
+    "the sound of {label}.",
+    "{label}.",
+    "a recording of {label}.",
+    "a {label} can be heard.",
+)
+DEFAULT_IMAGE_TEMPLATE = "a photo of a {label}."
+IMAGE_ENSEMBLE_TEMPLATES = (
+    "a photo of a {label}.",
+    "a picture of a {label}.",
+    "an image showing a {label}.",
+    "a drawing of a {label}.",
+    "a close-up photo of the {label}.",
+    "a small {label}.",
+    "a large {label}.",
+    "{label}.",
+)
+
+
+def default_templates(medium: str, ensemble: bool = False) -> list[str]:
+    """The prompt (or the ensemble of prompts) for a medium's zero-shot evaluation."""
+    if medium == "image":
+        return list(IMAGE_ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_IMAGE_TEMPLATE]
+    return list(ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_TEMPLATE]
+
 
 def _package_file(package: str, relative: str, install: str) -> Path:
     spec = importlib.util.find_spec(package)  # located, not imported: its own imports need not load
@@ -82,8 +110,6 @@ def _read_file(path: Path):
 def load_prompts(spec, medium: str) -> tuple[list[str] | dict[str, list[str]], str]:
     """The templates (or per-class prompts) of ``spec`` and a name for them (see the
     module docstring)."""
-    from .zeroshot import default_templates
-
     if spec is None or spec == []:
         return default_templates(medium), "clapkit"
     if isinstance(spec, list | tuple):

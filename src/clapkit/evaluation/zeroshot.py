@@ -26,35 +26,15 @@ from .metrics import (
     ranks_of_targets,
     weighted_average_precision,
 )
+from .prompts import (  # noqa: F401  (the default prompts live with the published ones; importable here too)
+    DEFAULT_IMAGE_TEMPLATE,
+    DEFAULT_TEMPLATE,
+    ENSEMBLE_TEMPLATES,
+    IMAGE_ENSEMBLE_TEMPLATES,
+    class_prompts,
+    default_templates,
+)
 from .uncertainty import mean_interval, weighted_interval
-
-DEFAULT_TEMPLATE = "This is a sound of {label}."
-ENSEMBLE_TEMPLATES = (
-    "This is a sound of {label}.",
-    "a sound of {label}.",
-    "the sound of {label}.",
-    "{label}.",
-    "a recording of {label}.",
-    "a {label} can be heard.",
-)
-DEFAULT_IMAGE_TEMPLATE = "a photo of a {label}."
-IMAGE_ENSEMBLE_TEMPLATES = (
-    "a photo of a {label}.",
-    "a picture of a {label}.",
-    "an image showing a {label}.",
-    "a drawing of a {label}.",
-    "a close-up photo of the {label}.",
-    "a small {label}.",
-    "a large {label}.",
-    "{label}.",
-)
-
-
-def default_templates(medium: str, ensemble: bool = False) -> list[str]:
-    """The prompt (or the ensemble of prompts) for a medium's zero-shot evaluation."""
-    if medium == "image":
-        return list(IMAGE_ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_IMAGE_TEMPLATE]
-    return list(ENSEMBLE_TEMPLATES) if ensemble else [DEFAULT_TEMPLATE]
 
 
 def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list[str] | tuple[str, ...], device="cpu") -> np.ndarray:
@@ -74,8 +54,6 @@ def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | 
     medium's prompt) or each class's own prompts (keyed by the data's class names);
     ``class_names`` replace the data's in the prompts (:mod:`.prompts`); ``media_emb``
     reuses embeddings already computed for these items."""
-    from .prompts import class_prompts
-
     templates = prompts if prompts else default_templates(model.medium)
     names = class_names or data.class_names
     per_class = class_prompts(templates, [n.replace("_", " ") for n in names], data.class_names)

@@ -31,14 +31,10 @@ a test) and ``results.png``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from ..errors import ConfigError
@@ -115,23 +111,6 @@ def load_bench(source: str | Path, data_root: str | Path | None = None, models: 
     return bench
 
 
-def task_medium(task: dict, model_medium: str) -> str:
-    """The medium of a task: its own ``medium``, else the one its spec's kind is read
-    for, else (a kind both media read) the model's."""
-    from ..data import specs
-
-    if task.get("medium"):
-        return task["medium"]
-    role = specs.LABELLED if task["type"] == "zeroshot" else specs.PAIRS
-    media = [m for m in ("audio", "image") if specs.is_kind(task["data"], role, m)
-             or (role == specs.PAIRS and specs.is_kind(task["data"], specs.LABELLED, m))]
-    return media[0] if len(media) == 1 else model_medium
-
-
-def cell_name(model: str, task: str) -> str:
-    return f"{model}__{task}"
-
-
 def shard_of(spec: str | None) -> tuple[int, int]:
     if not spec:
         return 1, 1
@@ -141,44 +120,13 @@ def shard_of(spec: str | None) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def fingerprint_files(paths) -> str:
-    """sha256 of the sorted (path, size) of the files (their bytes are not read)."""
-    h = hashlib.sha256()
-    for p in sorted(str(p) for p in paths):
-        size = os.path.getsize(p) if os.path.isfile(p) else -1
-        h.update(f"{p}\t{size}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def model_fingerprint(spec: str) -> str:
-    path = Path(spec)
-    if not path.exists():
-        return hashlib.sha256(spec.encode()).hexdigest()[:16]  # a hub name: the name is what is known
-    files = [p for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.relative_to(path) if path.is_dir() else p.name}\t{p.stat().st_size}\n".encode())
-        if p.name == "config.json":
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def versions() -> dict:
-    import torch
-    import transformers
-
-    from .. import __version__
-
-    return {"clapkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
-
-
 def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cpu", batch_size: int = 32,
               num_workers: int = 0, skip_bad: bool = False, progress: bool = True) -> dict:
     """Run the pending cells of this shard, then rebuild the table from every cell in
     ``out`` (see the module docstring). Returns what was run and the table's rows."""
     from tqdm.auto import tqdm
 
-    from .bench_cells import run_cell
+    from .bench_cells import cell_name, run_cell
     from .bench_report import write_report
 
     out = Path(out)
@@ -201,14 +149,3 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
         ran.append({"cell": cell_name(model["name"], task["name"]), "seconds": round(time.time() - t0, 2)})
     rows = write_report(bench, out)
     return {"ran": ran, "skipped_done": len(mine) - len(pending), "shard": f"{k}/{n}", "rows": len(rows)}
-
-
-def write_cell(folder: Path, name: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
-    """The arrays, then the JSON (the JSON's presence marks the cell done), each atomically."""
-    tmp = folder / f".{name}.npz.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, folder / f"{name}.npz")
-    tmp = folder / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, folder / f"{name}.json")

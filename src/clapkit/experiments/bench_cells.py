@@ -3,9 +3,71 @@ leakage columns of a model that names its training captions, and its provenance.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import numpy as np
+
+
+def task_medium(task: dict, model_medium: str) -> str:
+    """The medium of a task: its own ``medium``, else the one its spec's kind is read
+    for, else (a kind both media read) the model's."""
+    from ..data import specs
+
+    if task.get("medium"):
+        return task["medium"]
+    role = specs.LABELLED if task["type"] == "zeroshot" else specs.PAIRS
+    media = [m for m in ("audio", "image") if specs.is_kind(task["data"], role, m)
+             or (role == specs.PAIRS and specs.is_kind(task["data"], specs.LABELLED, m))]
+    return media[0] if len(media) == 1 else model_medium
+
+
+def cell_name(model: str, task: str) -> str:
+    return f"{model}__{task}"
+
+
+def fingerprint_files(paths) -> str:
+    """sha256 of the sorted (path, size) of the files (their bytes are not read)."""
+    h = hashlib.sha256()
+    for p in sorted(str(p) for p in paths):
+        size = os.path.getsize(p) if os.path.isfile(p) else -1
+        h.update(f"{p}\t{size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(spec: str) -> str:
+    path = Path(spec)
+    if not path.exists():
+        return hashlib.sha256(spec.encode()).hexdigest()[:16]  # a hub name: the name is what is known
+    files = [p for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(path) if path.is_dir() else p.name}\t{p.stat().st_size}\n".encode())
+        if p.name == "config.json":
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"clapkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def write_cell(folder: Path, name: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
+    """The arrays, then the JSON (the JSON's presence marks the cell done), each atomically."""
+    tmp = folder / f".{name}.npz.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, folder / f"{name}.npz")
+    tmp = folder / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, folder / f"{name}.json")
 
 
 def _row(metric: str, value: float, ci=None, n: int | None = None) -> dict:
@@ -30,14 +92,6 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
              skip_bad: bool) -> None:
     from ..evaluation.metrics import ranks_of_targets
     from ..inference.embed import embed_media
-    from .bench import (
-        cell_name,
-        fingerprint_files,
-        model_fingerprint,
-        task_medium,
-        versions,
-        write_cell,
-    )
 
     medium = task_medium(task, net.medium)
     name = cell_name(model["name"], task["name"])
