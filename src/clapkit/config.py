@@ -124,7 +124,7 @@ def _read_source(source: str | Path, seen: tuple[str, ...] = ()) -> tuple[dict, 
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config keys")
-    data = relocate(upgrade(data, str(path)), str(path))
+    data = upgrade(data, str(path))
     layers: list[tuple[dict, str]] = []
     base = data.pop("base", None)
     if base:
@@ -187,8 +187,8 @@ BEFORE_V2 = {("train", "val_objective"): "clip"}
 def upgrade(data: dict, where: str) -> dict:
     """A saved config in today's layout. A dump written before ``config_version`` 2 (every
     section present, no version) gets the keys of :data:`BEFORE_V2` set to what that
-    version did, with a warning; one before version 3 has its runtime keys moved
-    (:data:`MOVED`); anything else (a user's partial file) is returned as it is."""
+    version did, with a warning; a key of an older layout is read at its new place
+    (:data:`MOVED`, in a dump or a user's partial file alike)."""
     if "config_version" not in data and _is_v1_dump(data):
         import warnings
 
@@ -204,8 +204,9 @@ def upgrade(data: dict, where: str) -> dict:
         data["config_version"] = 2
         warnings.warn(f"{where}: a config saved by clapkit before config_version 2; upgraded "
                       f"({', '.join(set_keys) or 'no key changes'}, as that version ran)", stacklevel=3)
+    data = relocate(data, where)
     if isinstance(data.get("config_version"), int) and data["config_version"] < DEFAULTS["config_version"]:
-        data = {**relocate(data, where), "config_version": DEFAULTS["config_version"]}
+        data = {**data, "config_version": DEFAULTS["config_version"]}
     return data
 
 

@@ -83,18 +83,14 @@ def eval_zeroshot(
                                                                       default_templates(net.medium, ensemble))
     names = load_classnames(classnames, labelled.class_names) if classnames else None
     scores, _ = zeroshot_scores(net, labelled, templates, names, batch_size, dev, progress=True, num_workers=workers)
-    m = zeroshot_metrics(scores, labelled, bootstrap, seed)
+    m = zeroshot_metrics(scores, labelled, bootstrap, seed, keep_ranks=bool(captions))
+    ranks = m.pop("ranks", None)
     m.update(templates=templates if isinstance(templates, dict) else list(templates), class_names_used=names,
              prompts=prompts, classnames=classnames, skipped=labelled.skipped.to_dict())
     if captions:
-        import numpy as np
-
         from ..audit.leakage import zeroshot_leakage
-        from ..evaluation.metrics import ranks_of_targets
 
-        correct = None if labelled.multilabel else \
-            ranks_of_targets(scores, [np.array([c.label]) for c in labelled.clips]) == 1
-        m["leakage"] = zeroshot_leakage(list(captions), labelled, correct, net.medium)
+        m["leakage"] = zeroshot_leakage(list(captions), labelled, None if ranks is None else ranks == 1, net.medium)
     m.update(model=str(model), data=data, split=split,
              folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)

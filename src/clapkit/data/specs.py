@@ -34,12 +34,11 @@ into ``folder`` and returns its spec and the file a corruption test should break
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..discovery import import_package
 from ..errors import DataError
 
 PAIRS, LABELLED, NAMES, STS, CORPUS = "pairs", "labelled", "names", "sts", "corpus"
@@ -85,7 +84,6 @@ class SpecKind:
 
 _REGISTRY: dict[tuple[str, str, str], SpecKind] = {}
 _ORDER: dict[tuple[str, str, str], int] = {}  # (role, kind, module) -> registration number
-_discovered = False
 
 
 def spec_kind(kind: str, role: str, media: tuple[str, ...], arg: str, layout: str,
@@ -108,14 +106,8 @@ def spec_kind(kind: str, role: str, media: tuple[str, ...], arg: str, layout: st
 
 
 def _discover() -> None:
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
     for name in _PACKAGES:
-        package = importlib.import_module(f"{__package__}.{name}")
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+        import_package(f"{__package__}.{name}")
 
 
 def _order(k: SpecKind) -> tuple[str, int]:
@@ -178,21 +170,20 @@ def read_pairs(spec: str, opts: ReadOptions, skipped) -> list:
     from .records import Pair
 
     if not is_kind(spec, PAIRS, opts.medium) and is_kind(spec, LABELLED, opts.medium):
-        data = read_labelled(spec, opts)
-        skipped.reasons.update(data.skipped.reasons)
-        skipped.examples += data.skipped.examples
+        data = read_labelled(spec, opts, skipped)
         texts = data.label_texts()
         return [Pair(c.media, tpl.format(label=texts[c.label]), str(c.media), c.where)
                 for c in data.clips for tpl in opts.label_templates]
     return read(spec, PAIRS, opts.medium, opts, skipped)
 
 
-def read_labelled(spec: str, opts: ReadOptions):
-    """The :class:`~clapkit.data.records.LabelledSet` of ``spec`` for ``opts.medium``."""
+def read_labelled(spec: str, opts: ReadOptions, skipped=None):
+    """The :class:`~clapkit.data.records.LabelledSet` of ``spec`` for ``opts.medium``; what
+    ``skip_bad`` leaves out is counted in ``skipped`` (a fresh record by default)."""
     from .files import Skipped
     from .records import LabelledSet
 
-    skipped = Skipped()
+    skipped = skipped if skipped is not None else Skipped()
     clips, names = read(spec, LABELLED, opts.medium, opts, skipped)
     return LabelledSet(clips, names, skipped, multilabel=any(c.labels for c in clips))
 

@@ -42,16 +42,27 @@ def average_precision_at_k(sim: np.ndarray, targets: list[np.ndarray], k: int) -
     return aps
 
 
-def retrieval_metrics(sim: np.ndarray, targets: list[np.ndarray], ks=(1, 5, 10), bootstrap: int = 0,
-                      seed: int = 0) -> dict:
-    """R@k, mAP@10 and ranks of each query's relevant candidates; with ``bootstrap``
-    resamples of the queries, a 95% interval of each R@k (``ci``)."""
-    ranks = ranks_of_targets(sim, targets)
-    out = {f"R@{k}": float((ranks <= k).mean()) for k in ks}
+def _intervals(out: dict, ranks: np.ndarray, names: dict[str, int], bootstrap: int, seed: int,
+               keep_ranks: bool) -> dict:
+    """``out`` with a bootstrap interval of each ``name: k`` hit rate (rank <= k) over the
+    queries when ``bootstrap`` resamples are asked for, and the per-query ``ranks`` when kept
+    (an array: for the caller, not for JSON)."""
     if bootstrap:
         from .uncertainty import mean_interval
 
-        out["ci"] = {f"R@{k}": mean_interval(ranks <= k, bootstrap, seed) for k in ks}
+        out["ci"] = {name: mean_interval(ranks <= k, bootstrap, seed) for name, k in names.items()}
+    if keep_ranks:
+        out["ranks"] = ranks
+    return out
+
+
+def retrieval_metrics(sim: np.ndarray, targets: list[np.ndarray], ks=(1, 5, 10), bootstrap: int = 0,
+                      seed: int = 0, keep_ranks: bool = False) -> dict:
+    """R@k, mAP@10 and ranks of each query's relevant candidates; with ``bootstrap``
+    resamples of the queries, a 95% interval of each R@k (``ci``)."""
+    ranks = ranks_of_targets(sim, targets)
+    out = _intervals({f"R@{k}": float((ranks <= k).mean()) for k in ks}, ranks, {f"R@{k}": k for k in ks},
+                     bootstrap, seed, keep_ranks)
     out["mAP@10"] = float(average_precision_at_k(sim, targets, 10).mean())
     # LAION-CLAP's: floor(median of the 0-based ranks) + 1, an integer (ranks 1,2,3,4 give 2)
     out["median_rank"] = int(np.floor(np.median(ranks - 1))) + 1
@@ -61,7 +72,7 @@ def retrieval_metrics(sim: np.ndarray, targets: list[np.ndarray], ks=(1, 5, 10),
 
 
 def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio: np.ndarray, bootstrap: int = 0,
-                         seed: int = 0) -> dict:
+                         seed: int = 0, keep_ranks: bool = False) -> dict:
     """Both directions with several captions per audio.
 
     ``text_audio[j]`` is the audio row of caption j. Text-to-audio: each caption is a
@@ -69,11 +80,12 @@ def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio
     items are all its captions; it is correct at k if any of them is in the top k.
     """
     sim = audio_emb @ text_emb.T  # (audio, text)
-    t2a = retrieval_metrics(sim.T, [np.array([a]) for a in text_audio], bootstrap=bootstrap, seed=seed)
+    t2a = retrieval_metrics(sim.T, [np.array([a]) for a in text_audio], bootstrap=bootstrap, seed=seed,
+                            keep_ranks=keep_ranks)
     caps = [np.flatnonzero(text_audio == a) for a in range(audio_emb.shape[0])]
     if any(len(c) == 0 for c in caps):
         raise ValueError("every audio needs at least one caption")
-    a2t = retrieval_metrics(sim, caps, bootstrap=bootstrap, seed=seed)
+    a2t = retrieval_metrics(sim, caps, bootstrap=bootstrap, seed=seed, keep_ranks=keep_ranks)
     return {"text_to_audio": t2a, "audio_to_text": a2t}
 
 
@@ -87,8 +99,10 @@ def pessimistic_predictions(scores: np.ndarray, labels: np.ndarray) -> np.ndarra
     return np.where(wrong_top.any(axis=1), wrong_top.argmax(axis=1), labels)
 
 
-def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str], ks=(1, 5)) -> dict:
-    """Top-k accuracy (pessimistic ties), per-class accuracy and the confusion matrix."""
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str], ks=(1, 5), bootstrap: int = 0,
+                           seed: int = 0, keep_ranks: bool = False) -> dict:
+    """Top-k accuracy (pessimistic ties), per-class accuracy and the confusion matrix; with
+    ``bootstrap`` resamples of the items, a 95% interval of each top-k (``ci``)."""
     n_classes = scores.shape[1]
     ranks = ranks_of_targets(scores, [np.array([y]) for y in labels])
     pred = pessimistic_predictions(scores, labels)
@@ -109,7 +123,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
         per_class=per_class,
         confusion=confusion.tolist(),
     )
-    return out
+    return _intervals(out, ranks, {f"top{k}": k for k in ks if k <= n_classes}, bootstrap, seed, keep_ranks)
 
 
 def weighted_average_precision(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

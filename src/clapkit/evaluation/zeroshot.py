@@ -23,7 +23,6 @@ from ..models.dual import DualEncoder
 from .metrics import (
     classification_metrics,
     multilabel_metrics,
-    ranks_of_targets,
     weighted_average_precision,
 )
 from .prompts import (  # noqa: F401  (the default prompts live with the published ones; importable here too)
@@ -34,7 +33,7 @@ from .prompts import (  # noqa: F401  (the default prompts live with the publish
     class_prompts,
     default_templates,
 )
-from .uncertainty import mean_interval, weighted_interval
+from .uncertainty import weighted_interval
 
 
 def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list[str] | tuple[str, ...], device="cpu") -> np.ndarray:
@@ -48,12 +47,11 @@ def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list
 
 def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | dict[str, list[str]] | None = None,
                     class_names: list[str] | None = None, batch_size: int = 32, device="cpu", progress: bool = False,
-                    num_workers: int = 0, media_emb: np.ndarray | None = None) -> tuple[np.ndarray, list[list[str]]]:
+                    num_workers: int = 0) -> tuple[np.ndarray, list[list[str]]]:
     """(items, classes) cosines of the media and each class's text embedding, and the
     prompts of each class. ``prompts``: templates with ``{label}`` (default: the
     medium's prompt) or each class's own prompts (keyed by the data's class names);
-    ``class_names`` replace the data's in the prompts (:mod:`.prompts`); ``media_emb``
-    reuses embeddings already computed for these items."""
+    ``class_names`` replace the data's in the prompts (:mod:`.prompts`)."""
     templates = prompts if prompts else default_templates(model.medium)
     names = class_names or data.class_names
     per_class = class_prompts(templates, [n.replace("_", " ") for n in names], data.class_names)
@@ -64,14 +62,15 @@ def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | 
         text_emb = text_emb / np.linalg.norm(text_emb, axis=1, keepdims=True)
     else:
         text_emb = class_text_embeddings(model, [n.replace("_", " ") for n in names], templates, device)
-    if media_emb is None:
-        media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
+    media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
     return media_emb @ text_emb.T, per_class
 
 
-def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, seed: int = 0) -> dict:
+def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, seed: int = 0,
+                     keep_ranks: bool = False) -> dict:
     """The metrics of zero-shot ``scores`` on ``data`` (single- or multi-label), with
-    bootstrap intervals when ``bootstrap`` resamples are asked for."""
+    bootstrap intervals when ``bootstrap`` resamples are asked for; ``keep_ranks``: each
+    item's rank of its class too (``ranks``, single-label sets)."""
     if data.multilabel:
         targets = data.targets()
         out = multilabel_metrics(scores, targets, data.class_names)
@@ -80,10 +79,7 @@ def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, 
                 lambda w: float(np.nanmean(weighted_average_precision(scores, targets, w))), len(scores), bootstrap, seed)}
     else:
         y = np.array([c.label for c in data.clips])
-        out = classification_metrics(scores, y, data.class_names)
-        if bootstrap:
-            ranks = ranks_of_targets(scores, [np.array([label]) for label in y])
-            out["ci"] = {f"top{k}": mean_interval(ranks <= k, bootstrap, seed) for k in (1, 5) if f"top{k}" in out}
+        out = classification_metrics(scores, y, data.class_names, bootstrap=bootstrap, seed=seed, keep_ranks=keep_ranks)
     if bootstrap:
         out["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": 0.95, "over": "clips"}
     out["multilabel"] = data.multilabel

@@ -90,7 +90,6 @@ def leakage_columns(captions: list[str], data, correct: np.ndarray | None, mediu
 
 def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, batch_size: int, num_workers: int,
              skip_bad: bool) -> None:
-    from ..evaluation.metrics import ranks_of_targets
     from ..inference.embed import embed_media
 
     medium = task_medium(task, net.medium)
@@ -113,9 +112,8 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
                                    split=task.get("split"), media_dir=media_dir)
         prompts, source = load_prompts(task.get("prompts"), medium)
         names = load_classnames(task.get("classnames"), data.class_names)
-        emb = embed_media(net, data.clips, batch_size, device=device, num_workers=num_workers)
-        scores, per_class = zeroshot_scores(net, data, prompts, names, device=device, media_emb=emb)
-        m = zeroshot_metrics(scores, data, boot, seed)
+        scores, _ = zeroshot_scores(net, data, prompts, names, batch_size, device, num_workers=num_workers)
+        m = zeroshot_metrics(scores, data, boot, seed, keep_ranks=True)
         ci = m.get("ci", {})
         n = len(data.clips)
         correct = None
@@ -126,9 +124,8 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
         else:
             rows = [_row(k, m[k], ci.get(k), n) for k in ("top1", "top5") if k in m]
             rows.append(_row("mean_class_accuracy", m["mean_class_accuracy"], n=n))
-            ranks = ranks_of_targets(scores, [np.array([c.label]) for c in data.clips])
-            correct = ranks == 1
-            arrays.update(correct1=correct, correct5=ranks <= 5)
+            correct = m["ranks"] == 1
+            arrays.update(correct1=correct, correct5=m["ranks"] <= 5)
         if model.get("captions"):
             rows += leakage_columns(list(model["captions"]), data, correct, medium)
         record.update(prompts=source, templates=prompts, class_names=names, skipped=data.skipped.count,
@@ -136,31 +133,28 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
                       per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"))
     else:
         from ..data.files import Skipped
-        from ..data.media import load_media_pairs
+        from ..data.media import check_media
+        from ..data.records import clip_index
+        from ..data.specs import ReadOptions, read_pairs
         from ..evaluation.metrics import audio_text_retrieval
         from ..inference.embed import embed_text
 
-        cfg = {"model": {"modality": medium}, "runtime": {"skip_bad": skip_bad},
-               "data": {"image_dir": task.get("image_dir"), "audio_dir": task.get("audio_dir"), "split": task.get("split"),
-                        "audiocaps_pattern": None, "image_column": "image", "audio_column": "audio",
-                        "caption_column": "caption", "label_templates": ["This is a sound of {label}."]}}
         skipped = Skipped()
-        pairs = load_media_pairs(cfg, task["data"], skipped, checked=True)
-        from ..data.records import clip_index
+        from ..evaluation.prompts import default_templates
 
+        opts = ReadOptions(medium, Path(media_dir) if media_dir else None, split=task.get("split"), skip_bad=skip_bad,
+                           label_templates=tuple(default_templates(medium)))  # a labelled set as pairs: the prompt
+        pairs = check_media(medium, read_pairs(task["data"], opts, skipped), skip_bad, skipped)
         clips, rows_of = clip_index(pairs)
         media_emb = embed_media(net, clips, batch_size, device=device, num_workers=num_workers)
         text_emb = embed_text(net, [p.caption for p in pairs], device=device)
-        both = audio_text_retrieval(media_emb, text_emb, np.array(rows_of), boot, seed)
+        both = audio_text_retrieval(media_emb, text_emb, np.array(rows_of), boot, seed, keep_ranks=True)
         rows = []
         for direction, key in ((f"text_to_{medium}", "text_to_audio"), (f"{medium}_to_text", "audio_to_text")):
             r = both[key]
             rows += [_row(f"{direction}_R@{k}", r[f"R@{k}"], r.get("ci", {}).get(f"R@{k}"), r["queries"]) for k in (1, 5, 10)]
             rows.append(_row(f"{direction}_mAP@10", r["mAP@10"], n=r["queries"]))
-        sim = media_emb @ text_emb.T
-        arrays["t2m_ranks"] = ranks_of_targets(sim.T, [np.array([a]) for a in rows_of])
-        caps = [np.flatnonzero(np.array(rows_of) == a) for a in range(len(clips))]
-        arrays["m2t_ranks"] = ranks_of_targets(sim, caps)
+        arrays.update(t2m_ranks=both["text_to_audio"]["ranks"], m2t_ranks=both["audio_to_text"]["ranks"])
         record.update(skipped=skipped.count, data_fingerprint=fingerprint_files(str(p.media) for p in clips),
                       captions=len(pairs))
     record["metrics"] = rows

@@ -36,11 +36,11 @@ def _main_metric(cell: dict) -> str | None:
     return None
 
 
-def table_rows(bench: dict, folder: Path) -> list[dict]:
+def table_rows(bench: dict, cells: list[dict]) -> list[dict]:
     order = {(m["name"], t["name"]): i for i, (m, t) in
              enumerate((m, t) for m in bench["models"] for t in bench["tasks"])}
     rows = []
-    for cell in sorted(_cells(folder), key=lambda c: order.get((c["model"], c["task"]), len(order))):
+    for cell in sorted(cells, key=lambda c: order.get((c["model"], c["task"]), len(order))):
         names = cell.get("class_names")
         for r in cell["metrics"]:
             rows.append({**r, "model": cell["model"], "task": cell["task"],
@@ -52,12 +52,27 @@ def table_rows(bench: dict, folder: Path) -> list[dict]:
     return rows
 
 
-def pair_rows(bench: dict, folder: Path) -> list[dict]:
+def pair_rows(bench: dict, folder: Path, cells: list[dict]) -> list[dict]:
     from ..evaluation.metrics import weighted_average_precision
     from ..evaluation.uncertainty import mcnemar, paired_bootstrap
+    from .bench_cells import cell_name
 
-    cells = {(c["model"], c["task"]): c for c in _cells(folder) if c["metrics"]}
+    cells = {(c["model"], c["task"]): c for c in cells if c["metrics"]}
     boot, seed = int(bench["bootstrap"]) or 1000, int(bench["seed"])
+    loaded: dict[str, dict] = {}
+
+    def arrays(model: str, task: str) -> dict:  # each cell's arrays read once, whatever the pairs it is in
+        name = cell_name(model, task)
+        if name not in loaded:
+            loaded[name] = dict(np.load(folder / f"{name}.npz"))
+        return loaded[name]
+
+    def paired_means(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+        """A's mean minus B's of per-item 0/1 values, its interval and bootstrap p."""
+        d = a.astype(float) - b.astype(float)
+        lo, hi, p = paired_bootstrap(lambda w: float((w * d).sum() / w.sum()), len(d), boot, seed)
+        return float(d.mean()), lo, hi, p
+
     out = []
     models = [m["name"] for m in bench["models"]]
     for task in bench["tasks"]:
@@ -66,15 +81,13 @@ def pair_rows(bench: dict, folder: Path) -> list[dict]:
                 ca, cb = cells.get((a, task["name"])), cells.get((b, task["name"]))
                 if ca is None or cb is None or ca.get("data_fingerprint") != cb.get("data_fingerprint"):
                     continue  # not both done, or not the same items
-                xa, xb = np.load(folder / f"{a}__{task['name']}.npz"), np.load(folder / f"{b}__{task['name']}.npz")
+                xa, xb = arrays(a, task["name"]), arrays(b, task["name"])
                 base = {"task": task["name"], "model_a": a, "model_b": b}
                 if "correct1" in xa:
                     ya, yb = xa["correct1"], xb["correct1"]
-                    test = mcnemar(ya, yb)
-                    lo, hi, _ = paired_bootstrap(lambda w, ya=ya, yb=yb: float((w * (ya.astype(float) - yb)).sum()
-                                                                               / w.sum()), len(ya), boot, seed)
-                    out.append({**base, "metric": "top1", "difference": test["difference"], "ci_low": lo, "ci_high": hi,
-                                "p_value": test["p_value"], "test": "mcnemar_exact", "n": len(ya)})
+                    difference, lo, hi, _ = paired_means(ya, yb)  # the p-value is McNemar's exact test
+                    out.append({**base, "metric": "top1", "difference": difference, "ci_low": lo, "ci_high": hi,
+                                "p_value": mcnemar(ya, yb)["p_value"], "test": "mcnemar_exact", "n": len(ya)})
                 elif "scores" in xa:
                     sa, sb, y = xa["scores"].astype(np.float64), xb["scores"].astype(np.float64), xa["targets"]
 
@@ -86,11 +99,10 @@ def pair_rows(bench: dict, folder: Path) -> list[dict]:
                     out.append({**base, "metric": "mAP", "difference": diff(np.ones(len(y))), "ci_low": lo,
                                 "ci_high": hi, "p_value": p, "test": "paired_bootstrap", "n": len(y)})
                 elif "t2m_ranks" in xa:
-                    ha, hb = (xa["t2m_ranks"] == 1).astype(float), (xb["t2m_ranks"] == 1).astype(float)
-                    lo, hi, p = paired_bootstrap(lambda w, ha=ha, hb=hb: float((w * (ha - hb)).sum() / w.sum()),
-                                                 len(ha), boot, seed)
-                    out.append({**base, "metric": f"text_to_{ca['medium']}_R@1", "difference": float(ha.mean() - hb.mean()),
-                                "ci_low": lo, "ci_high": hi, "p_value": p, "test": "paired_bootstrap", "n": len(ha)})
+                    difference, lo, hi, p = paired_means(xa["t2m_ranks"] == 1, xb["t2m_ranks"] == 1)
+                    out.append({**base, "metric": f"text_to_{ca['medium']}_R@1", "difference": difference,
+                                "ci_low": lo, "ci_high": hi, "p_value": p, "test": "paired_bootstrap",
+                                "n": len(xa["t2m_ranks"])})
     return out
 
 
@@ -99,7 +111,8 @@ def _fmt(v) -> str:
 
 
 def write_report(bench: dict, out: Path) -> list[dict]:
-    rows, pairs = table_rows(bench, out / "cells"), pair_rows(bench, out / "cells")
+    cells = _cells(out / "cells")
+    rows, pairs = table_rows(bench, cells), pair_rows(bench, out / "cells", cells)
     for name, columns, data in (("results.csv", COLUMNS, rows), ("pairs.csv", PAIR_COLUMNS, pairs)):
         tmp = out / f".{name}.tmp"
         with open(tmp, "w", newline="") as fh:
@@ -117,14 +130,13 @@ def write_report(bench: dict, out: Path) -> list[dict]:
         md += [f"| {p['task']} | {p['model_a']} | {p['model_b']} | {p['metric']} | {_fmt(p['difference'])} | "
                f"[{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}] | {_fmt(p['p_value'])} | {p['test']} |" for p in pairs]
     (out / "results.md").write_text("\n".join(md) + "\n")
-    _figure(rows, bench, out / "results.png")
+    _figure(rows, bench, cells, out / "results.png")
     return rows
 
 
-def _figure(rows: list[dict], bench: dict, path: Path) -> None:
+def _figure(rows: list[dict], bench: dict, cells: list[dict], path: Path) -> None:
     from ..plotting import pyplot
 
-    cells = _cells(path.parent / "cells")
     main = {(c["model"], c["task"]): _main_metric(c) for c in cells}
     tasks = [t["name"] for t in bench["tasks"]]
     models = [m["name"] for m in bench["models"]]

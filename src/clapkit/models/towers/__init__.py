@@ -17,13 +17,12 @@ that no file registers is a Hugging Face folder or hub name (:class:`.image.HFVi
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
+from ...discovery import import_package
 from ...errors import ConfigError
 
 MEDIA = ("audio", "image")
@@ -40,7 +39,6 @@ class Tower:
 
 _TOWERS: dict[tuple[str, str], Tower] = {}
 _FALLBACK: dict[str, Callable[..., nn.Module]] = {}  # medium -> builder of a name no file registers
-_discovered = False
 
 
 def register_tower(medium: str, name: str, summary: str):
@@ -68,11 +66,7 @@ def register_fallback(medium: str):
 
 
 def _discover() -> None:
-    global _discovered
-    if not _discovered:
-        _discovered = True
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_package(__name__)
 
 
 def towers(medium: str) -> list[Tower]:

@@ -23,13 +23,12 @@ media tower: zero-shot, retrieval) or ``text`` (a text tower: STS-B dev). Regist
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 from dataclasses import dataclass
 
 import torch
 
+from ...discovery import import_package
 from ...errors import ConfigError
 
 
@@ -43,7 +42,6 @@ class Registered:
 
 
 _EVALUATORS: dict[str, Registered] = {}
-_discovered = False
 
 
 def register_evaluator(name: str, metrics: tuple[str, ...], needs: str = "media"):
@@ -62,11 +60,7 @@ def register_evaluator(name: str, metrics: tuple[str, ...], needs: str = "media"
 
 
 def registered() -> dict[str, Registered]:
-    global _discovered
-    if not _discovered:
-        _discovered = True
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_package(__name__)
     return dict(_EVALUATORS)
 
 

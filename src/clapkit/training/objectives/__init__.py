@@ -72,11 +72,9 @@ class Objective(torch.nn.Module):
 
 
 def objective_class(cfg: dict) -> type[Objective]:
-    import importlib
-    import pkgutil
+    from ...discovery import import_package
 
-    for info in pkgutil.iter_modules(__path__):  # each file registers its objective (once: imports are cached)
-        importlib.import_module(f"{__name__}.{info.name}")
+    import_package(__name__)  # each file registers its objective
     name = cfg["train"]["loss"]
     if name not in OBJECTIVES:
         raise ConfigError(f"train.loss = {name!r}; choose one of {sorted(OBJECTIVES)}")
