@@ -75,13 +75,19 @@ def _labelled(data: str, folds: str | None, classes: str | None, skip_bad: bool,
     """A labelled set of ``medium`` with its fold/class selection and its files checked."""
     from ..data.media import load_labelled_media
 
+    return load_labelled_media(data, medium, _fold_list(folds), _class_list(classes), skip_bad, checked=True,
+                               split=split, media_dir=media_dir)
+
+
+def _fold_list(folds: str | None) -> list[int] | None:
     try:
-        fold_list = [int(f) for f in folds.split(",")] if folds else None
+        return [int(f) for f in folds.split(",")] if folds else None
     except ValueError as exc:
         raise ClapkitError(f"--folds {folds!r}: expected comma-separated integers, e.g. 1,2,3") from exc
-    class_list = [c.strip() for c in classes.split(",")] if classes else None
-    return load_labelled_media(data, medium, fold_list, class_list, skip_bad, checked=True, split=split,
-                               media_dir=media_dir)
+
+
+def _class_list(classes: str | None) -> list[str] | None:
+    return [c.strip() for c in classes.split(",")] if classes else None
 
 
 def _has_label_column(spec: str) -> bool:

@@ -194,8 +194,8 @@ class EmbeddingCache:
         store = self.store(name)
         known = store.lookup(ids) if known is None else known
         missing = [n for n, (i, st) in enumerate(zip(ids, stamps, strict=True)) if i not in known or known[i][0] != st]
-        self.stats[f"{name}_reused"] += len(ids) - len(missing)
-        self.stats[f"{name}_computed"] += len(missing)
+        self.stats[f"{name}_reused"] = self.stats.get(f"{name}_reused", 0) + len(ids) - len(missing)
+        self.stats[f"{name}_computed"] = self.stats.get(f"{name}_computed", 0) + len(missing)
         new = compute(missing) if missing else None
         if new is not None:
             store.append([ids[n] for n in missing], [stamps[n] for n in missing], new)
@@ -213,6 +213,25 @@ class EmbeddingCache:
         """E_m of ``items`` (have ``.media``); ids are :func:`media_key`, stamps size:mtime."""
         ids = [media_key(i.media) for i in items]
         return self._lookup(self.medium, ids, [media_stamp(i.media) for i in items], self._embed_media(items))
+
+    def media_features(self, items: Sequence, kinds: Sequence[str] = ("x", "E")) -> dict[str, np.ndarray]:
+        """``{"x": backbone outputs, "E": E_m}`` of ``items`` (the ``kinds`` asked for;
+        E in the store :meth:`media` reads, x beside it in ``<medium>-x/``). The items any
+        kind lacks are embedded once, in one pass of the tower, for every kind."""
+        from .embed import media_features
+
+        ids, stamps = [media_key(i.media) for i in items], [media_stamp(i.media) for i in items]
+        names = {k: self.medium if k == "E" else f"{self.medium}-{k}" for k in kinds}
+        known = {k: self.store(names[k]).lookup(ids) for k in kinds}
+        stale = sorted({n for k in kinds for n, (i, st) in enumerate(zip(ids, stamps, strict=True))
+                        if known[k].get(i, ("",))[0] != st})
+        fresh = {}
+        if stale:
+            fresh = media_features(self.model(), [items[n] for n in stale], tuple(kinds), self.batch_size,
+                                   self.device, self.num_workers)
+        row_of = {n: r for r, n in enumerate(stale)}
+        return {k: self._lookup(names[k], ids, stamps, lambda miss, k=k: fresh[k][[row_of[n] for n in miss]], known[k])
+                for k in kinds}
 
     def _embed_media(self, items: Sequence) -> Callable:
         from .embed import embed_media

@@ -18,6 +18,8 @@ from ..data.media import RawMedia, media_dataset
 from ..models.dual import DualEncoder
 from ..models.public.base import PublicDualEncoder
 
+FEATURES = ("x", "E")  # the backbone output x and the projected, normalised E
+
 
 class _Preprocess:
     """Collate for a public model: its own preprocessing of a batch of decoded media."""
@@ -48,14 +50,27 @@ def to_device(inputs, device):
     return inputs.to(device)
 
 
-@torch.no_grad()
 def embed_media(
     model: DualEncoder, items: Sequence, batch_size: int = 32, projected: bool = True,
     device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False,
 ) -> np.ndarray:
     """E_m (projected, L2-normalised) or x_m (backbone output) of ``items`` (have ``.media``)."""
+    kind = "E" if projected else "x"
+    return media_features(model, items, (kind,), batch_size, device, num_workers, progress)[kind]
+
+
+@torch.no_grad()
+def media_features(
+    model: DualEncoder, items: Sequence, kinds: Sequence[str] = ("x", "E"), batch_size: int = 32,
+    device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """``{"x": backbone outputs, "E": projected L2-normalised embeddings}`` of ``items``
+    (the ``kinds`` asked for), from one pass of the media tower."""
+    bad = set(kinds) - set(FEATURES)
+    if bad or not kinds:
+        raise ValueError(f"features {sorted(bad) or list(kinds)}: choose from {', '.join(FEATURES)}")
     model.eval()
-    out = []
+    out: dict[str, list] = {k: [] for k in kinds}
     loader = media_loader(model, items, batch_size, num_workers)
     if progress:
         from tqdm.auto import tqdm
@@ -63,8 +78,11 @@ def embed_media(
         loader = tqdm(loader, desc=model.medium, leave=False, disable=None)  # off when not a terminal
     for media, _ in loader:
         x = model.media_backbone(to_device(media, device))
-        out.append((model.project_media(x) if projected else x).float().cpu())
-    return torch.cat(out).numpy()
+        if "x" in out:
+            out["x"].append(x.float().cpu())
+        if "E" in out:
+            out["E"].append(model.project_media(x).float().cpu())
+    return {k: torch.cat(v).numpy() if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
 
 
 @torch.no_grad()
