@@ -175,11 +175,10 @@ def test_a_multi_label_set_is_refused(tmp_path):
 
 
 def test_eval_probe_on_shared_esc50_folds_with_the_cache(tmp_path, tiny_checkpoint, shared_data):
-    from tests.test_cli import clapkit
-
     from clapkit.data.audio.labelled import load_labelled
     from clapkit.inference.embed import embed_media
     from clapkit.models.dual import DualEncoder
+    from tests.test_cli import clapkit
 
     out, cache = tmp_path / "probe.json", tmp_path / "cache"
     args = ["eval", "probe", "--model", tiny_checkpoint, "--data", f"esc50:{shared_data / 'esc50'}", "--cache", cache,

@@ -61,7 +61,13 @@ def eval_probe(
     leave-one-fold-out over the set's own folds (ESC-50, UrbanSound8K), else its train/test
     split (--train-split), else stratified --cv folds. Top-1 with a 95% bootstrap interval."""
     from ..errors import ClapkitError
-    from ..evaluation.probe import ProbeOptions, load_probe_data, probe_eval, probe_features, probe_splits
+    from ..evaluation.probe import (
+        ProbeOptions,
+        load_probe_data,
+        probe_eval,
+        probe_features,
+        probe_splits,
+    )
     from ..inference.embed import FEATURES
 
     kinds = [k.strip() for k in features.split(",") if k.strip()]
