@@ -101,8 +101,11 @@ def test_a_bench_file_is_checked_before_anything_runs(tmp_path):
     path.write_text("models: [{name: a, model: x}, {name: a, model: y}]\ntasks: [{name: t, data: d, type: zeroshot}]\n")
     with pytest.raises(ConfigError, match="two models share a name"):
         load_bench(path)
-    path.write_text("models: [{name: a, model: x}]\ntasks: [{name: t, data: d, type: probe}]\n")
-    with pytest.raises(ConfigError, match="type 'probe'; choose zeroshot or retrieval"):
+    path.write_text("models: [{name: a, model: x}]\ntasks: [{name: t, data: d, type: linear}]\n")
+    with pytest.raises(ConfigError, match="type 'linear'; choose zeroshot or retrieval or probe"):
+        load_bench(path)
+    path.write_text("models: [{name: a, model: x}]\ntasks: [{name: t, data: d, type: zeroshot, shots: 4}]\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) shots"):  # a probe's option, not a zero-shot task's
         load_bench(path)
     path.write_text("models: [{name: a, model: x}]\ntasks: [{name: t, data: d, type: zeroshot, prompt: x}]\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) prompt"):
@@ -161,3 +164,42 @@ def test_published_prompt_sets_come_from_the_installed_package(tmp_path, monkeyp
     names.write_text("dog: puppy\n")
     with pytest.raises(Exception, match="class 'rain' of the data has no entry"):
         load_classnames(str(names), ["dog", "rain"])
+
+
+def test_a_probe_task_and_a_cached_second_bench_that_embeds_nothing(tmp_path, shared_data, tiny_checkpoint):
+    from clapkit.evaluation.probe import ProbeOptions, probe_eval, probe_splits
+    from clapkit.inference.embed import media_features
+    from clapkit.models.dual import DualEncoder
+
+    bench = {"models": [{"name": "ours", "model": str(tiny_checkpoint)}],
+             "tasks": [{"name": "esc50-probe", "data": "esc50:{data}/esc50", "type": "probe", "features": ["E", "x"],
+                        "knn_k": 3, "classes": ["dog", "rain", "crickets", "clock_tick", "crying_baby"]},
+                       {"name": "esc50", "data": "esc50:{data}/esc50", "type": "zeroshot"}],
+             "bootstrap": 100, "seed": 0}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    cache = tmp_path / "cache"
+    for out in ("one", "two"):
+        clapkit("bench", "--config", path, "--data-root", shared_data, "--out", tmp_path / out, "--device", "cpu",
+                "--cache", cache)
+    first = json.loads((tmp_path / "one" / "cells" / "ours__esc50-probe.json").read_text())
+    second = json.loads((tmp_path / "two" / "cells" / "ours__esc50-probe.json").read_text())
+    assert first["cache"]["audio-x_computed"] == 43 and first["main_metric"] == "linear_top1_E"  # the 5 classes' clips
+    zs = json.loads((tmp_path / "two" / "cells" / "ours__esc50.json").read_text())
+    assert second["cache"]["audio_computed"] == second["cache"]["audio-x_computed"] == 0  # all from the cache
+    assert zs["cache"] == {"audio_reused": 414, "audio_computed": 0, "text_reused": 0, "text_computed": 0}
+    assert first["metrics"] == second["metrics"]
+    # the cell's numbers are eval probe's on the same features
+    from clapkit.data.media import load_labelled_media
+
+    data = load_labelled_media(f"esc50:{shared_data / 'esc50'}", "audio", None, bench["tasks"][0]["classes"])
+    feats = media_features(DualEncoder.load(tiny_checkpoint), data.clips, ("E", "x"))
+    y = np.array([c.label for c in data.clips])
+    splits, _ = probe_splits(y, [c.fold for c in data.clips])
+    r, _ = probe_eval(feats, y, data.class_names, splits, ProbeOptions(knn_k=3, bootstrap=100))
+    rows = {m["metric"]: m for m in first["metrics"]}
+    assert rows["linear_top1_E"]["value"] == r["features"]["E"]["linear"]["top1"]
+    assert rows["knn_top1_x"]["value"] == r["features"]["x"]["knn"]["top1"]
+    assert rows["linear_top1_E"]["n"] == len(data.clips) == 43 and rows["linear_top1_E"]["ci_low"] is not None
+    table = _rows(tmp_path / "two" / "results.csv")
+    assert {r["metric"] for r in table if r["task"] == "esc50-probe"} >= {"linear_top1_E", "knn_top1_E", "linear_top5_x"}

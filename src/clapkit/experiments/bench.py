@@ -14,16 +14,21 @@ A bench file declares the models (anything ``--model`` takes) and the tasks as d
     seed: 0
 
 ``{data}`` in any string is ``--data-root``. A task's keys: ``data`` (a spec), ``type``
-(``zeroshot`` | ``retrieval``), and optionally ``medium`` (else read off the spec's kind,
+(``zeroshot`` | ``retrieval`` | ``probe``), and optionally ``medium`` (else read off the spec's kind,
 or the model's), ``split``, ``folds``, ``classes``, ``prompts`` and ``classnames``
 (:mod:`clapkit.evaluation.prompts`), ``audio_dir`` / ``image_dir``. A model's optional
-``captions`` (its training captions) add the leakage columns to its zero-shot tasks.
+``captions`` (its training captions) add the leakage columns to its zero-shot tasks. A
+``probe`` task (:mod:`clapkit.evaluation.probe`, as ``eval probe``) also takes ``features``
+(``[x, E]``), ``shots``, ``seeds``, ``protocol``, ``knn_k``, ``train_split`` and ``cv``;
+its main metric is the linear probe's top-1 on its first feature.
 
 Each model x task is a *cell*, written on its own, atomically, to ``OUT/cells/`` (its
 metrics and provenance as JSON, its per-item results as ``.npz``), so a rerun with the same
 ``--out`` skips the cells already done, and ``--shard K/N`` runs every N-th pending
 cell: N jobs of a job array fill one table. A model is loaded once, a task's media
-embedded once per model and reused across its metrics. The table is rebuilt from every
+embedded once per model and reused across its metrics; with ``--cache DIR`` the media
+embeddings are kept in the embedding cache, so a second bench over the same models and
+data embeds no media. The table is rebuilt from every
 cell present (:mod:`.bench_report`): ``results.csv`` / ``.jsonl`` / ``.md``,
 ``pairs.csv`` (each pair of models on a task: the paired difference with its interval and
 a test) and ``results.png``.
@@ -39,9 +44,10 @@ import yaml
 
 from ..errors import ConfigError
 
-TYPES = ("zeroshot", "retrieval")
+TYPES = ("zeroshot", "retrieval", "probe")
 TASK_KEYS = {"name", "data", "type", "medium", "split", "folds", "classes", "prompts", "classnames", "audio_dir",
              "image_dir"}
+PROBE_KEYS = {"features", "shots", "seeds", "protocol", "knn_k", "train_split", "cv"}  # eval probe's options
 
 
 def _preset(name: str) -> Path | None:
@@ -102,7 +108,7 @@ def load_bench(source: str | Path, data_root: str | Path | None = None, models: 
     for task in bench["tasks"]:
         if task.get("type") not in TYPES:
             raise ConfigError(f"{path}: task {task['name']}: type {task.get('type')!r}; choose {' or '.join(TYPES)}")
-        extra = set(task) - TASK_KEYS
+        extra = set(task) - TASK_KEYS - (PROBE_KEYS if task["type"] == "probe" else set())
         if extra:
             raise ConfigError(f"{path}: task {task['name']}: unknown key(s) {', '.join(sorted(extra))}")
     bench.setdefault("bootstrap", 1000)
@@ -121,7 +127,7 @@ def shard_of(spec: str | None) -> tuple[int, int]:
 
 
 def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cpu", batch_size: int = 32,
-              num_workers: int = 0, skip_bad: bool = False, progress: bool = True) -> dict:
+              num_workers: int = 0, skip_bad: bool = False, progress: bool = True, cache=None) -> dict:
     """Run the pending cells of this shard, then rebuild the table from every cell in
     ``out`` (see the module docstring). Returns what was run and the table's rows."""
     from tqdm.auto import tqdm
@@ -145,7 +151,8 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
             loaded.clear()  # one model in memory at a time
             loaded[model["name"]] = load_model(model["model"], device)
         t0 = time.time()
-        run_cell(loaded[model["name"]], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad)
+        run_cell(loaded[model["name"]], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad,
+                 cache)
         ran.append({"cell": cell_name(model["name"], task["name"]), "seconds": round(time.time() - t0, 2)})
     rows = write_report(bench, out)
     return {"ran": ran, "skipped_done": len(mine) - len(pending), "shard": f"{k}/{n}", "rows": len(rows)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ def task_medium(task: dict, model_medium: str) -> str:
 
     if task.get("medium"):
         return task["medium"]
-    role = specs.LABELLED if task["type"] == "zeroshot" else specs.PAIRS
+    role = specs.PAIRS if task["type"] == "retrieval" else specs.LABELLED
     media = [m for m in ("audio", "image") if specs.is_kind(task["data"], role, m)
              or (role == specs.PAIRS and specs.is_kind(task["data"], specs.LABELLED, m))]
     return media[0] if len(media) == 1 else model_medium
@@ -89,73 +90,141 @@ def leakage_columns(captions: list[str], data, correct: np.ndarray | None, mediu
 
 
 def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, batch_size: int, num_workers: int,
-             skip_bad: bool) -> None:
-    from ..inference.embed import embed_media
-
+             skip_bad: bool, cache=None) -> None:
+    """Score one model on one task (its type's function in :data:`CELLS`) and write the cell."""
     medium = task_medium(task, net.medium)
     name = cell_name(model["name"], task["name"])
     record = {"model": model["name"], "model_spec": model["model"], "task": task["name"], "type": task["type"],
               "data": task["data"], "medium": medium, "seed": bench["seed"], **versions(),
               "model_fingerprint": model_fingerprint(str(model["model"]))}
-    boot, seed = int(bench["bootstrap"]), int(bench["seed"])
     if medium != net.medium:  # an image model on an audio task: nothing to score
         write_cell(folder, name, {**record, "metrics": [], "not_applicable": f"a {net.medium} model"}, {})
         return
-    media_dir = task.get("audio_dir") if medium == "audio" else task.get("image_dir")
-    arrays: dict[str, np.ndarray] = {}
-    if task["type"] == "zeroshot":
-        from ..data.media import load_labelled_media
-        from ..evaluation.prompts import load_classnames, load_prompts
-        from ..evaluation.zeroshot import zeroshot_metrics, zeroshot_scores
-
-        data = load_labelled_media(task["data"], medium, task.get("folds"), task.get("classes"), skip_bad, checked=True,
-                                   split=task.get("split"), media_dir=media_dir)
-        prompts, source = load_prompts(task.get("prompts"), medium)
-        names = load_classnames(task.get("classnames"), data.class_names)
-        scores, _ = zeroshot_scores(net, data, prompts, names, batch_size, device, num_workers=num_workers)
-        m = zeroshot_metrics(scores, data, boot, seed, keep_ranks=True)
-        ci = m.get("ci", {})
-        n = len(data.clips)
-        correct = None
-        if data.multilabel:
-            rows = [_row("mAP", m["mAP"], ci.get("mAP"), n), _row("mAUC", m["mAUC"], n=n),
-                    _row("d_prime", m["d_prime"], n=n), _row("lrap", m["lrap"], n=n)]
-            arrays.update(scores=scores.astype(np.float32), targets=data.targets())
-        else:
-            rows = [_row(k, m[k], ci.get(k), n) for k in ("top1", "top5") if k in m]
-            rows.append(_row("mean_class_accuracy", m["mean_class_accuracy"], n=n))
-            correct = m["ranks"] == 1
-            arrays.update(correct1=correct, correct5=m["ranks"] <= 5)
-        if model.get("captions"):
-            rows += leakage_columns(list(model["captions"]), data, correct, medium)
-        record.update(prompts=source, templates=prompts, class_names=names, skipped=data.skipped.count,
-                      data_fingerprint=fingerprint_files(str(c.media) for c in data.clips),
-                      per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"))
-    else:
-        from ..data.files import Skipped
-        from ..data.media import check_media
-        from ..data.records import clip_index
-        from ..data.specs import ReadOptions, read_pairs
-        from ..evaluation.metrics import audio_text_retrieval
-        from ..inference.embed import embed_text
-
-        skipped = Skipped()
-        from ..evaluation.prompts import default_templates
-
-        opts = ReadOptions(medium, Path(media_dir) if media_dir else None, split=task.get("split"), skip_bad=skip_bad,
-                           label_templates=tuple(default_templates(medium)))  # a labelled set as pairs: the prompt
-        pairs = check_media(medium, read_pairs(task["data"], opts, skipped), skip_bad, skipped)
-        clips, rows_of = clip_index(pairs)
-        media_emb = embed_media(net, clips, batch_size, device=device, num_workers=num_workers)
-        text_emb = embed_text(net, [p.caption for p in pairs], device=device)
-        both = audio_text_retrieval(media_emb, text_emb, np.array(rows_of), boot, seed, keep_ranks=True)
-        rows = []
-        for direction, key in ((f"text_to_{medium}", "text_to_audio"), (f"{medium}_to_text", "audio_to_text")):
-            r = both[key]
-            rows += [_row(f"{direction}_R@{k}", r[f"R@{k}"], r.get("ci", {}).get(f"R@{k}"), r["queries"]) for k in (1, 5, 10)]
-            rows.append(_row(f"{direction}_mAP@10", r["mAP@10"], n=r["queries"]))
-        arrays.update(t2m_ranks=both["text_to_audio"]["ranks"], m2t_ranks=both["audio_to_text"]["ranks"])
-        record.update(skipped=skipped.count, data_fingerprint=fingerprint_files(str(p.media) for p in clips),
-                      captions=len(pairs))
+    ctx = CellContext(net, model, task, medium, task.get("audio_dir") if medium == "audio" else task.get("image_dir"),
+                      int(bench["bootstrap"]), int(bench["seed"]), device, batch_size, num_workers, skip_bad, cache)
+    rows, extra, arrays = CELLS[task["type"]](ctx)
+    record.update(extra)
+    if ctx.cache_stats:
+        record["cache"] = ctx.cache_stats
     record["metrics"] = rows
     write_cell(folder, name, record, arrays)
+
+
+@dataclass
+class CellContext:
+    """What a cell's scoring function gets: the loaded model, its bench entry, the task,
+    and the run's settings (``cache``: the embedding cache folder, or None)."""
+
+    net: object
+    model: dict
+    task: dict
+    medium: str
+    media_dir: str | None
+    boot: int
+    seed: int
+    device: object
+    batch_size: int
+    num_workers: int
+    skip_bad: bool
+    cache: object = None
+
+    cache_stats: dict = field(default_factory=dict)
+
+    def features(self, items, kinds=("E",)) -> dict[str, np.ndarray]:
+        """The media features of ``items``, through the embedding cache when there is one
+        (its reused/computed counts added up in ``cache_stats``)."""
+        from ..evaluation.probe import probe_features
+
+        feats, stats = probe_features(self.net, items, kinds, self.batch_size, self.device, self.num_workers,
+                                      self.cache, self.model["model"])
+        for k, v in stats.items():
+            self.cache_stats[k] = self.cache_stats.get(k, 0) + v
+        return feats
+
+
+def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
+    from ..data.media import load_labelled_media
+    from ..evaluation.prompts import load_classnames, load_prompts
+    from ..evaluation.zeroshot import zeroshot_metrics, zeroshot_scores
+
+    task, medium = ctx.task, ctx.medium
+    data = load_labelled_media(task["data"], medium, task.get("folds"), task.get("classes"), ctx.skip_bad, checked=True,
+                               split=task.get("split"), media_dir=ctx.media_dir)
+    prompts, source = load_prompts(task.get("prompts"), medium)
+    names = load_classnames(task.get("classnames"), data.class_names)
+    scores, _ = zeroshot_scores(ctx.net, data, prompts, names, ctx.batch_size, ctx.device,
+                                media_emb=ctx.features(data.clips)["E"])
+    m = zeroshot_metrics(scores, data, ctx.boot, ctx.seed, keep_ranks=True)
+    ci, n, correct, arrays = m.get("ci", {}), len(data.clips), None, {}
+    if data.multilabel:
+        rows = [_row("mAP", m["mAP"], ci.get("mAP"), n), _row("mAUC", m["mAUC"], n=n),
+                _row("d_prime", m["d_prime"], n=n), _row("lrap", m["lrap"], n=n)]
+        arrays.update(scores=scores.astype(np.float32), targets=data.targets())
+    else:
+        rows = [_row(k, m[k], ci.get(k), n) for k in ("top1", "top5") if k in m]
+        rows.append(_row("mean_class_accuracy", m["mean_class_accuracy"], n=n))
+        correct = m["ranks"] == 1
+        arrays.update(correct1=correct, correct5=m["ranks"] <= 5)
+    if ctx.model.get("captions"):
+        rows += leakage_columns(list(ctx.model["captions"]), data, correct, medium)
+    extra = dict(prompts=source, templates=prompts, class_names=names, skipped=data.skipped.count,
+                 data_fingerprint=fingerprint_files(str(c.media) for c in data.clips),
+                 per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"))
+    return rows, extra, arrays
+
+
+def _retrieval(ctx: CellContext) -> tuple[list[dict], dict, dict]:
+    from ..data.files import Skipped
+    from ..data.media import check_media
+    from ..data.records import clip_index
+    from ..data.specs import ReadOptions, read_pairs
+    from ..evaluation.metrics import audio_text_retrieval
+    from ..evaluation.prompts import default_templates
+    from ..inference.embed import embed_text
+
+    skipped, medium, task = Skipped(), ctx.medium, ctx.task
+    opts = ReadOptions(medium, Path(ctx.media_dir) if ctx.media_dir else None, split=task.get("split"),
+                       skip_bad=ctx.skip_bad, label_templates=tuple(default_templates(medium)))  # a labelled set: the prompt
+    pairs = check_media(medium, read_pairs(task["data"], opts, skipped), ctx.skip_bad, skipped)
+    clips, rows_of = clip_index(pairs)
+    text_emb = embed_text(ctx.net, [p.caption for p in pairs], device=ctx.device)
+    both = audio_text_retrieval(ctx.features(clips)["E"], text_emb, np.array(rows_of), ctx.boot, ctx.seed,
+                                keep_ranks=True)
+    rows = []
+    for direction, key in ((f"text_to_{medium}", "text_to_audio"), (f"{medium}_to_text", "audio_to_text")):
+        r = both[key]
+        rows += [_row(f"{direction}_R@{k}", r[f"R@{k}"], r.get("ci", {}).get(f"R@{k}"), r["queries"]) for k in (1, 5, 10)]
+        rows.append(_row(f"{direction}_mAP@10", r["mAP@10"], n=r["queries"]))
+    arrays = dict(t2m_ranks=both["text_to_audio"]["ranks"], m2t_ranks=both["audio_to_text"]["ranks"])
+    extra = dict(skipped=skipped.count, data_fingerprint=fingerprint_files(str(p.media) for p in clips),
+                 captions=len(pairs))
+    return rows, extra, arrays
+
+
+def _probe(ctx: CellContext) -> tuple[list[dict], dict, dict]:
+    from ..evaluation.probe import ProbeOptions, load_probe_data, probe_eval, probe_splits
+
+    task = ctx.task
+    kinds = list(task.get("features") or ["x", "E"])
+    shots = task.get("shots")
+    opts = ProbeOptions(task.get("protocol") or "clip_benchmark", shots, int(task.get("seeds") or (3 if shots else 1)),
+                        ctx.seed, int(task.get("knn_k") or 20), bootstrap=ctx.boot)
+    pd = load_probe_data(task["data"], ctx.medium, task.get("folds"), task.get("classes"), task.get("split"),
+                         task.get("train_split"), ctx.skip_bad, ctx.media_dir)
+    splits, rule = probe_splits(pd.y, pd.folds, int(task.get("cv") or 5), ctx.seed, pd.train_mask)
+    r, correct = probe_eval(ctx.features(pd.items, kinds), pd.y, pd.class_names, splits, opts, where=task["data"])
+    rows = []
+    for kind in kinds:
+        f = r["features"][kind]
+        for head in ("linear", "knn"):
+            rows += [_row(f"{head}_{k}_{kind}", f[head][k], f[head].get("ci", {}).get(k), r["tested"])
+                     for k in ("top1", "top5", "mean_class_accuracy") if k in f[head]]
+    arrays = {f"correct_{k}": v for k, v in correct.items()}
+    arrays["correct1"] = correct[f"linear_{kinds[0]}"]
+    extra = dict(main_metric=f"linear_top1_{kinds[0]}", splits=rule, probe=r["options"], class_names=pd.class_names,
+                 skipped=sum(v["count"] for v in pd.skipped.values()) if "count" not in pd.skipped
+                 else pd.skipped["count"], data_fingerprint=fingerprint_files(str(c.media) for c in pd.items))
+    return rows, extra, arrays
+
+
+CELLS = {"zeroshot": _zeroshot, "retrieval": _retrieval, "probe": _probe}  # a task type -> its scoring function

@@ -6,8 +6,8 @@
   transformers versions, model and data fingerprints, prompts, class names, seed);
 - ``pairs.csv``: for each task and each pair of models scored on the same items, the
   paired difference of the task's main metrics with a 95% paired-bootstrap interval and a
-  test: McNemar's exact test for top-1 accuracy, the paired bootstrap's two-sided
-  p-value for mAP and R@k;
+  test: McNemar's exact test for top-1 accuracy (a probe's too, with one seed), the paired
+  bootstrap's two-sided p-value for mAP, R@k and a few-shot probe's mean over seeds;
 - ``results.md``: both as tables; ``results.png``: each task's main metric by model.
 """
 
@@ -29,6 +29,8 @@ def _cells(folder: Path) -> list[dict]:
 
 
 def _main_metric(cell: dict) -> str | None:
+    if cell.get("main_metric"):
+        return cell["main_metric"]
     names = [r["metric"] for r in cell["metrics"]]
     for key in ("top1", "mAP", f"text_to_{cell['medium']}_R@1"):
         if key in names:
@@ -85,9 +87,11 @@ def pair_rows(bench: dict, folder: Path, cells: list[dict]) -> list[dict]:
                 base = {"task": task["name"], "model_a": a, "model_b": b}
                 if "correct1" in xa:
                     ya, yb = xa["correct1"], xb["correct1"]
-                    difference, lo, hi, _ = paired_means(ya, yb)  # the p-value is McNemar's exact test
-                    out.append({**base, "metric": "top1", "difference": difference, "ci_low": lo, "ci_high": hi,
-                                "p_value": mcnemar(ya, yb)["p_value"], "test": "mcnemar_exact", "n": len(ya)})
+                    difference, lo, hi, p = paired_means(ya, yb)
+                    exact = ya.dtype == bool and yb.dtype == bool  # 0/1 per item: McNemar's exact test
+                    out.append({**base, "metric": _main_metric(ca) or "top1", "difference": difference, "ci_low": lo,
+                                "ci_high": hi, "p_value": mcnemar(ya, yb)["p_value"] if exact else p,
+                                "test": "mcnemar_exact" if exact else "paired_bootstrap", "n": len(ya)})
                 elif "scores" in xa:
                     sa, sb, y = xa["scores"].astype(np.float64), xb["scores"].astype(np.float64), xa["targets"]
 
