@@ -54,3 +54,12 @@ def recover_dir(final: Path) -> Path:
     if not final.exists() and old.exists():
         os.replace(old, final)
     return final
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it and a rename, so a stop
+    leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -145,3 +145,68 @@ def audit_model_cmd(
                    f"{acc['named']}; never named: {lk['not_named']['classes']} ({lk['not_named']['items']} items), "
                    f"accuracy {acc['not_named']}")
     typer.echo(f"report in {out / 'report.md'}")
+
+
+@audit_app.command("overlap")
+def audit_overlap_cmd(
+    train: Annotated[list[str], typer.Option(help="Training data (repeat): a labelled set or caption pairs, any spec")],
+    eval_: Annotated[str, typer.Option("--eval", help=f"The evaluation set ({LABELLED_HELP}; or caption pairs)")],
+    out: Annotated[Path, typer.Option(help="Report folder: overlap.json, summary.md")],
+    model: Annotated[Path | None, typer.Option(help="A model for the embedding rule (anything --model takes)")] = None,
+    rules: Annotated[str | None, typer.Option(help="Comma-separated rules: id, content, perceptual (images), embedding. "
+                                                   "Default: id,content (+perceptual for images, +embedding with "
+                                                   "--model)")] = None,
+    threshold: Annotated[float, typer.Option(help="embedding rule: cosine at or above which two items match")] = 0.95,
+    features: Annotated[str, typer.Option(help="embedding rule: E (projected) or x (backbone output)")] = "E",
+    max_hamming: Annotated[int, typer.Option(help="perceptual rule: most differing bits of 64")] = 4,
+    train_folds: Annotated[str | None, typer.Option(help="Comma-separated folds of a labelled training set")] = None,
+    eval_folds: Annotated[str | None, typer.Option(help="Comma-separated folds of the evaluation set")] = None,
+    medium: Annotated[str | None, typer.Option(help="audio or image (default: the model's, else audio)")] = None,
+    train_dir: Annotated[Path | None, typer.Option(help="Media folder of the training caption sets (clotho:, ...)")] = None,
+    eval_dir: Annotated[Path | None, typer.Option(help="Media folder of the evaluation set")] = None,
+    write_clean: Annotated[Path | None, typer.Option(help="Write the training pairs whose items match nothing to this "
+                                                          "CSV (medium,caption)")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Embedding cache folder (eval probe --cache, curate)")] = None,
+    batch_size: int = 32,
+    device: Device = "auto",
+    workers: Workers = 0,
+    skip_bad: SkipBad = False,
+) -> None:
+    """The same recording (or picture) in training and evaluation data: by source id, by
+    decoded content, by perceptual hash (images) and by embedding similarity, per
+    evaluation class; --write-clean drops the overlapping training items."""
+    from ..audit import overlap as ov
+    from ..errors import ClapkitError
+    from .common import _fold_list
+
+    net = _load_model(model, _device(device)) if model else None
+    medium = medium or (net.medium if net else "audio")
+    if medium not in ("audio", "image") or (net and net.medium != medium):
+        raise ClapkitError(f"--medium {medium}: give audio or image (the model's is {net.medium if net else '-'})")
+    chosen = [r.strip() for r in rules.split(",") if r.strip()] if rules else (
+        ["id", "content"] + (["perceptual"] if medium == "image" else []) + (["embedding"] if net else []))
+    if features not in ("E", "x"):
+        raise ClapkitError(f"--features {features!r}: give E or x")
+    tr = ov.load_side(train, medium, _fold_list(train_folds), train_dir, skip_bad)
+    ev = ov.load_side([eval_], medium, _fold_list(eval_folds), eval_dir, skip_bad)
+    feats = None
+    if "embedding" in chosen and net is not None:
+        from ..evaluation.probe import probe_features
+
+        feats = tuple(probe_features(net, side.items, [features], batch_size, _device(device), workers, cache, model,
+                                     progress=True)[0][features] for side in (tr, ev))
+    matched = ov.find_overlap(tr, ev, medium, chosen, feats, threshold, max_hamming)
+    settings = {"model": str(model) if model else None, "threshold": threshold if feats is not None else None,
+                "features": features if feats is not None else None, "max_hamming": max_hamming,
+                "train_folds": train_folds, "eval_folds": eval_folds}
+    report = ov.overlap_report(tr, ev, medium, chosen, matched, settings)
+    if write_clean:
+        report["clean"] = ov.write_clean(tr, matched["found"], write_clean, medium)
+    ov.write_overlap(report, out)
+    typer.echo(f"overlap: {report['eval_items_matched']} of {report['eval_items']} evaluation items match "
+               f"{report['train_items_matched']} of {report['train_items']} training items; "
+               + ", ".join(f"{r} {c['pairs']}" for r, c in report["per_rule"].items()))
+    if write_clean:
+        c = report["clean"]
+        typer.echo(f"wrote {c['file']}: {c['pairs_kept']} pairs kept, {c['pairs_dropped']} dropped")
+    typer.echo(f"report in {out} (overlap.json, summary.md)")

@@ -90,13 +90,6 @@ def _class_list(classes: str | None) -> list[str] | None:
     return [c.strip() for c in classes.split(",")] if classes else None
 
 
-def _has_label_column(spec: str) -> bool:
-    """Whether a csv: spec has a ``label`` column (a labelled image set, not captions)."""
-    from ..data.files import csv_header, parse_spec
-
-    return "label" in csv_header(parse_spec(spec, ("csv",))[1])
-
-
 def _load_model(path: Path, device):
     """A clapkit checkpoint, or a Hugging Face ClapModel / CLIPModel / SiglipModel."""
     from ..models.public.hf import load_model

@@ -23,7 +23,6 @@ from .common import (
     SkipBad,
     Workers,
     _device,
-    _has_label_column,
     _labelled,
     _load_model,
     _pairs,
@@ -351,9 +350,9 @@ def embed(
         if medium != net.medium:
             raise ClapkitError(f"--{medium}: {model} is a{'n' if net.medium == 'image' else ''} {net.medium} model; "
                                f"use --{net.medium}")
-        kind = media.split(":", 1)[0]
-        labelled = specs.is_kind(media, specs.LABELLED, medium) and not specs.is_kind(media, specs.PAIRS, medium)
-        if labelled or (medium == "image" and kind == "csv" and _has_label_column(media)):
+        from ..data.media import is_labelled_set
+
+        if is_labelled_set(media, medium):
             labelled = _labelled(media, None, None, skip_bad, medium)
             items, skipped = labelled.clips, labelled.skipped
         else:

@@ -85,6 +85,18 @@ def load_media_pairs(cfg: dict, spec: str, skipped: Skipped, checked: bool = Fal
     return check_media(medium_of(cfg), pairs, skip, skipped) if checked else pairs
 
 
+def is_labelled_set(spec: str, medium: str) -> bool:
+    """Whether ``spec`` is read as a labelled set rather than caption pairs: a labelled kind
+    that is no caption kind, or a ``csv:`` of images with a ``label`` column."""
+    from . import specs
+    from .files import csv_header, parse_spec
+
+    if not specs.is_kind(spec, specs.LABELLED, medium):
+        return False
+    return not specs.is_kind(spec, specs.PAIRS, medium) or (
+        spec.startswith("csv:") and "label" in csv_header(parse_spec(spec, ("csv",))[1]))
+
+
 def load_labelled_media(spec: str, medium: str, folds: list[int] | None = None, classes: list[str] | None = None,
                         skip_bad: bool = False, checked: bool = False, split: str | None = None,
                         media_dir=None) -> LabelledSet:

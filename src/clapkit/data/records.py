@@ -5,7 +5,7 @@ indexes and selections every reader shares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ class Pair:
     caption: str
     media_id: str
     where: str  # "FILE line N", for error messages
+    source: str | None = None  # the recording's source id where the format names it (see LabelledClip)
 
 
 def unique_clips(pairs: list[Pair]) -> list[Pair]:
@@ -73,6 +74,10 @@ class LabelledClip:
     fold: int | None
     where: str
     labels: tuple[int, ...] = ()
+    # the recording's source id, where the format names it: "freesound:ID" (ESC-50's src_file,
+    # UrbanSound8K's fsID, FSD50K's fname, Clotho's sound_id) or "youtube:ID" (AudioSet, VGGSound,
+    # AudioCaps); `audit overlap` matches training and evaluation items by it
+    source: str | None = None
 
 
 @dataclass
@@ -110,9 +115,9 @@ def select(data: LabelledSet, spec: str, folds: list[int] | None = None, classes
         remap = {old: new for new, old in enumerate(keep)}
         if data.multilabel:  # an item stays when it carries a kept class; its other labels go
             kept = [(c, tuple(remap[x] for x in c.labels if x in remap)) for c in clips]
-            clips = [LabelledClip(c.media, ls[0], c.fold, c.where, ls) for c, ls in kept if ls]
+            clips = [replace(c, label=ls[0], labels=ls) for c, ls in kept if ls]
         else:
-            clips = [LabelledClip(c.media, remap[c.label], c.fold, c.where) for c in clips if c.label in remap]
+            clips = [replace(c, label=remap[c.label]) for c in clips if c.label in remap]
         names = [names[i] for i in keep]
     if not clips:
         raise DataError(f"{spec}: no clips left after the fold/class selection")

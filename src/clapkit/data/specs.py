@@ -172,7 +172,7 @@ def read_pairs(spec: str, opts: ReadOptions, skipped) -> list:
     if not is_kind(spec, PAIRS, opts.medium) and is_kind(spec, LABELLED, opts.medium):
         data = read_labelled(spec, opts, skipped)
         texts = data.label_texts()
-        return [Pair(c.media, tpl.format(label=texts[c.label]), str(c.media), c.where)
+        return [Pair(c.media, tpl.format(label=texts[c.label]), str(c.media), c.where, c.source)
                 for c in data.clips for tpl in opts.label_templates]
     return read(spec, PAIRS, opts.medium, opts, skipped)
 

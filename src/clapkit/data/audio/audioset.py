@@ -93,7 +93,7 @@ def read_audioset(path: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list
                 raise DataError(f"no clip for {ytid} at {start:g} s in {folder} (tried "
                                 f"{', '.join(_candidates(ytid, start, end))})", where, reason="clip not downloaded")
             ids = tuple(dict.fromkeys(index[m] for m in mids))
-            return [LabelledClip(file, ids[0], None, where, ids)]
+            return [LabelledClip(file, ids[0], None, where, ids, source=f"youtube:{ytid}")]
 
         c(one)
     return c.items, names

@@ -122,12 +122,29 @@ def _write_clotho(d: Path) -> tuple[str, Path]:
     return f"clotho:{d / 'clotho.csv'}", d / "clotho.csv"
 
 
+def _clotho_sound_ids(captions: Path) -> dict[str, str]:
+    """file_name -> "freesound:<sound_id>" from Clotho's metadata file beside the captions
+    (``clotho_metadata_<split>.csv`` for ``clotho_captions_<split>.csv``, as Zenodo ships
+    them: ``file_name,keywords,sound_id,sound_link,...``); empty without one."""
+    meta = captions.with_name(captions.name.replace("clotho_captions_", "clotho_metadata_"))
+    if meta == captions or not meta.is_file():
+        return {}
+    out = {}
+    for line, row in read_csv_rows(meta, ["file_name", "sound_id"]):
+        sid = (row["sound_id"] or "").strip()
+        if not sid.isdigit():
+            raise DataError(f"sound_id {sid!r} is not a Freesound id", f"{meta} line {line}")
+        out[(row["file_name"] or "").strip()] = f"freesound:{sid}"
+    return out
+
+
 @spec_kind("clotho", PAIRS, ("audio",), "CSV", "Clotho's `file_name,caption_1..caption_5`; audio in `--audio-dir` "
            "(default: the CSV's folder)", example=_write_clotho)
 def read_clotho(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
     c = Collector(opts.skip_bad, skipped)
     base = opts.media_dir or path.parent
     rows = read_csv_rows(path, ["file_name", "caption_1"])
+    sound_ids = _clotho_sound_ids(path)
     cap_cols = [col for col in (rows and rows[0][1].keys() or []) if col and col.startswith("caption_")]
     for line, row in rows:
         where = f"{path} line {line}"
@@ -135,7 +152,8 @@ def read_clotho(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
         def one(row=row, line=line, where=where):
             check_row(row, line, path, ["file_name", *cap_cols])
             audio = _audio(base / row["file_name"], where, opts.require_media)
-            return [Pair(audio, clean_caption(row[col], f"{where} column {col}"), row["file_name"], where)
+            return [Pair(audio, clean_caption(row[col], f"{where} column {col}"), row["file_name"], where,
+                         sound_ids.get(row["file_name"].strip()))
                     for col in cap_cols]
 
         c(one)
@@ -163,7 +181,8 @@ def read_audiocaps(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair
         def one(row=row, line=line, where=where):
             check_row(row, line, path, cols)
             audio = _audiocaps_file(base, row, opts.audiocaps_pattern, where, opts.require_media)
-            return [Pair(audio, clean_caption(row["caption"], where), row["youtube_id"] + "_" + row["start_time"], where)]
+            return [Pair(audio, clean_caption(row["caption"], where), row["youtube_id"] + "_" + row["start_time"], where,
+                         f"youtube:{row['youtube_id'].strip()}")]
 
         c(one)
     return c.items

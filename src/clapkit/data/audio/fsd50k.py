@@ -85,7 +85,7 @@ def read_fsd50k(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[L
             if not file.is_file():
                 raise DataError(f"audio file not found: {file}", where, reason="audio file not found")
             ids = tuple(dict.fromkeys(index[x] for x in labels))
-            return [LabelledClip(file, ids[0], None, where, ids)]
+            return [LabelledClip(file, ids[0], None, where, ids, source=f"freesound:{row['fname'].strip()}")]
 
         c(one)
     return c.items, names

@@ -128,7 +128,8 @@ def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledC
             audio = resolve_audio(root / "audio" / row["filename"])
             if not audio.is_file():
                 raise DataError(f"audio file not found: {root / 'audio' / row['filename']}", where, reason="audio file not found")
-            clips.append(LabelledClip(audio, target, fold, where))
+            src = (row.get("src_file") or "").strip()
+            clips.append(LabelledClip(audio, target, fold, where, source=f"freesound:{src}" if src.isdigit() else None))
         except DataError as exc:
             if not skip_bad:
                 raise

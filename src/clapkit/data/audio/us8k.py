@@ -65,7 +65,8 @@ def read_us8k(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[Lab
             file = resolve_audio(folder / row["slice_file_name"].strip())
             if not file.is_file():
                 raise DataError(f"audio file not found: {file}", where, reason="audio file not found")
-            return [LabelledClip(file, target, fold, where)]
+            fs = (row.get("fsID") or "").strip()
+            return [LabelledClip(file, target, fold, where, source=f"freesound:{fs}" if fs.isdigit() else None)]
 
         c(one)
     return c.items, dense_class_names(names, "classID", meta)

@@ -66,7 +66,7 @@ def read_vggsound(path: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list
             if file is None:
                 raise DataError(f"no clip for {ytid} at {start} s in {folder} (tried {', '.join(_candidates(ytid, start))})",
                                 where, reason="clip not downloaded")
-            return [LabelledClip(file, index[row[2].strip()], None, where)]
+            return [LabelledClip(file, index[row[2].strip()], None, where, source=f"youtube:{ytid}")]
 
         c(one)
     return c.items, names
