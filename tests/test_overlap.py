@@ -119,7 +119,10 @@ def test_the_shifted_copy_is_found_by_embedding_and_disjoint_folds_share_nothing
     out = tmp_path / "shift"
     clapkit("audit", "overlap", "--train", f"csv:{manifest}", "--eval", f"esc50:{eval_root}", "--out", out, "--model", tiny_checkpoint, "--rules", "content,embedding", "--threshold",
             str(cosine - 1e-4), "--device", "cpu")
-    pairs = json.loads((out / "overlap.json").read_text())["pairs"]
+    report = json.loads((out / "overlap.json").read_text())
+    pairs = report["pairs"]
+    spread = report["notes"]["embedding"]["nearest_cosine_percentiles"]
+    assert set(spread) == {"50", "90", "99"} and spread["50"] <= spread["90"] <= spread["99"] <= 1 + 1e-6
     shifted = [p for p in pairs if p["train"].endswith("shifted.wav") and p["eval"].endswith(evaluated[2]["filename"])]
     assert shifted and shifted[0]["rule"] == "embedding" and shifted[0]["similarity"] == pytest.approx(cosine, abs=1e-4)
     # ESC-50 keeps every take of a recording in one fold: folds 2 and 4 share no source and no content
