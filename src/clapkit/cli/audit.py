@@ -191,10 +191,10 @@ def audit_overlap_cmd(
     ev = ov.load_side([eval_], medium, _fold_list(eval_folds), eval_dir, skip_bad)
     feats = None
     if "embedding" in chosen and net is not None:
-        from ..evaluation.probe import probe_features
+        from ..inference.embed import embed_items
 
-        feats = tuple(probe_features(net, side.items, [features], batch_size, _device(device), workers, cache, model,
-                                     progress=True)[0][features] for side in (tr, ev))
+        feats = tuple(embed_items(net, side.items, [features], batch_size, _device(device), workers, cache, model,
+                                  progress=True)[0][features] for side in (tr, ev))
     matched = ov.find_overlap(tr, ev, medium, chosen, feats, threshold, max_hamming)
     settings = {"model": str(model) if model else None, "threshold": threshold if feats is not None else None,
                 "features": features if feats is not None else None, "max_hamming": max_hamming,

@@ -39,6 +39,11 @@ Checkpoint = Annotated[Path, typer.Option("--model", help="clapkit checkpoint fo
                                           "SiglipModel folder or hub name; open_clip:NAME@PRETRAINED (clapkit[open_clip])")]
 Workers = Annotated[int, typer.Option("--workers", help="DataLoader processes that decode the media (results do not depend on it)")]
 MetricsJson = Annotated[Path | None, typer.Option("--out", help="JSON file for the metrics")]
+Window = Annotated[float | None, typer.Option("--window", help="Long clips: window seconds (sliding windows instead "
+                                                                "of the centre segment)")]
+Hop = Annotated[float | None, typer.Option("--hop", help="Long clips: seconds between window starts (default: the window)")]
+Pool = Annotated[str, typer.Option("--pool", help="Long clips: mean (of the windows' normalised embeddings) or max "
+                                                  "(of the windows' scores; zero-shot)")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="Preset name (see `clapkit config`) or YAML file")]
 
 
@@ -88,6 +93,17 @@ def _fold_list(folds: str | None) -> list[int] | None:
 
 def _class_list(classes: str | None) -> list[str] | None:
     return [c.strip() for c in classes.split(",")] if classes else None
+
+
+def _windows(window: float | None, hop: float | None, pool: str = "mean"):
+    """The sliding windows the options ask for (None: the centre segment)."""
+    if window is None:
+        if hop is not None or pool != "mean":
+            raise ClapkitError("--hop and --pool need --window SECONDS")
+        return None
+    from ..inference.windows import Windows
+
+    return Windows(window, hop, pool)
 
 
 def _load_model(path: Path, device):

@@ -18,14 +18,18 @@ from .common import (
     CaptionColumn,
     Checkpoint,
     Device,
+    Hop,
     ImageDir,
     MetricsJson,
+    Pool,
     SkipBad,
+    Window,
     Workers,
     _device,
     _labelled,
     _load_model,
     _pairs,
+    _windows,
     _write_json,
     app,
     eval_app,
@@ -50,6 +54,9 @@ def eval_zeroshot(
                                                    "cifar: test, train)")] = None,
     bootstrap: Annotated[int, typer.Option(help="Resamples of the clips for 95% intervals (0: none)")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap")] = 0,
+    window: Window = None,
+    hop: Hop = None,
+    pool: Pool = "mean",
     audio_dir: Annotated[Path | None, typer.Option(help="audioset: the downloaded clips (default: the CSV's folder)")] = None,
     captions: Annotated[list[Path] | None, typer.Option(help="The model's training captions (repeat): the dirty "
                                                              "fraction, and top-1 on the classes they name and on "
@@ -81,11 +88,17 @@ def eval_zeroshot(
     templates = load_prompts(prompts, net.medium)[0] if prompts else (list(template or []) or
                                                                       default_templates(net.medium, ensemble))
     names = load_classnames(classnames, labelled.class_names) if classnames else None
-    scores, _ = zeroshot_scores(net, labelled, templates, names, batch_size, dev, progress=True, num_workers=workers)
+    from ..inference.embed import embed_items
+
+    windows = _windows(window, hop, pool)
+    feats, made = embed_items(net, labelled.clips, ("E",), batch_size, dev, workers, windows=windows,
+                              pooled=windows is None or windows.pool == "mean", progress=True)
+    scores, _ = zeroshot_scores(net, labelled, templates, names, batch_size, dev, media_emb=feats["E"],
+                                owner=made.pop("owner", None))
     m = zeroshot_metrics(scores, labelled, bootstrap, seed, keep_ranks=bool(captions))
     ranks = m.pop("ranks", None)
     m.update(templates=templates if isinstance(templates, dict) else list(templates), class_names_used=names,
-             prompts=prompts, classnames=classnames, skipped=labelled.skipped.to_dict())
+             prompts=prompts, classnames=classnames, skipped=labelled.skipped.to_dict(), **made)
     if captions:
         from ..audit.leakage import zeroshot_leakage
 
@@ -279,6 +292,8 @@ def eval_retrieval(
     caption_column: CaptionColumn = "caption",
     bootstrap: Annotated[int, typer.Option(help="Resamples of the queries for 95% intervals of R@k (0: none)")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap")] = 0,
+    window: Window = None,
+    hop: Hop = None,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -297,7 +312,8 @@ def eval_retrieval(
         raise ClapkitError(f"{data}: no pairs left to evaluate")
     if bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
-    m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap, seed=seed)
+    m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap, seed=seed,
+                       windows=_windows(window, hop))
     m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict())
     _write_json(m, out)
     md = net.medium
@@ -327,17 +343,22 @@ def embed(
     audio_dir: AudioDir = None,
     image_dir: ImageDir = None,
     backbone: Annotated[bool, typer.Option(help="Backbone outputs x (not the projected, normalised E)")] = False,
+    window: Window = None,
+    hop: Hop = None,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
     skip_bad: SkipBad = False,
 ) -> None:
-    """Write audio, image or text embeddings of a checkpoint."""
+    """Write audio, image or text embeddings of a checkpoint (with --window, each clip's
+    mean over sliding windows; the window record is stored as 'windows')."""
+    import json
+
     import numpy as np
 
     from ..data.files import Skipped
     from ..data.records import unique_clips
-    from ..inference.embed import embed_media, embed_text
+    from ..inference.embed import embed_items, embed_text
 
     if sum(x is not None for x in (audio, image, text)) != 1:
         raise ClapkitError("give exactly one of --audio SPEC, --image SPEC or --text FILE")
@@ -358,7 +379,10 @@ def embed(
         else:
             pairs, skipped = _pairs(medium, media, audio_dir if medium == "audio" else image_dir, None, skip_bad)
             items = unique_clips(pairs)
-        emb = embed_media(net, items, batch_size, projected=not backbone, device=dev, num_workers=workers, progress=True)
+        kind = "x" if backbone else "E"
+        feats, made = embed_items(net, items, (kind,), batch_size, dev, workers, windows=_windows(window, hop),
+                                  progress=True)
+        emb = feats[kind]
         ids = [str(i.media) for i in items]
     else:
         from ..data.files import read_lines
@@ -366,5 +390,7 @@ def embed(
         ids = read_lines(text)
         emb = embed_text(net, ids, projected=not backbone, device=dev)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, embeddings=emb, ids=np.array(ids))
-    typer.echo(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} ({'backbone' if backbone else 'projected'}); skipped {skipped.count}")
+    extra = {"windows": np.array(json.dumps(made["windows"]))} if media is not None and "windows" in made else {}
+    np.savez(out, embeddings=emb, ids=np.array(ids), **extra)
+    typer.echo(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} ({'backbone' if backbone else 'projected'}"
+               + (f", mean of {made['windows'].get('windows')} windows" if extra else "") + f"); skipped {skipped.count}")

@@ -11,13 +11,16 @@ from .common import (
     LABELLED_HELP,
     Checkpoint,
     Device,
+    Hop,
     MetricsJson,
     SkipBad,
+    Window,
     Workers,
     _class_list,
     _device,
     _fold_list,
     _load_model,
+    _windows,
     _write_json,
     eval_app,
 )
@@ -49,6 +52,8 @@ def eval_probe(
     normalize: Annotated[bool, typer.Option(help="L2-normalise the features (CLIP_benchmark's default)")] = True,
     cache: Annotated[Path | None, typer.Option(help="Embedding cache folder: features reused across commands and "
                                                     "runs (the curate cache's layout)")] = None,
+    window: Window = None,
+    hop: Hop = None,
     audio_dir: Annotated[Path | None, typer.Option(help="audioset:/vggsound: the downloaded clips")] = None,
     bootstrap: Annotated[int, typer.Option(help="Resamples of the items for 95% intervals (0: none)")] = 1000,
     seed: Annotated[int, typer.Option(help="First seed (splits, probes, few-shot draws, bootstrap)")] = 0,
@@ -65,10 +70,9 @@ def eval_probe(
         ProbeOptions,
         load_probe_data,
         probe_eval,
-        probe_features,
         probe_splits,
     )
-    from ..inference.embed import FEATURES
+    from ..inference.embed import FEATURES, embed_items
 
     kinds = [k.strip() for k in features.split(",") if k.strip()]
     if not kinds or set(kinds) - set(FEATURES) or len(set(kinds)) != len(kinds):
@@ -81,10 +85,11 @@ def eval_probe(
     pd = load_probe_data(data, net.medium, _fold_list(folds), _class_list(classes), split, train_split, skip_bad,
                          audio_dir)
     splits, rule = probe_splits(pd.y, pd.folds, cv, seed, pd.train_mask)
-    feats, cached = probe_features(net, pd.items, kinds, batch_size, dev, workers, cache, model, progress=True)
+    feats, made = embed_items(net, pd.items, kinds, batch_size, dev, workers, cache, model, _windows(window, hop),
+                              progress=True)
     r, _ = probe_eval(feats, pd.y, pd.class_names, splits, opts, where=data)
     r.update(model=str(model), data=data, split=split, train_split=train_split, splits=rule, skipped=pd.skipped,
-             cache=cached or None)
+             **made)
     _write_json(r, out)
     typer.echo(f"probe {data}: {len(pd.items)} items, {len(pd.class_names)} classes, {rule['rule']}"
                + (f", {shots}-shot x {opts.seeds} seeds" if shots else "") + f" ({protocol}; chance {r['chance']:.3f})")

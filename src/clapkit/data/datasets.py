@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import DataError
 from .audio.io import AudioError, fix_length, load_audio, normalize
 from .files import Skipped, TarMember, keep_good
+from .records import Window
 
 
 class WaveCache:
@@ -120,7 +121,10 @@ class ClipDataset(SeededItems):
         self.cache = WaveCache(sample_rate, cache_mb)
 
     def draw(self, item, rng: np.random.Generator | None) -> torch.Tensor:
-        wave = fix_length(self.cache.get(item.media, item.where), self.length, rng, self.pad)
+        wave = self.cache.get(item.media, item.where)
+        if isinstance(item, Window):
+            wave = item.cut(wave, self.cache.sample_rate)
+        wave = fix_length(wave, self.length, rng, self.pad)
         return torch.from_numpy(np.ascontiguousarray(normalize(wave) if self.norm else wave))
 
 

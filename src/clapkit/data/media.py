@@ -29,7 +29,7 @@ from .image.captions import load_image_pairs
 from .image.io import check_images, open_image
 from .image.labelled import load_labelled_images
 from .image_datasets import ImageDataset
-from .records import LabelledSet, Pair, select
+from .records import LabelledSet, Pair, Window, select
 
 
 class RawMedia(Dataset):
@@ -47,7 +47,8 @@ class RawMedia(Dataset):
         where = f"{item.where}: {item.media}"
         if self.medium == "image":
             return open_image(item.media, where), i
-        return load_audio(item.media, self.sample_rate, where), i
+        wave = load_audio(item.media, self.sample_rate, where)
+        return (item.cut(wave, self.sample_rate) if isinstance(item, Window) else wave), i
 
 
 def medium_of(cfg: dict) -> str:

@@ -65,6 +65,21 @@ class ArrayImage:
 
 
 @dataclass(frozen=True)
+class Window:
+    """``seconds`` of an audio clip from ``start`` (sliding-window evaluation,
+    :mod:`clapkit.inference.windows`); the audio pipelines cut it from the decoded clip."""
+
+    media: Path
+    where: str
+    start: float
+    seconds: float
+
+    def cut(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        a = int(round(self.start * sample_rate))
+        return wave[a : a + int(round(self.seconds * sample_rate))]
+
+
+@dataclass(frozen=True)
 class LabelledClip:
     """One labelled audio clip or image (``media``: a path or an image reference). In a
     multi-label set ``labels`` holds every label of the item (``label`` is its first)."""

@@ -362,19 +362,3 @@ def load_probe_data(spec: str, medium: str, folds: list[int] | None = None, clas
         mask = np.r_[np.zeros(len(test.clips), bool), np.ones(len(train.clips), bool)]
         skipped = {"test": skipped, "train": train.skipped.to_dict()}
     return ProbeData(items, np.array(y, np.int64), list(test.class_names), [c.fold for c in items], mask, skipped)
-
-
-def probe_features(net, items: Sequence, kinds: Sequence[str], batch_size: int = 32, device="cpu",
-                   num_workers: int = 0, cache=None, model_spec=None, progress: bool = False) -> tuple[dict, dict]:
-    """The ``kinds`` of features of ``items`` and how many the cache reused / computed;
-    ``cache``: a folder of the embedding cache (:class:`~clapkit.inference.cache.EmbeddingCache`,
-    keyed by ``model_spec``'s fingerprint), reused across commands and runs."""
-    from ..inference.embed import media_features
-
-    if cache is None:
-        return media_features(net, items, tuple(kinds), batch_size, device, num_workers, progress), {}
-    from ..inference.cache import EmbeddingCache
-
-    store = EmbeddingCache(cache, model_spec, model_loader=lambda: net, batch_size=batch_size, device=device,
-                           num_workers=num_workers)
-    return store.media_features(items, tuple(kinds)), dict(store.stats)

@@ -47,12 +47,15 @@ def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list
 
 def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | dict[str, list[str]] | None = None,
                     class_names: list[str] | None = None, batch_size: int = 32, device="cpu", progress: bool = False,
-                    num_workers: int = 0, media_emb: np.ndarray | None = None) -> tuple[np.ndarray, list[list[str]]]:
+                    num_workers: int = 0, media_emb: np.ndarray | None = None,
+                    owner: np.ndarray | None = None) -> tuple[np.ndarray, list[list[str]]]:
     """(items, classes) cosines of the media and each class's text embedding, and the
     prompts of each class. ``prompts``: templates with ``{label}`` (default: the
     medium's prompt) or each class's own prompts (keyed by the data's class names);
     ``class_names`` replace the data's in the prompts (:mod:`.prompts`); ``media_emb``: the
-    items' E already computed (from the embedding cache), else embedded here."""
+    items' E already computed (from the embedding cache), else embedded here; with ``owner``
+    (each row's item) its rows are windows and an item's score for a class is the highest
+    of its windows' (``--pool max``, :mod:`clapkit.inference.windows`)."""
     templates = prompts if prompts else default_templates(model.medium)
     names = class_names or data.class_names
     per_class = class_prompts(templates, [n.replace("_", " ") for n in names], data.class_names)
@@ -65,7 +68,12 @@ def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | 
         text_emb = class_text_embeddings(model, [n.replace("_", " ") for n in names], templates, device)
     if media_emb is None:
         media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
-    return media_emb @ text_emb.T, per_class
+    scores = media_emb @ text_emb.T
+    if owner is not None:
+        pooled = np.full((len(data.clips), scores.shape[1]), -np.inf, dtype=scores.dtype)
+        np.maximum.at(pooled, owner, scores)
+        scores = pooled
+    return scores, per_class
 
 
 def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, seed: int = 0,

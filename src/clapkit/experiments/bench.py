@@ -17,7 +17,8 @@ A bench file declares the models (anything ``--model`` takes) and the tasks as d
 (``zeroshot`` | ``retrieval`` | ``probe``), and optionally ``medium`` (else read off the spec's kind,
 or the model's), ``split``, ``folds``, ``classes``, ``prompts`` and ``classnames``
 (:mod:`clapkit.evaluation.prompts`), ``audio_dir`` / ``image_dir``. A model's optional
-``captions`` (its training captions) add the leakage columns to its zero-shot tasks. A
+``window``/``hop``/``pool`` evaluate long clips in sliding windows
+(:mod:`clapkit.inference.windows`, recorded in the cell). ``captions`` (its training captions) add the leakage columns to its zero-shot tasks. A
 ``probe`` task (:mod:`clapkit.evaluation.probe`, as ``eval probe``) also takes ``features``
 (``[x, E]``), ``shots``, ``seeds``, ``protocol``, ``knn_k``, ``train_split`` and ``cv``;
 its main metric is the linear probe's top-1 on its first feature.
@@ -46,7 +47,7 @@ from ..errors import ConfigError
 
 TYPES = ("zeroshot", "retrieval", "probe")
 TASK_KEYS = {"name", "data", "type", "medium", "split", "folds", "classes", "prompts", "classnames", "audio_dir",
-             "image_dir"}
+             "image_dir", "window", "hop", "pool"}
 PROBE_KEYS = {"features", "shots", "seeds", "protocol", "knn_k", "train_split", "cv"}  # eval probe's options
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 def task_medium(task: dict, model_medium: str) -> str:
     """The medium of a task: its own ``medium``, else the one its spec's kind is read
@@ -100,12 +102,22 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
     if medium != net.medium:  # an image model on an audio task: nothing to score
         write_cell(folder, name, {**record, "metrics": [], "not_applicable": f"a {net.medium} model"}, {})
         return
+    windows = None
+    if task.get("window"):
+        from ..inference.windows import Windows
+
+        windows = Windows(float(task["window"]), task.get("hop"), task.get("pool") or "mean")
+        if windows.pool == "max" and task["type"] != "zeroshot":
+            raise ConfigError(f"task {task['name']}: pool max is for zero-shot scores; {task['type']} pools by mean")
     ctx = CellContext(net, model, task, medium, task.get("audio_dir") if medium == "audio" else task.get("image_dir"),
-                      int(bench["bootstrap"]), int(bench["seed"]), device, batch_size, num_workers, skip_bad, cache)
+                      int(bench["bootstrap"]), int(bench["seed"]), device, batch_size, num_workers, skip_bad, cache,
+                      windows)
     rows, extra, arrays = CELLS[task["type"]](ctx)
     record.update(extra)
     if ctx.cache_stats:
         record["cache"] = ctx.cache_stats
+    if ctx.window_record:
+        record["windows"] = ctx.window_record
     record["metrics"] = rows
     write_cell(folder, name, record, arrays)
 
@@ -128,18 +140,23 @@ class CellContext:
     skip_bad: bool
     cache: object = None
 
+    windows: object = None  # the task's sliding windows (inference.windows.Windows), or None
     cache_stats: dict = field(default_factory=dict)
+    window_record: dict | None = None
 
-    def features(self, items, kinds=("E",)) -> dict[str, np.ndarray]:
-        """The media features of ``items``, through the embedding cache when there is one
-        (its reused/computed counts added up in ``cache_stats``)."""
-        from ..evaluation.probe import probe_features
+    def features(self, items, kinds=("E",), pooled: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+        """The media features of ``items`` (:func:`~clapkit.inference.embed.embed_items`), in
+        the task's windows when it names them, through the embedding cache when there is
+        one (its reused/computed counts added up in ``cache_stats``)."""
+        from ..inference.embed import embed_items
 
-        feats, stats = probe_features(self.net, items, kinds, self.batch_size, self.device, self.num_workers,
-                                      self.cache, self.model["model"])
-        for k, v in stats.items():
+        feats, info = embed_items(self.net, items, kinds, self.batch_size, self.device, self.num_workers, self.cache,
+                                  self.model["model"], self.windows, pooled)
+        for k, v in info.get("cache", {}).items():
             self.cache_stats[k] = self.cache_stats.get(k, 0) + v
-        return feats
+        if "windows" in info:
+            self.window_record = info["windows"]
+        return feats, info
 
 
 def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
@@ -152,8 +169,9 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
                                split=task.get("split"), media_dir=ctx.media_dir)
     prompts, source = load_prompts(task.get("prompts"), medium)
     names = load_classnames(task.get("classnames"), data.class_names)
-    scores, _ = zeroshot_scores(ctx.net, data, prompts, names, ctx.batch_size, ctx.device,
-                                media_emb=ctx.features(data.clips)["E"])
+    feats, info = ctx.features(data.clips, pooled=ctx.windows is None or ctx.windows.pool == "mean")
+    scores, _ = zeroshot_scores(ctx.net, data, prompts, names, ctx.batch_size, ctx.device, media_emb=feats["E"],
+                                owner=info.get("owner"))
     m = zeroshot_metrics(scores, data, ctx.boot, ctx.seed, keep_ranks=True)
     ci, n, correct, arrays = m.get("ci", {}), len(data.clips), None, {}
     if data.multilabel:
@@ -188,7 +206,7 @@ def _retrieval(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     pairs = check_media(medium, read_pairs(task["data"], opts, skipped), ctx.skip_bad, skipped)
     clips, rows_of = clip_index(pairs)
     text_emb = embed_text(ctx.net, [p.caption for p in pairs], device=ctx.device)
-    both = audio_text_retrieval(ctx.features(clips)["E"], text_emb, np.array(rows_of), ctx.boot, ctx.seed,
+    both = audio_text_retrieval(ctx.features(clips)[0]["E"], text_emb, np.array(rows_of), ctx.boot, ctx.seed,
                                 keep_ranks=True)
     rows = []
     for direction, key in ((f"text_to_{medium}", "text_to_audio"), (f"{medium}_to_text", "audio_to_text")):
@@ -212,7 +230,7 @@ def _probe(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     pd = load_probe_data(task["data"], ctx.medium, task.get("folds"), task.get("classes"), task.get("split"),
                          task.get("train_split"), ctx.skip_bad, ctx.media_dir)
     splits, rule = probe_splits(pd.y, pd.folds, int(task.get("cv") or 5), ctx.seed, pd.train_mask)
-    r, correct = probe_eval(ctx.features(pd.items, kinds), pd.y, pd.class_names, splits, opts, where=task["data"])
+    r, correct = probe_eval(ctx.features(pd.items, kinds)[0], pd.y, pd.class_names, splits, opts, where=task["data"])
     rows = []
     for kind in kinds:
         f = r["features"][kind]

@@ -170,6 +170,7 @@ class EmbeddingCache:
         self._stores: dict[str, _Store] = {}
         self.batch_size, self.device, self.num_workers = batch_size, device, num_workers
         self.medium = checkpoint_medium(checkpoint)
+        self.window_record: dict | None = None  # the windows cut by the last windowed media_features
         self.stats = {f"{self.medium}_reused": 0, f"{self.medium}_computed": 0, "text_reused": 0, "text_computed": 0}
 
     def model(self):
@@ -214,21 +215,29 @@ class EmbeddingCache:
         ids = [media_key(i.media) for i in items]
         return self._lookup(self.medium, ids, [media_stamp(i.media) for i in items], self._embed_media(items))
 
-    def media_features(self, items: Sequence, kinds: Sequence[str] = ("x", "E")) -> dict[str, np.ndarray]:
+    def media_features(self, items: Sequence, kinds: Sequence[str] = ("x", "E"), windows=None) -> dict[str, np.ndarray]:
         """``{"x": backbone outputs, "E": E_m}`` of ``items`` (the ``kinds`` asked for;
-        E in the store :meth:`media` reads, x beside it in ``<medium>-x/``). The items any
-        kind lacks are embedded once, in one pass of the tower, for every kind."""
+        E in the store :meth:`media` reads, x beside it in ``<medium>-x/``; mean-pooled
+        sliding windows, :class:`~clapkit.inference.windows.Windows`, in stores of their
+        own, ``<store>@w<seconds>h<hop>``). The items any kind lacks are embedded once, in
+        one pass of the tower, for every kind."""
         from .embed import media_features
+        from .windows import pooled_features
 
         ids, stamps = [media_key(i.media) for i in items], [media_stamp(i.media) for i in items]
-        names = {k: self.medium if k == "E" else f"{self.medium}-{k}" for k in kinds}
+        suffix = f"@{windows.key()}" if windows is not None else ""
+        names = {k: (self.medium if k == "E" else f"{self.medium}-{k}") + suffix for k in kinds}
         known = {k: self.store(names[k]).lookup(ids) for k in kinds}
         stale = sorted({n for k in kinds for n, (i, st) in enumerate(zip(ids, stamps, strict=True))
                         if known[k].get(i, ("",))[0] != st})
         fresh = {}
         if stale:
-            fresh = media_features(self.model(), [items[n] for n in stale], tuple(kinds), self.batch_size,
-                                   self.device, self.num_workers)
+            todo = [items[n] for n in stale]
+            if windows is None:
+                fresh = media_features(self.model(), todo, tuple(kinds), self.batch_size, self.device, self.num_workers)
+            else:
+                fresh, self.window_record = pooled_features(self.model(), todo, tuple(kinds), windows, self.batch_size,
+                                                            self.device, self.num_workers)
         row_of = {n: r for r, n in enumerate(stale)}
         return {k: self._lookup(names[k], ids, stamps, lambda miss, k=k: fresh[k][[row_of[n] for n in miss]], known[k])
                 for k in kinds}
