@@ -19,6 +19,7 @@ from .common import (
     _load_model,
     app,
     audit_app,
+    is_main,
 )
 
 
@@ -200,13 +201,14 @@ def audit_overlap_cmd(
                 "features": features if feats is not None else None, "max_hamming": max_hamming,
                 "train_folds": train_folds, "eval_folds": eval_folds}
     report = ov.overlap_report(tr, ev, medium, chosen, matched, settings)
-    if write_clean:
-        report["clean"] = ov.write_clean(tr, matched["found"], write_clean, medium)
-    ov.write_overlap(report, out)
+    if is_main():
+        if write_clean:
+            report["clean"] = ov.write_clean(tr, matched["found"], write_clean, medium)
+        ov.write_overlap(report, out)
     typer.echo(f"overlap: {report['eval_items_matched']} of {report['eval_items']} evaluation items match "
                f"{report['train_items_matched']} of {report['train_items']} training items; "
                + ", ".join(f"{r} {c['pairs']}" for r, c in report["per_rule"].items()))
-    if write_clean:
+    if "clean" in report:
         c = report["clean"]
         typer.echo(f"wrote {c['file']}: {c['pairs_kept']} pairs kept, {c['pairs_dropped']} dropped")
     typer.echo(f"report in {out} (overlap.json, summary.md)")

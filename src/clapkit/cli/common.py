@@ -44,6 +44,7 @@ Window = Annotated[float | None, typer.Option("--window", help="Long clips: wind
 Hop = Annotated[float | None, typer.Option("--hop", help="Long clips: seconds between window starts (default: the window)")]
 Pool = Annotated[str, typer.Option("--pool", help="Long clips: mean (of the windows' normalised embeddings) or max "
                                                   "(of the windows' scores; zero-shot)")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32, or bf16 (autocast on CPU or CUDA)")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="Preset name (see `clapkit config`) or YAML file")]
 
 
@@ -56,14 +57,29 @@ def _quiet_libraries() -> None:
 
 
 def _device(name: str):
+    """The device, after joining the process group under ``torchrun`` (evaluation then
+    splits its batches over the processes; only the first writes and prints)."""
+    from ..distributed import init_distributed
     from ..training.common import pick_device
 
+    _, world = init_distributed()
+    if world > 1 and not is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     return pick_device(name)
 
 
+def is_main() -> bool:
+    from ..distributed import is_main as main
+
+    return main()
+
+
 def _write_json(obj: dict, path: Path | None) -> None:
-    if path is None:
+    from ..distributed import rank_world
+
+    if path is None or not is_main():
         return
+    obj.setdefault("world_size", rank_world()[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2))
     typer.echo(f"wrote {path}")

@@ -22,6 +22,7 @@ from .common import (
     ImageDir,
     MetricsJson,
     Pool,
+    Precision,
     SkipBad,
     Window,
     Workers,
@@ -33,6 +34,7 @@ from .common import (
     _write_json,
     app,
     eval_app,
+    is_main,
 )
 
 
@@ -57,6 +59,7 @@ def eval_zeroshot(
     window: Window = None,
     hop: Hop = None,
     pool: Pool = "mean",
+    precision: Precision = "fp32",
     audio_dir: Annotated[Path | None, typer.Option(help="audioset: the downloaded clips (default: the CSV's folder)")] = None,
     captions: Annotated[list[Path] | None, typer.Option(help="The model's training captions (repeat): the dirty "
                                                              "fraction, and top-1 on the classes they name and on "
@@ -88,17 +91,19 @@ def eval_zeroshot(
     templates = load_prompts(prompts, net.medium)[0] if prompts else (list(template or []) or
                                                                       default_templates(net.medium, ensemble))
     names = load_classnames(classnames, labelled.class_names) if classnames else None
-    from ..inference.embed import embed_items
+    from ..inference.embed import embed_items, inference_precision
 
     windows = _windows(window, hop, pool)
-    feats, made = embed_items(net, labelled.clips, ("E",), batch_size, dev, workers, windows=windows,
-                              pooled=windows is None or windows.pool == "mean", progress=True)
-    scores, _ = zeroshot_scores(net, labelled, templates, names, batch_size, dev, media_emb=feats["E"],
-                                owner=made.pop("owner", None))
+    with inference_precision(precision, dev):
+        feats, made = embed_items(net, labelled.clips, ("E",), batch_size, dev, workers, windows=windows,
+                                  pooled=windows is None or windows.pool == "mean", progress=True)
+        scores, _ = zeroshot_scores(net, labelled, templates, names, batch_size, dev, media_emb=feats["E"],
+                                    owner=made.pop("owner", None))
     m = zeroshot_metrics(scores, labelled, bootstrap, seed, keep_ranks=bool(captions))
     ranks = m.pop("ranks", None)
     m.update(templates=templates if isinstance(templates, dict) else list(templates), class_names_used=names,
-             prompts=prompts, classnames=classnames, skipped=labelled.skipped.to_dict(), **made)
+             prompts=prompts, classnames=classnames, skipped=labelled.skipped.to_dict(), precision=precision,
+             **made)
     if captions:
         from ..audit.leakage import zeroshot_leakage
 
@@ -294,6 +299,7 @@ def eval_retrieval(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap")] = 0,
     window: Window = None,
     hop: Hop = None,
+    precision: Precision = "fp32",
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -312,9 +318,12 @@ def eval_retrieval(
         raise ClapkitError(f"{data}: no pairs left to evaluate")
     if bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
-    m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap, seed=seed,
-                       windows=_windows(window, hop))
-    m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict())
+    from ..inference.embed import inference_precision
+
+    with inference_precision(precision, dev):
+        m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
+                           seed=seed, windows=_windows(window, hop))
+    m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict(), precision=precision)
     _write_json(m, out)
     md = net.medium
     t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]
@@ -345,6 +354,7 @@ def embed(
     backbone: Annotated[bool, typer.Option(help="Backbone outputs x (not the projected, normalised E)")] = False,
     window: Window = None,
     hop: Hop = None,
+    precision: Precision = "fp32",
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -358,7 +368,7 @@ def embed(
 
     from ..data.files import Skipped
     from ..data.records import unique_clips
-    from ..inference.embed import embed_items, embed_text
+    from ..inference.embed import embed_items, embed_text, inference_precision
 
     if sum(x is not None for x in (audio, image, text)) != 1:
         raise ClapkitError("give exactly one of --audio SPEC, --image SPEC or --text FILE")
@@ -380,17 +390,20 @@ def embed(
             pairs, skipped = _pairs(medium, media, audio_dir if medium == "audio" else image_dir, None, skip_bad)
             items = unique_clips(pairs)
         kind = "x" if backbone else "E"
-        feats, made = embed_items(net, items, (kind,), batch_size, dev, workers, windows=_windows(window, hop),
-                                  progress=True)
+        with inference_precision(precision, dev):
+            feats, made = embed_items(net, items, (kind,), batch_size, dev, workers, windows=_windows(window, hop),
+                                      progress=True)
         emb = feats[kind]
         ids = [str(i.media) for i in items]
     else:
         from ..data.files import read_lines
 
         ids = read_lines(text)
-        emb = embed_text(net, ids, projected=not backbone, device=dev)
+        with inference_precision(precision, dev):
+            emb = embed_text(net, ids, projected=not backbone, device=dev)
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = {"windows": np.array(json.dumps(made["windows"]))} if media is not None and "windows" in made else {}
-    np.savez(out, embeddings=emb, ids=np.array(ids), **extra)
+    if is_main():
+        np.savez(out, embeddings=emb, ids=np.array(ids), **extra)
     typer.echo(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} ({'backbone' if backbone else 'projected'}"
                + (f", mean of {made['windows'].get('windows')} windows" if extra else "") + f"); skipped {skipped.count}")

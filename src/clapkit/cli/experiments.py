@@ -11,6 +11,7 @@ from ..errors import ClapkitError
 from .common import (
     ConfigOpt,
     Device,
+    Precision,
     SetOpt,
     SkipBad,
     Workers,
@@ -152,6 +153,7 @@ def bench(
     bootstrap: Annotated[int | None, typer.Option(help="Resamples for the intervals (default: the file's, else 1000)")] = None,
     cache: Annotated[Path | None, typer.Option(help="Embedding cache folder: media embeddings reused across runs and "
                                                     "commands (eval probe --cache, curate)")] = None,
+    precision: Precision = "fp32",
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -166,7 +168,8 @@ def bench(
         if bootstrap < 0:
             raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
         spec["bootstrap"] = bootstrap
-    result = run_bench(spec, out, shard, _device(device), batch_size, workers, skip_bad, cache=cache)
+    result = run_bench(spec, out, shard, _device(device), batch_size, workers, skip_bad, cache=cache,
+                       precision=precision)
     typer.echo(f"bench {spec['source']}: ran {len(result['ran'])} cell(s), {result['skipped_done']} already done "
                f"(shard {result['shard']}); {result['rows']} rows in {out / 'results.csv'}")
     typer.echo((out / "results.md").read_text())

@@ -13,6 +13,7 @@ from .common import (
     Device,
     Hop,
     MetricsJson,
+    Precision,
     SkipBad,
     Window,
     Workers,
@@ -54,6 +55,7 @@ def eval_probe(
                                                     "runs (the curate cache's layout)")] = None,
     window: Window = None,
     hop: Hop = None,
+    precision: Precision = "fp32",
     audio_dir: Annotated[Path | None, typer.Option(help="audioset:/vggsound: the downloaded clips")] = None,
     bootstrap: Annotated[int, typer.Option(help="Resamples of the items for 95% intervals (0: none)")] = 1000,
     seed: Annotated[int, typer.Option(help="First seed (splits, probes, few-shot draws, bootstrap)")] = 0,
@@ -72,7 +74,7 @@ def eval_probe(
         probe_eval,
         probe_splits,
     )
-    from ..inference.embed import FEATURES, embed_items
+    from ..inference.embed import FEATURES, embed_items, inference_precision
 
     kinds = [k.strip() for k in features.split(",") if k.strip()]
     if not kinds or set(kinds) - set(FEATURES) or len(set(kinds)) != len(kinds):
@@ -85,11 +87,12 @@ def eval_probe(
     pd = load_probe_data(data, net.medium, _fold_list(folds), _class_list(classes), split, train_split, skip_bad,
                          audio_dir)
     splits, rule = probe_splits(pd.y, pd.folds, cv, seed, pd.train_mask)
-    feats, made = embed_items(net, pd.items, kinds, batch_size, dev, workers, cache, model, _windows(window, hop),
-                              progress=True)
+    with inference_precision(precision, dev):
+        feats, made = embed_items(net, pd.items, kinds, batch_size, dev, workers, cache, model, _windows(window, hop),
+                                  progress=True)
     r, _ = probe_eval(feats, pd.y, pd.class_names, splits, opts, where=data)
     r.update(model=str(model), data=data, split=split, train_split=train_split, splits=rule, skipped=pd.skipped,
-             **made)
+             precision=precision, **made)
     _write_json(r, out)
     typer.echo(f"probe {data}: {len(pd.items)} items, {len(pd.class_names)} classes, {rule['rule']}"
                + (f", {shots}-shot x {opts.seeds} seeds" if shots else "") + f" ({protocol}; chance {r['chance']:.3f})")

@@ -128,11 +128,14 @@ def shard_of(spec: str | None) -> tuple[int, int]:
 
 
 def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cpu", batch_size: int = 32,
-              num_workers: int = 0, skip_bad: bool = False, progress: bool = True, cache=None) -> dict:
+              num_workers: int = 0, skip_bad: bool = False, progress: bool = True, cache=None,
+              precision: str = "fp32") -> dict:
     """Run the pending cells of this shard, then rebuild the table from every cell in
     ``out`` (see the module docstring). Returns what was run and the table's rows."""
     from tqdm.auto import tqdm
 
+    from ..distributed import barrier, is_main
+    from ..inference.embed import inference_precision
     from .bench_cells import cell_name, run_cell
     from .bench_report import write_report
 
@@ -142,6 +145,7 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
     cells = [(m, t) for m in bench["models"] for t in bench["tasks"]]
     mine = [c for i, c in enumerate(cells) if i % n == k - 1]
     pending = [(m, t) for m, t in mine if not (out / "cells" / f"{cell_name(m['name'], t['name'])}.json").is_file()]
+    barrier()  # under torchrun every process runs every pending cell together: all see the same list
     ran, loaded = [], {}
     bar = tqdm(pending, desc="bench cells", disable=None if progress else True)
     for model, task in bar:
@@ -152,8 +156,9 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
             loaded.clear()  # one model in memory at a time
             loaded[model["name"]] = load_model(model["model"], device)
         t0 = time.time()
-        run_cell(loaded[model["name"]], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad,
-                 cache)
+        with inference_precision(precision, device):
+            run_cell(loaded[model["name"]], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad,
+                     cache)
         ran.append({"cell": cell_name(model["name"], task["name"]), "seconds": round(time.time() - t0, 2)})
-    rows = write_report(bench, out)
+    rows = write_report(bench, out) if is_main() else []
     return {"ran": ran, "skipped_done": len(mine) - len(pending), "shard": f"{k}/{n}", "rows": len(rows)}

@@ -63,7 +63,12 @@ def versions() -> dict:
 
 
 def write_cell(folder: Path, name: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
-    """The arrays, then the JSON (the JSON's presence marks the cell done), each atomically."""
+    """The arrays, then the JSON (the JSON's presence marks the cell done), each atomically;
+    under ``torchrun`` by the first process only (every process computed the same cell)."""
+    from ..distributed import is_main
+
+    if not is_main():
+        return
     tmp = folder / f".{name}.npz.tmp"
     with open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
@@ -94,11 +99,13 @@ def leakage_columns(captions: list[str], data, correct: np.ndarray | None, mediu
 def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, batch_size: int, num_workers: int,
              skip_bad: bool, cache=None) -> None:
     """Score one model on one task (its type's function in :data:`CELLS`) and write the cell."""
+    from ..inference.embed import precision_tag
+
     medium = task_medium(task, net.medium)
     name = cell_name(model["name"], task["name"])
     record = {"model": model["name"], "model_spec": model["model"], "task": task["name"], "type": task["type"],
               "data": task["data"], "medium": medium, "seed": bench["seed"], **versions(),
-              "model_fingerprint": model_fingerprint(str(model["model"]))}
+              "model_fingerprint": model_fingerprint(str(model["model"])), "precision": precision_tag() or "fp32"}
     if medium != net.medium:  # an image model on an audio task: nothing to score
         write_cell(folder, name, {**record, "metrics": [], "not_applicable": f"a {net.medium} model"}, {})
         return

@@ -192,14 +192,18 @@ class EmbeddingCache:
                 known: dict[str, tuple[str, int, int]] | None = None) -> np.ndarray:
         """Embeddings of ``ids`` in order: stored rows whose stamp matches, the rest from
         ``compute(positions)`` (then stored). ``known``: a lookup of ``ids`` already made."""
+        from ..distributed import barrier, is_main
+
         store = self.store(name)
         known = store.lookup(ids) if known is None else known
         missing = [n for n, (i, st) in enumerate(zip(ids, stamps, strict=True)) if i not in known or known[i][0] != st]
         self.stats[f"{name}_reused"] = self.stats.get(f"{name}_reused", 0) + len(ids) - len(missing)
         self.stats[f"{name}_computed"] = self.stats.get(f"{name}_computed", 0) + len(missing)
-        new = compute(missing) if missing else None
-        if new is not None:
+        barrier()  # under torchrun: every process has looked up before anything is written
+        new = compute(missing) if missing else None  # each process embeds its share; all get the whole
+        if new is not None and is_main():  # one writer
             store.append([ids[n] for n in missing], [stamps[n] for n in missing], new)
+        barrier()
         miss = set(missing)
         hit = [n for n in range(len(ids)) if n not in miss]
         old = store.read([known[ids[n]][1:] for n in hit])
@@ -225,7 +229,9 @@ class EmbeddingCache:
         from .windows import pooled_features
 
         ids, stamps = [media_key(i.media) for i in items], [media_stamp(i.media) for i in items]
-        suffix = f"@{windows.key()}" if windows is not None else ""
+        from .embed import precision_tag
+
+        suffix = (f"@{windows.key()}" if windows is not None else "") + (f"+{precision_tag()}" if precision_tag() else "")
         names = {k: (self.medium if k == "E" else f"{self.medium}-{k}") + suffix for k in kinds}
         known = {k: self.store(names[k]).lookup(ids) for k in kinds}
         stale = sorted({n for k in kinds for n, (i, st) in enumerate(zip(ids, stamps, strict=True))

@@ -18,7 +18,27 @@ from ..data.media import RawMedia, media_dataset
 from ..models.dual import DualEncoder
 from ..models.public.base import PublicDualEncoder
 
-FEATURES = ("x", "E")  # the backbone output x and the projected, normalised E
+FEATURES = ("x", "E")
+PRECISIONS = ("fp32", "bf16")
+
+
+def inference_precision(name: str, device):
+    """The context every evaluation runs in: ``fp32``, or ``bf16`` autocast on the
+    device (CPU or CUDA; embeddings leave the models as fp32 either way)."""
+    from ..errors import ConfigError
+
+    if name not in PRECISIONS:
+        raise ConfigError(f"--precision {name!r}: choose {' or '.join(PRECISIONS)}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=name == "bf16")
+
+
+def precision_tag() -> str:
+    """``"bf16"`` inside a bf16 autocast, else ``""`` (so cached features of the two
+    precisions are kept apart)."""
+    for device in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
+            return "bf16"
+    return ""  # the backbone output x and the projected, normalised E
 
 
 class _Preprocess:
@@ -65,24 +85,29 @@ def media_features(
     device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """``{"x": backbone outputs, "E": projected L2-normalised embeddings}`` of ``items``
-    (the ``kinds`` asked for), from one pass of the media tower."""
+    (the ``kinds`` asked for), from one pass of the media tower. Under ``torchrun`` each
+    process embeds every ``world``-th batch and all get the whole result, in item order
+    (:mod:`clapkit.distributed`)."""
+    from ..distributed import gather_batches, my_batches
+
     bad = set(kinds) - set(FEATURES)
     if bad or not kinds:
         raise ValueError(f"features {sorted(bad) or list(kinds)}: choose from {', '.join(FEATURES)}")
     model.eval()
-    out: dict[str, list] = {k: [] for k in kinds}
-    loader = media_loader(model, items, batch_size, num_workers)
+    n_batches = -(-len(items) // batch_size)
+    mine = my_batches(n_batches)
+    share = [item for b in mine for item in items[b * batch_size : (b + 1) * batch_size]]
+    loader = media_loader(model, share, batch_size, num_workers)
     if progress:
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc=model.medium, leave=False, disable=None)  # off when not a terminal
-    for media, _ in loader:
+    done = {}
+    for b, (media, _) in zip(mine, loader, strict=True):
         x = model.media_backbone(to_device(media, device))
-        if "x" in out:
-            out["x"].append(x.float().cpu())
-        if "E" in out:
-            out["E"].append(model.project_media(x).float().cpu())
-    return {k: torch.cat(v).numpy() if v else np.zeros((0, 0), np.float32) for k, v in out.items()}
+        done[b] = {k: (x if k == "x" else model.project_media(x)).float().cpu().numpy() for k in kinds}
+    parts = gather_batches(done, n_batches)
+    return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros((0, 0), np.float32) for k in kinds}
 
 
 @torch.no_grad()
@@ -90,13 +115,18 @@ def embed_text(
     model: DualEncoder, texts: Sequence[str], batch_size: int = 64, projected: bool = True,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """E_t (projected, L2-normalised) or x_t (backbone output) of ``texts``."""
+    """E_t (projected, L2-normalised) or x_t (backbone output) of ``texts``; under
+    ``torchrun`` split by batches as :func:`media_features` is."""
+    from ..distributed import gather_batches, my_batches
+
     model.eval()
-    out = []
-    for i in range(0, len(texts), batch_size):
-        x = model.text_backbone(model.text.tokenize(texts[i : i + batch_size], device))
-        out.append((model.project_text(x) if projected else x).float().cpu())
-    return torch.cat(out).numpy()
+    n_batches = -(-len(texts) // batch_size)
+    done = {}
+    for b in my_batches(n_batches):
+        x = model.text_backbone(model.text.tokenize(list(texts[b * batch_size : (b + 1) * batch_size]), device))
+        done[b] = (model.project_text(x) if projected else x).float().cpu().numpy()
+    parts = gather_batches(done, n_batches)
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 def embed_items(

@@ -17,6 +17,7 @@ import torch.distributed as dist
 import yaml
 
 from ..atomic import atomic_dir, recover_dir, save_weights  # noqa: F401 (part of the trainers' toolkit)
+from ..distributed import init_distributed, is_main  # noqa: F401 (part of the trainers' toolkit)
 from ..errors import ConfigError, TrainingError
 
 
@@ -171,19 +172,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def init_distributed() -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes (env vars); (rank, world)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def average_gradients(params, world: int) -> None:
     """Average the gradients over the processes (what DDP does for a wrapped module), for
     recipes whose steps call their model's methods rather than one forward. With losses
@@ -194,10 +182,6 @@ def average_gradients(params, world: int) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad /= world
-
-
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 # where a resumed run runs may change with the machine; nothing it computes does

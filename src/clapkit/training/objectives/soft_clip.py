@@ -5,7 +5,6 @@ only for what the cache lacks, then dropped."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ...data.records import clip_index
@@ -40,18 +39,11 @@ class SoftClip(Objective):
         clips, rows = clip_index(pairs)
         captions = [p.caption for p in pairs]
 
-        def embeddings() -> tuple[np.ndarray, np.ndarray, dict]:
-            cache = EmbeddingCache(soft["cache"] or trainer.out / "teacher-cache", soft["teacher"],
-                                   batch_size=self.cfg["runtime"]["eval_batch_size"], device=trainer.device,
-                                   num_workers=self.cfg["runtime"]["num_workers"])
-            return cache.media(clips)[rows], cache.text(captions), cache.stats
-
-        if trainer.rank == 0:  # under DDP rank 0 fills the cache alone, then the others read it
-            e_a, e_t, self._stats = embeddings()
-        if trainer.world > 1:
-            torch.distributed.barrier()
-        if trainer.rank != 0:
-            e_a, e_t, self._stats = embeddings()
+        # under DDP every process embeds its share of what the cache lacks; one writes it
+        cache = EmbeddingCache(soft["cache"] or trainer.out / "teacher-cache", soft["teacher"],
+                               batch_size=self.cfg["runtime"]["eval_batch_size"], device=trainer.device,
+                               num_workers=self.cfg["runtime"]["num_workers"])
+        e_a, e_t, self._stats = cache.media(clips)[rows], cache.text(captions), cache.stats
         return torch.from_numpy(e_a).to(trainer.device), torch.from_numpy(e_t).to(trainer.device)
 
     def forward(self, e_m, e_t, scale, rows):

@@ -1,0 +1,59 @@
+"""The process group ``torchrun`` describes, for training and evaluation alike.
+
+Evaluation splits its work by *batches*: batch ``b`` of a set (in item order, the
+single-process batches) goes to process ``b % world``; each process embeds its batches
+and :func:`gather_batches` puts every batch back in order on every process. Each batch is
+the one a single process would have run, so the result is the single-process result.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes (env vars); (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world) of the joined group, (0, 1) outside one."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def my_batches(n_batches: int) -> list[int]:
+    """The batch numbers this process runs (all of them outside a group)."""
+    rank, world = rank_world()
+    return list(range(rank, n_batches, world))
+
+
+def gather_batches(mine: dict[int, object], n_batches: int) -> list:
+    """Every process's ``{batch number: result}``, as one list in batch order, on every
+    process (the results are pickled: numpy arrays or dicts of them)."""
+    _, world = rank_world()
+    if world == 1:
+        return [mine[b] for b in range(n_batches)]
+    everyone: list = [None] * world
+    dist.all_gather_object(everyone, mine)
+    merged = {b: r for part in everyone for b, r in part.items()}
+    return [merged[b] for b in range(n_batches)]
