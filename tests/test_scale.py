@@ -82,3 +82,13 @@ def test_inference_precision_rejects_a_name():
 
     with pytest.raises(ConfigError):
         inference_precision("half", "cpu")
+
+
+def test_curate_under_two_processes_writes_the_one_process_manifest(tmp_path, tiny_checkpoint, tiny_synthetic):
+    args = ["curate", "--teacher", tiny_checkpoint, "--audio", tiny_synthetic / "unseen", "--captions",
+            tiny_synthetic / "train.csv", "--sigma", "-1", "--top-k", "2", "--batch-size", "4", "--device", "cpu"]
+    _torchrun(2, 29841, *args, "--out", tmp_path / "two" / "m.csv", "--cache", tmp_path / "c2")
+    clapkit(*args, "--out", tmp_path / "one" / "m.csv", "--cache", tmp_path / "c1")
+    assert (tmp_path / "two" / "m.csv").read_text() == (tmp_path / "one" / "m.csv").read_text()
+    stats = json.loads((tmp_path / "two" / "m.stats.json").read_text())
+    assert stats["cache"]["audio_computed"] == stats["audio_pool"] > 0  # the pool embedded once, by both processes' shares

@@ -159,8 +159,12 @@ def curate(
 
     The captions (and their index) are held in memory; the audio pool streams through
     the cache and the matcher ``pool_batch`` clips at a time, and kept pairs go straight
-    to the manifest. ``audio_id`` is a clip's position in the pool.
+    to the manifest. ``audio_id`` is a clip's position in the pool. Under ``torchrun``
+    every process embeds its share of what the cache lacks (the teacher step) and the
+    first writes the manifest and its stats.
     """
+    from .distributed import is_main
+
     from .data.audio.captions import detect_spec
     from .data.files import Skipped
     from .data.specs import ReadOptions, read_pairs
@@ -192,7 +196,7 @@ def curate(
     n_pool = n_pairs = 0
     matched_clips, used = 0, set()
     best_parts = []
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.name}.tmp") if is_main() else Path(os.devnull)
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow([cache.medium, "caption", "similarity", f"{cache.medium}_id", "caption_id"])
@@ -206,7 +210,8 @@ def curate(
             matched_clips += len(np.unique(rows))
             used.update(cols.tolist())
             best_parts.append(best)
-    os.replace(tmp, out)
+    if is_main():
+        os.replace(tmp, out)
     best = np.concatenate(best_parts) if best_parts else np.zeros(0, np.float32)
     finite = best[np.isfinite(best)]
     stats.update(
@@ -216,8 +221,9 @@ def curate(
         manifest=str(out),
     )
     stem = out.with_suffix("")
-    Path(f"{stem}.stats.json").write_text(json.dumps(stats, indent=2))
-    _histogram(finite, sigma, Path(f"{stem}.hist.png"), strategy)
+    if is_main():
+        Path(f"{stem}.stats.json").write_text(json.dumps(stats, indent=2))
+        _histogram(finite, sigma, Path(f"{stem}.hist.png"), strategy)
     return stats
 
 
