@@ -10,7 +10,7 @@ import soundfile as sf
 from test_cli import clapkit
 
 from clapkit.audit.overlap import content_hash, embedding_matches, perceptual_hash
-from clapkit.errors import ConfigError
+from clapkit.errors import ConfigError, DataError
 
 
 def _esc50_rows(shared_data):
@@ -184,3 +184,44 @@ def test_audit_overlap_of_pictures_by_content_and_perceptual_hash(tmp_path, shar
     rule = {p["train"].rsplit("/", 1)[-1]: (p["rule"], p["eval"]) for p in r["pairs"]}
     assert rule["small.jpg"] == ("perceptual", str(pictures[0])) and rule[pictures[1].name] == ("content", str(pictures[1]))
     assert r["per_class"]["c0"] == {"items": 2, "matched": 1, "id": 0, "content": 0, "perceptual": 1}
+
+
+def test_a_source_id_that_cannot_be_parsed_names_the_row_or_is_skipped(tmp_path, shared_data):
+    from clapkit.data.audio.labelled import load_labelled
+
+    root = tmp_path / "esc"
+    (root / "meta").mkdir(parents=True)
+    (root / "audio").mkdir()
+    for name in ("1-100-A-0.wav", "1-101-A-0.wav"):
+        sf.write(root / "audio" / name, np.zeros(800, np.float32), 8000)
+    (root / "meta" / "esc50.csv").write_text(HEADER + "1-100-A-0.wav,1,0,dog,False,100,A\n"
+                                             "1-101-A-0.wav,1,0,dog,False,freesound-101,A\n")
+    with pytest.raises(DataError, match=r"esc50.csv line 3: src_file 'freesound-101' is not a Freesound id"):
+        load_labelled(f"esc50:{root}")
+    data = load_labelled(f"esc50:{root}", skip_bad=True)
+    assert [c.source for c in data.clips] == ["freesound:100"] and data.skipped.count == 1
+
+
+def test_audit_model_and_bench_report_overlap_beside_leakage(tmp_path, shared_data, tiny_checkpoint):
+    import yaml
+
+    manifest, eval_root, evaluated = _copies(tmp_path, shared_data)
+    out = tmp_path / "audit"
+    proc = clapkit("audit", "model", "--model", tiny_checkpoint, "--data", f"esc50:{eval_root}", "--out", out,
+                   "--train-data", f"csv:{manifest}", "--device", "cpu")
+    o = json.loads((out / "report.json").read_text())["overlap"]
+    assert o["eval_items_matched"] == 2 and o["per_rule"]["content"]["eval_items"] == 2  # the re-encoded and renamed
+    assert o["top1_overlapping"]["n"] == 2 and o["top1_not_overlapping"]["n"] == 2
+    assert "in the training data: 2 of 4" in proc.stdout and "## Are evaluation recordings" in (out / "report.md").read_text()
+    bench = {"models": [{"name": "ours", "model": str(tiny_checkpoint), "train_data": [f"csv:{manifest}"]}],
+             "tasks": [{"name": "esc", "data": f"esc50:{eval_root}", "type": "zeroshot"}], "bootstrap": 0}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    clapkit("bench", "--config", path, "--out", tmp_path / "b", "--device", "cpu")
+    rows = {r["metric"]: r for r in csv.DictReader(open(tmp_path / "b" / "results.csv", newline=""))}
+    assert float(rows["overlap_fraction"]["value"]) == 0.5 and rows["overlap_fraction"]["n"] == "4"
+    top1 = float(rows["top1"]["value"])
+    both = [rows[k] for k in ("top1_overlapping", "top1_not_overlapping")]
+    assert [r["n"] for r in both] == ["2", "2"]
+    assert top1 == pytest.approx(sum(float(r["value"]) * 2 for r in both) / 4)
+    assert o["top1_overlapping"]["value"] == pytest.approx(float(both[0]["value"]))

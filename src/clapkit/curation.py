@@ -163,12 +163,11 @@ def curate(
     every process embeds its share of what the cache lacks (the teacher step) and the
     first writes the manifest and its stats.
     """
-    from .distributed import is_main
-
     from .data.audio.captions import detect_spec
     from .data.files import Skipped
     from .data.specs import ReadOptions, read_pairs
     from .data.text import load_label_names
+    from .distributed import is_main
 
     if strategy not in ("du", "ds"):
         raise ConfigError(f"--strategy {strategy!r}: choose du or ds")

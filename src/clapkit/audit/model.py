@@ -6,6 +6,9 @@ a public ClapModel / CLIPModel / SiglipModel) and a labelled evaluation set:
 - zero-shot accuracy, overall and per class, with the confusion matrix;
 - the embedding diagnostics of :mod:`clapkit.audit.embeddings` (silhouette of x and E,
   topological similarity, t-SNE maps), in ``embeddings/``;
+- given the model's training data (``--train-data``), the clip-level overlap of
+  :mod:`clapkit.audit.overlap` (source ids and decoded content) and the accuracy on the
+  evaluation items the training data holds and on the others;
 - given caption files of the model's training data, the leakage scan of
   :mod:`clapkit.audit.leakage` against the evaluation classes (in ``leakage/``) and the
   accuracy split into the classes the captions name and those they never name, each
@@ -37,13 +40,14 @@ def _group(per_class: dict, classes: list[str]) -> dict:
 
 def audit_model(model, data: LabelledSet, out: str | Path, captions: list[str] | None = None,
                 template: str | None = None, k_max: int = 10, seed: int = 0, batch_size: int = 32, device="cpu",
-                source: str = "", num_workers: int = 0) -> dict:
+                source: str = "", num_workers: int = 0, train_data: list[str] | None = None) -> dict:
     from ..evaluation.zeroshot import default_templates
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     template = template or default_templates(model.medium)[0]
-    zs = zeroshot_eval(model, data, [template], batch_size, device, num_workers=num_workers)
+    zs = zeroshot_eval(model, data, [template], batch_size, device, num_workers=num_workers,
+                       keep_ranks=bool(train_data))
     plot_confusion(zs["confusion"], data.class_names, out / "confusion.png")
     emb = audit_embeddings(model, data, out / "embeddings", template, k_max, False, seed, batch_size, device,
                            num_workers)
@@ -79,6 +83,10 @@ def audit_model(model, data: LabelledSet, out: str | Path, captions: list[str] |
             # per named class: the caption words that named it and the rule that matched each
             "why": {c: {w: pc[c]["rules"][w] for w in pc[c]["matched_words"]} for c in extended["named"]["names"]},
         }
+    if train_data:
+        from .overlap import overlap_split
+
+        report["overlap"] = overlap_split(train_data, data, model.medium, zs["ranks"] == 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(_markdown(report))
     return report
@@ -120,6 +128,17 @@ def _markdown(r: dict) -> str:
             lines += ["| named class | caption words (rule) |", "| --- | --- |"]
             lines += [f"| {c} | {', '.join(f'{w} ({r})' for w, r in ws.items())} |" for c, ws in lk["why"].items()]
             lines += [""]
+    if "overlap" in r:
+        o = r["overlap"]
+        lines += ["## Are evaluation recordings in the training data?", "",
+                  f"Training data: {', '.join(f'`{s}`' for s in o['train_data'])} ({o['train_items']} items), matched "
+                  f"by {' and '.join(o['rules'])}: {o['eval_items_matched']} of {o['eval_items']} evaluation items "
+                  f"({o['eval_fraction_matched']:.1%}).", ""]
+        if "top1_overlapping" in o:
+            lines += ["| evaluation items | items | zero-shot accuracy |", "| --- | ---: | ---: |",
+                      f"| in the training data | {o['top1_overlapping']['n']} | {_fmt(o['top1_overlapping']['value'])} |",
+                      f"| not in it | {o['top1_not_overlapping']['n']} | {_fmt(o['top1_not_overlapping']['value'])} |",
+                      ""]
     t = e["topological_similarity"]
     lines += [
         "## Embedding diagnostics", "",

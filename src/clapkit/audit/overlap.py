@@ -89,8 +89,21 @@ def perceptual_hash(ref) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
+_HASHES: dict[tuple, str] = {}  # (medium, file, size:mtime) -> content hash, for the life of the process
+
+
 def _hashes(medium: str, items: Sequence) -> list[str]:
-    return [content_hash(medium, i.media) for i in items]
+    """The content hashes of ``items``, each file decoded once per process while unchanged
+    (a bench audits every task of a model against the same training data)."""
+    from ..inference.cache import media_key, media_stamp
+
+    out = []
+    for i in items:
+        key = (medium, media_key(i.media), media_stamp(i.media))
+        if key not in _HASHES:
+            _HASHES[key] = content_hash(medium, i.media)
+        out.append(_HASHES[key])
+    return out
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -294,3 +307,25 @@ def write_clean(train: Side, found: dict, path: Path, medium: str) -> dict:
     atomic_write_text(Path(path), buf.getvalue())
     return {"file": str(path), "pairs_kept": len(kept), "pairs_dropped": len(train.pairs) - len(kept),
             "items_dropped": len(dropped)}
+
+
+def overlap_split(train_specs: Sequence[str], data, medium: str, correct: np.ndarray | None,
+                  rules: Sequence[str] = ("id", "content"), media_dir=None, skip_bad: bool = False) -> dict:
+    """The overlap of a labelled evaluation set with a model's training data (``audit
+    model --train-data``, a bench model's ``train_data``): how many evaluation items the
+    training data holds (by ``rules``), and the top-1 of those items and of the others,
+    with their counts, from ``correct`` (each item's 0/1, or None)."""
+    train = load_side(list(train_specs), medium, None, media_dir, skip_bad)
+    ev = Side(["eval"], list(data.clips), ["eval"] * len(data.clips), np.array([c.label for c in data.clips]),
+              list(data.class_names))
+    matched = find_overlap(train, ev, medium, list(rules))
+    hit = np.zeros(len(ev.items), bool)
+    hit[[e for _, e in matched["found"]]] = True
+    out = {"train_data": list(train_specs), "rules": list(rules), "train_items": len(train.items),
+           "eval_items": len(ev.items), "eval_items_matched": int(hit.sum()), "eval_fraction_matched": float(hit.mean())
+           if len(hit) else 0.0, "per_rule": overlap_report(train, ev, medium, rules, matched, {})["per_rule"]}
+    if correct is not None:
+        correct = np.asarray(correct, float)
+        for key, sel in (("top1_overlapping", hit), ("top1_not_overlapping", ~hit)):
+            out[key] = {"value": float(correct[sel].mean()) if sel.any() else None, "n": int(sel.sum())}
+    return out

@@ -120,6 +120,8 @@ def audit_model_cmd(
     data: Annotated[str, typer.Option(help=f"Labelled evaluation set ({LABELLED_HELP})")],
     out: Annotated[Path, typer.Option(help="Report folder (report.md, report.json, figures)")],
     captions: Annotated[list[str] | None, typer.Option(help="Caption files of the model's training data (repeat)")] = None,
+    train_data: Annotated[list[str] | None, typer.Option(help="The model's training data (repeat; any spec): the "
+                                                              "clip-level overlap with the evaluation set")] = None,
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds")] = None,
     template: Annotated[str | None, typer.Option(help="Prompt template (default: the medium's)")] = None,
     k_max: Annotated[int, typer.Option(help="Largest k of the topological similarity")] = 10,
@@ -136,9 +138,14 @@ def audit_model_cmd(
     dev = _device(device)
     net = _load_model(model, dev)
     labelled = _labelled(data, folds, None, skip_bad, net.medium)
-    r = audit_model(net, labelled, out, list(captions or []), template, k_max, seed, batch_size, dev, str(model), workers)
+    r = audit_model(net, labelled, out, list(captions or []), template, k_max, seed, batch_size, dev, str(model), workers,
+                    list(train_data or []))
     z = r["zeroshot"]
     typer.echo(f"zero-shot {z['top1']:.3f} on {z['clips']} items of {z['classes']} classes (chance {z['chance']:.3f})")
+    if "overlap" in r:
+        o = r["overlap"]
+        typer.echo(f"in the training data: {o['eval_items_matched']} of {o['eval_items']} evaluation items "
+                   f"(accuracy {_acc(o['top1_overlapping'])}; the others {_acc(o['top1_not_overlapping'])})")
     if "leakage" in r:
         lk = r["leakage"]
         acc = {k: "n/a" if lk[k]["accuracy"] is None else f"{lk[k]['accuracy']:.3f}" for k in ("named", "not_named")}
@@ -212,3 +219,7 @@ def audit_overlap_cmd(
         c = report["clean"]
         typer.echo(f"wrote {c['file']}: {c['pairs_kept']} pairs kept, {c['pairs_dropped']} dropped")
     typer.echo(f"report in {out} (overlap.json, summary.md)")
+
+
+def _acc(group: dict) -> str:
+    return "n/a" if group["value"] is None else f"{group['value']:.3f}, {group['n']} items"

@@ -99,14 +99,14 @@ def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, 
 def zeroshot_eval(
     model: DualEncoder, data: LabelledSet, templates: list[str] | tuple[str, ...] | dict | None = None,
     batch_size: int = 32, device="cpu", progress: bool = False, num_workers: int = 0, bootstrap: int = 0,
-    seed: int = 0, class_names: list[str] | None = None,
+    seed: int = 0, class_names: list[str] | None = None, keep_ranks: bool = False,
 ) -> dict:
     """Top-1/5, per-class accuracy and confusion (a multi-label set: mAP and the rest);
     ``templates`` default to the medium's prompt (or each class's own prompts, a dict);
     ``num_workers`` DataLoader processes decode the media (the result does not depend on it)."""
     templates = templates or default_templates(model.medium)
     scores, per_class = zeroshot_scores(model, data, templates, class_names, batch_size, device, progress, num_workers)
-    out = zeroshot_metrics(scores, data, bootstrap, seed)
+    out = zeroshot_metrics(scores, data, bootstrap, seed, keep_ranks=keep_ranks)
     out["templates"] = templates if isinstance(templates, dict) else list(templates)
     if class_names:
         out["class_names_used"] = list(class_names)

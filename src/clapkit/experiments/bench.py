@@ -14,14 +14,19 @@ A bench file declares the models (anything ``--model`` takes) and the tasks as d
     seed: 0
 
 ``{data}`` in any string is ``--data-root``. A task's keys: ``data`` (a spec), ``type``
-(``zeroshot`` | ``retrieval`` | ``probe``), and optionally ``medium`` (else read off the spec's kind,
-or the model's), ``split``, ``folds``, ``classes``, ``prompts`` and ``classnames``
-(:mod:`clapkit.evaluation.prompts`), ``audio_dir`` / ``image_dir``. A model's optional
-``window``/``hop``/``pool`` evaluate long clips in sliding windows
-(:mod:`clapkit.inference.windows`, recorded in the cell). ``captions`` (its training captions) add the leakage columns to its zero-shot tasks. A
-``probe`` task (:mod:`clapkit.evaluation.probe`, as ``eval probe``) also takes ``features``
-(``[x, E]``), ``shots``, ``seeds``, ``protocol``, ``knn_k``, ``train_split`` and ``cv``;
-its main metric is the linear probe's top-1 on its first feature.
+(``zeroshot`` | ``retrieval`` | ``probe``), and optionally ``medium`` (else read off the
+spec's kind, or the model's), ``split``, ``folds``, ``classes``, ``prompts`` and
+``classnames`` (:mod:`clapkit.evaluation.prompts`), ``audio_dir`` / ``image_dir``, and
+``window`` / ``hop`` / ``pool`` for long clips in sliding windows
+(:mod:`clapkit.inference.windows`, recorded in the cell). A ``probe`` task
+(:mod:`clapkit.evaluation.probe`, as ``eval probe``) also takes ``features`` (``[x, E]``),
+``shots``, ``seeds``, ``protocol``, ``knn_k``, ``train_split`` and ``cv``; its main metric
+is the linear probe's top-1 on its first feature.
+
+A model's optional ``captions`` (its training captions) add the leakage columns to its
+zero-shot tasks, and its ``train_data`` (specs of its training data) the overlap columns:
+the evaluation items the training data holds (by source id and content,
+:mod:`clapkit.audit.overlap`), and top-1 on them and on the others.
 
 Each model x task is a *cell*, written on its own, atomically, to ``OUT/cells/`` (its
 metrics and provenance as JSON, its per-item results as ``.npz``), so a rerun with the same

@@ -96,6 +96,18 @@ def leakage_columns(captions: list[str], data, correct: np.ndarray | None, mediu
     return rows
 
 
+def overlap_columns(train_data: list[str], data, correct: np.ndarray | None, medium: str) -> list[dict]:
+    """The overlap columns of a zero-shot cell (:func:`clapkit.audit.overlap.overlap_split`)."""
+    from ..audit.overlap import overlap_split
+
+    r = overlap_split(train_data, data, medium, correct)
+    rows = [_row("overlap_fraction", r["eval_fraction_matched"], n=r["eval_items"])]
+    for key in ("top1_overlapping", "top1_not_overlapping"):
+        if key in r:
+            rows.append(_row(key, r[key]["value"], n=r[key]["n"]))
+    return rows
+
+
 def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, batch_size: int, num_workers: int,
              skip_bad: bool, cache=None) -> None:
     """Score one model on one task (its type's function in :data:`CELLS`) and write the cell."""
@@ -192,6 +204,8 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
         arrays.update(correct1=correct, correct5=m["ranks"] <= 5)
     if ctx.model.get("captions"):
         rows += leakage_columns(list(ctx.model["captions"]), data, correct, medium)
+    if ctx.model.get("train_data"):
+        rows += overlap_columns(list(ctx.model["train_data"]), data, correct, medium)
     extra = dict(prompts=source, templates=prompts, class_names=names, skipped=data.skipped.count,
                  data_fingerprint=fingerprint_files(str(c.media) for c in data.clips),
                  per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"))

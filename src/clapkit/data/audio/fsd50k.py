@@ -85,6 +85,8 @@ def read_fsd50k(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[L
             if not file.is_file():
                 raise DataError(f"audio file not found: {file}", where, reason="audio file not found")
             ids = tuple(dict.fromkeys(index[x] for x in labels))
+            if not row["fname"].strip().isdigit():
+                raise DataError(f"fname {row['fname']!r} is not a Freesound id", where, reason="malformed row")
             return [LabelledClip(file, ids[0], None, where, ids, source=f"freesound:{row['fname'].strip()}")]
 
         c(one)

@@ -128,8 +128,10 @@ def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledC
             audio = resolve_audio(root / "audio" / row["filename"])
             if not audio.is_file():
                 raise DataError(f"audio file not found: {root / 'audio' / row['filename']}", where, reason="audio file not found")
-            src = (row.get("src_file") or "").strip()
-            clips.append(LabelledClip(audio, target, fold, where, source=f"freesound:{src}" if src.isdigit() else None))
+            src = (row.get("src_file") or "").strip()  # the Freesound id; a meta file without the column has none
+            if src and not src.isdigit():
+                raise DataError(f"src_file {src!r} is not a Freesound id", where, reason="malformed row")
+            clips.append(LabelledClip(audio, target, fold, where, source=f"freesound:{src}" if src else None))
         except DataError as exc:
             if not skip_bad:
                 raise

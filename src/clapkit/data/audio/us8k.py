@@ -65,8 +65,10 @@ def read_us8k(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[Lab
             file = resolve_audio(folder / row["slice_file_name"].strip())
             if not file.is_file():
                 raise DataError(f"audio file not found: {file}", where, reason="audio file not found")
-            fs = (row.get("fsID") or "").strip()
-            return [LabelledClip(file, target, fold, where, source=f"freesound:{fs}" if fs.isdigit() else None)]
+            fs = row.get("fsID")  # the Freesound id; a metadata file without the column has none
+            if fs is not None and not fs.strip().isdigit():
+                raise DataError(f"fsID {fs!r} is not a Freesound id", where, reason="malformed row")
+            return [LabelledClip(file, target, fold, where, source=f"freesound:{fs.strip()}" if fs is not None else None)]
 
         c(one)
     return c.items, dense_class_names(names, "classID", meta)
