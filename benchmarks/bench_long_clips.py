@@ -6,7 +6,8 @@ the sound is rarely in the centre. Zero-shot top-1 of a checkpoint on the origin
 then on the long clips with the centre segment, windows pooled by mean, and windows
 pooled by max (window = the model's segment length, hop half of it). Prints one JSON line.
 
-Usage: python bench_long_clips.py --model RUN/checkpoint --data RUN/data/unseen [--seconds 20]
+Usage: python bench_long_clips.py [--model RUN/checkpoint --data RUN/data/unseen] [--seconds 20]
+(without --model it first trains the demo, ``clapkit demo``, into a temporary folder: ~90 s)
 """
 
 import argparse
@@ -28,11 +29,17 @@ def main() -> None:
     from clapkit.models.public.hf import load_model
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--data", required=True, help="a folder of class subfolders")
+    ap.add_argument("--model")
+    ap.add_argument("--data", help="a folder of class subfolders (with --model)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--noise", type=float, default=0.01)
     args = ap.parse_args()
+    if args.model is None:
+        from clapkit.demo import run_demo
+
+        demo = Path(tempfile.mkdtemp(prefix="clapkit-demo-"))
+        run_demo(demo)
+        args.model, args.data = str(demo / "checkpoint"), str(demo / "data" / "unseen")
     net = load_model(args.model, "cpu")
     sr, seg = net.cfg["audio"]["sample_rate"], net.cfg["audio"]["segment_seconds"]
     data = load_labelled(f"folder:{args.data}")
