@@ -26,7 +26,8 @@ def worker(checkpoint: str, precision: str, repeats: int) -> None:
 
     from clapkit.data.audio.labelled import load_labelled
     from clapkit.distributed import init_distributed, is_main
-    from clapkit.inference.embed import embed_items, inference_precision
+    from clapkit.inference.embed import inference_precision
+    from clapkit.inference.features import embed_items
     from clapkit.models.dual import DualEncoder
 
     _, world = init_distributed()

@@ -24,7 +24,7 @@ def main() -> None:
     from clapkit.data.records import LabelledSet
     from clapkit.evaluation.metrics import classification_metrics
     from clapkit.evaluation.zeroshot import zeroshot_scores
-    from clapkit.inference.embed import embed_items
+    from clapkit.inference.features import embed_items
     from clapkit.inference.windows import Windows
     from clapkit.models.public.hf import load_model
 
@@ -41,7 +41,7 @@ def main() -> None:
         run_demo(demo)
         args.model, args.data = str(demo / "checkpoint"), str(demo / "data" / "unseen")
     net = load_model(args.model, "cpu")
-    sr, seg = net.cfg["audio"]["sample_rate"], net.cfg["audio"]["segment_seconds"]
+    seg = net.cfg["audio"]["segment_seconds"]
     data = load_labelled(f"folder:{args.data}")
     rng = np.random.default_rng(0)
     y = np.array([c.label for c in data.clips])

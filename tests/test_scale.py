@@ -54,7 +54,8 @@ def test_a_cache_filled_by_two_processes_is_the_one_process_cache(tmp_path, tiny
 
 def test_bf16_is_recorded_cached_apart_and_close_to_fp32(tmp_path, tiny_checkpoint, shared_data):
     from clapkit.data.audio.labelled import load_labelled
-    from clapkit.inference.embed import embed_items, inference_precision
+    from clapkit.inference.embed import inference_precision
+    from clapkit.inference.features import embed_items
     from clapkit.models.dual import DualEncoder
 
     net = DualEncoder.load(tiny_checkpoint)

@@ -11,7 +11,8 @@ from test_cli import clapkit
 from clapkit.data.files import Skipped
 from clapkit.data.records import LabelledClip, LabelledSet, Pair
 from clapkit.errors import ConfigError, DataError
-from clapkit.inference.embed import embed_items, embed_media
+from clapkit.inference.embed import embed_media
+from clapkit.inference.features import embed_items
 from clapkit.inference.windows import Windows, windows_of
 
 

@@ -199,7 +199,7 @@ def audit_overlap_cmd(
     ev = ov.load_side([eval_], medium, _fold_list(eval_folds), eval_dir, skip_bad)
     feats = None
     if "embedding" in chosen and net is not None:
-        from ..inference.embed import embed_items
+        from ..inference.features import embed_items
 
         feats = tuple(embed_items(net, side.items, [features], batch_size, _device(device), workers, cache, model,
                                   progress=True)[0][features] for side in (tr, ev))

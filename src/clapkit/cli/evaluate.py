@@ -91,7 +91,8 @@ def eval_zeroshot(
     templates = load_prompts(prompts, net.medium)[0] if prompts else (list(template or []) or
                                                                       default_templates(net.medium, ensemble))
     names = load_classnames(classnames, labelled.class_names) if classnames else None
-    from ..inference.embed import embed_items, inference_precision
+    from ..inference.embed import inference_precision
+    from ..inference.features import embed_items
 
     windows = _windows(window, hop, pool)
     with inference_precision(precision, dev):
@@ -368,7 +369,8 @@ def embed(
 
     from ..data.files import Skipped
     from ..data.records import unique_clips
-    from ..inference.embed import embed_items, embed_text, inference_precision
+    from ..inference.embed import embed_text, inference_precision
+    from ..inference.features import embed_items
 
     if sum(x is not None for x in (audio, image, text)) != 1:
         raise ClapkitError("give exactly one of --audio SPEC, --image SPEC or --text FILE")

@@ -74,7 +74,8 @@ def eval_probe(
         probe_eval,
         probe_splits,
     )
-    from ..inference.embed import FEATURES, embed_items, inference_precision
+    from ..inference.embed import FEATURES, inference_precision
+    from ..inference.features import embed_items
 
     kinds = [k.strip() for k in features.split(",") if k.strip()]
     if not kinds or set(kinds) - set(FEATURES) or len(set(kinds)) != len(kinds):

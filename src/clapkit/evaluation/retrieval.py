@@ -6,7 +6,8 @@ import numpy as np
 
 from ..data.records import Pair, clip_index
 from ..errors import ConfigError
-from ..inference.embed import embed_items, embed_text
+from ..inference.embed import embed_text
+from ..inference.features import embed_items
 from ..models.dual import DualEncoder
 from .metrics import audio_text_retrieval
 

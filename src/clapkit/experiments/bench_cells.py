@@ -164,10 +164,10 @@ class CellContext:
     window_record: dict | None = None
 
     def features(self, items, kinds=("E",), pooled: bool = True) -> tuple[dict[str, np.ndarray], dict]:
-        """The media features of ``items`` (:func:`~clapkit.inference.embed.embed_items`), in
+        """The media features of ``items`` (:func:`~clapkit.inference.features.embed_items`), in
         the task's windows when it names them, through the embedding cache when there is
         one (its reused/computed counts added up in ``cache_stats``)."""
-        from ..inference.embed import embed_items
+        from ..inference.features import embed_items
 
         feats, info = embed_items(self.net, items, kinds, self.batch_size, self.device, self.num_workers, self.cache,
                                   self.model["model"], self.windows, pooled)
