@@ -93,3 +93,15 @@ def test_curate_under_two_processes_writes_the_one_process_manifest(tmp_path, ti
     assert (tmp_path / "two" / "m.csv").read_text() == (tmp_path / "one" / "m.csv").read_text()
     stats = json.loads((tmp_path / "two" / "m.stats.json").read_text())
     assert stats["cache"]["audio_computed"] == stats["audio_pool"] > 0  # the pool embedded once, by both processes' shares
+
+
+def test_the_cache_is_shared_by_eval_and_embed(tmp_path, tiny_checkpoint, shared_data):
+    esc = f"esc50:{shared_data / 'esc50'}"
+    cache = tmp_path / "cache"
+    clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", esc, "--folds", "2", "--bootstrap", "0",
+            "--cache", cache, "--out", tmp_path / "zs.json")
+    assert json.loads((tmp_path / "zs.json").read_text())["cache"]["audio_computed"] == 11
+    clapkit("eval", "retrieval", "--model", tiny_checkpoint, "--data", esc, "--bootstrap", "0", "--cache", cache,
+            "--out", tmp_path / "r.json")
+    r = json.loads((tmp_path / "r.json").read_text())["cache"]
+    assert (r["audio_reused"], r["audio_computed"]) == (11, 403)  # fold 2's clips from the zero-shot run

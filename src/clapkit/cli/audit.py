@@ -10,6 +10,7 @@ import typer
 from .common import (
     LABELLED_HELP,
     NAMES_HELP,
+    Cache,
     Checkpoint,
     Device,
     SkipBad,
@@ -174,7 +175,7 @@ def audit_overlap_cmd(
     eval_dir: Annotated[Path | None, typer.Option(help="Media folder of the evaluation set")] = None,
     write_clean: Annotated[Path | None, typer.Option(help="Write the training pairs whose items match nothing to this "
                                                           "CSV (medium,caption)")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Embedding cache folder (eval probe --cache, curate)")] = None,
+    cache: Cache = None,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,

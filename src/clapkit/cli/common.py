@@ -44,6 +44,8 @@ Window = Annotated[float | None, typer.Option("--window", help="Long clips: wind
 Hop = Annotated[float | None, typer.Option("--hop", help="Long clips: seconds between window starts (default: the window)")]
 Pool = Annotated[str, typer.Option("--pool", help="Long clips: mean (of the windows' normalised embeddings) or max "
                                                   "(of the windows' scores; zero-shot)")]
+Cache = Annotated[Path | None, typer.Option("--cache", help="Embedding cache folder: media embeddings reused across "
+                                                            "commands and runs (eval, embed, probe, bench, curate)")]
 Precision = Annotated[str, typer.Option("--precision", help="fp32, or bf16 (autocast on CPU or CUDA)")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="Preset name (see `clapkit config`) or YAML file")]
 

@@ -15,6 +15,7 @@ from .common import (
     STS_HELP,
     AudioColumn,
     AudioDir,
+    Cache,
     CaptionColumn,
     Checkpoint,
     Device,
@@ -60,6 +61,7 @@ def eval_zeroshot(
     hop: Hop = None,
     pool: Pool = "mean",
     precision: Precision = "fp32",
+    cache: Cache = None,
     audio_dir: Annotated[Path | None, typer.Option(help="audioset: the downloaded clips (default: the CSV's folder)")] = None,
     captions: Annotated[list[Path] | None, typer.Option(help="The model's training captions (repeat): the dirty "
                                                              "fraction, and top-1 on the classes they name and on "
@@ -96,7 +98,7 @@ def eval_zeroshot(
 
     windows = _windows(window, hop, pool)
     with inference_precision(precision, dev):
-        feats, made = embed_items(net, labelled.clips, ("E",), batch_size, dev, workers, windows=windows,
+        feats, made = embed_items(net, labelled.clips, ("E",), batch_size, dev, workers, cache, model, windows,
                                   pooled=windows is None or windows.pool == "mean", progress=True)
         scores, _ = zeroshot_scores(net, labelled, templates, names, batch_size, dev, media_emb=feats["E"],
                                     owner=made.pop("owner", None))
@@ -301,6 +303,7 @@ def eval_retrieval(
     window: Window = None,
     hop: Hop = None,
     precision: Precision = "fp32",
+    cache: Cache = None,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -323,7 +326,7 @@ def eval_retrieval(
 
     with inference_precision(precision, dev):
         m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
-                           seed=seed, windows=_windows(window, hop))
+                           seed=seed, windows=_windows(window, hop), cache=cache, model_spec=model)
     m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict(), precision=precision)
     _write_json(m, out)
     md = net.medium
@@ -356,6 +359,7 @@ def embed(
     window: Window = None,
     hop: Hop = None,
     precision: Precision = "fp32",
+    cache: Cache = None,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -393,8 +397,8 @@ def embed(
             items = unique_clips(pairs)
         kind = "x" if backbone else "E"
         with inference_precision(precision, dev):
-            feats, made = embed_items(net, items, (kind,), batch_size, dev, workers, windows=_windows(window, hop),
-                                      progress=True)
+            feats, made = embed_items(net, items, (kind,), batch_size, dev, workers, cache, model,
+                                      _windows(window, hop), progress=True)
         emb = feats[kind]
         ids = [str(i.media) for i in items]
     else:

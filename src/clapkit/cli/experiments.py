@@ -9,6 +9,7 @@ import typer
 
 from ..errors import ClapkitError
 from .common import (
+    Cache,
     ConfigOpt,
     Device,
     Precision,
@@ -151,8 +152,7 @@ def bench(
     data_root: Annotated[Path | None, typer.Option(help="What {data} means in the bench file")] = None,
     shard: Annotated[str | None, typer.Option(help="K/N: run every N-th pending cell, from the K-th")] = None,
     bootstrap: Annotated[int | None, typer.Option(help="Resamples for the intervals (default: the file's, else 1000)")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Embedding cache folder: media embeddings reused across runs and "
-                                                    "commands (eval probe --cache, curate)")] = None,
+    cache: Cache = None,
     precision: Precision = "fp32",
     batch_size: int = 32,
     device: Device = "auto",

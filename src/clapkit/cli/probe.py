@@ -9,6 +9,7 @@ import typer
 
 from .common import (
     LABELLED_HELP,
+    Cache,
     Checkpoint,
     Device,
     Hop,
@@ -51,8 +52,7 @@ def eval_probe(
     epochs: Annotated[int, typer.Option(help="clip_benchmark protocol: epochs")] = 10,
     probe_batch_size: Annotated[int, typer.Option(help="clip_benchmark protocol: batch size")] = 64,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the features (CLIP_benchmark's default)")] = True,
-    cache: Annotated[Path | None, typer.Option(help="Embedding cache folder: features reused across commands and "
-                                                    "runs (the curate cache's layout)")] = None,
+    cache: Cache = None,
     window: Window = None,
     hop: Hop = None,
     precision: Precision = "fp32",

@@ -13,7 +13,8 @@ from .metrics import audio_text_retrieval
 
 
 def retrieval_eval(model: DualEncoder, pairs: list[Pair], batch_size: int = 32, device="cpu", progress: bool = False,
-                   num_workers: int = 0, bootstrap: int = 0, seed: int = 0, windows=None) -> dict:
+                   num_workers: int = 0, bootstrap: int = 0, seed: int = 0, windows=None, cache=None,
+                   model_spec=None) -> dict:
     """Text-to-media and media-to-text R@1/5/10, mAP@10 and median rank.
 
     Media rows are the distinct files of ``pairs`` (first-appearance order); every
@@ -22,12 +23,13 @@ def retrieval_eval(model: DualEncoder, pairs: list[Pair], batch_size: int = 32, 
     ``images`` for images; ``captions`` counts the queries. ``bootstrap`` resamples of
     each direction's queries give every R@k a 95% interval (``ci``). ``windows``: long
     clips as the mean of their sliding windows (:mod:`clapkit.inference.windows`, recorded
-    under ``windows``).
+    under ``windows``); ``cache``: the embedding cache folder (keyed by ``model_spec``).
     """
     clips, rows = clip_index(pairs)
     if windows is not None and windows.pool != "mean":
         raise ConfigError("--pool max is for zero-shot scores; retrieval pools the windows by mean")
-    feats, info = embed_items(model, clips, ("E",), batch_size, device, num_workers, windows=windows, progress=progress)
+    feats, info = embed_items(model, clips, ("E",), batch_size, device, num_workers, cache, model_spec, windows,
+                              progress=progress)
     media_emb = feats["E"]
     text_emb = embed_text(model, [p.caption for p in pairs], device=device)
     both = audio_text_retrieval(media_emb, text_emb, np.array(rows), bootstrap, seed)
