@@ -202,3 +202,15 @@ def test_eval_probe_on_shared_esc50_folds_with_the_cache(tmp_path, tiny_checkpoi
     bad = clapkit("eval", "probe", "--model", tiny_checkpoint, "--data", f"esc50:{shared_data / 'esc50'}",
                   "--features", "z", check=False)
     assert bad.returncode == 2 and "--features 'z'" in bad.stderr
+
+
+def test_the_validation_part_is_torch_random_splits_own():
+    import warnings
+
+    for n in (3, 4, 5, 10, 37, 200):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns of an empty split for tiny n
+            fit, val = torch.utils.data.random_split(range(n), [0.8, 0.2], generator=torch.Generator().manual_seed(3))
+        mine_fit, mine_val = _val_split(n, 0.2, 3)
+        assert mine_val.tolist() == list(val.indices)
+        assert not len(val.indices) or mine_fit.tolist() == list(fit.indices)

@@ -198,8 +198,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
     """Under torchrun with 2 gloo processes, one real step (media and text towers running
     and trainable, backward, clipping, Adam) gives the loss over the global batch, the
     gradients and the updated weights of one process on the same global batch; for the
-    CLIP loss and the soft-labelled loss (teacher embeddings from the cache, which rank 0
-    fills alone) of an audio model, CLIP + CyCLIP for an image model, and a public
+    CLIP loss and the soft-labelled loss (teacher embeddings from the cache, which both
+    processes fill, each its share) of an audio model, CLIP + CyCLIP for an image model, and a public
     transformers ClapModel fine-tuned in place (its logit_scale_t gets no gradient), and CLIP + 0.5 x
     SimCSE on the captions (train.se), its loss over the global batch of captions."""
     from conftest import write_tiny_public_model
@@ -258,9 +258,9 @@ def test_ddp_two_processes_equal_one_process(tmp_path, tiny_bert_no_dropout, tin
         torch.testing.assert_close(r0["weights"][k][clear], w[clear], atol=1e-6, rtol=1e-5, msg=k)
         torch.testing.assert_close(r1["weights"][k][clear], w[clear], atol=1e-6, rtol=1e-5, msg=k)
     assert compared > 0.9 * total
-    if loss == "soft_clip":  # rank 0 filled the teacher cache; rank 1 only read it
+    if loss == "soft_clip":  # both processes embedded their share of what the cache lacked (rank 0 wrote it)
         assert r0["teacher_cache"]["audio_computed"] > 0 and r0["teacher_cache"]["text_computed"] > 0
-        assert r1["teacher_cache"]["audio_computed"] == r1["teacher_cache"]["text_computed"] == 0
+        assert r1["teacher_cache"] == r0["teacher_cache"]
 
 
 def test_early_stopping_stops_after_patience(tmp_path, tiny_bert, tiny_synthetic):

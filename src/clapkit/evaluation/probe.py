@@ -226,12 +226,15 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k:
 
 
 def _val_split(n: int, proportion: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if proportion == 0 or n < 2:
-        return np.arange(n), np.arange(0)
     import torch
 
-    fit, val = torch.utils.data.random_split(range(n), [1 - proportion, proportion],
-                                             generator=torch.Generator().manual_seed(seed))
+    # random_split's own rule for fractions: floor each share, the remainder to the first shares
+    lengths = [int(np.floor(n * (1 - proportion))), int(np.floor(n * proportion))]
+    for i in range(n - sum(lengths)):
+        lengths[i % 2] += 1
+    if lengths[1] == 0:  # too few items for a validation part: nothing to search
+        return np.arange(n), np.arange(0)
+    fit, val = torch.utils.data.random_split(range(n), lengths, generator=torch.Generator().manual_seed(seed))
     return np.array(fit.indices, dtype=np.int64), np.array(val.indices, dtype=np.int64)
 
 
