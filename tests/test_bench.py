@@ -203,3 +203,14 @@ def test_a_probe_task_and_a_cached_second_bench_that_embeds_nothing(tmp_path, sh
     assert rows["linear_top1_E"]["n"] == len(data.clips) == 43 and rows["linear_top1_E"]["ci_low"] is not None
     table = _rows(tmp_path / "two" / "results.csv")
     assert {r["metric"] for r in table if r["task"] == "esc50-probe"} >= {"linear_top1_E", "knn_top1_E", "linear_top5_x"}
+
+
+def test_a_bench_folder_keeps_one_precision(tmp_path):
+    from clapkit.experiments.bench import load_bench, run_bench
+
+    path = tmp_path / "b.yaml"
+    path.write_text("models: [{name: a, model: x}]\ntasks: [{name: t, data: 'esc50:E', type: zeroshot}]\n")
+    (tmp_path / "out" / "cells").mkdir(parents=True)
+    (tmp_path / "out" / "cells" / "a__t.json").write_text(json.dumps({"precision": "fp32", "metrics": []}))
+    with pytest.raises(ConfigError, match=r"a__t.json: a cell computed in fp32; this run asks for bf16"):
+        run_bench(load_bench(path), tmp_path / "out", precision="bf16")  # before any model is loaded

@@ -42,6 +42,7 @@ a test) and ``results.png``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -149,7 +150,13 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
     k, n = shard_of(shard)
     cells = [(m, t) for m in bench["models"] for t in bench["tasks"]]
     mine = [c for i, c in enumerate(cells) if i % n == k - 1]
-    pending = [(m, t) for m, t in mine if not (out / "cells" / f"{cell_name(m['name'], t['name'])}.json").is_file()]
+    done = [out / "cells" / f"{cell_name(m['name'], t['name'])}.json" for m, t in mine]
+    for path in (p for p in done if p.is_file()):  # one table, one precision: never a mix of the two
+        made = json.loads(path.read_text()).get("precision", "fp32")
+        if made != precision:
+            raise ConfigError(f"{path}: a cell computed in {made}; this run asks for {precision}. Give another --out "
+                              f"(or rerun with --precision {made})")
+    pending = [(m, t) for (m, t), path in zip(mine, done, strict=True) if not path.is_file()]
     barrier()  # under torchrun every process runs every pending cell together: all see the same list
     ran, loaded = [], {}
     bar = tqdm(pending, desc="bench cells", disable=None if progress else True)
