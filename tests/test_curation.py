@@ -136,7 +136,7 @@ def test_curate_streams_the_pool_in_batches_with_the_same_result(tmp_path, tiny_
 
 def test_curate_does_not_reopen_cached_files_and_reports_bad_pool_rows(tmp_path, tiny_checkpoint, tiny_synthetic,
                                                                         monkeypatch):
-    import clapkit.data.datasets as datasets
+    import clapkit.data.audio.io as audio_io  # audio_info: every header read goes through its sf.info
     from clapkit.errors import DataError
 
     pool_csv = tmp_path / "pool.csv"
@@ -145,8 +145,8 @@ def test_curate_does_not_reopen_cached_files_and_reports_bad_pool_rows(tmp_path,
     args = (tiny_checkpoint, pool_csv, str(tiny_synthetic / "train.csv"))
     curate(*args, tmp_path / "a.csv", sigma=-1.0)
     opened = []
-    real = datasets.sf.info
-    monkeypatch.setattr(datasets.sf, "info", lambda p, *a, **k: opened.append(p) or real(p, *a, **k))
+    real = audio_io.sf.info
+    monkeypatch.setattr(audio_io.sf, "info", lambda p, *a, **k: opened.append(p) or real(p, *a, **k))
     again = curate(*args, tmp_path / "b.csv", sigma=-1.0)
     assert opened == [] and again["cache"]["audio_reused"] == 4  # unchanged and cached: never reopened
     pool_csv.write_text(pool_csv.read_text() + "missing.wav\n")

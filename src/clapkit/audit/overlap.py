@@ -59,11 +59,9 @@ def content_hash(medium: str, ref) -> str:
     """SHA-1 of the decoded content (see the module docstring)."""
     h = hashlib.sha1()
     if medium == "audio":
-        import soundfile as sf
+        from ..data.audio.io import audio_info, load_audio
 
-        from ..data.audio.io import load_audio
-
-        sr = sf.info(str(ref)).samplerate
+        sr = audio_info(ref).samplerate
         wave = load_audio(ref, sr)
         h.update(f"{sr}:".encode())
         h.update(np.clip(np.round(wave.astype(np.float64) * 32768), -32768, 32767).astype("<i2").tobytes())
@@ -107,8 +105,10 @@ def _hashes(medium: str, items: Sequence) -> list[str]:
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    """Unit rows in contiguous float32, as FAISS takes them."""
+    from ..inference.embed import unit_rows
+
+    return unit_rows(np.ascontiguousarray(a, dtype=np.float32))
 
 
 def cosine_index(train: np.ndarray):
@@ -192,6 +192,19 @@ def find_overlap(train: Side, evaluate: Side, medium: str, rules: Sequence[str],
     return {"found": found, "notes": notes}
 
 
+def _rules_of(found: dict) -> dict[int, set[str]]:
+    """Each matched evaluation item -> every rule that matched it (to any training item)."""
+    rules_of: dict[int, set[str]] = {}
+    for (_, e), x in found.items():
+        rules_of.setdefault(e, set()).update(x["rules"])
+    return rules_of
+
+
+def _per_rule(found: dict, rules_of: dict[int, set[str]], rules: Sequence[str]) -> dict:
+    return {r: {"pairs": sum(1 for x in found.values() if r in x["rules"]),
+                "eval_items": sum(1 for rs in rules_of.values() if r in rs)} for r in rules}
+
+
 def overlap_report(train: Side, evaluate: Side, medium: str, rules: Sequence[str], matched: dict,
                    settings: dict) -> dict:
     """overlap.json's content: counts per rule and per evaluation class, and the pairs."""
@@ -199,15 +212,12 @@ def overlap_report(train: Side, evaluate: Side, medium: str, rules: Sequence[str
     pairs = [{"train": str(train.items[t].media), "train_spec": train.spec_of[t], "train_where": train.items[t].where,
               "eval": str(evaluate.items[e].media), "eval_where": evaluate.items[e].where, **entry}
              for (t, e), entry in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
-    rules_of: dict[int, set[str]] = {}  # evaluation item -> the rules that matched it
-    for (_, e), x in found.items():
-        rules_of.setdefault(e, set()).update(x["rules"])
-    counts = {r: {"pairs": sum(1 for x in found.values() if r in x["rules"]),
-                  "eval_items": sum(1 for rs in rules_of.values() if r in rs)} for r in rules}
+    rules_of = _rules_of(found)
     report = {"train": train.specs, "eval": evaluate.specs, "medium": medium, "rules": list(rules), **settings,
               "train_items": len(train.items), "eval_items": len(evaluate.items),
               "eval_items_matched": len(rules_of), "train_items_matched": len({t for t, _ in found}),
-              "eval_fraction_matched": len(rules_of) / max(1, len(evaluate.items)), "per_rule": counts,
+              "eval_fraction_matched": len(rules_of) / max(1, len(evaluate.items)),
+              "per_rule": _per_rule(found, rules_of, rules),
               "notes": matched["notes"]}
     if evaluate.labels is not None:
         per_class = {}
@@ -318,12 +328,13 @@ def overlap_split(train_specs: Sequence[str], data, medium: str, correct: np.nda
     train = load_side(list(train_specs), medium, None, media_dir, skip_bad)
     ev = Side(["eval"], list(data.clips), ["eval"] * len(data.clips), np.array([c.label for c in data.clips]),
               list(data.class_names))
-    matched = find_overlap(train, ev, medium, list(rules))
+    found = find_overlap(train, ev, medium, list(rules))["found"]
+    rules_of = _rules_of(found)
     hit = np.zeros(len(ev.items), bool)
-    hit[[e for _, e in matched["found"]]] = True
+    hit[list(rules_of)] = True
     out = {"train_data": list(train_specs), "rules": list(rules), "train_items": len(train.items),
            "eval_items": len(ev.items), "eval_items_matched": int(hit.sum()), "eval_fraction_matched": float(hit.mean())
-           if len(hit) else 0.0, "per_rule": overlap_report(train, ev, medium, rules, matched, {})["per_rule"]}
+           if len(hit) else 0.0, "per_rule": _per_rule(found, rules_of, rules)}
     if correct is not None:
         correct = np.asarray(correct, float)
         for key, sel in (("top1_overlapping", hit), ("top1_not_overlapping", ~hit)):

@@ -188,7 +188,8 @@ def audit_overlap_cmd(
     from ..errors import ClapkitError
     from .common import _fold_list
 
-    net = _load_model(model, _device(device)) if model else None
+    dev = _device(device)
+    net = _load_model(model, dev) if model else None
     medium = medium or (net.medium if net else "audio")
     if medium not in ("audio", "image") or (net and net.medium != medium):
         raise ClapkitError(f"--medium {medium}: give audio or image (the model's is {net.medium if net else '-'})")
@@ -202,7 +203,7 @@ def audit_overlap_cmd(
     if "embedding" in chosen and net is not None:
         from ..inference.features import embed_items
 
-        feats = tuple(embed_items(net, side.items, [features], batch_size, _device(device), workers, cache, model,
+        feats = tuple(embed_items(net, side.items, [features], batch_size, dev, workers, cache, model,
                                   progress=True)[0][features] for side in (tr, ev))
     matched = ov.find_overlap(tr, ev, medium, chosen, feats, threshold, max_hamming)
     settings = {"model": str(model) if model else None, "threshold": threshold if feats is not None else None,

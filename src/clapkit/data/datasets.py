@@ -17,13 +17,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from .audio.io import AudioError, fix_length, load_audio, normalize
-from .files import Skipped, TarMember, keep_good
+from .audio.io import AudioError, audio_info, fix_length, load_audio, normalize
+from .files import Skipped, keep_good
 from .records import Window
 
 
@@ -61,7 +60,7 @@ def check_audio_files(items: Sequence, skip_bad: bool, skipped: Skipped) -> list
         if item.media in bad:
             continue
         try:
-            info = sf.info(item.media.open() if isinstance(item.media, TarMember) else str(item.media))
+            info = audio_info(item.media)
             if info.frames == 0:
                 raise AudioError("audio file holds no samples", f"{item.where}: {item.media}")
         except AudioError as exc:

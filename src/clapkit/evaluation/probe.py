@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..inference.embed import unit_rows
 from .metrics import classification_metrics
 from .uncertainty import mean_interval
 
@@ -214,10 +215,7 @@ def linear_probe(train_x, train_y, val_x, val_y, test_x, n_classes: int, opts: P
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, n_classes: int) -> np.ndarray:
     """The class the ``k`` most cosine-similar training items vote for (lowest index on a tie)."""
-    def unit(a):
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    sims = unit(test_x) @ unit(train_x).T
+    sims = unit_rows(test_x) @ unit_rows(train_x).T
     k = min(k, len(train_y))
     near = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     votes = np.zeros((len(test_x), n_classes), np.int64)
@@ -282,7 +280,7 @@ def probe_eval(features: dict[str, np.ndarray], y: np.ndarray, class_names: Sequ
     for kind, feats in features.items():
         feats = np.asarray(feats, np.float32)
         if opts.normalize:
-            feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+            feats = unit_rows(feats)
         linear = np.zeros((len(seeds), len(tested), n_classes), np.float32)
         knn = np.zeros((len(seeds), len(tested)), np.int64)
         runs = []
@@ -335,7 +333,12 @@ class ProbeData:
     class_names: list[str]
     folds: list
     train_mask: np.ndarray | None
-    skipped: dict
+    skipped: dict  # Skipped.to_dict() of the set, or {"test": ..., "train": ...} with a training split
+
+    @property
+    def skipped_count(self) -> int:
+        parts = [self.skipped] if "count" in self.skipped else list(self.skipped.values())
+        return sum(p["count"] for p in parts)
 
 
 def load_probe_data(spec: str, medium: str, folds: list[int] | None = None, classes: list[str] | None = None,

@@ -65,6 +65,7 @@ def versions() -> dict:
 def write_cell(folder: Path, name: str, record: dict, arrays: dict[str, np.ndarray]) -> None:
     """The arrays, then the JSON (the JSON's presence marks the cell done), each atomically;
     under ``torchrun`` by the first process only (every process computed the same cell)."""
+    from ..atomic import atomic_write_text
     from ..distributed import is_main
 
     if not is_main():
@@ -73,9 +74,7 @@ def write_cell(folder: Path, name: str, record: dict, arrays: dict[str, np.ndarr
     with open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
     os.replace(tmp, folder / f"{name}.npz")
-    tmp = folder / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, folder / f"{name}.json")
+    atomic_write_text(folder / f"{name}.json", json.dumps(record, indent=1))
 
 
 def _row(metric: str, value: float, ci=None, n: int | None = None) -> dict:
@@ -261,8 +260,7 @@ def _probe(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     arrays = {f"correct_{k}": v for k, v in correct.items()}
     arrays["correct1"] = correct[f"linear_{kinds[0]}"]
     extra = dict(main_metric=f"linear_top1_{kinds[0]}", splits=rule, probe=r["options"], class_names=pd.class_names,
-                 skipped=sum(v["count"] for v in pd.skipped.values()) if "count" not in pd.skipped
-                 else pd.skipped["count"], data_fingerprint=fingerprint_files(str(c.media) for c in pd.items))
+                 skipped=pd.skipped_count, data_fingerprint=fingerprint_files(str(c.media) for c in pd.items))
     return rows, extra, arrays
 
 

@@ -216,8 +216,7 @@ class EmbeddingCache:
 
     def media(self, items: Sequence) -> np.ndarray:
         """E_m of ``items`` (have ``.media``); ids are :func:`media_key`, stamps size:mtime."""
-        ids = [media_key(i.media) for i in items]
-        return self._lookup(self.medium, ids, [media_stamp(i.media) for i in items], self._embed_media(items))
+        return self.media_features(items, ("E",))["E"]
 
     def media_features(self, items: Sequence, kinds: Sequence[str] = ("x", "E"), windows=None) -> dict[str, np.ndarray]:
         """``{"x": backbone outputs, "E": E_m}`` of ``items`` (the ``kinds`` asked for;
@@ -225,13 +224,12 @@ class EmbeddingCache:
         sliding windows, :class:`~clapkit.inference.windows.Windows`, in stores of their
         own, ``<store>@w<seconds>h<hop>``). The items any kind lacks are embedded once, in
         one pass of the tower, for every kind."""
-        from .embed import media_features
+        from .embed import media_features, precision_tag
         from .windows import pooled_features
 
         ids, stamps = [media_key(i.media) for i in items], [media_stamp(i.media) for i in items]
-        from .embed import precision_tag
-
-        suffix = (f"@{windows.key()}" if windows is not None else "") + (f"+{precision_tag()}" if precision_tag() else "")
+        tag = precision_tag()
+        suffix = (f"@{windows.key()}" if windows is not None else "") + (f"+{tag}" if tag else "")
         names = {k: (self.medium if k == "E" else f"{self.medium}-{k}") + suffix for k in kinds}
         known = {k: self.store(names[k]).lookup(ids) for k in kinds}
         stale = sorted({n for k in kinds for n, (i, st) in enumerate(zip(ids, stamps, strict=True))

@@ -18,7 +18,7 @@ from ..data.media import RawMedia, media_dataset
 from ..models.dual import DualEncoder
 from ..models.public.base import PublicDualEncoder
 
-FEATURES = ("x", "E")
+FEATURES = ("x", "E")  # the backbone output x and the projected, normalised E
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -38,7 +38,12 @@ def precision_tag() -> str:
     for device in ("cpu", "cuda"):
         if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
             return "bf16"
-    return ""  # the backbone output x and the projected, normalised E
+    return ""
+
+
+def unit_rows(a: np.ndarray) -> np.ndarray:
+    """Each row of ``a`` scaled to length 1 (an all-zero row stays zero), in ``a``'s dtype."""
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
 class _Preprocess:

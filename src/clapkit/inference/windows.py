@@ -62,15 +62,13 @@ def windows_of(items: Sequence, spec: Windows) -> tuple[list, np.ndarray, dict]:
     """The windows of ``items`` (audio clips), the index of the clip each came from, and a
     record: the settings, the number of windows, and how many clips were shorter than one
     window. A window longer than every clip is an error naming the longest clip."""
-    import soundfile as sf
-
-    from ..data.files import TarMember
+    from ..data.audio.io import audio_info
     from ..data.records import Window
 
     out, owner, durations = [], [], []
     for n, item in enumerate(items):
         try:
-            info = sf.info(item.media.open() if isinstance(item.media, TarMember) else str(item.media))
+            info = audio_info(item.media)
         except Exception as exc:  # soundfile raises several types for unreadable files
             raise DataError(f"cannot read audio ({exc})", f"{item.where}: {item.media}") from exc
         duration = info.frames / info.samplerate
@@ -90,13 +88,15 @@ def windows_of(items: Sequence, spec: Windows) -> tuple[list, np.ndarray, dict]:
 
 def pool_mean(feats: dict[str, np.ndarray], owner: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """Each clip's mean over its windows: E renormalised, x as is."""
+    from .embed import unit_rows
+
     counts = np.bincount(owner, minlength=n).astype(np.float32)[:, None]
     out = {}
     for kind, f in feats.items():
         total = np.zeros((n, f.shape[1]), np.float32)
         np.add.at(total, owner, f)
         mean = total / counts
-        out[kind] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12) if kind == "E" else mean
+        out[kind] = unit_rows(mean) if kind == "E" else mean
     return out
 
 

@@ -22,6 +22,12 @@ class AudioError(DataError):
     """A file could not be decoded, or holds no samples."""
 
 
+def audio_info(ref):
+    """soundfile's header of a file or a shard's member (frames, samplerate, ...), without
+    decoding it; soundfile's own errors pass through."""
+    return sf.info(ref.open() if isinstance(ref, TarMember) else str(ref))
+
+
 def load_audio(path, sample_rate: int, where: str | None = None) -> np.ndarray:
     """Decode ``path`` (a file, or a :class:`~clapkit.data.files.TarMember` of a shard) to
     a mono float32 array at ``sample_rate``.
