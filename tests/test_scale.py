@@ -105,3 +105,29 @@ def test_the_cache_is_shared_by_eval_and_embed(tmp_path, tiny_checkpoint, shared
             "--out", tmp_path / "r.json")
     r = json.loads((tmp_path / "r.json").read_text())["cache"]
     assert (r["audio_reused"], r["audio_computed"]) == (11, 403)  # fold 2's clips from the zero-shot run
+
+
+
+def test_init_registers_a_shutdown_that_leaves_the_group(monkeypatch):
+    """init_distributed registers shutdown_distributed at exit, so the group is left while
+    the interpreter is alive (a gloo group left to the teardown can abort the process)."""
+    import torch.distributed as dist
+
+    from clapkit import distributed
+
+    registered = []
+    monkeypatch.setattr(distributed.atexit, "register", registered.append)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init_distributed() == (0, 1) and registered == []  # one process: no group
+    distributed.shutdown_distributed()  # a no-op outside a group
+    real_init = dist.init_process_group  # torchrun's two processes, played by a group of one
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: real_init(
+        backend, init_method="tcp://127.0.0.1:29689", rank=0, world_size=1))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    try:
+        assert distributed.init_distributed() == (0, 1) and registered == [distributed.shutdown_distributed]
+        registered[0]()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
