@@ -1,15 +1,46 @@
 """The command line, end to end, on the shared data and the tiny synthetic set."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
+import traceback
+import warnings
 
 import numpy as np
 import pytest
 
 
-def clapkit(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "clapkit.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+def clapkit(*args, check=True) -> subprocess.CompletedProcess:
+    """``clapkit ARGS`` through the command line's own ``main`` (the exit codes, the
+    ``error:`` line of a ClapkitError), in this process, so torch's and transformers'
+    imports (about 7 s a process here) are paid once per suite, not once per command.
+    Warnings print to its stderr as they would in a process of its own (Python's default
+    filters, each shown afresh). The ``python -m clapkit.cli`` entry point itself runs as
+    a process in test_specs (``formats``) and in the torchrun tests."""
+    from clapkit.cli.common import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv = sys.argv
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)  # in front of "default", as in a new process
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(m, c, f, n, line))
+        sys.argv = ["clapkit", *map(str, args)]
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # what a process would die of: its traceback, exit status 1
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.argv = argv
+    proc = subprocess.CompletedProcess(["clapkit", *map(str, args)], code, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"clapkit {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
     return proc

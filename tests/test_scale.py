@@ -2,6 +2,7 @@
 (each embeds its share of the batches), bf16 autocast, and the embedding cache shared
 by commands and runs."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -18,38 +19,37 @@ def _torchrun(n: int, port: int, *args):
     return proc
 
 
-def test_two_processes_evaluate_exactly_as_one(tmp_path, tiny_checkpoint, shared_data):
+def test_two_processes_evaluate_and_fill_the_cache_exactly_as_one(tmp_path, tiny_checkpoint, shared_data):
     esc = f"esc50:{shared_data / 'esc50'}"
-    outs = {}
+    # folds 2, 3 and 5: 14 clips; batch 3 makes 5 batches, 3 for one process and 2 (one of
+    # them short) for the other
+    rows = [r for r in csv.DictReader(open(shared_data / "esc50" / "meta" / "esc50.csv")) if r["fold"] != "4"]
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as f:
+        csv.writer(f).writerows([("audio", "caption")] + [(shared_data / "esc50" / "audio" / r["filename"].replace(".wav", ".ogg"),
+                                                           r["category"]) for r in rows])
+    common = ["--bootstrap", "50", "--batch-size", "3", "--device", "cpu"]
     for n in (1, 2):
-        outs[n] = tmp_path / f"zs{n}.json"
-        # batch 32 over 414 clips: 13 batches, 7 for one process and 6 for the other
-        proc = _torchrun(n, 29810 + n, "eval", "zeroshot", "--model", tiny_checkpoint, "--data", esc, "--out", outs[n],
-                         "--bootstrap", "50", "--device", "cpu")
+        proc = _torchrun(n, 29810 + n, "eval", "zeroshot", "--model", tiny_checkpoint, "--data", esc, "--folds", "2,3,5",
+                         "--cache", tmp_path / f"c{n}", "--out", tmp_path / f"zs{n}.json", *common)
         assert proc.stdout.count("zero-shot") == 1  # printed once, by the first process
-        _torchrun(n, 29820 + n, "embed", "--model", tiny_checkpoint, "--audio", esc, "--out", tmp_path / f"e{n}.npz",
-                  "--device", "cpu")
-    one, two = (json.loads(outs[n].read_text()) for n in (1, 2))
-    assert (one["world_size"], two["world_size"]) == (1, 2)
+        _torchrun(n, 29820 + n, "embed", "--model", tiny_checkpoint, "--audio", f"csv:{pairs}", "--out",
+                  tmp_path / f"e{n}.npz", "--batch-size", "3", "--device", "cpu")
+    one, two = (json.loads((tmp_path / f"zs{n}.json").read_text()) for n in (1, 2))
+    assert (one["world_size"], two["world_size"]) == (1, 2) and one["clips"] == 14
     for key in ("top1", "top5", "confusion", "per_class", "ci"):
         assert one[key] == two[key], key
+    assert two["cache"]["audio_computed"] == 14  # every process's share, counted once
     e1, e2 = (np.load(tmp_path / f"e{n}.npz") for n in (1, 2))
-    assert e1["embeddings"].shape == (414, e1["embeddings"].shape[1])
+    assert e1["embeddings"].shape == (14, e1["embeddings"].shape[1])
     np.testing.assert_array_equal(e1["embeddings"], e2["embeddings"])  # the same batches: the same numbers
     np.testing.assert_array_equal(e1["ids"], e2["ids"])
-
-
-def test_a_cache_filled_by_two_processes_is_the_one_process_cache(tmp_path, tiny_checkpoint, shared_data):
-    esc = f"esc50:{shared_data / 'esc50'}"
-    args = ["eval", "probe", "--model", tiny_checkpoint, "--data", esc, "--features", "E", "--knn-k", "3",
-            "--bootstrap", "0", "--device", "cpu"]
-    _torchrun(2, 29831, *args, "--cache", tmp_path / "c2", "--out", tmp_path / "p2.json")
-    clapkit(*args, "--cache", tmp_path / "c1", "--out", tmp_path / "p1.json")
-    clapkit(*args, "--cache", tmp_path / "c2", "--out", tmp_path / "again.json")  # reads what two processes wrote
-    p1, p2, again = (json.loads((tmp_path / f).read_text()) for f in ("p1.json", "p2.json", "again.json"))
-    assert p2["cache"]["audio_computed"] == 414 and again["cache"] == {**again["cache"], "audio_computed": 0,
-                                                                        "audio_reused": 414}
-    assert p1["features"] == p2["features"] == again["features"]
+    # one process reads what two wrote: nothing computed, the same result
+    clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", esc, "--folds", "2,3,5", "--cache", tmp_path / "c2",
+            "--out", tmp_path / "again.json", *common)
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert (again["cache"]["audio_computed"], again["cache"]["audio_reused"]) == (0, 14)
+    assert again["top1"] == one["top1"] and again["confusion"] == one["confusion"]
 
 
 def test_bf16_is_recorded_cached_apart_and_close_to_fp32(tmp_path, tiny_checkpoint, shared_data):
@@ -105,7 +105,6 @@ def test_the_cache_is_shared_by_eval_and_embed(tmp_path, tiny_checkpoint, shared
             "--out", tmp_path / "r.json")
     r = json.loads((tmp_path / "r.json").read_text())["cache"]
     assert (r["audio_reused"], r["audio_computed"]) == (11, 403)  # fold 2's clips from the zero-shot run
-
 
 
 def test_init_registers_a_shutdown_that_leaves_the_group(monkeypatch):

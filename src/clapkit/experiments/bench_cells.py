@@ -41,6 +41,11 @@ def fingerprint_files(paths) -> str:
 
 
 def model_fingerprint(spec: str) -> str:
+    """Which model a cell ran, for its provenance: the relative names and sizes of the
+    checkpoint's files and its config.json bytes (a hub name by its name). It does not
+    depend on where the folder is or when it was written, so a copy on another machine
+    gives the same value; the embedding cache's :func:`clapkit.inference.cache.model_fingerprint`
+    adds the files' mtimes, because it asks a different question (are these vectors stale?)."""
     path = Path(spec)
     if not path.exists():
         return hashlib.sha256(spec.encode()).hexdigest()[:16]  # a hub name: the name is what is known
