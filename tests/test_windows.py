@@ -78,6 +78,30 @@ def test_max_pooling_takes_each_class_score_from_its_best_window(tmp_path, tiny_
     np.testing.assert_allclose(scores, np.stack([by_window[owner == i].max(axis=0) for i in range(3)]), atol=1e-6)
 
 
+def test_the_cache_holds_windows_for_both_poolings_and_any_hop(tmp_path, tiny_checkpoint):
+    from clapkit.models.dual import DualEncoder
+
+    net = DualEncoder.load(tiny_checkpoint)
+    sr = net.cfg["audio"]["sample_rate"]
+    clips = [Pair(_long_clip(tmp_path / f"{k}.wav", 3.0, sr, seed=k), "", "c", f"row {k}") for k in range(2)]
+    cache = {"cache": tmp_path / "cache", "model_spec": tiny_checkpoint}
+
+    def counts(info):
+        return info["cache"]["audio_computed"], info["cache"]["audio_reused"]
+
+    by_window, info = embed_items(net, clips, ("E",), windows=Windows(1.0, pool="max"), pooled=False, **cache)
+    assert counts(info) == (6, 0) and info["owner"].tolist() == [0, 0, 0, 1, 1, 1]  # windows at 0, 1 and 2 s
+    np.testing.assert_array_equal(by_window["E"], embed_items(net, clips, ("E",), windows=Windows(1.0, pool="max"),
+                                                              pooled=False)[0]["E"])
+    mean, info = embed_items(net, clips, ("E",), windows=Windows(1.0), **cache)  # mean pooling reads the same windows
+    assert counts(info) == (0, 6) and info["windows"]["windows"] == 6
+    np.testing.assert_array_equal(mean["E"], embed_items(net, clips, ("E",), windows=Windows(1.0))[0]["E"])
+    _, info = embed_items(net, clips, ("E",), windows=Windows(1.0, 0.5), **cache)  # 0, 0.5, 1, 1.5, 2 s: two new a clip
+    assert counts(info) == (4, 6)
+    _, info = embed_items(net, clips, ("E",), **cache)  # the centre segment is an entry of its own
+    assert counts(info) == (2, 0)
+
+
 def test_a_window_longer_than_every_clip_names_the_longest(tmp_path):
     clips = [Pair(_long_clip(tmp_path / f"{k}.wav", s), "", "c", f"train.csv line {k + 2}") for k, s in enumerate((0.5, 1.5))]
     with pytest.raises(DataError, match=r"train.csv line 3: .*1.wav: --window 30 s is longer than every clip \(the "

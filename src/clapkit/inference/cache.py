@@ -1,8 +1,9 @@
-"""The on-disk embedding cache of a checkpoint: E_m and E_t computed once, reused by
-``curate`` (the teacher's pool and captions) and by soft-label training (the teacher's
+"""The on-disk embedding cache of a checkpoint: E_m, x and E_t computed once, reused by
+every evaluation command given ``--cache`` (whole items or sliding windows, fp32 or bf16),
+by ``curate`` (the teacher's pool and captions) and by soft-label training (the teacher's
 embeddings of every training pair).
 
-``folder/<fingerprint>/{audio|image,text}/`` holds chunked ``.npy`` files and a SQLite
+``folder/<fingerprint>/{audio|image,text}/`` (and ``audio-x/``, ``audio+bf16/``, ...) holds chunked ``.npy`` files and a SQLite
 index (see :class:`_Store`); the fingerprint changes when the checkpoint does, a stored
 row is reused only while its file's size and mtime are unchanged, and the teacher is
 loaded only when something is missing.
@@ -62,6 +63,16 @@ def media_key(ref) -> str:
     if isinstance(ref, ArrayImage):
         return str(ref)
     return os.path.abspath(ref)
+
+
+def item_key(item) -> str:
+    """The cache id of an item: its medium's :func:`media_key`; a sliding window's adds
+    its start and length in seconds (``PATH@START+SECONDS``, exact floats), so a window
+    is the same entry whichever hop cut it."""
+    from ..data.records import Window
+
+    key = media_key(item.media)
+    return f"{key}@{item.start!r}+{item.seconds!r}" if isinstance(item, Window) else key
 
 
 def media_stamp(ref) -> str:
@@ -170,7 +181,6 @@ class EmbeddingCache:
         self._stores: dict[str, _Store] = {}
         self.batch_size, self.device, self.num_workers = batch_size, device, num_workers
         self.medium = checkpoint_medium(checkpoint)
-        self.window_record: dict | None = None  # the windows cut by the last windowed media_features
         self.stats = {f"{self.medium}_reused": 0, f"{self.medium}_computed": 0, "text_reused": 0, "text_computed": 0}
 
     def model(self):
@@ -218,30 +228,24 @@ class EmbeddingCache:
         """E_m of ``items`` (have ``.media``); ids are :func:`media_key`, stamps size:mtime."""
         return self.media_features(items, ("E",))["E"]
 
-    def media_features(self, items: Sequence, kinds: Sequence[str] = ("x", "E"), windows=None) -> dict[str, np.ndarray]:
+    def media_features(self, items: Sequence, kinds: Sequence[str] = ("x", "E")) -> dict[str, np.ndarray]:
         """``{"x": backbone outputs, "E": E_m}`` of ``items`` (the ``kinds`` asked for;
-        E in the store :meth:`media` reads, x beside it in ``<medium>-x/``; mean-pooled
-        sliding windows, :class:`~clapkit.inference.windows.Windows`, in stores of their
-        own, ``<store>@w<seconds>h<hop>``). The items any kind lacks are embedded once, in
-        one pass of the tower, for every kind."""
+        E in the store :meth:`media` reads, x beside it in ``<medium>-x/``, bf16 ones in
+        ``<store>+bf16/``). An item may be a sliding window
+        (:class:`~clapkit.data.records.Window`), stored under :func:`item_key`. The items
+        any kind lacks are embedded once, in one pass of the tower, for every kind."""
         from .embed import media_features, precision_tag
-        from .windows import pooled_features
 
-        ids, stamps = [media_key(i.media) for i in items], [media_stamp(i.media) for i in items]
+        ids, stamps = [item_key(i) for i in items], [media_stamp(i.media) for i in items]
         tag = precision_tag()
-        suffix = (f"@{windows.key()}" if windows is not None else "") + (f"+{tag}" if tag else "")
-        names = {k: (self.medium if k == "E" else f"{self.medium}-{k}") + suffix for k in kinds}
+        names = {k: (self.medium if k == "E" else f"{self.medium}-{k}") + (f"+{tag}" if tag else "") for k in kinds}
         known = {k: self.store(names[k]).lookup(ids) for k in kinds}
         stale = sorted({n for k in kinds for n, (i, st) in enumerate(zip(ids, stamps, strict=True))
                         if known[k].get(i, ("",))[0] != st})
         fresh = {}
         if stale:
-            todo = [items[n] for n in stale]
-            if windows is None:
-                fresh = media_features(self.model(), todo, tuple(kinds), self.batch_size, self.device, self.num_workers)
-            else:
-                fresh, self.window_record = pooled_features(self.model(), todo, tuple(kinds), windows, self.batch_size,
-                                                            self.device, self.num_workers)
+            fresh = media_features(self.model(), [items[n] for n in stale], tuple(kinds), self.batch_size, self.device,
+                                   self.num_workers)
         row_of = {n: r for r, n in enumerate(stale)}
         return {k: self._lookup(names[k], ids, stamps, lambda miss, k=k: fresh[k][[row_of[n] for n in miss]], known[k])
                 for k in kinds}

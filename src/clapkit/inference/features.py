@@ -10,7 +10,7 @@ import numpy as np
 
 from .cache import EmbeddingCache
 from .embed import media_features
-from .windows import pooled_features, window_features
+from .windows import cut_windows, pool_mean
 
 
 def embed_items(
@@ -22,23 +22,25 @@ def embed_items(
     ``model_spec``'s fingerprint), ``windows`` (:class:`~clapkit.inference.windows.Windows`:
     the window record; mean-pooled per item, or with ``pooled=False`` one row per window
     and the record's ``owner``: each window's item). Every command that embeds a set's
-    media for evaluation comes through here."""
+    media for evaluation comes through here.
+
+    With windows, the cache holds each *window* (keyed by its clip, start and length), so
+    mean and max pooling share it, and so do runs whose hops put windows at the same
+    places; its counts are then counts of windows."""
     info: dict = {}
-    if windows is not None and not pooled:
-        feats, owner, info["windows"] = window_features(model, items, kinds, windows, batch_size, device, num_workers,
-                                                        progress)
-        info["owner"] = owner
-        return feats, info
-    if cache is None:
-        if windows is None:
-            return media_features(model, items, tuple(kinds), batch_size, device, num_workers, progress), info
-        feats, info["windows"] = pooled_features(model, items, kinds, windows, batch_size, device, num_workers, progress)
-        return feats, info
-    store = EmbeddingCache(cache, model_spec, model_loader=lambda: model, batch_size=batch_size, device=device,
-                           num_workers=num_workers)
-    feats = store.media_features(items, tuple(kinds), windows)
-    info["cache"] = dict(store.stats)
+    work = items
     if windows is not None:
-        info["windows"] = store.window_record or {"window": windows.seconds, "hop": windows.step, "pool": windows.pool,
-                                                  "windows": "all from the cache"}
+        work, owner, info["windows"] = cut_windows(model, items, windows)
+    if cache is None:
+        feats = media_features(model, work, tuple(kinds), batch_size, device, num_workers, progress)
+    else:
+        store = EmbeddingCache(cache, model_spec, model_loader=lambda: model, batch_size=batch_size, device=device,
+                               num_workers=num_workers)
+        feats = store.media_features(work, tuple(kinds))
+        info["cache"] = dict(store.stats)
+    if windows is not None:
+        if pooled:
+            feats = pool_mean(feats, owner, len(items))
+        else:
+            info["owner"] = owner
     return feats, info

@@ -44,10 +44,6 @@ class Windows:
     def step(self) -> float:
         return self.hop or self.seconds
 
-    def key(self) -> str:
-        """A name for the cache's store of mean-pooled features."""
-        return f"w{self.seconds:g}h{self.step:g}"
-
     def starts(self, duration: float) -> list[float]:
         if duration <= self.seconds:
             return [0.0]
@@ -100,24 +96,13 @@ def pool_mean(feats: dict[str, np.ndarray], owner: np.ndarray, n: int) -> dict[s
     return out
 
 
-def window_features(model, items: Sequence, kinds: Sequence[str], spec: Windows, batch_size: int = 32,
-                    device="cpu", num_workers: int = 0, progress: bool = False) -> tuple[dict, np.ndarray, dict]:
-    """Per-window features of ``items``, each window's clip index, and the record (see
-    :func:`windows_of`). A fused CLAP's clips are whole (one "window" each)."""
-    from .embed import media_features
-
+def cut_windows(model, items: Sequence, spec: Windows) -> tuple[list, np.ndarray, dict]:
+    """What ``model`` embeds for ``items`` under ``spec``: their windows (see
+    :func:`windows_of`), each window's clip index, and the record. A fused CLAP's clips
+    stay whole (one "window" each)."""
     if model.medium != "audio":
         raise ConfigError("--window is for audio; a picture has no windows")
     if getattr(model, "fused", False):
-        feats = media_features(model, items, kinds, batch_size, device, num_workers, progress)
-        return feats, np.arange(len(items)), {"window": spec.seconds, "hop": spec.step, "pool": spec.pool,
-                                              "fused": "the model fuses each whole clip itself; no windows cut"}
-    wins, owner, record = windows_of(items, spec)
-    return media_features(model, wins, kinds, batch_size, device, num_workers, progress), owner, record
-
-
-def pooled_features(model, items: Sequence, kinds: Sequence[str], spec: Windows, batch_size: int = 32,
-                    device="cpu", num_workers: int = 0, progress: bool = False) -> tuple[dict, dict]:
-    """Mean-pooled window features of ``items`` and the record."""
-    feats, owner, record = window_features(model, items, kinds, spec, batch_size, device, num_workers, progress)
-    return pool_mean(feats, owner, len(items)), record
+        return list(items), np.arange(len(items)), {"window": spec.seconds, "hop": spec.step, "pool": spec.pool,
+                                                    "fused": "the model fuses each whole clip itself; no windows cut"}
+    return windows_of(items, spec)
