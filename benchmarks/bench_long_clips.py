@@ -4,7 +4,9 @@ Synthetic long clips: each clip of a labelled folder (``folder:DIR``, e.g. the d
 ``data/unseen``) is placed at a seeded random offset in ``--seconds`` of low noise, so
 the sound is rarely in the centre. Zero-shot top-1 of a checkpoint on the original clips,
 then on the long clips with the centre segment, windows pooled by mean, and windows
-pooled by max (window = the model's segment length, hop half of it). Prints one JSON line.
+pooled by max (window = the model's segment length, hop half of it); then the embedding
+cache: the seconds of a max-pooled run that fills it and of a mean-pooled run that reads
+the same windows back (their ratio; same process). Prints one JSON line.
 
 Usage: python bench_long_clips.py [--model RUN/checkpoint --data RUN/data/unseen] [--seconds 20]
 (without --model it first trains the demo, ``clapkit demo``, into a temporary folder: ~90 s)
@@ -13,6 +15,7 @@ Usage: python bench_long_clips.py [--model RUN/checkpoint --data RUN/data/unseen
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +49,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     y = np.array([c.label for c in data.clips])
 
-    def top1(d, windows=None):
-        feats, info = embed_items(net, d.clips, ("E",), windows=windows,
+    def top1(d, windows=None, cache=None):
+        feats, info = embed_items(net, d.clips, ("E",), windows=windows, cache=cache, model_spec=args.model,
                                   pooled=windows is None or windows.pool == "mean")
         scores, _ = zeroshot_scores(net, d, media_emb=feats["E"], owner=info.get("owner"))
         return classification_metrics(scores, y, d.class_names)["top1"]
@@ -68,6 +71,13 @@ def main() -> None:
         result["centre_segment"] = top1(ld)
         for pool in ("mean", "max"):
             result[f"windows_{pool}"] = top1(ld, Windows(seg, seg / 2, pool))
+        cache, timed = Path(tmp) / "cache", {}
+        for pool in ("max", "mean"):
+            start = time.perf_counter()
+            assert top1(ld, Windows(seg, seg / 2, pool), cache) == result[f"windows_{pool}"]
+            timed[pool] = time.perf_counter() - start
+        result["cache"] = {"max_fills_s": round(timed["max"], 2), "mean_reads_s": round(timed["mean"], 2),
+                           "ratio": round(timed["max"] / timed["mean"], 1)}
     result["chance"] = 1 / len(data.class_names)
     print(json.dumps(result))
 
