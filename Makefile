@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml requirements.lock | $(VENV)/bin/python
 
 $(DEV_STAMP): pyproject.toml requirements.lock | $(VENV)/bin/python
 	$(BIN)/pip install -q $(DEV_TORCH)
-	$(BIN)/pip install -q -c requirements.lock $(DEV_TORCH) -e '.[dev,open_clip]'
+	$(BIN)/pip install -q -c requirements.lock $(DEV_TORCH) -e '.[dev,open_clip,reference]'
 	touch $(STAMP) $(DEV_STAMP)
 
 venv-dev: $(DEV_STAMP)

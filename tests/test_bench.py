@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,27 +121,40 @@ def test_a_bench_file_is_checked_before_anything_runs(tmp_path):
 
 
 def test_published_prompt_sets_come_from_the_installed_package(tmp_path, monkeypatch):
-    from clapkit.evaluation.prompts import class_prompts, load_classnames, load_prompts
+    import importlib.util
 
-    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    from clip_benchmark.datasets.voc2007 import object_categories  # the installed package (dev env)
+
+    from clapkit.data.image.voc import CLASSES
+    from clapkit.evaluation import prompts
+    from clapkit.evaluation.prompts import class_prompts, load_classnames, load_prompts
+    from clapkit.experiments.bench import load_bench
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(prompts.importlib.util, "find_spec", lambda n, *a: None if n == "clip_benchmark" else real(n, *a))
     with pytest.raises(ConfigError, match=r"clip_benchmark: not installed; .*pip install clip_benchmark"):
         load_prompts("clip_benchmark:food101", "image")
-    package = tmp_path / "clip_benchmark"  # the package's own layout, written here as CI lacks the extra
-    (package / "datasets").mkdir(parents=True)
-    (package / "__init__.py").write_text("raise ImportError('not imported: only located')\n")
-    (package / "datasets" / "en_zeroshot_classification_templates.json").write_text(
-        json.dumps({"food101": ["a photo of {c}, a type of food."]}))
-    (package / "datasets" / "en_classnames.json").write_text(json.dumps({"food101": ["apple pie", "baby back ribs"]}))
-    import importlib
-
-    importlib.invalidate_caches()
-    assert load_prompts("clip_benchmark:food101", "image") == (["a photo of {label}, a type of food."],
-                                                              "clip_benchmark:food101")
+    monkeypatch.undo()
+    folder = Path(importlib.util.find_spec("clip_benchmark").origin).parent / "datasets"
+    published = json.loads((folder / "en_zeroshot_classification_templates.json").read_text())
+    assert load_prompts("clip_benchmark:food101", "image") == (
+        [t.replace("{c}", "{label}") for t in published["food101"]], "clip_benchmark:food101")
+    # class names: en_classnames.json's where it has the set, else the data's own as CLIP_benchmark's builder keeps them
+    mnist = json.loads((folder / "en_classnames.json").read_text())["mnist"]
+    assert load_classnames("clip_benchmark:mnist", [str(i) for i in range(10)]) == mnist
     assert load_classnames("clip_benchmark:food101", ["apple_pie", "baby_back_ribs"]) == ["apple pie", "baby back ribs"]
-    with pytest.raises(ConfigError, match="clip_benchmark:cifar10: en_zeroshot_classification_templates.json has no"):
-        load_prompts("clip_benchmark:cifar10", "image")
-    with pytest.raises(Exception, match="2 names for the data's 3 classes"):
-        load_classnames("clip_benchmark:food101", ["a", "b", "c"])
+    assert load_classnames("clip_benchmark:cifar100", ["aquarium_fish", "maple_tree"]) == ["aquarium_fish", "maple_tree"]
+    assert list(CLASSES) == object_categories  # voc2007: clapkit's class order is CLIP_benchmark's
+    assert load_classnames("clip_benchmark:voc2007_multilabel", list(CLASSES)) == object_categories
+    with pytest.raises(ConfigError, match="clip_benchmark:cifar1o: neither en_classnames.json nor"):
+        load_classnames("clip_benchmark:cifar1o", ["a"])
+    with pytest.raises(ConfigError, match="clip_benchmark:nosuchset: en_zeroshot_classification_templates.json has no"):
+        load_prompts("clip_benchmark:nosuchset", "image")
+    with pytest.raises(Exception, match="10 names for the data's 3 classes"):
+        load_classnames("clip_benchmark:mnist", ["a", "b", "c"])
+    for task in load_bench("clip-benchmark-core", data_root=tmp_path, models=["m=M"])["tasks"]:  # the shipped suite resolves against the package
+        load_prompts(task["prompts"], "image")
+        assert load_classnames(task["classnames"], ["a_b", "c"]) in (["a_b", "c"], ["a b", "c"])
     templates, _ = load_prompts("open_clip:imagenet", "image")  # open_clip is installed in the dev env
     assert len(templates) == 80 and templates[0] == "a bad photo of a {label}."
     assert load_classnames("open_clip:imagenet", [f"n{i:08d}" for i in range(1000)])[:2] == ["tench", "goldfish"]

@@ -15,12 +15,12 @@ from clapkit.evaluation.probe import (
     ProbeOptions,
     Split,
     _val_split,
-    few_shot,
     knn_predict,
     probe_eval,
     probe_splits,
     search_peak,
     train_linear,
+    training_order,
 )
 
 
@@ -134,10 +134,13 @@ def test_knn_by_hand_and_against_scikit_learn():
 
 def test_few_shot_takes_k_per_class_per_seed_and_names_a_short_class():
     y = np.repeat(np.arange(3), [5, 6, 7])
-    a, b = few_shot(y, 2, 0, "x", NAMES), few_shot(y, 2, 1, "x", NAMES)
+    a, b = training_order(y, 2, 0, "x", NAMES), training_order(y, 2, 1, "x", NAMES)
     assert np.bincount(y[a]).tolist() == [2, 2, 2] and not np.array_equal(a, b)
+    perm = torch.randperm(18, generator=torch.Generator().manual_seed(0)).tolist()
+    assert a.tolist() == [p for p in perm if p in set(a.tolist())]  # in the permutation's order
+    assert training_order(y, 0, 0, "x", NAMES).tolist() == perm  # the full set: the whole permutation
     with pytest.raises(DataError, match=r"class 'c0' has 5 training item\(s\), fewer than --shots 6"):
-        few_shot(y, 6, 0, "esc50:X, fold 1", NAMES)
+        training_order(y, 6, 0, "esc50:X, fold 1", NAMES)
     x, yy = clusters(classes=3, per=12)
     splits, _ = probe_splits(yy, None, cv=3)
     r, correct = probe_eval({"x": x}, yy, NAMES[:3], splits, ProbeOptions(shots=2, seeds=3, knn_k=3))

@@ -17,10 +17,13 @@ Each item is tested once per seed, so the metrics are pooled over the test folds
 95% bootstrap interval is over the items (:mod:`.uncertainty`).
 
 Within a training part, the **validation** part is a seeded random ``val_proportion`` of
-it (``torch.utils.data.random_split``, as CLIP_benchmark's ``--val_proportion``); a
-**few-shot** training set takes, in a seeded random permutation's order, the first
-``shots`` items of each class from the rest (CLIP_benchmark's rule), once per seed
-(``seeds`` seeds, ``seed, seed + 1, ...``); a class with fewer than ``shots`` is an error.
+it (``torch.utils.data.random_split``, as CLIP_benchmark's ``--val_proportion``); the
+rest is held in a seeded random permutation's order (:func:`training_order`, as
+CLIP_benchmark's ``evaluate`` holds it before its loader shuffles), and a **few-shot**
+training set takes the first ``shots`` items of each class in that order (CLIP_benchmark's
+rule), once per seed (``seeds`` seeds, ``seed, seed + 1, ...``); a class with fewer than
+``shots`` is an error. ``tests/test_clip_benchmark.py`` checks the weight decay and the
+accuracies against CLIP_benchmark's own ``linear_probe.evaluate`` on the same features.
 
 Two **linear protocols**, named:
 
@@ -236,21 +239,29 @@ def _val_split(n: int, proportion: float, seed: int) -> tuple[np.ndarray, np.nda
     return np.array(fit.indices, dtype=np.int64), np.array(val.indices, dtype=np.int64)
 
 
-def few_shot(y: np.ndarray, shots: int, seed: int, where: str, class_names: Sequence[str]) -> np.ndarray:
-    """Positions of the first ``shots`` items of each class in a seeded permutation."""
+def training_order(y: np.ndarray, shots: int, seed: int, where: str, class_names: Sequence[str]) -> np.ndarray:
+    """Positions of the training items in the order CLIP_benchmark's probe holds them: a
+    seeded permutation (``torch.randperm``, a generator seeded with ``seed``), whole, or
+    with ``shots`` only the first ``shots`` of each class in it. Its loader then shuffles
+    this order, so the order is part of the result. A class with fewer than ``shots``
+    items is an error."""
     import torch
 
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).numpy()
-    taken: dict[int, list[int]] = {}
+    if not shots:
+        return perm
+    taken: dict[int, int] = {}
+    keep = []
     for p in perm:
-        got = taken.setdefault(int(y[p]), [])
-        if len(got) < shots:
-            got.append(int(p))
-    short = [c for c, got in sorted(taken.items()) if len(got) < shots]
+        c = int(y[p])
+        if taken.get(c, 0) < shots:
+            taken[c] = taken.get(c, 0) + 1
+            keep.append(int(p))
+    short = [c for c, got in sorted(taken.items()) if got < shots]
     if short:
-        raise DataError(f"class {class_names[short[0]]!r} has {len(taken[short[0]])} training item(s), fewer than "
+        raise DataError(f"class {class_names[short[0]]!r} has {taken[short[0]]} training item(s), fewer than "
                         f"--shots {shots}; lower --shots", where)
-    return np.sort(np.concatenate([np.array(v) for v in taken.values()]))
+    return np.array(keep, np.int64)
 
 
 def probe_eval(features: dict[str, np.ndarray], y: np.ndarray, class_names: Sequence[str], splits: Sequence[Split],
@@ -288,8 +299,7 @@ def probe_eval(features: dict[str, np.ndarray], y: np.ndarray, class_names: Sequ
             for s in splits:
                 fit, val = _val_split(len(s.train), opts.val_proportion, seed)
                 fit, val = s.train[fit], s.train[val]
-                if opts.shots:
-                    fit = fit[few_shot(y[fit], opts.shots, seed, f"{where}, {s.name}", class_names)]
+                fit = fit[training_order(y[fit], opts.shots, seed, f"{where}, {s.name}", class_names)]
                 scores, reg = linear_probe(feats[fit], y[fit], feats[val], y[val], feats[s.test], n_classes, opts,
                                            seed, refit_on_val=not opts.shots)
                 linear[si, pos[s.test]] = scores

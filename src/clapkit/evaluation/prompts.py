@@ -15,7 +15,9 @@
 
 ``--classnames`` renames the classes (prompts are built from the new names; results keep
 both): ``clip_benchmark:DATASET`` (the package's cleaned ``en_classnames.json`` list, in
-the dataset's class order), ``open_clip:imagenet`` (OpenAI's cleaned ImageNet names, in
+the dataset's class order; for a dataset it has no entry for, such as CIFAR, STL-10,
+Food-101 or VOC 2007, the data's own names as CLIP_benchmark's dataset builder keeps them:
+as they are, Food-101's and SUN397's with "_" (and "/") as spaces), ``open_clip:imagenet`` (OpenAI's cleaned ImageNet names, in
 sorted-synset order, as ``imagenet:`` orders its classes), a ``.json`` / ``.yaml`` mapping
 from the data's class name to the new one (every class must be in it) or list, a ``.txt``
 list, one a line, or LAION-CLAP's ``class_labels/*.json`` (``{"dog": 0, ...}``: name ->
@@ -74,14 +76,42 @@ def _package_file(package: str, relative: str, install: str) -> Path:
     return path
 
 
-def _clip_benchmark(kind: str, dataset: str) -> list[str]:
+def _clip_benchmark_table(kind: str) -> tuple[dict, Path]:
     name = "en_zeroshot_classification_templates.json" if kind == "templates" else "en_classnames.json"
     path = _package_file("clip_benchmark", f"datasets/{name}", "clip_benchmark")
-    table = json.loads(path.read_text())
+    return json.loads(path.read_text()), path
+
+
+def _clip_benchmark(kind: str, dataset: str) -> list[str]:
+    table, path = _clip_benchmark_table(kind)
     if dataset not in table:
-        raise ConfigError(f"clip_benchmark:{dataset}: {path.name} has no entry for it; it has {', '.join(sorted(table))}")
+        fallback = " (CLIP_benchmark itself falls back to imagenet1k's: give clip_benchmark:imagenet1k)" \
+            if kind == "templates" else ""
+        raise ConfigError(f"clip_benchmark:{dataset}: {path.name} has no entry for it; it has "
+                          f"{', '.join(sorted(table))}{fallback}")
     items = table[dataset]
     return [t.replace("{c}", "{label}") for t in items] if kind == "templates" else list(items)
+
+
+# what CLIP_benchmark's dataset builder does to a dataset's own class names (those without
+# an en_classnames.json entry): these two lose "_" (and "/"); the rest are kept as they are
+_CLIP_BENCHMARK_RENAMES = {"food101": ("_",), "sun397": ("_", "/")}
+
+
+def _clip_benchmark_classnames(dataset: str, class_names: list[str]) -> list[str]:
+    table, path = _clip_benchmark_table("classnames")
+    if dataset in table:
+        return list(table[dataset])
+    templates, tpath = _clip_benchmark_table("templates")
+    if dataset not in templates:
+        raise ConfigError(f"clip_benchmark:{dataset}: neither {path.name} nor {tpath.name} has an entry for it; "
+                          f"CLIP_benchmark's datasets are {', '.join(sorted(templates))}")
+    names = []
+    for name in class_names:
+        for sep in _CLIP_BENCHMARK_RENAMES.get(dataset, ()):
+            name = name.replace(sep, " ")
+        names.append(name)
+    return names
 
 
 def _open_clip(name: str) -> list[str]:
@@ -151,7 +181,7 @@ def load_classnames(spec: str | None, class_names: list[str]) -> list[str]:
     source, sep, name = str(spec).partition(":")
     where = str(spec)
     if sep and source == "clip_benchmark":
-        data = _clip_benchmark("classnames", name)
+        data = _clip_benchmark_classnames(name, list(class_names))
     elif sep and source == "open_clip":
         if name != "imagenet" or importlib.util.find_spec("open_clip") is None:
             raise ConfigError(f"--classnames {spec}: open_clip:imagenet (OpenAI's cleaned ImageNet names) needs "

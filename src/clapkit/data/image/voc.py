@@ -6,8 +6,9 @@ classes (classification as CLIP_benchmark reads it).
 ``Annotations/{id}.xml`` (its ``object/name`` elements) and ``JPEGImages/{id}.jpg``.
 An image carries every class one of its objects names, ``difficult`` ones included
 (VOC's own classification protocol would ignore an image whose only instances of a
-class are difficult; that is not applied here). The classes are VOC's 20, in the
-devkit's order; an object name outside them, a missing or malformed XML and a missing
+class are difficult; that is not applied here), as CLIP_benchmark's ``PASCALVoc2007``
+reads them (``tests/test_clip_benchmark.py`` compares the two on one devkit layout). The
+classes are VOC's 20, in the devkit's order (CLIP_benchmark's class names for it); an object name outside them, a missing or malformed XML and a missing
 image are errors naming the file (skipped and counted with ``skip_bad``).
 """
 
