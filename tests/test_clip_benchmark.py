@@ -157,3 +157,36 @@ def test_voc2007_labels_are_clip_benchmarks(tmp_path):
         multi_hot[row, list(clip.labels)] = 1
     np.testing.assert_array_equal(multi_hot, theirs.labels.numpy())
     assert [c.media.stem for c in ours.clips] == list(theirs.paths)
+
+
+def test_zero_shot_classifier_is_clip_benchmarks(tiny_checkpoint):
+    """The class embeddings from a template ensemble: each prompt's embedding normalised,
+    averaged, renormalised, as CLIP_benchmark's ``zero_shot_classifier`` builds them from
+    the same text tower; names given by --classnames keep their "_" as it keeps them."""
+    from clapkit.data.files import Skipped
+    from clapkit.data.records import LabelledClip, LabelledSet
+    from clapkit.evaluation.zeroshot import class_text_embeddings, zeroshot_scores
+    from clapkit.inference.embed import embed_text
+    from clapkit.models.dual import DualEncoder
+
+    model = DualEncoder.load(tiny_checkpoint)
+    scale = np.random.default_rng(4)
+
+    class Texts(list):
+        def to(self, device):
+            return self
+
+    class Tower:  # CLIP_benchmark's model interface; unnormalised rows, which it normalises itself
+        def encode_text(self, texts):
+            e = embed_text(model, list(texts))
+            return torch.from_numpy(e * scale.uniform(0.5, 3.0, size=(len(e), 1)).astype(np.float32))
+
+    names = ["aquarium_fish", "maple tree", "dog"]
+    templates = ["a photo of a {c}.", "a blurry photo of the {c}.", "{c}"]
+    theirs = cb_classification.zero_shot_classifier(Tower(), Texts, names, templates, "cpu", amp=False).T.numpy()
+    ours = class_text_embeddings(model, names, [t.replace("{c}", "{label}") for t in templates])
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    data = LabelledSet([LabelledClip(tiny_checkpoint, 0, None, "row")], ["fish", "tree", "dog"], Skipped())
+    _, prompts = zeroshot_scores(model, data, [t.replace("{c}", "{label}") for t in templates], class_names=names,
+                                 media_emb=np.ones((1, ours.shape[1]), np.float32))
+    assert prompts[0] == [t.format(c="aquarium_fish") for t in templates]  # as given, as CLIP_benchmark formats it

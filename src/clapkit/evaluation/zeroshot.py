@@ -52,20 +52,23 @@ def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | 
     """(items, classes) cosines of the media and each class's text embedding, and the
     prompts of each class. ``prompts``: templates with ``{label}`` (default: the
     medium's prompt) or each class's own prompts (keyed by the data's class names);
-    ``class_names`` replace the data's in the prompts (:mod:`.prompts`); ``media_emb``: the
+    ``class_names`` replace the data's in the prompts, as given (:mod:`.prompts`; the data's
+    own names have "_" read as spaces); ``media_emb``: the
     items' E already computed (from the embedding cache), else embedded here; with ``owner``
     (each row's item) its rows are windows and an item's score for a class is the highest
     of its windows' (``--pool max``, :mod:`clapkit.inference.windows`)."""
     templates = prompts if prompts else default_templates(model.medium)
-    names = class_names or data.class_names
-    per_class = class_prompts(templates, [n.replace("_", " ") for n in names], data.class_names)
+    # the data's own names lose their "_" (door_wood_knock -> door wood knock); names given
+    # by --classnames are used as given (CLIP_benchmark's CIFAR-100 names keep theirs)
+    names = list(class_names) if class_names else [n.replace("_", " ") for n in data.class_names]
+    per_class = class_prompts(templates, names, data.class_names)
     if isinstance(templates, dict):
         flat = embed_text(model, [p for ps in per_class for p in ps], device=device)
         bounds = np.cumsum([0] + [len(ps) for ps in per_class])
         text_emb = np.stack([flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
         text_emb = text_emb / np.linalg.norm(text_emb, axis=1, keepdims=True)
     else:
-        text_emb = class_text_embeddings(model, [n.replace("_", " ") for n in names], templates, device)
+        text_emb = class_text_embeddings(model, names, templates, device)
     if media_emb is None:
         media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
     scores = media_emb @ text_emb.T
