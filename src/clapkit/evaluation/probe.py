@@ -51,6 +51,7 @@ set), the ``knn_k`` nearest vote, a tie goes to the lowest class index (scikit-l
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -250,12 +251,12 @@ def training_order(y: np.ndarray, shots: int, seed: int, where: str, class_names
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).numpy()
     if not shots:
         return perm
-    taken: dict[int, int] = {}
+    taken: Counter[int] = Counter()
     keep = []
     for p in perm:
         c = int(y[p])
-        if taken.get(c, 0) < shots:
-            taken[c] = taken.get(c, 0) + 1
+        if taken[c] < shots:
+            taken[c] += 1
             keep.append(int(p))
     short = [c for c, got in sorted(taken.items()) if got < shots]
     if short:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.records import LabelledSet
-from ..inference.embed import embed_media, embed_text
+from ..inference.embed import embed_media, embed_text, unit_rows
 from ..models.dual import DualEncoder
 from .metrics import (
     classification_metrics,
@@ -42,7 +42,7 @@ def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list
             raise ValueError(f"prompt template {tpl!r} has no {{label}} placeholder")
     texts = [tpl.format(label=label) for label in labels for tpl in templates]
     emb = embed_text(model, texts, device=device).reshape(len(labels), len(templates), -1).mean(axis=1)
-    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    return unit_rows(emb)
 
 
 def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | dict[str, list[str]] | None = None,
@@ -66,7 +66,7 @@ def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | 
         flat = embed_text(model, [p for ps in per_class for p in ps], device=device)
         bounds = np.cumsum([0] + [len(ps) for ps in per_class])
         text_emb = np.stack([flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-        text_emb = text_emb / np.linalg.norm(text_emb, axis=1, keepdims=True)
+        text_emb = unit_rows(text_emb)
     else:
         text_emb = class_text_embeddings(model, names, templates, device)
     if media_emb is None:
