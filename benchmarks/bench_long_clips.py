@@ -52,7 +52,7 @@ def main() -> None:
     def top1(d, windows=None, cache=None):
         feats, info = embed_items(net, d.clips, ("E",), windows=windows, cache=cache, model_spec=args.model,
                                   pooled=windows is None or windows.pool == "mean")
-        scores, _ = zeroshot_scores(net, d, media_emb=feats["E"], owner=info.get("owner"))
+        scores = zeroshot_scores(net, d, media_emb=feats["E"], owner=info.get("owner"))
         return classification_metrics(scores, y, d.class_names)["top1"]
 
     result = {"clips": len(y), "classes": len(data.class_names), "clip_seconds": seg, "long_seconds": args.seconds,

@@ -165,6 +165,7 @@ def test_zero_shot_classifier_is_clip_benchmarks(tiny_checkpoint):
     the same text tower; names given by --classnames keep their "_" as it keeps them."""
     from clapkit.data.files import Skipped
     from clapkit.data.records import LabelledClip, LabelledSet
+    from clapkit.evaluation.prompts import zeroshot_texts
     from clapkit.evaluation.zeroshot import class_text_embeddings, zeroshot_scores
     from clapkit.inference.embed import embed_text
     from clapkit.models.dual import DualEncoder
@@ -187,6 +188,7 @@ def test_zero_shot_classifier_is_clip_benchmarks(tiny_checkpoint):
     ours = class_text_embeddings(model, names, [t.replace("{c}", "{label}") for t in templates])
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
     data = LabelledSet([LabelledClip(tiny_checkpoint, 0, None, "row")], ["fish", "tree", "dog"], Skipped())
-    _, prompts = zeroshot_scores(model, data, [t.replace("{c}", "{label}") for t in templates], class_names=names,
-                                 media_emb=np.ones((1, ours.shape[1]), np.float32))
-    assert prompts[0] == [t.format(c="aquarium_fish") for t in templates]  # as given, as CLIP_benchmark formats it
+    texts = zeroshot_texts(data.class_names, "audio", [t.replace("{c}", "{label}") for t in templates], names)
+    assert texts.texts[0] == [t.format(c="aquarium_fish") for t in templates]  # as given, as CLIP_benchmark formats it
+    scores = zeroshot_scores(model, data, texts, media_emb=np.ones((1, ours.shape[1]), np.float32))
+    np.testing.assert_allclose(scores[0], theirs.sum(axis=1), atol=1e-5)

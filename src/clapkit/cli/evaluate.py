@@ -75,8 +75,8 @@ def eval_zeroshot(
     multi-label set (fsd50k:): mAP, mAUC, d-prime, LRAP and per-class AP. Every accuracy
     or mAP gets a 95% bootstrap interval over the clips."""
     from ..evaluation.zeroshot import (
-        default_templates,
         plot_confusion,
+        texts_record,
         zeroshot_metrics,
         zeroshot_scores,
     )
@@ -86,13 +86,13 @@ def eval_zeroshot(
     if bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
     labelled = _labelled(data, folds, classes, skip_bad, net.medium, split, audio_dir)
-    if prompts and template:
-        raise ClapkitError("give --prompts or --template, not both")
-    from ..evaluation.prompts import load_classnames, load_prompts
+    if sum(map(bool, (prompts, template, ensemble))) > 1:
+        raise ClapkitError("give one of --prompts, --template and --ensemble")
+    from ..evaluation.prompts import zeroshot_texts
 
-    templates = load_prompts(prompts, net.medium)[0] if prompts else (list(template or []) or
-                                                                      default_templates(net.medium, ensemble))
-    names = load_classnames(classnames, labelled.class_names) if classnames else None
+    texts = zeroshot_texts(labelled.class_names, net.medium,
+                           prompts or list(template or []) or ("clapkit:ensemble" if ensemble else None),
+                           classnames, labelled.class_ids)
     from ..inference.embed import inference_precision
     from ..inference.features import embed_items
 
@@ -100,13 +100,11 @@ def eval_zeroshot(
     with inference_precision(precision, dev):
         feats, made = embed_items(net, labelled.clips, ("E",), batch_size, dev, workers, cache, model, windows,
                                   pooled=windows is None or windows.pool == "mean", progress=True)
-        scores, _ = zeroshot_scores(net, labelled, templates, names, batch_size, dev, media_emb=feats["E"],
-                                    owner=made.pop("owner", None))
+        scores = zeroshot_scores(net, labelled, texts, batch_size, dev, media_emb=feats["E"],
+                                 owner=made.pop("owner", None))
     m = zeroshot_metrics(scores, labelled, bootstrap, seed, keep_ranks=bool(captions))
     ranks = m.pop("ranks", None)
-    m.update(templates=templates if isinstance(templates, dict) else list(templates), class_names_used=names,
-             prompts=prompts, classnames=classnames, skipped=labelled.skipped.to_dict(), precision=precision,
-             **made)
+    m.update(texts_record(texts), skipped=labelled.skipped.to_dict(), precision=precision, **made)
     if captions:
         from ..audit.leakage import zeroshot_leakage
 

@@ -101,6 +101,9 @@ class LabelledSet:
     class_names: list[str]  # index = label
     skipped: Skipped
     multilabel: bool = False  # items may carry several labels (FSD50K, AudioSet, VOC): scored by mAP
+    # each class's id in a published ontology, where the format names one (FSD50K's and AudioSet's
+    # AudioSet mids, "/m/09x0r"): class-name files spelled in that ontology are matched through it
+    class_ids: list[str] | None = None
 
     def targets(self) -> np.ndarray:
         """(items, classes) bool: which classes each item carries."""
@@ -134,6 +137,9 @@ def select(data: LabelledSet, spec: str, folds: list[int] | None = None, classes
         else:
             clips = [replace(c, label=remap[c.label]) for c in clips if c.label in remap]
         names = [names[i] for i in keep]
+        ids = [ids[i] for i in keep] if (ids := data.class_ids) else None
+    else:
+        ids = data.class_ids
     if not clips:
         raise DataError(f"{spec}: no clips left after the fold/class selection")
-    return LabelledSet(clips, names, data.skipped, data.multilabel)
+    return LabelledSet(clips, names, data.skipped, data.multilabel, ids)

@@ -20,7 +20,8 @@ out. What a result is depends on the role:
 role       result                                   loader
 =========  =======================================  ==============================
 pairs      ``list[Pair]`` (one per caption)          load_pairs, load_image_pairs
-labelled   ``(list[LabelledClip], class names)``;    load_labelled, load_labelled_images
+labelled   ``(list[LabelledClip], class names)``    load_labelled, load_labelled_images
+           or ``(..., class ids)`` (AudioSet mids);
            an item with several ``labels`` makes
            the set multi-label
 names      class names                              load_label_names
@@ -184,8 +185,8 @@ def read_labelled(spec: str, opts: ReadOptions, skipped=None):
     from .records import LabelledSet
 
     skipped = skipped if skipped is not None else Skipped()
-    clips, names = read(spec, LABELLED, opts.medium, opts, skipped)
-    return LabelledSet(clips, names, skipped, multilabel=any(c.labels for c in clips))
+    clips, names, *ids = read(spec, LABELLED, opts.medium, opts, skipped)
+    return LabelledSet(clips, names, skipped, multilabel=any(c.labels for c in clips), class_ids=ids[0] if ids else None)
 
 
 def help_for(role: str, *media: str) -> str:

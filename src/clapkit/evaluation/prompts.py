@@ -2,8 +2,8 @@
 
 ``--prompts`` takes:
 
-- nothing: clapkit's default for the medium (``This is a sound of {label}.``, LAION-CLAP's
-  ESC-50 prompt; ``a photo of a {label}.``);
+- nothing (or ``clapkit:default``): clapkit's default for the medium (``This is a sound of
+  {label}.``; ``a photo of a {label}.``); ``clapkit:ensemble``: its ensemble of templates;
 - ``clip_benchmark:DATASET``: CLIP_benchmark's templates for DATASET, read from the
   installed package's ``datasets/en_zeroshot_classification_templates.json`` (its
   ``{c}`` placeholder read as ``{label}``);
@@ -18,10 +18,28 @@ both): ``clip_benchmark:DATASET`` (the package's cleaned ``en_classnames.json`` 
 the dataset's class order; for a dataset it has no entry for, such as CIFAR, STL-10,
 Food-101 or VOC 2007, the data's own names as CLIP_benchmark's dataset builder keeps them:
 as they are, Food-101's and SUN397's with "_" (and "/") as spaces), ``open_clip:imagenet`` (OpenAI's cleaned ImageNet names, in
-sorted-synset order, as ``imagenet:`` orders its classes), a ``.json`` / ``.yaml`` mapping
+sorted-synset order, as ``imagenet:`` orders its classes), ``audioset:CSV`` (AudioSet's
+``class_labels_indices.csv``: a set whose classes carry AudioSet mids, FSD50K's, is spelled
+with their display names, "Gunshot, gunfire"), a ``.json`` / ``.yaml`` mapping
 from the data's class name to the new one (every class must be in it) or list, a ``.txt``
 list, one a line, or LAION-CLAP's ``class_labels/*.json`` (``{"dog": 0, ...}``: name ->
-class index, in the dataset's index order).
+LAION-CLAP's own tag index).
+
+**A name -> index map is applied by name, never by position.** LAION-CLAP's indices are
+its own tag order, which is the dataset's for ESC-50, UrbanSound8K, GTZAN and AudioSet but
+not for VGGSound ("people crowd" is 0) or FSD50K (AudioSet display names, "Whispering" is
+0). So each of the data's classes takes the key whose name equals its own once ``_``,
+spaces and case are set aside (:func:`name_key`), and the prompts use the key's spelling;
+for a set with AudioSet mids (FSD50K) a key may also match through the mid's display name
+in AudioSet's ``class_labels_indices.csv``, read from beside the map. A class with no key,
+or two keys matching one class, is an error naming the file and the class. A plain list
+keeps its meaning: one name per class, in the data's class order.
+
+The data's own names are read with ``_`` as a space (``door_wood_knock`` -> "door wood
+knock", as LAION-CLAP's ``ESC50_class_labels_indices_space.json`` and msclap's ESC-50
+loader spell them); names given by ``--classnames`` are used as given.
+:func:`zeroshot_texts` builds a task's prompts from all of this, for ``eval zeroshot``,
+``bench`` and the Python API alike.
 
 A named set whose package is not installed is an error that says what to install
 (``pip install clip_benchmark``, ``open_clip_torch``); the packages are an optional extra.
@@ -31,6 +49,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -148,6 +167,10 @@ def load_prompts(spec, medium: str) -> tuple[list[str] | dict[str, list[str]], s
     source, sep, name = spec.partition(":")
     if sep and source == "clip_benchmark":
         return _templates(_clip_benchmark("templates", name), spec), spec
+    if sep and source == "clapkit":
+        if name not in ("default", "ensemble"):
+            raise ConfigError(f"--prompts {spec}: clapkit has clapkit:default and clapkit:ensemble")
+        return default_templates(medium, name == "ensemble"), spec
     if sep and source == "open_clip":
         return _open_clip(name), spec
     path = Path(spec)
@@ -174,30 +197,71 @@ def _templates(items: list, where: str) -> list[str]:
     return items
 
 
-def load_classnames(spec: str | None, class_names: list[str]) -> list[str]:
-    """The class names ``spec`` gives the data's ``class_names`` (see the module docstring)."""
-    if not spec:
-        return list(class_names)
-    source, sep, name = str(spec).partition(":")
-    where = str(spec)
-    if sep and source == "clip_benchmark":
-        data = _clip_benchmark_classnames(name, list(class_names))
-    elif sep and source == "open_clip":
-        if name != "imagenet" or importlib.util.find_spec("open_clip") is None:
-            raise ConfigError(f"--classnames {spec}: open_clip:imagenet (OpenAI's cleaned ImageNet names) needs "
-                              "`pip install open_clip_torch`" if name == "imagenet" else
-                              f"--classnames {spec}: open_clip has open_clip:imagenet")
-        from open_clip import zero_shot_metadata
+def name_key(name: str) -> str:
+    """A class name with ``_``, runs of spaces and case set aside: the key by which a
+    class-name file's entries are matched to the data's classes."""
+    return " ".join(name.replace("_", " ").split()).casefold()
 
-        data = list(zero_shot_metadata.IMAGENET_CLASSNAMES)
+
+def _by_name(keys: list[str], class_names: list[str], class_ids: list[str] | None, where: str,
+             beside: Path | None) -> list[str]:
+    """The key of ``keys`` that names each of the data's classes (see the module docstring)."""
+    from ..data.audio.audioset import display_names
+
+    found: dict[str, list[str]] = {}
+    for key in keys:
+        found.setdefault(name_key(key), []).append(key)
+    table = beside / "class_labels_indices.csv" if beside is not None else None
+    display = display_names(table) if class_ids and table is not None and table.is_file() else {}
+    out = []
+    for i, name in enumerate(class_names):
+        hits = list(found.get(name_key(name), []))
+        mid = class_ids[i] if class_ids else None
+        if mid in display:
+            hits += [k for k in found.get(name_key(display[mid]), []) if k not in hits]
+        if len(hits) > 1:
+            raise DataError(f"entries {', '.join(repr(h) for h in hits)} both match the data's class {name!r}; "
+                            "keep one", where)
+        if not hits:
+            via = f" (AudioSet mid {mid}: {display[mid]!r})" if mid in display else ""
+            hint = (f"; for a set spelled by AudioSet mids put AudioSet's class_labels_indices.csv beside {where}"
+                    if class_ids and not display else "")
+            raise DataError(f"the data's class {name!r}{via} has no entry (matched by name, '_', spaces and case "
+                            f"aside){hint}", where)
+        out.append(hits[0])
+    return out
+
+
+def load_classnames(spec, class_names: list[str], class_ids: list[str] | None = None) -> list[str]:
+    """The class names ``spec`` gives the data's ``class_names`` (see the module
+    docstring); ``class_ids``: the classes' AudioSet mids, where the data has them. A list
+    is taken as given, one name per class."""
+    if spec is None or (isinstance(spec, str) and not spec):
+        return list(class_names)
+    where = str(spec)
+    beside = None
+    if isinstance(spec, list | tuple):
+        data = list(spec)
+        where = "the given class names"
     else:
-        data = _read_file(Path(spec))
+        source, sep, name = str(spec).partition(":")
+        if sep and source == "clip_benchmark":
+            data = _clip_benchmark_classnames(name, list(class_names))
+        elif sep and source == "open_clip":
+            if name != "imagenet" or importlib.util.find_spec("open_clip") is None:
+                raise ConfigError(f"--classnames {spec}: open_clip:imagenet (OpenAI's cleaned ImageNet names) needs "
+                                  "`pip install open_clip_torch`" if name == "imagenet" else
+                                  f"--classnames {spec}: open_clip has open_clip:imagenet")
+            from open_clip import zero_shot_metadata
+
+            data = list(zero_shot_metadata.IMAGENET_CLASSNAMES)
+        elif sep and source == "audioset":
+            return _audioset_spelling(Path(name), class_names, class_ids, where)
+        else:
+            data = _read_file(Path(spec))
+            beside = Path(spec).parent
     if isinstance(data, dict) and data and all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
-        # LAION-CLAP's class_labels/*.json: name -> class index, in the dataset's own index order
-        if sorted(data.values()) != list(range(len(class_names))):
-            raise DataError(f"indices {sorted(data.values())[:5]}...; a name -> index file for the data's "
-                            f"{len(class_names)} classes needs each of 0..{len(class_names) - 1} once", where)
-        return [name for name, _ in sorted(data.items(), key=lambda kv: kv[1])]
+        return _by_name(list(data), class_names, class_ids, where, beside)  # LAION-CLAP's name -> its own index
     if isinstance(data, dict):
         missing = [c for c in class_names if c not in data]
         if missing:
@@ -208,6 +272,52 @@ def load_classnames(spec: str | None, class_names: list[str]) -> list[str]:
         raise DataError(f"{n} names for the data's {len(class_names)} classes (a list is taken in the data's class "
                         "order)", where)
     return [str(x) for x in data]
+
+
+def _audioset_spelling(path: Path, class_names: list[str], class_ids: list[str] | None, where: str) -> list[str]:
+    """Each class's AudioSet display name, through its mid."""
+    if not class_ids:
+        raise ConfigError(f"--classnames {where}: AudioSet's names are matched through the classes' AudioSet mids, "
+                          "which this data does not carry (fsd50k: and audioset: do)")
+    from ..data.audio.audioset import display_names
+
+    display = display_names(path)
+    missing = [(n, m) for n, m in zip(class_names, class_ids, strict=True) if m not in display]
+    if missing:
+        raise DataError(f"the data's class {missing[0][0]!r} (mid {missing[0][1]}) is not in it "
+                        f"({len(missing)} missing)", str(path))
+    return [display[m] for m in class_ids]
+
+
+@dataclass(frozen=True)
+class ZeroshotTexts:
+    """What a zero-shot task says to the text tower, built in one place for ``eval
+    zeroshot``, ``bench`` and the Python API (:func:`zeroshot_texts`)."""
+
+    templates: list[str] | dict[str, list[str]]  # the templates, or each class's own prompts
+    source: str  # where the templates come from: "clapkit", "inline", clip_benchmark:X, a file
+    names: list[str]  # each class's name as written into its prompts, in class order
+    classnames: str | None  # the --classnames spec that gave ``names``; None: the data's own ("_" as a space)
+    texts: list[list[str]]  # each class's prompts, in class order
+
+
+def zeroshot_texts(class_names: list[str], medium: str, prompts=None, classnames=None,
+                   class_ids: list[str] | None = None) -> ZeroshotTexts:
+    """The prompts of a zero-shot task on classes ``class_names`` (the data's, index order).
+    ``prompts``: None (the medium's default), a spec for :func:`load_prompts`, a list of
+    templates or a class -> prompts mapping; ``classnames``: a spec for
+    :func:`load_classnames` or a list of names used as given, else the data's own names
+    with ``_`` read as a space; ``class_ids``: the classes' AudioSet mids, where known."""
+    if isinstance(prompts, dict):
+        templates, source = prompts, "inline"
+    else:
+        templates, source = load_prompts(prompts, medium)
+    if classnames is not None and (not isinstance(classnames, str) or classnames):
+        names = load_classnames(classnames, class_names, class_ids)
+        given = classnames if isinstance(classnames, str) else "inline"
+    else:
+        names, given = [n.replace("_", " ") for n in class_names], None
+    return ZeroshotTexts(templates, source, names, given, class_prompts(templates, names, class_names))
 
 
 def class_prompts(prompts: list[str] | dict[str, list[str]], labels: list[str], keys: list[str]) -> list[list[str]]:

@@ -1,6 +1,8 @@
 """Zero-shot classification: media (audio or image) embeddings against label-text embeddings.
 
-Each class name (``_`` read as a space) is put into one or more prompt templates; with
+Each class name (the data's with ``_`` read as a space, or the names of a class-name file;
+one function builds the texts for every command, :func:`~clapkit.evaluation.prompts.zeroshot_texts`)
+is put into one or more prompt templates; with
 several templates the normalised text embeddings of a class are averaged and
 renormalised (prompt ensembling, as in CLIP). A clip is assigned the class whose text
 embedding has the highest cosine similarity. A multi-label set (FSD50K) is scored per
@@ -30,45 +32,49 @@ from .prompts import (  # noqa: F401  (the default prompts live with the publish
     DEFAULT_TEMPLATE,
     ENSEMBLE_TEMPLATES,
     IMAGE_ENSEMBLE_TEMPLATES,
+    ZeroshotTexts,
     class_prompts,
     default_templates,
+    zeroshot_texts,
 )
 from .uncertainty import weighted_interval
 
 
 def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list[str] | tuple[str, ...], device="cpu") -> np.ndarray:
+    """Each label's text embedding: its templates' normalised embeddings averaged and
+    renormalised (:func:`class_embeddings` of the filled templates)."""
     for tpl in templates:
         if "{label}" not in tpl:
             raise ValueError(f"prompt template {tpl!r} has no {{label}} placeholder")
-    texts = [tpl.format(label=label) for label in labels for tpl in templates]
-    emb = embed_text(model, texts, device=device).reshape(len(labels), len(templates), -1).mean(axis=1)
+    return class_embeddings(model, [[tpl.format(label=label) for tpl in templates] for label in labels], device)
+
+
+def class_embeddings(model: DualEncoder, texts: list[list[str]], device="cpu") -> np.ndarray:
+    """(classes, dim): each class's prompts embedded, their normalised embeddings averaged
+    and renormalised (prompt ensembling, as CLIP and CLIP_benchmark's
+    ``zero_shot_classifier`` do)."""
+    flat = embed_text(model, [t for ts in texts for t in ts], device=device)
+    if len({len(ts) for ts in texts}) == 1:  # as many prompts per class: one reshape
+        emb = flat.reshape(len(texts), len(texts[0]), -1).mean(axis=1)
+    else:
+        bounds = np.cumsum([0] + [len(ts) for ts in texts])
+        emb = np.stack([flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
     return unit_rows(emb)
 
 
-def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | dict[str, list[str]] | None = None,
-                    class_names: list[str] | None = None, batch_size: int = 32, device="cpu", progress: bool = False,
-                    num_workers: int = 0, media_emb: np.ndarray | None = None,
-                    owner: np.ndarray | None = None) -> tuple[np.ndarray, list[list[str]]]:
-    """(items, classes) cosines of the media and each class's text embedding, and the
-    prompts of each class. ``prompts``: templates with ``{label}`` (default: the
-    medium's prompt) or each class's own prompts (keyed by the data's class names);
-    ``class_names`` replace the data's in the prompts, as given (:mod:`.prompts`; the data's
-    own names have "_" read as spaces); ``media_emb``: the
-    items' E already computed (from the embedding cache), else embedded here; with ``owner``
-    (each row's item) its rows are windows and an item's score for a class is the highest
-    of its windows' (``--pool max``, :mod:`clapkit.inference.windows`)."""
-    templates = prompts if prompts else default_templates(model.medium)
-    # the data's own names lose their "_" (door_wood_knock -> door wood knock); names given
-    # by --classnames are used as given (CLIP_benchmark's CIFAR-100 names keep theirs)
-    names = list(class_names) if class_names else [n.replace("_", " ") for n in data.class_names]
-    per_class = class_prompts(templates, names, data.class_names)
-    if isinstance(templates, dict):
-        flat = embed_text(model, [p for ps in per_class for p in ps], device=device)
-        bounds = np.cumsum([0] + [len(ps) for ps in per_class])
-        text_emb = np.stack([flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-        text_emb = unit_rows(text_emb)
-    else:
-        text_emb = class_text_embeddings(model, names, templates, device)
+def zeroshot_scores(model: DualEncoder, data: LabelledSet, texts: ZeroshotTexts | None = None, batch_size: int = 32,
+                    device="cpu", progress: bool = False, num_workers: int = 0, media_emb: np.ndarray | None = None,
+                    owner: np.ndarray | None = None) -> np.ndarray:
+    """(items, classes) cosines of the media and each class's text embedding. ``texts``:
+    the task's prompts (:func:`~clapkit.evaluation.prompts.zeroshot_texts`; default: the
+    medium's prompt on the data's names); ``media_emb``: the items' E already computed
+    (from the embedding cache), else embedded here; with ``owner`` (each row's item) its
+    rows are windows and an item's score for a class is the highest of its windows'
+    (``--pool max``, :mod:`clapkit.inference.windows`)."""
+    texts = texts or zeroshot_texts(data.class_names, model.medium, class_ids=data.class_ids)
+    if len(texts.texts) != len(data.class_names):
+        raise ValueError(f"prompts for {len(texts.texts)} classes; the data has {len(data.class_names)}")
+    text_emb = class_embeddings(model, texts.texts, device)
     if media_emb is None:
         media_emb = embed_media(model, data.clips, batch_size, device=device, num_workers=num_workers, progress=progress)
     scores = media_emb @ text_emb.T
@@ -76,7 +82,7 @@ def zeroshot_scores(model: DualEncoder, data: LabelledSet, prompts: list[str] | 
         pooled = np.full((len(data.clips), scores.shape[1]), -np.inf, dtype=scores.dtype)
         np.maximum.at(pooled, owner, scores)
         scores = pooled
-    return scores, per_class
+    return scores
 
 
 def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, seed: int = 0,
@@ -100,21 +106,29 @@ def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, 
 
 
 def zeroshot_eval(
-    model: DualEncoder, data: LabelledSet, templates: list[str] | tuple[str, ...] | dict | None = None,
+    model: DualEncoder, data: LabelledSet, templates: list[str] | tuple[str, ...] | dict | str | None = None,
     batch_size: int = 32, device="cpu", progress: bool = False, num_workers: int = 0, bootstrap: int = 0,
-    seed: int = 0, class_names: list[str] | None = None, keep_ranks: bool = False,
+    seed: int = 0, class_names: list[str] | str | None = None, keep_ranks: bool = False,
 ) -> dict:
     """Top-1/5, per-class accuracy and confusion (a multi-label set: mAP and the rest);
-    ``templates`` default to the medium's prompt (or each class's own prompts, a dict);
-    ``num_workers`` DataLoader processes decode the media (the result does not depend on it)."""
-    templates = templates or default_templates(model.medium)
-    scores, per_class = zeroshot_scores(model, data, templates, class_names, batch_size, device, progress, num_workers)
+    ``templates`` default to the medium's prompt (or each class's own prompts, a dict, or
+    a prompt spec); ``class_names`` replace the data's in the prompts (a list, as given, or
+    a ``--classnames`` spec); ``num_workers`` DataLoader processes decode the media (the
+    result does not depend on it)."""
+    texts = zeroshot_texts(data.class_names, model.medium, list(templates) if isinstance(templates, tuple) else templates,
+                           class_names, data.class_ids)
+    scores = zeroshot_scores(model, data, texts, batch_size, device, progress, num_workers)
     out = zeroshot_metrics(scores, data, bootstrap, seed, keep_ranks=keep_ranks)
-    out["templates"] = templates if isinstance(templates, dict) else list(templates)
-    if class_names:
-        out["class_names_used"] = list(class_names)
+    out.update(texts_record(texts))
     out["skipped"] = data.skipped.to_dict()
     return out
+
+
+def texts_record(texts: ZeroshotTexts) -> dict:
+    """What a zero-shot result records of its prompts: the templates, where they come
+    from, and the class names written into them (every result, single- or multi-label)."""
+    return {"templates": texts.templates if isinstance(texts.templates, dict) else list(texts.templates),
+            "prompts": texts.source, "classnames": texts.classnames, "class_names_used": list(texts.names)}
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: str | Path, title: str = "") -> None:

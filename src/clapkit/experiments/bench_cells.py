@@ -184,17 +184,16 @@ class CellContext:
 
 def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     from ..data.media import load_labelled_media
-    from ..evaluation.prompts import load_classnames, load_prompts
-    from ..evaluation.zeroshot import zeroshot_metrics, zeroshot_scores
+    from ..evaluation.prompts import zeroshot_texts
+    from ..evaluation.zeroshot import texts_record, zeroshot_metrics, zeroshot_scores
 
     task, medium = ctx.task, ctx.medium
     data = load_labelled_media(task["data"], medium, task.get("folds"), task.get("classes"), ctx.skip_bad, checked=True,
                                split=task.get("split"), media_dir=ctx.media_dir)
-    prompts, source = load_prompts(task.get("prompts"), medium)
-    names = load_classnames(task.get("classnames"), data.class_names)
+    texts = zeroshot_texts(data.class_names, medium, task.get("prompts"), task.get("classnames"), data.class_ids)
     feats, info = ctx.features(data.clips, pooled=ctx.windows is None or ctx.windows.pool == "mean")
-    scores, _ = zeroshot_scores(ctx.net, data, prompts, names, ctx.batch_size, ctx.device, media_emb=feats["E"],
-                                owner=info.get("owner"))
+    scores = zeroshot_scores(ctx.net, data, texts, ctx.batch_size, ctx.device, media_emb=feats["E"],
+                             owner=info.get("owner"))
     m = zeroshot_metrics(scores, data, ctx.boot, ctx.seed, keep_ranks=True)
     ci, n, correct, arrays = m.get("ci", {}), len(data.clips), None, {}
     if data.multilabel:
@@ -210,7 +209,9 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
         rows += leakage_columns(list(ctx.model["captions"]), data, correct, medium)
     if ctx.model.get("train_data"):
         rows += overlap_columns(list(ctx.model["train_data"]), data, correct, medium)
-    extra = dict(prompts=source, templates=prompts, class_names=names, skipped=data.skipped.count,
+    rec = texts_record(texts)
+    extra = dict(prompts=rec["prompts"], templates=rec["templates"], class_names=rec["class_names_used"],
+                 classnames=rec["classnames"], skipped=data.skipped.count,
                  data_fingerprint=fingerprint_files(str(c.media) for c in data.clips),
                  per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"))
     return rows, extra, arrays

@@ -30,7 +30,9 @@ from .io import AUDIO_EXTENSIONS
 from .labelled import write_wavs
 
 
-def _classes(path: Path) -> tuple[list[str], dict[str, int]]:
+def audioset_classes(path: Path) -> tuple[list[str], dict[str, int]]:
+    """The display names of AudioSet's ``class_labels_indices.csv`` in index order, and
+    each mid's index."""
     names, index = [], {}
     for line, row in read_csv_rows(path, ["index", "mid", "display_name"]):
         if not (row["index"] or "").strip().isdigit() or int(row["index"]) != len(names) or not row["mid"]:
@@ -40,6 +42,18 @@ def _classes(path: Path) -> tuple[list[str], dict[str, int]]:
     if not names:
         raise DataError("no classes", str(path))
     return names, index
+
+
+def display_names(path: Path) -> dict[str, str]:
+    """mid -> display name of ``class_labels_indices.csv`` (or any excerpt of it: the
+    indices are not needed to spell a class)."""
+    out = {}
+    for line, row in read_csv_rows(path, ["mid", "display_name"]):
+        mid, name = (row["mid"] or "").strip(), (row["display_name"] or "").strip()
+        if not mid or not name:
+            raise DataError("expected a mid and a display_name", f"{path} line {line}")
+        out[mid] = name
+    return out
 
 
 def _candidates(ytid: str, start: float, end: float) -> list[str]:
@@ -61,8 +75,8 @@ def _write_example(d: Path) -> tuple[str, Path]:
 @spec_kind("audioset", LABELLED, ("audio",), "CSV", "AudioSet's `eval_segments.csv` / `balanced_train_segments.csv` "
            "with `class_labels_indices.csv` beside it; clips in `--audio-dir` found by YTID and start time "
            "(`Y{YTID}_{start}_{end}`, `{YTID}_{start}`, `Y{YTID}`, ...); multi-label", example=_write_example)
-def read_audioset(path: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
-    names, index = _classes(path.parent / "class_labels_indices.csv")
+def read_audioset(path: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[LabelledClip], list[str], list[str]]:
+    names, index = audioset_classes(path.parent / "class_labels_indices.csv")
     folder = opts.media_dir or path.parent
     if not folder.is_dir():
         raise DataError("audio folder not found (give --audio-dir)", str(folder))
@@ -96,4 +110,4 @@ def read_audioset(path: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list
             return [LabelledClip(file, ids[0], None, where, ids, source=f"youtube:{ytid}")]
 
         c(one)
-    return c.items, names
+    return c.items, names, list(index)

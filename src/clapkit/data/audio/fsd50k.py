@@ -1,7 +1,9 @@
 """``fsd50k:ROOT``: FSD50K as Zenodo publishes it, multi-label (200 AudioSet classes).
 
 - ``ROOT/FSD50K.ground_truth/vocabulary.csv``: ``index,label,mid`` lines, no header; the
-  class order and names (``Electric_guitar``; ``_`` read as a space in prompts);
+  class order, names (``Electric_guitar``; ``_`` read as a space in prompts) and AudioSet
+  mids (the set's ``class_ids``: ``--classnames audioset:class_labels_indices.csv`` spells
+  the classes as AudioSet does, "Gunshot, gunfire", as LAION-CLAP's FSD50K label file does);
 - ``ROOT/FSD50K.ground_truth/eval.csv`` (``fname,labels,mids``) and ``dev.csv``
   (``fname,labels,mids,split``, ``split`` being ``train`` or ``val``): ``labels`` is a
   quoted, comma-separated list of vocabulary names (the leaf labels with their
@@ -27,18 +29,19 @@ from .labelled import write_wavs
 SPLITS = ("eval", "dev", "train", "val")
 
 
-def _vocabulary(path: Path) -> list[str]:
-    names: dict[int, str] = {}
+def _vocabulary(path: Path) -> tuple[list[str], list[str]]:
+    """The class names and mids of ``vocabulary.csv``, in index order."""
+    rows: dict[int, tuple[str, str]] = {}
     for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         cols = line.split(",")
-        if len(cols) < 2 or not cols[0].strip().isdigit() or not cols[1].strip():
+        if len(cols) != 3 or not cols[0].strip().isdigit() or not cols[1].strip() or not cols[2].strip():
             raise DataError("expected index,label,mid", f"{path} line {n}")
-        names[int(cols[0])] = cols[1].strip()
-    if not names or sorted(names) != list(range(len(names))):
-        raise DataError(f"the indices must be 0..{len(names) - 1}, each once", str(path))
-    return [names[i] for i in range(len(names))]
+        rows[int(cols[0])] = (cols[1].strip(), cols[2].strip())
+    if not rows or sorted(rows) != list(range(len(rows))):
+        raise DataError(f"the indices must be 0..{len(rows) - 1}, each once", str(path))
+    return [rows[i][0] for i in range(len(rows))], [rows[i][1] for i in range(len(rows))]
 
 
 def _write_example(d: Path) -> tuple[str, Path]:
@@ -56,12 +59,12 @@ def _write_example(d: Path) -> tuple[str, Path]:
 @spec_kind("fsd50k", LABELLED, ("audio",), "ROOT", "FSD50K: `FSD50K.ground_truth/{dev,eval}.csv` (`fname,labels,mids"
            "[,split]`, quoted comma-separated labels) + `vocabulary.csv` + `FSD50K.{dev,eval}_audio/`; multi-label; "
            "`--split eval|dev|train|val`", example=_write_example)
-def read_fsd50k(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
+def read_fsd50k(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[LabelledClip], list[str], list[str]]:
     split = opts.split or "eval"
     if split not in SPLITS:
         raise DataError(f"fsd50k split {split!r}: choose one of {', '.join(SPLITS)}")
     gt = root / "FSD50K.ground_truth"
-    names = _vocabulary(gt / "vocabulary.csv")
+    names, mids = _vocabulary(gt / "vocabulary.csv")
     index = {n: i for i, n in enumerate(names)}
     table = gt / ("eval.csv" if split == "eval" else "dev.csv")
     audio = root / ("FSD50K.eval_audio" if split == "eval" else "FSD50K.dev_audio")
@@ -90,4 +93,4 @@ def read_fsd50k(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[L
             return [LabelledClip(file, ids[0], None, where, ids, source=f"freesound:{row['fname'].strip()}")]
 
         c(one)
-    return c.items, names
+    return c.items, names, mids
