@@ -163,3 +163,39 @@ def test_imagenet_in_its_three_layouts(tmp_path):
     solution.write_text(solution.read_text() + "ILSVRC2012_val_00000009,n01440764 1 2 3 4\n")
     with pytest.raises(DataError, match=r"LOC_val_solution.csv line 5: image file not found"):
         load_labelled_images(spec)
+
+
+def test_each_set_reads_its_owners_published_lines(tmp_path):
+    """The readers on fixtures written from a few lines of the owners' own files
+    (tests/published.py), not by their own example writers."""
+    import published
+
+    from clapkit.data.image.labelled import load_labelled_images
+
+    data = load_labelled(published.us8k(tmp_path / "us8k"))
+    assert data.class_names == ["air_conditioner", "car_horn", "children_playing", "dog_bark"]
+    assert [(data.class_names[c.label], c.fold) for c in data.clips] == [
+        ("dog_bark", 5)] + [("children_playing", 5)] * 3 + [("car_horn", 10), ("air_conditioner", 5)]
+    assert data.clips[0].source == "freesound:100032"
+    data = load_labelled(published.vggsound(tmp_path / "vgg"))
+    assert [data.class_names[c.label] for c in data.clips] == [
+        "people marching", "bee, wasp, etc. buzzing", "people crowd", "playing mandolin", "waterfall burbling"]
+    assert data.clips[0].source == "youtube:---g-f_I2yQ"
+    data = load_labelled(published.audioset(tmp_path / "audioset"))
+    assert [[data.class_names[i] for i in c.labels] for c in data.clips] == [
+        ["Domestic animals, pets", "Squeak", "Dog", "Animal"], ["Hammer"], ["Chuckle, chortle", "Belly laugh", "Giggle"]]
+    assert data.class_ids[:2] == ["/m/068hy", "/m/07q6cd_"]
+    data = load_labelled(published.fsd50k(tmp_path / "FSD50K"))
+    assert [[data.class_names[i] for i in c.labels] for c in data.clips] == [
+        ["Gunshot_and_gunfire"], ["Bark", "Accelerating_and_revving_and_vroom"]]
+    for kaggle in (False, True):
+        data = load_labelled(published.gtzan(tmp_path / f"gtzan{kaggle}", kaggle))
+        assert data.class_names == ["blues", "classical", "jazz"] and len(data.clips) == 6
+    data = load_labelled(published.tut2017(tmp_path / "tut"))
+    assert data.class_names == ["beach", "residential_area"] and [c.fold for c in data.clips] == [1, 2]
+    data = load_labelled_images(published.food101(tmp_path / "food"))
+    assert data.class_names == ["Apple pie", "Baby back ribs"] and [c.label for c in data.clips] == [0, 0, 1]
+    data = load_labelled_images(published.imagenet_kaggle(tmp_path / "imagenet"))
+    assert data.class_names == ["sea snake", "kit fox"]  # the synsets of the solution's rows, sorted
+    assert sorted((c.media.name, data.class_names[c.label]) for c in data.clips) == [
+        ("ILSVRC2012_val_00000001.JPEG", "sea snake"), ("ILSVRC2012_val_00008726.JPEG", "kit fox")]

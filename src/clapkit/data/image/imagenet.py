@@ -5,7 +5,7 @@ with readable class names instead of ``n01440764``.
   torchvision's ``ImageNet`` and most copies hold it;
 - flat, with Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``, the
   synset the first token of the prediction string) beside ``ILSVRC2012_val_*.JPEG``
-  (in ``ROOT`` or ``ROOT/val``);
+  (in ``ROOT``, ``ROOT/val`` or, as the Kaggle release unpacks, ``ROOT/ILSVRC/Data/CLS-LOC/val``);
 - flat, with the devkit's ``data/ILSVRC2012_validation_ground_truth.txt`` (one
   ILSVRC2012_ID a line, in file order) and ``data/meta.mat`` (read with scipy), in
   ``ROOT/ILSVRC2012_devkit_t12``.
@@ -81,7 +81,8 @@ def _write_example(d: Path) -> tuple[str, Path]:
 def read_imagenet(root: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
     if not root.is_dir():
         raise DataError("folder not found", str(root))
-    images = root / "val" if (root / "val").is_dir() else root
+    # the Kaggle release keeps its images in ILSVRC/Data/CLS-LOC/val, beside LOC_val_solution.csv at the top
+    images = next((f for f in (root / "val", root / "ILSVRC" / "Data" / "CLS-LOC" / "val") if f.is_dir()), root)
     names = _mapping(root)
     c = Collector(opts.skip_bad, skipped)
     folders = sorted(p.name for p in images.iterdir() if p.is_dir() and WNID.fullmatch(p.name))
