@@ -50,6 +50,22 @@ def test_multilabel_average_precision_is_clip_benchmarks():
     np.testing.assert_allclose(weighted_average_precision(scores, targets), theirs, atol=1e-6)
 
 
+def test_map_clip_benchmark_counts_a_class_without_positives_as_zero_as_it_does():
+    """CLIP_benchmark's mean of ``average_precision_per_class`` (zeroshot_classification.py:
+    its AP divides by max(positives, 1), so a class with none adds an AP of 0 to the mean),
+    beside clapkit's mAP, which leaves such a class out (scikit-learn's, HEAR's)."""
+    from clapkit.evaluation.metrics import multilabel_metrics
+
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(150, 6))
+    targets = (rng.random((150, 6)) < 0.25).astype(np.int64)
+    targets[:, 4] = 0  # no positive for class 4
+    theirs = cb_classification.average_precision_per_class(torch.from_numpy(scores), torch.from_numpy(targets))
+    m = multilabel_metrics(scores, targets, [f"c{i}" for i in range(6)])
+    assert m["mAP_clip_benchmark"] == pytest.approx(float(theirs.mean()), abs=1e-6)
+    assert m["mAP"] == pytest.approx(float(theirs[[0, 1, 2, 3, 5]].mean()), abs=1e-6) and m["mAP"] > m["mAP_clip_benchmark"]
+
+
 def test_retrieval_recall_at_k_is_clip_benchmarks():
     from clip_benchmark.metrics.zeroshot_retrieval import recall_at_k
 
@@ -87,11 +103,13 @@ def cuda_on_cpu(monkeypatch):
     return linear_probe
 
 
-@pytest.mark.parametrize("shots", [None, 4])
-def test_linear_probe_is_clip_benchmarks_evaluate(tmp_path, cuda_on_cpu, shots):
+@pytest.mark.parametrize("shots,share", [(None, 0.2), (4, 0.2), (None, 0.0)])
+def test_linear_probe_is_clip_benchmarks_evaluate(tmp_path, cuda_on_cpu, shots, share):
     """The same training, validation and test features: CLIP_benchmark's ``evaluate``
     (its global torch generator seeded with the run's seed, as its permutation reads it)
-    chooses the weight decay clapkit chooses and scores the same accuracies."""
+    chooses the weight decay clapkit chooses and scores the same accuracies. With
+    ``val_proportion`` 0 (clapkit's) it is called as its CLI calls it without
+    --val_proportion: ``val_dataloader=None``, weight decay 0, no search."""
     import warnings
 
     rng = np.random.default_rng(3)
@@ -102,12 +120,12 @@ def test_linear_probe_is_clip_benchmarks_evaluate(tmp_path, cuda_on_cpu, shots):
     test = np.arange(len(y)) % 4 == 0
     split = Split("test", np.flatnonzero(~test), np.flatnonzero(test))
     seed = 5
-    opts = ProbeOptions(knn_k=3, bootstrap=0, seed=seed, shots=shots, seeds=1)  # None: the full training set
+    opts = ProbeOptions(knn_k=3, bootstrap=0, seed=seed, shots=shots, seeds=1, val_proportion=share)  # None: all
     ours, _ = probe_eval({"x": feats}, y, [f"c{i}" for i in range(classes)], [split], opts)
     run = ours["features"]["x"]["runs"][0]
 
     unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)  # CLIP_benchmark's featurizer normalises
-    fit, val = _val_split(len(split.train), opts.val_proportion, seed)  # tested equal to torch's random_split
+    fit, val = _val_split(len(split.train), share, seed)  # tested equal to torch's random_split
     folder = tmp_path / "features" / "model"
     folder.mkdir(parents=True)
     for name, rows in (("train", split.train[fit]), ("val", split.train[val]), ("test", split.test)):
@@ -117,8 +135,10 @@ def test_linear_probe_is_clip_benchmarks_evaluate(tmp_path, cuda_on_cpu, shots):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pin_memory and autocast without CUDA
         theirs = cuda_on_cpu.evaluate(None, None, None, shots or -1, opts.batch_size, 0, opts.lr, opts.epochs, "model",
-                                      seed, str(tmp_path / "features"), "cuda", val_dataloader=object(), amp=False)
-    assert run["regularisation"] == theirs["weight_decay"]
+                                      seed, str(tmp_path / "features"), "cuda",
+                                      val_dataloader=object() if share else None, amp=False)
+    assert run["regularisation"] == theirs["weight_decay"] and (share or theirs["weight_decay"] == 0)
+    assert run["val"] == len(val) and (share or len(val) == 0)
     assert run["train"] == (shots * classes if shots else len(fit))
     assert ours["features"]["x"]["linear"]["top1"] == pytest.approx(theirs["lp_acc1"], abs=1e-12)
     assert ours["features"]["x"]["linear"]["top5"] == pytest.approx(theirs["lp_acc5"], abs=1e-12)

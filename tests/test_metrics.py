@@ -128,3 +128,57 @@ def test_confusion_diagonal_equals_per_class_accuracy_with_partial_ties():
     assert m["top1"] == pytest.approx(2 / 5) == np.trace(cm) / cm.sum()
     for c, name in enumerate("abc"):
         assert m["per_class"][name]["accuracy"] == pytest.approx(cm[c, c] / cm[c].sum())
+
+
+def test_laions_audio_to_text_map_keeps_the_captions_in_caption_order():
+    """LAION-CLAP's evaluate_clotho_audiocaps: one audio whose 5 captions sit at 0-based
+    positions 6, 0, 8, 1, 9 of its ranking (caption order). Its code sums i / (pos_i + 1)
+    in caption order: (1/7 + 2/1 + 3/9 + 4/2 + 5/10) / 5 = 0.9952; the definition sorts the
+    positions first: (1/1 + 2/2 + 3/7 + 4/9 + 5/10) / 5 = 0.6746."""
+    from clapkit.evaluation.metrics import laion_audio_to_text_map10
+
+    positions = [6, 0, 8, 1, 9]
+    sim = np.zeros((1, 12))
+    sim[0] = -np.arange(12, dtype=float)  # column j is at position j
+    caps = np.array(positions)  # the captions, in caption order, are these columns
+    laion = laion_audio_to_text_map10(sim, [caps])[0]
+    assert laion == pytest.approx((1 / 7 + 2 / 1 + 3 / 9 + 4 / 2 + 5 / 10) / 5)
+    assert average_precision_at_k(sim, [caps], 10)[0] == pytest.approx((1 + 1 + 3 / 7 + 4 / 9 + 5 / 10) / 5)
+    # in rank order the two agree; captions beyond position 9 count 0 and the divisor stays 5
+    assert laion_audio_to_text_map10(sim, [np.array([0, 1, 6, 8, 11])])[0] == pytest.approx((1 + 1 + 3 / 7 + 4 / 9) / 5)
+    assert laion_audio_to_text_map10(sim, [np.array([4, 3, 2, 1, 0])])[0] > 1  # no AP can exceed 1; this one does
+    rng = np.random.default_rng(0)
+    audio, text = rng.normal(size=(30, 8)), rng.normal(size=(150, 8))
+    r = audio_text_retrieval(audio, text, np.repeat(np.arange(30), 5), bootstrap=200)["audio_to_text"]
+    assert r["mAP@10_laion"] >= r["mAP@10"] and set(r["ci"]) >= {"mAP@10", "mAP@10_laion", "R@1"}
+
+
+def test_the_mean_of_the_fold_scores_is_not_the_pooled_score():
+    """UrbanSound8K's protocol as HEAR and X-ARES report it: each fold's accuracy, then their
+    mean; folds of unequal size make it differ from the pooled accuracy."""
+    from clapkit.evaluation.metrics import per_fold
+
+    correct = np.array([1] * 8 + [0] * 2 + [1] * 1 + [0] * 1, dtype=bool)  # fold 1: 8 of 10, fold 2: 1 of 2
+    folds = [1] * 10 + [2] * 2
+    r = per_fold(correct, folds)
+    assert r["folds"] == {1: 0.8, 2: 0.5} and r["mean"] == pytest.approx(0.65)
+    assert correct.mean() == pytest.approx(9 / 12) and r["std"] == pytest.approx(np.std([0.8, 0.5], ddof=1))
+    assert per_fold(correct, [None] * 12) is None and per_fold(correct, [3] * 12) is None
+
+
+def test_hears_d_prime_is_the_mean_of_the_class_d_primes():
+    """HEAR (heareval/score.py): roc_auc_score(average=None), then the mean of
+    norm.ppf(auc) * sqrt(2); PANNs and AST: norm.ppf(mean AUC) * sqrt(2)."""
+    from scipy.stats import norm
+    from sklearn.metrics import roc_auc_score
+
+    from clapkit.evaluation.metrics import multilabel_metrics
+
+    rng = np.random.default_rng(1)
+    y = rng.random((200, 5)) < 0.3
+    s = y * rng.uniform(0, 2, size=5) + rng.normal(size=(200, 5))  # classes of different separability
+    m = multilabel_metrics(s, y, list("abcde"))
+    auc = roc_auc_score(y, s, average=None)
+    assert m["d_prime_hear"] == pytest.approx(float(np.mean(norm.ppf(auc) * np.sqrt(2.0))), abs=1e-12)
+    assert m["d_prime"] == pytest.approx(float(norm.ppf(auc.mean()) * np.sqrt(2.0)), abs=1e-12)
+    assert m["d_prime_hear"] != pytest.approx(m["d_prime"], abs=1e-3)

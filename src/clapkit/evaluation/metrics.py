@@ -42,28 +42,54 @@ def average_precision_at_k(sim: np.ndarray, targets: list[np.ndarray], k: int) -
     return aps
 
 
+def laion_audio_to_text_map10(sim: np.ndarray, targets: list[np.ndarray]) -> np.ndarray:
+    """LAION-CLAP's audio-to-text "mAP@10" per audio, exactly as ``evaluate_clotho_audiocaps``
+    (``src/laion_clap/training/train.py``, LAION-AI/CLAP 1fd4c37, lines 712-730) computes it:
+    the 0-based positions of the audio's captions in its ranking, **in caption order** (its
+    ``torch.where`` returns them so; its docstring says they are sorted, the code does not
+    sort), those under 10 kept in that order, then ``sum(arange(1, m + 1) / (pos + 1))``
+    divided by the number of captions (LAION-CLAP's 5). Captions out of rank order make it
+    larger than the definition (:func:`average_precision_at_k`, which XinhaoMei's
+    audio-text_retrieval and X-ARES compute), even above 1. Ties ranked pessimistically."""
+    out = np.zeros(sim.shape[0])
+    for q, cols in enumerate(targets):
+        row = sim[q]
+        # position of each caption (0-based): every other candidate scored at least as high is before it
+        pos = np.array([int((row >= row[c]).sum()) - 1 for c in cols])
+        kept = pos[pos < 10]
+        out[q] = float(np.sum(np.arange(1, len(kept) + 1) / (kept + 1))) / len(cols)
+    return out
+
+
 def _intervals(out: dict, ranks: np.ndarray, names: dict[str, int], bootstrap: int, seed: int,
-               keep_ranks: bool) -> dict:
-    """``out`` with a bootstrap interval of each ``name: k`` hit rate (rank <= k) over the
-    queries when ``bootstrap`` resamples are asked for, and the per-query ``ranks`` when kept
-    (an array: for the caller, not for JSON)."""
+               keep_ranks: bool, means: dict[str, np.ndarray] | None = None) -> dict:
+    """``out`` with a bootstrap interval of each ``name: k`` hit rate (rank <= k) and of each
+    ``means`` entry (a mean of per-query values) over the queries when ``bootstrap``
+    resamples are asked for, and the per-query ``ranks`` when kept (an array: for the
+    caller, not for JSON)."""
     if bootstrap:
         from .uncertainty import mean_interval
 
         out["ci"] = {name: mean_interval(ranks <= k, bootstrap, seed) for name, k in names.items()}
+        out["ci"].update({name: mean_interval(v, bootstrap, seed) for name, v in (means or {}).items()})
     if keep_ranks:
         out["ranks"] = ranks
     return out
 
 
 def retrieval_metrics(sim: np.ndarray, targets: list[np.ndarray], ks=(1, 5, 10), bootstrap: int = 0,
-                      seed: int = 0, keep_ranks: bool = False) -> dict:
+                      seed: int = 0, keep_ranks: bool = False, laion_map: bool = False) -> dict:
     """R@k, mAP@10 and ranks of each query's relevant candidates; with ``bootstrap``
-    resamples of the queries, a 95% interval of each R@k (``ci``)."""
+    resamples of the queries, a 95% interval of each R@k and of the mAP@10 (``ci``);
+    ``laion_map``: LAION-CLAP's audio-to-text variant too (``mAP@10_laion``,
+    :func:`laion_audio_to_text_map10`)."""
     ranks = ranks_of_targets(sim, targets)
+    aps = {"mAP@10": average_precision_at_k(sim, targets, 10)}
+    if laion_map:
+        aps["mAP@10_laion"] = laion_audio_to_text_map10(sim, targets)
     out = _intervals({f"R@{k}": float((ranks <= k).mean()) for k in ks}, ranks, {f"R@{k}": k for k in ks},
-                     bootstrap, seed, keep_ranks)
-    out["mAP@10"] = float(average_precision_at_k(sim, targets, 10).mean())
+                     bootstrap, seed, keep_ranks, aps)
+    out.update({name: float(v.mean()) for name, v in aps.items()})
     # LAION-CLAP's: floor(median of the 0-based ranks) + 1, an integer (ranks 1,2,3,4 give 2)
     out["median_rank"] = int(np.floor(np.median(ranks - 1))) + 1
     out["mean_rank"] = float(ranks.mean())
@@ -77,7 +103,9 @@ def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio
 
     ``text_audio[j]`` is the audio row of caption j. Text-to-audio: each caption is a
     query with one relevant audio. Audio-to-text: each audio is a query whose relevant
-    items are all its captions; it is correct at k if any of them is in the top k.
+    items are all its captions (in the order they are given); it is correct at k if any of
+    them is in the top k; its ``mAP@10`` is the definition and ``mAP@10_laion``
+    LAION-CLAP's code (:func:`laion_audio_to_text_map10`).
     """
     sim = audio_emb @ text_emb.T  # (audio, text)
     t2a = retrieval_metrics(sim.T, [np.array([a]) for a in text_audio], bootstrap=bootstrap, seed=seed,
@@ -85,7 +113,7 @@ def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio
     caps = [np.flatnonzero(text_audio == a) for a in range(audio_emb.shape[0])]
     if any(len(c) == 0 for c in caps):
         raise ValueError("every audio needs at least one caption")
-    a2t = retrieval_metrics(sim, caps, bootstrap=bootstrap, seed=seed, keep_ranks=keep_ranks)
+    a2t = retrieval_metrics(sim, caps, bootstrap=bootstrap, seed=seed, keep_ranks=keep_ranks, laion_map=True)
     return {"text_to_audio": t2a, "audio_to_text": a2t}
 
 
@@ -101,8 +129,9 @@ def pessimistic_predictions(scores: np.ndarray, labels: np.ndarray) -> np.ndarra
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str], ks=(1, 5), bootstrap: int = 0,
                            seed: int = 0, keep_ranks: bool = False) -> dict:
-    """Top-k accuracy (pessimistic ties), per-class accuracy and the confusion matrix; with
-    ``bootstrap`` resamples of the items, a 95% interval of each top-k (``ci``)."""
+    """Top-k accuracy (pessimistic ties), per-class and mean-class accuracy and the
+    confusion matrix; with ``bootstrap`` resamples of the items, a 95% interval of each
+    top-k and of the mean-class accuracy (``ci``)."""
     n_classes = scores.shape[1]
     ranks = ranks_of_targets(scores, [np.array([y]) for y in labels])
     pred = pessimistic_predictions(scores, labels)
@@ -123,7 +152,36 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: 
         per_class=per_class,
         confusion=confusion.tolist(),
     )
-    return _intervals(out, ranks, {f"top{k}": k for k in ks if k <= n_classes}, bootstrap, seed, keep_ranks)
+    out = _intervals(out, ranks, {f"top{k}": k for k in ks if k <= n_classes}, bootstrap, seed, keep_ranks)
+    if bootstrap:
+        from .uncertainty import weighted_interval
+
+        out["ci"]["mean_class_accuracy"] = weighted_interval(
+            lambda w: mean_class_accuracy(ranks == 1, labels, w), len(labels), bootstrap, seed)
+    return out
+
+
+def mean_class_accuracy(correct: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The mean over classes of each class's accuracy (scikit-learn's
+    ``balanced_accuracy_score``), each item counted ``weights[i]`` times; a class with no
+    (weighted) item is left out."""
+    w = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
+    n = np.bincount(labels, weights=w)
+    hit = np.bincount(labels, weights=w * correct)
+    return float(np.mean(hit[n > 0] / n[n > 0]))
+
+
+def per_fold(correct: np.ndarray, folds) -> dict | None:
+    """The accuracy of each official fold and their mean: UrbanSound8K's protocol as HEAR
+    (``aggregate_test_results``) and X-ARES (``np.mean`` over folds) report it, which
+    differs from the pooled accuracy when the folds differ in size (UrbanSound8K's: 806 to
+    990 clips). None when the items have no folds, or one."""
+    if folds is None or any(f is None for f in folds) or len(set(folds)) < 2:
+        return None
+    f = np.asarray(folds)
+    scores = {int(k): float(np.mean(correct[f == k])) for k in sorted(set(f.tolist()))}
+    return {"folds": scores, "mean": float(np.mean(list(scores.values()))),
+            "std": float(np.std(list(scores.values()), ddof=1))}
 
 
 def weighted_average_precision(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -150,11 +208,16 @@ def weighted_average_precision(scores: np.ndarray, targets: np.ndarray, weights:
 
 def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, class_names: list[str]) -> dict:
     """Multi-label scores against (items, classes) bool targets: macro mAP (per-class AP,
-    :func:`weighted_average_precision`, averaged over the classes with a positive item),
-    mAUC over the classes with a positive and a negative item (scikit-learn's
-    ``roc_auc_score``), d-prime ``sqrt(2) * Phi^-1(mAUC)`` (as AudioSet and PANNs report
-    it) and LRAP (scikit-learn's ``label_ranking_average_precision_score``). Classes with
-    no positive item are listed and left out of the means."""
+    :func:`weighted_average_precision`, averaged over the classes with a positive item;
+    scikit-learn's, HEAR's and X-ARES's macro average precision), ``mAP_clip_benchmark``
+    (CLIP_benchmark's ``average_precision_per_class`` convention: a class without positives
+    counts as AP 0 in the mean), mAUC over the classes with a positive and a negative item
+    (scikit-learn's ``roc_auc_score``), d-prime two ways: ``d_prime`` =
+    ``sqrt(2) * Phi^-1(mAUC)`` (PANNs' and AST's convention, as AudioSet results are
+    reported) and ``d_prime_hear`` = the mean over classes of ``sqrt(2) * Phi^-1(AUC_c)``
+    (HEAR's ``heareval/score.py``), and LRAP (scikit-learn's
+    ``label_ranking_average_precision_score``). Classes with no positive item are listed
+    and left out of the other means."""
     from scipy.stats import norm
     from sklearn.metrics import label_ranking_average_precision_score, roc_auc_score
 
@@ -166,8 +229,10 @@ def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, class_names: lis
     mauc = float(np.mean(list(aucs.values()))) if aucs else float("nan")
     return {
         "mAP": float(np.nanmean(ap)) if has_pos.any() else float("nan"),
+        "mAP_clip_benchmark": float(np.mean(np.nan_to_num(ap, nan=0.0))),
         "mAUC": mauc,
         "d_prime": float(np.sqrt(2.0) * norm.ppf(mauc)) if aucs else float("nan"),
+        "d_prime_hear": float(np.mean(np.sqrt(2.0) * norm.ppf(list(aucs.values())))) if aucs else float("nan"),
         "lrap": float(label_ranking_average_precision_score(targets, scores)),
         "per_class": {name: {"AP": None if np.isnan(ap[c]) else float(ap[c]), "AUC": aucs.get(c),
                              "positives": int(targets[:, c].sum())} for c, name in enumerate(class_names)},

@@ -59,8 +59,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..inference.embed import unit_rows
-from .metrics import classification_metrics
-from .uncertainty import mean_interval
+from .metrics import classification_metrics, mean_class_accuracy
+from .uncertainty import mean_interval, weighted_interval
 
 PROTOCOLS = ("clip_benchmark", "sklearn")
 WD_GRID = np.logspace(-6, 2, num=97).tolist()  # CLIP_benchmark's weight decays
@@ -315,15 +315,24 @@ def probe_eval(features: dict[str, np.ndarray], y: np.ndarray, class_names: Sequ
         out = {"dim": int(feats.shape[1]), "runs": runs}
         for name, per_seed in (("linear", linear), ("knn", knn)):
             metrics = [classification_metrics(sc if name == "linear" else np.eye(n_classes)[sc], yt, list(class_names),
-                                              ks=(1, 5) if name == "linear" else (1,)) for sc in per_seed]
+                                              ks=(1, 5) if name == "linear" else (1,), keep_ranks=True)
+                       for sc in per_seed]
             ok = np.stack([(sc.argmax(1) if name == "linear" else sc) == yt for sc in per_seed])
             m = {k: float(np.mean([mm[k] for mm in metrics])) for k in ("top1", "top5", "mean_class_accuracy")
                  if k in metrics[0]}
             if len(seeds) > 1:
                 m["top1_std_over_seeds"] = float(np.std([mm["top1"] for mm in metrics]))
             item = ok.mean(axis=0) if len(seeds) > 1 else ok[0]
+            if len(splits) > 1:  # each split's top-1, then their mean (HEAR's and X-ARES's fold protocol)
+                m["top1_per_split"] = {s.name: float(item[pos[s.test]].mean()) for s in splits}
+                m["top1_fold_mean"] = float(np.mean(list(m["top1_per_split"].values())))
             if opts.bootstrap:
-                m["ci"] = {"top1": mean_interval(item, opts.bootstrap, opts.seed)}
+                m["ci"] = {"top1": mean_interval(item, opts.bootstrap, opts.seed),
+                           "mean_class_accuracy": weighted_interval(lambda w, item=item: mean_class_accuracy(item, yt, w),
+                                                                    len(yt), opts.bootstrap, opts.seed)}
+                if "top5" in m:
+                    top5 = np.stack([mm["ranks"] <= 5 for mm in metrics]).mean(axis=0)  # its pessimistic ties
+                    m["ci"]["top5"] = mean_interval(top5, opts.bootstrap, opts.seed)
             m["per_class"] = {c: float(np.mean([mm["per_class"][c]["accuracy"] for mm in metrics]))
                               for c in metrics[0]["per_class"]}
             out[name] = m

@@ -38,10 +38,17 @@ def weighted_interval(stat: Callable[[np.ndarray], float], n: int, resamples: in
                       level: float = 0.95) -> tuple[float, float]:
     """The bootstrap interval of ``stat(counts)``, a statistic of the items weighted by
     how often a resample drew each (``counts``: (n,) whole numbers summing to n), for
-    statistics that are no mean over items (mAP)."""
+    statistics that are no mean over items (mAP, mean-class accuracy)."""
+    return weighted_intervals(lambda w: {"stat": stat(w)}, n, resamples, seed, level)["stat"]
+
+
+def weighted_intervals(stats: Callable[[np.ndarray], dict[str, float]], n: int, resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """:func:`weighted_interval` of several statistics computed together on each resample
+    (the same resamples for all: one pass, e.g. two mAP conventions from one AP per class)."""
     rng = np.random.default_rng(seed)
-    stats = [stat(np.bincount(rng.integers(0, n, size=n), minlength=n)) for _ in range(resamples)]
-    return _quantiles(np.asarray(stats, dtype=np.float64), level)
+    drawn = [stats(np.bincount(rng.integers(0, n, size=n), minlength=n)) for _ in range(resamples)]
+    return {k: _quantiles(np.asarray([d[k] for d in drawn], dtype=np.float64), level) for k in drawn[0]}
 
 
 def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:

@@ -20,8 +20,11 @@ spec's kind, or the model's), ``split``, ``folds``, ``classes``, ``prompts`` and
 ``window`` / ``hop`` / ``pool`` for long clips in sliding windows
 (:mod:`clapkit.inference.windows`, recorded in the cell). A ``probe`` task
 (:mod:`clapkit.evaluation.probe`, as ``eval probe``) also takes ``features`` (``[x, E]``),
-``shots``, ``seeds``, ``protocol``, ``knn_k``, ``train_split`` and ``cv``; its main metric
-is the linear probe's top-1 on its first feature.
+``shots``, ``seeds``, ``protocol``, ``knn_k``, ``train_split``, ``cv``, ``val_proportion``
+(0.2; 0 is CLIP_benchmark's CLI default: no validation part, weight decay 0), ``lr``,
+``epochs``, ``batch_size`` (the probe's) and ``normalize``; its main metric is the linear
+probe's top-1 on its first feature. CLIP_benchmark's own linear-probe run is
+``{type: probe, features: [E], val_proportion: 0}`` (it probes ``encode_image``, the E).
 
 A model's optional ``captions`` (its training captions) add the leakage columns to its
 zero-shot tasks, and its ``train_data`` (specs of its training data) the overlap columns:
@@ -54,7 +57,8 @@ from ..errors import ConfigError
 TYPES = ("zeroshot", "retrieval", "probe")
 TASK_KEYS = {"name", "data", "type", "medium", "split", "folds", "classes", "prompts", "classnames", "audio_dir",
              "image_dir", "window", "hop", "pool"}
-PROBE_KEYS = {"features", "shots", "seeds", "protocol", "knn_k", "train_split", "cv"}  # eval probe's options
+PROBE_KEYS = {"features", "shots", "seeds", "protocol", "knn_k", "train_split", "cv", "val_proportion", "lr", "epochs",
+              "batch_size", "normalize"}  # eval probe's options
 
 
 def _preset(name: str) -> Path | None:

@@ -197,12 +197,13 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     m = zeroshot_metrics(scores, data, ctx.boot, ctx.seed, keep_ranks=True)
     ci, n, correct, arrays = m.get("ci", {}), len(data.clips), None, {}
     if data.multilabel:
-        rows = [_row("mAP", m["mAP"], ci.get("mAP"), n), _row("mAUC", m["mAUC"], n=n),
-                _row("d_prime", m["d_prime"], n=n), _row("lrap", m["lrap"], n=n)]
+        rows = [_row(k, m[k], ci.get(k), n) for k in ("mAP", "mAP_clip_benchmark", "mAUC", "d_prime", "d_prime_hear",
+                                                        "lrap")]
         arrays.update(scores=scores.astype(np.float32), targets=data.targets())
     else:
-        rows = [_row(k, m[k], ci.get(k), n) for k in ("top1", "top5") if k in m]
-        rows.append(_row("mean_class_accuracy", m["mean_class_accuracy"], n=n))
+        rows = [_row(k, m[k], ci.get(k), n) for k in ("top1", "top5", "mean_class_accuracy") if k in m]
+        if "top1_fold_mean" in m:  # the mean of the per-fold top-1 (HEAR's, X-ARES's UrbanSound8K protocol)
+            rows.append(_row("top1_fold_mean", m["top1_fold_mean"], n=n))
         correct = m["ranks"] == 1
         arrays.update(correct1=correct, correct5=m["ranks"] <= 5)
     if ctx.model.get("captions"):
@@ -213,7 +214,8 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     extra = dict(prompts=rec["prompts"], templates=rec["templates"], class_names=rec["class_names_used"],
                  classnames=rec["classnames"], skipped=data.skipped.count,
                  data_fingerprint=fingerprint_files(str(c.media) for c in data.clips),
-                 per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"))
+                 per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"),
+                 per_fold=m.get("per_fold"))
     return rows, extra, arrays
 
 
@@ -237,8 +239,8 @@ def _retrieval(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     rows = []
     for direction, key in ((f"text_to_{medium}", "text_to_audio"), (f"{medium}_to_text", "audio_to_text")):
         r = both[key]
-        rows += [_row(f"{direction}_R@{k}", r[f"R@{k}"], r.get("ci", {}).get(f"R@{k}"), r["queries"]) for k in (1, 5, 10)]
-        rows.append(_row(f"{direction}_mAP@10", r["mAP@10"], n=r["queries"]))
+        rows += [_row(f"{direction}_{k}", r[k], r.get("ci", {}).get(k), r["queries"])
+                 for k in ("R@1", "R@5", "R@10", "mAP@10", "mAP@10_laion") if k in r]
     arrays = dict(t2m_ranks=both["text_to_audio"]["ranks"], m2t_ranks=both["audio_to_text"]["ranks"])
     extra = dict(skipped=skipped.count, data_fingerprint=fingerprint_files(str(p.media) for p in clips),
                  captions=len(pairs))
@@ -251,8 +253,11 @@ def _probe(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     task = ctx.task
     kinds = list(task.get("features") or ["x", "E"])
     shots = task.get("shots")
+    given = {k: task[k] for k in ("val_proportion", "lr", "epochs", "normalize") if task.get(k) is not None}
+    if task.get("batch_size") is not None:
+        given["batch_size"] = int(task["batch_size"])
     opts = ProbeOptions(task.get("protocol") or "clip_benchmark", shots, int(task.get("seeds") or (3 if shots else 1)),
-                        ctx.seed, int(task.get("knn_k") or 20), bootstrap=ctx.boot)
+                        ctx.seed, int(task.get("knn_k") or 20), bootstrap=ctx.boot, **given)
     pd = load_probe_data(task["data"], ctx.medium, task.get("folds"), task.get("classes"), task.get("split"),
                          task.get("train_split"), ctx.skip_bad, ctx.media_dir)
     splits, rule = probe_splits(pd.y, pd.folds, int(task.get("cv") or 5), ctx.seed, pd.train_mask)
@@ -262,7 +267,7 @@ def _probe(ctx: CellContext) -> tuple[list[dict], dict, dict]:
         f = r["features"][kind]
         for head in ("linear", "knn"):
             rows += [_row(f"{head}_{k}_{kind}", f[head][k], f[head].get("ci", {}).get(k), r["tested"])
-                     for k in ("top1", "top5", "mean_class_accuracy") if k in f[head]]
+                     for k in ("top1", "top5", "mean_class_accuracy", "top1_fold_mean") if k in f[head]]
     arrays = {f"correct_{k}": v for k, v in correct.items()}
     arrays["correct1"] = correct[f"linear_{kinds[0]}"]
     extra = dict(main_metric=f"linear_top1_{kinds[0]}", splits=rule, probe=r["options"], class_names=pd.class_names,
