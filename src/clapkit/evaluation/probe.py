@@ -328,7 +328,7 @@ def probe_eval(features: dict[str, np.ndarray], y: np.ndarray, class_names: Sequ
                 m["top1_fold_mean"] = float(np.mean(list(m["top1_per_split"].values())))
             if opts.bootstrap:
                 m["ci"] = {"top1": mean_interval(item, opts.bootstrap, opts.seed),
-                           "mean_class_accuracy": weighted_interval(lambda w, item=item: mean_class_accuracy(item, yt, w),
+                           "mean_class_accuracy": weighted_interval(lambda w, item=item, yt=yt: mean_class_accuracy(item, yt, w),
                                                                     len(yt), opts.bootstrap, opts.seed)}
                 if "top5" in m:
                     top5 = np.stack([mm["ranks"] <= 5 for mm in metrics]).mean(axis=0)  # its pessimistic ties
