@@ -130,3 +130,47 @@ def test_init_registers_a_shutdown_that_leaves_the_group(monkeypatch):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_retrieval_probe_and_bench_in_windows_under_two_processes_equal_one(tmp_path, tiny_checkpoint, shared_data):
+    """eval retrieval, eval probe and a bench of every task type (zero-shot, retrieval,
+    probe), each on 2 s windows of the 5 s clips, under torchrun's two processes give the
+    numbers of one process (run here in this one)."""
+    import yaml
+
+    esc = f"esc50:{shared_data / 'esc50'}"
+    rows = [r for r in csv.DictReader(open(shared_data / "esc50" / "meta" / "esc50.csv")) if r["fold"] != "4"]
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as f:
+        csv.writer(f).writerows([("audio", "caption")] + [
+            (shared_data / "esc50" / "audio" / r["filename"].replace(".wav", ".ogg"), f"the sound of {r['category']}")
+            for r in rows])
+    win = ["--window", "2", "--hop", "1.5"]
+    common = ["--bootstrap", "50", "--batch-size", "3", "--device", "cpu", *win]
+    retrieval = ["eval", "retrieval", "--model", tiny_checkpoint, "--data", f"csv:{pairs}", *common]
+    probe = ["eval", "probe", "--model", tiny_checkpoint, "--data", esc, "--folds", "2,3,5", "--knn-k", "3", *common]
+    bench = {"models": [{"name": "ours", "model": str(tiny_checkpoint)}], "bootstrap": 50, "seed": 0, "tasks": [
+        {"name": "zs", "data": esc, "type": "zeroshot", "folds": [2, 3, 5], "window": 2, "hop": 1.5, "pool": "max"},
+        {"name": "ret", "data": f"csv:{pairs}", "type": "retrieval", "window": 2, "hop": 1.5},
+        {"name": "probe", "data": esc, "type": "probe", "folds": [2, 3, 5], "knn_k": 3, "window": 2, "hop": 1.5}]}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
+    for n, run in ((2, lambda *a: _torchrun(2, 29831, *a)), (1, clapkit)):
+        run(*retrieval, "--out", tmp_path / f"ret{n}.json")
+        run(*probe, "--out", tmp_path / f"probe{n}.json")
+        run("bench", "--config", tmp_path / "bench.yaml", "--out", tmp_path / f"bench{n}", "--batch-size", "3",
+            "--device", "cpu")
+    r1, r2 = (json.loads((tmp_path / f"ret{n}.json").read_text()) for n in (1, 2))
+    assert r1["windows"]["windows"] == 14 * 3 and r2["world_size"] == 2
+    for key in ("text_to_audio", "audio_to_text"):
+        assert r1[key] == r2[key], key
+    p1, p2 = (json.loads((tmp_path / f"probe{n}.json").read_text()) for n in (1, 2))
+    assert p1["features"] == p2["features"] and p1["windows"] == p2["windows"]
+    for task in ("zs", "ret", "probe"):
+        c1, c2 = (json.loads((tmp_path / f"bench{n}" / "cells" / f"ours__{task}.json").read_text()) for n in (1, 2))
+        assert c1["metrics"] == c2["metrics"] and c1["windows"]["hop"] == 1.5, task
+    cell = json.loads((tmp_path / "bench1" / "cells" / "ours__ret.json").read_text())
+    names = {m["metric"] for m in cell["metrics"]}
+    assert {"text_to_audio_R@1", "audio_to_text_mAP@10", "audio_to_text_mAP@10_laion"} <= names
+    assert cell["captions"] == 14 and all(m["ci_low"] is not None for m in cell["metrics"])
+    # the bench's retrieval cell is eval retrieval's number
+    assert {m["metric"]: m["value"] for m in cell["metrics"]}["text_to_audio_R@1"] == r1["text_to_audio"]["R@1"]

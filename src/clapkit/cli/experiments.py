@@ -170,6 +170,10 @@ def bench(
         spec["bootstrap"] = bootstrap
     result = run_bench(spec, out, shard, _device(device), batch_size, workers, skip_bad, cache=cache,
                        precision=precision)
+    from ..distributed import is_main
+
+    if not is_main():  # under torchrun the first process writes the table and prints it
+        return
     typer.echo(f"bench {spec['source']}: ran {len(result['ran'])} cell(s), {result['skipped_done']} already done "
                f"(shard {result['shard']}); {result['rows']} rows in {out / 'results.csv'}")
     typer.echo((out / "results.md").read_text())
