@@ -232,6 +232,36 @@ def test_cnn14_fresh_frontend_equals_torchlibrosa():
         torch.testing.assert_close(ours[key], theirs[key], atol=1e-6, rtol=1e-5)
 
 
+def test_a_32k_panns_checkpoint_at_44k_keeps_its_weights_and_takes_the_44k_filterbank(tmp_path):
+    """Every real `paper` run: PANNs' 32 kHz Cnn14 checkpoint loaded into a 44.1 kHz CNN14.
+    The tower keeps the checkpoint's weights and rebuilds only the mel filterbank, so it
+    equals PANNs' own Cnn14 built at 44.1 kHz with the checkpoint loaded around its own
+    filterbank (the STFT basis depends on the window, not the rate)."""
+    from panns_inference.models import Cnn14 as PannsCnn14
+
+    from clapkit.models.towers.audio import build_cnn14
+
+    state = _panns_cnn14().state_dict()
+    torch.save({"model": state, "iteration": 0}, tmp_path / "Cnn14_mAP=0.431.pth")  # PANNs' checkpoint layout
+    a = {"n_fft": 1024, "hop_length": 320, "n_mels": 64, "fmin": 50, "fmax": 14000, "dropout": 0.2,
+         "checkpoint": str(tmp_path / "Cnn14_mAP=0.431.pth")}
+    ours = build_cnn14(a, 44100).eval()
+    theirs = PannsCnn14(sample_rate=44100, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000,
+                        classes_num=527)
+    melw_44k = theirs.logmel_extractor.melW.detach().clone()
+    theirs.load_state_dict({**state, "logmel_extractor.melW": melw_44k}, strict=True)
+    theirs.eval()
+    torch.testing.assert_close(ours.logmel_extractor.melW, melw_44k, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(ours.logmel_extractor.melW, state["logmel_extractor.melW"])  # not the 32 kHz one
+    mine = ours.state_dict()
+    for key, value in state.items():
+        if key != "logmel_extractor.melW":
+            assert torch.equal(mine[key], value), key
+    wave = torch.randn(2, 44100 * 2, generator=torch.Generator().manual_seed(3)) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(ours(wave), theirs(wave)["embedding"], atol=1e-5, rtol=1e-5)
+
+
 def test_cnn14_embedding_dropout_in_training():
     """PANNs drops out (p = 0.5) after relu(fc1) in training: each unit is 0 or twice
     relu(fc1); about half of the active units are dropped."""

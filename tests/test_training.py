@@ -539,3 +539,27 @@ def test_no_batch_holds_two_captions_of_one_clip(tmp_path, tiny_bert, tiny_synth
     assert all(max(Counter(b).values()) == 1 for b in one) and tr1._batches_per_epoch() == len(media) // 32
     first = [m for b in tr1._batches(0) for m in b]
     assert len(set(first)) == len(first)  # one caption per clip in the epoch
+
+
+def test_paper_presets_plateau_schedule_is_torchs_on_the_logged_validation_losses(tmp_path, tiny_bert, tiny_synthetic):
+    """The `paper` preset's ReduceLROnPlateau (factor 0.1, patience on the validation loss),
+    a fresh one per phase: the learning rate of every epoch in metrics.csv is what torch's
+    own scheduler gives when it is stepped with the logged validation losses."""
+    cfg = load_config("paper", tiny_overrides(tiny_bert) + [
+        f"data.train=[csv:{tiny_synthetic / 'train.csv'}]", "train.epochs=9", "train.frozen_epochs=2",
+        "train.lr_frozen=1e-2", "train.lr_unfrozen=2e-2", "train.plateau_patience=1", "train.early_stopping_patience=0",
+        "model.text.name=" + tiny_bert])
+    assert cfg["train"]["schedule"] != "cosine" and cfg["train"]["plateau_factor"] == 0.1
+    train_clap(cfg, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    expected = []
+    for phase, lr in (("frozen", 1e-2), ("unfrozen", 2e-2)):
+        param = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.Adam([param], lr=lr)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=1)
+        for row in (r for r in rows if r["phase"] == phase):
+            expected.append(opt.param_groups[0]["lr"])
+            plateau.step(float(row["val_loss"]))
+    logged = [float(r["lr"]) for r in rows]
+    assert logged == pytest.approx(expected, rel=1e-9)
+    assert len(set(logged[2:])) > 1  # the schedule did cut the rate in the unfrozen phase
