@@ -225,3 +225,53 @@ def test_audit_model_and_bench_report_overlap_beside_leakage(tmp_path, shared_da
     assert [r["n"] for r in both] == ["2", "2"]
     assert top1 == pytest.approx(sum(float(r["value"]) * 2 for r in both) / 4)
     assert o["top1_overlapping"]["value"] == pytest.approx(float(both[0]["value"]))
+
+
+def test_source_ids_match_across_datasets(tmp_path):
+    """The id rule for every format that names a source, each in its owner's layout
+    (tests/published.py): Clotho's sound_id (from clotho_metadata_<split>.csv beside the
+    captions) against UrbanSound8K's fsID and FSD50K's fname (Freesound ids across
+    datasets), and AudioCaps' youtube_id against AudioSet's and VGGSound's YTIDs."""
+    import published
+
+    from clapkit.data.audio.labelled import write_wavs
+
+    clotho = tmp_path / "clotho"
+    clotho.mkdir()
+    (clotho / "clotho_captions_development.csv").write_text(
+        "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
+        "Distorted AM Radio noise.wav,A muddled noise of broken channel of the TV,A television blares the rhythm of a "
+        "static TV.,Loud television static dips in and out of focus,The loud buzz of static constantly changes pitch and "
+        "volume.,heavy static and the beginnings of a signal on a transistor radio\n"
+        "Paper_Parchment_Rustling.wav,A person is turning a map over and over.,A person is very carefully rapping a "
+        "gift for someone else.,A person is very carefully wrapping a gift for someone else.,\"He sighed as he turned "
+        "the pages of the book, stopping to scan the information.\",\"papers are being turned, stopped, then turned "
+        "again and someone is breathing.\"\n")
+    # Clotho's metadata header; the rows' sound ids are the test's: those of an UrbanSound8K and an FSD50K clip
+    (clotho / "clotho_metadata_development.csv").write_text(
+        "file_name,keywords,sound_id,sound_link,start_end_samples,manufacturer,license\n"
+        "Distorted AM Radio noise.wav,noise;radio,100032,https://freesound.org/people/x/sounds/100032,,x,"
+        "http://creativecommons.org/licenses/by/3.0/\n"
+        "Paper_Parchment_Rustling.wav,paper;rustling,37199,https://freesound.org/people/y/sounds/37199,,y,"
+        "http://creativecommons.org/publicdomain/zero/1.0/\n")
+    write_wavs(clotho, ["Distorted AM Radio noise.wav", "Paper_Parchment_Rustling.wav"])
+    audiocaps = tmp_path / "audiocaps"
+    audiocaps.mkdir()
+    (audiocaps / "train.csv").write_text(  # the first row as published, then rows of the evaluation sets' videos
+        "audiocap_id,youtube_id,start_time,caption\n91139,r1nicOVtvkQ,130,A woman talks nearby as water pours\n"
+        "1,--4gqARaEJE,0,A dog barks and squeaks\n2,---g-f_I2yQ,1,People march in step\n")
+    write_wavs(audiocaps, ["r1nicOVtvkQ_130.wav", "--4gqARaEJE_0.wav", "---g-f_I2yQ_1.wav"])
+    train = ["--train", f"clotho:{clotho / 'clotho_captions_development.csv'}", "--train",
+             f"audiocaps:{audiocaps / 'train.csv'}"]
+    expected = {"us8k": ("freesound:100032", "100032-3-0-0.wav"), "fsd50k": ("freesound:37199", "37199.wav"),
+                "audioset": ("youtube:--4gqARaEJE", "Y--4gqARaEJE_0.000_10.000.wav"),
+                "vggsound": ("youtube:---g-f_I2yQ", "---g-f_I2yQ_000001.wav")}
+    sets = {"us8k": published.us8k(tmp_path / "us8k"), "fsd50k": published.fsd50k(tmp_path / "FSD50K"),
+            "audioset": published.audioset(tmp_path / "audioset"), "vggsound": published.vggsound(tmp_path / "vgg")}
+    for name, spec in sets.items():
+        out = tmp_path / f"overlap-{name}"
+        clapkit("audit", "overlap", *train, "--eval", spec, "--out", out, "--rules", "id")
+        r = json.loads((out / "overlap.json").read_text())
+        source, clip = expected[name]
+        assert [(p["source"], p["eval"].rsplit("/", 1)[-1]) for p in r["pairs"]] == [(source, clip)], name
+        assert r["per_rule"]["id"] == {"pairs": 1, "eval_items": 1}, name
