@@ -1,0 +1,129 @@
+"""The owners' own code on clapkit's inputs, run in the reference environment
+(``.venv-ref``, with ``HF_HOME`` at its tiny hub cache and ``HF_HUB_OFFLINE=1``); the tests
+(tests/test_reference.py) write the inputs and read the outputs through files:
+
+    python oracle.py TASK INPUT.npz OUTPUT.json [TASK INPUT.npz OUTPUT.json ...]
+
+(several jobs in one process: the owners' imports are paid once)
+
+Tasks:
+
+- ``laion-retrieval``: laion_clap 1.1.7's ``evaluate_clotho_audiocaps``
+  (``training/train.py``) on audio embeddings ``audio`` (N, D) and caption embeddings
+  ``text`` (5N, D, clip-major: rows 5i..5i+4 are clip i's captions in caption order),
+  through a stand-in model that returns them. Output: its metrics.
+- ``laion-zeroshot``: laion_clap's ``evaluate_zeroshot``
+  (``evaluate/eval_zeroshot_classification.py``) with ``class_index`` (the JSON text of a
+  ``class_labels/*.json`` file), ``dataset`` (its ``val_dataset_names``: GTZAN takes the
+  genre prompt), audio embeddings ``audio`` (N, D), each clip's class as a position in the
+  file's key order (``labels``) and the class text embeddings ``text`` (C, D, key order).
+  Output: the prompts it built (read from its own log line) and its metrics.
+
+Nothing here computes a metric: every number comes from the owners' functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib.util
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+# what laion_clap/__init__.py does: its modules import each other as top-level packages
+sys.path.insert(0, str(Path(importlib.util.find_spec("laion_clap").origin).parent))
+sys.modules.setdefault("wandb", types.ModuleType("wandb"))  # imported by its scripts, used only with --wandb
+
+
+class Features:
+    """Stands in for laion_clap's ``CLAP.forward`` (``clap_module/model.py``): (audio, None)
+    -> the next batch's audio embeddings, (None, text) -> text embeddings in order, (None,
+    None) -> the two logit scales."""
+
+    def __init__(self, audio: np.ndarray, text: np.ndarray, batch_of):
+        self.audio, self.text, self.batch_of = torch.from_numpy(audio), torch.from_numpy(text), batch_of
+        self.a = self.t = 0
+
+    def eval(self):
+        return self
+
+    def __call__(self, audios, texts, device):
+        if audios is None and texts is None:
+            return torch.tensor(1.0), torch.tensor(1.0)
+        if texts is None:
+            n = self.batch_of(audios)
+            self.a += n
+            return self.audio[self.a - n:self.a]
+        n = len(texts["input_ids"]) if isinstance(texts, dict) else len(texts)
+        self.t += n
+        return self.text[self.t - n:self.t]
+
+
+def laion_retrieval(x: dict) -> dict:
+    from training.train import evaluate_clotho_audiocaps
+
+    audio, text = x["audio"], x["text"]
+    n = len(audio)
+    batches = [{"full_text": [[f"caption {i} {j}" for j in range(5)] for i in range(s, min(n, s + 16))],
+                "__url__": [f"/data/Clotho/test/{i}.tar" for i in range(s, min(n, s + 16))]} for s in range(0, n, 16)]
+    model = Features(audio, text, lambda b: len(b["__url__"]))
+    out = evaluate_clotho_audiocaps(model, {"val": SimpleNamespace(dataloader=batches)}, 0,
+                                    SimpleNamespace(tmodel="transformer"), contextlib.nullcontext, torch.device("cpu"))
+    return {k.split("/", 1)[1]: float(v) for k, v in out["Clotho-test"].items()}
+
+
+def laion_zeroshot(x: dict) -> dict:
+    from evaluate.eval_zeroshot_classification import evaluate_zeroshot
+
+    classes = json.loads(str(x["class_index"]))
+    audio, labels = x["audio"], x["labels"]
+    one_hot = np.eye(len(classes))[labels]
+    batches = [{"class_label": torch.from_numpy(one_hot[s:s + 16]), "waveform": None} for s in range(0, len(audio), 16)]
+    model = Features(audio, x["text"], lambda b: len(b["class_label"]))
+    seen: list[str] = []
+
+    class Prompts(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("class label prompts: "):
+                seen.append(message)
+
+    handler = Prompts()
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    metrics: dict = {}
+    args = SimpleNamespace(device="cpu", class_index_dict=classes, val_dataset_names=[str(x["dataset"])],
+                           tmodel="transformer", datasetnames=[str(x["dataset"])], wandb=False)
+    original = logging.info
+
+    def info(message, *a, **k):  # its metrics reach only the log: read them off its last line
+        original(message, *a, **k)
+        if str(message).startswith("Eval Epoch"):
+            metrics["log"] = str(message)
+
+    logging.info = info
+    try:
+        evaluate_zeroshot(model, {"val": SimpleNamespace(dataloader=batches)}, 0, args, None)
+    finally:
+        logging.info = original
+        logging.getLogger().removeHandler(handler)
+    prompts = ast.literal_eval(seen[-1][len("class label prompts: "):])
+    values = dict(part.split(": ") for part in metrics["log"].split("\t")[1:])
+    return {"prompts": prompts, "metrics": {k.split("_", 1)[1]: float(v) for k, v in values.items()}}
+
+
+TASKS = {"laion-retrieval": laion_retrieval, "laion-zeroshot": laion_zeroshot}
+
+if __name__ == "__main__":
+    jobs = sys.argv[1:]
+    for task, source, target in zip(jobs[0::3], jobs[1::3], jobs[2::3], strict=True):
+        with np.load(source, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+        Path(target).write_text(json.dumps(TASKS[task](data), indent=1))
