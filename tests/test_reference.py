@@ -87,7 +87,7 @@ def laion(tmp_path_factory, shared_data):
     jobs = [("laion-retrieval", dict(audio=audio, text=text))]
     jobs += [("laion-zeroshot", {k: v for k, v in c.items() if k != "data"}) for c in cases.values()]
     out = run_oracle(tmp, jobs)
-    return {"retrieval": (audio, text, out[0]), **{name: (cases[name], o) for name, o in zip(cases, out[1:])}}
+    return {"retrieval": (audio, text, out[0]), **{name: (cases[name], o) for name, o in zip(cases, out[1:], strict=True)}}
 
 
 def test_retrieval_metrics_equal_laion_claps_evaluate_clotho_audiocaps(laion):
