@@ -70,6 +70,52 @@ def test_logits_and_embeddings_equal_the_models_own(hf_model, tiny_images, tiny_
     torch.testing.assert_close(e_t, torch.nn.functional.normalize(text_features, dim=-1), atol=1e-5, rtol=1e-5)
 
 
+def test_backbone_features_are_the_towers_own_hidden_states(hf_model, tiny_images, tiny_synthetic, tmp_path):
+    """``--backbone`` (x) is the media tower's pooled output as transformers computes it from
+    the model's own processor: CLIP's post-layernormed class token of the last hidden state,
+    SigLIP's attention-pooling head over it, CLAP's audio encoder's average over every
+    time-frequency position - recomputed here from ``last_hidden_state``, not from
+    ``pooler_output``; and ``embed --backbone`` writes those rows in the data's order."""
+    from typer.testing import CliRunner
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoModel
+
+    from clapkit.cli import app
+    from clapkit.data.audio.io import load_audio
+    from clapkit.data.image.io import open_image
+    from clapkit.inference.embed import media_features
+
+    family, folder = hf_model
+    data = _labelled(family, tiny_images, tiny_synthetic)
+    x = torch.from_numpy(media_features(load_model(folder), data.clips, ("x",), batch_size=5)["x"])
+    own = AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        if family == "clap":
+            fe = AutoFeatureExtractor.from_pretrained(folder)
+            inputs = fe([load_audio(c.media, 16000) for c in data.clips], sampling_rate=16000, return_tensors="pt")
+            out = own.audio_model(**inputs, output_hidden_states=True)
+            hidden = out.last_hidden_state  # (batch, channels, frequency, time) after the encoder's last norm
+            expected = hidden.flatten(2).mean(-1)  # its AdaptiveAvgPool1d(1) over every position
+        else:
+            proc = AutoImageProcessor.from_pretrained(folder)
+            inputs = proc(images=[open_image(c.media) for c in data.clips], return_tensors="pt")
+            hidden = own.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
+            if family == "clip":
+                expected = own.vision_model.post_layernorm(hidden[:, 0])
+            else:
+                expected = own.vision_model.head(hidden)
+    torch.testing.assert_close(x, expected, atol=1e-5, rtol=1e-5)
+    assert x.abs().max() > 1e-3
+    npz = tmp_path / "x.npz"
+    run = CliRunner().invoke(app, ["embed", "--model", str(folder), f"--{'audio' if family == 'clap' else 'image'}",
+                                   data_spec(family, tiny_images, tiny_synthetic), "--backbone", "--out", str(npz)])
+    assert run.exit_code == 0, run.output
+    np.testing.assert_allclose(np.load(npz)["embeddings"], x.numpy(), atol=1e-5)
+
+
+def data_spec(family, tiny_images, tiny_synthetic) -> str:
+    return f"folder:{(tiny_synthetic if family == 'clap' else tiny_images) / 'unseen'}"
+
+
 def test_commands_take_a_public_model(hf_model, tiny_images, tiny_synthetic, tmp_path):
     from typer.testing import CliRunner
 
