@@ -76,8 +76,8 @@ def test_backbone_features_are_the_towers_own_hidden_states(hf_model, tiny_image
     SigLIP's attention-pooling head over it, CLAP's audio encoder's average over every
     time-frequency position - recomputed here from ``last_hidden_state``, not from
     ``pooler_output``; and ``embed --backbone`` writes those rows in the data's order."""
-    from typer.testing import CliRunner
     from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoModel
+    from typer.testing import CliRunner
 
     from clapkit.cli import app
     from clapkit.data.audio.io import load_audio
