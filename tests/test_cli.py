@@ -241,3 +241,18 @@ def test_eval_sts_seven_task_table_from_original_layouts(tmp_path, tiny_bert, sh
         a, b, gold = zip(*rows, strict=True)
         cos = (enc.encode(list(a)) * enc.encode(list(b))).sum(1)
         assert r["table"][task] == pytest.approx(100 * spearmanr(cos, gold).correlation, abs=1e-4), task
+
+
+def test_help_is_wrapped_by_the_renderer_and_shown_as_written(monkeypatch):
+    """Docstrings are joined into paragraphs for the help renderer, which wraps them to
+    the terminal (Rich would keep a docstring's own line breaks), and Rich markup is
+    escaped (it ate "[wds:PATTERN]")."""
+    monkeypatch.setenv("COLUMNS", "220")
+    top = clapkit("--help").stdout
+    assert "(every key of them, with the preset and overrides applied)" in top
+    assert "train on them with data.train=[wds:PATTERN]." in top
+    shards = clapkit("shards", "--help").stdout
+    assert "+ .txt when it has one), the format LAION-CLAP" in shards
+    from clapkit.cli.common import plain_text
+
+    assert plain_text("a [b]\n    c\n\n    d") == "a \\[b] c\n\nd"

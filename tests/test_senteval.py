@@ -197,6 +197,7 @@ def test_eval_transfer_runs_senteval_tasks(tmp_path, tiny_bert):
     assert r["tasks"]["MR"]["n"] == 37 and r["tasks"]["MRPC"]["n"] == 144 and r["tasks"]["TREC"]["n"] == 144
     assert r["avg"] == pytest.approx(np.mean([t["accuracy"] for t in r["tasks"].values()]), abs=0.01)
     assert all(t["c"] in KFOLD_GRID for n, t in r["tasks"].items() if n in ("TREC", "MRPC"))
+    assert r["fits"] == sum(t["fits"] for t in r["tasks"].values()) > 0 and "unconverged_fits" in r
 
 
 def test_simcse_protocol_is_sentevals_pytorch_logistic_regression():
@@ -244,3 +245,31 @@ def test_early_stopping_counts_as_senteval_does():
         clf.score = lambda a, b, calls=calls: calls.append(1) or 0.5
         clf.fit(x, y, validation_data=(x, y))
         assert len(calls) == tenacity + 2
+
+
+def test_unconverged_fits_are_counted_not_printed_one_by_one(capsys):
+    """SentEval's scikit-learn path stops L-BFGS at 100 iterations; on poorly scaled
+    features most fits stop early. Each would print a ConvergenceWarning; the count goes
+    into the result instead (as many as scikit-learn itself warns for the same fits)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(6), 20)
+    x = rng.normal(size=(120, 40)) * np.logspace(0, 4, 40) + y[:, None]  # badly scaled: L-BFGS needs > 100 steps
+    xt, yt = x[::2] + 0.1, y[::2]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = kfold_then_test(x, y, xt, yt, k=3)
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    expected = 0
+    with warnings.catch_warnings(record=True) as theirs:  # the same fits, by scikit-learn alone
+        warnings.simplefilter("always", ConvergenceWarning)
+        cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=1111)
+        for c in KFOLD_GRID:
+            for a, _ in cv.split(x, y):
+                LogisticRegression(C=c, random_state=1111).fit(x[a], y[a])
+        LogisticRegression(C=r["c"], random_state=1111).fit(x, y)
+        expected = sum(issubclass(w.category, ConvergenceWarning) for w in theirs)
+    assert r["fits"] == 3 * len(KFOLD_GRID) + 1 and r["unconverged_fits"] == expected > 0

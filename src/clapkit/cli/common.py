@@ -151,10 +151,39 @@ def _pairs(medium: str, data: str, media_dir: Path | None, audiocaps_pattern: st
     return load_media_pairs(cfg, data, skipped, checked=True), skipped
 
 
+def plain_text(help_text: str) -> str:
+    """A help text as the renderer should take it: each paragraph's lines joined (the
+    renderer wraps to the terminal; Rich keeps a docstring's own line breaks) and Rich's
+    markup escaped, so "[wds:PATTERN]" is shown as written."""
+    import inspect
+
+    from rich.markup import escape
+
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    return escape("\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs))
+
+
+def command():
+    """The click command tree of :data:`app` with every help text made :func:`plain_text`."""
+    group = typer.main.get_command(app)
+
+    def walk(cmd) -> None:
+        if cmd.help:
+            cmd.help = plain_text(cmd.help)
+        for param in cmd.params:
+            if getattr(param, "help", None):
+                param.help = plain_text(param.help)
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(group)
+    return group
+
+
 def main() -> None:
     _quiet_libraries()
     try:
-        app()
+        command()(prog_name="clapkit")
     except ClapkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

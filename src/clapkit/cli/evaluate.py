@@ -217,6 +217,11 @@ def eval_transfer(
               "skipped": skipped.to_dict()}
     if len(r["tasks"]) > 1:
         typer.echo(f"average: {r['avg']:.2f}")
+    if r["unconverged_fits"]:  # one line instead of one ConvergenceWarning per fit
+        worst = max(r["tasks"], key=lambda k: r["tasks"][k].get("unconverged_fits", 0))
+        typer.echo(f"scikit-learn: {r['unconverged_fits']} of {r['fits']} logistic-regression fits stopped at their "
+                   f"iteration limit before converging (most in {worst}: {r['tasks'][worst]['unconverged_fits']}); "
+                   "SentEval's scikit-learn path runs the same fits", err=True)
     _write_json(result, out)
 
 

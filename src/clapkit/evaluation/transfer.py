@@ -36,13 +36,39 @@ def linear_probe(x: np.ndarray, y: np.ndarray, folds: int = 10, seed: int = 0, c
     rare = rare_class(y, folds)
     if rare is not None:
         raise ValueError(f"class {rare} has {counts[rare]} example(s), fewer than the {folds} folds; lower --folds")
-    accs = []
+    accs, fits = [], Fits()
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-        clf.fit(x[train], y[train])
+        clf = fits(make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)), x[train], y[train])
         accs.append(float((clf.predict(x[test]) == y[test]).mean() * 100))
     return {"accuracy": float(np.mean(accs)), "std": float(np.std(accs)), "folds": accs, "n": int(len(y)),
-            "classes": int((counts > 0).sum()), "majority": float(counts.max() / len(y) * 100)}
+            "classes": int((counts > 0).sum()), "majority": float(counts.max() / len(y) * 100), **fits.record()}
+
+
+class Fits:
+    """Fits scikit-learn classifiers and counts those that stop before converging: each
+    would print a ConvergenceWarning (SentEval's scikit-learn path, 100 L-BFGS iterations,
+    leaves hundreds on TREC); the count goes into the result and one summary line instead."""
+
+    def __init__(self):
+        self.fits = self.unconverged = 0
+
+    def __call__(self, clf, x, y):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            clf.fit(x, y)
+        self.fits += 1
+        self.unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        for w in caught:  # anything else is shown as usual
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return clf
+
+    def record(self) -> dict:
+        return {"fits": self.fits, "unconverged_fits": self.unconverged}
 
 
 # --- SentEval's protocols --------------------------------------------------------------
@@ -139,6 +165,7 @@ class _Classifiers:
     def __init__(self, protocol: str, seed: int, nclasses: int):
         check_protocol(protocol)
         self.protocol, self.seed, self.nclasses = protocol, seed, nclasses
+        self.counted = Fits()
         self.torch = protocol == "simcse"
         self.inner_grid = TORCH_GRID if self.torch else INNER_GRID
         self.kfold_grid = TORCH_GRID if self.torch else KFOLD_GRID
@@ -147,7 +174,7 @@ class _Classifiers:
         """Fit at ``reg``: the torch classifier early-stops on ``held_out`` or on a
         ``split`` of the training rows (SentEval's 5% for final fits)."""
         if not self.torch:
-            return LogisticRegression(C=reg, random_state=self.seed).fit(x, y)
+            return self.counted(LogisticRegression(C=reg, random_state=self.seed), x, y)
         clf = TorchLogReg(x.shape[1], self.nclasses, reg, self.seed)
         clf.fit(x, y, validation_data=held_out, validation_split=split)
         return clf
@@ -175,7 +202,7 @@ def inner_kfold(x: np.ndarray, y: np.ndarray, k: int = 10, seed: int = 1111, pro
         chosen.append(c)
         test.append(round(100 * clf.fit(c, x[a], y[a], split=0.05).score(x[b], y[b]), 2))
     return {"accuracy": round(float(np.mean(test)), 2), "dev": round(float(np.mean(dev)), 2), "folds": test,
-            "c": chosen, "n": int(len(y))}
+            "c": chosen, "n": int(len(y)), **clf.counted.record()}
 
 
 def kfold_then_test(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, k: int = 10,
@@ -189,7 +216,7 @@ def kfold_then_test(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np
     final = clf.fit(c, x, y, split=0.05)
     pred = final.predict(x_test)
     out = {"accuracy": round(100 * float((pred == y_test).mean()), 2), "dev": dev, "c": c,
-           "n": int(len(y) + len(y_test))}
+           "n": int(len(y) + len(y_test)), **clf.counted.record()}
     if f1:
         from sklearn.metrics import f1_score
 
@@ -205,7 +232,7 @@ def split_dev_test(x: np.ndarray, y: np.ndarray, x_dev: np.ndarray, y_dev: np.nd
     grid = clf.inner_grid
     c, dev = _best([round(100 * clf.fit(r, x, y, (x_dev, y_dev)).score(x_dev, y_dev), 2) for r in grid], grid)
     acc = round(100 * clf.fit(c, x, y, (x_dev, y_dev)).score(x_test, y_test), 2)
-    return {"accuracy": acc, "dev": dev, "c": c, "n": int(len(y) + len(y_dev) + len(y_test))}
+    return {"accuracy": acc, "dev": dev, "c": c, "n": int(len(y) + len(y_dev) + len(y_test)), **clf.counted.record()}
 
 
 def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -301,7 +328,8 @@ def transfer_eval(encode, tasks: list[Transfer], seed: int | None = None, c: flo
             r = senteval_transfer(encode, [t.task], t.folds, 1111 if seed is None else seed,
                                   proto)["tasks"][t.task.name]
             out[t.task.name] = r | {"protocol": f"SentEval ({proto})"}
-    result: dict = {"tasks": out}
+    result: dict = {"tasks": out, "fits": sum(r.get("fits", 0) for r in out.values()),
+                    "unconverged_fits": sum(r.get("unconverged_fits", 0) for r in out.values())}
     if out:
         result["avg"] = float(np.mean([r["accuracy"] for r in out.values()]))
     return result
