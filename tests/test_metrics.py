@@ -182,3 +182,19 @@ def test_hears_d_prime_is_the_mean_of_the_class_d_primes():
     assert m["d_prime_hear"] == pytest.approx(float(np.mean(norm.ppf(auc) * np.sqrt(2.0))), abs=1e-12)
     assert m["d_prime"] == pytest.approx(float(norm.ppf(auc.mean()) * np.sqrt(2.0)), abs=1e-12)
     assert m["d_prime_hear"] != pytest.approx(m["d_prime"], abs=1e-3)
+
+
+def test_the_fold_mean_interval_covers_the_mean_of_the_fold_accuracies():
+    """Folds of 30 and 300 items with accuracies 0.5 and 0.8: the fold mean is 0.65 (the
+    pooled accuracy about 0.77); its interval covers 0.65 about 95% of the time."""
+    from clapkit.evaluation.metrics import fold_mean_interval, per_fold
+
+    rng = np.random.default_rng(0)
+    folds = np.r_[np.ones(30, int), 2 * np.ones(300, int)]
+    covered = 0
+    for k in range(150):
+        correct = rng.random(330) < np.where(folds == 1, 0.5, 0.8)
+        lo, hi = fold_mean_interval(correct, folds, 300, k)
+        covered += lo <= 0.65 <= hi
+        assert lo <= per_fold(correct, folds)["mean"] <= hi
+    assert 0.88 <= covered / 150 <= 1.0

@@ -259,6 +259,8 @@ def test_eval_zeroshot_on_a_multilabel_set_reports_map_with_an_interval(tmp_path
     lo, hi = m["ci"]["mAP"]
     assert lo <= m["mAP"] <= hi and m["bootstrap"] == {"resamples": 200, "seed": 0, "level": 0.95, "over": "clips"}
     assert "mAP" in proc.stdout and "3 of 4 classes" in proc.stdout
+    # a multi-label result records the names it prompted with, as a single-label one does
+    assert m["class_names_used"] == ["Electric guitar", "Guitar", "Bark", "Rain"] and m["prompts"] == "clapkit"
 
 
 def test_eval_zeroshot_gives_each_accuracy_an_interval(tmp_path, tiny_checkpoint, tiny_synthetic):

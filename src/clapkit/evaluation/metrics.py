@@ -184,6 +184,21 @@ def per_fold(correct: np.ndarray, folds) -> dict | None:
             "std": float(np.std(list(scores.values()), ddof=1))}
 
 
+def fold_mean_interval(correct: np.ndarray, folds, bootstrap: int, seed: int) -> tuple[float, float]:
+    """The bootstrap interval of :func:`per_fold`'s mean: items resampled, each fold's
+    accuracy weighted by the draws (a fold left empty by a draw is left out of that mean)."""
+    from .uncertainty import weighted_interval
+
+    f = np.unique(np.asarray(folds), return_inverse=True)[1]
+    correct = np.asarray(correct, dtype=np.float64)
+
+    def mean_of_folds(w: np.ndarray) -> float:
+        n, hit = np.bincount(f, weights=w), np.bincount(f, weights=w * correct)
+        return float(np.mean(hit[n > 0] / n[n > 0]))
+
+    return weighted_interval(mean_of_folds, len(correct), bootstrap, seed)
+
+
 def weighted_average_precision(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Per-class average precision with scikit-learn's ``average_precision_score``
     semantics (tied scores form one threshold; AP = sum over thresholds of the recall

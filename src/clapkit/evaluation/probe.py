@@ -59,7 +59,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..inference.embed import unit_rows
-from .metrics import classification_metrics, mean_class_accuracy
+from .metrics import classification_metrics, fold_mean_interval, mean_class_accuracy
 from .uncertainty import mean_interval, weighted_interval
 
 PROTOCOLS = ("clip_benchmark", "sklearn")
@@ -323,6 +323,9 @@ def probe_eval(features: dict[str, np.ndarray], y: np.ndarray, class_names: Sequ
             if len(seeds) > 1:
                 m["top1_std_over_seeds"] = float(np.std([mm["top1"] for mm in metrics]))
             item = ok.mean(axis=0) if len(seeds) > 1 else ok[0]
+            split_of = np.empty(len(tested), np.int64)
+            for i, s in enumerate(splits):
+                split_of[pos[s.test]] = i
             if len(splits) > 1:  # each split's top-1, then their mean (HEAR's and X-ARES's fold protocol)
                 m["top1_per_split"] = {s.name: float(item[pos[s.test]].mean()) for s in splits}
                 m["top1_fold_mean"] = float(np.mean(list(m["top1_per_split"].values())))
@@ -330,6 +333,8 @@ def probe_eval(features: dict[str, np.ndarray], y: np.ndarray, class_names: Sequ
                 m["ci"] = {"top1": mean_interval(item, opts.bootstrap, opts.seed),
                            "mean_class_accuracy": weighted_interval(lambda w, item=item, yt=yt: mean_class_accuracy(item, yt, w),
                                                                     len(yt), opts.bootstrap, opts.seed)}
+                if len(splits) > 1:
+                    m["ci"]["top1_fold_mean"] = fold_mean_interval(item, split_of, opts.bootstrap, opts.seed)
                 if "top5" in m:
                     top5 = np.stack([mm["ranks"] <= 5 for mm in metrics]).mean(axis=0)  # its pessimistic ties
                     m["ci"]["top5"] = mean_interval(top5, opts.bootstrap, opts.seed)

@@ -24,6 +24,7 @@ from ..inference.embed import embed_media, embed_text, unit_rows
 from ..models.dual import DualEncoder
 from .metrics import (
     classification_metrics,
+    fold_mean_interval,
     multilabel_metrics,
     per_fold,
     weighted_average_precision,
@@ -108,6 +109,9 @@ def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, 
         folds = per_fold(out["ranks"] == 1, [c.fold for c in data.clips])
         if folds is not None:
             out["per_fold"], out["top1_fold_mean"] = folds, folds["mean"]
+            if bootstrap:
+                out["ci"]["top1_fold_mean"] = fold_mean_interval(out["ranks"] == 1, [c.fold for c in data.clips],
+                                                                 bootstrap, seed)
         if not keep_ranks:
             out.pop("ranks")
     if bootstrap:

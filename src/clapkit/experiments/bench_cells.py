@@ -203,7 +203,7 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     else:
         rows = [_row(k, m[k], ci.get(k), n) for k in ("top1", "top5", "mean_class_accuracy") if k in m]
         if "top1_fold_mean" in m:  # the mean of the per-fold top-1 (HEAR's, X-ARES's UrbanSound8K protocol)
-            rows.append(_row("top1_fold_mean", m["top1_fold_mean"], n=n))
+            rows.append(_row("top1_fold_mean", m["top1_fold_mean"], ci.get("top1_fold_mean"), n))
         correct = m["ranks"] == 1
         arrays.update(correct1=correct, correct5=m["ranks"] <= 5)
     if ctx.model.get("captions"):
