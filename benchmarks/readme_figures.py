@@ -29,12 +29,14 @@ STSB = f"stsb:{SHARED / 'sts' / 'stsbenchmark'}"
 
 
 def preset_fingerprint(name: str, overrides: list[str]) -> str:
-    """The sha256 of a preset resolved with the figure's overrides (what a run computes from)."""
+    """The sha256 of a preset resolved with the figure's overrides (what a run computes
+    from), the shared data's folder written as a placeholder."""
     from clapkit.config import load_config
 
     cfg = load_config(name, overrides)
     cfg.pop("_meta", None)
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    text = json.dumps(cfg, sort_keys=True, default=str).replace(str(SHARED), "{shared}")  # wherever the data lives
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def files_fingerprint(*paths: Path) -> str:
