@@ -198,3 +198,15 @@ def test_the_fold_mean_interval_covers_the_mean_of_the_fold_accuracies():
         covered += lo <= 0.65 <= hi
         assert lo <= per_fold(correct, folds)["mean"] <= hi
     assert 0.88 <= covered / 150 <= 1.0
+
+
+def test_laions_map_ranks_tied_captions_in_caption_order():
+    """Two captions of one audio tied at the top (duplicate captions embed alike): positions
+    0 and 1, in caption order, as a stable descending sort gives them; another candidate tied
+    with a caption ranks before it."""
+    from clapkit.evaluation.metrics import laion_audio_to_text_map10
+
+    sim = np.array([[0.9, 0.9, 0.1, 0.2]])
+    assert laion_audio_to_text_map10(sim, [np.array([0, 1])])[0] == pytest.approx((1 / 1 + 2 / 2) / 2)
+    sim = np.array([[0.9, 0.5, 0.5, 0.2]])  # caption 1 tied with the non-caption 2: after it
+    assert laion_audio_to_text_map10(sim, [np.array([0, 1])])[0] == pytest.approx((1 / 1 + 2 / 3) / 2)

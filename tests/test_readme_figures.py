@@ -40,5 +40,4 @@ def test_every_recorded_figure_is_quoted_by_the_readme_and_still_current(figures
 def test_the_fast_figures_are_what_todays_code_computes(figures, shared_data):
     record = json.loads(figures.RECORD.read_text())
     assert figures.leakage_shared() == record["leakage_shared"]["values"]
-    # minilm_stsb: tests/test_sts.py pins the measured 82.0325 (the README quotes it to 2 places)
-    assert record["minilm_stsb"]["values"]["spearman"] == 82.03
+    # minilm_stsb takes 40 s: tests/test_sts.py computes it (the measured 82.0325, quoted to 2 places)

@@ -4,6 +4,7 @@ the uncertainty of every number (bootstrap intervals, McNemar), issue 22 items 3
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,3 +284,26 @@ def test_eval_zeroshot_gives_each_accuracy_an_interval(tmp_path, tiny_checkpoint
     clapkit("eval", "zeroshot", "--model", tiny_checkpoint, "--data", f"folder:{tiny_synthetic / 'unseen'}",
             "--out", none, "--bootstrap", "0")
     assert "ci" not in json.loads(none.read_text())
+
+
+def test_the_clip_benchmark_map_interval_is_not_biased_by_resamples_missing_a_rare_class():
+    """40 classes with 2 positives each: a resample often misses a class's positives. Such a
+    class is left out of that resample's mean (its 0 is only for classes without positives
+    in the data), so the interval stays around the estimate, a fixed share of the mAP's."""
+    from clapkit.data.files import Skipped
+    from clapkit.data.records import LabelledClip, LabelledSet
+    from clapkit.evaluation.zeroshot import zeroshot_metrics
+
+    rng = np.random.default_rng(0)
+    y = np.zeros((200, 41), bool)
+    for c in range(40):
+        y[rng.choice(200, 2, replace=False), c] = True
+    y[y.sum(1) == 0, 0] = True
+    s = y * 2.0 + rng.normal(size=y.shape)  # class 40: no positive in the data
+    clips = [LabelledClip(Path(f"{i}.wav"), int(np.flatnonzero(r)[0]), None, "row", tuple(np.flatnonzero(r)))
+             for i, r in enumerate(y)]
+    m = zeroshot_metrics(s, LabelledSet(clips, [str(c) for c in range(41)], Skipped(), True), bootstrap=300)
+    lo, hi = m["ci"]["mAP_clip_benchmark"]
+    assert lo < m["mAP_clip_benchmark"] < hi
+    assert m["mAP_clip_benchmark"] == pytest.approx(m["mAP"] * 40 / 41)
+    assert (lo, hi) == pytest.approx((m["ci"]["mAP"][0] * 40 / 41, m["ci"]["mAP"][1] * 40 / 41))

@@ -48,10 +48,14 @@ def eval_zeroshot(
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names to evaluate on")] = None,
     template: Annotated[list[str] | None, typer.Option(help="Prompt template with {label}; repeat to ensemble")] = None,
     ensemble: Annotated[bool, typer.Option(help="Average the built-in set of templates")] = False,
-    prompts: Annotated[str | None, typer.Option(help="A published prompt set (clip_benchmark:DATASET, open_clip:imagenet) "
-                                                     "or a .json/.yaml/.txt file of templates or per-class prompts")] = None,
-    classnames: Annotated[str | None, typer.Option(help="Rename the classes: clip_benchmark:DATASET, or a .json/.yaml "
-                                                        "mapping or list, or a .txt list")] = None,
+    prompts: Annotated[str | None, typer.Option(help="A prompt set: clip_benchmark:DATASET, open_clip:imagenet, "
+                                                     "clapkit:default or clapkit:ensemble, or a .json/.yaml/.txt file of "
+                                                     "templates or per-class prompts")] = None,
+    classnames: Annotated[str | None, typer.Option(help="The names written into the prompts: clip_benchmark:DATASET, "
+                                                        "open_clip:imagenet, audioset:class_labels_indices.csv or "
+                                                        "ontology.json (sets with AudioSet mids), LAION-CLAP's "
+                                                        "class_labels/*.json (matched by name), a .json/.yaml mapping or "
+                                                        "list, or a .txt list")] = None,
     confusion: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (default: beside --out)")] = None,
     split: Annotated[str | None, typer.Option(help="The set's split, where it has them (fsd50k: eval, dev, train, val; "
                                                    "cifar: test, train)")] = None,

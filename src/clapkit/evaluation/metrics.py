@@ -50,12 +50,18 @@ def laion_audio_to_text_map10(sim: np.ndarray, targets: list[np.ndarray]) -> np.
     sort), those under 10 kept in that order, then ``sum(arange(1, m + 1) / (pos + 1))``
     divided by the number of captions (LAION-CLAP's 5). Captions out of rank order make it
     larger than the definition (:func:`average_precision_at_k`, which XinhaoMei's
-    audio-text_retrieval and X-ARES compute), even above 1. Ties ranked pessimistically."""
+    audio-text_retrieval and X-ARES compute), even above 1. Ties: another candidate tied with
+    a caption ranks before it, and tied captions keep their caption order."""
     out = np.zeros(sim.shape[0])
     for q, cols in enumerate(targets):
         row = sim[q]
-        # position of each caption (0-based): every other candidate scored at least as high is before it
-        pos = np.array([int((row >= row[c]).sum()) - 1 for c in cols])
+        others = np.ones(len(row), dtype=bool)
+        others[cols] = False
+        # each caption's 0-based position: after every other candidate scored at least as high
+        # (pessimistic), after its own captions scored higher, and after those tied with it that
+        # come first in caption order
+        pos = np.array([int((row[others] >= row[c]).sum() + (row[cols] > row[c]).sum() + (row[cols[:j]] == row[c]).sum())
+                        for j, c in enumerate(cols)])
         kept = pos[pos < 10]
         out[q] = float(np.sum(np.arange(1, len(kept) + 1) / (kept + 1))) / len(cols)
     return out

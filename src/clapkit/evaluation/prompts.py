@@ -18,9 +18,11 @@ both): ``clip_benchmark:DATASET`` (the package's cleaned ``en_classnames.json`` 
 the dataset's class order; for a dataset it has no entry for, such as CIFAR, STL-10,
 Food-101 or VOC 2007, the data's own names as CLIP_benchmark's dataset builder keeps them:
 as they are, Food-101's and SUN397's with "_" (and "/") as spaces), ``open_clip:imagenet`` (OpenAI's cleaned ImageNet names, in
-sorted-synset order, as ``imagenet:`` orders its classes), ``audioset:CSV`` (AudioSet's
-``class_labels_indices.csv``: a set whose classes carry AudioSet mids, FSD50K's, is spelled
-with their display names, "Gunshot, gunfire"), a ``.json`` / ``.yaml`` mapping
+sorted-synset order, as ``imagenet:`` orders its classes), ``audioset:FILE`` (AudioSet's
+``class_labels_indices.csv`` or ``ontology.json``: a set whose classes carry AudioSet mids,
+FSD50K's, is spelled with their display names, "Gunshot, gunfire"; a mid the csv lacks, one
+of FSD50K's eight classes outside AudioSet's 527, is spelled back from the class's own name),
+a ``.json`` / ``.yaml`` mapping
 from the data's class name to the new one (every class must be in it) or list, a ``.txt``
 list, one a line, or LAION-CLAP's ``class_labels/*.json`` (``{"dog": 0, ...}``: name ->
 LAION-CLAP's own tag index).
@@ -31,8 +33,9 @@ not for VGGSound ("people crowd" is 0) or FSD50K (AudioSet display names, "Whisp
 0). So each of the data's classes takes the key whose name equals its own once ``_``,
 spaces and case are set aside (:func:`name_key`), and the prompts use the key's spelling;
 for a set with AudioSet mids (FSD50K) a key may also match through the mid's display name
-in AudioSet's ``class_labels_indices.csv``, read from beside the map. A class with no key,
-or two keys matching one class, is an error naming the file and the class. A plain list
+in AudioSet's ``class_labels_indices.csv`` or ``ontology.json`` beside the map, or through
+the display name FSD50K's label was written from. A class with no key, two keys matching one
+class, or one key matching two classes is an error naming the file and the class. A plain list
 keeps its meaning: one name per class, in the data's class order.
 
 The data's own names are read with ``_`` as a space (``door_wood_knock`` -> "door wood
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,27 +211,31 @@ def _by_name(keys: list[str], class_names: list[str], class_ids: list[str] | Non
              beside: Path | None) -> list[str]:
     """The key of ``keys`` that names each of the data's classes (see the module docstring)."""
     from ..data.audio.audioset import display_names
+    from ..data.audio.fsd50k import as_audioset_name
 
     found: dict[str, list[str]] = {}
     for key in keys:
         found.setdefault(name_key(key), []).append(key)
-    table = beside / "class_labels_indices.csv" if beside is not None else None
-    display = display_names(table) if class_ids and table is not None and table.is_file() else {}
-    out = []
+    tables = [beside / n for n in ("class_labels_indices.csv", "ontology.json")] if beside is not None and class_ids else []
+    display = {k: v for t in tables if t.is_file() for k, v in display_names(t).items()}
+    out, taken = [], {}
     for i, name in enumerate(class_names):
-        hits = list(found.get(name_key(name), []))
         mid = class_ids[i] if class_ids else None
-        if mid in display:
-            hits += [k for k in found.get(name_key(display[mid]), []) if k not in hits]
+        spellings = [name] + ([display[mid]] if mid in display else []) + ([as_audioset_name(name)] if mid else [])
+        hits = list(dict.fromkeys(k for spelling in spellings for k in found.get(name_key(spelling), [])))
         if len(hits) > 1:
             raise DataError(f"entries {', '.join(repr(h) for h in hits)} both match the data's class {name!r}; "
                             "keep one", where)
         if not hits:
             via = f" (AudioSet mid {mid}: {display[mid]!r})" if mid in display else ""
-            hint = (f"; for a set spelled by AudioSet mids put AudioSet's class_labels_indices.csv beside {where}"
-                    if class_ids and not display else "")
+            hint = (f"; for a set spelled by AudioSet mids put AudioSet's class_labels_indices.csv or ontology.json "
+                    f"beside {where}" if class_ids and not display else "")
             raise DataError(f"the data's class {name!r}{via} has no entry (matched by name, '_', spaces and case "
                             f"aside){hint}", where)
+        if hits[0] in taken:
+            raise DataError(f"entry {hits[0]!r} matches two of the data's classes, {taken[hits[0]]!r} and {name!r}",
+                            where)
+        taken[hits[0]] = name
         out.append(hits[0])
     return out
 
@@ -236,12 +244,12 @@ def load_classnames(spec, class_names: list[str], class_ids: list[str] | None = 
     """The class names ``spec`` gives the data's ``class_names`` (see the module
     docstring); ``class_ids``: the classes' AudioSet mids, where the data has them. A list
     is taken as given, one name per class."""
-    if spec is None or (isinstance(spec, str) and not spec):
+    if spec is None or (isinstance(spec, str | list | tuple | dict) and not spec):
         return list(class_names)
     where = str(spec)
     beside = None
-    if isinstance(spec, list | tuple):
-        data = list(spec)
+    if isinstance(spec, list | tuple | dict):
+        data = list(spec) if not isinstance(spec, dict) else dict(spec)
         where = "the given class names"
     else:
         source, sep, name = str(spec).partition(":")
@@ -275,18 +283,24 @@ def load_classnames(spec, class_names: list[str], class_ids: list[str] | None = 
 
 
 def _audioset_spelling(path: Path, class_names: list[str], class_ids: list[str] | None, where: str) -> list[str]:
-    """Each class's AudioSet display name, through its mid."""
+    """Each class's AudioSet display name, through its mid (``class_labels_indices.csv`` or
+    ``ontology.json``); a mid the file lacks (FSD50K's eight classes outside AudioSet's 527
+    when the file is the csv) is spelled back from FSD50K's own name, with a warning."""
+    import warnings
+
+    from ..data.audio.audioset import display_names
+    from ..data.audio.fsd50k import as_audioset_name
+
     if not class_ids:
         raise ConfigError(f"--classnames {where}: AudioSet's names are matched through the classes' AudioSet mids, "
                           "which this data does not carry (fsd50k: and audioset: do)")
-    from ..data.audio.audioset import display_names
-
     display = display_names(path)
-    missing = [(n, m) for n, m in zip(class_names, class_ids, strict=True) if m not in display]
+    missing = [n for n, m in zip(class_names, class_ids, strict=True) if m not in display]
     if missing:
-        raise DataError(f"the data's class {missing[0][0]!r} (mid {missing[0][1]}) is not in it "
-                        f"({len(missing)} missing)", str(path))
-    return [display[m] for m in class_ids]
+        warnings.warn(f"{path}: {len(missing)} class(es) have a mid it lacks ({', '.join(missing[:8])}); spelled from "
+                      "their own names (FSD50K writes ', ' as '_and_'); AudioSet's ontology.json has every class",
+                      stacklevel=2)
+    return [display[m] if m in display else as_audioset_name(n) for n, m in zip(class_names, class_ids, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -312,7 +326,9 @@ def zeroshot_texts(class_names: list[str], medium: str, prompts=None, classnames
         templates, source = prompts, "inline"
     else:
         templates, source = load_prompts(prompts, medium)
-    if classnames is not None and (not isinstance(classnames, str) or classnames):
+    if isinstance(classnames, os.PathLike):
+        classnames = str(classnames)
+    if classnames:
         names = load_classnames(classnames, class_names, class_ids)
         given = classnames if isinstance(classnames, str) else "inline"
     else:

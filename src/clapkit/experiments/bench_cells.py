@@ -253,9 +253,18 @@ def _probe(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     task = ctx.task
     kinds = list(task.get("features") or ["x", "E"])
     shots = task.get("shots")
-    given = {k: task[k] for k in ("val_proportion", "lr", "epochs", "normalize") if task.get(k) is not None}
-    if task.get("batch_size") is not None:
-        given["batch_size"] = int(task["batch_size"])
+    given = {}
+    for key, kind in (("val_proportion", float), ("lr", float), ("epochs", int), ("batch_size", int),
+                      ("normalize", bool)):
+        value = task.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = isinstance(value, bool) if kind is bool else number and (kind is float or float(value).is_integer())
+        if not ok:  # YAML reads 1e-3 as a string, and "false" in quotes as one
+            wanted = {bool: "true or false", float: "a number", int: "a whole number"}[kind]
+            raise ConfigError(f"task {task['name']}: {key}: {value!r} is not {wanted}")
+        given[key] = kind(value)
     opts = ProbeOptions(task.get("protocol") or "clip_benchmark", shots, int(task.get("seeds") or (3 if shots else 1)),
                         ctx.seed, int(task.get("knn_k") or 20), bootstrap=ctx.boot, **given)
     pd = load_probe_data(task["data"], ctx.medium, task.get("folds"), task.get("classes"), task.get("split"),

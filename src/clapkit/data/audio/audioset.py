@@ -45,8 +45,19 @@ def audioset_classes(path: Path) -> tuple[list[str], dict[str, int]]:
 
 
 def display_names(path: Path) -> dict[str, str]:
-    """mid -> display name of ``class_labels_indices.csv`` (or any excerpt of it: the
-    indices are not needed to spell a class)."""
+    """mid -> display name, from ``class_labels_indices.csv`` (AudioSet's 527 classes, or
+    any excerpt of it: the indices are not needed to spell a class) or from AudioSet's
+    ``ontology.json`` (all 632 classes, FSD50K's eight outside the 527 among them)."""
+    if path.suffix.lower() == ".json":
+        import json
+
+        try:
+            items = json.loads(read_text(path))
+        except ValueError as exc:
+            raise DataError(f"not valid JSON ({exc})", str(path)) from exc
+        if not isinstance(items, list) or not all(isinstance(i, dict) and {"id", "name"} <= set(i) for i in items):
+            raise DataError("expected AudioSet's ontology.json: a list of {id, name, ...} records", str(path))
+        return {str(i["id"]): str(i["name"]) for i in items}
     out = {}
     for line, row in read_csv_rows(path, ["mid", "display_name"]):
         mid, name = (row["mid"] or "").strip(), (row["display_name"] or "").strip()

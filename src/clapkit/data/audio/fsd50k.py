@@ -2,8 +2,9 @@
 
 - ``ROOT/FSD50K.ground_truth/vocabulary.csv``: ``index,label,mid`` lines, no header; the
   class order, names (``Electric_guitar``; ``_`` read as a space in prompts) and AudioSet
-  mids (the set's ``class_ids``: ``--classnames audioset:class_labels_indices.csv`` spells
-  the classes as AudioSet does, "Gunshot, gunfire", as LAION-CLAP's FSD50K label file does);
+  mids (the set's ``class_ids``: ``--classnames audioset:class_labels_indices.csv`` or
+  ``audioset:ontology.json`` spells the classes as AudioSet does, "Gunshot, gunfire", as
+  LAION-CLAP's FSD50K label file does; :func:`as_audioset_name` for a mid a file lacks);
 - ``ROOT/FSD50K.ground_truth/eval.csv`` (``fname,labels,mids``) and ``dev.csv``
   (``fname,labels,mids,split``, ``split`` being ``train`` or ``val``): ``labels`` is a
   quoted, comma-separated list of vocabulary names (the leaf labels with their
@@ -42,6 +43,13 @@ def _vocabulary(path: Path) -> tuple[list[str], list[str]]:
     if not rows or sorted(rows) != list(range(len(rows))):
         raise DataError(f"the indices must be 0..{len(rows) - 1}, each once", str(path))
     return [rows[i][0] for i in range(len(rows))], [rows[i][1] for i in range(len(rows))]
+
+
+def as_audioset_name(label: str) -> str:
+    """The AudioSet display name a vocabulary label was written from: FSD50K writes ", " as
+    "_and_" and spaces as "_" ("Gunshot, gunfire" -> ``Gunshot_and_gunfire``). For the eight
+    FSD50K classes that AudioSet's 527-class list lacks (Crash cymbal, Human voice, ...)."""
+    return label.replace("_and_", ", ").replace("_", " ")
 
 
 def _write_example(d: Path) -> tuple[str, Path]:
