@@ -336,8 +336,8 @@ def dropout(input, p=0.5, training=True, inplace=False):
     keep = (torch.rand(input.shape, generator=g, device=input.device) >= p).to(input.dtype)
     out = input * keep / (1 - p)
     return input.copy_(out) if inplace else out
-torch.nn.functional.dropout = dropout
 """
+INSTALL = "torch.nn.functional.dropout = dropout\n"  # what the torchrun processes' sitecustomize adds
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
@@ -351,16 +351,23 @@ def test_one_other_dropout_mask_leaves_the_golden(recipe, golden_data, tmp_path,
     kind, overrides, _ = RECIPES[recipe]
     cfg = load_config(None, overrides(golden_data))
     (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(SITE)
+    (tmp_path / "site" / "sitecustomize.py").write_text(SITE + INSTALL)
     monkeypatch.setenv("CLAPKIT_MOVED_DROPOUT_CALL", str(MOVED_CALL))
     if kind == "ddp":
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "site"),
                                                                        os.environ.get("PYTHONPATH")])))
     else:
         namespace: dict = {}
-        exec(compile(SITE, "sitecustomize", "exec"), namespace)
+        exec(compile(SITE, "moved_dropout", "exec"), namespace)  # defines it; monkeypatch installs and restores it
         monkeypatch.setattr(torch.nn.functional, "dropout", namespace["dropout"])
     _train(kind, cfg, tmp_path / "run")
     if kind != "ddp":
         assert namespace["seen"][0] > MOVED_CALL, f"{recipe}: only {namespace['seen'][0]} dropout calls"
     assert mismatches(fingerprint(tmp_path / "run", kind), json.loads((GOLDENS / f"{recipe}.json").read_text()))
+
+
+def test_the_moved_mask_is_gone_after_its_test():
+    """The dropout of the test above is this process's again (a test after it trains as usual)."""
+    import torch.nn.functional as F
+
+    assert F.dropout.__module__ == "torch.nn.functional"
