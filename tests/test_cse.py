@@ -321,8 +321,10 @@ def test_mixed_precision_text_step_stays_close_to_fp32(tmp_path, corpus, stsb_di
     l32, g32 = result[("fp32", 0)]
     for chunk in (0, 3):
         loss, grads = result[(precision, chunk)]
-        # within 2% (torch 2.14.1's CPU bf16 kernels land at 1.1% on this small loss, 2.13.0's within 1%)
-        assert loss == pytest.approx(l32, rel=0.02) and loss != l32
+        # within 4%: the loss is small (about 0.015), so bf16's rounding shows large in relative terms, and
+        # how large depends on the CPU's bf16 kernels (torch 2.14.1: 1.1% on the machine of an earlier stop,
+        # 2.6% on today's, where the code of that stop fails a 2% bound too); the gradients below are the test
+        assert loss == pytest.approx(l32, rel=0.04) and loss != l32
         assert torch.nn.functional.cosine_similarity(grads, g32, dim=0) > 0.999
         assert grads.norm().item() == pytest.approx(g32.norm().item(), rel=0.01)
 
