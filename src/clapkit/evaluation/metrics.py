@@ -195,14 +195,10 @@ def fold_mean_interval(correct: np.ndarray, folds, bootstrap: int, seed: int) ->
     accuracy weighted by the draws (a fold left empty by a draw is left out of that mean)."""
     from .uncertainty import weighted_interval
 
-    f = np.unique(np.asarray(folds), return_inverse=True)[1]
+    fold = np.unique(np.asarray(folds), return_inverse=True)[1]  # the folds as 0..k-1
     correct = np.asarray(correct, dtype=np.float64)
-
-    def mean_of_folds(w: np.ndarray) -> float:
-        n, hit = np.bincount(f, weights=w), np.bincount(f, weights=w * correct)
-        return float(np.mean(hit[n > 0] / n[n > 0]))
-
-    return weighted_interval(mean_of_folds, len(correct), bootstrap, seed)
+    # the mean of the folds' accuracies is the mean-class accuracy with the folds as the classes
+    return weighted_interval(lambda w: mean_class_accuracy(correct, fold, w), len(correct), bootstrap, seed)
 
 
 def weighted_average_precision(scores: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

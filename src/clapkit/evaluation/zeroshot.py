@@ -56,12 +56,9 @@ def class_embeddings(model: DualEncoder, texts: list[list[str]], device="cpu") -
     and renormalised (prompt ensembling, as CLIP and CLIP_benchmark's
     ``zero_shot_classifier`` do)."""
     flat = embed_text(model, [t for ts in texts for t in ts], device=device)
-    if len({len(ts) for ts in texts}) == 1:  # as many prompts per class: one reshape
-        emb = flat.reshape(len(texts), len(texts[0]), -1).mean(axis=1)
-    else:
-        bounds = np.cumsum([0] + [len(ts) for ts in texts])
-        emb = np.stack([flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-    return unit_rows(emb)
+    counts = np.array([len(ts) for ts in texts])
+    sums = np.add.reduceat(flat, np.cumsum(counts) - counts, axis=0)  # each class's rows summed
+    return unit_rows(sums / counts[:, None].astype(flat.dtype))  # the embeddings' own dtype
 
 
 def zeroshot_scores(model: DualEncoder, data: LabelledSet, texts: ZeroshotTexts | None = None, batch_size: int = 32,
@@ -110,12 +107,12 @@ def zeroshot_metrics(scores: np.ndarray, data: LabelledSet, bootstrap: int = 0, 
     else:
         y = np.array([c.label for c in data.clips])
         out = classification_metrics(scores, y, data.class_names, bootstrap=bootstrap, seed=seed, keep_ranks=True)
-        folds = per_fold(out["ranks"] == 1, [c.fold for c in data.clips])
-        if folds is not None:
-            out["per_fold"], out["top1_fold_mean"] = folds, folds["mean"]
+        folds = [c.fold for c in data.clips]
+        by_fold = per_fold(out["ranks"] == 1, folds)
+        if by_fold is not None:
+            out["per_fold"], out["top1_fold_mean"] = by_fold, by_fold["mean"]
             if bootstrap:
-                out["ci"]["top1_fold_mean"] = fold_mean_interval(out["ranks"] == 1, [c.fold for c in data.clips],
-                                                                 bootstrap, seed)
+                out["ci"]["top1_fold_mean"] = fold_mean_interval(out["ranks"] == 1, folds, bootstrap, seed)
         if not keep_ranks:
             out.pop("ranks")
     if bootstrap:
