@@ -143,3 +143,48 @@ def test_zeroshot_prompts_and_top1_equal_laion_claps_evaluate_zeroshot(laion, tm
     assert ours["top1"] == pytest.approx(theirs["metrics"]["R@1"], abs=1e-4)  # its log rounds to 4 places
     if len(keys) > 5:
         assert ours["top5"] == pytest.approx(theirs["metrics"]["R@5"], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def laion_checkpoints(tmp_path_factory):
+    """LAION-CLAP's own models (unfused and fused HTSAT-tiny with RoBERTa), their weights drawn
+    at random and saved as the released .pt files are, with laion_clap's embeddings of clips
+    (short, exactly 10 s, longer: its random crop and fusion chunks) and texts."""
+    import zlib
+
+    tmp = tmp_path_factory.mktemp("laion-ckpt")
+    rng = np.random.default_rng(3)
+    lengths = [int(48000 * s) for s in (0.7, 2.5, 10.0, 13.7)]
+    waves = [(rng.standard_normal(n) * 0.5).astype(np.float32) for n in lengths]  # some samples beyond [-1, 1]
+    seeds = [zlib.crc32(f"audio[{i}]".encode()) for i in range(len(waves))]  # what clapkit seeds each array with
+    texts = ["This is a sound of dog.", "this is the sound of sea waves", "jazz"]
+    jobs = [("laion-embed", dict(fused=np.array(fused), seed=np.array(7 + fused), checkpoint=np.array(str(tmp / f"{name}.pt")),
+                                 waves=np.concatenate(waves), lengths=np.array(lengths), seeds=np.array(seeds),
+                                 texts=np.array(texts)))
+            for fused, name in ((False, "unfused"), (True, "fused"))]
+    out = run_oracle(tmp, jobs)
+    return {name: (tmp / f"{name}.pt", o) for name, o in zip(("unfused", "fused"), out, strict=True)}, waves, texts
+
+
+@pytest.mark.parametrize("name", ["unfused", "fused"])
+def test_laion_clap_checkpoint_embeds_as_laion_clap(laion_checkpoints, name):
+    """clapkit reads LAION-CLAP's .pt natively (mapped onto transformers' ClapModel) and its
+    embeddings equal laion_clap's get_audio_embedding_from_data (int16 quantisation, repeat-pad,
+    random crop, fusion) and get_text_embedding. Bound 1e-6: LAION-CLAP computes the mel
+    spectrogram in float32 inside its model, transformers' extractor in float64 (measured: 7e-8)."""
+    import clapkit
+    from clapkit.models.formats import detect
+
+    files, waves, texts = laion_checkpoints
+    path, theirs = files[name]
+    assert detect(path) == "laion-clap"
+    model = clapkit.load(path, device="cpu", text_model=str(REF / "hf-home" / "hub" / "models--roberta-base" / "snapshots" / ("0" * 40)))
+    assert (model.kind, model.medium, model.sample_rate) == ("laion-clap", "audio", 48000)
+    audio = model.encode_audio(waves, sample_rate=48000, batch_size=3)
+    text = model.encode_text(texts)
+    assert np.abs(audio - np.array(theirs["audio"])).max() < 1e-6
+    assert np.abs(text - np.array(theirs["text"])).max() < 1e-6
+    assert np.abs(audio[0] - audio[1]).max() > 1e-2  # distinct clips, distinct embeddings
+    # the same clips read from files at another rate are resampled to 48 kHz first, as laion_clap's
+    # get_audio_embedding_from_filelist does with librosa (clapkit: soxr), so only close
+    assert model.provenance["family"] == "clap" and model.provenance["kind"] == "laion-clap"

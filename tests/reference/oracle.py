@@ -19,6 +19,14 @@ Tasks:
   file's key order (``labels``) and the class text embeddings ``text`` (C, D, key order).
   Output: the prompts it built (read from its own log line) and its metrics.
 
+- ``laion-embed``: a LAION-CLAP model (``CLAP_Module``, HTSAT-tiny audio, RoBERTa text from
+  the tiny hub; ``fused``) with every weight and batch-norm statistic drawn at random
+  (seeded; the front end's STFT and mel constants and the attention masks kept), saved as the released checkpoints are laid out (``{"epoch", "state_dict"}``, DDP's
+  ``module.`` prefix, RoBERTa's ``position_ids``) to ``checkpoint``, read back through its own
+  ``load_ckpt``, then ``get_audio_embedding_from_data`` of each clip (``waves`` concatenated,
+  ``lengths``) with numpy's global generator seeded by ``seeds[i]`` first (its random crop and
+  fusion chunks), and ``get_text_embedding`` of ``texts``. Output: both embeddings.
+
 Nothing here computes a metric: every number comes from the owners' functions.
 """
 
@@ -119,7 +127,33 @@ def laion_zeroshot(x: dict) -> dict:
     return {"prompts": prompts, "metrics": {k.split("_", 1)[1]: float(v) for k, v in values.items()}}
 
 
-TASKS = {"laion-retrieval": laion_retrieval, "laion-zeroshot": laion_zeroshot}
+def laion_embed(x: dict) -> dict:
+    import laion_clap
+
+    fused = bool(x["fused"])
+    torch.manual_seed(int(x["seed"]))
+    module = laion_clap.CLAP_Module(enable_fusion=fused, device="cpu", amodel="HTSAT-tiny", tmodel="roberta")
+    fixed = ("spectrogram_extractor", "logmel_extractor", "attn_mask")  # constants in every released file
+    with torch.no_grad():  # every weight and statistic away from its initial value, so each must be read right
+        for name, t in module.model.state_dict().items():
+            if t.is_floating_point() and not any(f in name for f in fixed):
+                t.copy_(torch.rand_like(t) + 0.5 if name.endswith("running_var") else t + 0.05 * torch.randn_like(t))
+    sd = {f"module.{k}": v for k, v in module.model.state_dict().items()}
+    positions = sd["module.text_branch.embeddings.position_embeddings.weight"].shape[0]
+    sd["module.text_branch.embeddings.position_ids"] = torch.arange(positions)[None]  # as the released files hold it
+    torch.save({"epoch": 1, "state_dict": sd}, str(x["checkpoint"]))
+    module = laion_clap.CLAP_Module(enable_fusion=fused, device="cpu", amodel="HTSAT-tiny", tmodel="roberta")
+    module.load_ckpt(str(x["checkpoint"]), verbose=False)
+    waves = np.split(x["waves"], np.cumsum(x["lengths"])[:-1])
+    audio = []
+    for wave, seed in zip(waves, x["seeds"], strict=True):
+        np.random.seed(int(seed))
+        audio.append(module.get_audio_embedding_from_data([wave])[0].tolist())
+    text = module.get_text_embedding([str(t) for t in x["texts"]])
+    return {"audio": audio, "text": text.tolist()}
+
+
+TASKS = {"laion-retrieval": laion_retrieval, "laion-zeroshot": laion_zeroshot, "laion-embed": laion_embed}
 
 if __name__ == "__main__":
     jobs = sys.argv[1:]

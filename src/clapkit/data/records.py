@@ -65,6 +65,33 @@ class ArrayImage:
 
 
 @dataclass(frozen=True)
+class ArrayAudio:
+    """Waveform ``index`` of ``source`` given in memory (the Python API's
+    ``encode_audio``): mono float samples at ``sample_rate``, decoded and resampled like a file."""
+
+    source: str
+    index: int
+    wave: np.ndarray = field(compare=False, hash=False, repr=False)
+    sample_rate: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.source}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class MemoryImage:
+    """Image ``index`` of ``source`` given in memory as a Pillow image (the Python API's
+    ``encode_image``); converted to RGB as a decoded file is."""
+
+    source: str
+    index: int
+    image: object = field(compare=False, hash=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.source}[{self.index}]"
+
+
+@dataclass(frozen=True)
 class Window:
     """``seconds`` of an audio clip from ``start`` (sliding-window evaluation,
     :mod:`clapkit.inference.windows`); the audio pipelines cut it from the decoded clip."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..models.provenance import describe, model_fingerprint  # noqa: F401 (bench's provenance)
 
 
 def task_medium(task: dict, model_medium: str) -> str:
@@ -37,24 +38,6 @@ def fingerprint_files(paths) -> str:
     for p in sorted(str(p) for p in paths):
         size = os.path.getsize(p) if os.path.isfile(p) else -1
         h.update(f"{p}\t{size}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def model_fingerprint(spec: str) -> str:
-    """Which model a cell ran, for its provenance: the relative names and sizes of the
-    checkpoint's files and its config.json bytes (a hub name by its name). It does not
-    depend on where the folder is or when it was written, so a copy on another machine
-    gives the same value; the embedding cache's :func:`clapkit.inference.cache.model_fingerprint`
-    adds the files' mtimes, because it asks a different question (are these vectors stale?)."""
-    path = Path(spec)
-    if not path.exists():
-        return hashlib.sha256(spec.encode()).hexdigest()[:16]  # a hub name: the name is what is known
-    files = [p for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.relative_to(path) if path.is_dir() else p.name}\t{p.stat().st_size}\n".encode())
-        if p.name == "config.json":
-            h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -121,7 +104,9 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
     name = cell_name(model["name"], task["name"])
     record = {"model": model["name"], "model_spec": model["model"], "task": task["name"], "type": task["type"],
               "data": task["data"], "medium": medium, "seed": bench["seed"], **versions(),
-              "model_fingerprint": model_fingerprint(str(model["model"])), "precision": precision_tag() or "fp32"}
+              "model_fingerprint": model_fingerprint(str(model["model"])), "precision": precision_tag() or "fp32",
+              **{f"model_{k}": v for k, v in describe(str(model["model"]), net).items()
+                 if k in ("kind", "family", "training_data")}}
     if medium != net.medium:  # an image model on an audio task: nothing to score
         write_cell(folder, name, {**record, "metrics": [], "not_applicable": f"a {net.medium} model"}, {})
         return

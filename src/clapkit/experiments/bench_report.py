@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n", "skipped", "clapkit", "torch", "transformers",
-           "model_fingerprint", "data_fingerprint", "prompts", "class_names", "seed"]
+           "model_fingerprint", "model_kind", "model_family", "model_training_data", "data_fingerprint", "prompts",
+           "class_names", "seed"]
 PAIR_COLUMNS = ["task", "model_a", "model_b", "metric", "difference", "ci_low", "ci_high", "p_value", "test", "n"]
 
 
@@ -47,7 +48,8 @@ def table_rows(bench: dict, cells: list[dict]) -> list[dict]:
         for r in cell["metrics"]:
             rows.append({**r, "model": cell["model"], "task": cell["task"],
                          **{k: cell.get(k) for k in ("skipped", "clapkit", "torch", "transformers", "model_fingerprint",
-                                                     "data_fingerprint", "seed")},
+                                                     "model_kind", "model_family", "data_fingerprint", "seed")},
+                         "model_training_data": json.dumps(cell.get("model_training_data")),
                          "prompts": json.dumps({"source": cell.get("prompts"), "templates": cell.get("templates")})
                          if cell["type"] == "zeroshot" else None,
                          "class_names": json.dumps(names) if names else None})

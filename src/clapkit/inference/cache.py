@@ -37,6 +37,8 @@ def model_fingerprint(checkpoint: str | Path) -> str:
         files = tuple(str(f) for f in ([local] if local.is_file() else sorted(local.glob("*")) if local.is_dir() else []))
     checkpoint = Path(checkpoint)
     h = hashlib.sha1(b"" if checkpoint.is_dir() else str(checkpoint).encode())
+    if checkpoint.is_file():  # a weights file (a LAION-CLAP .pt): its own size and mtime
+        h.update(_file_stamp(checkpoint).encode())
     for rel in files:
         f = checkpoint / rel
         if f.exists():
@@ -90,15 +92,16 @@ def media_stamp(ref) -> str:
 def checkpoint_medium(checkpoint: str | Path) -> str:
     """The medium of a checkpoint from its config.json: clapkit's ``model.modality``
     (audio if absent) or a Hugging Face dual encoder's ``model_type``."""
-    from ..models.public.hf import FAMILIES, hf_family
-    from ..models.public.open_clip import is_open_clip
+    from ..models.formats import detect, kind_medium
+    from ..models.public.hf import hf_family
 
-    if is_open_clip(checkpoint):
-        return "image"
+    kind = detect(checkpoint)
+    if kind_medium(kind):
+        return kind_medium(kind)
     path = Path(checkpoint) / "config.json"
     try:
-        family = hf_family(checkpoint)
-        return FAMILIES[family] if family else json.loads(path.read_text())["model"].get("modality", "audio")
+        hf_family(checkpoint)  # an error naming what it is, for a model that is no dual encoder
+        return json.loads(path.read_text())["model"].get("modality", "audio")
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise ConfigError(f"{checkpoint}: not a clapkit checkpoint (config.json unreadable: {exc})") from exc
 

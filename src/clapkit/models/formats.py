@@ -14,6 +14,10 @@ kind                     what it is
 ``hf-text``              any other transformers model folder or hub name (a text encoder)
 ``open_clip``            ``open_clip:NAME[@PRETRAINED]``, ``open_clip:hf-hub:ORG/REPO``, or a
                          folder with ``open_clip_config.json`` and no ``config.json``
+``laion-clap``           a LAION-CLAP training checkpoint (``630k-audioset-best.pt``, ...): a
+                         ``.pt`` whose state dict holds ``audio_branch`` and ``text_branch``
+``pe-audio``             a transformers ``PeAudioModel`` folder or hub name (Perception
+                         Encoder audio-text)
 ``audio-tower``          an audio tower's weights: ``train audio-backbone``'s
                          ``.safetensors`` or a PANNs ``.pth`` checkpoint
 =======================  ==============================================================
@@ -37,10 +41,14 @@ KINDS = {
     "hf-siglip": "a transformers SiglipModel folder or hub name",
     "hf-text": "another transformers model folder or hub name (a text encoder)",
     "open_clip": "open_clip:NAME[@PRETRAINED], open_clip:hf-hub:ORG/REPO, or a folder with open_clip_config.json",
+    "laion-clap": "a LAION-CLAP checkpoint file (.pt with audio_branch and text_branch weights, e.g. 630k-audioset-best.pt)",
+    "pe-audio": "a transformers PeAudioModel folder or hub name (Perception Encoder audio-text)",
     "audio-tower": "an audio tower file: train audio-backbone's .safetensors or a PANNs .pth",
 }
-DUAL = ("clapkit", "hf-clap", "hf-clip", "hf-siglip", "open_clip")
+DUAL = ("clapkit", "hf-clap", "hf-clip", "hf-siglip", "open_clip", "laion-clap", "pe-audio")
 PUBLIC_FAMILIES = {"clap": "audio", "clip": "image", "siglip": "image"}  # transformers model_type -> medium
+OTHER_TYPES = {"pe_audio": "pe-audio"}  # other transformers model_types clapkit wraps -> kind
+KIND_MEDIUM = {"laion-clap": "audio", "pe-audio": "audio", "open_clip": "image"}
 OPEN_CLIP_PREFIX = "open_clip:"
 
 
@@ -59,8 +67,10 @@ def detect(name: str | Path) -> str:
         return "sentence-transformers"
     p = Path(name)
     if p.is_file():
-        if p.suffix in (".safetensors", ".pth", ".pt"):
-            return "audio-tower"
+        if p.suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
+            from .public.laion_clap import is_laion_clap
+
+            return "laion-clap" if is_laion_clap(p) else "audio-tower"
         raise unknown(p, "a file, not a model folder")
     if p.is_dir():
         return _folder(p)
@@ -89,6 +99,8 @@ def _folder(p: Path) -> str:
         return "clapkit"
     if cfg.get("model_type") in PUBLIC_FAMILIES:
         return f"hf-{cfg['model_type']}"
+    if cfg.get("model_type") in OTHER_TYPES:
+        return OTHER_TYPES[cfg["model_type"]]
     if (p / "modules.json").is_file():
         return "sentence-transformers"
     if "model_type" in cfg:
@@ -103,6 +115,8 @@ def _hub(name) -> str:
         model_type = AutoConfig.from_pretrained(str(name)).model_type
     except (OSError, ValueError) as exc:
         raise unknown(name, f"neither a local folder or file nor a hub model this machine can reach ({exc})") from exc
+    if model_type in OTHER_TYPES:
+        return OTHER_TYPES[model_type]
     return f"hf-{model_type}" if model_type in PUBLIC_FAMILIES else "hf-text"
 
 
@@ -112,8 +126,15 @@ def transformers_family(kind: str | None) -> str | None:
 
 
 def public_family(kind: str | None) -> str | None:
-    """The family of a public dual encoder's kind (a transformers family or ``open_clip``), else None."""
-    return "open_clip" if kind == "open_clip" else transformers_family(kind)
+    """The family of a public dual encoder's kind (a transformers family, ``open_clip``,
+    ``laion-clap`` or ``pe-audio``), else None."""
+    return kind if kind in KIND_MEDIUM else transformers_family(kind)
+
+
+def kind_medium(kind: str) -> str | None:
+    """The medium of a public dual encoder's kind (``audio`` or ``image``); None for a
+    clapkit checkpoint (its config says) and for kinds that are no dual encoder."""
+    return KIND_MEDIUM.get(kind) or PUBLIC_FAMILIES.get(transformers_family(kind) or "")
 
 
 def kind_or_none(name: str | Path) -> str | None:

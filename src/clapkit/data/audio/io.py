@@ -14,6 +14,7 @@ import soxr
 
 from ...errors import DataError
 from ..files import TarMember
+from ..records import ArrayAudio
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3")
 
@@ -36,6 +37,8 @@ def load_audio(path, sample_rate: int, where: str | None = None) -> np.ndarray:
     the manifest row that points at a bad file.
     """
     label = f"{where}: {path}" if where else str(path)
+    if isinstance(path, ArrayAudio):
+        return _array_wave(path, sample_rate, label)
     in_tar = isinstance(path, TarMember)
     if not (path.tar if in_tar else Path(path)).is_file():
         raise AudioError("audio file not found", label)
@@ -51,6 +54,22 @@ def load_audio(path, sample_rate: int, where: str | None = None) -> np.ndarray:
     if sr != sample_rate:
         wave = soxr.resample(wave, sr, sample_rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _array_wave(ref: ArrayAudio, sample_rate: int, label: str) -> np.ndarray:
+    """An in-memory waveform checked as a decoded file is, at ``sample_rate``."""
+    wave = np.asarray(ref.wave)
+    if wave.ndim != 1 or not np.issubdtype(wave.dtype, np.number):
+        raise AudioError(f"give a mono waveform, a 1-D array of samples (this one has shape {wave.shape}, "
+                         f"dtype {wave.dtype}); average the channels of a multichannel clip first", label)
+    if len(wave) == 0:
+        raise AudioError("the waveform holds no samples", label)
+    if not np.all(np.isfinite(wave)):
+        raise AudioError("audio holds NaN or infinite samples", label)
+    wave = wave.astype(np.float32)
+    if ref.sample_rate != sample_rate:
+        wave = soxr.resample(wave, ref.sample_rate, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(wave)
 
 
 def fix_length(

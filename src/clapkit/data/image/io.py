@@ -5,7 +5,8 @@ An image is referred to by one of:
 - a :class:`~pathlib.Path` (a file on disk);
 - a :class:`TarMember` (a file inside a tar shard: its byte offset and size, read
   with one seek, never unpacked);
-- an :class:`~clapkit.data.records.ArrayImage` (row ``index`` of an array: MNIST, CIFAR, digits).
+- an :class:`~clapkit.data.records.ArrayImage` (row ``index`` of an array: MNIST, CIFAR, digits);
+- a :class:`~clapkit.data.records.MemoryImage` (a Pillow image handed to the Python API).
 
 :func:`open_image` decodes any of them with Pillow: JPEG, PNG, WebP, BMP, TIFF and the
 first frame of a GIF; EXIF orientation applied; grayscale, palette, CMYK and RGBA
@@ -29,19 +30,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ...errors import DataError
 from ..files import TarMember, keep_good
-from ..records import ArrayImage
+from ..records import ArrayImage, MemoryImage
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _BILINEAR = Image.Resampling.BILINEAR
 _BICUBIC = Image.Resampling.BICUBIC
 
 
-ImageRef = Path | TarMember | ArrayImage
+ImageRef = Path | TarMember | ArrayImage | MemoryImage
 
 
 def open_image(ref: ImageRef, where: str | None = None, header_only: bool = False) -> Image.Image:
     """The image ``ref`` as an RGB Pillow image (see the module docstring)."""
     where = where or str(ref)
+    if isinstance(ref, MemoryImage):
+        if not isinstance(ref.image, Image.Image) or ref.image.width == 0 or ref.image.height == 0:
+            raise DataError("give a Pillow image with pixels (or an image file's path)", where, reason="not an image")
+        return _to_rgb(ref.image)
     if isinstance(ref, ArrayImage):
         pixels = np.asarray(ref.array[ref.index])
         if ref.scale != 255.0:

@@ -102,32 +102,17 @@ class _Tokens:
 
 
 class HFDualEncoder(PublicDualEncoder):
-    def __init__(self, name: str | Path):
+    def __init__(self, name: str | Path, parts: tuple | None = None):
+        """The model at ``name`` (a folder or hub name); or, with ``parts`` = (model,
+        processor, tokenizer), those already built (a converted checkpoint, :mod:`.laion_clap`)."""
         super().__init__()
-        from transformers import (
-            AutoConfig,
-            AutoFeatureExtractor,
-            AutoImageProcessor,
-            AutoModel,
-            AutoTokenizer,
-        )
-
         name = str(name)
-        try:
-            family = AutoConfig.from_pretrained(name).model_type
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--model {name}: neither a clapkit checkpoint nor a Hugging Face model folder or hub name "
-                              f"({exc})") from exc
-        if family not in FAMILIES:
-            raise _unsupported(name, family)
+        if parts is None:
+            parts = _load_parts(name)
+        model, processor, tokenizer = parts
+        family = model.config.model_type
         self.family, self.medium, self.source = family, FAMILIES[family], name
-        self.model = AutoModel.from_pretrained(name).eval()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            self.processor = (AutoFeatureExtractor if family == "clap" else AutoImageProcessor).from_pretrained(name)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{name}: the folder lacks its tokenizer or {'feature extractor' if family == 'clap' else 'image processor'} "
-                              f"files ({exc}); save the processor beside the model (processor.save_pretrained(folder))") from exc
+        self.model, self.processor = model.eval(), processor
         self.text = _Tokens(tokenizer, "max_length" if family == "siglip" else True)
         self.sample_rate = getattr(self.processor, "sampling_rate", None)
         self.frozen: frozenset[str] = frozenset()
@@ -258,6 +243,33 @@ class HFDualEncoder(PublicDualEncoder):
         self.text.tokenizer.save_pretrained(folder)
 
 
+def _load_parts(name: str) -> tuple:
+    """(model, processor, tokenizer) of a transformers CLAP, CLIP or SigLIP folder or hub name."""
+    from transformers import (
+        AutoConfig,
+        AutoFeatureExtractor,
+        AutoImageProcessor,
+        AutoModel,
+        AutoTokenizer,
+    )
+
+    try:
+        family = AutoConfig.from_pretrained(name).model_type
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--model {name}: neither a clapkit checkpoint nor a Hugging Face model folder or hub name "
+                          f"({exc})") from exc
+    if family not in FAMILIES:
+        raise _unsupported(name, family)
+    model = AutoModel.from_pretrained(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        processor = (AutoFeatureExtractor if family == "clap" else AutoImageProcessor).from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{name}: the folder lacks its tokenizer or {'feature extractor' if family == 'clap' else 'image processor'} "
+                          f"files ({exc}); save the processor beside the model (processor.save_pretrained(folder))") from exc
+    return model, processor, tokenizer
+
+
 def clap_features(processor, wave: np.ndarray, sample_rate: int, seed: int) -> dict[str, torch.Tensor]:
     """One clip through transformers' CLAP feature extractor, its random choices (the
     crop of a clip longer than the window; fusion's three chunks) drawn from numpy's
@@ -304,6 +316,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     kind = detect(path)
     if kind == "open_clip":
         return OpenClipDualEncoder(str(path)).to(device).eval()
+    if kind == "laion-clap":
+        from .laion_clap import LaionClapDualEncoder
+
+        return LaionClapDualEncoder(path).to(device).eval()
+    if kind == "pe-audio":
+        from .pe_audio import PeAudioDualEncoder
+
+        return PeAudioDualEncoder(str(path)).to(device).eval()
     if kind == "clapkit":
         return DualEncoder.load(Path(path)).to(device)
     if transformers_family(kind) is None:
@@ -327,5 +347,9 @@ def load_for_training(cfg: dict, folder: str | Path, resume: bool = False):
         return OpenClipDualEncoder(str(folder)).for_training(cfg)
     if transformers_family(kind) is not None:
         return HFDualEncoder(str(folder)).for_training(cfg)
+    if kind == "laion-clap":  # fine-tuned as the ClapModel it maps onto, saved as a transformers folder
+        from .laion_clap import LaionClapDualEncoder
+
+        return LaionClapDualEncoder(folder).for_training(cfg)
     raise ConfigError(f"model.init_from = {folder}: {KINDS[kind]}; a run starts from a clapkit checkpoint or "
                       "a public CLAP, CLIP or SigLIP (a text encoder goes in model.text.name)")

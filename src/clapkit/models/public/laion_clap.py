@@ -1,0 +1,245 @@
+"""LAION-CLAP's own checkpoints, read as they are: the ``.pt`` files that
+``laion_clap.CLAP_Module.load_ckpt`` reads (``630k-best.pt``, ``630k-audioset-fusion-best.pt``,
+``music_speech_audioset_epoch_15_esc_89.98.pt``, ...), which AudioLDM2 and the CLAP-score
+and FAD tools load.
+
+The weights are mapped onto transformers' ``ClapModel`` as transformers' own conversion
+script (``models/clap/convert_clap_original_pytorch_to_hf.py``) maps them, with the
+architecture read off the weights (HTSAT's width, depths, heads and window; fusion; the
+projection sizes), so every command takes the file and :meth:`HFDualEncoder.save` writes
+it back as a transformers folder. What makes the embeddings LAION-CLAP's
+(``get_audio_embedding_from_data`` and ``get_text_embedding`` of laion_clap 1.1.7,
+``hook.py``), step by step:
+
+- each waveform is quantised to int16 and back as ``get_audio_embedding_from_data`` does
+  (``float32_to_int16``: clipped to [-1, 1], times 32767, truncated; then / 32767);
+- then transformers' ``ClapFeatureExtractor`` with LAION-CLAP's ``audio_cfg`` (48 kHz,
+  10 s, ``repeatpad``, ``rand_trunc`` or ``fusion``, 64 mel bands from 50 to 14000 Hz,
+  the window read off the checkpoint's own mel filters), using the checkpoint's own mel
+  filter bank (``logmel_extractor.melW``) for the unfused front end;
+- texts through the ``roberta-base`` tokenizer padded to 77 tokens (``CLAP_Module.tokenizer``),
+  and the text branch built on ``roberta-base``'s config (heads, layer-norm epsilon), which
+  LAION-CLAP builds it from too (``RobertaModel.from_pretrained("roberta-base")``): both come
+  from the hub or its cache, like laion_clap's, or from ``text_model=`` (a local folder).
+
+The one difference: LAION-CLAP computes the spectrogram inside its model in float32
+(torchlibrosa's STFT convolution; torchaudio for fusion), transformers' extractor in
+float64 numpy. tests/test_reference.py states the resulting bound against laion_clap's
+own calls. Not read (an error names them): PANN audio towers and BERT or BART text
+branches, which ``ClapModel`` has no place for.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import ConfigError
+from .hf import HFDualEncoder
+
+TEXT_MODEL = "roberta-base"  # what LAION-CLAP's text branch and tokenizer are built from
+MAX_TOKENS = 77  # CLAP_Module.tokenizer: padding="max_length", max_length=77
+# (LAION-CLAP name, transformers name) inside an HTSAT block, in the order they are applied
+_BLOCK = ((".attn.proj.", ".attention.output.dense."), (".attn.", ".attention.self."),
+          (".mlp.fc1.", ".intermediate.dense."), (".mlp.fc2.", ".output.dense."),
+          (".norm1.", ".layernorm_before."), (".norm2.", ".layernorm_after."))
+# LAION-CLAP weights with no place in ClapModel, none of which the embeddings use: the
+# in-model spectrogram (transformers' extractor computes it), HTSAT's AudioSet classifier,
+# the MLPs of LAION-CLAP's training-only losses, and buffers transformers rebuilds
+_UNUSED = ("audio_branch.spectrogram_extractor.", "audio_branch.logmel_extractor.", "audio_branch.head.",
+           "audio_branch.tscam_conv.", "audio_transform.", "text_transform.", "text_branch.embeddings.position_ids")
+_REBUILT = ("relative_position_index", "attn_mask", "position_ids", "token_type_ids")
+
+
+@functools.lru_cache(maxsize=8)
+def _keys(path: str, stamp: tuple) -> frozenset[str]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # not a zip checkpoint (mmap), or not tensors only: not ours to read
+        return frozenset()
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+    return frozenset(str(k).removeprefix("module.") for k in sd) if isinstance(sd, dict) else frozenset()
+
+
+def is_laion_clap(path: str | Path) -> bool:
+    """Whether ``path`` is a LAION-CLAP training checkpoint (its state dict holds an
+    ``audio_branch`` and a ``text_branch``), read through a memory map."""
+    p = Path(path)
+    if not p.is_file() or p.suffix not in (".pt", ".pth", ".ckpt"):
+        return False
+    st = p.stat()
+    keys = _keys(str(p.resolve()), (st.st_size, st.st_mtime_ns))
+    return any(k.startswith("audio_branch.") for k in keys) and any(k.startswith("text_branch.") for k in keys)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict as ``load_ckpt`` reads it: ``state_dict`` of the file's dict (or the
+    dict itself), with DDP's ``module.`` prefix taken off."""
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: cannot read it as a LAION-CLAP checkpoint ({exc}); clapkit reads checkpoints that "
+                          "hold tensors only (torch.load(weights_only=True))") from exc
+    sd = ckpt.get("state_dict", ckpt)
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """LAION-CLAP's names -> ClapModel's (HTSAT's fused ``qkv`` split into query, key and
+    value; the projections' ``nn.Sequential`` indices 0 and 2 -> ``linear1``/``linear2``);
+    the weights of :data:`_UNUSED` left out."""
+    out = {}
+    for key, value in sd.items():
+        if key.startswith(_UNUSED):
+            continue
+        if key.startswith("audio_branch."):
+            key = "audio_model.audio_encoder." + key[len("audio_branch."):]
+            key = key.replace(".bn0.", ".batch_norm.")
+            for old, new in _BLOCK:
+                key = key.replace(old, new)
+        elif key.startswith("text_branch."):
+            key = "text_model." + key[len("text_branch."):]
+        key = re.sub(r"^(audio|text)_projection\.([02])\.", lambda m: f"{m[1]}_projection.linear{1 + int(m[2]) // 2}.", key)
+        if ".qkv." in key:
+            for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
+                out[key.replace(".qkv.", f".{name}.")] = part
+        else:
+            out[key] = value
+    return out
+
+
+def clap_config(sd: dict[str, torch.Tensor], text_model: str):
+    """A ``ClapConfig`` for LAION-CLAP weights ``sd``: HTSAT's sizes read off the weights
+    (spec size 256, patch 4, stride 4, as laion_clap's ``create_htsat_model`` fixes them for
+    every size), the text branch's from ``text_model``'s config and the weights."""
+    from transformers import AutoConfig, ClapAudioConfig, ClapConfig, ClapTextConfig
+
+    _architecture(sd)
+    blocks: dict[int, set[int]] = {}
+    for k in sd:
+        if m := re.match(r"audio_branch\.layers\.(\d+)\.blocks\.(\d+)\.", k):
+            blocks.setdefault(int(m[1]), set()).add(int(m[2]))
+    depths = [len(blocks[i]) for i in sorted(blocks)]
+    heads = [sd[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1] for i in sorted(blocks)]
+    table = sd["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
+    fused = "audio_branch.patch_embed.mel_conv2d.weight" in sd
+    audio = ClapAudioConfig(
+        patch_embeds_hidden_size=sd["audio_branch.patch_embed.proj.weight"].shape[0], depths=depths,
+        num_attention_heads=heads, window_size=(round(table ** 0.5) + 1) // 2,
+        hidden_size=sd["audio_projection.0.weight"].shape[1], num_mel_bins=sd["audio_branch.bn0.weight"].shape[0],
+        enable_fusion=fused, fusion_type="aff_2d" if fused else None, projection_dim=sd["audio_projection.0.weight"].shape[0],
+    )
+    try:
+        base = AutoConfig.from_pretrained(text_model).to_dict()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the text branch of a LAION-CLAP checkpoint is built on {text_model}'s config, as laion_clap "
+                          f"builds it, and this machine cannot read it ({exc}); pass text_model=FOLDER (a local "
+                          f"{TEXT_MODEL} folder with its tokenizer)") from exc
+    layers = {int(m[1]) for k in sd if (m := re.match(r"text_branch\.encoder\.layer\.(\d+)\.", k))}
+    keep = ("hidden_act", "layer_norm_eps", "num_attention_heads", "pad_token_id", "bos_token_id", "eos_token_id",
+            "hidden_dropout_prob", "attention_probs_dropout_prob")
+    text = ClapTextConfig(
+        **{k: base[k] for k in keep if k in base},
+        vocab_size=sd["text_branch.embeddings.word_embeddings.weight"].shape[0],
+        hidden_size=sd["text_branch.embeddings.word_embeddings.weight"].shape[1],
+        max_position_embeddings=sd["text_branch.embeddings.position_embeddings.weight"].shape[0],
+        type_vocab_size=sd["text_branch.embeddings.token_type_embeddings.weight"].shape[0],
+        intermediate_size=sd["text_branch.encoder.layer.0.intermediate.dense.weight"].shape[0],
+        num_hidden_layers=len(layers), projection_dim=sd["text_projection.0.weight"].shape[0],
+    )
+    return ClapConfig(audio_config=audio.to_dict(), text_config=text.to_dict(),
+                      projection_dim=sd["audio_projection.0.weight"].shape[0])
+
+
+def _architecture(sd: dict) -> str:
+    """``htsat-roberta``, or an error naming what ClapModel cannot hold."""
+    if "audio_branch.patch_embed.proj.weight" not in sd:
+        raise ConfigError("a LAION-CLAP checkpoint with a PANN audio tower (no HTSAT patch embedding): clapkit reads "
+                          "LAION-CLAP's HTSAT checkpoints (630k-*.pt, music_*.pt); PANN towers are not read yet")
+    if "text_branch.pooler.dense.weight" not in sd or "text_branch.embeddings.word_embeddings.weight" not in sd:
+        raise ConfigError("a LAION-CLAP checkpoint whose text branch is no RoBERTa: clapkit reads the RoBERTa text "
+                          "branch of LAION-CLAP's released checkpoints; BERT and BART branches are not read yet")
+    if sd["text_branch.embeddings.token_type_embeddings.weight"].shape[0] != 1:
+        raise ConfigError("a LAION-CLAP checkpoint with a BERT text branch (two token types): clapkit reads "
+                          "RoBERTa text branches only")
+    return "htsat-roberta"
+
+
+def feature_extractor(sd: dict[str, torch.Tensor], fused: bool):
+    """transformers' CLAP extractor with LAION-CLAP's ``audio_cfg``, the checkpoint's own
+    mel filter bank (``logmel_extractor.melW``, librosa's slaney filters) for the unfused
+    path, and LAION-CLAP's fusion resize (:class:`_FusionResize`)."""
+    mel_w = sd["audio_branch.logmel_extractor.melW"]  # (n_fft // 2 + 1, mel bins)
+    fx = _extractor_class()(feature_size=mel_w.shape[1], sampling_rate=48000, hop_length=480, max_length_s=10,
+                            fft_window_size=(mel_w.shape[0] - 1) * 2, frequency_min=50, frequency_max=14000,
+                            padding="repeatpad", truncation="fusion" if fused else "rand_trunc")
+    fx.mel_filters_slaney = mel_w.double().numpy()
+    return fx
+
+
+@functools.cache
+def _extractor_class():
+    from transformers import ClapFeatureExtractor
+
+    class LaionClapFeatureExtractor(ClapFeatureExtractor):
+        """Fusion's global view as LAION-CLAP makes it: the whole mel spectrogram resized to
+        one window by torchvision's ``Resize`` (``training/data.py``), which antialiases
+        (transformers' extractor interpolates without); the three chunks drawn as both
+        draw them. Saved as a plain ``ClapFeatureExtractor``, so transformers reads the folder."""
+
+        def _random_mel_fusion(self, mel, total_frames, chunk_frames):
+            ranges = np.array_split(list(range(0, total_frames - chunk_frames + 1)), 3)
+            ranges = [r if len(r) else [0] for r in ranges]  # a short clip: the first chunk
+            starts = [np.random.choice(r) for r in ranges]  # front, middle, back, in this order
+            shrink = torch.nn.functional.interpolate(torch.tensor(mel[None, None]), size=[chunk_frames, mel.shape[1]],
+                                                     mode="bilinear", align_corners=False, antialias=True)[0, 0].numpy()
+            return np.stack([shrink] + [mel[a:a + chunk_frames] for a in starts])
+
+        def to_dict(self):
+            return dict(super().to_dict(), feature_extractor_type="ClapFeatureExtractor")
+
+    return LaionClapFeatureExtractor
+
+
+def quantize(wave: np.ndarray) -> np.ndarray:
+    """laion_clap's ``int16_to_float32(float32_to_int16(x))``, step for step."""
+    x = (np.clip(wave, a_min=-1.0, a_max=1.0) * 32767.0).astype(np.int16)
+    return (x / 32767.0).astype(np.float32)
+
+
+class LaionClapDualEncoder(HFDualEncoder):
+    """A LAION-CLAP ``.pt`` checkpoint as a transformers ``ClapModel`` (see the module
+    docstring); ``kind`` is ``laion-clap``."""
+
+    kind = "laion-clap"
+
+    def __init__(self, path: str | Path, text_model: str | None = None):
+        from transformers import AutoTokenizer, ClapModel
+
+        sd = read_state_dict(path)
+        _architecture(sd)
+        text_model = text_model or TEXT_MODEL
+        config = clap_config(sd, text_model)
+        model = ClapModel(config)
+        mapped = hf_state_dict(sd)
+        missing, unexpected = model.load_state_dict(mapped, strict=False)
+        missing = [k for k in missing if not k.endswith(_REBUILT)]
+        unexpected = [k for k in unexpected if not k.endswith(_REBUILT)]
+        if missing or unexpected:
+            raise ConfigError(f"{path}: its weights do not fit LAION-CLAP's HTSAT + RoBERTa layout "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(text_model)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: LAION-CLAP tokenizes with {text_model}'s tokenizer, which this machine cannot "
+                              f"read ({exc}); pass text_model=FOLDER") from exc
+        super().__init__(str(path), parts=(model, feature_extractor(sd, config.audio_config.enable_fusion), tokenizer))
+        self.text.padding, self.text.max_length = "max_length", MAX_TOKENS
+
+    def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
+        """Each waveform quantised to int16 and back, then :meth:`HFDualEncoder.preprocess`."""
+        return super().preprocess([quantize(np.asarray(w, dtype=np.float32)) for w in media], keys)
