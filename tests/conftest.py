@@ -155,7 +155,7 @@ def tiny_images(tmp_path_factory) -> Path:
 
 
 def write_tiny_public_model(family: str, folder: Path, dropout: bool = True, fusion: bool = False) -> Path:
-    """A tiny random transformers ClapModel, CLIPModel or SiglipModel saved with its
+    """A tiny random transformers ClapModel, CLIPModel, SiglipModel or PeAudioModel saved with its
     processor and a tokenizer (MiniLM's, cut to 64 tokens), as a user's downloaded
     model folder is laid out. ``dropout=False`` sets every dropout rate to 0;
     ``fusion=True`` writes a fused CLAP (``enable_fusion``, ``truncation="fusion"``, as
@@ -182,6 +182,24 @@ def write_tiny_public_model(family: str, folder: Path, dropout: bool = True, fus
                 intermediate_size=32, max_position_embeddings=64)
     vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8)
     torch.manual_seed(0)
+    if family == "pe_audio":  # Perception Encoder audio-text: DAC front end, ModernBERT text
+        from transformers import (
+            PeAudioConfig,
+            PeAudioFeatureExtractor,
+            PeAudioModel,
+            PeAudioProcessor,
+        )
+
+        config = PeAudioConfig(
+            text_config=dict(model_type="modernbert", vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
+                             num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64, local_attention=16,
+                             pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                             bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id),
+            audio_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
+                              max_position_embeddings=256, dac_config=dict(encoder_hidden_size=4, codebook_dim=8)))
+        PeAudioModel(config).save_pretrained(folder)
+        PeAudioProcessor(feature_extractor=PeAudioFeatureExtractor(), tokenizer=tok).save_pretrained(folder)
+        return folder
     if family == "clip":
         text.update(eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id, pad_token_id=tok.pad_token_id)
         CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)

@@ -18,8 +18,12 @@ def test_each_format_is_recognised(tmp_path, tiny_checkpoint, tiny_bert):
     cse = CseModel({"name": tiny_bert, "pooling": "cls", "mlp_only_train": True, "max_length": 16,
                     "image": {"size": 8, "patch": 2, "channels": 1}, "audio": {}})
     cse.save(tmp_path / "cse")
-    for family in ("clap", "clip", "siglip"):
+    for family in ("clap", "clip", "siglip", "pe_audio"):
         write_tiny_public_model(family, tmp_path / family)
+    # a LAION-CLAP training checkpoint is told apart from an audio tower's .pt by its weights' names
+    torch.save({"epoch": 1, "state_dict": {"module.audio_branch.bn0.weight": torch.ones(2),
+                                           "module.text_branch.pooler.dense.weight": torch.ones(2, 2)}}, tmp_path / "laion.pt")
+    torch.save({"model": {"conv_block1.conv1.weight": torch.ones(2)}}, tmp_path / "panns-real.pth")
     (tmp_path / "oc").mkdir()
     (tmp_path / "oc" / "open_clip_config.json").write_text("{}")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "tower.safetensors"))
@@ -36,7 +40,8 @@ def test_each_format_is_recognised(tmp_path, tiny_checkpoint, tiny_bert):
         tiny_checkpoint / "text": "sentence-transformers", tiny_bert: "hf-text", tmp_path / "clap": "hf-clap",
         tmp_path / "clip": "hf-clip", tmp_path / "siglip": "hf-siglip", tmp_path / "oc": "open_clip",
         "open_clip:ViT-B-32@laion2b_s34b_b79k": "open_clip", tmp_path / "tower.safetensors": "audio-tower",
-        tmp_path / "panns.pth": "audio-tower",
+        tmp_path / "panns.pth": "audio-tower", tmp_path / "pe_audio": "pe-audio", tmp_path / "laion.pt": "laion-clap",
+        tmp_path / "panns-real.pth": "audio-tower",
     }
     assert {str(k): detect(k) for k in want} == {str(k): v for k, v in want.items()}
     assert set(want.values()) == set(KINDS)  # a fixture for every kind
