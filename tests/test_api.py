@@ -222,3 +222,53 @@ def test_bad_inputs_say_what_to_give(tiny_checkpoint, tiny_synthetic):
     with pytest.raises(ConfigError, match="precision='fp16'"):
         clapkit.load(tiny_checkpoint, precision="fp16")
     assert model.encode_audio([]).shape == (0, 0)
+
+
+@pytest.mark.parametrize("family", ["clap", "clip"])
+def test_sentence_transformers_multimodal_folders_equal_its_encode(tmp_path, family, monkeypatch):
+    """A sentence-transformers (>= 5.4) multimodal folder, which saves the transformers model at
+    its root, loads as that model; E equals SentenceTransformer.encode (normalised) on texts and
+    images. On audio it does not, by design: sentence-transformers 6.2 hands the CLAP feature
+    extractor its text ``max_length`` (the tokenizer's, 128 tokens here), which the extractor reads
+    as a number of samples, so each clip is cut at random to 128 samples (8 ms at 16 kHz) before it
+    is embedded. clapkit embeds the whole window, as the model's own extractor does; the test shows
+    both: clapkit equals the transformers model on the extractor's own settings, and
+    SentenceTransformer.encode equals that model on the extractor given that max_length."""
+    from PIL import Image
+    from sentence_transformers import SentenceTransformer
+
+    hf = write_tiny_public_model(family, tmp_path / "hf")
+    SentenceTransformer(str(hf), device="cpu").save(str(tmp_path / "st"))
+    st = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    model = clapkit.load(tmp_path / "st", device="cpu")
+    assert model.provenance["library"] == "sentence-transformers" and model.provenance["family"] == family
+    texts = ["a dog barks", "rain on a roof", "a siren"]
+    np.testing.assert_allclose(model.encode_text(texts), st.encode(texts, normalize_embeddings=True), atol=1e-6)
+    if family == "clap":
+        sr = model.sample_rate
+        rng = np.random.default_rng(0)
+        waves = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (sr, sr // 2, sr // 3)]
+        ours = model.encode_audio(waves, sample_rate=sr)
+        net, fx = st[0].model, st[0].processor.feature_extractor
+        seen, call = [], type(fx).__call__
+
+        def spy(self, *args, **kwargs):  # what sentence-transformers hands the extractor
+            seen.append(kwargs.get("max_length"))
+            return call(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(fx), "__call__", spy)
+        for i, w in enumerate(waves):
+            with torch.no_grad():
+                whole = net.get_audio_features(**fx([w], sampling_rate=sr, return_tensors="pt")).pooler_output
+            np.testing.assert_allclose(ours[i], whole[0].numpy(), atol=1e-6)
+            np.random.seed(i)  # the extractor's random crop draws from numpy's global generator
+            theirs = st.encode([{"array": w, "sampling_rate": sr}], normalize_embeddings=True)
+            np.random.seed(i)
+            with torch.no_grad():
+                cut = net.get_audio_features(**fx([w], sampling_rate=sr, max_length=seen[-1],
+                                                  return_tensors="pt")).pooler_output
+            assert seen[-1] <= 512 and np.abs(theirs[0] - cut[0].numpy()).max() < 1e-6
+            assert np.abs(theirs[0] - ours[i]).max() > 1e-3
+    else:
+        images = [Image.fromarray((np.random.default_rng(i).random((40, 50, 3)) * 255).astype(np.uint8)) for i in range(3)]
+        np.testing.assert_allclose(model.encode_image(images), st.encode(images, normalize_embeddings=True), atol=1e-6)

@@ -11,6 +11,9 @@ key                 value
 ``source``          the path, hub name or spec it was loaded from
 ``fingerprint``     :func:`model_fingerprint`: the files' relative names and sizes and the
                     config's bytes (not where the folder is, nor when it was written)
+``library``         whose format the files are in: ``clapkit``, ``transformers``,
+                    ``sentence-transformers`` (a folder with ``modules.json``), ``open_clip``,
+                    ``laion_clap``
 ``medium``          ``audio``, ``image`` or None (a text encoder)
 ``training_data``   what the model's own files say it was trained on: a clapkit run's
                     ``data.train``, a model card's ``datasets:``; None where they say nothing
@@ -49,8 +52,16 @@ def describe(source: str, net, kind: str | None = None) -> dict[str, Any]:
 
     kind = kind or kind_or_none(source)
     medium = getattr(net, "medium", None) if hasattr(net, "media_backbone") else None
-    return {"kind": kind, "family": _family(net, kind), "source": str(source),
+    return {"kind": kind, "family": _family(net, kind), "library": _library(source, kind), "source": str(source),
             "fingerprint": model_fingerprint(str(source)), "medium": medium, "training_data": _training_data(source, net)}
+
+
+def _library(source, kind: str | None) -> str | None:
+    if kind in ("clapkit", "train-cse", "audio-tower"):
+        return "clapkit"
+    if kind == "sentence-transformers" or (Path(str(source)) / "modules.json").is_file():
+        return "sentence-transformers"
+    return {"open_clip": "open_clip", "laion-clap": "laion_clap"}.get(kind or "", "transformers" if kind else None)
 
 
 def _family(net, kind: str | None) -> str | None:
