@@ -97,9 +97,10 @@ DEFAULTS: dict[str, Any] = {
             "dropout": 0.0,
         },
         "audio": {
-            "name": "small_cnn",  # a registered tower (clapkit.models.towers): small_cnn | cnn14
+            "name": "small_cnn",  # a registered tower (clapkit.models.towers): small_cnn | cnn14 | hf:PATH
             "options": {},  # a registered tower's own keyword arguments (any keys)
             "checkpoint": None,  # path to a PANNs checkpoint (cnn14) or a clapkit audio tower
+            "pooling": "auto",  # hf:PATH towers: auto | pooled | mean | first (clapkit.models.towers.hf_audio)
             "n_mels": 64,
             "n_fft": 1024,
             "hop_length": 320,

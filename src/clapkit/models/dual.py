@@ -16,6 +16,7 @@ A checkpoint is a directory::
                         AutoTokenizer and SentenceTransformer load it on its own)
     vision/             a Hugging Face image tower's config (its weights are in
                         model.safetensors), so the checkpoint loads without its source
+    audio_tower/        a Hugging Face audio tower's config and feature extractor (the same)
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from torch import nn
 from ..errors import ConfigError
 from .text import resolve_text_head, text_encoder
 from .towers.audio import build_audio_tower
-from .towers.image import HFVisionTower, build_image_tower, image_settings
+from .towers.hf_audio import audio_settings
+from .towers.image import build_image_tower, image_settings
 
 MEDIA = ("audio", "image")
+TOWER_CONFIG = {"audio": "audio_tower", "image": "vision"}  # an HF media tower's saved config, by medium
 
 
 class Projector(nn.Module):
@@ -144,7 +147,8 @@ class DualEncoder(Trainable):
         if self.medium not in MEDIA:
             raise ConfigError(f"model.modality = {self.medium!r}; choose audio or image")
         if self.medium == "audio":
-            tower = build_audio_tower(m["audio"], cfg["audio"]["sample_rate"])
+            tower = build_audio_tower(m["audio"], cfg["audio"]["sample_rate"], vision_path)
+            cfg["audio"] = audio_settings(cfg["audio"], tower)  # an HF tower's extractor's rate
         else:
             tower = build_image_tower(m["image"], cfg["image"]["size"], vision_path)
             cfg["image"] = image_settings(cfg["image"], tower)  # an HF folder's size, mean, std
@@ -208,8 +212,8 @@ class DualEncoder(Trainable):
         (folder / "config.json").write_text(json.dumps(self.cfg, indent=2))
         save_file(self.head_state(), str(folder / "model.safetensors"))
         self.text.save(folder / "text")
-        if isinstance(self.media_tower, HFVisionTower):
-            self.media_tower.save_config(folder / "vision")
+        if hasattr(self.media_tower, "save_config"):  # an HF tower: its config (and processor), not its source
+            self.media_tower.save_config(folder / TOWER_CONFIG[self.medium])
 
     @classmethod
     def load_as(cls, folder: str | Path, cfg: dict) -> DualEncoder:
@@ -251,8 +255,8 @@ class DualEncoder(Trainable):
 
         cfg = complete(json.loads((folder / "config.json").read_text()))  # older checkpoints lack newer keys
         cfg["model"]["audio"]["checkpoint"] = None  # weights come from model.safetensors
-        vision = folder / "vision"
-        model = cls(cfg, text_path=str(folder / "text"), vision_path=str(vision) if vision.is_dir() else None)
+        tower = folder / TOWER_CONFIG[cfg["model"].get("modality", "audio")]
+        model = cls(cfg, text_path=str(folder / "text"), vision_path=str(tower) if tower.is_dir() else None)
         missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location), strict=False)
         missing = [k for k in missing if not k.startswith("text.backbone.")]
         if missing or unexpected:

@@ -7,7 +7,8 @@ A tower's file in this package registers its builder::
 
 and :func:`build_tower` imports every file here on its first call, so a new tower is
 one new file: the dual encoder, ``train audio-backbone`` and ``clapkit config`` reach
-it by its name. A builder gets its section of the config (``model.audio`` or
+it by its name. A tower registered as ``PREFIX`` also takes ``PREFIX:ARGUMENT`` names
+(``hf:PATH``, ``timm:NAME``), its argument in ``settings["name"]``. A builder gets its section of the config (``model.audio`` or
 ``model.image``; a new tower's own keyword arguments go in that section's ``options``
 mapping, which takes any keys) and what the run resolved: ``sample_rate`` (audio),
 ``image_size`` and ``config_folder`` (images: a checkpoint's saved Hugging Face config).
@@ -77,7 +78,10 @@ def towers(medium: str) -> list[Tower]:
 def build_tower(medium: str, settings: dict, **context) -> nn.Module:
     """The tower ``settings["name"]`` of ``medium`` (see the module docstring)."""
     _discover()
-    entry = _TOWERS.get((medium, settings["name"]))
+    name = settings["name"]
+    entry = _TOWERS.get((medium, name))
+    if entry is None and isinstance(name, str) and ":" in name:  # PREFIX:ARGUMENT, e.g. hf:PATH, timm:NAME
+        entry = _TOWERS.get((medium, name.split(":", 1)[0]))
     if entry is not None:
         return entry.build(settings, **context)
     if medium in _FALLBACK:

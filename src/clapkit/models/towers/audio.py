@@ -126,9 +126,10 @@ class SmallCNN(nn.Module):
         return F.relu(self.fc(smoothed_global_pool(x)))
 
 
-def build_audio_tower(cfg: dict, sample_rate: int) -> nn.Module:
-    """Build the tower named by ``model.audio`` for audio at ``sample_rate``."""
-    return build_tower("audio", cfg, sample_rate=sample_rate)
+def build_audio_tower(cfg: dict, sample_rate: int, config_folder: str | Path | None = None) -> nn.Module:
+    """Build the tower named by ``model.audio`` for audio at ``sample_rate``; ``config_folder``
+    rebuilds a checkpoint's HF tower (``audio_tower/``)."""
+    return build_tower("audio", cfg, sample_rate=sample_rate, config_folder=config_folder)
 
 
 def _frontend(a: dict, sample_rate: int) -> dict:

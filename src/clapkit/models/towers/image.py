@@ -185,8 +185,13 @@ def build_small_vit(m: dict, image_size: int | None = None, **_) -> nn.Module:
 @register_fallback("image")
 def build_hf(m: dict, config_folder: str | Path | None = None, **_) -> nn.Module:
     """Any other name: a Hugging Face vision folder or hub name (model.image.pooling)."""
-    if m["name"] == "hf":
-        raise ConfigError("model.image.name: give the Hugging Face folder or hub name itself, e.g. ./vit-base")
+    name = m["name"][3:] if m["name"].startswith("hf:") else m["name"]
+    if name in ("hf", ""):
+        raise ConfigError("model.image.name: give the Hugging Face folder or hub name, e.g. hf:./vit-base or ./vit-base")
     if config_folder is not None:
         return HFVisionTower(str(config_folder), m["pooling"], config_only=True)
-    return HFVisionTower(m["name"], m["pooling"])
+    return HFVisionTower(name, m["pooling"])
+
+
+register_tower("image", "hf", "hf:PATH - a transformers vision model (ViT, DINOv2, CLIP's or SigLIP's vision "
+               "half, ConvNeXt, ResNet); model.image.pooling")(build_hf)

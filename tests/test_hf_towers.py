@@ -1,0 +1,165 @@
+"""Pretrained transformers audio encoders as the CLAP's audio tower (``model.audio.name:
+hf:PATH``): x equals the owner's extractor, forward and pooling; the leakage paper's recipe
+(frozen, then unfrozen) and LiT (the tower frozen throughout, its outputs cached) train with
+them, resume exactly, leave a frozen tower bit-identical, and reload to the same embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_overrides, write_tiny_public_model
+from safetensors.torch import load_file
+
+from clapkit.errors import ConfigError
+from clapkit.models.towers.hf_audio import HFAudioTower
+
+SMALL = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+
+
+def _write(kind: str, folder):
+    """A tiny random model of ``kind`` saved with its feature extractor."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if kind == "ast":
+        tf.ASTModel(tf.ASTConfig(**SMALL, num_mel_bins=32, max_length=64)).save_pretrained(folder)
+        tf.ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(folder)
+    elif kind in ("wav2vec2", "hubert", "wavlm"):
+        conv = dict(conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16,
+                    num_conv_pos_embedding_groups=2)
+        config, model = {"wav2vec2": (tf.Wav2Vec2Config, tf.Wav2Vec2Model), "hubert": (tf.HubertConfig, tf.HubertModel),
+                         "wavlm": (tf.WavLMConfig, tf.WavLMModel)}[kind]
+        model(config(**SMALL, **conv)).save_pretrained(folder)
+        tf.Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(folder)
+    elif kind == "whisper":
+        tf.WhisperModel(tf.WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                                         num_mel_bins=80, vocab_size=64, max_target_positions=16, pad_token_id=1,
+                                         bos_token_id=2, eos_token_id=2, decoder_start_token_id=3)).save_pretrained(folder)
+        tf.WhisperFeatureExtractor().save_pretrained(folder)
+    else:  # the audio half of a CLAP or a Perception Encoder audio model
+        write_tiny_public_model(kind, folder)
+    return folder
+
+
+def _owner(kind: str, folder, wave: np.ndarray) -> torch.Tensor:
+    """The owner's own extractor, forward and pooling, written out per model."""
+    import transformers as tf
+
+    fx = tf.AutoFeatureExtractor.from_pretrained(folder)
+    inputs = fx(list(wave), sampling_rate=fx.sampling_rate, return_tensors="pt")
+    with torch.no_grad():
+        if kind == "ast":
+            return tf.ASTModel.from_pretrained(folder).eval()(**inputs).pooler_output
+        if kind == "whisper":
+            encoder = tf.WhisperModel.from_pretrained(folder).eval().get_encoder()
+            return encoder(inputs["input_features"]).last_hidden_state.mean(1)
+        if kind == "clap":
+            return tf.ClapModel.from_pretrained(folder).eval().audio_model(**inputs).pooler_output
+        if kind == "pe_audio":
+            return tf.PeAudioModel.from_pretrained(folder).eval().audio_encoder(**inputs).pooler_output
+        model = tf.AutoModel.from_pretrained(folder).eval()
+        return model(inputs["input_values"], attention_mask=inputs["attention_mask"]).last_hidden_state.mean(1)
+
+
+KINDS = ["ast", "wav2vec2", "hubert", "wavlm", "whisper", "clap", "pe_audio"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tower_x_equals_the_owners_forward_and_pooling(tmp_path, kind):
+    folder = _write(kind, tmp_path / kind)
+    tower = HFAudioTower(str(folder)).eval()
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal((2, tower.sample_rate))).astype(np.float32)
+    with torch.no_grad():
+        x = tower(torch.from_numpy(wave))
+    want = _owner(kind, folder, wave)
+    assert x.shape == (2, tower.embed_dim)
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-6)
+    assert tower.pooling == ("pooled" if kind in ("ast", "clap", "pe_audio") else "mean")
+
+
+def test_poolings_and_bad_names(tmp_path):
+    folder = _write("wav2vec2", tmp_path / "w2v")
+    wave = torch.randn(2, 16000) * 0.1
+    first, mean = HFAudioTower(str(folder), "first").eval(), HFAudioTower(str(folder), "mean").eval()
+    with torch.no_grad():
+        hidden = first.model(**first.features(wave)).last_hidden_state
+        torch.testing.assert_close(first(wave), hidden[:, 0])
+        torch.testing.assert_close(mean(wave), hidden.mean(1))
+    with pytest.raises(ConfigError, match="has no pooled output"):
+        HFAudioTower(str(folder), "pooled")(wave)
+    with pytest.raises(ConfigError, match="pooling = 'max'"):
+        HFAudioTower(str(folder), "max")
+    with pytest.raises(ConfigError, match="hf:/no/such: not a transformers audio model"):
+        HFAudioTower("/no/such")
+
+
+def _cfg(tiny_bert, tiny_synthetic, folder, *extra):
+    from clapkit.config import load_config
+
+    keep = [o for o in tiny_overrides(tiny_bert) if not o.startswith(("model.audio.", "audio.sample_rate"))]
+    return load_config(None, keep + [f"model.audio.name=hf:{folder}", f"data.train=[csv:{tiny_synthetic / 'train.csv'}]",
+                                     "train.cache_frozen=false", *extra])
+
+
+def test_clap_on_a_pretrained_tower_trains_resumes_and_reloads(tmp_path, tiny_bert, tiny_synthetic, monkeypatch):
+    """The leakage paper's recipe (one frozen epoch, then unfrozen) on an AST tower: 3 epochs
+    straight equal 3 epochs stopped after the frozen one and resumed; the checkpoint reloads
+    without the source folder and embeds as the trained model does."""
+    import shutil
+
+    from clapkit.inference.embed import embed_media
+    from clapkit.models.dual import DualEncoder
+    from clapkit.training.clap import ClapTrainer, train_clap
+
+    folder = _write("ast", tmp_path / "ast")
+    extra = ("train.epochs=3", "train.frozen_epochs=1", "train.lr_frozen=3e-3")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, folder, *extra), tmp_path / "straight")
+    real = ClapTrainer.steps
+
+    def stop_after_frozen(self, epoch, start):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch, start)
+
+    monkeypatch.setattr(ClapTrainer, "steps", stop_after_frozen)
+    with pytest.raises(KeyboardInterrupt):
+        train_clap(_cfg(tiny_bert, tiny_synthetic, folder, *extra), tmp_path / "resumed")
+    monkeypatch.setattr(ClapTrainer, "steps", real)
+    train_clap(_cfg(tiny_bert, tiny_synthetic, folder, *extra), tmp_path / "resumed", resume=True)
+    a = load_file(tmp_path / "straight" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
+    assert a.keys() == b.keys() and any(k.startswith("audio.model.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    shutil.rmtree(folder)  # the checkpoint holds the tower's config and extractor itself
+    model = DualEncoder.load(tmp_path / "straight" / "checkpoint")
+    assert (tmp_path / "straight" / "checkpoint" / "audio_tower" / "preprocessor_config.json").is_file()
+    assert model.cfg["audio"]["sample_rate"] == 16000 and model.cfg["audio"]["normalize"] is False
+    from clapkit.data.media import load_labelled_media
+
+    clips = load_labelled_media(f"folder:{tiny_synthetic / 'unseen'}", "audio").clips
+    again = embed_media(DualEncoder.load(tmp_path / "straight" / "checkpoint"), clips)
+    np.testing.assert_array_equal(embed_media(model, clips), again)
+    assert np.isfinite(again).all() and again.shape == (len(clips), 16)
+
+
+def test_lit_keeps_a_frozen_pretrained_tower_bit_identical(tmp_path, tiny_bert, tiny_synthetic):
+    """LiT: the audio tower frozen throughout (its outputs cached once), text and projectors trained."""
+    from clapkit.training.clap import train_clap
+
+    folder = _write("wav2vec2", tmp_path / "w2v")
+    before = load_file(folder / "model.safetensors")
+    train_clap(_cfg(tiny_bert, tiny_synthetic, folder, "train.epochs=2", "train.frozen_epochs=2",
+                    "train.frozen_backbones=[media]", "train.keep_frozen=[media]", "train.cache_frozen=true",
+                    "train.lr_frozen=3e-3"), tmp_path / "lit")
+    after = load_file(tmp_path / "lit" / "checkpoint" / "model.safetensors")
+    tower = {k[len("audio.model."):]: v for k, v in after.items() if k.startswith("audio.model.")}
+    assert tower and set(tower) <= set(before)
+    for k, v in tower.items():
+        assert torch.equal(v, before[k]), k
+    text_before = load_file(f"{tiny_bert}/model.safetensors")
+    text_after = load_file(tmp_path / "lit" / "checkpoint" / "text" / "model.safetensors")
+    assert any(not torch.equal(text_after[k], text_before[k]) for k in text_after if k in text_before)
