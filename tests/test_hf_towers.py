@@ -163,3 +163,46 @@ def test_lit_keeps_a_frozen_pretrained_tower_bit_identical(tmp_path, tiny_bert, 
     text_before = load_file(f"{tiny_bert}/model.safetensors")
     text_after = load_file(tmp_path / "lit" / "checkpoint" / "text" / "model.safetensors")
     assert any(not torch.equal(text_after[k], text_before[k]) for k in text_after if k in text_before)
+
+
+def test_timm_tower_reads_a_local_weights_file_as_timm_does(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from clapkit.models.towers import build_tower
+
+    torch.manual_seed(1)
+    source = timm.create_model("test_resnet", num_classes=0)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    tower = build_tower("image", {"name": "timm:test_resnet", "checkpoint": str(tmp_path / "w.safetensors")}).eval()
+    theirs = timm.create_model("test_resnet", pretrained=True, num_classes=0,
+                               pretrained_cfg_overlay=dict(file=str(tmp_path / "w.safetensors"))).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(tower(x), theirs(x), rtol=0, atol=0)
+        assert tower(x).shape == (2, tower.embed_dim)
+        random = build_tower("image", {"name": "timm:test_resnet", "checkpoint": None}).eval()
+        assert not torch.allclose(random(x), theirs(x))
+    assert tower.preprocess["size"] == timm.data.resolve_data_config({}, model=theirs)["input_size"][-1]
+    with pytest.raises(ConfigError, match="timm has no model of that name"):
+        build_tower("image", {"name": "timm:no_such_net", "checkpoint": None})
+    with pytest.raises(ConfigError, match="file not found"):
+        build_tower("image", {"name": "timm:test_resnet", "checkpoint": str(tmp_path / "missing.pth")})
+
+
+def test_clip_on_a_timm_tower_trains_and_reloads(tmp_path, tiny_bert, tiny_images):
+    from conftest import tiny_image_overrides
+
+    from clapkit.config import load_config
+    from clapkit.data.media import load_labelled_media
+    from clapkit.inference.embed import embed_media
+    from clapkit.models.dual import DualEncoder
+    from clapkit.training.clap import train_clap
+
+    cfg = load_config(None, tiny_image_overrides(tiny_bert) + ["model.image.name=timm:test_resnet", "train.epochs=1",
+                                                             f"data.train=[csv:{tiny_images / 'train.csv'}]"])
+    train_clap(cfg, tmp_path / "run")
+    model = DualEncoder.load(tmp_path / "run" / "checkpoint")
+    items = load_labelled_media(f"folder:{tiny_images / 'unseen'}", "image").clips
+    np.testing.assert_array_equal(embed_media(model, items), embed_media(DualEncoder.load(tmp_path / "run" / "checkpoint"), items))
+    assert model.cfg["model"]["image"]["name"] == "timm:test_resnet" and model.cfg["image"]["size"] == 32

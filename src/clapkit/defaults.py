@@ -84,11 +84,12 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "modality": "audio",  # audio (CLAP) | image (CLIP): the medium of the non-text tower
         "image": {
-            # a registered tower (clapkit.models.towers: small_cnn | small_vit) or a Hugging Face vision
+            # a registered tower (clapkit.models.towers: small_cnn | small_vit | timm:NAME) or a Hugging Face vision
             # model folder or hub name; options: a registered tower's own keyword arguments (any keys)
             "name": "small_cnn",
             "options": {},
             "pooling": "pooled",  # HF towers: pooled (the model's pooled output) | cls (first token)
+            "checkpoint": None,  # timm:NAME towers: a local weights file (none: random initialisation)
             "channels": [32, 64, 128, 256],  # small_cnn
             "patch": 8,  # small_vit
             "width": 192,

@@ -254,7 +254,7 @@ class DualEncoder(Trainable):
         from ..config import complete
 
         cfg = complete(json.loads((folder / "config.json").read_text()))  # older checkpoints lack newer keys
-        cfg["model"]["audio"]["checkpoint"] = None  # weights come from model.safetensors
+        cfg["model"]["audio"]["checkpoint"] = cfg["model"]["image"]["checkpoint"] = None  # weights: model.safetensors
         tower = folder / TOWER_CONFIG[cfg["model"].get("modality", "audio")]
         model = cls(cfg, text_path=str(folder / "text"), vision_path=str(tower) if tower.is_dir() else None)
         missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location), strict=False)
