@@ -206,3 +206,39 @@ def test_clip_on_a_timm_tower_trains_and_reloads(tmp_path, tiny_bert, tiny_image
     items = load_labelled_media(f"folder:{tiny_images / 'unseen'}", "image").clips
     np.testing.assert_array_equal(embed_media(model, items), embed_media(DualEncoder.load(tmp_path / "run" / "checkpoint"), items))
     assert model.cfg["model"]["image"]["name"] == "timm:test_resnet" and model.cfg["image"]["size"] == 32
+
+
+@pytest.mark.slow
+def test_leakage_experiment_compares_a_supervised_and_a_self_supervised_tower(tmp_path, tiny_bert):
+    """The CPU smoke run of the tower comparison (`leakage-towers`' question on tiny models): a
+    tiny AST and a tiny WavLM, each trained on the dirty and the clean captions of a small copy of
+    the synthetic leakage set; every cell has its interval and the named / never-named split, and the clean
+    training data names no evaluation class."""
+    import json
+
+    from clapkit.config import load_config
+    from clapkit.data.audio.synthetic import write_leakage_set
+    from clapkit.experiments.leakage import run_leakage_matrix
+
+    ast, wavlm = _write("ast", tmp_path / "ast"), _write("wavlm", tmp_path / "wavlm")
+    data = tmp_path / "leakage-set"
+    write_leakage_set(data, seed=2, sr=16000, seconds=1.0, pretrain_clips=1, train_clips=2, eval_clips=2)
+    cfg = load_config("leakage-cpu", [f"model.text.name={tiny_bert}", "model.text.max_length=16", "model.projector.dim=16",
+                                      "model.projector.hidden=32", "audio.segment_seconds=1.0", "train.epochs=2",
+                                      "train.frozen_epochs=1", "train.batch_size=32", "experiment.synthetic=false",
+                                      f"experiment.train_captions=[csv:{data / 'train_dirty.csv'}]",
+                                      f"experiment.eval=folder:{data / 'eval'}",
+                                      f"experiment.towers={{ast: {{name: 'hf:{ast}'}}, wavlm: {{name: 'hf:{wavlm}', pooling: mean}}}}"])
+    r = run_leakage_matrix(cfg, tmp_path / "out")
+    assert set(r["towers"]) == {"ast_dirty", "ast_clean", "wavlm_dirty", "wavlm_clean"}
+    for row in r["towers"].values():
+        lo, hi = row["top1_ci"]
+        assert 0 <= lo <= row["top1"] <= hi <= 1 and row["n"] > 0
+        named, never = row["top1_named_classes"], row["top1_unnamed_classes"]
+        assert named["n"] + never["n"] == row["n"]
+    assert r["towers"]["ast_clean"]["classes_named"] == [] and r["towers"]["ast_dirty"]["classes_named"]
+    assert r["towers"]["ast_clean"]["train_pairs"] < r["towers"]["ast_dirty"]["train_pairs"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["towers"] == r["towers"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| ast (`hf:" in table and "| wavlm (`hf:" in table
+    assert not (tmp_path / "out" / "backbone_dirty").exists()  # no backbone of clapkit's own is pre-trained

@@ -53,8 +53,9 @@ def list_presets() -> list[str]:
 
 
 # mappings whose keys are names registered elsewhere, not config keys: a tower's own options
-# (clapkit.models.towers) and the evaluators of a run (clapkit.training.evaluators)
-FREE_FORM = {"model.audio.options", "model.image.options", "train.eval"}
+# (clapkit.models.towers), the evaluators of a run (clapkit.training.evaluators) and the towers a
+# leakage experiment compares (names of the user's choosing; each one's settings are checked when built)
+FREE_FORM = {"model.audio.options", "model.image.options", "train.eval", "experiment.towers"}
 
 
 def merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:

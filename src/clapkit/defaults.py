@@ -157,6 +157,10 @@ DEFAULTS: dict[str, Any] = {
         "pretrain_dirty_checkpoint": None,  # use this as the dirty backbone instead of pre-training one
         "clean_by": "pair",  # pair | audio (see `audit leakage --clean-by`)
         "template": "This is a sound of {label}.",
+        # towers to compare instead of the 2 x 3 grid: name -> model.audio settings (e.g. {ast: {name:
+        # hf:MIT/ast-finetuned-audioset-10-10-0.4593}, wavlm: {name: hf:microsoft/wavlm-base-plus}}); each is
+        # trained on the dirty and the clean captions, and scored with its interval and the named/never-named split
+        "towers": {},
     },
     # `clapkit experiment improvement`: teacher -> curation -> students (unpaired improvement)
     "improvement": {

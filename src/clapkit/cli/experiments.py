@@ -48,7 +48,7 @@ def demo(
 @experiment_app.command("leakage-matrix")
 def leakage_matrix_cmd(
     out: Annotated[Path, typer.Option(help="Experiment folder")],
-    config: Annotated[str, typer.Option(help="Preset (leakage-cpu, leakage-paper) or YAML file")] = "leakage-cpu",
+    config: Annotated[str, typer.Option(help="Preset (leakage-cpu, leakage-paper, leakage-towers) or YAML file")] = "leakage-cpu",
     set_: SetOpt = None,
 ) -> None:
     """Dirty/clean training x dirty/clean/none backbone pre-training: accuracy, silhouettes, S, t-SNE."""

@@ -11,6 +11,13 @@ and audited (:func:`clapkit.audit.embeddings.audit_embeddings`). Written to ``ou
     <train>_<pre>/         each CLAP run, with audit/ (silhouettes, S, t-SNE)
     results.json results.md tsne_matrix.png
 
+With ``experiment.towers`` (name -> ``model.audio`` settings, e.g. an AST fine-tuned on
+AudioSet, supervised, beside a self-supervised WavLM or HuBERT: ``hf:PATH`` towers) the
+grid is replaced by the paper's question asked of those backbones: each tower's CLAP is
+trained on the dirty and on the clean captions with the same recipe and scored zero-shot
+with a bootstrap interval and the split into classes its training captions name and never
+name (:func:`run_tower_comparison`, ``tower_<name>_<training>/``).
+
 The three tables of the paper (zero-shot accuracy; silhouette of x_a and E_a;
 topological similarities) and the Pearson correlations (silhouette vs accuracy;
 S(E_a, E_t) vs log accuracy) are in ``results.json`` and ``results.md``. A finished
@@ -54,13 +61,15 @@ def run_leakage_matrix(cfg: dict, out: str | Path) -> dict:
         exclude = meta["pretrain_classes_matching_eval"]
     else:
         captions, eval_spec, pretrain_spec = list(e["train_captions"]), e["eval"], e["pretrain"]
-        if not (captions and eval_spec and (pretrain_spec or e["pretrain_dirty_checkpoint"])):
+        if not (captions and eval_spec and (pretrain_spec or e["pretrain_dirty_checkpoint"] or e["towers"])):
             raise ConfigError("experiment: set train_captions, eval and pretrain (or experiment.synthetic=true)")
-        exclude = list(e["pretrain_exclude"]) or _overlapping_classes(eval_spec, pretrain_spec)
+        exclude = list(e["pretrain_exclude"]) or (_overlapping_classes(eval_spec, pretrain_spec) if pretrain_spec else [])
 
     leak = audit_leakage(captions, eval_spec, out / "audit", write_clean=out / "train_clean.csv",
                          clean_by=e["clean_by"], audio_dir=cfg["data"]["audio_dir"])
     data = {"dirty": captions, "clean": [f"csv:{out / 'train_clean.csv'}"]}
+    if e["towers"]:
+        return run_tower_comparison(cfg, out, data, load_labelled(eval_spec), leak)
 
     backbones: dict[str, str | None] = {"none": None}
     for kind, excl in (("dirty", []), ("clean", exclude)):
@@ -102,6 +111,65 @@ def run_leakage_matrix(cfg: dict, out: str | Path) -> dict:
     (out / "results.md").write_text(_markdown(results))
     _tsne_matrix(out, evaluation.class_names)
     return results
+
+
+def run_tower_comparison(cfg: dict, out: Path, data: dict, evaluation, leak: dict) -> dict:
+    """Each tower of ``experiment.towers`` x training captions (dirty, clean): one CLAP with
+    the config's recipe, its zero-shot top-1 with a 95% bootstrap interval over the items,
+    and top-1 on the classes its training captions name and never name."""
+    from ..audit.leakage import zeroshot_leakage
+    from ..evaluation.prompts import zeroshot_texts
+    from ..evaluation.uncertainty import mean_interval
+    from ..evaluation.zeroshot import zeroshot_scores
+
+    e = cfg["experiment"]
+    labels = np.array([c.label for c in evaluation.clips])
+    texts = zeroshot_texts(evaluation.class_names, "audio", [e["template"]])
+    rows: dict[str, dict] = {}
+    for tower, settings in e["towers"].items():
+        if not isinstance(settings, dict) or "name" not in settings:
+            raise ConfigError(f"experiment.towers.{tower}: give the tower's model.audio settings, at least its name "
+                              "(e.g. {name: hf:MIT/ast-finetuned-audioset-10-10-0.4593})")
+        for train in TRAININGS:
+            run = out / f"tower_{tower}_{train}"
+            rcfg = copy.deepcopy(cfg)
+            rcfg["model"]["audio"] = {**cfg["model"]["audio"], "checkpoint": None, **settings}
+            rcfg["data"]["train"] = data[train]
+            summary = train_once(train_clap, rcfg, run)
+            model = DualEncoder.load(run / "checkpoint")
+            correct = zeroshot_scores(model, evaluation, texts).argmax(1) == labels
+            split = zeroshot_leakage(data[train], evaluation, correct)
+            lo, hi = mean_interval(correct.astype(float), seed=cfg["seed"])
+            rows[f"{tower}_{train}"] = {
+                "tower": tower, "audio": settings["name"], "training": train, "train_pairs": summary["train_pairs"],
+                "top1": float(correct.mean()), "top1_ci": [lo, hi], "n": int(len(correct)),
+                "top1_named_classes": split["top1_named_classes"], "top1_unnamed_classes": split["top1_unnamed_classes"],
+                "classes_named": split["classes_named"],
+            }
+    results = {"towers": rows, "chance": 1.0 / len(evaluation.class_names), "template": e["template"],
+               "caption_leakage": {"dirty_pairs": leak["total"]["dirty_pairs"], "pairs": leak["total"]["pairs"],
+                                   "clean_pairs": leak["clean"]["pairs"]}}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(_towers_markdown(results))
+    return results
+
+
+def _towers_markdown(r: dict) -> str:
+    def cell(d: dict | None) -> str:
+        return "-" if d is None or d["value"] is None else f"{d['value']:.3f} (n={d['n']})"
+
+    lines = ["# Zero-shot accuracy by audio tower", "", f"Prompt `{r['template']}`; chance {r['chance']:.3f}; top-1 with "
+             "its 95% bootstrap interval, and on the classes the training captions name / never name.", "",
+             "| tower | training | top-1 [95% CI] | named classes | never-named classes |", "| --- | --- | --- | --- | --- |"]
+    for row in r["towers"].values():
+        lo, hi = row["top1_ci"]
+        lines.append(f"| {row['tower']} (`{row['audio']}`) | {row['training']} ({row['train_pairs']} pairs) | "
+                     f"{row['top1']:.3f} [{lo:.3f}, {hi:.3f}] | {cell(row['top1_named_classes'])} | "
+                     f"{cell(row['top1_unnamed_classes'])} |")
+    c = r["caption_leakage"]
+    lines += ["", f"Caption leakage: {c['dirty_pairs']} of {c['pairs']} training pairs name an evaluation class; the clean "
+              f"set keeps {c['clean_pairs']}."]
+    return "\n".join(lines) + "\n"
 
 
 def _overlapping_classes(eval_spec: str, pretrain_spec: str) -> list[str]:
