@@ -171,7 +171,7 @@ def test_laion_clap_checkpoint_embeds_as_laion_clap(laion_checkpoints, name):
     """clapkit reads LAION-CLAP's .pt natively (mapped onto transformers' ClapModel) and its
     embeddings equal laion_clap's get_audio_embedding_from_data (int16 quantisation, repeat-pad,
     random crop, fusion) and get_text_embedding. Bound 1e-6: LAION-CLAP computes the mel
-    spectrogram in float32 inside its model, transformers' extractor in float64 (measured: 7e-8)."""
+    spectrogram in float32 inside its model, transformers' extractor in float64 (measured: 9e-8)."""
     import clapkit
     from clapkit.models.formats import detect
 
@@ -185,6 +185,31 @@ def test_laion_clap_checkpoint_embeds_as_laion_clap(laion_checkpoints, name):
     assert np.abs(audio - np.array(theirs["audio"])).max() < 1e-6
     assert np.abs(text - np.array(theirs["text"])).max() < 1e-6
     assert np.abs(audio[0] - audio[1]).max() > 1e-2  # distinct clips, distinct embeddings
-    # the same clips read from files at another rate are resampled to 48 kHz first, as laion_clap's
-    # get_audio_embedding_from_filelist does with librosa (clapkit: soxr), so only close
     assert model.provenance["family"] == "clap" and model.provenance["kind"] == "laion-clap"
+
+
+def test_msclap_2022_weights_embed_as_msclap(tmp_path):
+    """clapkit reads msclap's 2022 weight file (CNN14 + BERT) natively; normalised, its embeddings
+    equal msclap's get_audio_embeddings (its 5 s repeat and random crop at 44.1 kHz) and
+    get_text_embeddings (BERT's first token, 100 tokens), and its scale is msclap's. Bound 1e-5
+    (measured: 6e-8, float32 rounding: the same operations in the same order)."""
+    import zlib
+
+    import clapkit
+
+    rng = np.random.default_rng(5)
+    lengths = [int(44100 * s) for s in (0.8, 3.1, 5.0, 7.4)]
+    waves = [(rng.standard_normal(n) * 0.3).astype(np.float32) for n in lengths]
+    seeds = [zlib.crc32(f"audio[{i}]".encode()) for i in range(len(waves))]
+    texts = ["this is the sound of dog", "this is the sound of sea waves", "rain"]
+    [theirs] = run_oracle(tmp_path, [("msclap-embed", dict(seed=np.array(11), checkpoint=np.array(str(tmp_path / "w.pth")),
+                                                            waves=np.concatenate(waves), lengths=np.array(lengths),
+                                                            seeds=np.array(seeds), texts=np.array(texts)))])
+    model = clapkit.load(tmp_path / "w.pth", device="cpu",
+                         text_model=str(REF / "hf-home" / "hub" / "models--bert-base-uncased" / "snapshots" / ("0" * 40)))
+    assert (model.kind, model.sample_rate, model.provenance["family"]) == ("msclap", 44100, "msclap-2022")
+    audio, text = model.encode_audio(waves, sample_rate=44100, batch_size=2), model.encode_text(texts)
+    assert np.abs(audio - _unit(np.array(theirs["audio"]))).max() < 1e-5
+    assert np.abs(text - _unit(np.array(theirs["text"]))).max() < 1e-5
+    assert float(model.net.scale()) == pytest.approx(theirs["logit_scale"], rel=1e-6)
+    assert np.abs(audio[2] - audio[3]).max() > 1e-3

@@ -27,6 +27,14 @@ Tasks:
   ``lengths``) with numpy's global generator seeded by ``seeds[i]`` first (its random crop and
   fusion chunks), and ``get_text_embedding`` of ``texts``. Output: both embeddings.
 
+- ``msclap-embed``: an msclap 2022 model (``msclap.models.clap.CLAP`` with its
+  ``configs/config_2022.yml``: CNN14, BERT from the tiny hub) with its weights drawn at random
+  as above, saved as ``{"model": state_dict}`` (the layout of ``CLAP_weights_2022.pth``) to
+  ``checkpoint``, read back by its own ``CLAPWrapper(version="2022")``, then
+  ``get_audio_embeddings`` of each clip (read by its own ``load_audio_into_tensor``, the file
+  read replaced by the array at 44.1 kHz; Python's ``random`` seeded by ``seeds[i]`` first)
+  and ``get_text_embeddings`` of ``texts``, both as msclap returns them (unnormalised).
+
 Nothing here computes a metric: every number comes from the owners' functions.
 """
 
@@ -133,11 +141,7 @@ def laion_embed(x: dict) -> dict:
     fused = bool(x["fused"])
     torch.manual_seed(int(x["seed"]))
     module = laion_clap.CLAP_Module(enable_fusion=fused, device="cpu", amodel="HTSAT-tiny", tmodel="roberta")
-    fixed = ("spectrogram_extractor", "logmel_extractor", "attn_mask")  # constants in every released file
-    with torch.no_grad():  # every weight and statistic away from its initial value, so each must be read right
-        for name, t in module.model.state_dict().items():
-            if t.is_floating_point() and not any(f in name for f in fixed):
-                t.copy_(torch.rand_like(t) + 0.5 if name.endswith("running_var") else t + 0.05 * torch.randn_like(t))
+    _perturb(module.model, ("spectrogram_extractor", "logmel_extractor", "attn_mask"))  # constants of every released file
     sd = {f"module.{k}": v for k, v in module.model.state_dict().items()}
     positions = sd["module.text_branch.embeddings.position_embeddings.weight"].shape[0]
     sd["module.text_branch.embeddings.position_ids"] = torch.arange(positions)[None]  # as the released files hold it
@@ -153,7 +157,46 @@ def laion_embed(x: dict) -> dict:
     return {"audio": audio, "text": text.tolist()}
 
 
-TASKS = {"laion-retrieval": laion_retrieval, "laion-zeroshot": laion_zeroshot, "laion-embed": laion_embed}
+def _perturb(model: torch.nn.Module, fixed: tuple[str, ...]) -> None:
+    """Every float weight and statistic moved off its initial value (running variances kept
+    positive), except the constants whose names contain one of ``fixed``."""
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point() and not any(f in name for f in fixed):
+                t.copy_(torch.rand_like(t) + 0.5 if name.endswith("running_var") else t + 0.05 * torch.randn_like(t))
+
+
+def msclap_embed(x: dict) -> dict:
+    import random
+
+    import yaml
+    from msclap import CLAP as Wrapper
+    from msclap.models.clap import CLAP
+
+    c = yaml.safe_load((Path(importlib.util.find_spec("msclap").origin).parent / "configs" / "config_2022.yml").read_text())
+    torch.manual_seed(int(x["seed"]))
+    model = CLAP(audioenc_name=c["audioenc_name"], sample_rate=c["sampling_rate"], window_size=c["window_size"],
+                 hop_size=c["hop_size"], mel_bins=c["mel_bins"], fmin=c["fmin"], fmax=c["fmax"], classes_num=c["num_classes"],
+                 out_emb=c["out_emb"], text_model=c["text_model"], transformer_embed_dim=c["transformer_embed_dim"],
+                 d_proj=c["d_proj"])
+    _perturb(model, ("spectrogram_extractor", "logmel_extractor"))
+    sd = model.state_dict()
+    positions = sd["caption_encoder.base.embeddings.position_embeddings.weight"].shape[0]
+    sd["caption_encoder.base.embeddings.position_ids"] = torch.arange(positions)[None]
+    torch.save({"model": sd}, str(x["checkpoint"]))
+    wrapper = Wrapper(model_fp=str(x["checkpoint"]), version="2022", use_cuda=False)
+    waves = dict(enumerate(np.split(x["waves"], np.cumsum(x["lengths"])[:-1])))
+    wrapper.read_audio = lambda key, resample=True: (torch.from_numpy(waves[int(key)])[None], c["sampling_rate"])
+    audio = []
+    for i, seed in enumerate(x["seeds"]):
+        random.seed(int(seed))
+        audio.append(wrapper.get_audio_embeddings([str(i)], resample=False)[0].tolist())
+    text = wrapper.get_text_embeddings([str(t) for t in x["texts"]])
+    return {"audio": audio, "text": text.tolist(), "logit_scale": float(wrapper.clap.logit_scale.exp())}
+
+
+TASKS = {"laion-retrieval": laion_retrieval, "laion-zeroshot": laion_zeroshot, "laion-embed": laion_embed,
+         "msclap-embed": msclap_embed}
 
 if __name__ == "__main__":
     jobs = sys.argv[1:]

@@ -16,6 +16,8 @@ kind                     what it is
                          folder with ``open_clip_config.json`` and no ``config.json``
 ``laion-clap``           a LAION-CLAP training checkpoint (``630k-audioset-best.pt``, ...): a
                          ``.pt`` whose state dict holds ``audio_branch`` and ``text_branch``
+``msclap``               Microsoft CLAP's 2022 weights (``CLAP_weights_2022.pth``: a ``.pth``
+                         whose ``model`` holds ``audio_encoder`` and ``caption_encoder``)
 ``pe-audio``             a transformers ``PeAudioModel`` folder or hub name (Perception
                          Encoder audio-text)
 ``audio-tower``          an audio tower's weights: ``train audio-backbone``'s
@@ -42,13 +44,14 @@ KINDS = {
     "hf-text": "another transformers model folder or hub name (a text encoder)",
     "open_clip": "open_clip:NAME[@PRETRAINED], open_clip:hf-hub:ORG/REPO, or a folder with open_clip_config.json",
     "laion-clap": "a LAION-CLAP checkpoint file (.pt with audio_branch and text_branch weights, e.g. 630k-audioset-best.pt)",
+    "msclap": "Microsoft CLAP weights (CLAP_weights_2022.pth: a .pth with audio_encoder and caption_encoder)",
     "pe-audio": "a transformers PeAudioModel folder or hub name (Perception Encoder audio-text)",
     "audio-tower": "an audio tower file: train audio-backbone's .safetensors or a PANNs .pth",
 }
-DUAL = ("clapkit", "hf-clap", "hf-clip", "hf-siglip", "open_clip", "laion-clap", "pe-audio")
+DUAL = ("clapkit", "hf-clap", "hf-clip", "hf-siglip", "open_clip", "laion-clap", "msclap", "pe-audio")
 PUBLIC_FAMILIES = {"clap": "audio", "clip": "image", "siglip": "image"}  # transformers model_type -> medium
 OTHER_TYPES = {"pe_audio": "pe-audio"}  # other transformers model_types clapkit wraps -> kind
-KIND_MEDIUM = {"laion-clap": "audio", "pe-audio": "audio", "open_clip": "image"}
+KIND_MEDIUM = {"laion-clap": "audio", "msclap": "audio", "pe-audio": "audio", "open_clip": "image"}
 OPEN_CLIP_PREFIX = "open_clip:"
 
 
@@ -69,8 +72,11 @@ def detect(name: str | Path) -> str:
     if p.is_file():
         if p.suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
             from .public.laion_clap import is_laion_clap
+            from .public.msclap import msclap_version
 
-            return "laion-clap" if is_laion_clap(p) else "audio-tower"
+            if is_laion_clap(p):
+                return "laion-clap"
+            return "msclap" if msclap_version(p) else "audio-tower"
         raise unknown(p, "a file, not a model folder")
     if p.is_dir():
         return _folder(p)

@@ -13,7 +13,7 @@ key                 value
                     config's bytes (not where the folder is, nor when it was written)
 ``library``         whose format the files are in: ``clapkit``, ``transformers``,
                     ``sentence-transformers`` (a folder with ``modules.json``), ``open_clip``,
-                    ``laion_clap``
+                    ``laion_clap``, ``msclap``
 ``medium``          ``audio``, ``image`` or None (a text encoder)
 ``training_data``   what the model's own files say it was trained on: a clapkit run's
                     ``data.train``, a model card's ``datasets:``; None where they say nothing
@@ -61,7 +61,7 @@ def _library(source, kind: str | None) -> str | None:
         return "clapkit"
     if kind == "sentence-transformers" or (Path(str(source)) / "modules.json").is_file():
         return "sentence-transformers"
-    return {"open_clip": "open_clip", "laion-clap": "laion_clap"}.get(kind or "", "transformers" if kind else None)
+    return {"open_clip": "open_clip", "laion-clap": "laion_clap", "msclap": "msclap"}.get(kind or "", "transformers" if kind else None)
 
 
 def _family(net, kind: str | None) -> str | None:

@@ -320,6 +320,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         from .laion_clap import LaionClapDualEncoder
 
         return LaionClapDualEncoder(path).to(device).eval()
+    if kind == "msclap":
+        from .msclap import MsclapDualEncoder
+
+        return MsclapDualEncoder(path).to(device).eval()
     if kind == "pe-audio":
         from .pe_audio import PeAudioDualEncoder
 
