@@ -24,6 +24,8 @@ def test_each_format_is_recognised(tmp_path, tiny_checkpoint, tiny_bert):
     torch.save({"epoch": 1, "state_dict": {"module.audio_branch.bn0.weight": torch.ones(2),
                                            "module.text_branch.pooler.dense.weight": torch.ones(2, 2)}}, tmp_path / "laion.pt")
     torch.save({"model": {"conv_block1.conv1.weight": torch.ones(2)}}, tmp_path / "panns-real.pth")
+    torch.save({"model": {"audio_encoder.base.conv_block1.conv1.weight": torch.ones(2),
+                          "caption_encoder.base.pooler.dense.weight": torch.ones(2)}}, tmp_path / "CLAP_weights_2022.pth")
     (tmp_path / "oc").mkdir()
     (tmp_path / "oc" / "open_clip_config.json").write_text("{}")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "tower.safetensors"))
@@ -41,7 +43,7 @@ def test_each_format_is_recognised(tmp_path, tiny_checkpoint, tiny_bert):
         tmp_path / "clip": "hf-clip", tmp_path / "siglip": "hf-siglip", tmp_path / "oc": "open_clip",
         "open_clip:ViT-B-32@laion2b_s34b_b79k": "open_clip", tmp_path / "tower.safetensors": "audio-tower",
         tmp_path / "panns.pth": "audio-tower", tmp_path / "pe_audio": "pe-audio", tmp_path / "laion.pt": "laion-clap",
-        tmp_path / "panns-real.pth": "audio-tower",
+        tmp_path / "panns-real.pth": "audio-tower", tmp_path / "CLAP_weights_2022.pth": "msclap",
     }
     assert {str(k): detect(k) for k in want} == {str(k): v for k, v in want.items()}
     assert set(want.values()) == set(KINDS)  # a fixture for every kind

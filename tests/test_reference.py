@@ -11,6 +11,12 @@ clapkit's inputs with inputs and outputs exchanged through files (tests/referenc
   for its ESC-50, GTZAN and VGGSound files (the last in an order that is not the data's),
   and top-1 equals its R@1 on the same embeddings.
 
+- LAION-CLAP's own checkpoints (unfused and fused), every weight drawn at random and saved as
+  the released .pt files are: clapkit reads them natively and its embeddings equal laion_clap's
+  ``get_audio_embedding_from_data`` and ``get_text_embedding``;
+- msclap 2022's weight file, the same way: equal to msclap's ``get_audio_embeddings`` and
+  ``get_text_embeddings``.
+
 msclap's zero-shot prompt ('this is the sound of ' + class, "_" read as a space) lives in its
 repository's examples (``examples/zero_shot_classification.py``), not in the msclap package, so
 no installed code of it can be run; tests/test_bench.py checks the msclap bench file's prompt.
