@@ -29,7 +29,7 @@ def main() -> None:
     from clapkit.evaluation.zeroshot import zeroshot_scores
     from clapkit.inference.features import embed_items
     from clapkit.inference.windows import Windows
-    from clapkit.models.public.hf import load_model
+    from clapkit.models.public.loader import load_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model")

@@ -70,6 +70,11 @@ def test_encode_audio_equals_clapkit_embed_and_arrays_equal_files(tmp_path, tiny
     subprocess.run([sys.executable, "-m", "clapkit.cli", "embed", "--model", str(tiny_checkpoint), "--audio",
                     f"folder:{tiny_synthetic / 'unseen'}", "--out", str(tmp_path / "e.npz")], check=True, capture_output=True)
     cli = np.load(tmp_path / "e.npz")
+    subprocess.run([sys.executable, "-m", "clapkit.cli", "eval", "zeroshot", "--model", str(tiny_checkpoint), "--data",
+                    f"folder:{tiny_synthetic / 'unseen'}", "--out", str(tmp_path / "z.json")], check=True, capture_output=True)
+    import json
+
+    assert json.loads((tmp_path / "z.json").read_text())["model_provenance"] == model.provenance  # every result names its model
     order = [list(map(str, clips)).index(i) for i in cli["ids"]]
     np.testing.assert_array_equal(ours[order], cli["embeddings"])  # one pipeline: bit-equal
     waves = [load_audio(c, 8000) for c in clips]

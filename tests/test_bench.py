@@ -77,7 +77,7 @@ def test_bench_fills_one_table_resumes_and_shards(tmp_path, shared_data, tiny_ch
 
     from clapkit.data.audio.labelled import load_labelled
     from clapkit.inference.embed import embed_media, embed_text, unit_rows
-    from clapkit.models.public.hf import load_model
+    from clapkit.models.public.loader import load_model
 
     data = load_labelled(f"esc50:{shared_data / 'esc50'}", [4], ["dog", "rain", "crickets", "clock_tick", "crying_baby"])
     y = np.array([c.label for c in data.clips])

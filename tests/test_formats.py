@@ -68,7 +68,7 @@ def test_anything_else_is_one_error_listing_the_kinds(tmp_path, tiny_bert):
 
 def test_commands_and_init_from_go_through_it(tmp_path, tiny_bert, tiny_synthetic):
     from clapkit.config import load_config
-    from clapkit.models.public.hf import load_model
+    from clapkit.models.public.loader import load_model
     from clapkit.training.clap import train_clap
 
     with pytest.raises(ConfigError, match=r"init_from = .*another transformers model folder .*model.text.name"):

@@ -10,7 +10,8 @@ from conftest import write_tiny_public_model
 from PIL import Image
 
 from clapkit.errors import ConfigError
-from clapkit.models.public.hf import HFDualEncoder, load_model
+from clapkit.models.public.hf import HFDualEncoder
+from clapkit.models.public.loader import load_model
 
 
 @pytest.fixture(scope="module", params=["clip", "siglip", "clap"])

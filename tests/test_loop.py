@@ -105,7 +105,7 @@ def test_siglip_trains_its_bias_and_resumes_exactly(tmp_path, tiny_bert, tiny_sy
 
 def test_a_public_siglip_fine_tunes_with_its_own_bias(tmp_path):
     from clapkit.data.image.synthetic import write_synthetic_images
-    from clapkit.models.public.hf import load_model
+    from clapkit.models.public.loader import load_model
 
     public = write_tiny_public_model("siglip", tmp_path / "siglip", dropout=False)
     write_synthetic_images(tmp_path / "img", seed=1, pixels=48, train_images=3, test_images=1, unseen_images=1)

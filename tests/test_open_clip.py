@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from clapkit.errors import ConfigError
-from clapkit.models.public.hf import hf_dual_family, load_model
+from clapkit.models.public.hf import hf_dual_family
+from clapkit.models.public.loader import load_model
 from clapkit.models.public.open_clip import is_open_clip, parse_open_clip
 
 HAVE_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None

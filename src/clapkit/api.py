@@ -78,7 +78,7 @@ def load(name_or_path: str | Path, device: str | None = None, precision: str = "
             wrapper = LaionClapDualEncoder if kind == "laion-clap" else MsclapDualEncoder
             net = wrapper(name_or_path, text_model).to(device).eval()
         else:
-            from .models.public.hf import load_model
+            from .models.public.loader import load_model
 
             net = load_model(name_or_path, device)
         return Model(net, str(name_or_path), kind, device, precision)

@@ -1,6 +1,6 @@
 """``clapkit audit model``: where does a model's zero-shot score come from? One command.
 
-For any model :func:`clapkit.models.public.hf.load_model` loads (a clapkit checkpoint, or
+For any model :func:`clapkit.models.public.loader.load_model` loads (a clapkit checkpoint, or
 a public ClapModel / CLIPModel / SiglipModel) and a labelled evaluation set:
 
 - zero-shot accuracy, overall and per class, with the confusion matrix;

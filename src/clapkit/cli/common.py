@@ -126,7 +126,7 @@ def _windows(window: float | None, hop: float | None, pool: str = "mean"):
 
 def _load_model(path: Path, device):
     """A clapkit checkpoint, or a Hugging Face ClapModel / CLIPModel / SiglipModel."""
-    from ..models.public.hf import load_model
+    from ..models.public.loader import load_model
 
     return load_model(path, device)
 

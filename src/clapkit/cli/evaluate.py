@@ -9,6 +9,7 @@ import typer
 
 from ..data import specs
 from ..errors import ClapkitError
+from ..models.provenance import describe
 from .common import (
     LABELLED_HELP,
     PAIRS_HELP,
@@ -113,7 +114,7 @@ def eval_zeroshot(
         from ..audit.leakage import zeroshot_leakage
 
         m["leakage"] = zeroshot_leakage(list(captions), labelled, None if ranks is None else ranks == 1, net.medium)
-    m.update(model=str(model), data=data, split=split,
+    m.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split,
              folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)
     ci = m.get("ci", {})
@@ -334,7 +335,8 @@ def eval_retrieval(
     with inference_precision(precision, dev):
         m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
                            seed=seed, windows=_windows(window, hop), cache=cache, model_spec=model)
-    m.update(model=str(model), data=data, split=split, skipped=skipped.to_dict(), precision=precision)
+    m.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split,
+             skipped=skipped.to_dict(), precision=precision)
     _write_json(m, out)
     md = net.medium
     t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..models.provenance import describe
 from .common import (
     LABELLED_HELP,
     Cache,
@@ -92,7 +93,7 @@ def eval_probe(
         feats, made = embed_items(net, pd.items, kinds, batch_size, dev, workers, cache, model, _windows(window, hop),
                                   progress=True)
     r, _ = probe_eval(feats, pd.y, pd.class_names, splits, opts, where=data)
-    r.update(model=str(model), data=data, split=split, train_split=train_split, splits=rule, skipped=pd.skipped,
+    r.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split, train_split=train_split, splits=rule, skipped=pd.skipped,
              precision=precision, **made)
     _write_json(r, out)
     typer.echo(f"probe {data}: {len(pd.items)} items, {len(pd.class_names)} classes, {rule['rule']}"

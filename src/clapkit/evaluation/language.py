@@ -1,6 +1,6 @@
 """What S0 measures of the language encoder inside a dual encoder (`clapkit eval language`).
 
-For any model :func:`clapkit.models.public.hf.load_model` loads:
+For any model :func:`clapkit.models.public.loader.load_model` loads:
 
 - language-encoder quality: the STS table (Spearman x 100) on the text backbone output
   x_t and on the projected E_t, and SentEval's transfer tasks on x_t (raw, as SentEval

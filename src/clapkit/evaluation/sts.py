@@ -69,7 +69,7 @@ class SentenceEncoder:
     def __init__(self, path: str | Path, pooling: str = "auto", max_length: int | None = None,
                  projected: bool = False, device="cpu"):
         from ..models.formats import DUAL, detect, public_family
-        from ..models.public.hf import load_model
+        from ..models.public.loader import load_model
 
         path = str(path)
         folder = Path(resolve_text_model(path))

@@ -167,7 +167,7 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
     for model, task in bar:
         bar.set_postfix_str(cell_name(model["name"], task["name"]))
         if model["name"] not in loaded:
-            from ..models.public.hf import load_model
+            from ..models.public.loader import load_model
 
             loaded.clear()  # one model in memory at a time
             loaded[model["name"]] = load_model(model["model"], device)

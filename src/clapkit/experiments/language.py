@@ -144,7 +144,7 @@ def evaluate(checkpoint: Path, sets: dict) -> dict:
     from ..evaluation.sts import SentenceEncoder, sts_eval
     from ..evaluation.transfer import transfer_eval
     from ..evaluation.zeroshot import zeroshot_eval
-    from ..models.public.hf import load_model
+    from ..models.public.loader import load_model
 
     model, medium, pairs = load_model(checkpoint), sets["medium"], sets["pairs"]
     out = {"zeroshot": zeroshot_eval(model, sets["zeroshot"])["top1"]}

@@ -189,7 +189,7 @@ class EmbeddingCache:
     def model(self):
         if self._model is None:
             if self._loader is None:
-                from ..models.public.hf import load_model
+                from ..models.public.loader import load_model
 
                 self._model = load_model(self.checkpoint, self.device).eval()
             else:

@@ -29,6 +29,7 @@ A folder that is none of these gets one error listing the kinds.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -71,9 +72,6 @@ def detect(name: str | Path) -> str:
     p = Path(name)
     if p.is_file():
         if p.suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
-            from .public.laion_clap import is_laion_clap
-            from .public.msclap import msclap_version
-
             if is_laion_clap(p):
                 return "laion-clap"
             return "msclap" if msclap_version(p) else "audio-tower"
@@ -81,6 +79,50 @@ def detect(name: str | Path) -> str:
     if p.is_dir():
         return _folder(p)
     return _hub(name)
+
+
+@functools.lru_cache(maxsize=16)
+def _state_keys(path: str, stamp: tuple, inner: str) -> frozenset[str]:
+    """The names in a torch checkpoint's state dict (its ``inner`` entry when the file holds
+    one, DDP's ``module.`` prefix off), read through a memory map; empty for a file that is no
+    tensors-only zip checkpoint."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # not a zip checkpoint (mmap), or not tensors only: not one of these kinds
+        return frozenset()
+    sd = ckpt.get(inner, ckpt) if isinstance(ckpt, dict) else None
+    return frozenset(str(k).removeprefix("module.") for k in sd) if isinstance(sd, dict) else frozenset()
+
+
+def _file_keys(path: Path, inner: str) -> frozenset[str]:
+    st = path.stat()
+    return _state_keys(str(path.resolve()), (st.st_size, st.st_mtime_ns), inner)
+
+
+def is_laion_clap(path: str | Path) -> bool:
+    """Whether ``path`` is a LAION-CLAP training checkpoint: its state dict (``state_dict``)
+    holds an ``audio_branch`` and a ``text_branch``."""
+    p = Path(path)
+    if not p.is_file() or p.suffix not in (".pt", ".pth", ".ckpt"):
+        return False
+    keys = _file_keys(p, "state_dict")
+    return any(k.startswith("audio_branch.") for k in keys) and any(k.startswith("text_branch.") for k in keys)
+
+
+def msclap_version(path: str | Path) -> str | None:
+    """``2022`` or ``2023`` for msclap weights (``model`` holds a ``caption_encoder``; the
+    audio tower tells the version: CNN14 or HTSAT), else None."""
+    p = Path(path)
+    if not p.is_file() or p.suffix not in (".pth", ".pt", ".ckpt"):
+        return None
+    keys = _file_keys(p, "model")
+    if not any(k.startswith("caption_encoder.") for k in keys):
+        return None
+    if "audio_encoder.base.conv_block1.conv1.weight" in keys:
+        return "2022"
+    return "2023" if any(k.startswith("audio_encoder.base.") for k in keys) else None
 
 
 def _folder(p: Path) -> str:

@@ -61,7 +61,8 @@ from ..errors import ConfigError
 from ..inference.embed import to_device
 from ..losses import clip_loss, cyclip_regularisers, gather_with_grad
 from ..models.dual import DualEncoder
-from ..models.public.hf import HFDualEncoder, load_for_training
+from ..models.public.hf import HFDualEncoder
+from ..models.public.loader import load_for_training
 from .common import (
     init_distributed,
     is_main,

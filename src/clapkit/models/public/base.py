@@ -36,3 +36,18 @@ class PublicDualEncoder(Trainable):
     def for_training(self, cfg: dict, option: str = "model.init_from") -> PublicDualEncoder:
         raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes public CLAP, CLIP and SigLIP models in transformers "
                           f"format; {self.family} models are for evaluation, audit and curation")
+
+
+class Tokens:
+    """A transformers tokenizer behind clapkit's ``model.text.tokenize``: ``padding`` as the
+    model was trained (True: the longest text; ``"max_length"``: to :attr:`max_length`),
+    truncation on, ``input_ids`` and ``attention_mask`` on ``device``."""
+
+    def __init__(self, tokenizer, padding: str | bool):
+        self.tokenizer, self.padding = tokenizer, padding
+        self.max_length: int | None = None  # None: the tokenizer's own model_max_length
+
+    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        out = self.tokenizer(list(texts), padding=self.padding, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {k: v.to(device) if device is not None else v for k, v in out.items() if k in ("input_ids", "attention_mask")}

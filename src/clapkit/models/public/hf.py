@@ -50,7 +50,7 @@ from ..formats import (
     transformers_family,
 )
 from ..towers.image import preprocessor_settings
-from .base import PublicDualEncoder
+from .base import PublicDualEncoder, Tokens
 
 FAMILIES = PUBLIC_FAMILIES
 _TOWERS = {"clap": "audio_model", "clip": "vision_model", "siglip": "vision_model"}
@@ -88,19 +88,6 @@ def _not_dual(path, kind: str) -> ConfigError:
                        "ClapModel, CLIPModel or SiglipModel, or an open_clip model")
 
 
-class _Tokens:
-    """The model's tokenizer behind clapkit's ``model.text.tokenize``."""
-
-    def __init__(self, tokenizer, padding: str | bool):
-        self.tokenizer, self.padding = tokenizer, padding
-        self.max_length: int | None = None  # None: the tokenizer's own model_max_length
-
-    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        out = self.tokenizer(list(texts), padding=self.padding, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        return {k: v.to(device) if device is not None else v for k, v in out.items() if k in ("input_ids", "attention_mask")}
-
-
 class HFDualEncoder(PublicDualEncoder):
     def __init__(self, name: str | Path, parts: tuple | None = None):
         """The model at ``name`` (a folder or hub name); or, with ``parts`` = (model,
@@ -113,7 +100,7 @@ class HFDualEncoder(PublicDualEncoder):
         family = model.config.model_type
         self.family, self.medium, self.source = family, FAMILIES[family], name
         self.model, self.processor = model.eval(), processor
-        self.text = _Tokens(tokenizer, "max_length" if family == "siglip" else True)
+        self.text = Tokens(tokenizer, "max_length" if family == "siglip" else True)
         self.sample_rate = getattr(self.processor, "sampling_rate", None)
         self.frozen: frozenset[str] = frozenset()
         self.tower_prefixes = {self.medium: f"model.{_TOWERS[family]}.", "text": "model.text_model."}
@@ -303,57 +290,3 @@ def _clip_seed(wave: np.ndarray, key, training: bool) -> int:
         return int(torch.randint(2**31 - 1, ()))
     data = str(key).encode() if key is not None else np.ascontiguousarray(wave, dtype=np.float32).tobytes()
     return zlib.crc32(data)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """A clapkit checkpoint (:class:`DualEncoder`), a Hugging Face ClapModel, CLIPModel
-    or SiglipModel folder or hub name (:class:`HFDualEncoder`), or an open_clip model
-    (:class:`~clapkit.models.public.open_clip.OpenClipDualEncoder`), in eval mode; what
-    it is comes from :func:`clapkit.models.formats.detect`."""
-    from ..dual import DualEncoder
-    from .open_clip import OpenClipDualEncoder
-
-    kind = detect(path)
-    if kind == "open_clip":
-        return OpenClipDualEncoder(str(path)).to(device).eval()
-    if kind == "laion-clap":
-        from .laion_clap import LaionClapDualEncoder
-
-        return LaionClapDualEncoder(path).to(device).eval()
-    if kind == "msclap":
-        from .msclap import MsclapDualEncoder
-
-        return MsclapDualEncoder(path).to(device).eval()
-    if kind == "pe-audio":
-        from .pe_audio import PeAudioDualEncoder
-
-        return PeAudioDualEncoder(str(path)).to(device).eval()
-    if kind == "clapkit":
-        return DualEncoder.load(Path(path)).to(device)
-    if transformers_family(kind) is None:
-        raise _not_dual(path, kind)
-    return HFDualEncoder(str(path)).to(device)
-
-
-def load_for_training(cfg: dict, folder: str | Path, resume: bool = False):
-    """The model a run starts from: a clapkit checkpoint (``--resume``: as saved;
-    ``model.init_from``: its weights under this run's config), or a public CLAP, CLIP or
-    SigLIP in ``transformers`` format (or open_clip), fine-tuned in place and saved back in
-    that format. What ``folder`` is comes from one :func:`clapkit.models.formats.detect`."""
-    from ..dual import DualEncoder
-    from ..formats import KINDS
-    from .open_clip import OpenClipDualEncoder
-
-    kind = detect(folder)
-    if kind == "clapkit":
-        return DualEncoder.load(folder) if resume else DualEncoder.load_as(folder, cfg)
-    if kind == "open_clip":
-        return OpenClipDualEncoder(str(folder)).for_training(cfg)
-    if transformers_family(kind) is not None:
-        return HFDualEncoder(str(folder)).for_training(cfg)
-    if kind == "laion-clap":  # fine-tuned as the ClapModel it maps onto, saved as a transformers folder
-        from .laion_clap import LaionClapDualEncoder
-
-        return LaionClapDualEncoder(folder).for_training(cfg)
-    raise ConfigError(f"model.init_from = {folder}: {KINDS[kind]}; a run starts from a clapkit checkpoint or "
-                      "a public CLAP, CLIP or SigLIP (a text encoder goes in model.text.name)")

@@ -55,27 +55,6 @@ _UNUSED = ("audio_branch.spectrogram_extractor.", "audio_branch.logmel_extractor
 _REBUILT = ("relative_position_index", "attn_mask", "position_ids", "token_type_ids")
 
 
-@functools.lru_cache(maxsize=8)
-def _keys(path: str, stamp: tuple) -> frozenset[str]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # not a zip checkpoint (mmap), or not tensors only: not ours to read
-        return frozenset()
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
-    return frozenset(str(k).removeprefix("module.") for k in sd) if isinstance(sd, dict) else frozenset()
-
-
-def is_laion_clap(path: str | Path) -> bool:
-    """Whether ``path`` is a LAION-CLAP training checkpoint (its state dict holds an
-    ``audio_branch`` and a ``text_branch``), read through a memory map."""
-    p = Path(path)
-    if not p.is_file() or p.suffix not in (".pt", ".pth", ".ckpt"):
-        return False
-    st = p.stat()
-    keys = _keys(str(p.resolve()), (st.st_size, st.st_mtime_ns))
-    return any(k.startswith("audio_branch.") for k in keys) and any(k.startswith("text_branch.") for k in keys)
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict as ``load_ckpt`` reads it: ``state_dict`` of the file's dict (or the
     dict itself), with DDP's ``module.`` prefix taken off."""

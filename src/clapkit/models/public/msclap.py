@@ -24,7 +24,6 @@ msclap 2023 (HTSAT + GPT-2) is not read yet: its file is named in the error.
 
 from __future__ import annotations
 
-import functools
 import random
 import zlib
 from pathlib import Path
@@ -35,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
+from ..formats import msclap_version
 from ..towers.audio import Cnn14
-from .base import PublicDualEncoder
-from .hf import _Tokens
+from .base import PublicDualEncoder, Tokens
 
 SAMPLE_RATE, SECONDS, TEXT_LEN, TEXT_MODEL = 44100, 5, 100, "bert-base-uncased"  # configs/config_2022.yml
 
@@ -55,30 +54,6 @@ class Projection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first = self.linear1(x)
         return self.layer_norm(first + self.drop(self.linear2(F.gelu(first))))
-
-
-@functools.lru_cache(maxsize=8)
-def _keys(path: str, stamp: tuple) -> frozenset[str]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:
-        return frozenset()
-    sd = ckpt.get("model") if isinstance(ckpt, dict) else None
-    return frozenset(map(str, sd)) if isinstance(sd, dict) else frozenset()
-
-
-def msclap_version(path: str | Path) -> str | None:
-    """``2022`` or ``2023`` for msclap weights (by their audio tower), else None."""
-    p = Path(path)
-    if not p.is_file() or p.suffix not in (".pth", ".pt", ".ckpt"):
-        return None
-    st = p.stat()
-    keys = _keys(str(p.resolve()), (st.st_size, st.st_mtime_ns))
-    if not any(k.startswith("caption_encoder.") for k in keys):
-        return None
-    if "audio_encoder.base.conv_block1.conv1.weight" in keys:
-        return "2022"
-    return "2023" if any(k.startswith("audio_encoder.base.") for k in keys) else None
 
 
 def _crop_or_repeat(wave: np.ndarray, seed: int) -> np.ndarray:
@@ -135,7 +110,7 @@ class MsclapDualEncoder(PublicDualEncoder):
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
         self.family, self.medium, self.source = "msclap-2022", "audio", str(path)
         self.sample_rate = SAMPLE_RATE
-        self.text = _Tokens(tokenizer, "max_length")
+        self.text = Tokens(tokenizer, "max_length")
         self.text.max_length = TEXT_LEN
         self.frozen: frozenset[str] = frozenset()
         self.tower_prefixes = {"audio": "audio.", "text": "text_model."}

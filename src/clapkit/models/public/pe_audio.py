@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ConfigError
-from .base import PublicDualEncoder
-from .hf import _Tokens
+from .base import PublicDualEncoder, Tokens
 
 
 class PeAudioDualEncoder(PublicDualEncoder):
@@ -48,7 +47,7 @@ class PeAudioDualEncoder(PublicDualEncoder):
                               "save the processor beside the model (processor.save_pretrained(folder))") from exc
         self.family, self.medium, self.source = "pe_audio", "audio", name
         self.processor = processor.feature_extractor
-        self.text = _Tokens(processor.tokenizer, True)
+        self.text = Tokens(processor.tokenizer, True)
         self.sample_rate = int(self.processor.sampling_rate)
         self.frozen: frozenset[str] = frozenset()
         self.tower_prefixes = {"audio": "model.audio_encoder.", "text": "model.text_model."}
