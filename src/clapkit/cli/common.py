@@ -35,8 +35,10 @@ STS_HELP = specs.help_for(specs.STS, "text")
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.batch_size=32")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files and count them in the output instead of failing")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
-Checkpoint = Annotated[Path, typer.Option("--model", help="clapkit checkpoint folder; a Hugging Face ClapModel, CLIPModel or "
-                                          "SiglipModel folder or hub name; open_clip:NAME@PRETRAINED (clapkit[open_clip])")]
+Checkpoint = Annotated[Path, typer.Option("--model", help="clapkit checkpoint folder; a Hugging Face ClapModel, CLIPModel, "
+                                          "SiglipModel or PeAudioModel folder or hub name (or a sentence-transformers "
+                                          "folder holding one); a LAION-CLAP .pt; msclap's CLAP_weights_2022.pth; "
+                                          "open_clip:NAME@PRETRAINED (clapkit[open_clip])")]
 Workers = Annotated[int, typer.Option("--workers", help="DataLoader processes that decode the media (results do not depend on it)")]
 MetricsJson = Annotated[Path | None, typer.Option("--out", help="JSON file for the metrics")]
 Window = Annotated[float | None, typer.Option("--window", help="Long clips: window seconds (sliding windows instead "
@@ -125,7 +127,7 @@ def _windows(window: float | None, hop: float | None, pool: str = "mean"):
 
 
 def _load_model(path: Path, device):
-    """A clapkit checkpoint, or a Hugging Face ClapModel / CLIPModel / SiglipModel."""
+    """Any dual encoder the loader reads (:func:`clapkit.models.public.loader.load_model`)."""
     from ..models.public.loader import load_model
 
     return load_model(path, device)
