@@ -28,13 +28,14 @@ STSB = f"stsb:{SHARED / 'sts' / 'stsbenchmark'}"
 
 
 def preset_fingerprint(name: str, overrides: list[str]) -> str:
-    """The sha256 of a preset resolved with the figure's overrides (what a run computes
-    from), the shared data's folder written as a placeholder."""
-    from clapkit.config import load_config
+    """The sha256 of the sections of a preset, resolved with the figure's overrides, that its
+    recipe reads (what a run computes from: a new key of another recipe's section leaves it
+    as it is), the shared data's folder written as a placeholder."""
+    from clapkit.config import load_config, recipe_view
 
     cfg = load_config(name, overrides)
     cfg.pop("_meta", None)
-    text = json.dumps(cfg, sort_keys=True, default=str).replace(str(SHARED), "{shared}")  # wherever the data lives
+    text = json.dumps(recipe_view(cfg), sort_keys=True, default=str).replace(str(SHARED), "{shared}")  # wherever the data lives
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
