@@ -26,6 +26,8 @@ def test_each_format_is_recognised(tmp_path, tiny_checkpoint, tiny_bert):
     torch.save({"model": {"conv_block1.conv1.weight": torch.ones(2)}}, tmp_path / "panns-real.pth")
     torch.save({"model": {"audio_encoder.base.conv_block1.conv1.weight": torch.ones(2),
                           "caption_encoder.base.pooler.dense.weight": torch.ones(2)}}, tmp_path / "CLAP_weights_2022.pth")
+    torch.save({"model": {"audio_encoder.base.htsat.bn0.weight": torch.ones(2),
+                          "caption_encoder.base.wte.weight": torch.ones(2)}}, tmp_path / "CLAP_weights_2023.pth")
     (tmp_path / "oc").mkdir()
     (tmp_path / "oc" / "open_clip_config.json").write_text("{}")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "tower.safetensors"))
@@ -44,6 +46,7 @@ def test_each_format_is_recognised(tmp_path, tiny_checkpoint, tiny_bert):
         "open_clip:ViT-B-32@laion2b_s34b_b79k": "open_clip", tmp_path / "tower.safetensors": "audio-tower",
         tmp_path / "panns.pth": "audio-tower", tmp_path / "pe_audio": "pe-audio", tmp_path / "laion.pt": "laion-clap",
         tmp_path / "panns-real.pth": "audio-tower", tmp_path / "CLAP_weights_2022.pth": "msclap",
+        tmp_path / "CLAP_weights_2023.pth": "msclap",
     }
     assert {str(k): detect(k) for k in want} == {str(k): v for k, v in want.items()}
     assert set(want.values()) == set(KINDS)  # a fixture for every kind

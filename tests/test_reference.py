@@ -14,8 +14,8 @@ clapkit's inputs with inputs and outputs exchanged through files (tests/referenc
 - LAION-CLAP's own checkpoints (unfused and fused), every weight drawn at random and saved as
   the released .pt files are: clapkit reads them natively and its embeddings equal laion_clap's
   ``get_audio_embedding_from_data`` and ``get_text_embedding``;
-- msclap 2022's weight file, the same way: equal to msclap's ``get_audio_embeddings`` and
-  ``get_text_embeddings``.
+- msclap's 2022 and 2023 weight files, the same way: equal to msclap's ``get_audio_embeddings``
+  and ``get_text_embeddings``.
 
 msclap's zero-shot prompt ('this is the sound of ' + class, "_" read as a space) lives in its
 repository's examples (``examples/zero_shot_classification.py``), not in the msclap package, so
@@ -194,26 +194,30 @@ def test_laion_clap_checkpoint_embeds_as_laion_clap(laion_checkpoints, name):
     assert model.provenance["family"] == "clap" and model.provenance["kind"] == "laion-clap"
 
 
-def test_msclap_2022_weights_embed_as_msclap(tmp_path):
-    """clapkit reads msclap's 2022 weight file (CNN14 + BERT) natively; normalised, its embeddings
-    equal msclap's get_audio_embeddings (its 5 s repeat and random crop at 44.1 kHz) and
-    get_text_embeddings (BERT's first token, 100 tokens), and its scale is msclap's. Bound 1e-5
-    (measured: 6e-8, float32 rounding: the same operations in the same order)."""
+@pytest.mark.parametrize("version", ["2022", "2023"])
+def test_msclap_weights_embed_as_msclap(tmp_path, version):
+    """clapkit reads msclap's weight files natively (2022: CNN14 + BERT; 2023: HTS-AT + GPT-2);
+    normalised, its embeddings equal msclap's get_audio_embeddings (its repeat and random crop at
+    44.1 kHz, 5 s or 7 s; 2023's front end with the file's own 32 kHz mel filters) and
+    get_text_embeddings (BERT's first token, 100 tokens; GPT-2's last token that is not "!", 77
+    tokens), and its scale is msclap's. Bound 1e-5 (float32 rounding: the same operations)."""
     import zlib
 
     import clapkit
 
+    seconds, text_model = {"2022": (5, "bert-base-uncased"), "2023": (7, "gpt2")}[version]
     rng = np.random.default_rng(5)
-    lengths = [int(44100 * s) for s in (0.8, 3.1, 5.0, 7.4)]
+    lengths = [int(44100 * s) for s in (0.8, 3.1, seconds, seconds + 2.4)]
     waves = [(rng.standard_normal(n) * 0.3).astype(np.float32) for n in lengths]
     seeds = [zlib.crc32(f"audio[{i}]".encode()) for i in range(len(waves))]
     texts = ["this is the sound of dog", "this is the sound of sea waves", "rain"]
-    [theirs] = run_oracle(tmp_path, [("msclap-embed", dict(seed=np.array(11), checkpoint=np.array(str(tmp_path / "w.pth")),
+    [theirs] = run_oracle(tmp_path, [("msclap-embed", dict(version=np.array(version), seed=np.array(11),
+                                                            checkpoint=np.array(str(tmp_path / "w.pth")),
                                                             waves=np.concatenate(waves), lengths=np.array(lengths),
                                                             seeds=np.array(seeds), texts=np.array(texts)))])
     model = clapkit.load(tmp_path / "w.pth", device="cpu",
-                         text_model=str(REF / "hf-home" / "hub" / "models--bert-base-uncased" / "snapshots" / ("0" * 40)))
-    assert (model.kind, model.sample_rate, model.provenance["family"]) == ("msclap", 44100, "msclap-2022")
+                         text_model=str(REF / "hf-home" / "hub" / f"models--{text_model}" / "snapshots" / ("0" * 40)))
+    assert (model.kind, model.sample_rate, model.provenance["family"]) == ("msclap", 44100, f"msclap-{version}")
     audio, text = model.encode_audio(waves, sample_rate=44100, batch_size=2), model.encode_text(texts)
     assert np.abs(audio - _unit(np.array(theirs["audio"]))).max() < 1e-5
     assert np.abs(text - _unit(np.array(theirs["text"]))).max() < 1e-5

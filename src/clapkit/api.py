@@ -55,12 +55,12 @@ def load(name_or_path: str | Path, device: str | None = None, precision: str = "
          text_model: str | None = None) -> Model:
     """The model at ``name_or_path``, whatever its kind: a clapkit checkpoint, a
     transformers ClapModel / CLIPModel / SiglipModel / PeAudioModel folder or hub name, an
-    ``open_clip:NAME@PRETRAINED`` spec, a LAION-CLAP ``.pt`` or msclap 2022 ``.pth`` file, a sentence encoder
+    ``open_clip:NAME@PRETRAINED`` spec, a LAION-CLAP ``.pt`` or msclap ``.pth`` file, a sentence encoder
     (``minilm``, a sentence-transformers folder, a ``train cse`` output). ``device``:
     ``cuda`` when there is one, else ``cpu``; ``precision``: ``fp32`` or ``bf16``
     (autocast; embeddings come back as float32). ``text_model``: for a LAION-CLAP or msclap
     file, the model its text side and tokenizer are built on (default ``roberta-base`` /
-    ``bert-base-uncased``, from the hub or its cache, as the owners' packages load them). An unknown path is one error listing the kinds."""
+    ``bert-base-uncased`` / ``gpt2``, from the hub or its cache, as the owners' packages load them). An unknown path is one error listing the kinds."""
     import torch
 
     from .inference.embed import PRECISIONS

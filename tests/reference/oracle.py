@@ -27,10 +27,11 @@ Tasks:
   ``lengths``) with numpy's global generator seeded by ``seeds[i]`` first (its random crop and
   fusion chunks), and ``get_text_embedding`` of ``texts``. Output: both embeddings.
 
-- ``msclap-embed``: an msclap 2022 model (``msclap.models.clap.CLAP`` with its
-  ``configs/config_2022.yml``: CNN14, BERT from the tiny hub) with its weights drawn at random
-  as above, saved as ``{"model": state_dict}`` (the layout of ``CLAP_weights_2022.pth``) to
-  ``checkpoint``, read back by its own ``CLAPWrapper(version="2022")``, then
+- ``msclap-embed``: an msclap model of ``version`` 2022 or 2023 (``msclap.models.clap.CLAP``
+  with its ``configs/config_{version}.yml``: CNN14 and BERT, or HTS-AT and GPT-2, the text
+  models from the tiny hub) with its weights drawn at random as above, saved as
+  ``{"model": state_dict}`` (the layout of ``CLAP_weights_{version}.pth``) to ``checkpoint``,
+  read back by its own ``CLAPWrapper(version=...)``, then
   ``get_audio_embeddings`` of each clip (read by its own ``load_audio_into_tensor``, the file
   read replaced by the array at 44.1 kHz; Python's ``random`` seeded by ``seeds[i]`` first)
   and ``get_text_embeddings`` of ``texts``, both as msclap returns them (unnormalised).
@@ -173,18 +174,20 @@ def msclap_embed(x: dict) -> dict:
     from msclap import CLAP as Wrapper
     from msclap.models.clap import CLAP
 
-    c = yaml.safe_load((Path(importlib.util.find_spec("msclap").origin).parent / "configs" / "config_2022.yml").read_text())
+    version = str(x["version"])
+    c = yaml.safe_load((Path(importlib.util.find_spec("msclap").origin).parent / "configs" / f"config_{version}.yml").read_text())
     torch.manual_seed(int(x["seed"]))
     model = CLAP(audioenc_name=c["audioenc_name"], sample_rate=c["sampling_rate"], window_size=c["window_size"],
                  hop_size=c["hop_size"], mel_bins=c["mel_bins"], fmin=c["fmin"], fmax=c["fmax"], classes_num=c["num_classes"],
                  out_emb=c["out_emb"], text_model=c["text_model"], transformer_embed_dim=c["transformer_embed_dim"],
                  d_proj=c["d_proj"])
-    _perturb(model, ("spectrogram_extractor", "logmel_extractor"))
+    _perturb(model, ("spectrogram_extractor", "logmel_extractor", "attn_mask"))
     sd = model.state_dict()
-    positions = sd["caption_encoder.base.embeddings.position_embeddings.weight"].shape[0]
-    sd["caption_encoder.base.embeddings.position_ids"] = torch.arange(positions)[None]
+    if version == "2022":  # BERT's position ids, as the released file (older transformers) holds them
+        positions = sd["caption_encoder.base.embeddings.position_embeddings.weight"].shape[0]
+        sd["caption_encoder.base.embeddings.position_ids"] = torch.arange(positions)[None]
     torch.save({"model": sd}, str(x["checkpoint"]))
-    wrapper = Wrapper(model_fp=str(x["checkpoint"]), version="2022", use_cuda=False)
+    wrapper = Wrapper(model_fp=str(x["checkpoint"]), version=version, use_cuda=False)
     waves = dict(enumerate(np.split(x["waves"], np.cumsum(x["lengths"])[:-1])))
     wrapper.read_audio = lambda key, resample=True: (torch.from_numpy(waves[int(key)])[None], c["sampling_rate"])
     audio = []

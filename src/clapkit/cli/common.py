@@ -37,7 +37,7 @@ SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip bad rows/files a
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
 Checkpoint = Annotated[Path, typer.Option("--model", help="clapkit checkpoint folder; a Hugging Face ClapModel, CLIPModel, "
                                           "SiglipModel or PeAudioModel folder or hub name (or a sentence-transformers "
-                                          "folder holding one); a LAION-CLAP .pt; msclap's CLAP_weights_2022.pth; "
+                                          "folder holding one); a LAION-CLAP .pt; msclap's CLAP_weights_2022/2023.pth; "
                                           "open_clip:NAME@PRETRAINED (clapkit[open_clip])")]
 Workers = Annotated[int, typer.Option("--workers", help="DataLoader processes that decode the media (results do not depend on it)")]
 MetricsJson = Annotated[Path | None, typer.Option("--out", help="JSON file for the metrics")]

@@ -16,8 +16,8 @@ kind                     what it is
                          folder with ``open_clip_config.json`` and no ``config.json``
 ``laion-clap``           a LAION-CLAP training checkpoint (``630k-audioset-best.pt``, ...): a
                          ``.pt`` whose state dict holds ``audio_branch`` and ``text_branch``
-``msclap``               Microsoft CLAP's 2022 weights (``CLAP_weights_2022.pth``: a ``.pth``
-                         whose ``model`` holds ``audio_encoder`` and ``caption_encoder``)
+``msclap``               Microsoft CLAP's weights (``CLAP_weights_2022.pth``, ``_2023.pth``: a
+                         ``.pth`` whose ``model`` holds ``audio_encoder`` and ``caption_encoder``)
 ``pe-audio``             a transformers ``PeAudioModel`` folder or hub name (Perception
                          Encoder audio-text)
 ``audio-tower``          an audio tower's weights: ``train audio-backbone``'s
@@ -45,7 +45,7 @@ KINDS = {
     "hf-text": "another transformers model folder or hub name (a text encoder)",
     "open_clip": "open_clip:NAME[@PRETRAINED], open_clip:hf-hub:ORG/REPO, or a folder with open_clip_config.json",
     "laion-clap": "a LAION-CLAP checkpoint file (.pt with audio_branch and text_branch weights, e.g. 630k-audioset-best.pt)",
-    "msclap": "Microsoft CLAP weights (CLAP_weights_2022.pth: a .pth with audio_encoder and caption_encoder)",
+    "msclap": "Microsoft CLAP weights (CLAP_weights_2022.pth or _2023.pth: a .pth with audio_encoder and caption_encoder)",
     "pe-audio": "a transformers PeAudioModel folder or hub name (Perception Encoder audio-text)",
     "audio-tower": "an audio tower file: train audio-backbone's .safetensors or a PANNs .pth",
 }

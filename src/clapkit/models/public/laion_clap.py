@@ -95,23 +95,10 @@ def clap_config(sd: dict[str, torch.Tensor], text_model: str):
     """A ``ClapConfig`` for LAION-CLAP weights ``sd``: HTSAT's sizes read off the weights
     (spec size 256, patch 4, stride 4, as laion_clap's ``create_htsat_model`` fixes them for
     every size), the text branch's from ``text_model``'s config and the weights."""
-    from transformers import AutoConfig, ClapAudioConfig, ClapConfig, ClapTextConfig
+    from transformers import AutoConfig, ClapConfig, ClapTextConfig
 
     _architecture(sd)
-    blocks: dict[int, set[int]] = {}
-    for k in sd:
-        if m := re.match(r"audio_branch\.layers\.(\d+)\.blocks\.(\d+)\.", k):
-            blocks.setdefault(int(m[1]), set()).add(int(m[2]))
-    depths = [len(blocks[i]) for i in sorted(blocks)]
-    heads = [sd[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1] for i in sorted(blocks)]
-    table = sd["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
-    fused = "audio_branch.patch_embed.mel_conv2d.weight" in sd
-    audio = ClapAudioConfig(
-        patch_embeds_hidden_size=sd["audio_branch.patch_embed.proj.weight"].shape[0], depths=depths,
-        num_attention_heads=heads, window_size=(round(table ** 0.5) + 1) // 2,
-        hidden_size=sd["audio_projection.0.weight"].shape[1], num_mel_bins=sd["audio_branch.bn0.weight"].shape[0],
-        enable_fusion=fused, fusion_type="aff_2d" if fused else None, projection_dim=sd["audio_projection.0.weight"].shape[0],
-    )
+    audio = htsat_config(sd, sd["audio_projection.0.weight"].shape[0])
     try:
         base = AutoConfig.from_pretrained(text_model).to_dict()
     except (OSError, ValueError) as exc:
@@ -132,6 +119,27 @@ def clap_config(sd: dict[str, torch.Tensor], text_model: str):
     )
     return ClapConfig(audio_config=audio.to_dict(), text_config=text.to_dict(),
                       projection_dim=sd["audio_projection.0.weight"].shape[0])
+
+
+def htsat_config(sd: dict[str, torch.Tensor], projection_dim: int):
+    """A ``ClapAudioConfig`` for the HTSAT weights under ``audio_branch.`` in ``sd``: width,
+    depths, heads, window and fusion read off the weights (spec size 256, patch 4, stride 4,
+    as HTS-AT fixes them for every size)."""
+    from transformers import ClapAudioConfig
+
+    blocks: dict[int, set[int]] = {}
+    for k in sd:
+        if m := re.match(r"audio_branch\.layers\.(\d+)\.blocks\.(\d+)\.", k):
+            blocks.setdefault(int(m[1]), set()).add(int(m[2]))
+    heads = [sd[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1] for i in sorted(blocks)]
+    table = sd["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
+    fused = "audio_branch.patch_embed.mel_conv2d.weight" in sd
+    return ClapAudioConfig(
+        patch_embeds_hidden_size=sd["audio_branch.patch_embed.proj.weight"].shape[0],
+        depths=[len(blocks[i]) for i in sorted(blocks)], num_attention_heads=heads, window_size=(round(table ** 0.5) + 1) // 2,
+        hidden_size=sd["audio_branch.norm.weight"].shape[0], num_mel_bins=sd["audio_branch.bn0.weight"].shape[0],
+        enable_fusion=fused, fusion_type="aff_2d" if fused else None, projection_dim=projection_dim,
+    )
 
 
 def _architecture(sd: dict) -> str:
