@@ -144,6 +144,22 @@ def test_clap_on_a_pretrained_tower_trains_resumes_and_reloads(tmp_path, tiny_be
     again = embed_media(DualEncoder.load(tmp_path / "straight" / "checkpoint"), clips)
     np.testing.assert_array_equal(embed_media(model, clips), again)
     assert np.isfinite(again).all() and again.shape == (len(clips), 16)
+    # the commands that read the media tower's own output take it: a linear probe on x, the audit of x_a and E_a
+    import json
+    import subprocess
+    import sys
+
+    ckpt, unseen = tmp_path / "straight" / "checkpoint", f"folder:{tiny_synthetic / 'unseen'}"
+    for args in (["eval", "probe", "--data", unseen, "--features", "x", "--cv", "2", "--out", str(tmp_path / "probe.json")],
+                 ["audit", "embeddings", "--data", unseen, "--out", str(tmp_path / "audit")]):
+        proc = subprocess.run([sys.executable, "-m", "clapkit.cli", args[0], args[1], "--model", str(ckpt), *args[2:]],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["features"]["x"]["dim"] == model.media_tower.embed_dim == 16  # the AST's own width
+    assert probe["model_provenance"]["family"].startswith("hf:") and probe["model_provenance"]["kind"] == "clapkit"
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert set(report["silhouette"]) == {"x_a", "E_a"} and report["dims"]["x_a"] == 16
 
 
 def test_lit_keeps_a_frozen_pretrained_tower_bit_identical(tmp_path, tiny_bert, tiny_synthetic):
