@@ -11,7 +11,7 @@ clapkit's inputs with inputs and outputs exchanged through files (tests/referenc
   for its ESC-50, GTZAN and VGGSound files (the last in an order that is not the data's),
   and top-1 equals its R@1 on the same embeddings.
 
-- LAION-CLAP's own checkpoints (unfused and fused), every weight drawn at random and saved as
+- LAION-CLAP's own checkpoints (HTSAT unfused and fused, PANN-14), every weight drawn at random and saved as
   the released .pt files are: clapkit reads them natively and its embeddings equal laion_clap's
   ``get_audio_embedding_from_data`` and ``get_text_embedding``;
 - msclap's 2022 and 2023 weight files, the same way: equal to msclap's ``get_audio_embeddings``
@@ -153,7 +153,7 @@ def test_zeroshot_prompts_and_top1_equal_laion_claps_evaluate_zeroshot(laion, tm
 
 @pytest.fixture(scope="module")
 def laion_checkpoints(tmp_path_factory):
-    """LAION-CLAP's own models (unfused and fused HTSAT-tiny with RoBERTa), their weights drawn
+    """LAION-CLAP's own models (unfused and fused HTSAT-tiny, and PANN-14, with RoBERTa), their weights drawn
     at random and saved as the released .pt files are, with laion_clap's embeddings of clips
     (short, exactly 10 s, longer: its random crop and fusion chunks) and texts."""
     import zlib
@@ -164,19 +164,20 @@ def laion_checkpoints(tmp_path_factory):
     waves = [(rng.standard_normal(n) * 0.5).astype(np.float32) for n in lengths]  # some samples beyond [-1, 1]
     seeds = [zlib.crc32(f"audio[{i}]".encode()) for i in range(len(waves))]  # what clapkit seeds each array with
     texts = ["This is a sound of dog.", "this is the sound of sea waves", "jazz"]
-    jobs = [("laion-embed", dict(fused=np.array(fused), seed=np.array(7 + fused), checkpoint=np.array(str(tmp / f"{name}.pt")),
-                                 waves=np.concatenate(waves), lengths=np.array(lengths), seeds=np.array(seeds),
-                                 texts=np.array(texts)))
-            for fused, name in ((False, "unfused"), (True, "fused"))]
+    models = (("unfused", False, "HTSAT-tiny"), ("fused", True, "HTSAT-tiny"), ("pann", False, "PANN-14"))
+    jobs = [("laion-embed", dict(fused=np.array(fused), amodel=np.array(amodel), seed=np.array(7 + i),
+                                 checkpoint=np.array(str(tmp / f"{name}.pt")), waves=np.concatenate(waves),
+                                 lengths=np.array(lengths), seeds=np.array(seeds), texts=np.array(texts)))
+            for i, (name, fused, amodel) in enumerate(models)]
     out = run_oracle(tmp, jobs)
-    return {name: (tmp / f"{name}.pt", o) for name, o in zip(("unfused", "fused"), out, strict=True)}, waves, texts
+    return {m[0]: (tmp / f"{m[0]}.pt", o) for m, o in zip(models, out, strict=True)}, waves, texts
 
 
-@pytest.mark.parametrize("name", ["unfused", "fused"])
+@pytest.mark.parametrize("name", ["unfused", "fused", "pann"])
 def test_laion_clap_checkpoint_embeds_as_laion_clap(laion_checkpoints, name):
-    """clapkit reads LAION-CLAP's .pt natively (mapped onto transformers' ClapModel) and its
-    embeddings equal laion_clap's get_audio_embedding_from_data (int16 quantisation, repeat-pad,
-    random crop, fusion) and get_text_embedding. Bound 1e-6: LAION-CLAP computes the mel
+    """clapkit reads LAION-CLAP's .pt natively (HTSAT mapped onto transformers' ClapModel; PANN-14
+    as clapkit's CNN14) and its embeddings equal laion_clap's get_audio_embedding_from_data (int16
+    quantisation, repeat-pad, random crop, fusion) and get_text_embedding. Bound 1e-6: LAION-CLAP computes the mel
     spectrogram in float32 inside its model, transformers' extractor in float64 (measured: 9e-8)."""
     import clapkit
     from clapkit.models.formats import detect
@@ -191,7 +192,8 @@ def test_laion_clap_checkpoint_embeds_as_laion_clap(laion_checkpoints, name):
     assert np.abs(audio - np.array(theirs["audio"])).max() < 1e-6
     assert np.abs(text - np.array(theirs["text"])).max() < 1e-6
     assert np.abs(audio[0] - audio[1]).max() > 1e-2  # distinct clips, distinct embeddings
-    assert model.provenance["family"] == "clap" and model.provenance["kind"] == "laion-clap"
+    family = "laion-clap-pann" if name == "pann" else "clap"
+    assert model.provenance["family"] == family and model.provenance["kind"] == "laion-clap"
 
 
 @pytest.mark.parametrize("version", ["2022", "2023"])

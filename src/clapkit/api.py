@@ -72,10 +72,10 @@ def load(name_or_path: str | Path, device: str | None = None, precision: str = "
     kind = detect(name_or_path)
     if kind in DUAL:
         if kind in ("laion-clap", "msclap"):  # weight files whose text side comes from a hub name
-            from .models.public.laion_clap import LaionClapDualEncoder
+            from .models.public.laion_clap import load_laion_clap
             from .models.public.msclap import MsclapDualEncoder
 
-            wrapper = LaionClapDualEncoder if kind == "laion-clap" else MsclapDualEncoder
+            wrapper = load_laion_clap if kind == "laion-clap" else MsclapDualEncoder
             net = wrapper(name_or_path, text_model).to(device).eval()
         else:
             from .models.public.loader import load_model

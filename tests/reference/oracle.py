@@ -19,8 +19,8 @@ Tasks:
   file's key order (``labels``) and the class text embeddings ``text`` (C, D, key order).
   Output: the prompts it built (read from its own log line) and its metrics.
 
-- ``laion-embed``: a LAION-CLAP model (``CLAP_Module``, HTSAT-tiny audio, RoBERTa text from
-  the tiny hub; ``fused``) with every weight and batch-norm statistic drawn at random
+- ``laion-embed``: a LAION-CLAP model (``CLAP_Module``, ``amodel`` HTSAT-tiny or PANN-14 audio,
+  RoBERTa text from the tiny hub; ``fused``) with every weight and batch-norm statistic drawn at random
   (seeded; the front end's STFT and mel constants and the attention masks kept), saved as the released checkpoints are laid out (``{"epoch", "state_dict"}``, DDP's
   ``module.`` prefix, RoBERTa's ``position_ids``) to ``checkpoint``, read back through its own
   ``load_ckpt``, then ``get_audio_embedding_from_data`` of each clip (``waves`` concatenated,
@@ -139,15 +139,15 @@ def laion_zeroshot(x: dict) -> dict:
 def laion_embed(x: dict) -> dict:
     import laion_clap
 
-    fused = bool(x["fused"])
+    fused, amodel = bool(x["fused"]), str(x["amodel"]) if "amodel" in x else "HTSAT-tiny"
     torch.manual_seed(int(x["seed"]))
-    module = laion_clap.CLAP_Module(enable_fusion=fused, device="cpu", amodel="HTSAT-tiny", tmodel="roberta")
+    module = laion_clap.CLAP_Module(enable_fusion=fused, device="cpu", amodel=amodel, tmodel="roberta")
     _perturb(module.model, ("spectrogram_extractor", "logmel_extractor", "attn_mask"))  # constants of every released file
     sd = {f"module.{k}": v for k, v in module.model.state_dict().items()}
     positions = sd["module.text_branch.embeddings.position_embeddings.weight"].shape[0]
     sd["module.text_branch.embeddings.position_ids"] = torch.arange(positions)[None]  # as the released files hold it
     torch.save({"epoch": 1, "state_dict": sd}, str(x["checkpoint"]))
-    module = laion_clap.CLAP_Module(enable_fusion=fused, device="cpu", amodel="HTSAT-tiny", tmodel="roberta")
+    module = laion_clap.CLAP_Module(enable_fusion=fused, device="cpu", amodel=amodel, tmodel="roberta")
     module.load_ckpt(str(x["checkpoint"]), verbose=False)
     waves = np.split(x["waves"], np.cumsum(x["lengths"])[:-1])
     audio = []

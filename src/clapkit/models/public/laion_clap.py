@@ -25,8 +25,9 @@ it back as a transformers folder. What makes the embeddings LAION-CLAP's
 The one difference: LAION-CLAP computes the spectrogram inside its model in float32
 (torchlibrosa's STFT convolution; torchaudio for fusion), transformers' extractor in
 float64 numpy. tests/test_reference.py states the resulting bound against laion_clap's
-own calls. Not read (an error names them): PANN audio towers and BERT or BART text
-branches, which ``ClapModel`` has no place for.
+own calls. A PANN-14 audio tower (unfused) is read as clapkit's CNN14 instead
+(:class:`LaionPannDualEncoder`). Not read (an error names them): fused PANN towers and BERT
+or BART text branches.
 """
 
 from __future__ import annotations
@@ -37,10 +38,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ...errors import ConfigError
-from .hf import HFDualEncoder
+from ..towers.audio import Cnn14
+from .base import PublicDualEncoder, Tokens
+from .hf import HFDualEncoder, _clip_seed
 
+SAMPLE_RATE = 48000  # every LAION-CLAP audio_cfg
 TEXT_MODEL = "roberta-base"  # what LAION-CLAP's text branch and tokenizer are built from
 MAX_TOKENS = 77  # CLAP_Module.tokenizer: padding="max_length", max_length=77
 # (LAION-CLAP name, transformers name) inside an HTSAT block, in the order they are applied
@@ -143,17 +149,21 @@ def htsat_config(sd: dict[str, torch.Tensor], projection_dim: int):
 
 
 def _architecture(sd: dict) -> str:
-    """``htsat-roberta``, or an error naming what ClapModel cannot hold."""
+    """``htsat`` or ``pann`` (CNN14, unfused), or an error naming what clapkit does not read."""
     if "audio_branch.patch_embed.proj.weight" not in sd:
-        raise ConfigError("a LAION-CLAP checkpoint with a PANN audio tower (no HTSAT patch embedding): clapkit reads "
-                          "LAION-CLAP's HTSAT checkpoints (630k-*.pt, music_*.pt); PANN towers are not read yet")
+        if "audio_branch.conv_block6.conv1.weight" not in sd or "audio_branch.fc1.weight" not in sd:
+            raise ConfigError("a LAION-CLAP checkpoint whose audio tower is neither HTSAT nor CNN14 (PANN-14): clapkit "
+                              "reads those two")
+        if any(k.startswith(("audio_branch.mel_conv", "audio_branch.fusion_model")) for k in sd):
+            raise ConfigError("a fused LAION-CLAP checkpoint with a PANN audio tower: clapkit reads PANN towers unfused "
+                              "(fusion: HTSAT checkpoints)")
     if "text_branch.pooler.dense.weight" not in sd or "text_branch.embeddings.word_embeddings.weight" not in sd:
         raise ConfigError("a LAION-CLAP checkpoint whose text branch is no RoBERTa: clapkit reads the RoBERTa text "
                           "branch of LAION-CLAP's released checkpoints; BERT and BART branches are not read yet")
     if sd["text_branch.embeddings.token_type_embeddings.weight"].shape[0] != 1:
         raise ConfigError("a LAION-CLAP checkpoint with a BERT text branch (two token types): clapkit reads "
                           "RoBERTa text branches only")
-    return "htsat-roberta"
+    return "htsat" if "audio_branch.patch_embed.proj.weight" in sd else "pann"
 
 
 def feature_extractor(sd: dict[str, torch.Tensor], fused: bool):
@@ -204,10 +214,10 @@ class LaionClapDualEncoder(HFDualEncoder):
 
     kind = "laion-clap"
 
-    def __init__(self, path: str | Path, text_model: str | None = None):
+    def __init__(self, path: str | Path, text_model: str | None = None, sd: dict | None = None):
         from transformers import AutoTokenizer, ClapModel
 
-        sd = read_state_dict(path)
+        sd = sd if sd is not None else read_state_dict(path)
         _architecture(sd)
         text_model = text_model or TEXT_MODEL
         config = clap_config(sd, text_model)
@@ -230,3 +240,113 @@ class LaionClapDualEncoder(HFDualEncoder):
     def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
         """Each waveform quantised to int16 and back, then :meth:`HFDualEncoder.preprocess`."""
         return super().preprocess([quantize(np.asarray(w, dtype=np.float32)) for w in media], keys)
+
+
+def load_laion_clap(path: str | Path, text_model: str | None = None):
+    """The wrapper for a LAION-CLAP ``.pt`` by its audio tower: :class:`LaionClapDualEncoder`
+    (HTSAT, as a transformers ClapModel) or :class:`LaionPannDualEncoder` (CNN14)."""
+    sd = read_state_dict(path)
+    if _architecture(sd) == "htsat":
+        return LaionClapDualEncoder(path, text_model, sd)
+    return LaionPannDualEncoder(path, text_model, sd)
+
+
+def _mlp(sd: dict, prefix: str) -> nn.Sequential:
+    """LAION-CLAP's projection: ``Linear, ReLU, Linear`` (``nn.Sequential`` indices 0 and 2)."""
+    w0, w2 = sd[f"{prefix}.0.weight"], sd[f"{prefix}.2.weight"]
+    mlp = nn.Sequential(nn.Linear(w0.shape[1], w0.shape[0]), nn.ReLU(), nn.Linear(w2.shape[1], w2.shape[0]))
+    mlp.load_state_dict({k[len(prefix) + 1:]: v for k, v in sd.items() if k.startswith(prefix + ".")})
+    return mlp
+
+
+class LaionPannDualEncoder(PublicDualEncoder):
+    """A LAION-CLAP ``.pt`` with a PANN-14 audio tower (``PANN-14`` in laion_clap's
+    ``model_configs``: CNN14 at 48 kHz, window 1024, hop 480, 64 mel bands, 50-14000 Hz) and a
+    RoBERTa text branch: clapkit's :class:`~clapkit.models.towers.audio.Cnn14` (PANNs' names,
+    as LAION-CLAP's ``pann_model.Cnn14``: its weights load strictly; x is its ``embedding``),
+    transformers' RoBERTa (x its pooler output), LAION-CLAP's MLP projections. Each clip is
+    quantised to int16 and back, then cut or repeat-padded to 10 s as
+    ``get_audio_features`` does (``rand_trunc``, ``repeatpad``), the crop drawn from numpy's
+    generator seeded by the clip."""
+
+    kind = "laion-clap"
+
+    def __init__(self, path: str | Path, text_model: str | None = None, sd: dict | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoTokenizer, RobertaModel
+
+        sd = sd if sd is not None else read_state_dict(path)
+        text_model = text_model or TEXT_MODEL
+        mel_w = sd["audio_branch.logmel_extractor.melW"]
+        self.audio = Cnn14(SAMPLE_RATE, (mel_w.shape[0] - 1) * 2, 480, mel_w.shape[1], 50.0, 14000.0,
+                           classes_num=sd["audio_branch.fc_audioset.weight"].shape[0])
+        self.audio.load_state_dict({k[len("audio_branch."):]: v for k, v in sd.items() if k.startswith("audio_branch.")})
+        self.audio_projection, self.text_projection = _mlp(sd, "audio_projection"), _mlp(sd, "text_projection")
+        try:
+            config = AutoConfig.from_pretrained(text_model)
+            tokenizer = AutoTokenizer.from_pretrained(text_model)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: LAION-CLAP builds its text branch and tokenizer on {text_model}, which this "
+                              f"machine cannot read ({exc}); pass text_model=FOLDER") from exc
+        text = {k[len("text_branch."):]: v for k, v in sd.items()
+                if k.startswith("text_branch.") and not k.endswith("position_ids")}
+        config.vocab_size = text["embeddings.word_embeddings.weight"].shape[0]
+        config.max_position_embeddings = text["embeddings.position_embeddings.weight"].shape[0]
+        config.num_hidden_layers = len({k.split(".")[2] for k in text if k.startswith("encoder.layer.")})
+        config.intermediate_size = text["encoder.layer.0.intermediate.dense.weight"].shape[0]
+        self.text_model = RobertaModel(config)
+        self.text_model.load_state_dict(text, strict=False)
+        if set(text) != {k for k in self.text_model.state_dict() if not k.endswith(("position_ids", "token_type_ids"))}:
+            raise ConfigError(f"{path}: its text branch does not fit RoBERTa's layout")
+        self.logit_scale = nn.Parameter(sd["logit_scale_a"].clone())
+        self.family, self.medium, self.source, self.sample_rate = "laion-clap-pann", "audio", str(path), SAMPLE_RATE
+        self.text = Tokens(tokenizer, "max_length")
+        self.text.max_length = MAX_TOKENS
+        self.frozen: frozenset[str] = frozenset()
+        self.tower_prefixes = {"audio": "audio.", "text": "text_model."}
+        self._trainable = {n for n, _ in self.named_parameters()}
+        self.logit_clamp = None
+        self.cfg = {"model": {"modality": "audio", "source": str(path), "family": self.family}}
+        self.eval()
+
+    def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
+        keys = list(keys) if keys is not None else [None] * len(media)
+        waves = [_fit(quantize(np.asarray(w, np.float32)), _clip_seed(w, k, False)) for w, k in zip(media, keys, strict=True)]
+        return {"wave": torch.from_numpy(np.stack(waves))}
+
+    def media_backbone(self, inputs) -> torch.Tensor:
+        return self.audio(inputs["wave"] if isinstance(inputs, dict) else inputs)
+
+    def text_backbone(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.text_model(**tokens).pooler_output
+
+    def project_media(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.audio_projection(x).float(), dim=-1)
+
+    def project_text(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_projection(x).float(), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp()
+
+    def logit_scale_parameter(self) -> nn.Parameter:
+        return self.logit_scale
+
+
+def _fit(wave: np.ndarray, seed: int) -> np.ndarray:
+    """laion_clap's ``get_audio_features`` for ``rand_trunc`` / ``repeatpad`` at 10 s: a random
+    crop of a longer clip (numpy's global generator, seeded here, the caller's state restored),
+    a shorter one repeated ``int(10 s / len)`` times, then zero-padded."""
+    n = 10 * SAMPLE_RATE
+    if len(wave) > n:
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            start = np.random.randint(0, len(wave) - n + 1)
+        finally:
+            np.random.set_state(state)
+        return wave[start:start + n]
+    if len(wave) < n:
+        wave = np.tile(wave, int(n / len(wave)))
+        wave = np.pad(wave, (0, n - len(wave)))
+    return wave

@@ -13,7 +13,7 @@ from ...errors import ConfigError
 from ..dual import DualEncoder
 from ..formats import KINDS, detect, transformers_family
 from .hf import HFDualEncoder, _not_dual
-from .laion_clap import LaionClapDualEncoder
+from .laion_clap import load_laion_clap
 from .msclap import MsclapDualEncoder
 from .open_clip import OpenClipDualEncoder
 from .pe_audio import PeAudioDualEncoder
@@ -28,7 +28,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     if kind == "open_clip":
         return OpenClipDualEncoder(str(path)).to(device).eval()
     if kind == "laion-clap":
-        return LaionClapDualEncoder(path).to(device).eval()
+        return load_laion_clap(path).to(device).eval()
     if kind == "msclap":
         return MsclapDualEncoder(path).to(device).eval()
     if kind == "pe-audio":
@@ -53,6 +53,6 @@ def load_for_training(cfg: dict, folder: str | Path, resume: bool = False):
     if transformers_family(kind) is not None:
         return HFDualEncoder(str(folder)).for_training(cfg)
     if kind == "laion-clap":  # fine-tuned as the ClapModel it maps onto, saved as a transformers folder
-        return LaionClapDualEncoder(folder).for_training(cfg)
+        return load_laion_clap(folder).for_training(cfg)
     raise ConfigError(f"model.init_from = {folder}: {KINDS[kind]}; a run starts from a clapkit checkpoint or "
                       "a public CLAP, CLIP or SigLIP (a text encoder goes in model.text.name)")
