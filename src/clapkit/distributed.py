@@ -9,6 +9,7 @@ the one a single process would have run, so the result is the single-process res
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 
 import torch
@@ -35,8 +36,17 @@ def init_distributed() -> tuple[int, int]:
 def shutdown_distributed() -> None:
     """Leave the process group (PyTorch asks for this before a process exits); a no-op
     outside one. Registered at exit by :func:`init_distributed`."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if dist.get_world_size() > 1 and dist.get_backend() == "gloo":
+        # every process done with the group before any leaves it: a process that left while
+        # another's gloo threads still talked to it aborted that one (SIGABRT after the work was
+        # done, about one torchrun run in ten on CI's 2 cores); bounded, so a failed run still ends
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        except RuntimeError:
+            pass  # a process failed or has gone: leave anyway
+    dist.destroy_process_group()
 
 
 def rank_world() -> tuple[int, int]:
