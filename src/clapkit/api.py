@@ -71,17 +71,9 @@ def load(name_or_path: str | Path, device: str | None = None, precision: str = "
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     kind = detect(name_or_path)
     if kind in DUAL:
-        if kind in ("laion-clap", "msclap"):  # weight files whose text side comes from a hub name
-            from .models.public.laion_clap import load_laion_clap
-            from .models.public.msclap import MsclapDualEncoder
+        from .models.public.loader import load_model
 
-            wrapper = load_laion_clap if kind == "laion-clap" else MsclapDualEncoder
-            net = wrapper(name_or_path, text_model).to(device).eval()
-        else:
-            from .models.public.loader import load_model
-
-            net = load_model(name_or_path, device)
-        return Model(net, str(name_or_path), kind, device, precision)
+        return Model(load_model(name_or_path, device, text_model), str(name_or_path), kind, device, precision)
     if kind == "audio-tower":
         raise ConfigError(f"{name_or_path}: an audio tower's weights, not a model with a text side; train a CLAP on it "
                           "(model.audio.checkpoint) or read its features with `clapkit eval probe`")

@@ -50,45 +50,42 @@ def clean_caption(text, where: str) -> str:
 
 
 @dataclass(frozen=True)
-class ArrayImage:
+class InMemory:
+    """Item ``index`` of ``source`` held in memory rather than in a file; named
+    ``source[index]`` wherever a path would be (errors, cache keys, seeds)."""
+
+    source: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.source}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class ArrayImage(InMemory):
     """Row ``index`` of ``array`` (N, H, W) or (N, H, W, 3) of whole numbers in
     [0, ``scale``] (uint8 MNIST and CIFAR: 255; scikit-learn's digits: 16); ``source``
     names the set."""
 
-    source: str
-    index: int
     array: np.ndarray = field(compare=False, hash=False, repr=False)
     scale: float = 255.0
 
-    def __str__(self) -> str:
-        return f"{self.source}[{self.index}]"
-
 
 @dataclass(frozen=True)
-class ArrayAudio:
+class ArrayAudio(InMemory):
     """Waveform ``index`` of ``source`` given in memory (the Python API's
     ``encode_audio``): mono float samples at ``sample_rate``, decoded and resampled like a file."""
 
-    source: str
-    index: int
     wave: np.ndarray = field(compare=False, hash=False, repr=False)
     sample_rate: int = 0
 
-    def __str__(self) -> str:
-        return f"{self.source}[{self.index}]"
-
 
 @dataclass(frozen=True)
-class MemoryImage:
+class MemoryImage(InMemory):
     """Image ``index`` of ``source`` given in memory as a Pillow image (the Python API's
     ``encode_image``); converted to RGB as a decoded file is."""
 
-    source: str
-    index: int
     image: object = field(compare=False, hash=False, repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.source}[{self.index}]"
 
 
 @dataclass(frozen=True)

@@ -98,15 +98,11 @@ class HFDualEncoder(PublicDualEncoder):
             parts = _load_parts(name)
         model, processor, tokenizer = parts
         family = model.config.model_type
-        self.family, self.medium, self.source = family, FAMILIES[family], name
         self.model, self.processor = model.eval(), processor
         self.text = Tokens(tokenizer, "max_length" if family == "siglip" else True)
-        self.sample_rate = getattr(self.processor, "sampling_rate", None)
-        self.frozen: frozenset[str] = frozenset()
-        self.tower_prefixes = {self.medium: f"model.{_TOWERS[family]}.", "text": "model.text_model."}
-        self._trainable = {n for n, _ in self.named_parameters()}
-        self.logit_clamp = None
-        self.cfg = {"model": {"modality": self.medium, "source": name, "family": family}}
+        self.declare(family, FAMILIES[family], name, {FAMILIES[family]: f"model.{_TOWERS[family]}.",
+                                                      "text": "model.text_model."},
+                     getattr(self.processor, "sampling_rate", None))
 
     # --- inputs ------------------------------------------------------------------------------
     def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:

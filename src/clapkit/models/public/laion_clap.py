@@ -38,12 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
 from ..towers.audio import Cnn14
-from .base import PublicDualEncoder, Tokens
+from .base import Tokens, WeightFileDualEncoder
 from .hf import HFDualEncoder, _clip_seed
 
 SAMPLE_RATE = 48000  # every LAION-CLAP audio_cfg
@@ -259,7 +258,7 @@ def _mlp(sd: dict, prefix: str) -> nn.Sequential:
     return mlp
 
 
-class LaionPannDualEncoder(PublicDualEncoder):
+class LaionPannDualEncoder(WeightFileDualEncoder):
     """A LAION-CLAP ``.pt`` with a PANN-14 audio tower (``PANN-14`` in laion_clap's
     ``model_configs``: CNN14 at 48 kHz, window 1024, hop 480, 64 mel bands, 50-14000 Hz) and a
     RoBERTa text branch: clapkit's :class:`~clapkit.models.towers.audio.Cnn14` (PANNs' names,
@@ -299,14 +298,9 @@ class LaionPannDualEncoder(PublicDualEncoder):
         if set(text) != {k for k in self.text_model.state_dict() if not k.endswith(("position_ids", "token_type_ids"))}:
             raise ConfigError(f"{path}: its text branch does not fit RoBERTa's layout")
         self.logit_scale = nn.Parameter(sd["logit_scale_a"].clone())
-        self.family, self.medium, self.source, self.sample_rate = "laion-clap-pann", "audio", str(path), SAMPLE_RATE
         self.text = Tokens(tokenizer, "max_length")
         self.text.max_length = MAX_TOKENS
-        self.frozen: frozenset[str] = frozenset()
-        self.tower_prefixes = {"audio": "audio.", "text": "text_model."}
-        self._trainable = {n for n, _ in self.named_parameters()}
-        self.logit_clamp = None
-        self.cfg = {"model": {"modality": "audio", "source": str(path), "family": self.family}}
+        self.declare("laion-clap-pann", "audio", str(path), {"audio": "audio.", "text": "text_model."}, SAMPLE_RATE)
         self.eval()
 
     def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
@@ -315,22 +309,10 @@ class LaionPannDualEncoder(PublicDualEncoder):
         return {"wave": torch.from_numpy(np.stack(waves))}
 
     def media_backbone(self, inputs) -> torch.Tensor:
-        return self.audio(inputs["wave"] if isinstance(inputs, dict) else inputs)
+        return self.audio(self.waves(inputs))
 
     def text_backbone(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.text_model(**tokens).pooler_output
-
-    def project_media(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.audio_projection(x).float(), dim=-1)
-
-    def project_text(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_projection(x).float(), dim=-1)
-
-    def scale(self) -> torch.Tensor:
-        return self.logit_scale.exp()
-
-    def logit_scale_parameter(self) -> nn.Parameter:
-        return self.logit_scale
 
 
 def _fit(wave: np.ndarray, seed: int) -> np.ndarray:

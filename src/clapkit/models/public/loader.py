@@ -19,18 +19,20 @@ from .open_clip import OpenClipDualEncoder
 from .pe_audio import PeAudioDualEncoder
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
+def load_model(path: str | Path, device: str | torch.device = "cpu", text_model: str | None = None):
     """The dual encoder at ``path``, in eval mode: a clapkit checkpoint (:class:`DualEncoder`),
     a transformers ClapModel, CLIPModel or SiglipModel folder or hub name
-    (:class:`HFDualEncoder`), an open_clip model, a LAION-CLAP ``.pt``, msclap 2022 weights or
-    a Perception Encoder audio model; what it is comes from :func:`clapkit.models.formats.detect`."""
+    (:class:`HFDualEncoder`), an open_clip model, a LAION-CLAP ``.pt``, msclap weights or
+    a Perception Encoder audio model; what it is comes from :func:`clapkit.models.formats.detect`.
+    ``text_model``: for a LAION-CLAP or msclap file, which holds no tokenizer, the folder or hub
+    name its text side is built on (default: the one the owner's package loads)."""
     kind = detect(path)
     if kind == "open_clip":
         return OpenClipDualEncoder(str(path)).to(device).eval()
     if kind == "laion-clap":
-        return load_laion_clap(path).to(device).eval()
+        return load_laion_clap(path, text_model).to(device).eval()
     if kind == "msclap":
-        return MsclapDualEncoder(path).to(device).eval()
+        return MsclapDualEncoder(path, text_model).to(device).eval()
     if kind == "pe-audio":
         return PeAudioDualEncoder(str(path)).to(device).eval()
     if kind == "clapkit":

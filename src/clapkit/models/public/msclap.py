@@ -45,7 +45,7 @@ from ...errors import ConfigError
 from ..formats import msclap_version
 from ..frontend import PannsLogmel, PannsSpectrogram
 from ..towers.audio import Cnn14
-from .base import PublicDualEncoder, Tokens
+from .base import Tokens, WeightFileDualEncoder
 
 SAMPLE_RATE = 44100
 # configs/config_{version}.yml: clip seconds, text tokens, text model
@@ -84,7 +84,7 @@ class _Gpt2Tokens(Tokens):
         return super().tokenize([f"{t} <|endoftext|>" for t in texts], device)
 
 
-class MsclapDualEncoder(PublicDualEncoder):
+class MsclapDualEncoder(WeightFileDualEncoder):
     kind = "msclap"
 
     def __init__(self, path: str | Path, text_model: str | None = None):
@@ -121,13 +121,8 @@ class MsclapDualEncoder(PublicDualEncoder):
         self.text_model.load_state_dict({k: v for k, v in text_sd.items() if not k.endswith(_BUFFERS)}, strict=False)
         _check(self.text_model, text_sd, path)
         self.logit_scale = nn.Parameter(sd["logit_scale"].clone())
-        self.version, self.family, self.medium, self.source = version, f"msclap-{version}", "audio", str(path)
-        self.sample_rate = SAMPLE_RATE
-        self.frozen: frozenset[str] = frozenset()
-        self.tower_prefixes = {"audio": "audio.", "text": "text_model."}
-        self._trainable = {n for n, _ in self.named_parameters()}
-        self.logit_clamp = None
-        self.cfg = {"model": {"modality": "audio", "source": str(path), "family": self.family}}
+        self.version = version
+        self.declare(f"msclap-{version}", "audio", str(path), {"audio": "audio.", "text": "text_model."}, SAMPLE_RATE)
         self.eval()
 
     def _cnn14(self, sd: dict, d_proj: int) -> None:
@@ -168,7 +163,7 @@ class MsclapDualEncoder(PublicDualEncoder):
         return {"wave": torch.from_numpy(np.stack(waves))}
 
     def media_backbone(self, inputs) -> torch.Tensor:
-        wave = inputs["wave"] if isinstance(inputs, dict) else inputs
+        wave = self.waves(inputs)
         if self.version == "2022":
             return self.audio(wave)
         return self.audio(input_features=self.audio_frontend(wave)).pooler_output
@@ -180,17 +175,6 @@ class MsclapDualEncoder(PublicDualEncoder):
         last = torch.ne(tokens["input_ids"], 0).sum(-1) - 1  # msclap's rule: the last token that is not "!"
         return hidden[torch.arange(len(hidden), device=hidden.device), last]
 
-    def project_media(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.audio_projection(x).float(), dim=-1)
-
-    def project_text(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_projection(x).float(), dim=-1)
-
-    def scale(self) -> torch.Tensor:
-        return self.logit_scale.exp()
-
-    def logit_scale_parameter(self) -> nn.Parameter:
-        return self.logit_scale
 
 
 _BUFFERS = (".position_ids", ".attn.bias", ".attn.masked_bias")  # buffers older transformers saved (not c_attn.bias)

@@ -103,13 +103,8 @@ class OpenClipDualEncoder(PublicDualEncoder):
                               f"{f' with pretrained {pretrained!r}' if pretrained else ''} ({type(exc).__name__}: {exc}); "
                               "open_clip.list_models() and open_clip.list_pretrained() name what it has") from exc
         self.model.eval()
-        self.source = name
         self.text = _OpenClipTokens(tokenizer)
-        self.frozen = frozenset()
-        self.tower_prefixes = {"image": "model.visual.", "text": "model.transformer."}
-        self._trainable = set()
-        self.logit_clamp = None
-        self.cfg = {"model": {"modality": "image", "source": name, "family": self.family}}
+        self.declare("open_clip", "image", name, {"image": "model.visual.", "text": "model.transformer."}, trainable=False)
         visual = self.model.visual
         self._image_proj = (visual, "proj") if getattr(visual, "proj", None) is not None else None
         text_owner = getattr(self.model, "text", self.model)  # CustomTextCLIP keeps its text tower apart

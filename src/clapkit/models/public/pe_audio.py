@@ -45,15 +45,10 @@ class PeAudioDualEncoder(PublicDualEncoder):
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{name}: cannot read it as a Perception Encoder audio model with its processor ({exc}); "
                               "save the processor beside the model (processor.save_pretrained(folder))") from exc
-        self.family, self.medium, self.source = "pe_audio", "audio", name
         self.processor = processor.feature_extractor
         self.text = Tokens(processor.tokenizer, True)
-        self.sample_rate = int(self.processor.sampling_rate)
-        self.frozen: frozenset[str] = frozenset()
-        self.tower_prefixes = {"audio": "model.audio_encoder.", "text": "model.text_model."}
-        self._trainable = {n for n, _ in self.named_parameters()}
-        self.logit_clamp = None
-        self.cfg = {"model": {"modality": "audio", "source": name, "family": "pe_audio"}}
+        self.declare("pe_audio", "audio", name, {"audio": "model.audio_encoder.", "text": "model.text_model."},
+                     int(self.processor.sampling_rate))
 
     def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
         """Waveforms at :attr:`sample_rate` -> ``input_values`` and ``padding_mask``, one

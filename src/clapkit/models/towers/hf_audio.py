@@ -70,7 +70,7 @@ class HFAudioTower(nn.Module):
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.audio.name = hf:{name}: not a transformers audio model folder or hub name with its "
                               f"feature extractor ({exc})") from exc
-        self.source, self.model_type = name, config.model_type
+        self.source, self.config, self.model_type = name, config, config.model_type
         self.model = _audio_half(config, name, config_only)
         self.sample_rate = int(self.extractor.sampling_rate)
         sub = getattr(config, _HALVES.get(config.model_type, ""), None) or config
@@ -99,9 +99,7 @@ class HFAudioTower(nn.Module):
 
     def save_config(self, folder: Path) -> None:
         """The config and extractor a checkpoint rebuilds this tower from (``config_only``)."""
-        from transformers import AutoConfig
-
-        AutoConfig.from_pretrained(self.source).save_pretrained(folder)
+        self.config.save_pretrained(folder)
         self.extractor.save_pretrained(folder)
 
 
