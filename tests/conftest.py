@@ -220,3 +220,25 @@ def write_tiny_public_model(family: str, folder: Path, dropout: bool = True, fus
                              truncation="fusion" if fusion else "rand_trunc", padding="repeatpad").save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def train_clap_stopped_then_resumed(cfg: dict, out: Path, epoch: int, monkeypatch) -> None:
+    """``train_clap`` on ``cfg`` killed as it starts epoch index ``epoch`` (a KeyboardInterrupt
+    from the trainer's epoch loop, after the epochs before it saved ``last/``), then run again
+    with ``resume=True`` to the end."""
+    import pytest
+
+    from clapkit.training.clap import ClapTrainer, train_clap
+
+    real = ClapTrainer.steps
+
+    def stop(self, e, start):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return real(self, e, start)
+
+    monkeypatch.setattr(ClapTrainer, "steps", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_clap(cfg, out)
+    monkeypatch.setattr(ClapTrainer, "steps", real)
+    train_clap(cfg, out, resume=True)

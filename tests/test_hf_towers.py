@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_overrides, write_tiny_public_model
+from conftest import tiny_overrides, train_clap_stopped_then_resumed, write_tiny_public_model
 from safetensors.torch import load_file
 
 from clapkit.errors import ConfigError
@@ -112,23 +112,12 @@ def test_clap_on_a_pretrained_tower_trains_resumes_and_reloads(tmp_path, tiny_be
 
     from clapkit.inference.embed import embed_media
     from clapkit.models.dual import DualEncoder
-    from clapkit.training.clap import ClapTrainer, train_clap
+    from clapkit.training.clap import train_clap
 
     folder = _write("ast", tmp_path / "ast")
     extra = ("train.epochs=3", "train.frozen_epochs=1", "train.lr_frozen=3e-3")
     train_clap(_cfg(tiny_bert, tiny_synthetic, folder, *extra), tmp_path / "straight")
-    real = ClapTrainer.steps
-
-    def stop_after_frozen(self, epoch, start):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real(self, epoch, start)
-
-    monkeypatch.setattr(ClapTrainer, "steps", stop_after_frozen)
-    with pytest.raises(KeyboardInterrupt):
-        train_clap(_cfg(tiny_bert, tiny_synthetic, folder, *extra), tmp_path / "resumed")
-    monkeypatch.setattr(ClapTrainer, "steps", real)
-    train_clap(_cfg(tiny_bert, tiny_synthetic, folder, *extra), tmp_path / "resumed", resume=True)
+    train_clap_stopped_then_resumed(_cfg(tiny_bert, tiny_synthetic, folder, *extra), tmp_path / "resumed", 1, monkeypatch)
     a = load_file(tmp_path / "straight" / "last" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("audio.model.") for k in a)

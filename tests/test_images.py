@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_image_overrides
+from conftest import tiny_image_overrides, train_clap_stopped_then_resumed
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -416,18 +416,7 @@ def test_tiny_clip_training_lowers_validation_loss_and_resumes_exactly(tmp_path,
     with open(tmp_path / "straight" / "metrics.csv") as fh:
         val = [float(r["val_loss"]) for r in csv.DictReader(fh)]
     assert val[-1] < val[0] and s["train_images"] > 0 and s["val_pairs"] > 0
-    real_epoch = ClapTrainer.steps
-
-    def crash_in_epoch_3(self, epoch, start):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(self, epoch, start)
-
-    monkeypatch.setattr(ClapTrainer, "steps", crash_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train_clap(load_config(None, base + ["train.epochs=4"]), tmp_path / "resumed")
-    monkeypatch.setattr(ClapTrainer, "steps", real_epoch)
-    train_clap(load_config(None, base + ["train.epochs=4"]), tmp_path / "resumed", resume=True)
+    train_clap_stopped_then_resumed(load_config(None, base + ["train.epochs=4"]), tmp_path / "resumed", 2, monkeypatch)
     a = load_file(tmp_path / "straight" / "last" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("image.") for k in a)
