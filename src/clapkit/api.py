@@ -98,9 +98,9 @@ class Model:
     @property
     def sample_rate(self) -> int | None:
         """The sample rate audio is resampled to before the model sees it (None for images and text)."""
-        if self.medium != "audio":
-            return None
-        return int(self.net.sample_rate if getattr(self.net, "sample_rate", None) else self.net.cfg["audio"]["sample_rate"])
+        from .models.provenance import audio_input
+
+        return audio_input(self.net)["sample_rate"] if self.medium == "audio" else None
 
     @property
     def provenance(self) -> dict[str, Any]:

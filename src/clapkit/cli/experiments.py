@@ -177,3 +177,42 @@ def bench(
     typer.echo(f"bench {spec['source']}: ran {len(result['ran'])} cell(s), {result['skipped_done']} already done "
                f"(shard {result['shard']}); {result['rows']} rows in {out / 'results.csv'}")
     typer.echo((out / "results.md").read_text())
+
+
+@app.command("reproduce")
+def reproduce(
+    card: Annotated[str | None, typer.Argument(help="A shipped card's name (--list shows them) or a card YAML file")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="NAME=MODEL or MODEL (repeat: two models get a "
+                                                                    "paired difference)")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="What {data} means in the card: the folder holding the "
+                                                        "dataset in its owner's layout")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: reproduction.json, the bench's cells and table")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the shipped cards with their published values")] = False,
+    bootstrap: Annotated[int | None, typer.Option(help="Resamples for the interval (default: the card's, else 1000)")] = None,
+    cache: Cache = None,
+    precision: Precision = "fp32",
+    batch_size: int = 32,
+    device: Device = "auto",
+    workers: Workers = 0,
+) -> None:
+    """Run a reproduction card (one published row: model, data, prompts, folds, metric and
+    published value) and say whether the measured value agrees, with its 95% interval and
+    every way the run departed from the card."""
+    from ..experiments.reproduce import list_cards, load_card
+    from ..experiments.reproduce import reproduce as run
+    from ..experiments.reproduce import summary
+
+    if list_:
+        for name in list_cards():
+            c = load_card(name)
+            p = c["published"]
+            typer.echo(f"{name:34} {c['metric']:26} {p['value']:<8g} {c['title']}\n{'':34} {p['source']} ({p['where']})")
+        return
+    if card is None or out is None:
+        raise ClapkitError("give a CARD (or --list) and --out")
+    if bootstrap is not None and bootstrap < 0:
+        raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no interval) or a number of resamples")
+    record = run(load_card(card), list(model or []), out, data_root, _device(device), batch_size, workers, precision,
+                 cache, bootstrap)
+    typer.echo(summary(record))
+    typer.echo(f"wrote {out / 'reproduction.json'}")

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from .audio.io import AudioError, audio_info, fix_length, load_audio, normalize
+from .audio.io import AudioError, audio_info, declared_wav_frames, fix_length, load_audio, normalize
 from .files import Skipped, keep_good
 from .records import Window
 
@@ -60,9 +60,15 @@ def check_audio_files(items: Sequence, skip_bad: bool, skipped: Skipped) -> list
         if item.media in bad:
             continue
         try:
+            if isinstance(item.media, Path) and not item.media.is_file():
+                raise AudioError("audio file not found", f"{item.where}: {item.media}", reason="audio file not found")
             info = audio_info(item.media)
             if info.frames == 0:
-                raise AudioError("audio file holds no samples", f"{item.where}: {item.media}")
+                raise AudioError("audio file holds no samples", f"{item.where}: {item.media}", reason="empty audio")
+            declared = declared_wav_frames(item.media)
+            if declared is not None and info.frames < declared:
+                raise AudioError(f"truncated: the WAV header declares {declared} frames, the file holds {info.frames}",
+                                 f"{item.where}: {item.media}", reason="truncated audio")
         except AudioError as exc:
             bad[item.media] = exc
         except Exception as exc:  # soundfile raises several types for unreadable files

@@ -38,6 +38,23 @@ class Skipped:
     def to_dict(self) -> dict:
         return {"count": self.count, "by_reason": dict(self.reasons), "examples": self.examples}
 
+    def coverage(self, present: int) -> dict:
+        """How much of the set the metadata lists is here: ``listed`` = ``present`` (read
+        and scored) + ``missing`` (listed, no file) + ``unreadable`` (a file that does not
+        decode, holds no samples or was cut short) + ``malformed`` (rows left out for
+        another fault). Every zero-shot result and bench cell carries it, so two labs'
+        numbers can be compared knowing what each scored."""
+        missing = sum(n for r, n in self.reasons.items() if r in MISSING_REASONS)
+        unreadable = sum(n for r, n in self.reasons.items() if r in UNREADABLE_REASONS)
+        return {"listed": present + self.count, "present": present, "missing": missing, "unreadable": unreadable,
+                "malformed": self.count - missing - unreadable}
+
+
+# the reasons (DataError.reason) a listed item is counted as missing or unreadable by Skipped.coverage
+MISSING_REASONS = frozenset({"audio file not found", "image file not found", "clip not downloaded"})
+UNREADABLE_REASONS = frozenset({"unreadable audio", "empty audio", "truncated audio", "unreadable image", "empty image",
+                                "not an image"})
+
 
 def parse_spec(spec: str, kinds: tuple[str, ...]) -> tuple[str, Path]:
     """Split ``KIND:PATH`` and check the kind."""

@@ -165,6 +165,10 @@ def _spearman(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 def evaluate_set(encoder: SentenceEncoder, data: StsSet, batch_size: int = 64) -> dict:
+    return _evaluate_set(encoder, data, batch_size)[0]
+
+
+def _evaluate_set(encoder: SentenceEncoder, data: StsSet, batch_size: int) -> tuple[dict, np.ndarray]:
     a, b = encoder.encode(data.s1, batch_size), encoder.encode(data.s2, batch_size)
     sims = (a * b).sum(axis=1)
     gold = np.asarray(data.scores)
@@ -185,13 +189,54 @@ def evaluate_set(encoder: SentenceEncoder, data: StsSet, batch_size: int = 64) -
         out["alignment"] = alignment(a[positive], b[positive])
         out["uniformity"] = uniformity(both)
         out["alignment_pairs"] = int(positive.sum())
-    return out
+    return out, sims
 
 
-def sts_eval(encoder: SentenceEncoder, sets: list[StsSet], batch_size: int = 64) -> dict:
-    results = {s.name: evaluate_set(encoder, s, batch_size) for s in sets}
+def sts_eval(encoder: SentenceEncoder, sets: list[StsSet], batch_size: int = 64, bootstrap: int = 0,
+             seed: int = 0) -> dict:
+    """Every set's Spearman (and the rest, :func:`evaluate_set`), the 7-task table and its
+    average; with ``bootstrap`` resamples, a 95% interval of each set's Spearman and of the
+    average (:func:`spearman_intervals`)."""
+    results, sims = {}, {}
+    for s in sets:
+        results[s.name], sims[s.name] = _evaluate_set(encoder, s, batch_size)
     table = {name: results[name]["spearman"] for name in SEVEN if name in results}
     out: dict = {"tasks": results, "table": table}
     if len(table) == len(SEVEN):
         out["avg"] = float(np.mean(list(table.values())))
+    if bootstrap:
+        ci = spearman_intervals({s.name: (sims[s.name], np.asarray(s.scores)) for s in sets}, bootstrap, seed)
+        for name, interval in ci.items():
+            if name in results:
+                results[name]["ci"] = {"spearman": interval}
+            else:  # the 7-task average
+                out.setdefault("ci", {})[name] = interval
+        out["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": 0.95, "over": "pairs, each set on its own"}
     return out
+
+
+def spearman_intervals(sets: dict[str, tuple[np.ndarray, np.ndarray]], resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile-bootstrap intervals of Spearman x 100 for each set ``name: (predicted,
+    gold)``: each resample draws every set's pairs with replacement (one
+    ``numpy.random.default_rng(seed)``, sets in the order given), so the 7-task average
+    (``avg``, when all seven are there) gets the interval of the mean of the same draws.
+    A resample's Spearman is the Pearson correlation of the drawn pairs' average ranks
+    (scipy's ``spearmanr``)."""
+    from scipy.stats import rankdata
+
+    rng, drawn = np.random.default_rng(seed), {name: [] for name in sets}
+    for start in range(0, resamples, 64):
+        size = min(64, resamples - start)
+        for name, (pred, gold) in sets.items():
+            idx = rng.integers(0, len(gold), size=(size, len(gold)))
+            x, y = rankdata(pred[idx], axis=1), rankdata(gold[idx], axis=1)
+            x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+            drawn[name].append(100 * r)
+    stats = {name: np.concatenate(v) for name, v in drawn.items()}
+    if all(name in stats for name in SEVEN):
+        stats["avg"] = np.mean([stats[name] for name in SEVEN], axis=0)
+    lo, hi = (1 - level) / 2, (1 + level) / 2
+    return {name: tuple(float(q) for q in np.nanquantile(v, [lo, hi])) for name, v in stats.items()}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.records import LabelledSet
+from ..errors import ConfigError
 from ..inference.embed import embed_media, embed_text, unit_rows
 from ..models.dual import DualEncoder
 from .metrics import (
@@ -40,6 +41,26 @@ from .prompts import (  # noqa: F401  (the default prompts live with the publish
     zeroshot_texts,
 )
 from .uncertainty import weighted_intervals
+
+FOLD_PROTOCOLS = {
+    "all-folds": "every clip of every fold, one pooled top-1 (LAION-CLAP's eval_zeroshot_classification.py, "
+                 "msclap's ESC-50 example)",
+    "fold-K": "the clips of fold K only, e.g. fold-1 (LAION-CLAP's README: ESC-50's first official fold)",
+    "per-fold-mean": "each fold's top-1, then their unweighted mean (HEAR's and X-ARES's UrbanSound8K protocol)",
+}
+
+
+def fold_protocol(name: str, where: str = "fold_protocol") -> tuple[list[int] | None, str]:
+    """The folds a named zero-shot fold protocol scores (None: all) and the metric it
+    reports (:data:`FOLD_PROTOCOLS`): ``all-folds`` -> (None, ``top1``), ``fold-K`` ->
+    ([K], ``top1``), ``per-fold-mean`` -> (None, ``top1_fold_mean``)."""
+    if name == "all-folds":
+        return None, "top1"
+    if name == "per-fold-mean":
+        return None, "top1_fold_mean"
+    if name.startswith("fold-") and name[5:].isdigit():
+        return [int(name[5:])], "top1"
+    raise ConfigError(f"{where} {name!r}: choose all-folds, fold-K (e.g. fold-1) or per-fold-mean")
 
 
 def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list[str] | tuple[str, ...], device="cpu") -> np.ndarray:

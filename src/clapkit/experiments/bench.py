@@ -14,8 +14,10 @@ A bench file declares the models (anything ``--model`` takes) and the tasks as d
     seed: 0
 
 ``{data}`` in any string is ``--data-root``. A task's keys: ``data`` (a spec), ``type``
-(``zeroshot`` | ``retrieval`` | ``probe``), and optionally ``medium`` (else read off the
-spec's kind, or the model's), ``split``, ``folds``, ``classes``, ``prompts`` and
+(``zeroshot`` | ``retrieval`` | ``probe`` | ``sts``), and optionally ``medium`` (else read off the
+spec's kind, or the model's), ``split``, ``folds`` or ``fold_protocol`` (``all-folds``,
+``fold-K``, ``per-fold-mean``: :data:`clapkit.evaluation.zeroshot.FOLD_PROTOCOLS`, which
+also names the cell's main metric), ``classes``, ``prompts`` and
 ``classnames`` (:mod:`clapkit.evaluation.prompts`), ``audio_dir`` / ``image_dir``, and
 ``window`` / ``hop`` / ``pool`` for long clips in sliding windows
 (:mod:`clapkit.inference.windows`, recorded in the cell). A ``probe`` task
@@ -25,6 +27,13 @@ spec's kind, or the model's), ``split``, ``folds``, ``classes``, ``prompts`` and
 ``epochs``, ``batch_size`` (the probe's) and ``normalize``; its main metric is the linear
 probe's top-1 on its first feature. CLIP_benchmark's own linear-probe run is
 ``{type: probe, features: [E], val_proportion: 0}`` (it probes ``encode_image``, the E).
+An ``sts`` task scores the model as a sentence encoder (``eval sts``: a text model, or a dual
+encoder's text tower x_t); its ``data`` is an STS spec or a list of them, and its main
+metric the 7-task average when all seven sets are listed, else the first set's Spearman;
+it also takes ``pooling`` and ``max_length`` (``eval sts``'s options).
+Every zero-shot and STS cell records its ``coverage``: the items the set's metadata lists,
+and how many of them were present, missing, unreadable or malformed
+(:meth:`clapkit.data.files.Skipped.coverage`; give ``--skip-bad`` to score what is there).
 
 A model's optional ``captions`` (its training captions) add the leakage columns to its
 zero-shot tasks, and its ``train_data`` (specs of its training data) the overlap columns:
@@ -54,11 +63,12 @@ import yaml
 
 from ..errors import ConfigError
 
-TYPES = ("zeroshot", "retrieval", "probe")
-TASK_KEYS = {"name", "data", "type", "medium", "split", "folds", "classes", "prompts", "classnames", "audio_dir",
-             "image_dir", "window", "hop", "pool"}
+TYPES = ("zeroshot", "retrieval", "probe", "sts")
+TASK_KEYS = {"name", "data", "type", "medium", "split", "folds", "fold_protocol", "classes", "prompts", "classnames",
+             "audio_dir", "image_dir", "window", "hop", "pool", "relevance"}
 PROBE_KEYS = {"features", "shots", "seeds", "protocol", "knn_k", "train_split", "cv", "val_proportion", "lr", "epochs",
               "batch_size", "normalize"}  # eval probe's options
+STS_KEYS = {"pooling", "max_length"}  # eval sts's options
 
 
 def _preset(name: str) -> Path | None:
@@ -100,6 +110,13 @@ def load_bench(source: str | Path, data_root: str | Path | None = None, models: 
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a bench file has models, tasks, "
                           "bootstrap, seed")
+    return check_bench(bench, path, data_root, models)
+
+
+def check_bench(bench: dict, path: str | Path, data_root: str | Path | None = None,
+                models: list[str] | None = None) -> dict:
+    """A bench (models, tasks, bootstrap, seed) with ``{data}`` filled in and checked, its
+    errors naming ``path``; a reproduction card's one task comes through here too."""
     if models:
         bench["models"] = [dict(zip(("name", "model"), m.split("=", 1), strict=True)) if "=" in m
                            else {"name": Path(m).name or m, "model": m} for m in models]
@@ -119,7 +136,7 @@ def load_bench(source: str | Path, data_root: str | Path | None = None, models: 
     for task in bench["tasks"]:
         if task.get("type") not in TYPES:
             raise ConfigError(f"{path}: task {task['name']}: type {task.get('type')!r}; choose {' or '.join(TYPES)}")
-        extra = set(task) - TASK_KEYS - (PROBE_KEYS if task["type"] == "probe" else set())
+        extra = set(task) - TASK_KEYS - {"probe": PROBE_KEYS, "sts": STS_KEYS}.get(task["type"], set())
         if extra:
             raise ConfigError(f"{path}: task {task['name']}: unknown key(s) {', '.join(sorted(extra))}")
     bench.setdefault("bootstrap", 1000)
@@ -166,14 +183,18 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
     bar = tqdm(pending, desc="bench cells", disable=None if progress else True)
     for model, task in bar:
         bar.set_postfix_str(cell_name(model["name"], task["name"]))
-        if model["name"] not in loaded:
+        # an sts task: a sentence encoder (any text model, or a dual encoder's text tower) with its pooling
+        as_text = (task.get("pooling") or "auto", task.get("max_length")) if task["type"] == "sts" else None
+        if (model["name"], as_text) not in loaded:
+            from ..evaluation.sts import SentenceEncoder
             from ..models.public.loader import load_model
 
             loaded.clear()  # one model in memory at a time
-            loaded[model["name"]] = load_model(model["model"], device)
+            loaded[model["name"], as_text] = SentenceEncoder(model["model"], *as_text, device=device) if as_text \
+                else load_model(model["model"], device)
         t0 = time.time()
         with inference_precision(precision, device):
-            run_cell(loaded[model["name"]], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad,
+            run_cell(loaded[model["name"], as_text], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad,
                      cache)
         ran.append({"cell": cell_name(model["name"], task["name"]), "seconds": round(time.time() - t0, 2)})
     rows = write_report(bench, out) if is_main() else []

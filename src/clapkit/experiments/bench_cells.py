@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..models.provenance import describe, model_fingerprint  # noqa: F401 (bench's provenance)
+from ..models.provenance import audio_input, describe, model_fingerprint  # noqa: F401 (bench's provenance)
 
 
 def task_medium(task: dict, model_medium: str) -> str:
@@ -100,14 +100,16 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
     """Score one model on one task (its type's function in :data:`CELLS`) and write the cell."""
     from ..inference.embed import precision_tag
 
-    medium = task_medium(task, net.medium)
+    medium = "text" if task["type"] == "sts" else task_medium(task, net.medium)
     name = cell_name(model["name"], task["name"])
     record = {"model": model["name"], "model_spec": model["model"], "task": task["name"], "type": task["type"],
               "data": task["data"], "medium": medium, "seed": bench["seed"], **versions(),
               "model_fingerprint": model_fingerprint(str(model["model"])), "precision": precision_tag() or "fp32",
               **{f"model_{k}": v for k, v in describe(str(model["model"]), net).items()
                  if k in ("kind", "family", "training_data")}}
-    if medium != net.medium:  # an image model on an audio task: nothing to score
+    if medium == "audio":
+        record["audio_input"] = audio_input(net)
+    if medium != "text" and medium != net.medium:  # an image model on an audio task: nothing to score
         write_cell(folder, name, {**record, "metrics": [], "not_applicable": f"a {net.medium} model"}, {})
         return
     windows = None
@@ -170,10 +172,15 @@ class CellContext:
 def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     from ..data.media import load_labelled_media
     from ..evaluation.prompts import zeroshot_texts
-    from ..evaluation.zeroshot import texts_record, zeroshot_metrics, zeroshot_scores
+    from ..evaluation.zeroshot import fold_protocol, texts_record, zeroshot_metrics, zeroshot_scores
 
     task, medium = ctx.task, ctx.medium
-    data = load_labelled_media(task["data"], medium, task.get("folds"), task.get("classes"), ctx.skip_bad, checked=True,
+    folds, main = task.get("folds"), None
+    if task.get("fold_protocol"):
+        if folds:
+            raise ConfigError(f"task {task['name']}: give folds or fold_protocol, not both")
+        folds, main = fold_protocol(str(task["fold_protocol"]), f"task {task['name']}: fold_protocol")
+    data = load_labelled_media(task["data"], medium, folds, task.get("classes"), ctx.skip_bad, checked=True,
                                split=task.get("split"), media_dir=ctx.media_dir)
     texts = zeroshot_texts(data.class_names, medium, task.get("prompts"), task.get("classnames"), data.class_ids)
     feats, info = ctx.features(data.clips, pooled=ctx.windows is None or ctx.windows.pool == "mean")
@@ -191,6 +198,9 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
             rows.append(_row("top1_fold_mean", m["top1_fold_mean"], ci.get("top1_fold_mean"), n))
         correct = m["ranks"] == 1
         arrays.update(correct1=correct, correct5=m["ranks"] <= 5)
+        if main == "top1_fold_mean" and "top1_fold_mean" not in m:
+            raise ConfigError(f"task {task['name']}: fold_protocol per-fold-mean needs a set with official folds; "
+                              f"{task['data']} has none (or one)")
     if ctx.model.get("captions"):
         rows += leakage_columns(list(ctx.model["captions"]), data, correct, medium)
     if ctx.model.get("train_data"):
@@ -200,7 +210,9 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
                  classnames=rec["classnames"], skipped=data.skipped.count,
                  data_fingerprint=fingerprint_files(str(c.media) for c in data.clips),
                  per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"),
-                 per_fold=m.get("per_fold"))
+                 per_fold=m.get("per_fold"), coverage=data.skipped.coverage(n))
+    if main:
+        extra.update(main_metric=main, fold_protocol=task["fold_protocol"])
     return rows, extra, arrays
 
 
@@ -211,6 +223,7 @@ def _retrieval(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     from ..data.specs import ReadOptions, read_pairs
     from ..evaluation.metrics import audio_text_retrieval
     from ..evaluation.prompts import default_templates
+    from ..evaluation.retrieval import graded_text_retrieval, judged_queries
     from ..inference.embed import embed_text
 
     skipped, medium, task = Skipped(), ctx.medium, ctx.task
@@ -218,18 +231,53 @@ def _retrieval(ctx: CellContext) -> tuple[list[dict], dict, dict]:
                        skip_bad=ctx.skip_bad, label_templates=tuple(default_templates(medium)))  # a labelled set: the prompt
     pairs = check_media(medium, read_pairs(task["data"], opts, skipped), ctx.skip_bad, skipped)
     clips, rows_of = clip_index(pairs)
+    # a relevance file (several relevant clips per caption): read and matched before embedding
+    judged = judged_queries(task["relevance"], pairs, clips, ctx.skip_bad) if task.get("relevance") else None
     text_emb = embed_text(ctx.net, [p.caption for p in pairs], device=ctx.device)
-    both = audio_text_retrieval(ctx.features(clips)[0]["E"], text_emb, np.array(rows_of), ctx.boot, ctx.seed,
-                                keep_ranks=True)
+    media_emb = ctx.features(clips)[0]["E"]
+    both = audio_text_retrieval(media_emb, text_emb, np.array(rows_of), ctx.boot, ctx.seed, keep_ranks=True)
+    if judged is not None:  # text-to-media: the file's captions with its graded relevance
+        both["text_to_audio"] = graded_text_retrieval(media_emb, text_emb, judged, ctx.boot, ctx.seed, keep_ranks=True)
     rows = []
     for direction, key in ((f"text_to_{medium}", "text_to_audio"), (f"{medium}_to_text", "audio_to_text")):
         r = both[key]
         rows += [_row(f"{direction}_{k}", r[k], r.get("ci", {}).get(k), r["queries"])
-                 for k in ("R@1", "R@5", "R@10", "mAP@10", "mAP@10_laion") if k in r]
+                 for k in ("mAP@16", "nDCG@10", "R@1", "R@5", "R@10", "mAP@10", "mAP@10_laion") if k in r]
     arrays = dict(t2m_ranks=both["text_to_audio"]["ranks"], m2t_ranks=both["audio_to_text"]["ranks"])
     extra = dict(skipped=skipped.count, data_fingerprint=fingerprint_files(str(p.media) for p in clips),
                  captions=len(pairs))
+    if judged is not None:  # pairs.csv compares models on the main metric's per-query values (correct1)
+        arrays["correct1"] = both["text_to_audio"]["per_query"]["mAP@16"]
+        extra.update(main_metric=f"text_to_{medium}_mAP@16", relevance=judged.record)
     return rows, extra, arrays
+
+
+def _sts(ctx: CellContext) -> tuple[list[dict], dict, dict]:
+    """STS Spearman x 100 of the model's sentence embeddings (:func:`clapkit.evaluation.sts.sts_eval`,
+    as ``eval sts``): each set's with its interval over pairs, and the 7-task average when a
+    task lists all seven sets. ``data``: one STS spec or a list of them."""
+    from ..data.text.sts import load_sts
+    from ..evaluation.sts import sts_eval
+
+    task = ctx.task
+    specs = task["data"] if isinstance(task["data"], list) else [task["data"]]
+    sets = [s for spec in specs for s in load_sts(spec, task.get("split") or "test")]
+    encoder = ctx.net  # bench loads a sentence encoder for an sts task (SentenceEncoder)
+    r = sts_eval(encoder, sets, bootstrap=ctx.boot, seed=ctx.seed)
+    rows = [_row(f"spearman_{name}", t["spearman"], t.get("ci", {}).get("spearman"), t["pairs"])
+            for name, t in r["tasks"].items()]
+    if "avg" in r:
+        rows.append(_row("avg", r["avg"], r.get("ci", {}).get("avg"), sum(t["pairs"] for t in r["tasks"].values())))
+    extra = dict(main_metric="avg" if "avg" in r else rows[0]["metric"], pooling=encoder.pooling, skipped=0,
+                 coverage={"listed": sum(len(s.scores) for s in sets), "present": sum(len(s.scores) for s in sets),
+                           "missing": 0, "unreadable": 0, "malformed": 0},
+                 data_fingerprint=fingerprint_files(str(p) for p in _sts_files(specs)))
+    return rows, extra, {}
+
+
+def _sts_files(specs: list[str]) -> list[Path]:
+    paths = [Path(str(s).partition(":")[2]) for s in specs]
+    return [f for p in paths for f in ([q for q in sorted(p.rglob("*")) if q.is_file()] if p.is_dir() else [p])]
 
 
 def _probe(ctx: CellContext) -> tuple[list[dict], dict, dict]:
@@ -269,4 +317,4 @@ def _probe(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     return rows, extra, arrays
 
 
-CELLS = {"zeroshot": _zeroshot, "retrieval": _retrieval, "probe": _probe}  # a task type -> its scoring function
+CELLS = {"zeroshot": _zeroshot, "retrieval": _retrieval, "probe": _probe, "sts": _sts}  # a task type -> its scoring function

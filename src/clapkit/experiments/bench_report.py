@@ -1,8 +1,8 @@
 """The table of ``clapkit bench``, rebuilt from every cell in ``OUT/cells``.
 
 - ``results.csv`` / ``results.jsonl``: one row per model x task x metric
-  (``model,task,metric,value,ci_low,ci_high,n``, and ``skipped``: the items ``--skip-bad``
-  left out) with its provenance (clapkit, torch and
+  (``model,task,metric,value,ci_low,ci_high,n``, ``skipped``: the items ``--skip-bad``
+  left out, and the set's coverage: ``listed``, ``present``, ``missing``, ``unreadable``) with its provenance (clapkit, torch and
   transformers versions, model and data fingerprints, prompts, class names, seed);
 - ``pairs.csv``: for each task and each pair of models scored on the same items, the
   paired difference of the task's main metrics with a 95% paired-bootstrap interval and a
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n", "skipped", "clapkit", "torch", "transformers",
+COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n", "skipped", "listed", "present", "missing",
+           "unreadable", "clapkit", "torch", "transformers",
            "model_fingerprint", "model_kind", "model_family", "model_training_data", "data_fingerprint", "prompts",
            "class_names", "seed"]
 PAIR_COLUMNS = ["task", "model_a", "model_b", "metric", "difference", "ci_low", "ci_high", "p_value", "test", "n"]
@@ -49,6 +50,8 @@ def table_rows(bench: dict, cells: list[dict]) -> list[dict]:
             rows.append({**r, "model": cell["model"], "task": cell["task"],
                          **{k: cell.get(k) for k in ("skipped", "clapkit", "torch", "transformers", "model_fingerprint",
                                                      "model_kind", "model_family", "data_fingerprint", "seed")},
+                         **{k: (cell.get("coverage") or {}).get(k) for k in ("listed", "present", "missing",
+                                                                             "unreadable")},
                          "model_training_data": json.dumps(cell.get("model_training_data")),
                          "prompts": json.dumps({"source": cell.get("prompts"), "templates": cell.get("templates")})
                          if cell["type"] == "zeroshot" else None,

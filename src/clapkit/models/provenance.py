@@ -56,6 +56,24 @@ def describe(source: str, net, kind: str | None = None) -> dict[str, Any]:
             "fingerprint": model_fingerprint(str(source)), "medium": medium, "training_data": _training_data(source, net)}
 
 
+def audio_input(net) -> dict[str, Any] | None:
+    """What an audio model's front end is fed (None for other models): ``sample_rate`` (audio
+    is resampled to it), ``clip_seconds`` (the window one embedding sees: a clapkit model's
+    ``audio.segment_seconds``, a transformers CLAP extractor's ``nb_max_samples``; None where
+    the model does not say) and ``fusion`` (LAION-CLAP's feature fusion of longer clips)."""
+    if getattr(net, "medium", None) != "audio":
+        return None
+    cfg = getattr(net, "cfg", None) or {}
+    audio = cfg.get("audio", {}) if isinstance(cfg, dict) else {}
+    rate = getattr(net, "sample_rate", None) or audio.get("sample_rate")
+    processor = getattr(net, "processor", None)
+    window = getattr(processor, "nb_max_samples", None)
+    seconds = window / rate if window and rate else audio.get("segment_seconds")
+    fused = getattr(net, "fused", None)
+    return {"sample_rate": int(rate) if rate else None, "clip_seconds": float(seconds) if seconds else None,
+            "fusion": bool(fused) if isinstance(fused, bool) else None}
+
+
 def _library(source, kind: str | None) -> str | None:
     if kind in ("clapkit", "train-cse", "audio-tower"):
         return "clapkit"

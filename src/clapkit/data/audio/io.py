@@ -29,6 +29,24 @@ def audio_info(ref):
     return sf.info(ref.open() if isinstance(ref, TarMember) else str(ref))
 
 
+def declared_wav_frames(path) -> int | None:
+    """The frames a PCM WAV file's header says its data chunk holds (Python's ``wave``
+    reads the header only), or None for another format, a header ``wave`` cannot read, or a
+    size left open by a streaming writer (0 or 0xFFFFFFFF). libsndfile reads a file cut
+    short without complaint and reports the frames it found, so a WAV that holds fewer
+    frames than this was truncated (a copy interrupted mid-file)."""
+    import wave
+
+    if isinstance(path, TarMember) or Path(str(path)).suffix.lower() != ".wav":
+        return None
+    try:
+        with wave.open(str(path), "rb") as fh:
+            frames, block = fh.getnframes(), fh.getnchannels() * fh.getsampwidth()
+    except (wave.Error, EOFError, OSError, ValueError):
+        return None
+    return frames if 0 < frames * block < 0xFFFFFFF0 else None
+
+
 def load_audio(path, sample_rate: int, where: str | None = None) -> np.ndarray:
     """Decode ``path`` (a file, or a :class:`~clapkit.data.files.TarMember` of a shard) to
     a mono float32 array at ``sample_rate``.
@@ -47,7 +65,7 @@ def load_audio(path, sample_rate: int, where: str | None = None) -> np.ndarray:
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(f"cannot decode audio ({exc})", label, reason="unreadable audio") from exc
     if data.shape[0] == 0:
-        raise AudioError("audio file holds no samples", label)
+        raise AudioError("audio file holds no samples", label, reason="empty audio")
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(wave)):
         raise AudioError("audio holds NaN or infinite samples", label)
