@@ -188,6 +188,8 @@ def reproduce(
                                                         "dataset in its owner's layout")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: reproduction.json, the bench's cells and table")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the shipped cards with their published values")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Read the data, open every file and build the prompts as the "
+                                                        "card says, without a model: what a run would score")] = False,
     bootstrap: Annotated[int | None, typer.Option(help="Resamples for the interval (default: the card's, else 1000)")] = None,
     cache: Cache = None,
     precision: Precision = "fp32",
@@ -198,15 +200,21 @@ def reproduce(
     """Run a reproduction card (one published row: model, data, prompts, folds, metric and
     published value) and say whether the measured value agrees, with its 95% interval and
     every way the run departed from the card."""
-    from ..experiments.reproduce import list_cards, load_card
+    from ..experiments.reproduce import list_cards, load_card, summary
     from ..experiments.reproduce import reproduce as run
-    from ..experiments.reproduce import summary
 
     if list_:
         for name in list_cards():
             c = load_card(name)
             p = c["published"]
             typer.echo(f"{name:34} {c['metric']:26} {p['value']:<8g} {c['title']}\n{'':34} {p['source']} ({p['where']})")
+        return
+    if card is not None and check:
+        import json
+
+        from ..experiments.reproduce import check_protocol
+
+        typer.echo(json.dumps(check_protocol(load_card(card), data_root), indent=1))
         return
     if card is None or out is None:
         raise ClapkitError("give a CARD (or --list) and --out")

@@ -8,7 +8,17 @@
   installed package's ``datasets/en_zeroshot_classification_templates.json`` (its
   ``{c}`` placeholder read as ``{label}``);
 - ``open_clip:imagenet`` (OpenAI's 80 ImageNet templates) or ``open_clip:imagenet_simple``,
-  from ``open_clip.zero_shot_metadata``;
+  from ``open_clip.zero_shot_metadata`` (open_clip has no audio templates);
+- a registered audio set, ``OWNER:SET``, shipped in ``prompt_sets.yaml`` beside this module,
+  each as its owner published it with the repository, commit, file and lines it was read
+  from: ``laion_clap:esc50``, ``laion_clap:esc50_readme``, ``laion_clap:gtzan_readme``,
+  ``laion_clap:gtzan_eval_script``, ``msclap:default``, ``evar:default``, ``glap:sound``,
+  ``maeb:esc50`` and more (:func:`registered_prompt_sets` lists them with clapkit's own,
+  as does ``python -m clapkit.evaluation.prompts``; an unknown name is an error that lists
+  them). A set may carry how its owner spells the classes: ``keep_underscore`` (MTEB's
+  ESC-50 task writes ``door_wood_knock`` as it is) or its own phrase per class
+  (``classnames``: EVAR's CREMA-D captions), which :func:`zeroshot_texts` honours unless
+  ``--classnames`` is given;
 - a ``.json`` / ``.yaml`` file: a list of templates with ``{label}``, ``{"templates":
   [...]}``, or a mapping from each class name to its own prompts (CuPL style, no
   placeholder); a ``.txt`` file: one template a line.
@@ -40,7 +50,8 @@ keeps its meaning: one name per class, in the data's class order.
 
 The data's own names are read with ``_`` as a space (``door_wood_knock`` -> "door wood
 knock", as LAION-CLAP's ``ESC50_class_labels_indices_space.json`` and msclap's ESC-50
-loader spell them); names given by ``--classnames`` are used as given.
+loader spell them), unless the registered prompt set keeps ``_`` (``maeb:esc50``) or
+names the classes itself; names given by ``--classnames`` are used as given.
 :func:`zeroshot_texts` builds a task's prompts from all of this, for ``eval zeroshot``,
 ``bench`` and the Python API alike.
 
@@ -50,6 +61,8 @@ A named set whose package is not installed is an error that says what to install
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import json
 import os
@@ -148,6 +161,80 @@ def _open_clip(name: str) -> list[str]:
     return [t("{label}") for t in getattr(zero_shot_metadata, sets[name])]
 
 
+REGISTRY_FILE = Path(__file__).with_name("prompt_sets.yaml")
+
+
+def _permalink(source: dict) -> str:
+    """The GitHub permalink of a registered set's lines (``"49-52"``, ``"52-53,61"``: the
+    span from the first line to the last)."""
+    numbers = [int(n) for part in str(source["lines"]).split(",") for n in part.split("-")]
+    first, last = min(numbers), max(numbers)
+    span = f"L{first}" if first == last else f"L{first}-L{last}"
+    return f"{source['repo']}/blob/{source['commit']}/{source['path']}#{span}"
+
+
+@functools.lru_cache(maxsize=1)
+def _registry() -> dict[str, dict]:
+    """The published sets of ``prompt_sets.yaml``, by name (read once)."""
+    data = yaml.safe_load(REGISTRY_FILE.read_text(encoding="utf-8"))
+    sets: dict[str, dict] = {}
+    for entry in data["sets"]:
+        name = entry["name"]
+        if name in sets:
+            raise ConfigError(f"{REGISTRY_FILE}: prompt set {name} is listed twice")
+        source = dict(entry["source"])
+        source["url"] = _permalink(source)
+        sets[name] = {
+            "name": name,
+            "medium": entry.get("medium", "audio"),
+            "templates": _templates(list(entry["templates"]), f"{REGISTRY_FILE} ({name})"),
+            "datasets": list(entry.get("datasets") or []),
+            "flags": {"keep_underscore": bool(entry.get("keep_underscore", False)),
+                      "classnames": dict(entry["classnames"]) if entry.get("classnames") else None},
+            "source": source,
+            "default": False,
+        }
+    return sets
+
+
+def _clapkit_sets(medium: str) -> list[dict]:
+    constants = ("DEFAULT_IMAGE_TEMPLATE", "IMAGE_ENSEMBLE_TEMPLATES") if medium == "image" else \
+        ("DEFAULT_TEMPLATE", "ENSEMBLE_TEMPLATES")
+    return [{"name": f"clapkit:{kind}", "medium": medium, "templates": default_templates(medium, kind == "ensemble"),
+             "datasets": [], "flags": {"keep_underscore": False, "classnames": None},
+             "source": {"path": "src/clapkit/evaluation/prompts.py", "constant": constant,
+                        "note": f"clapkit's own {'ensemble' if kind == 'ensemble' else 'default prompt'} "
+                                f"for the {medium} medium"},
+             "default": kind == "default"}
+            for kind, constant in zip(("default", "ensemble"), constants, strict=True)]
+
+
+def registered_prompt_sets(medium: str = "audio") -> list[dict]:
+    """Every named prompt set of ``medium``: clapkit's ``clapkit:default`` (the default) and
+    ``clapkit:ensemble``, then the published sets of ``prompt_sets.yaml`` in file order. Each
+    a dict: ``name`` (the ``--prompts`` spec), ``medium``, ``templates``, ``datasets`` (those
+    its owner used it for), ``flags`` (``keep_underscore``; ``classnames``, a class -> phrase
+    mapping or None), ``source`` (``repo``, ``commit``, ``path``, ``lines``, ``url``, ``note``;
+    clapkit's own: ``path``, ``constant``, ``note``) and ``default``."""
+    published = [copy.deepcopy(e) for e in _registry().values() if e["medium"] == medium]
+    return _clapkit_sets(medium) + published
+
+
+def prompt_set(name, medium: str = "audio") -> dict | None:
+    """The registered set called ``name`` (see :func:`registered_prompt_sets`), or None
+    where ``name`` is not one (a file, a ``clip_benchmark:`` set, a list...)."""
+    if not isinstance(name, str):
+        return None
+    if name in ("clapkit:default", "clapkit:ensemble"):
+        return next(e for e in _clapkit_sets(medium) if e["name"] == name)
+    entry = _registry().get(name)
+    return copy.deepcopy(entry) if entry is not None else None
+
+
+def _known_sets(medium: str) -> str:
+    return ", ".join(e["name"] for e in _clapkit_sets(medium)) + ", " + ", ".join(_registry())
+
+
 def _read_file(path: Path):
     if not path.is_file():
         raise DataError("file not found", str(path))
@@ -177,9 +264,15 @@ def load_prompts(spec, medium: str) -> tuple[list[str] | dict[str, list[str]], s
         return default_templates(medium, name == "ensemble"), spec
     if sep and source == "open_clip":
         return _open_clip(name), spec
+    if spec in _registry():
+        return list(_registry()[spec]["templates"]), spec
+    if sep and source in {n.partition(":")[0] for n in _registry()}:
+        raise ConfigError(f"--prompts {spec}: no such prompt set; the named sets are {_known_sets(medium)} "
+                          "(python -m clapkit.evaluation.prompts lists them with their sources)")
     path = Path(spec)
     if path.suffix.lower() not in (".json", ".yaml", ".yml", ".txt"):
-        raise ConfigError(f"--prompts {spec}: give clip_benchmark:DATASET, open_clip:imagenet or a .json/.yaml/.txt file")
+        raise ConfigError(f"--prompts {spec}: give clip_benchmark:DATASET, open_clip:imagenet, a named set "
+                          f"({_known_sets(medium)}) or a .json/.yaml/.txt file")
     data = _read_file(path)
     if isinstance(data, dict) and set(data) == {"templates"}:
         data = data["templates"]
@@ -311,7 +404,8 @@ class ZeroshotTexts:
     templates: list[str] | dict[str, list[str]]  # the templates, or each class's own prompts
     source: str  # where the templates come from: "clapkit", "inline", clip_benchmark:X, a file
     names: list[str]  # each class's name as written into its prompts, in class order
-    classnames: str | None  # the --classnames spec that gave ``names``; None: the data's own ("_" as a space)
+    classnames: str | None  # the --classnames spec (or the prompt set naming its classes) that gave ``names``;
+    # None: the data's own ("_" as a space, or kept where the registered prompt set keeps it)
     texts: list[list[str]]  # each class's prompts, in class order
 
 
@@ -320,17 +414,29 @@ def zeroshot_texts(class_names: list[str], medium: str, prompts=None, classnames
     """The prompts of a zero-shot task on classes ``class_names`` (the data's, index order).
     ``prompts``: None (the medium's default), a spec for :func:`load_prompts`, a list of
     templates or a class -> prompts mapping; ``classnames``: a spec for
-    :func:`load_classnames` or a list of names used as given, else the data's own names
-    with ``_`` read as a space; ``class_ids``: the classes' AudioSet mids, where known."""
+    :func:`load_classnames` or a list of names used as given, else the registered prompt
+    set's own class phrases where it has them, else the data's own names with ``_`` read as
+    a space (kept where the set keeps it, ``maeb:esc50``); ``class_ids``: the classes'
+    AudioSet mids, where known."""
     if isinstance(prompts, dict):
         templates, source = prompts, "inline"
     else:
         templates, source = load_prompts(prompts, medium)
+    flags = (prompt_set(prompts, medium) or {}).get("flags", {})
     if isinstance(classnames, os.PathLike):
         classnames = str(classnames)
     if classnames:
         names = load_classnames(classnames, class_names, class_ids)
         given = classnames if isinstance(classnames, str) else "inline"
+    elif flags.get("classnames"):
+        phrases = flags["classnames"]
+        missing = [c for c in class_names if c not in phrases]
+        if missing:
+            raise ConfigError(f"--prompts {prompts}: its class phrases are for the classes {', '.join(phrases)}; the "
+                              f"data's class {missing[0]!r} has none (give --classnames)")
+        names, given = [phrases[c] for c in class_names], str(prompts)
+    elif flags.get("keep_underscore"):
+        names, given = list(class_names), None
     else:
         names, given = [n.replace("_", " ") for n in class_names], None
     return ZeroshotTexts(templates, source, names, given, class_prompts(templates, names, class_names))
@@ -345,3 +451,14 @@ def class_prompts(prompts: list[str] | dict[str, list[str]], labels: list[str], 
             raise DataError(f"the per-class prompts have no entry for class {missing[0]!r} ({len(missing)} missing)")
         return [prompts[k] for k in keys]
     return [[t.format(label=label) for t in prompts] for label in labels]
+
+
+if __name__ == "__main__":  # python -m clapkit.evaluation.prompts [audio|image]: the named prompt sets
+    import sys
+
+    for entry in registered_prompt_sets(sys.argv[1] if len(sys.argv) > 1 else "audio"):
+        src = entry["source"]
+        flags = [k for k, v in entry["flags"].items() if v]
+        print(f"{entry['name']}{' (default)' if entry['default'] else ''}: {' | '.join(entry['templates'])}")
+        print(f"    datasets: {', '.join(entry['datasets']) or '-'}{'; ' + ', '.join(flags) if flags else ''}")
+        print(f"    {src.get('url') or src['path'] + ' ' + src['constant']}: {src['note']}")

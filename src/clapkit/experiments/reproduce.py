@@ -130,6 +130,56 @@ def card_bench(card: dict, models: list[str], data_root: str | Path | None, boot
     return check_bench(bench, card["path"], data_root, models)
 
 
+def check_protocol(card: dict, data_root: str | Path | None) -> dict:
+    """Everything of a card's protocol but the model, on the data under ``data_root``: the
+    readers read the set as the task names it (folds, split, classes), every listed file is
+    opened (missing and unreadable ones counted), and a zero-shot task's prompts are built
+    from its prompt set and class names. ``clapkit reproduce CARD --check`` prints it; a
+    card whose prompts, class names or reader do not resolve fails here, before any model
+    is loaded."""
+    from ..data.files import Skipped
+
+    task = card_bench(card, ["check"], data_root)["tasks"][0]
+    out: dict = {"card": card["name"], "type": task["type"], "data": task["data"]}
+    if task["type"] == "sts":
+        from ..data.text.sts import load_sts
+
+        specs = task["data"] if isinstance(task["data"], list) else [task["data"]]
+        sets = [s for spec in specs for s in load_sts(spec, task.get("split") or "test")]
+        out.update(sets={s.name: len(s.scores) for s in sets}, items=sum(len(s.scores) for s in sets))
+        return out
+    medium = task.get("medium") or ("image" if _is_image(task) else "audio")
+    media_dir = task.get("image_dir" if medium == "image" else "audio_dir")
+    if task["type"] == "retrieval":
+        from ..data.media import check_media
+        from ..data.specs import ReadOptions, read_pairs
+
+        skipped = Skipped()
+        opts = ReadOptions(medium, Path(media_dir) if media_dir else None, split=task.get("split"), skip_bad=True)
+        pairs = check_media(medium, read_pairs(task["data"], opts, skipped), True, skipped)
+        out.update(items=len({p.media for p in pairs}), captions=len(pairs), coverage=skipped.coverage(len(pairs)))
+        return out
+    from ..data.media import load_labelled_media
+    from ..evaluation.prompts import zeroshot_texts
+    from ..evaluation.zeroshot import fold_protocol
+
+    folds = task.get("folds")
+    if task.get("fold_protocol"):
+        folds = fold_protocol(str(task["fold_protocol"]), f"{card['path']}: fold_protocol")[0]
+    data = load_labelled_media(task["data"], medium, folds, task.get("classes"), skip_bad=True, checked=True,
+                               split=task.get("split"), media_dir=media_dir)
+    texts = zeroshot_texts(data.class_names, medium, task.get("prompts"), task.get("classnames"), data.class_ids)
+    out.update(items=len(data.clips), classes=len(data.class_names), coverage=data.skipped.coverage(len(data.clips)),
+               prompts=texts.source, first_prompts=texts.texts[0], class_names_used=texts.names)
+    return out
+
+
+def _is_image(task: dict) -> bool:
+    from .bench_cells import task_medium
+
+    return task_medium(task, "audio") == "image"
+
+
 def departures(card: dict, cell: dict) -> list[str]:
     """Every way a bench cell's run departed from the card."""
     out = []
