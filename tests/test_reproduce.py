@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 
 from clapkit.cli import app
 from clapkit.errors import ConfigError
-from clapkit.experiments.reproduce import REQUIRED, check_card, check_protocol, list_cards, load_card
+from clapkit.experiments.reproduce import (
+    REQUIRED,
+    check_card,
+    check_protocol,
+    list_cards,
+    load_card,
+)
 
 # ESC-50's meta/esc50.csv: its first ten rows (the shared data's copy) as published, except that the targets are
 # renumbered 0..4 (the reader wants every target below the largest) and the first five rows moved to fold 1 (so the

@@ -316,9 +316,14 @@ def eval_retrieval(
     device: Device = "auto",
     workers: Workers = 0,
     skip_bad: SkipBad = False,
+    relevance: Annotated[Path | None, typer.Option(
+        help="Several relevant clips per caption: a relevance file (DCASE 2025 task 6's query,audio_filenames CSV, "
+             "a BEIR/MTEB qrels TSV query-id/corpus-id/score, or TREC qrels). Text->media then scores the file's "
+             "captions against all clips: mAP@16, mAP@10, nDCG@10, R@1/5/10 over all relevant clips")] = None,
 ) -> None:
     """Text-to-media and media-to-text retrieval: R@1/5/10 (with 95% bootstrap intervals),
-    mAP@10, median rank."""
+    mAP@10, median rank; with --relevance, text-to-media with graded relevance (mAP@16,
+    nDCG@10, R@k over all relevant clips)."""
     from ..evaluation.retrieval import retrieval_eval
 
     dev = _device(device)
@@ -334,7 +339,8 @@ def eval_retrieval(
 
     with inference_precision(precision, dev):
         m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
-                           seed=seed, windows=_windows(window, hop), cache=cache, model_spec=model)
+                           seed=seed, windows=_windows(window, hop), cache=cache, model_spec=model,
+                           relevance=relevance, skip_bad=skip_bad)
     m.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split,
              skipped=skipped.to_dict(), precision=precision)
     _write_json(m, out)
@@ -343,9 +349,11 @@ def eval_retrieval(
     def r(d: dict, k: str) -> str:
         return f"{d[k]:.3f}" + (f" [{d['ci'][k][0]:.3f}, {d['ci'][k][1]:.3f}]" if "ci" in d else "")
 
+    graded = (f" ({t2m['queries']} judged captions, mAP@16 {r(t2m, 'mAP@16')} nDCG@10 {t2m['nDCG@10']:.3f}, "
+              f"relevance rows skipped {m['relevance']['skipped']['count']})") if relevance else ""
     typer.echo(
         f"retrieval {data}: {m['images'] if image else m['audio']} {'images' if image else 'audio'}, {m['captions']} captions; "
-        f"text->{md} R@1 {r(t2m, 'R@1')} R@10 {r(t2m, 'R@10')} mAP@10 {t2m['mAP@10']:.3f}; "
+        f"text->{md}{graded} R@1 {r(t2m, 'R@1')} R@10 {r(t2m, 'R@10')} mAP@10 {t2m['mAP@10']:.3f}; "
         f"{md}->text R@1 {r(m2t, 'R@1')} R@10 {r(m2t, 'R@10')} mAP@10 {m2t['mAP@10']:.3f}; "
         f"skipped {skipped.count}"
     )

@@ -123,6 +123,94 @@ def audio_text_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, text_audio
     return {"text_to_audio": t2a, "audio_to_text": a2t}
 
 
+def _relevant_ranks(row: np.ndarray, grades: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The 1-based ranks of one query's relevant candidates (grade > 0) in ``row``, in rank
+    order, and their grades. Ties pessimistic: a candidate tied with relevant ones ranks
+    before them when its grade is lower (a non-relevant one first), so among tied items the
+    order is by grade, lowest first."""
+    cols = np.array([c for c, g in grades.items() if g > 0], dtype=np.int64)
+    gains = np.array([grades[c] for c in cols], dtype=np.float64)
+    if len(cols) == 0:
+        return cols, gains
+    rest = np.ones(len(row), dtype=bool)
+    rest[cols] = False
+    others = np.sort(row[rest])
+    scores = row[cols]
+    order = np.lexsort((cols, gains, -scores))  # score desc, then the lower grade first
+    ahead = len(others) - np.searchsorted(others, scores[order], side="left")  # non-relevant scored at least as high
+    return 1 + ahead + np.arange(len(cols)), gains[order]
+
+
+def graded_retrieval_scores(sim: np.ndarray, relevance: list[dict[int, float]], ks=(1, 5, 10), map_ks=(10, 16),
+                            ndcg_ks=(10,)) -> dict[str, np.ndarray]:
+    """Per-query retrieval scores with several relevant candidates per query and graded
+    relevance. ``sim`` is (queries, candidates); ``relevance[q]`` maps a candidate index to
+    its grade (> 0 relevant; 0 or less judged not relevant, as unjudged ones). Arrays, one
+    value per query:
+
+    - ``mAP@k``: DCASE 2025 task 6's average precision (its baseline's
+      ``average_precision_at_k``, as trec_eval's ``map_cut``): over the relevant candidates
+      ranked within k, the precision at each one's rank, summed and divided by the number of
+      relevant candidates (all of them, not min(relevant, k)); grades do not weigh it. With
+      one relevant candidate it is :func:`average_precision_at_k`;
+    - ``nDCG@k``: sum over ranks r <= k of grade / log2(r + 1), over the same sum for the
+      grades sorted high to low (linear gain, log2 discount: trec_eval's ``ndcg_cut`` that
+      MTEB runs through pytrec_eval, scikit-learn's ``ndcg_score`` where scores do not tie);
+    - ``R@k``: the fraction of the query's relevant candidates ranked within k (trec_eval's
+      ``recall``); ``hit@k``: 1 when any is (the one-relevant R@k);
+    - ``rank``: the rank of the best-ranked relevant candidate, ``relevant``: their number.
+
+    Ties are pessimistic (:func:`_relevant_ranks`): among tied candidates the lower grade
+    ranks first, so a constant model scores the minimum; scikit-learn averages over ties and
+    trec_eval orders tied documents by id, so the three agree only when scores do not tie. A
+    query with no relevant candidate scores 0 (as trec_eval and scikit-learn give it)."""
+    n, n_cand = sim.shape[0], sim.shape[1]
+    out = {name: np.zeros(n) for name in ([f"mAP@{k}" for k in map_ks] + [f"nDCG@{k}" for k in ndcg_ks]
+                                          + [f"R@{k}" for k in ks] + [f"hit@{k}" for k in ks])}
+    out["rank"] = np.full(n, n_cand + 1, dtype=np.int64)
+    out["relevant"] = np.zeros(n, dtype=np.int64)
+    for q, grades in enumerate(relevance):
+        ranks, gains = _relevant_ranks(np.asarray(sim[q]), grades)
+        m = len(ranks)
+        if m == 0:
+            continue
+        out["rank"][q], out["relevant"][q] = ranks[0], m
+        for k in map_ks:
+            within = ranks <= k  # a prefix: the ranks are increasing
+            out[f"mAP@{k}"][q] = float(np.sum(np.arange(1, m + 1)[within] / ranks[within])) / m
+        ideal = np.sort(gains)[::-1]
+        for k in ndcg_ks:
+            within = ranks <= k
+            dcg = float(np.sum(gains[within] / np.log2(ranks[within] + 1)))
+            top = ideal[:k]
+            out[f"nDCG@{k}"][q] = dcg / float(np.sum(top / np.log2(np.arange(2, len(top) + 2))))
+        for k in ks:
+            found = int((ranks <= k).sum())
+            out[f"R@{k}"][q], out[f"hit@{k}"][q] = found / m, float(found > 0)
+    return out
+
+
+def graded_retrieval_metrics(sim: np.ndarray, relevance: list[dict[int, float]], ks=(1, 5, 10), map_ks=(16, 10),
+                             ndcg_ks=(10,), bootstrap: int = 0, seed: int = 0, keep_ranks: bool = False) -> dict:
+    """:func:`graded_retrieval_scores` averaged over the queries, as :func:`retrieval_metrics`
+    reports them: ``mAP@k``, ``nDCG@k``, ``R@k`` (over all relevant candidates), ``hit@k``
+    (any relevant one in the top k), ``queries``, ``relevant_per_query`` and
+    ``queries_without_relevant`` (scored 0); with ``bootstrap`` resamples of the queries a 95%
+    interval of each (``ci``); ``keep_ranks``: the best relevant rank of each query
+    (``ranks``) and every per-query array (``per_query``), for the caller. With one relevant
+    candidate of grade 1 per query, R@k, ``mAP@10`` and their intervals are
+    :func:`retrieval_metrics`'."""
+    per = graded_retrieval_scores(sim, relevance, ks, map_ks, ndcg_ks)
+    means = {k: v for k, v in per.items() if k not in ("rank", "relevant")}
+    out = _intervals({name: float(v.mean()) for name, v in means.items()}, per["rank"], {}, bootstrap, seed,
+                     keep_ranks, means)
+    out.update(queries=int(sim.shape[0]), relevant_per_query=float(per["relevant"].mean()) if len(relevance) else 0.0,
+               queries_without_relevant=int((per["relevant"] == 0).sum()))
+    if keep_ranks:
+        out["per_query"] = per
+    return out
+
+
 def pessimistic_predictions(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The predicted class of each row under the accuracy's tie rule: the top-scored
     class, except that when the true class ties for the top, the first *other* tied
