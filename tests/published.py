@@ -158,3 +158,32 @@ def imagenet_kaggle(root: Path) -> str:
     for name in ("ILSVRC2012_val_00008726", "ILSVRC2012_val_00000001"):
         _png(root / "ILSVRC" / "Data" / "CLS-LOC" / "val" / f"{name}.JPEG")
     return f"imagenet:{root}"
+
+
+# ESC-50's meta/esc50.csv: its first ten rows (the shared data's copy) as published, except that the targets are
+# renumbered 0..4 (the reader wants every target below the largest) and the first five rows moved to fold 1 (so the
+# fold-1 cards have clips)
+ESC50_ROWS = [("2-103426-A-3.wav", "cow", "103426", "A"), ("2-103427-A-3.wav", "cow", "103427", "A"),
+              ("2-103428-A-3.wav", "cow", "103428", "A"), ("2-104105-A-19.wav", "thunderstorm", "104105", "A"),
+              ("2-104105-B-19.wav", "thunderstorm", "104105", "B"), ("2-104168-A-32.wav", "keyboard_typing", "104168", "A"),
+              ("2-104475-A-37.wav", "clock_alarm", "104475", "A"), ("2-104476-A-37.wav", "clock_alarm", "104476", "A"),
+              ("2-104877-A-3.wav", "cow", "104877", "A"), ("2-104952-A-16.wav", "wind", "104952", "A")]
+
+
+def esc50(root: Path, seconds: float = 0.5) -> Path:
+    """ESC-50's layout with ESC50_ROWS, a tone per class (8 kHz, 16-bit WAV)."""
+    import numpy as np
+    import soundfile as sf
+
+    target = {}
+    (root / "meta").mkdir(parents=True)
+    (root / "audio").mkdir()
+    lines = ["filename,fold,target,category,esc10,src_file,take"]
+    for i, (name, cat, src, take) in enumerate(ESC50_ROWS):
+        target.setdefault(cat, len(target))
+        lines.append(f"{name},{1 if i < 5 else 2},{target[cat]},{cat},False,{src},{take}")
+        t = np.arange(int(seconds * 8000)) / 8000
+        sf.write(root / "audio" / name, (0.2 * np.sin(2 * np.pi * (200 + 150 * target[cat]) * t)).astype(np.float32),
+                 8000, subtype="PCM_16")
+    (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
+    return root

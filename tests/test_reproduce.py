@@ -9,6 +9,7 @@ import pickle
 import shutil
 
 import numpy as np
+import published
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -22,32 +23,6 @@ from clapkit.experiments.reproduce import (
     list_cards,
     load_card,
 )
-
-# ESC-50's meta/esc50.csv: its first ten rows (the shared data's copy) as published, except that the targets are
-# renumbered 0..4 (the reader wants every target below the largest) and the first five rows moved to fold 1 (so the
-# fold-1 cards have clips)
-ESC50_ROWS = [("2-103426-A-3.wav", "cow", "103426", "A"), ("2-103427-A-3.wav", "cow", "103427", "A"),
-              ("2-103428-A-3.wav", "cow", "103428", "A"), ("2-104105-A-19.wav", "thunderstorm", "104105", "A"),
-              ("2-104105-B-19.wav", "thunderstorm", "104105", "B"), ("2-104168-A-32.wav", "keyboard_typing", "104168", "A"),
-              ("2-104475-A-37.wav", "clock_alarm", "104475", "A"), ("2-104476-A-37.wav", "clock_alarm", "104476", "A"),
-              ("2-104877-A-3.wav", "cow", "104877", "A"), ("2-104952-A-16.wav", "wind", "104952", "A")]
-
-
-def write_esc50(root, seconds=0.5):
-    import soundfile as sf
-
-    target = {}
-    (root / "meta").mkdir(parents=True)
-    (root / "audio").mkdir()
-    lines = ["filename,fold,target,category,esc10,src_file,take"]
-    for i, (name, cat, src, take) in enumerate(ESC50_ROWS):
-        target.setdefault(cat, len(target))
-        lines.append(f"{name},{1 if i < 5 else 2},{target[cat]},{cat},False,{src},{take}")
-        t = np.arange(int(seconds * 8000)) / 8000
-        sf.write(root / "audio" / name, (0.2 * np.sin(2 * np.pi * (200 + 150 * target[cat]) * t)).astype(np.float32),
-                 8000, subtype="PCM_16")
-    (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def card_dict(**task) -> dict:
@@ -99,10 +74,9 @@ def test_minilm_card_reproduces_stsb_inside_its_interval(shared_data, tmp_path):
 
 def fixture_root(root, shared_data):
     """Every dataset a shipped card names, in its owner's layout, under one --data-root."""
-    import published
     from test_sts import write_senteval
 
-    write_esc50(root / "ESC-50-master")
+    published.esc50(root / "ESC-50-master")
     published.us8k(root / "UrbanSound8K")
     published.gtzan(root / "gtzan")
     published.imagenet_kaggle(root / "imagenet")
@@ -153,10 +127,10 @@ def test_every_shipped_card_resolves_its_protocol_on_fixtures(shared_data, tmp_p
 
 
 def test_missing_and_truncated_clips_are_counted_and_reported(tiny_checkpoint, tmp_path):
-    root = write_esc50(tmp_path / "data" / "ESC-50-master")
-    for name, *_ in ESC50_ROWS[1:4]:
+    root = published.esc50(tmp_path / "data" / "ESC-50-master")
+    for name, *_ in published.ESC50_ROWS[1:4]:
         (root / "audio" / name).unlink()
-    cut = root / "audio" / ESC50_ROWS[5][0]
+    cut = root / "audio" / published.ESC50_ROWS[5][0]
     cut.write_bytes(cut.read_bytes()[:3000])  # a copy interrupted mid-file: the header still says 0.5 s
     card = card_dict(type="zeroshot", data="esc50:{data}/ESC-50-master", fold_protocol="all-folds")
     card.update(items=10, input={"sample_rate": 48000})
@@ -192,7 +166,7 @@ def test_fold_protocols(tiny_checkpoint, tmp_path):
     assert fold_protocol("per-fold-mean") == (None, "top1_fold_mean")
     with pytest.raises(ConfigError, match="'fold3': choose all-folds, fold-K"):
         fold_protocol("fold3")
-    write_esc50(tmp_path / "E")
+    published.esc50(tmp_path / "E")
     tasks = [{"name": p, "type": "zeroshot", "data": f"esc50:{tmp_path / 'E'}", "fold_protocol": p}
              for p in ("all-folds", "fold-1", "per-fold-mean")]
     bench = check_bench({"tasks": tasks, "bootstrap": 0, "seed": 0}, "t", models=[f"m={tiny_checkpoint}"])

@@ -71,6 +71,15 @@ def eval_zeroshot(
     captions: Annotated[list[Path] | None, typer.Option(help="The model's training captions (repeat): the dirty "
                                                              "fraction, and top-1 on the classes they name and on "
                                                              "those they never name")] = None,
+    fold_protocol: Annotated[str | None, typer.Option(help="A named fold protocol: all-folds, fold-K (e.g. fold-1) or "
+                                                           "per-fold-mean (instead of --folds)")] = None,
+    prompt_sweep: Annotated[bool, typer.Option(help="Also score every registered prompt set on the same embeddings: "
+                                                    "each with its interval, the spread, a paired test against the "
+                                                    "default (--prompts, else clapkit:default)")] = False,
+    manifest: Annotated[list[Path] | None, typer.Option(help="Another copy's `clapkit manifest` (repeat): report which "
+                                                             "items differ from it")] = None,
+    intersect: Annotated[bool, typer.Option(help="Score only the items every --manifest holds with the same "
+                                                 "content")] = False,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -78,7 +87,8 @@ def eval_zeroshot(
 ) -> None:
     """Zero-shot classification: top-1/top-5, per-class accuracy, confusion matrix; a
     multi-label set (fsd50k:): mAP, mAUC, d-prime, LRAP and per-class AP. Every accuracy
-    or mAP gets a 95% bootstrap interval over the clips."""
+    or mAP gets a 95% bootstrap interval over the clips; the result counts the items the
+    set's metadata lists that are present, missing and unreadable (``coverage``)."""
     from ..evaluation.zeroshot import (
         plot_confusion,
         texts_record,
@@ -90,7 +100,19 @@ def eval_zeroshot(
     net = _load_model(model, dev)
     if bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
+    main = None
+    if fold_protocol:
+        if folds:
+            raise ClapkitError("give --folds or --fold-protocol, not both")
+        from ..evaluation.zeroshot import fold_protocol as named_folds
+
+        chosen, main = named_folds(fold_protocol, "--fold-protocol")
+        folds = ",".join(map(str, chosen)) if chosen else None
     labelled = _labelled(data, folds, classes, skip_bad, net.medium, split, audio_dir)
+    from ..data.manifest import against_copies
+
+    coverage = labelled.skipped.coverage(len(labelled.clips))  # this copy against the metadata, before --intersect
+    copies = against_copies(labelled, manifest, intersect)
     if sum(map(bool, (prompts, template, ensemble))) > 1:
         raise ClapkitError("give one of --prompts, --template and --ensemble")
     from ..evaluation.prompts import zeroshot_texts
@@ -105,11 +127,22 @@ def eval_zeroshot(
     with inference_precision(precision, dev):
         feats, made = embed_items(net, labelled.clips, ("E",), batch_size, dev, workers, cache, model, windows,
                                   pooled=windows is None or windows.pool == "mean", progress=True)
-        scores = zeroshot_scores(net, labelled, texts, batch_size, dev, media_emb=feats["E"],
-                                 owner=made.pop("owner", None))
+        owner = made.pop("owner", None)
+        scores = zeroshot_scores(net, labelled, texts, batch_size, dev, media_emb=feats["E"], owner=owner)
     m = zeroshot_metrics(scores, labelled, bootstrap, seed, keep_ranks=bool(captions))
     ranks = m.pop("ranks", None)
-    m.update(texts_record(texts), skipped=labelled.skipped.to_dict(), precision=precision, **made)
+    m.update(texts_record(texts), skipped=labelled.skipped.to_dict(), precision=precision, **made,
+             coverage=coverage, **copies)
+    if main:
+        if main not in m:
+            raise ClapkitError(f"--fold-protocol {fold_protocol}: {data} has no official folds (or one)")
+        m.update(fold_protocol=fold_protocol, main_metric=main)
+    if prompt_sweep:
+        from ..evaluation.zeroshot import prompt_sweep as sweep
+
+        m["prompt_sweep"] = sweep(net, labelled, feats["E"], owner, prompts or
+                                  (list(template) if template else "clapkit:ensemble" if ensemble else None),
+                                  classnames, bootstrap, seed, dev)
     if captions:
         from ..audit.leakage import zeroshot_leakage
 
@@ -127,6 +160,7 @@ def eval_zeroshot(
         typer.echo(f"zero-shot {data} (multi-label): {m['clips']} {noun}, {m['classes_in_mean']} of {m['classes']} "
                    f"classes with a positive: mAP {shown('mAP')}, mAUC {m['mAUC']:.3f}, d' {m['d_prime']:.3f}, "
                    f"LRAP {m['lrap']:.3f}; skipped {m['skipped']['count']}")
+        _echo_sweep(m.get("prompt_sweep"))
         return
     png = confusion or (out.with_suffix(".confusion.png") if out else None)
     if png:
@@ -137,6 +171,21 @@ def eval_zeroshot(
         f"zero-shot {data}: {m['clips']} {noun}, {m['classes']} classes: top-1 {shown('top1')}{extra} "
         f"(chance {m['chance']:.3f}); skipped {m['skipped']['count']}"
     )
+    _echo_sweep(m.get("prompt_sweep"))
+
+
+def _echo_sweep(sweep: dict | None) -> None:
+    """The prompt sweep's lines: each set's number and interval, its paired test, the spread."""
+    if not sweep:
+        return
+    metric = sweep["metric"]
+    for r in sweep["sets"]:
+        ci = f" [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]" if r["ci"] else ""
+        vs = r.get("vs_default")
+        typer.echo(f"  {r['name']:30} {metric} {r[metric]:.3f}{ci}"
+                   + (f"  {vs['difference']:+.3f} vs default, p = {vs['p_value']:.3g}" if vs else "  (default)"))
+    typer.echo(f"  prompt spread {sweep['spread']:.3f} ({sweep['best']} - {sweep['worst']}); not applicable: "
+               f"{', '.join(sweep['not_applicable']) or 'none'}")
 
 
 

@@ -152,6 +152,12 @@ def bench(
     data_root: Annotated[Path | None, typer.Option(help="What {data} means in the bench file")] = None,
     shard: Annotated[str | None, typer.Option(help="K/N: run every N-th pending cell, from the K-th")] = None,
     bootstrap: Annotated[int | None, typer.Option(help="Resamples for the intervals (default: the file's, else 1000)")] = None,
+    prompt_sweep: Annotated[bool, typer.Option(help="Zero-shot tasks: also score every registered prompt set on the "
+                                                    "same embeddings (rows top1[prompts=NAME], the spread)")] = False,
+    manifest: Annotated[list[Path] | None, typer.Option(help="Another copy's `clapkit manifest` (repeat): zero-shot "
+                                                             "cells record which items differ")] = None,
+    intersect: Annotated[bool, typer.Option(help="Zero-shot tasks: score only the items every --manifest holds with "
+                                                 "the same content")] = False,
     cache: Cache = None,
     precision: Precision = "fp32",
     batch_size: int = 32,
@@ -169,7 +175,7 @@ def bench(
             raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
         spec["bootstrap"] = bootstrap
     result = run_bench(spec, out, shard, _device(device), batch_size, workers, skip_bad, cache=cache,
-                       precision=precision)
+                       precision=precision, prompt_sweep=prompt_sweep, manifests=manifest or (), intersect=intersect)
     from ..distributed import is_main
 
     if not is_main():  # under torchrun the first process writes the table and prints it

@@ -254,3 +254,26 @@ def shared_mask(items, manifests: Sequence[dict], root: str | os.PathLike | None
         there = {e["id"]: e["sha256"] for e in m["items"]}
         mask &= np.array([there.get(i) == h for i, h in zip(m_ids, hashes, strict=True)], dtype=bool)
     return mask
+
+
+def against_copies(data, manifests, intersect: bool = False) -> dict:
+    """What ``eval zeroshot --manifest`` and a bench's ``--manifest`` record: this copy of a
+    labelled set compared with each other lab's manifest (``copies``: :func:`compare`), and
+    with ``intersect`` the set narrowed, in place, to the items every manifest holds with the
+    same content (``intersect``: kept and left-out counts), so every model and lab scores the
+    same items."""
+    from ..errors import ConfigError
+
+    if intersect and not manifests:
+        raise ConfigError("--intersect scores the items every --manifest holds: give at least one --manifest")
+    if not manifests:
+        return {}
+    read = [read_manifest(p) for p in manifests]
+    out = {"copies": [compare(data.clips, m) for m in read]}
+    if intersect:
+        keep = shared_mask(data.clips, read)
+        if not keep.any():
+            raise ConfigError("--intersect: no item is held, with the same content, by this copy and every --manifest")
+        out["intersect"] = {"kept": int(keep.sum()), "left_out": int((~keep).sum())}
+        data.clips = [c for c, k in zip(data.clips, keep, strict=True) if k]
+    return out

@@ -188,3 +188,64 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: str
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def prompt_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray, owner: np.ndarray | None = None,
+                 default=None, classnames=None, bootstrap: int = 1000, seed: int = 0, device="cpu") -> dict:
+    """How much the prompt moves a zero-shot number: every registered prompt set of the
+    medium (:func:`~clapkit.evaluation.prompts.registered_prompt_sets`) scored on one
+    embedding of the media (``media_emb``, with ``owner`` for ``--pool max`` windows), each
+    with its 95% interval, the spread (best minus worst), and a paired comparison with
+    ``default`` (the ``--prompts`` given, else the medium's default): the difference with
+    its paired-bootstrap interval and McNemar's exact p for top-1 (the paired bootstrap's p
+    for a multi-label set's mAP). A set that does not apply to the data (its own class
+    phrases lack one of the classes) is listed under ``not_applicable`` with the reason.
+    Each set's number equals an ``eval zeroshot --prompts NAME`` run on the same items."""
+    from ..errors import ClapkitError
+    from .prompts import registered_prompt_sets
+    from .uncertainty import mcnemar, paired_bootstrap
+
+    metric = "mAP" if data.multilabel else "top1"
+    default = default or "clapkit:default"
+    names = [e["name"] for e in registered_prompt_sets(model.medium)]
+    if isinstance(default, str) and default not in names:
+        names.insert(0, default)
+    results, per_item, skipped = {}, {}, {}
+    for name in names:
+        try:
+            texts = zeroshot_texts(data.class_names, model.medium, name, classnames, data.class_ids)
+        except ClapkitError as exc:
+            skipped[name] = str(exc)
+            continue
+        scores = zeroshot_scores(model, data, texts, device=device, media_emb=media_emb, owner=owner)
+        m = zeroshot_metrics(scores, data, bootstrap, seed, keep_ranks=not data.multilabel)
+        per_item[name] = scores if data.multilabel else m["ranks"] == 1
+        results[name] = {"name": name, metric: m[metric], "ci": m.get("ci", {}).get(metric),
+                         "first_prompts": texts.texts[0]}
+    if default not in results:
+        raise ClapkitError(f"--prompt-sweep: the default prompts {default!r} do not apply to the data "
+                           f"({skipped.get(default, 'not scored')})")
+    base = per_item[default]
+    for name, r in results.items():
+        if name == default:
+            continue
+        if data.multilabel:
+            targets = data.targets()
+
+            def diff(w, a=per_item[name], b=base, y=targets):
+                return float(np.nanmean(weighted_average_precision(a, y, w))
+                             - np.nanmean(weighted_average_precision(b, y, w)))
+
+            lo, hi, p = paired_bootstrap(diff, len(targets), bootstrap or 1000, seed)
+            r["vs_default"] = {"difference": r[metric] - results[default][metric], "ci": [lo, hi], "p_value": p,
+                               "test": "paired_bootstrap"}
+        else:
+            d = per_item[name].astype(float) - base.astype(float)
+            lo, hi, _ = paired_bootstrap(lambda w, d=d: float((w * d).sum() / w.sum()), len(d), bootstrap or 1000, seed)
+            r["vs_default"] = {"difference": float(d.mean()), "ci": [lo, hi],
+                               "p_value": mcnemar(per_item[name], base)["p_value"], "test": "mcnemar_exact"}
+    values = [r[metric] for r in results.values()]
+    return {"metric": metric, "default": default, "sets": list(results.values()),
+            "spread": float(max(values) - min(values)), "best": max(results, key=lambda k: results[k][metric]),
+            "worst": min(results, key=lambda k: results[k][metric]), "not_applicable": skipped,
+            "items": len(data.clips)}

@@ -156,9 +156,16 @@ def shard_of(spec: str | None) -> tuple[int, int]:
 
 def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cpu", batch_size: int = 32,
               num_workers: int = 0, skip_bad: bool = False, progress: bool = True, cache=None,
-              precision: str = "fp32") -> dict:
+              precision: str = "fp32", prompt_sweep: bool = False, manifests=(), intersect: bool = False) -> dict:
     """Run the pending cells of this shard, then rebuild the table from every cell in
-    ``out`` (see the module docstring). Returns what was run and the table's rows."""
+    ``out`` (see the module docstring). Returns what was run and the table's rows.
+    ``prompt_sweep``: each zero-shot cell also scores every registered prompt set on the
+    same embeddings (rows ``top1[prompts=NAME]`` with intervals, ``top1_prompt_spread``;
+    the paired tests against the task's prompts in the cell's ``prompt_sweep``), for the
+    cells this run computes (give a fresh ``--out``). ``manifests`` (other labs' ``clapkit
+    manifest`` files): each zero-shot cell records how its items differ from them, and with
+    ``intersect`` scores only the items every copy holds with the same content
+    (:func:`clapkit.data.manifest.against_copies`)."""
     from tqdm.auto import tqdm
 
     from ..distributed import barrier, is_main
@@ -195,7 +202,7 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
         t0 = time.time()
         with inference_precision(precision, device):
             run_cell(loaded[model["name"], as_text], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad,
-                     cache)
+                     cache, prompt_sweep, manifests, intersect)
         ran.append({"cell": cell_name(model["name"], task["name"]), "seconds": round(time.time() - t0, 2)})
     rows = write_report(bench, out) if is_main() else []
     return {"ran": ran, "skipped_done": len(mine) - len(pending), "shard": f"{k}/{n}", "rows": len(rows)}

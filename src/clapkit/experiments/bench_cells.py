@@ -96,7 +96,7 @@ def overlap_columns(train_data: list[str], data, correct: np.ndarray | None, med
 
 
 def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, batch_size: int, num_workers: int,
-             skip_bad: bool, cache=None) -> None:
+             skip_bad: bool, cache=None, prompt_sweep: bool = False, manifests=(), intersect: bool = False) -> None:
     """Score one model on one task (its type's function in :data:`CELLS`) and write the cell."""
     from ..inference.embed import precision_tag
 
@@ -121,7 +121,7 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
             raise ConfigError(f"task {task['name']}: pool max is for zero-shot scores; {task['type']} pools by mean")
     ctx = CellContext(net, model, task, medium, task.get("audio_dir") if medium == "audio" else task.get("image_dir"),
                       int(bench["bootstrap"]), int(bench["seed"]), device, batch_size, num_workers, skip_bad, cache,
-                      windows)
+                      windows, prompt_sweep, tuple(manifests), intersect)
     rows, extra, arrays = CELLS[task["type"]](ctx)
     record.update(extra)
     if ctx.cache_stats:
@@ -151,6 +151,9 @@ class CellContext:
     cache: object = None
 
     windows: object = None  # the task's sliding windows (inference.windows.Windows), or None
+    prompt_sweep: bool = False  # zero-shot tasks: every registered prompt set too (evaluation.zeroshot.prompt_sweep)
+    manifests: tuple = ()  # other copies' manifests (data.manifest): zero-shot cells record the difference
+    intersect: bool = False  # and score only the items every copy holds with the same content
     cache_stats: dict = field(default_factory=dict)
     window_record: dict | None = None
 
@@ -170,6 +173,7 @@ class CellContext:
 
 
 def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
+    from ..data.manifest import against_copies
     from ..data.media import load_labelled_media
     from ..evaluation.prompts import zeroshot_texts
     from ..evaluation.zeroshot import fold_protocol, texts_record, zeroshot_metrics, zeroshot_scores
@@ -182,6 +186,8 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
         folds, main = fold_protocol(str(task["fold_protocol"]), f"task {task['name']}: fold_protocol")
     data = load_labelled_media(task["data"], medium, folds, task.get("classes"), ctx.skip_bad, checked=True,
                                split=task.get("split"), media_dir=ctx.media_dir)
+    coverage = data.skipped.coverage(len(data.clips))  # this copy against the metadata, before --intersect
+    copies = against_copies(data, ctx.manifests, ctx.intersect)  # other labs' copies; --intersect narrows the set
     texts = zeroshot_texts(data.class_names, medium, task.get("prompts"), task.get("classnames"), data.class_ids)
     feats, info = ctx.features(data.clips, pooled=ctx.windows is None or ctx.windows.pool == "mean")
     scores = zeroshot_scores(ctx.net, data, texts, ctx.batch_size, ctx.device, media_emb=feats["E"],
@@ -210,9 +216,18 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
                  classnames=rec["classnames"], skipped=data.skipped.count,
                  data_fingerprint=fingerprint_files(str(c.media) for c in data.clips),
                  per_class=m.get("per_class"), classes_without_positives=m.get("classes_without_positives"),
-                 per_fold=m.get("per_fold"), coverage=data.skipped.coverage(n))
+                 per_fold=m.get("per_fold"), coverage=coverage, **copies)
     if main:
         extra.update(main_metric=main, fold_protocol=task["fold_protocol"])
+    if ctx.prompt_sweep:
+        from ..evaluation.zeroshot import prompt_sweep
+
+        sweep = prompt_sweep(ctx.net, data, feats["E"], info.get("owner"), task.get("prompts"), task.get("classnames"),
+                             ctx.boot, ctx.seed, ctx.device)
+        metric = sweep["metric"]
+        rows += [_row(f"{metric}[prompts={r['name']}]", r[metric], r["ci"], n) for r in sweep["sets"]]
+        rows.append(_row(f"{metric}_prompt_spread", sweep["spread"], None, n))
+        extra["prompt_sweep"] = sweep
     return rows, extra, arrays
 
 
