@@ -145,6 +145,18 @@ def tiny_image_overrides(text_model: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def tiny_image_checkpoint(tmp_path_factory, tiny_bert, tiny_images) -> Path:
+    """A tiny CLIP trained for one epoch on the tiny synthetic pictures."""
+    from clapkit.config import load_config
+    from clapkit.training.clap import train_clap
+
+    out = tmp_path_factory.mktemp("tiny-clip")
+    train_clap(load_config(None, tiny_image_overrides(tiny_bert) + [f"data.train=[csv:{tiny_images / 'train.csv'}]",
+                                                                   "train.epochs=1"]), out)
+    return out / "checkpoint"
+
+
+@pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory) -> Path:
     """A small copy of the embedded synthetic picture set (48 x 48 PNGs)."""
     from clapkit.data.image.synthetic import write_synthetic_images

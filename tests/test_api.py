@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_image_overrides, write_tiny_public_model
+from conftest import REPO, write_tiny_public_model
 
 import clapkit
 from clapkit.errors import ClapkitError, ConfigError
@@ -23,17 +23,6 @@ def readme_python_blocks() -> list[str]:
     section = text[text.index("\n## Python\n"):]
     section = section[:section.index("\n## ", 5)]
     return re.findall(r"```python\n(.*?)```", section, re.S)
-
-
-@pytest.fixture(scope="module")
-def tiny_image_checkpoint(tmp_path_factory, tiny_bert, tiny_images):
-    from clapkit.config import load_config
-    from clapkit.training.clap import train_clap
-
-    out = tmp_path_factory.mktemp("tiny-clip")
-    train_clap(load_config(None, tiny_image_overrides(tiny_bert) + [f"data.train=[csv:{tiny_images / 'train.csv'}]",
-                                                                   "train.epochs=1"]), out)
-    return out / "checkpoint"
 
 
 def test_readme_python_examples_run_verbatim(tmp_path, tiny_checkpoint, tiny_synthetic, tiny_image_checkpoint, tiny_images):

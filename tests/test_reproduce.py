@@ -79,6 +79,7 @@ def fixture_root(root, shared_data):
     published.esc50(root / "ESC-50-master")
     published.us8k(root / "UrbanSound8K")
     published.gtzan(root / "gtzan")
+    published.vggsound(root / "vggsound", root / "vggsound" / "audio")
     published.imagenet_kaggle(root / "imagenet")
     c10, c100 = root / "cifar-10-batches-py", root / "cifar-100-python"
     c10.mkdir()
@@ -97,14 +98,22 @@ def fixture_root(root, shared_data):
     (root / "downstream" / "SICK").mkdir()
     (root / "downstream" / "SICK" / "SICK_test_annotated.txt").write_text(
         "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n"
-        "6\tA man plays.\tA man is playing.\t4.9\tENTAILMENT\n")
+        "6\tA man plays.\tA man is playing.\t4.9\tENTAILMENT\n"
+        "7\tA dog runs.\tA cat sleeps.\t1.2\tNEUTRAL\n"
+        "8\tA woman sings.\tA woman is singing a song.\t4.4\tENTAILMENT\n")
     return root
 
 
-def test_every_shipped_card_resolves_its_protocol_on_fixtures(shared_data, tmp_path):
+def test_every_shipped_card_runs_its_protocol_on_fixtures(shared_data, tmp_path, tiny_checkpoint,
+                                                         tiny_image_checkpoint, tiny_bert):
+    """Each card's readers, prompts and class names on fixtures in the owners' layouts
+    (``--check``), then its whole protocol run on a tiny model of its medium: a value with its
+    interval on the items read, and the model departure named."""
+    from clapkit.experiments.reproduce import reproduce
+
     cards = list_cards()
-    assert len(cards) >= 14
-    root = fixture_root(tmp_path, shared_data)
+    assert len(cards) >= 15
+    root = fixture_root(tmp_path / "data", shared_data)
     seen = {}
     for name in cards:
         card = load_card(name)
@@ -115,6 +124,19 @@ def test_every_shipped_card_resolves_its_protocol_on_fixtures(shared_data, tmp_p
             continue
         seen[name] = check_protocol(card, root)
         assert seen[name]["items"] > 0, name
+        if name == "minilm-stsb":  # run on the real model in test_minilm_card_reproduces_stsb_inside_its_interval
+            continue
+        data = card["task"]["data"]
+        model = tiny_bert if card["task"]["type"] == "sts" else \
+            tiny_image_checkpoint if str(data).startswith(("cifar:", "imagenet:")) else tiny_checkpoint
+        record = reproduce(card, [f"tiny={model}"], tmp_path / "runs" / name, root, bootstrap=50)
+        (r,) = record["results"]
+        assert r["n"] == seen[name]["items"] and r["ci"][0] <= r["value"] <= r["ci"][1], name
+        assert r["verdict"] in ("agrees", "above the published value", "below the published value"), name
+        if card["model"].get("kind") or card["model"].get("family"):
+            assert any(d.startswith(("model:", "model kind")) for d in r["departures"]), (name, r["departures"])
+        if (card.get("input") or {}).get("sample_rate"):
+            assert any(d.startswith("sample_rate: the model is fed 8000 Hz") for d in r["departures"]), name
     assert seen["laion-clap-esc50-fold1"]["items"] == 5  # fold 1 only
     assert seen["laion-clap-esc50-fold1"]["first_prompts"] == ["This is a sound of cow"]
     assert seen["laion-clap-table-esc50"]["items"] == 10 and seen["msclap-2023-esc50"]["first_prompts"] == [
