@@ -391,7 +391,7 @@ def eval_retrieval(
                            seed=seed, windows=_windows(window, hop), cache=cache, model_spec=model,
                            relevance=relevance, skip_bad=skip_bad)
     m.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split,
-             skipped=skipped.to_dict(), precision=precision)
+             skipped=skipped.to_dict(), coverage=skipped.coverage(len(pairs)), precision=precision)
     _write_json(m, out)
     md = net.medium
     t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]

@@ -259,7 +259,8 @@ def _retrieval(ctx: CellContext) -> tuple[list[dict], dict, dict]:
         rows += [_row(f"{direction}_{k}", r[k], r.get("ci", {}).get(k), r["queries"])
                  for k in ("mAP@16", "nDCG@10", "R@1", "R@5", "R@10", "mAP@10", "mAP@10_laion") if k in r]
     arrays = dict(t2m_ranks=both["text_to_audio"]["ranks"], m2t_ranks=both["audio_to_text"]["ranks"])
-    extra = dict(skipped=skipped.count, data_fingerprint=fingerprint_files(str(p.media) for p in clips),
+    extra = dict(skipped=skipped.count, coverage=skipped.coverage(len(pairs)),  # in caption pairs
+                 data_fingerprint=fingerprint_files(str(p.media) for p in clips),
                  captions=len(pairs))
     if judged is not None:  # pairs.csv compares models on the main metric's per-query values (correct1)
         arrays["correct1"] = both["text_to_audio"]["per_query"]["mAP@16"]
