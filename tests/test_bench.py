@@ -91,7 +91,7 @@ def test_bench_fills_one_table_resumes_and_shards(tmp_path, shared_data, tiny_ch
         assert float(by[(name, "esc50", "mean_class_accuracy")]["value"]) == pytest.approx(
             balanced_accuracy_score(y, pred), abs=1e-12)
     assert ("public", "esc50", "dirty_fraction") not in by  # no captions given for it
-    assert json.loads((out / "cells" / "clip__esc50.json").read_text())["not_applicable"] == "a image model"
+    assert json.loads((out / "cells" / "clip__esc50.json").read_text())["not_applicable"] == "an image model"
     assert ("clip", "emoji", "top1") in by and ("ours", "emoji", "top1") not in by
     # paired comparisons: ours vs public on the same clips, McNemar by hand
     pairs = {(p["task"], p["model_a"], p["model_b"]): p for p in _rows(out / "pairs.csv")}

@@ -112,3 +112,14 @@ def test_fold_protocol_on_eval_zeroshot(tiny_checkpoint, tmp_path):
     bad = CliRunner().invoke(app, ["eval", "zeroshot", "--model", str(tiny_checkpoint), "--data", data,
                                    "--fold-protocol", "fold-2", "--folds", "1", "--device", "cpu"])
     assert bad.exit_code != 0 and "not both" in str(bad.exception)
+
+
+def test_sweep_against_the_tasks_own_templates(tiny_checkpoint, tmp_path):
+    data = f"esc50:{published.esc50(tmp_path / 'E')}"
+    out = tmp_path / "s.json"
+    zeroshot("--model", tiny_checkpoint, "--data", data, "--template", "a sound of {label}", "--prompt-sweep",
+             "--out", out)
+    r = json.loads(out.read_text())
+    sweep = r["prompt_sweep"]
+    assert sweep["default"] == "task prompts" and sweep["sets"][0]["name"] == "task prompts"
+    assert sweep["sets"][0]["top1"] == r["top1"] and sweep["sets"][0]["first_prompts"] == ["a sound of cow"]

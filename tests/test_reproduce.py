@@ -201,7 +201,7 @@ def test_fold_protocols(tiny_checkpoint, tmp_path):
     assert value["per-fold-mean"]["top1_fold_mean"] == pytest.approx((folds["1"] + folds["2"]) / 2)
     assert value["fold-1"]["top1"] == pytest.approx(folds["1"])
     both = {"name": "x", "type": "zeroshot", "data": f"esc50:{tmp_path / 'E'}", "fold_protocol": "fold-1", "folds": [1]}
-    with pytest.raises(ConfigError, match="give folds or fold_protocol, not both"):
+    with pytest.raises(ConfigError, match="task x: give folds or a fold protocol .fold-1., not both"):
         run_bench(check_bench({"tasks": [both]}, "t", models=[f"m={tiny_checkpoint}"]), tmp_path / "o2", progress=False)
 
 
@@ -218,3 +218,39 @@ def test_sts_intervals_are_the_bootstrap_of_scipys_spearman():
     idx = np.concatenate([draws.integers(0, 150, size=(64, 150)), draws.integers(0, 150, size=(36, 150))])
     stats = [100 * spearmanr(pred[i], gold[i]).correlation for i in idx]
     assert (lo, hi) == pytest.approx(tuple(np.quantile(stats, [0.025, 0.975])), abs=1e-9)
+
+
+def test_a_missing_clip_of_another_fold_is_not_counted(tmp_path):
+    root = published.esc50(tmp_path / "data" / "ESC-50-master")
+    (root / "audio" / published.ESC50_ROWS[7][0]).unlink()  # a fold-2 clip
+    one = check_protocol(load_card("laion-clap-esc50-fold1"), tmp_path / "data")
+    assert one["coverage"] == {"listed": 5, "present": 5, "missing": 0, "unreadable": 0, "malformed": 0}
+    every = check_protocol(load_card("laion-clap-table-esc50"), tmp_path / "data")
+    assert every["coverage"] == {"listed": 10, "present": 9, "missing": 1, "unreadable": 0, "malformed": 0}
+
+
+def test_a_cell_of_another_model_is_never_reused(tiny_checkpoint, tiny_image_checkpoint, tmp_path):
+    from clapkit.experiments.reproduce import reproduce
+
+    published.esc50(tmp_path / "data" / "ESC-50-master")
+    card = load_card("msclap-2023-esc50")
+    record = reproduce(card, [f"m={tiny_checkpoint}"], tmp_path / "r", tmp_path / "data", bootstrap=20)
+    assert record["results"][0]["n"] == 10
+    with pytest.raises(ConfigError, match=r"m__msclap-2023-esc50.json: this cell was computed from another model"):
+        reproduce(card, [f"m={tiny_image_checkpoint}"], tmp_path / "r", tmp_path / "data", bootstrap=20)
+    other = reproduce(card, [f"clip={tiny_image_checkpoint}"], tmp_path / "r2", tmp_path / "data", bootstrap=20)
+    assert other["results"][0]["verdict"] == "not scored: an image model" and other["results"][0]["value"] is None
+
+
+def test_a_text_encoder_in_a_bench_scores_sts_and_says_why_not_the_rest(shared_data, tiny_checkpoint, tmp_path):
+    from clapkit.experiments.bench import check_bench, run_bench
+
+    tasks = [{"name": "stsb", "type": "sts", "data": f"stsb:{shared_data / 'sts' / 'stsbenchmark'}"},
+             {"name": "esc", "type": "zeroshot", "data": f"esc50:{published.esc50(tmp_path / 'E')}"}]
+    bench = check_bench({"tasks": tasks, "bootstrap": 20}, "t", models=["mini=minilm", f"clap={tiny_checkpoint}"])
+    run_bench(bench, tmp_path / "out", progress=False)
+    cell = lambda name: json.loads((tmp_path / "out" / "cells" / f"{name}.json").read_text())  # noqa: E731
+    assert cell("mini__esc")["not_applicable"].startswith("a text encoder")
+    assert cell("mini__stsb")["metrics"][0]["value"] == pytest.approx(82.03, abs=0.005)
+    clap = cell("clap__stsb")  # a dual encoder's text tower, named as the checkpoint, not as its wrapper
+    assert clap["model_family"] == cell("clap__esc")["model_family"] != "clapkit"

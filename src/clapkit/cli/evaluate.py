@@ -29,6 +29,7 @@ from .common import (
     Window,
     Workers,
     _device,
+    _fold_list,
     _labelled,
     _load_model,
     _pairs,
@@ -100,14 +101,10 @@ def eval_zeroshot(
     net = _load_model(model, dev)
     if bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
-    main = None
-    if fold_protocol:
-        if folds:
-            raise ClapkitError("give --folds or --fold-protocol, not both")
-        from ..evaluation.zeroshot import fold_protocol as named_folds
+    from ..evaluation.zeroshot import task_folds
 
-        chosen, main = named_folds(fold_protocol, "--fold-protocol")
-        folds = ",".join(map(str, chosen)) if chosen else None
+    chosen, main = task_folds(_fold_list(folds), fold_protocol, "--fold-protocol: ")
+    folds = ",".join(map(str, chosen)) if chosen else None
     labelled = _labelled(data, folds, classes, skip_bad, net.medium, split, audio_dir)
     from ..data.manifest import against_copies
 
@@ -391,7 +388,7 @@ def eval_retrieval(
                            seed=seed, windows=_windows(window, hop), cache=cache, model_spec=model,
                            relevance=relevance, skip_bad=skip_bad)
     m.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split,
-             skipped=skipped.to_dict(), coverage=skipped.coverage(len(pairs)), precision=precision)
+             skipped=skipped.to_dict(), precision=precision)
     _write_json(m, out)
     md = net.medium
     t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]

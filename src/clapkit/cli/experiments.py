@@ -189,7 +189,7 @@ def bench(
 def reproduce(
     card: Annotated[str | None, typer.Argument(help="A shipped card's name (--list shows them) or a card YAML file")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="NAME=MODEL or MODEL (repeat: two models get a "
-                                                                    "paired difference)")] = None,
+                                                                    "paired difference, except on an STS card)")] = None,
     data_root: Annotated[Path | None, typer.Option(help="What {data} means in the card: the folder holding the "
                                                         "dataset in its owner's layout")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: reproduction.json, the bench's cells and table")] = None,

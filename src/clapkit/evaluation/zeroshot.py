@@ -63,6 +63,16 @@ def fold_protocol(name: str, where: str = "fold_protocol") -> tuple[list[int] | 
     raise ConfigError(f"{where} {name!r}: choose all-folds, fold-K (e.g. fold-1) or per-fold-mean")
 
 
+def task_folds(folds, protocol: str | None, where: str = "") -> tuple[list[int] | None, str | None]:
+    """The folds a zero-shot run scores and the metric it reports, from ``--folds`` or a named
+    ``--fold-protocol`` (one of them): (folds or None, the protocol's metric or None)."""
+    if not protocol:
+        return (list(folds) if folds else None), None
+    if folds:
+        raise ConfigError(f"{where}give folds or a fold protocol ({protocol}), not both")
+    return fold_protocol(str(protocol), f"{where}fold protocol")
+
+
 def class_text_embeddings(model: DualEncoder, labels: list[str], templates: list[str] | tuple[str, ...], device="cpu") -> np.ndarray:
     """Each label's text embedding: its templates' normalised embeddings averaged and
     renormalised (:func:`class_embeddings` of the filled templates)."""
@@ -206,14 +216,15 @@ def prompt_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray, o
     from .uncertainty import mcnemar, paired_bootstrap
 
     metric = "mAP" if data.multilabel else "top1"
-    default = default or "clapkit:default"
-    names = [e["name"] for e in registered_prompt_sets(model.medium)]
-    if isinstance(default, str) and default not in names:
-        names.insert(0, default)
+    spec = default or "clapkit:default"
+    default = spec if isinstance(spec, str) else "task prompts"  # a list of templates, a class -> prompts map
+    sets = {e["name"]: e["name"] for e in registered_prompt_sets(model.medium)}
+    if default not in sets:
+        sets = {default: spec, **sets}
     results, per_item, skipped = {}, {}, {}
-    for name in names:
+    for name, prompts in sets.items():
         try:
-            texts = zeroshot_texts(data.class_names, model.medium, name, classnames, data.class_ids)
+            texts = zeroshot_texts(data.class_names, model.medium, prompts, classnames, data.class_ids)
         except ClapkitError as exc:
             skipped[name] = str(exc)
             continue

@@ -170,6 +170,7 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
 
     from ..distributed import barrier, is_main
     from ..inference.embed import inference_precision
+    from ..models.provenance import model_fingerprint
     from .bench_cells import cell_name, run_cell
     from .bench_report import write_report
 
@@ -179,11 +180,21 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
     cells = [(m, t) for m in bench["models"] for t in bench["tasks"]]
     mine = [c for i, c in enumerate(cells) if i % n == k - 1]
     done = [out / "cells" / f"{cell_name(m['name'], t['name'])}.json" for m, t in mine]
-    for path in (p for p in done if p.is_file()):  # one table, one precision: never a mix of the two
-        made = json.loads(path.read_text()).get("precision", "fp32")
+    for (model, task), path in zip(mine, done, strict=True):  # a cell is reused only for the same model, data, precision
+        if not path.is_file():
+            continue
+        cell = json.loads(path.read_text())
+        made = cell.get("precision", "fp32")
         if made != precision:
             raise ConfigError(f"{path}: a cell computed in {made}; this run asks for {precision}. Give another --out "
                               f"(or rerun with --precision {made})")
+        stale = [f"{what} {cell.get(key)!r}, not {now!r}" for what, key, now in (
+            ("model", "model_spec", model["model"]), ("model fingerprint", "model_fingerprint",
+                                                      model_fingerprint(str(model["model"]))),
+            ("data", "data", task["data"])) if cell.get(key) != now]
+        if stale:
+            raise ConfigError(f"{path}: this cell was computed from another {'; '.join(stale)}. Give another --out, "
+                              "or delete the cell to recompute it")
     pending = [(m, t) for (m, t), path in zip(mine, done, strict=True) if not path.is_file()]
     barrier()  # under torchrun every process runs every pending cell together: all see the same list
     ran, loaded = [], {}
@@ -194,11 +205,16 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
         as_text = (task.get("pooling") or "auto", task.get("max_length")) if task["type"] == "sts" else None
         if (model["name"], as_text) not in loaded:
             from ..evaluation.sts import SentenceEncoder
+            from ..models.formats import DUAL, kind_or_none
             from ..models.public.loader import load_model
 
             loaded.clear()  # one model in memory at a time
-            loaded[model["name"], as_text] = SentenceEncoder(model["model"], *as_text, device=device) if as_text \
-                else load_model(model["model"], device)
+            if as_text:
+                loaded[model["name"], as_text] = SentenceEncoder(model["model"], *as_text, device=device)
+            else:  # a text encoder (minilm, a sentence-transformers folder) scores no media: None, a cell that says so
+                kind = kind_or_none(str(model["model"]))
+                loaded[model["name"], as_text] = None if kind is not None and kind not in DUAL \
+                    else load_model(model["model"], device)
         t0 = time.time()
         with inference_precision(precision, device):
             run_cell(loaded[model["name"], as_text], model, task, bench, out / "cells", device, batch_size, num_workers, skip_bad,

@@ -100,17 +100,25 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
     """Score one model on one task (its type's function in :data:`CELLS`) and write the cell."""
     from ..inference.embed import precision_tag
 
-    medium = "text" if task["type"] == "sts" else task_medium(task, net.medium)
     name = cell_name(model["name"], task["name"])
+    if net is None:  # a text encoder on a media task
+        write_cell(folder, name, {"model": model["name"], "model_spec": model["model"], "task": task["name"],
+                                  "type": task["type"], "data": task["data"], "medium": "text", "seed": bench["seed"],
+                                  **versions(), "model_fingerprint": model_fingerprint(str(model["model"])),
+                                  "precision": precision_tag() or "fp32", "metrics": [],
+                                  "not_applicable": "a text encoder (it scores sts tasks only)"}, {})
+        return
+    medium = "text" if task["type"] == "sts" else task_medium(task, net.medium)
     record = {"model": model["name"], "model_spec": model["model"], "task": task["name"], "type": task["type"],
               "data": task["data"], "medium": medium, "seed": bench["seed"], **versions(),
               "model_fingerprint": model_fingerprint(str(model["model"])), "precision": precision_tag() or "fp32",
-              **{f"model_{k}": v for k, v in describe(str(model["model"]), net).items()
+              **{f"model_{k}": v for k, v in describe(str(model["model"]), getattr(net, "dual", None) or net).items()
                  if k in ("kind", "family", "training_data")}}
     if medium == "audio":
         record["audio_input"] = audio_input(net)
     if medium != "text" and medium != net.medium:  # an image model on an audio task: nothing to score
-        write_cell(folder, name, {**record, "metrics": [], "not_applicable": f"a {net.medium} model"}, {})
+        article = "an" if net.medium == "image" else "a"
+        write_cell(folder, name, {**record, "metrics": [], "not_applicable": f"{article} {net.medium} model"}, {})
         return
     windows = None
     if task.get("window"):
@@ -176,14 +184,10 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
     from ..data.manifest import against_copies
     from ..data.media import load_labelled_media
     from ..evaluation.prompts import zeroshot_texts
-    from ..evaluation.zeroshot import fold_protocol, texts_record, zeroshot_metrics, zeroshot_scores
+    from ..evaluation.zeroshot import task_folds, texts_record, zeroshot_metrics, zeroshot_scores
 
     task, medium = ctx.task, ctx.medium
-    folds, main = task.get("folds"), None
-    if task.get("fold_protocol"):
-        if folds:
-            raise ConfigError(f"task {task['name']}: give folds or fold_protocol, not both")
-        folds, main = fold_protocol(str(task["fold_protocol"]), f"task {task['name']}: fold_protocol")
+    folds, main = task_folds(task.get("folds"), task.get("fold_protocol"), f"task {task['name']}: ")
     data = load_labelled_media(task["data"], medium, folds, task.get("classes"), ctx.skip_bad, checked=True,
                                split=task.get("split"), media_dir=ctx.media_dir)
     coverage = data.skipped.coverage(len(data.clips))  # this copy against the metadata, before --intersect
@@ -259,8 +263,7 @@ def _retrieval(ctx: CellContext) -> tuple[list[dict], dict, dict]:
         rows += [_row(f"{direction}_{k}", r[k], r.get("ci", {}).get(k), r["queries"])
                  for k in ("mAP@16", "nDCG@10", "R@1", "R@5", "R@10", "mAP@10", "mAP@10_laion") if k in r]
     arrays = dict(t2m_ranks=both["text_to_audio"]["ranks"], m2t_ranks=both["audio_to_text"]["ranks"])
-    extra = dict(skipped=skipped.count, coverage=skipped.coverage(len(pairs)),  # in caption pairs
-                 data_fingerprint=fingerprint_files(str(p.media) for p in clips),
+    extra = dict(skipped=skipped.count, data_fingerprint=fingerprint_files(str(p.media) for p in clips),
                  captions=len(pairs))
     if judged is not None:  # pairs.csv compares models on the main metric's per-query values (correct1)
         arrays["correct1"] = both["text_to_audio"]["per_query"]["mAP@16"]

@@ -2,7 +2,8 @@
 
 - ``results.csv`` / ``results.jsonl``: one row per model x task x metric
   (``model,task,metric,value,ci_low,ci_high,n``, ``skipped``: the items ``--skip-bad``
-  left out, and the set's coverage: ``listed``, ``present``, ``missing``, ``unreadable``) with its provenance (clapkit, torch and
+  left out, and a zero-shot or STS set's coverage: ``listed``, ``present``, ``missing``, ``unreadable``,
+  ``malformed``) with its provenance (clapkit, torch and
   transformers versions, model and data fingerprints, prompts, class names, seed);
 - ``pairs.csv``: for each task and each pair of models scored on the same items, the
   paired difference of the task's main metrics with a 95% paired-bootstrap interval and a
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ["model", "task", "metric", "value", "ci_low", "ci_high", "n", "skipped", "listed", "present", "missing",
-           "unreadable", "clapkit", "torch", "transformers",
+           "unreadable", "malformed", "clapkit", "torch", "transformers",
            "model_fingerprint", "model_kind", "model_family", "model_training_data", "data_fingerprint", "prompts",
            "class_names", "seed"]
 PAIR_COLUMNS = ["task", "model_a", "model_b", "metric", "difference", "ci_low", "ci_high", "p_value", "test", "n"]
@@ -51,7 +52,7 @@ def table_rows(bench: dict, cells: list[dict]) -> list[dict]:
                          **{k: cell.get(k) for k in ("skipped", "clapkit", "torch", "transformers", "model_fingerprint",
                                                      "model_kind", "model_family", "data_fingerprint", "seed")},
                          **{k: (cell.get("coverage") or {}).get(k) for k in ("listed", "present", "missing",
-                                                                             "unreadable")},
+                                                                             "unreadable", "malformed")},
                          "model_training_data": json.dumps(cell.get("model_training_data")),
                          "prompts": json.dumps({"source": cell.get("prompts"), "templates": cell.get("templates")})
                          if cell["type"] == "zeroshot" else None,
@@ -94,7 +95,10 @@ def pair_rows(bench: dict, folder: Path, cells: list[dict]) -> list[dict]:
                     ya, yb = xa["correct1"], xb["correct1"]
                     difference, lo, hi, p = paired_means(ya, yb)
                     exact = ya.dtype == bool and yb.dtype == bool  # 0/1 per item: McNemar's exact test
-                    out.append({**base, "metric": _main_metric(ca) or "top1", "difference": difference, "ci_low": lo,
+                    # per item correctness: top-1 pooled over the items (a fold protocol's mean of folds is not
+                    # what this pairs), or a probe's main metric
+                    metric = "top1" if _main_metric(ca) in (None, "top1_fold_mean") else _main_metric(ca)
+                    out.append({**base, "metric": metric, "difference": difference, "ci_low": lo,
                                 "ci_high": hi, "p_value": mcnemar(ya, yb)["p_value"] if exact else p,
                                 "test": "mcnemar_exact" if exact else "paired_bootstrap", "n": len(ya)})
                 elif "scores" in xa:

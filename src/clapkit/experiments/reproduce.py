@@ -19,7 +19,8 @@ states one published row::
 The task is a bench task (:mod:`clapkit.experiments.bench`: prompts, class names, folds or
 ``fold_protocol``, split, windows), so a card runs through the bench's cells: its result
 has the bench's interval, and with two ``--model`` the paired difference and test of
-``pairs.csv``. Items the metadata lists but the copy lacks are counted, not fatal (the
+``pairs.csv`` (zero-shot, retrieval and probe cards; an STS card gives each model's
+interval, no paired test). Items the metadata lists but the copy lacks are counted, not fatal (the
 bench runs with ``--skip-bad``). The result, ``OUT/reproduction.json``, gives for each
 model the measured value with its 95% interval, the published value, whether the
 published value lies inside the interval, and every way the run departed from the card:
@@ -161,11 +162,9 @@ def check_protocol(card: dict, data_root: str | Path | None) -> dict:
         return out
     from ..data.media import load_labelled_media
     from ..evaluation.prompts import zeroshot_texts
-    from ..evaluation.zeroshot import fold_protocol
+    from ..evaluation.zeroshot import task_folds
 
-    folds = task.get("folds")
-    if task.get("fold_protocol"):
-        folds = fold_protocol(str(task["fold_protocol"]), f"{card['path']}: fold_protocol")[0]
+    folds = task_folds(task.get("folds"), task.get("fold_protocol"), f"{card['path']}: ")[0]
     data = load_labelled_media(task["data"], medium, folds, task.get("classes"), skip_bad=True, checked=True,
                                split=task.get("split"), media_dir=media_dir)
     texts = zeroshot_texts(data.class_names, medium, task.get("prompts"), task.get("classnames"), data.class_ids)
@@ -196,6 +195,8 @@ def departures(card: dict, cell: dict) -> list[str]:
     for key in ("missing", "unreadable", "malformed"):
         if cov.get(key):
             out.append(f"{cov[key]} of the {cov['listed']} items the metadata lists are {key}")
+    if not cov and cell.get("skipped"):  # a retrieval cell: rows or files left out, counted by the readers
+        out.append(f"{cell['skipped']} rows or files of the data were left out (missing or unreadable media)")
     if card.get("items") and cov.get("present") is not None and cov["present"] != card["items"]:
         out.append(f"scored {cov['present']} items; the published row was computed on {card['items']}")
     fed = cell.get("audio_input") or {}
@@ -234,6 +235,11 @@ def reproduce(card: dict, models: list[str], out: str | Path, data_root: str | P
         entry = {"name": model["name"], "model": model["model"], "departures": departures(card, cell),
                  "coverage": cell.get("coverage"), "model_fingerprint": cell.get("model_fingerprint"),
                  "model_family": cell.get("model_family")}
+        if cell.get("not_applicable"):  # e.g. an audio model on an image card: nothing to compare
+            entry.update(value=None, ci=None, n=None, difference=None, published_inside_interval=None,
+                         verdict=f"not scored: {cell['not_applicable']}")
+            results.append(entry)
+            continue
         if row is None:
             listed = ", ".join(r["metric"] for r in cell["metrics"])
             raise ConfigError(f"{card['path']}: metric {card['metric']!r} is not among the cell's ({listed or 'none'})")
@@ -272,6 +278,9 @@ def summary(record: dict) -> str:
     lines = [f"{record['card']}: {record['title']}",
              f"  published {p['value']:g} ({p.get('as_printed', p['value'])}; {p['source']}, {p['where']})"]
     for r in record["results"]:
+        if r["value"] is None:
+            lines.append(f"  {r['name']}: {r['verdict']}")
+            continue
         ci = f" [{r['ci'][0]:.4g}, {r['ci'][1]:.4g}]" if r["ci"] else ""
         lines.append(f"  {r['name']}: {record['metric']} {r['value']:.4g}{ci} on {r['n']} items: {r['verdict']} "
                      f"(measured - published {r['difference']:+.4g})")

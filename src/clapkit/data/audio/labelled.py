@@ -65,7 +65,7 @@ def _write_esc50(d: Path) -> tuple[str, Path]:
 @spec_kind("esc50", LABELLED, ("audio",), "ROOT", "`ROOT/meta/esc50.csv` + `ROOT/audio/`; re-encoded audio (`.ogg` for "
            "the csv's `.wav`) is found", example=_write_esc50)
 def read_esc50(path: Path, opts: ReadOptions, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
-    return _esc50(path, opts.skip_bad, skipped)
+    return _esc50(path, opts.skip_bad, skipped, opts.folds)
 
 
 def _write_folder(d: Path) -> tuple[str, Path]:
@@ -108,7 +108,10 @@ def esc50_names(path: Path, opts: ReadOptions, skipped: Skipped) -> list[str]:
     return [names[k] for k in sorted(names)]
 
 
-def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledClip], list[str]]:
+def _esc50(root: Path, skip_bad: bool, skipped: Skipped, folds: tuple[int, ...] | None = None
+           ) -> tuple[list[LabelledClip], list[str]]:
+    """ESC-50's clips; with ``folds``, a row of another fold is not looked for (its class still
+    counts), so a clip missing from an unselected fold is neither an error nor counted."""
     meta = root / "meta" / "esc50.csv"
     rows = read_csv_rows(meta, ["filename", "fold", "target", "category"])
     names: dict[int, str] = {}
@@ -125,6 +128,8 @@ def _esc50(root: Path, skip_bad: bool, skipped: Skipped) -> tuple[list[LabelledC
                 raise DataError("empty category", where)
             if names.setdefault(target, category) != category:
                 raise DataError(f"target {target} is both {names[target]!r} and {category!r}", where)
+            if folds and fold not in folds:
+                continue
             audio = resolve_audio(root / "audio" / row["filename"])
             if not audio.is_file():
                 raise DataError(f"audio file not found: {root / 'audio' / row['filename']}", where, reason="audio file not found")

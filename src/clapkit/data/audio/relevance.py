@@ -15,10 +15,12 @@
 
 A query is a caption's text, a clip a file name (or the path, or the data's clip id). A
 grade above 0 is relevant; 0 or less is judged not relevant. :func:`match_relevance` finds
-the judgements' captions and clips in the evaluated pairs. A bad row (a missing column, a
-grade that is no number, a (query, clip) judged twice, a query or clip that is not in the
-data) raises a :class:`~clapkit.errors.DataError` naming the file and line, or, with
-``skip_bad``, is counted in a :class:`~clapkit.data.files.Skipped` record.
+the judgements' captions and clips in the evaluated pairs. A malformed file (a missing
+column, a grade that is no number, a (query, clip) judged twice) raises a
+:class:`~clapkit.errors.DataError` naming the file and line, always: the judgements are the
+ground truth, so a broken one is not skipped. A judgement naming a query or clip that is
+not in the data raises too, or, with ``skip_bad``, is counted in a
+:class:`~clapkit.data.files.Skipped` record (a copy that lacks some clips).
 """
 
 from __future__ import annotations
