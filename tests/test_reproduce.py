@@ -50,6 +50,8 @@ def test_card_schema_refuses_unknown_fields_and_bad_values(tmp_path):
         check_card(card_dict() | {"metrics": "top1"}, where)
     with pytest.raises(ConfigError, match=r"published.value '91.0%' is not a number"):
         check_card(card_dict() | {"published": {**card_dict()["published"], "value": "91.0%"}}, where)
+    with pytest.raises(ConfigError, match="metric 'top_1' is not one a zeroshot task reports"):
+        check_card(card_dict() | {"metric": "top_1"}, where)
     with pytest.raises(ConfigError, match="items 0"):
         check_card(card_dict() | {"items": 0}, where)
     with pytest.raises(ConfigError, match="task.name"):

@@ -34,6 +34,7 @@ card's ``model``, and a run on another model says so among its departures.
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -55,6 +56,13 @@ REQUIRED = {
     "published.value": "the number, on clapkit's scale for the metric (accuracies 0-1, Spearman x 100)",
     "published.source": "where it is published: a URL (a repository at a commit, a model card, a paper)",
     "published.where": "the file and line, or the paper's table",
+}
+# the metric rows each task type's bench cell writes (a card's metric must be one of them)
+METRICS = {
+    "zeroshot": r"top1|top5|mean_class_accuracy|top1_fold_mean|mAP|mAP_clip_benchmark|mAUC|d_prime|d_prime_hear|lrap",
+    "retrieval": r"(text_to_(audio|image)|(audio|image)_to_text)_(R@\d+|mAP@\d+|mAP@10_laion|nDCG@\d+|hit@\d+)",
+    "sts": r"spearman_.+|avg",
+    "probe": r"(linear|knn)_(top1|top5|mean_class_accuracy|top1_fold_mean)_(x|E)",
 }
 OPTIONAL = {"input", "items", "notes", "bootstrap", "model.family", "model.fingerprint", "model.kind",
             "published.as_printed", "input.sample_rate", "input.clip_seconds", "input.fusion"}
@@ -114,6 +122,9 @@ def check_card(card, path: str | Path) -> dict:
                           "keep the source's spelling in published.as_printed)")
     if "name" in card["task"]:
         raise ConfigError(f"{path}: task.name: a card's task is named after the card; leave it out")
+    kind, metric = card["task"]["type"], str(card["metric"])
+    if kind in METRICS and not re.fullmatch(METRICS[kind], metric):
+        raise ConfigError(f"{path}: metric {metric!r} is not one a {kind} task reports (they match {METRICS[kind]})")
     items = card.get("items")
     if items is not None and (isinstance(items, bool) or not isinstance(items, int) or items < 1):
         raise ConfigError(f"{path}: items {items!r}: the number of items the published row was computed on")
