@@ -13,7 +13,10 @@ a public ClapModel / CLIPModel / SiglipModel) and a labelled evaluation set:
   :mod:`clapkit.audit.leakage` against the evaluation classes (in ``leakage/``) and the
   accuracy split into the classes the captions name and those they never name, each
   with its class and item counts: a model that is much better on the named classes
-  owes part of its "zero-shot" score to having seen them.
+  owes part of its "zero-shot" score to having seen them; and the concept-frequency
+  curve of :mod:`clapkit.audit.frequency` (accuracy per class against
+  log10(captions naming it + 1), the fitted slope with its interval, r^2, outliers), in
+  the ``frequency`` section and ``frequency.png``.
 
 ``report.json`` holds every number; ``report.md`` is the page a reviewer reads.
 """
@@ -47,7 +50,7 @@ def audit_model(model, data: LabelledSet, out: str | Path, captions: list[str] |
     out.mkdir(parents=True, exist_ok=True)
     template = template or default_templates(model.medium)[0]
     zs = zeroshot_eval(model, data, [template], batch_size, device, num_workers=num_workers,
-                       keep_ranks=bool(train_data))
+                       keep_ranks=bool(train_data or captions))
     plot_confusion(zs["confusion"], data.class_names, out / "confusion.png")
     emb = audit_embeddings(model, data, out / "embeddings", template, k_max, False, seed, batch_size, device,
                            num_workers)
@@ -83,6 +86,7 @@ def audit_model(model, data: LabelledSet, out: str | Path, captions: list[str] |
             # per named class: the caption words that named it and the rule that matched each
             "why": {c: {w: pc[c]["rules"][w] for w in pc[c]["matched_words"]} for c in extended["named"]["names"]},
         }
+        report["frequency"] = _frequency(zs, data, leak, out, source, seed)
     if train_data:
         from .overlap import overlap_split
 
@@ -90,6 +94,30 @@ def audit_model(model, data: LabelledSet, out: str | Path, captions: list[str] |
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(_markdown(report))
     return report
+
+
+def _frequency(zs: dict, data: LabelledSet, leak: dict, out: Path, source: str, seed: int) -> dict:
+    """Accuracy against concept frequency: the leakage scan's caption counts per class
+    (the same rules, so no second pass over the captions), each class's accuracy with its
+    bootstrap interval over its items; the curve by the paper's rule drawn to ``frequency.png``."""
+    from .frequency import (
+        ConceptCounts,
+        accuracy_intervals,
+        frequency_section,
+        plot_frequency_curve,
+    )
+
+    pc = leak["per_class"]
+    counts = ConceptCounts(leak["total"]["pairs"], {c: pc[c]["paper_captions"] for c in pc},
+                           {c: pc[c]["captions"] for c in pc}, files={f["file"]: f["pairs"] for f in leak["files"]})
+    per = zs["per_class"]
+    intervals = (accuracy_intervals(zs["ranks"] == 1, np.array([c.label for c in data.clips]), data.class_names,
+                                    seed=seed) if "ranks" in zs else None)
+    section = frequency_section(counts, {c: v["accuracy"] for c, v in per.items()}, intervals,
+                                {c: v["clips"] for c, v in per.items()})
+    plot_frequency_curve(section["paper"], out / "frequency.png",
+                         f"{Path(source).name or 'model'}: zero-shot accuracy vs caption frequency (paper's rule)")
+    return section | {"figure": "frequency.png"}
 
 
 def _fmt(x) -> str:
@@ -128,6 +156,8 @@ def _markdown(r: dict) -> str:
             lines += ["| named class | caption words (rule) |", "| --- | --- |"]
             lines += [f"| {c} | {', '.join(f'{w} ({r})' for w, r in ws.items())} |" for c, ws in lk["why"].items()]
             lines += [""]
+    if "frequency" in r:
+        lines += _frequency_markdown(r["frequency"])
     if "overlap" in r:
         o = r["overlap"]
         lines += ["## Are evaluation recordings in the training data?", "",
@@ -151,3 +181,21 @@ def _markdown(r: dict) -> str:
         "![confusion](confusion.png)", "", "![t-SNE of E](embeddings/tsne_E_a.png)", "",
     ]
     return "\n".join(lines)
+
+
+def _frequency_markdown(f: dict) -> list[str]:
+    lines = ["## Does accuracy follow how often the captions name a class?", "",
+             f"Each class's zero-shot accuracy against {f['x']} over {f['captions']} training captions, fitted by "
+             "least squares (Udandarao et al. 2024 find accuracy log-linear in concept frequency). The slope is the "
+             "accuracy gained per tenfold more captions; its interval is t-based (n - 2 degrees of freedom).", "",
+             "| rule | classes | slope (95% CI) | intercept | r² (95% CI) | outliers (\\|z\\| > 2) |",
+             "| --- | ---: | --- | ---: | --- | --- |"]
+    for rule, c in (("paper (stem, lemma)", f["paper"]), ("all four rules", f["all_rules"])):
+        if c["slope"] is None:
+            lines.append(f"| {rule} | {c['n']} | n/a ({c['undefined']}) | | | |")
+            continue
+        r2 = f" [{_fmt(c['r2_ci'][0])}, {_fmt(c['r2_ci'][1])}]" if c["r2_ci"] else ""
+        lines.append(f"| {rule} | {c['n']} | {_fmt(c['slope'])} [{_fmt(c['slope_ci'][0])}, {_fmt(c['slope_ci'][1])}] | "
+                     f"{_fmt(c['intercept'])} | {_fmt(c['r2'])}{r2} | {', '.join(c['outliers']) or 'none'} |")
+    return lines + ["", f"![accuracy against caption frequency]({f['figure']})", ""]
+

@@ -27,8 +27,11 @@ from .common import (
 @audit_app.command("leakage")
 def audit_leakage_cmd(
     captions: Annotated[list[str], typer.Option(help="Training caption files (Clotho, AudioCaps, csv, jsonl; or KIND:PATH)")],
-    labels: Annotated[str, typer.Option(help=f"Evaluation labels: {NAMES_HELP}")],
     out: Annotated[Path, typer.Option(help="Report folder")],
+    labels: Annotated[str | None, typer.Option(help=f"Evaluation labels: {NAMES_HELP}")] = None,
+    eval_: Annotated[str | None, typer.Option("--eval", help=f"An evaluation set ({NAMES_HELP}, or any labelled set): "
+                                                             "each class's caption count by the paper's rule and by "
+                                                             "all rules, streamed (frequency.json)")] = None,
     words: Annotated[Path | None, typer.Option(help="Edited word list (words.txt of an earlier run)")] = None,
     pretrain_labels: Annotated[Path | None, typer.Option(help="Pre-training label vocabulary (CSV with display_name, or text)")] = None,
     write_clean: Annotated[Path | None, typer.Option(help="Write the training pairs that name no class to this CSV")] = None,
@@ -36,9 +39,25 @@ def audit_leakage_cmd(
     audio_dir: Annotated[Path | None, typer.Option(help="Audio folder, for the paths of the clean manifest")] = None,
     more_captions: Annotated[list[str] | None, typer.Argument(help="More caption files: --captions A B C works")] = None,
 ) -> None:
-    """Find training captions that name evaluation classes (the paper's dirty/clean split)."""
+    """Find training captions that name evaluation classes (the paper's dirty/clean split); with
+    --eval, count how many captions name each class (concept frequency), streamed."""
     from ..audit.leakage import audit_leakage
+    from ..errors import ConfigError
 
+    if not labels and not eval_:
+        raise ConfigError("audit leakage: give --labels (the leakage scan), --eval (concept frequency) or both")
+    if eval_:
+        from ..audit.frequency import audit_frequency
+
+        f = audit_frequency(list(captions) + list(more_captions or []), eval_, out, words)
+        top = sorted(f["per_class"].items(), key=lambda kv: -kv[1]["paper"])
+        typer.echo(f"concept frequency in {f['captions']} captions, paper's rule / all rules: "
+                   + ", ".join(f"{k} {v['paper']}/{v['all_rules']}" for k, v in top[:5])
+                   + f"; {f['classes'] - f['classes_named']['paper']} of {f['classes']} classes never named "
+                   f"(paper's rule), {f['classes'] - f['classes_named']['all_rules']} (all rules)")
+        if not labels:
+            typer.echo(f"report in {out} (frequency.json, frequency.md)")
+            return
     r = audit_leakage(list(captions) + list(more_captions or []), labels, out, words, pretrain_labels, write_clean, clean_by, audio_dir)
     for f in r["files"]:
         typer.echo(f"{f['file']}: {f['dirty_pairs']} of {f['pairs']} captions ({f['dirty_fraction']:.1%}) name a class; "
@@ -153,6 +172,13 @@ def audit_model_cmd(
         typer.echo(f"classes named in the captions: {lk['named']['classes']} ({lk['named']['items']} items), accuracy "
                    f"{acc['named']}; never named: {lk['not_named']['classes']} ({lk['not_named']['items']} items), "
                    f"accuracy {acc['not_named']}")
+    if "frequency" in r:
+        c = r["frequency"]["paper"]
+        r2 = "n/a" if c["r2"] is None else f"{c['r2']:.3f}"
+        typer.echo("accuracy vs log10(captions + 1), paper's rule: " + (
+            f"slope {c['slope']:.3f} [{c['slope_ci'][0]:.3f}, {c['slope_ci'][1]:.3f}] per tenfold, r^2 {r2}, "
+            f"{c['n']} classes, outliers: {', '.join(c['outliers']) or 'none'}" if c["slope"] is not None
+            else f"undefined ({c['undefined']})") + f" ({out / 'frequency.png'})")
     typer.echo(f"report in {out / 'report.md'}")
 
 

@@ -83,6 +83,31 @@ def leakage_columns(captions: list[str], data, correct: np.ndarray | None, mediu
     return rows
 
 
+def frequency_columns(captions: list[str], data, metrics: dict, scores: np.ndarray, boot: int, seed: int) -> list[dict]:
+    """The concept-frequency columns of a zero-shot cell (:mod:`clapkit.audit.frequency`):
+    the slope of accuracy (a multi-label set: AP) per class against log10(captions naming
+    the class + 1), by the paper's rule, with its t interval, and r^2 with its Fisher
+    interval. The ``frequency_slope`` row carries the whole curve (``curve``, both rules)
+    for ``bench_report``, which draws ``OUT/figures/MODEL__TASK.frequency.png`` from it."""
+    from ..audit.frequency import accuracy_intervals, ap_intervals, count_files, frequency_section
+    from ..audit.leakage import default_word_list
+
+    counts = count_files(captions, default_word_list(data.class_names))
+    per, names = metrics["per_class"], data.class_names
+    if data.multilabel:
+        values, items, metric = {c: v["AP"] for c, v in per.items()}, {c: v["positives"] for c, v in per.items()}, "AP"
+        intervals = ap_intervals(scores, data.targets(), names, boot, seed) if boot else None
+    else:
+        values, items, metric = {c: v["accuracy"] for c, v in per.items()}, {c: v["clips"] for c, v in per.items()}, \
+            "accuracy"
+        labels = np.array([c.label for c in data.clips])
+        intervals = accuracy_intervals(metrics["ranks"] == 1, labels, names, boot, seed) if boot else None
+    section = frequency_section(counts, values, intervals, items, metric)
+    c = section["paper"]
+    return [_row("frequency_slope", c["slope"], c["slope_ci"], c["n"]) | {"curve": section},
+            _row("frequency_r2", c["r2"], c["r2_ci"], c["n"])]
+
+
 def overlap_columns(train_data: list[str], data, correct: np.ndarray | None, medium: str) -> list[dict]:
     """The overlap columns of a zero-shot cell (:func:`clapkit.audit.overlap.overlap_split`)."""
     from ..audit.overlap import overlap_split
@@ -213,6 +238,7 @@ def _zeroshot(ctx: CellContext) -> tuple[list[dict], dict, dict]:
                               f"{task['data']} has none (or one)")
     if ctx.model.get("captions"):
         rows += leakage_columns(list(ctx.model["captions"]), data, correct, medium)
+        rows += frequency_columns(list(ctx.model["captions"]), data, m, scores, ctx.boot, ctx.seed)
     if ctx.model.get("train_data"):
         rows += overlap_columns(list(ctx.model["train_data"]), data, correct, medium)
     rec = texts_record(texts)

@@ -9,7 +9,9 @@
   paired difference of the task's main metrics with a 95% paired-bootstrap interval and a
   test: McNemar's exact test for top-1 accuracy (a probe's too, with one seed), the paired
   bootstrap's two-sided p-value for mAP, R@k and a few-shot probe's mean over seeds;
-- ``results.md``: both as tables; ``results.png``: each task's main metric by model.
+- ``results.md``: both as tables; ``results.png``: each task's main metric by model;
+  ``figures/MODEL__TASK.frequency.png``: a zero-shot cell's accuracy against caption
+  frequency, for a model that names its training ``captions:``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def table_rows(bench: dict, cells: list[dict]) -> list[dict]:
     for cell in sorted(cells, key=lambda c: order.get((c["model"], c["task"]), len(order))):
         names = cell.get("class_names")
         for r in cell["metrics"]:
+            r = {k: v for k, v in r.items() if k != "curve"}  # frequency_slope's curve: drawn, not tabled
             rows.append({**r, "model": cell["model"], "task": cell["task"],
                          **{k: cell.get(k) for k in ("skipped", "clapkit", "torch", "transformers", "model_fingerprint",
                                                      "model_kind", "model_family", "data_fingerprint", "seed")},
@@ -144,7 +147,23 @@ def write_report(bench: dict, out: Path) -> list[dict]:
                f"[{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}] | {_fmt(p['p_value'])} | {p['test']} |" for p in pairs]
     (out / "results.md").write_text("\n".join(md) + "\n")
     _figure(rows, bench, cells, out / "results.png")
+    _frequency_figures(cells, out / "figures")
     return rows
+
+
+def _frequency_figures(cells: list[dict], folder: Path) -> None:
+    """``MODEL__TASK.frequency.png``: accuracy against caption frequency of each cell
+    whose model names its training captions (the curve its ``frequency_slope`` row carries)."""
+    from ..audit.frequency import plot_frequency_curve
+    from .bench_cells import cell_name
+
+    for cell in cells:
+        for r in cell["metrics"]:
+            if r.get("curve"):
+                name = cell_name(cell["model"], cell["task"])
+                plot_frequency_curve(r["curve"]["paper"], folder / f"{name}.frequency.png",
+                                     f"{cell['model']} on {cell['task']}: zero-shot {r['curve']['metric']} vs caption "
+                                     "frequency (paper's rule)")
 
 
 def _figure(rows: list[dict], bench: dict, cells: list[dict], path: Path) -> None:
