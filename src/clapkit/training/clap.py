@@ -36,7 +36,8 @@ Output folder::
     config.yaml      the run's config as given (nothing is written into it at run time; the
                      media settings a public model resolves are summary.json's "inputs")
     checkpoint/      best model by the monitor (a clapkit checkpoint; a public CLAP, CLIP
-                     or SigLIP fine-tuned from model.init_from stays in transformers format)
+                     or SigLIP fine-tuned from model.init_from stays in transformers format),
+                     with README.md, its model card, written when the run ends (clapkit.audit.card)
     last/            last epoch's model + trainer_state.pt (what --resume reads)
     metrics.csv      one row per epoch
     summary.json     counts, best epoch and monitor, skipped inputs
@@ -71,6 +72,7 @@ from .common import (
     runtime_of,
     seed_epoch,
     seed_everything,
+    write_run_card,
 )
 from .joint_se import JointSE
 from .loop import Loop, Recipe, Update, mean_of
@@ -433,8 +435,25 @@ class ClapTrainer(Recipe):
 
     def fit(self) -> dict:
         """Train to ``train.epochs``; a SIGTERM ends the current step, saves ``last/`` and
-        returns with ``stopped: SIGTERM`` (see :class:`clapkit.training.loop.Loop`)."""
-        return self.loop.fit()
+        returns with ``stopped: SIGTERM`` (see :class:`clapkit.training.loop.Loop`). Then
+        ``checkpoint/README.md``, the model card (:func:`~clapkit.training.common.write_run_card`)."""
+        summary = self.loop.fit()
+        write_run_card(self.out, "clap", self.given, summary, self.model.medium, self._card_data)
+        return summary
+
+    def _card_data(self):
+        """What the model card says the run trained on (:class:`clapkit.audit.card.TrainingData`)."""
+        from ..audit.card import TrainingData
+
+        d, specs = self.data, list(self.given["data"]["train"])
+        if self.streaming:
+            return TrainingData(specs, counts={"streamed_pairs": self.state["step"] * self.cfg["train"]["batch_size"]},
+                                note="streamed from shards: no index of the pairs here; `clapkit card` with "
+                                     "--train-data scans their captions")
+        noun = "clips" if self.model.medium == "audio" else "images"
+        return TrainingData(specs, [p.caption for p in d.train], [p.media for p in d.train],
+                            {"pairs": len(d.train), noun: len({p.media for p in d.train}), "validation_pairs": len(d.val),
+                             "skipped": d.skipped.count})
 
 
 class _Both(torch.nn.Module):

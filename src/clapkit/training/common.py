@@ -224,6 +224,26 @@ def save_run(out: Path, model, trainer_state: dict, improved: bool) -> None:
         torch.save(trainer_state, tmp / "trainer_state.pt")
 
 
+def write_run_card(out: Path, recipe: str, cfg: dict, summary: dict, medium: str | None, training,
+                   suite_medium: str | None = None) -> None:
+    """The model card of the run's final ``checkpoint/`` (``README.md``, and the text tower's):
+    :func:`clapkit.audit.card.write_training_card` with ``training()`` (a callable giving its
+    :class:`~clapkit.audit.card.TrainingData`). Once, after the last window (not at step or
+    epoch saves), by the first process; a card that cannot be written warns and never
+    fails the run (``clapkit card OUT/checkpoint`` writes it later)."""
+    if not is_main():
+        return
+    try:
+        from ..audit.card import write_training_card
+
+        write_training_card(out, recipe, cfg, summary, medium, training(), suite_medium)
+    except Exception as exc:  # a card documents the model: the trained weights stand without it
+        import warnings
+
+        warnings.warn(f"{Path(out) / 'checkpoint'}: model card not written ({type(exc).__name__}: {exc}); write it "
+                      f"with `clapkit card {Path(out) / 'checkpoint'}`", RuntimeWarning, stacklevel=2)
+
+
 def load_trainer_state(out: Path) -> dict:
     """What :func:`save_run` wrote in ``out/last/trainer_state.pt``."""
     return torch.load(recover_dir(Path(out) / "last") / "trainer_state.pt", map_location="cpu", weights_only=False)

@@ -27,7 +27,8 @@ it (``initial_stsb_dev``). Without a dev set ``checkpoint/`` is the last model.
 Output folder::
 
     config.yaml      the run's config (nothing is written into it at run time)
-    checkpoint/      best model: Hugging Face + sentence-transformers folder (+ clapkit extras)
+    checkpoint/      best model: Hugging Face + sentence-transformers folder (+ clapkit extras),
+                     with README.md, its model card, written when the run ends (clapkit.audit.card)
     last/            latest model + trainer_state.pt (what --resume reads)
     metrics.csv      one row per evaluation (step, losses, learning rates, STS-B dev)
     summary.json     counts, best step and score, truncated sentences, skipped inputs, speed
@@ -73,6 +74,7 @@ from .common import (
     resume_config,
     runtime_of,
     seed_everything,
+    write_run_card,
 )
 from .loop import Loop, Recipe, Update, mean_of
 from .monitors import Evaluators, pick_monitor
@@ -406,8 +408,29 @@ class CseTrainer(Recipe):
 
     def fit(self) -> dict:
         """Train to ``total_steps``; a SIGTERM ends the current step, saves ``last/`` and
-        returns with ``stopped: SIGTERM`` (see :class:`clapkit.training.loop.Loop`)."""
-        return self.loop.fit()
+        returns with ``stopped: SIGTERM`` (see :class:`clapkit.training.loop.Loop`). Then
+        ``checkpoint/README.md``, the model card (:func:`~clapkit.training.common.write_run_card`)."""
+        summary = self.loop.fit()
+        # a sentence encoder (medium None); its captions are scanned for the suites of its other medium, or all
+        write_run_card(self.out, "cse", self.cfg, summary, None, self._card_data, suite_medium=self.other)
+        return summary
+
+    def _card_data(self):
+        """What the model card says the run trained on (:class:`clapkit.audit.card.TrainingData`)."""
+        from ..audit.card import TrainingData
+
+        c, d = self.c, self.data
+        specs = [c["corpus"] if d.sentences is not None else c["nli"]]
+        texts = d.sentences if d.sentences is not None else [s for t in d.triplets for s in (t.anchor, t.positive,
+                                                                                               t.negative)]
+        counts = {"sentences" if d.sentences is not None else "triplets": d.n_text}
+        media = []
+        if self.other:
+            specs.append(c["images"] if self.other == "image" else c["audio"])
+            counts["images" if self.other == "image" else "audio_clips"] = d.n_other
+            media = [x.media for x in d.audio.clips] if d.audio is not None else []
+        counts["skipped"] = d.skipped.count
+        return TrainingData([str(s) for s in specs], list(texts), media, counts)
 
 
 def train_cse(cfg: dict, out: str | Path, resume: bool = False) -> dict:
