@@ -187,3 +187,69 @@ def esc50(root: Path, seconds: float = 0.5) -> Path:
                  8000, subtype="PCM_16")
     (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+# XTD10 (adobe-research/Cross-lingual-Test-Dataset-XTD10, commit d77ff16): the first three lines of
+# XTD10/test_image_names.txt and of each language's caption file, aligned line by line, in their own line endings:
+# en, de (MIC/), jp (STAIR/) end each line with LF; es, ru, zh with CRLF and their last line with none (each file as
+# published ends so); the folder each language is read from is CLIP_benchmark's (clip_benchmark/datasets/xtd10.py)
+XTD10_IMAGES = "COCO_train2014_000000061844.jpg\nCOCO_train2014_000000061849.jpg\nCOCO_train2014_000000061850.jpg\n"
+XTD10_CAPTIONS = {
+    ("XTD10", "en"): "major league baseball game with player from pittsburgh pirates crossing home plate\n"
+                     "a cat with its paws on a computer mouse at a desk\n"
+                     "flock of birds taking off from water near long pier on open ocean\n",
+    ("XTD10", "es"): "partido de béisbol de gran liga con jugador de los pittsburgh pirates cruzando la base del "
+                     "plateador\r\ngato con sus garras en un ratón de ordenador en una mesa de trabajo\r\n"
+                     "pájaros despegando del agua cerca de un largo muelle en mar abierto",
+    ("XTD10", "ru"): "игра основной бейсбольной лиги\r\nкот положил лапы на компьютерную мышь на столе\r\n"
+                     "стая птиц взлетает с воды возле длинного пирса в открытом море",
+    ("XTD10", "zh"): "棒球大联盟联赛上，匹兹堡海盗队的球员穿过本垒\r\n一只猫将爪子放在桌子上的电脑鼠标上\r\n一群鸟长桥墩附近的海面起飞",
+    ("MIC", "de"): "Oberliga Basketball Spiel mit Spieler von Pittsburgh Pirates gehen durch die Heimat\n"
+                   "Eine Katze spielt mit seinen Pfoten an einer Computer-Maus auf einem Schreibtisch .\n"
+                   "Vogelschwarm Das Starten von Wasser in der Nähe von langen Pier am offenen Meer .\n",
+    ("STAIR", "jp"): "黒いユニフォームのランナーがホームに帰ってきた\nマウスの上に猫の手が乗っている\nたくさんの海鳥が空から降りてきた\n",
+}
+
+
+def xtd10(root: Path) -> str:
+    """XTD10's repository layout with the lines above and the three COCO images in ``ROOT/images``
+    (where CLIP_benchmark unpacks its images.tar.gz)."""
+    (root / "XTD10").mkdir(parents=True)
+    (root / "XTD10" / "test_image_names.txt").write_bytes(XTD10_IMAGES.encode())
+    for (folder, lang), text in XTD10_CAPTIONS.items():
+        (root / folder).mkdir(exist_ok=True)
+        (root / folder / f"test_1kcaptions_{lang}.txt").write_bytes(text.encode())
+    for name in XTD10_IMAGES.split():
+        _png(root / "images" / name)
+    return f"xtd10:{root}"
+
+
+# Crossmodal-3600 (google/crossmodal-3600, web-data/captions.zip -> captions.jsonl): a line per image with
+# "image/key", "image/locale" and, per language code, {"caption": [...], "caption/tokenized": [...],
+# "caption/tokenized/lowercase": [...]} (the keys CLIP_benchmark's crossmodal3600.py, HELM's and SEACrowd's loaders
+# read); the image keys are the first three of web-data/image_ids.txt. captions.zip is not in the stored snapshot, so
+# the captions are written for the fixture (the image -> language -> caption list shape as published, 1-2 a language)
+XM3600_KEYS = ["d89a4889331ce042", "74f94963ee1e135d", "eb4cdfd93268c52c"]
+XM3600_CAPTIONS = [
+    {"en": ["A red bus on a city street.", "A double-decker bus parked by the road."], "de": ["Ein roter Bus."],
+     "ja": ["街の通りを走る赤いバス。"], "ru": ["Красный автобус на улице."]},
+    {"en": ["A dog sleeping on a sofa."], "de": ["Ein Hund schläft auf dem Sofa.", "Ein Hund auf einem Sofa."],
+     "ja": ["ソファで寝ている犬。"], "ru": ["Собака спит на диване."]},
+    {"en": ["Fresh vegetables at a market stall."], "de": ["Frisches Gemüse auf dem Markt."],
+     "ja": ["市場の新鮮な野菜。", "野菜が並ぶ屋台。"], "ru": ["Свежие овощи на рынке."]},
+]
+
+
+def crossmodal3600(folder: Path) -> str:
+    """``captions.jsonl`` with the three lines above and ``images/{image/key}.jpg`` beside it."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for key, by_lang, locale in zip(XM3600_KEYS, XM3600_CAPTIONS, ("en", "de", "ja"), strict=True):
+        entries = {lang: {"caption": caps, "caption/tokenized": caps,
+                          "caption/tokenized/lowercase": [c.lower() for c in caps]} for lang, caps in by_lang.items()}
+        lines.append(json.dumps({"image/key": key, "image/locale": locale, **entries}, ensure_ascii=False))
+        _png(folder / "images" / f"{key}.jpg")
+    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return f"crossmodal3600:{folder / 'captions.jsonl'}"

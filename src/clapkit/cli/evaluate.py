@@ -81,6 +81,10 @@ def eval_zeroshot(
                                                              "items differ from it")] = None,
     intersect: Annotated[bool, typer.Option(help="Score only the items every --manifest holds with the same "
                                                  "content")] = False,
+    language_prompts: Annotated[Path | None, typer.Option(
+        help="Zero-shot per language on the same embeddings: a YAML/JSON file keyed by language code, {en: {templates: "
+             "[...]}, de: {templates: [...], classnames: {CLASS: NAME}}}; each language's number with its interval, "
+             "the difference from en with McNemar's p, and the tokenizer's coverage of its prompts")] = None,
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -117,6 +121,10 @@ def eval_zeroshot(
     texts = zeroshot_texts(labelled.class_names, net.medium,
                            prompts or list(template or []) or ("clapkit:ensemble" if ensemble else None),
                            classnames, labelled.class_ids)
+    if language_prompts:
+        from ..evaluation.zeroshot import load_language_prompts
+
+        load_language_prompts(language_prompts, labelled.class_names)  # its errors before the media are embedded
     from ..inference.embed import inference_precision
     from ..inference.features import embed_items
 
@@ -140,6 +148,10 @@ def eval_zeroshot(
         m["prompt_sweep"] = sweep(net, labelled, feats["E"], owner, prompts or
                                   (list(template) if template else "clapkit:ensemble" if ensemble else None),
                                   classnames, bootstrap, seed, dev)
+    if language_prompts:
+        from ..evaluation.zeroshot import language_sweep
+
+        m["per_language"] = language_sweep(net, labelled, feats["E"], language_prompts, owner, bootstrap, seed, dev)
     if captions:
         from ..audit.leakage import zeroshot_leakage
 
@@ -147,6 +159,12 @@ def eval_zeroshot(
     m.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split,
              folds=sorted({c.fold for c in labelled.clips if c.fold is not None}) or None)
     _write_json(m, out)
+    for lang, r in (m.get("per_language") or {}).get("languages", {}).items():
+        key, vs, tok = m["per_language"]["metric"], r.get("vs_en"), r["tokenizer"]
+        typer.echo(f"  {lang:8} {key} {r[key]:.3f}" + (f" [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]" if r["ci"] else "")
+                   + (f"  {vs['difference']:+.3f} vs en, p = {vs['p_value']:.3g}" if vs else "")
+                   + (f"; unk {tok['unk_share']:.1%}, {tok['tokens_per_word']:.2f} tokens/word" if tok["available"]
+                      else ""))
     ci = m.get("ci", {})
 
     def shown(key: str) -> str:
@@ -403,6 +421,18 @@ def eval_retrieval(
         f"{md}->text R@1 {r(m2t, 'R@1')} R@10 {r(m2t, 'R@10')} mAP@10 {m2t['mAP@10']:.3f}; "
         f"skipped {skipped.count}"
     )
+    for lang, d in m.get("per_language", {}).items():  # one line per caption language
+        t, a, vs, tok = d[f"text_to_{md}"], d[f"{md}_to_text"], d.get("vs_en"), d["tokenizer"]
+        line = f"  {lang:8} {d['captions']} captions: text->{md} R@1 {r(t, 'R@1')} R@10 {r(t, 'R@10')}; {md}->text " \
+               f"R@1 {r(a, 'R@1')}"
+        if vs:
+            paired = vs[f"{md}_to_text"]
+            line += f"; R@1 vs en: text->{md} {vs[f'text_to_{md}']['difference']:+.3f} (unpaired)"
+            if paired["difference"] is not None:
+                line += f", {md}->text {paired['difference']:+.3f} (paired, p = {paired['p_value']:.3g})"
+        if tok["available"]:
+            line += f"; unk {tok['unk_share']:.1%}, {tok['tokens_per_word']:.2f} tokens/word"
+        typer.echo(line)
 
 
 @app.command()

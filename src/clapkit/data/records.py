@@ -24,6 +24,8 @@ class Pair:
     media_id: str
     where: str  # "FILE line N", for error messages
     source: str | None = None  # the recording's source id where the format names it (see LabelledClip)
+    language: str | None = None  # the caption's language code where the format gives one (csv:/jsonl: `language`,
+    # xtd10:, crossmodal3600:); retrieval then scores each language apart (`per_language`)
 
 
 def unique_clips(pairs: list[Pair]) -> list[Pair]:

@@ -26,9 +26,23 @@ def join(base: Path, rel: str, where: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+LANGUAGE = "language"  # the optional column / key of a caption's language code (csv:, jsonl:)
+
+
+def caption_language(value, where: str) -> str:
+    """A caption's language code (``en``, ``de``, ``ja``, ...) stripped of surrounding space;
+    a blank or non-text one is an error at ``where``."""
+    code = value.strip() if isinstance(value, str) else ""
+    if not code:
+        raise DataError(f"empty {LANGUAGE} (give each caption a language code such as en, de or ja)", where,
+                        reason=f"empty {LANGUAGE}")
+    return code
+
+
 def csv_pairs(path: Path, opts: ReadOptions, skipped: Skipped, resolve: Resolve) -> list[Pair]:
     """``csv:FILE``: one pair a row from its ``opts.column`` and ``opts.caption_column``;
-    paths relative to ``opts.media_dir``, else the CSV's folder."""
+    paths relative to ``opts.media_dir``, else the CSV's folder. An optional ``language``
+    column gives each caption its language (a blank cell is an error naming the line)."""
     c, base, media_column, caption_column = Collector(opts.skip_bad, skipped), opts.media_dir or path.parent, \
         opts.column, opts.caption_column
     for line, row in read_csv_rows(path, [media_column, caption_column]):
@@ -39,14 +53,17 @@ def csv_pairs(path: Path, opts: ReadOptions, skipped: Skipped, resolve: Resolve)
             if not row[media_column].strip():
                 raise DataError(f"empty {media_column} path", where)
             media = resolve(join(base, row[media_column].strip(), where), where)
-            return [Pair(media, clean_caption(row[caption_column], where), row[media_column].strip(), where)]
+            language = caption_language(row[LANGUAGE], where) if LANGUAGE in row else None
+            return [Pair(media, clean_caption(row[caption_column], where), row[media_column].strip(), where,
+                         language=language)]
 
         c(one)
     return c.items
 
 
 def jsonl_pairs(path: Path, opts: ReadOptions, skipped: Skipped, resolve: Resolve) -> list[Pair]:
-    """``jsonl:FILE``: one object a line, its caption a string or a list of strings."""
+    """``jsonl:FILE``: one object a line, its caption a string or a list of strings; an
+    optional ``language`` key gives the line's captions their language."""
     c, base, media_column, caption_column = Collector(opts.skip_bad, skipped), opts.media_dir or path.parent, \
         opts.column, opts.caption_column
     for n, line in enumerate(read_text(path).splitlines(), 1):
@@ -66,7 +83,9 @@ def jsonl_pairs(path: Path, opts: ReadOptions, skipped: Skipped, resolve: Resolv
             if not isinstance(obj[media_column], str) or not obj[media_column].strip():
                 raise DataError(f"'{media_column}' must be a non-empty path", where)
             media = resolve(join(base, obj[media_column], where), where)
-            return [Pair(media, clean_caption(cap, where), str(obj[media_column]), where) for cap in caps]
+            language = caption_language(obj[LANGUAGE], where) if LANGUAGE in obj else None
+            return [Pair(media, clean_caption(cap, where), str(obj[media_column]), where, language=language)
+                    for cap in caps]
 
         c(one)
     return c.items

@@ -260,3 +260,99 @@ def prompt_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray, o
             "spread": float(max(values) - min(values)), "best": max(results, key=lambda k: results[k][metric]),
             "worst": min(results, key=lambda k: results[k][metric]), "not_applicable": skipped,
             "items": len(data.clips)}
+
+
+def load_language_prompts(spec, class_names: list[str]) -> tuple[dict[str, dict], str]:
+    """The prompts of each language of a ``--language-prompts`` file (YAML or JSON; or the
+    mapping itself): ``{en: {templates: [...], classnames: {data class: name}}, de: {...}}``,
+    keyed by language code. Every language needs ``templates`` (each with ``{label}``);
+    ``classnames`` maps each of the data's classes (by its name, ``_``, spaces and case
+    aside) to the name written into that language's prompts, and may be left out for
+    English (``en``: the data's own names). Returns ({language: {templates, names}}, where)."""
+    from ..errors import DataError
+    from .prompts import _read_file, name_key
+
+    where = "the given language prompts" if isinstance(spec, dict) else str(spec)
+    data = dict(spec) if isinstance(spec, dict) else _read_file(Path(spec))
+    if not isinstance(data, dict) or not data:
+        raise DataError("expected a mapping from language code to {templates: [...], classnames: {...}}", where)
+    out = {}
+    for lang, entry in data.items():
+        if not isinstance(lang, str) or not lang.strip():
+            raise DataError(f"a language key read as {lang!r}: quote language codes that YAML reads as booleans or "
+                            "numbers ('no': ..., 'on': ...)", where)
+        templates = entry.get("templates") if isinstance(entry, dict) else None
+        if not isinstance(templates, list) or not templates:
+            raise DataError(f"language {lang!r}: no templates (give {lang}: {{templates: [...]}})", where)
+        bad = [t for t in templates if not isinstance(t, str) or "{label}" not in t]
+        if bad:
+            raise DataError(f"language {lang!r}: template {bad[0]!r} has no {{label}} placeholder", where)
+        given = entry.get("classnames")
+        if given is None and lang == REFERENCE_LANGUAGE:
+            names = [n.replace("_", " ") for n in class_names]
+        elif not isinstance(given, dict):
+            raise DataError(f"language {lang!r}: needs classnames, a mapping from each of the data's classes to its "
+                            f"name in {lang} (only {REFERENCE_LANGUAGE} may leave them out)", where)
+        else:
+            keyed = {name_key(str(k)): v for k, v in given.items()}
+            names = []
+            for c in class_names:
+                name = given.get(c, keyed.get(name_key(c)))
+                if not isinstance(name, str) or not name.strip():
+                    raise DataError(f"language {lang!r}: class {c!r} of the data has no name in its classnames", where)
+                names.append(name.strip())
+        out[lang.strip()] = {"templates": list(templates), "names": names}
+    return out, where
+
+
+REFERENCE_LANGUAGE = "en"  # what each language's zero-shot number is compared with (``vs_en``)
+
+
+def language_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray, spec, owner: np.ndarray | None = None,
+                   bootstrap: int = 1000, seed: int = 0, device="cpu") -> dict:
+    """Zero-shot in each language of a ``--language-prompts`` file
+    (:func:`load_language_prompts`) on one embedding of the media (``media_emb``, with
+    ``owner`` for ``--pool max`` windows), as :func:`prompt_sweep` scores prompt sets: each
+    language's top-1 (a multi-label set: mAP) with its 95% interval, and against English
+    (``vs_en``; the same items, so paired): the difference (language minus English) with
+    its paired-bootstrap interval and McNemar's exact p for top-1 (the paired bootstrap's p
+    for mAP). ``tokenizer``: how the text tower's tokenizer covers the language's prompts
+    (:func:`~clapkit.evaluation.retrieval.tokenizer_coverage`). Each language's number
+    equals an ``eval zeroshot --template ... --classnames ...`` run with its prompts."""
+    from .retrieval import tokenizer_coverage
+    from .uncertainty import mcnemar, paired_bootstrap
+
+    languages, where = load_language_prompts(spec, data.class_names)
+    metric = "mAP" if data.multilabel else "top1"
+    results, per_item = {}, {}
+    for lang, entry in sorted(languages.items(), key=lambda kv: (kv[0] != REFERENCE_LANGUAGE, kv[0])):
+        texts = zeroshot_texts(data.class_names, model.medium, entry["templates"], entry["names"], data.class_ids)
+        scores = zeroshot_scores(model, data, texts, device=device, media_emb=media_emb, owner=owner)
+        m = zeroshot_metrics(scores, data, bootstrap, seed, keep_ranks=not data.multilabel)
+        per_item[lang] = scores if data.multilabel else m["ranks"] == 1
+        results[lang] = {metric: m[metric], "ci": m.get("ci", {}).get(metric), "templates": entry["templates"],
+                         "class_names_used": entry["names"], "first_prompts": texts.texts[0],
+                         "tokenizer": tokenizer_coverage(model, [t for ts in texts.texts for t in ts])}
+    ref = REFERENCE_LANGUAGE
+    if ref in results:
+        for lang, r in results.items():
+            if lang == ref:
+                continue
+            if data.multilabel:
+                targets = data.targets()
+
+                def diff(w, a=per_item[lang], b=per_item[ref], y=targets):
+                    return float(np.nanmean(weighted_average_precision(a, y, w))
+                                 - np.nanmean(weighted_average_precision(b, y, w)))
+
+                lo, hi, p = paired_bootstrap(diff, len(targets), bootstrap or 1000, seed)
+                r[f"vs_{ref}"] = {"difference": r[metric] - results[ref][metric], "ci": [lo, hi], "p_value": p,
+                                  "test": "paired_bootstrap"}
+            else:
+                d = per_item[lang].astype(float) - per_item[ref].astype(float)
+                lo, hi, _ = paired_bootstrap(lambda w, d=d: float((w * d).sum() / w.sum()), len(d), bootstrap or 1000,
+                                             seed)
+                r[f"vs_{ref}"] = {"difference": float(d.mean()), "ci": [lo, hi],
+                                  "p_value": mcnemar(per_item[lang], per_item[ref])["p_value"], "test": "mcnemar_exact"}
+    return {"metric": metric, "file": where, "reference": ref if ref in results else None, "languages": results,
+            "items": len(data.clips)}

@@ -6,6 +6,12 @@ the CLAP papers. Registered specs (``KIND:PATH``, :mod:`clapkit.data.specs`):
 - ``csv:FILE`` - columns ``audio`` and ``caption`` (names selectable); audio paths relative
   to the CSV's folder or absolute.
 - ``jsonl:FILE`` - one object a line with ``audio`` and ``caption`` (a string or a list).
+
+Both read an optional ``language`` column / key: the caption's language code (``en``, ``de``,
+``ja``, ...; a blank one is an error naming the line), and ``eval retrieval`` then scores
+each language apart (``per_language``). A translated Clotho or AudioCaps is such a CSV: one
+row per caption and language, e.g. ``audio,caption,language`` with
+``development/a.wav,A dog barks.,en`` and ``development/a.wav,Ein Hund bellt.,de``.
 - ``clotho:CSV`` - Clotho's ``file_name,caption_1..caption_5``; audio in ``audio_dir``
   (default: the CSV's folder).
 - ``audiocaps:CSV`` - AudioCaps' ``audiocap_id,youtube_id,start_time,caption``; the audio
@@ -95,7 +101,8 @@ def _write_csv(d: Path) -> tuple[str, Path]:
 
 
 @spec_kind("csv", PAIRS, ("audio",), "FILE", "columns `audio,caption` (`data.audio_column`, `data.caption_column`), "
-           "one row per pair, paths relative to the CSV", example=_write_csv)
+           "one row per pair, paths relative to the CSV; an optional `language` column (the caption's language code: "
+           "a translated Clotho or AudioCaps)", example=_write_csv)
 def read_csv(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
     return csv_pairs(path, opts, skipped, _resolver(opts))
 
@@ -109,7 +116,8 @@ def _write_jsonl(d: Path) -> tuple[str, Path]:
     return f"jsonl:{d / 'm.jsonl'}", d / "m.jsonl"
 
 
-@spec_kind("jsonl", PAIRS, ("audio",), "FILE", '`{"audio": ..., "caption": "..." or [...]}` a line', example=_write_jsonl)
+@spec_kind("jsonl", PAIRS, ("audio",), "FILE", '`{"audio": ..., "caption": "..." or [...]}` a line (optional '
+           '`"language"`)', example=_write_jsonl)
 def read_jsonl(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
     return jsonl_pairs(path, opts, skipped, _resolver(opts))
 

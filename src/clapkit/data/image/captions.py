@@ -14,7 +14,17 @@ its captions), registered in :mod:`clapkit.data.specs`:
 - ``flickr:TOKENFILE`` - Flickr30k's ``results_20130124.token`` / Flickr8k's
   ``Flickr8k.token.txt``: ``IMAGE#N<TAB>caption`` lines; images as for karpathy:;
 - ``csv:FILE`` / ``jsonl:FILE`` - an ``image`` column / key (name selectable) and
-  ``caption`` (:mod:`clapkit.data.tables`, as for audio);
+  ``caption`` (:mod:`clapkit.data.tables`, as for audio), and an optional ``language``;
+- ``xtd10:ROOT`` - XTD10 as its owners publish it (adobe-research/Cross-lingual-Test-Dataset-XTD10):
+  ``XTD10/test_image_names.txt`` (one COCO image name a line) and, aligned with it line by
+  line, ``test_1kcaptions_{lang}.txt`` in ``XTD10/`` (en, es, it, ko, pl, ru, tr, zh),
+  ``MIC/`` (de, fr) and ``STAIR/`` (jp); each caption carries its file's language code
+  (XTD10's own: ``jp`` for Japanese); images in ``image_dir`` (default ``ROOT/images``);
+- ``crossmodal3600:JSONL`` - Crossmodal-3600's ``captions.jsonl`` (google.github.io/crossmodal-3600,
+  ``web-data/captions.zip``): a line per image with ``image/key``, ``image/locale`` and, per
+  language code, ``{"caption": [...], "caption/tokenized": [...], ...}``; every caption of
+  every language is read (CLIP_benchmark keeps each language's first); images
+  ``{image/key}.jpg`` in ``image_dir`` (default an ``images`` folder beside the file);
 - ``wds:PATTERN`` - WebDataset tar shards (``{key}.jpg|jpeg|png|webp`` + ``{key}.txt``
   or ``.json``, as open_clip and LAION write them), read in place: see
   :mod:`clapkit.data.shards.wds`.
@@ -99,7 +109,8 @@ def _write_csv(d: Path) -> tuple[str, Path]:
 
 
 @spec_kind("csv", PAIRS, ("image",), "FILE", "columns `image,caption` (`data.image_column`, `--image-column`), one row "
-           "per pair, paths relative to the CSV or `--image-dir`", example=_write_csv)
+           "per pair, paths relative to the CSV or `--image-dir`; an optional `language` column (the caption's "
+           "language code)", example=_write_csv)
 def read_csv(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
     return csv_pairs(path, opts, skipped, _resolve(opts))
 
@@ -112,7 +123,8 @@ def _write_jsonl(d: Path) -> tuple[str, Path]:
     return f"jsonl:{d / 'm.jsonl'}", d / "m.jsonl"
 
 
-@spec_kind("jsonl", PAIRS, ("image",), "FILE", '`{"image": ..., "caption": "..." or [...]}` a line', example=_write_jsonl)
+@spec_kind("jsonl", PAIRS, ("image",), "FILE", '`{"image": ..., "caption": "..." or [...]}` a line (optional '
+           '`"language"`)', example=_write_jsonl)
 def read_jsonl(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
     return jsonl_pairs(path, opts, skipped, _resolve(opts))
 
@@ -240,6 +252,131 @@ def _flickr(path: Path, image_dir, split, c: Collector, resolve=image_file) -> l
             if name not in found:
                 found[name] = resolve(base / name, where)
             return [Pair(found[name], clean_caption(caption, where), name, where)]
+
+        c(one)
+    return c.items
+
+
+# XTD10 as adobe-research/Cross-lingual-Test-Dataset-XTD10 publishes it, and the folder CLIP_benchmark's
+# clip_benchmark/datasets/xtd10.py reads each language from: MIC for de and fr, STAIR for jp, XTD10 for the rest
+XTD10_IMAGES = "test_image_names.txt"
+XTD10_CAPTIONS = "test_1kcaptions_"
+XTD10_FOLDERS = {"de": "MIC", "fr": "MIC", "jp": "STAIR"}
+
+
+def aligned_lines(path: Path) -> list[str]:
+    """The lines of a file whose line N belongs to line N of another (split on ``\\n`` alone,
+    so that no other line break inside a caption shifts them; a ``\\r`` before it and one
+    final newline dropped)."""
+    lines = read_text(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def xtd10_files(root: Path) -> tuple[Path, dict[str, Path]]:
+    """XTD10's image list and each language's caption file under ``root`` (its repository's
+    ``XTD10/``, ``MIC/``, ``STAIR/`` folders, or every file in ``root`` itself)."""
+    if not root.is_dir():
+        raise DataError("folder not found (expected XTD10's repository: XTD10/, MIC/, STAIR/)", str(root))
+    nested = (root / "XTD10").is_dir()
+    folders = ("XTD10", "MIC", "STAIR") if nested else ("",)
+    files: dict[str, Path] = {}
+    for folder in folders:
+        for f in sorted((root / folder).glob(f"{XTD10_CAPTIONS}*.txt")):
+            lang = f.stem[len(XTD10_CAPTIONS):]
+            if lang and (not nested or XTD10_FOLDERS.get(lang, "XTD10") == folder):
+                files[lang] = f
+    names = root / "XTD10" / XTD10_IMAGES if nested else root / XTD10_IMAGES
+    if not names.is_file():
+        raise DataError(f"no {XTD10_IMAGES} (XTD10's image list)", str(names))
+    if not files:
+        raise DataError(f"no {XTD10_CAPTIONS}{{lang}}.txt caption files", str(root))
+    return names, dict(sorted(files.items()))
+
+
+def _write_xtd10(d: Path) -> tuple[str, Path]:
+    names = [f"COCO_train2014_{i:012d}.jpg" for i in range(2)]
+    for name in names:
+        _write_png(d / "images" / name)
+    for folder, lang, words in (("XTD10", "en", "a cat on a desk"), ("MIC", "de", "eine Katze auf einem Tisch")):
+        (d / folder).mkdir(parents=True, exist_ok=True)
+        (d / folder / f"{XTD10_CAPTIONS}{lang}.txt").write_text("".join(f"{words} {i}\n" for i in range(2)))
+    (d / "XTD10" / XTD10_IMAGES).write_text("".join(f"{n}\n" for n in names))
+    return f"xtd10:{d}", d / "XTD10" / f"{XTD10_CAPTIONS}en.txt"
+
+
+@spec_kind("xtd10", PAIRS, ("image",), "ROOT", "XTD10's repository: `XTD10/test_image_names.txt` and, aligned with it "
+           "line by line, `test_1kcaptions_{lang}.txt` in `XTD10/`, `MIC/` (de, fr), `STAIR/` (jp); each caption "
+           "carries its language; images in `--image-dir` (default `ROOT/images`)", example=_write_xtd10)
+def read_xtd10(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
+    names_file, files = xtd10_files(path)
+    names = aligned_lines(names_file)
+    captions = {}
+    for lang, f in files.items():
+        captions[lang] = aligned_lines(f)
+        if len(captions[lang]) != len(names):
+            raise DataError(f"{len(captions[lang])} captions for the {len(names)} images of {names_file}; the files "
+                            "are aligned line by line", str(f))
+    base = opts.media_dir or (path / "images" if (path / "images").is_dir() else path)
+    c, resolve = Collector(opts.skip_bad, skipped), _resolve(opts)
+    for i, name in enumerate(names):
+        where = f"{names_file} line {i + 1}"
+
+        def one(i=i, name=name.strip(), where=where):
+            if not name:
+                raise DataError("empty image name", where)
+            image = resolve(base / name, where)
+            return [Pair(image, clean_caption(captions[lang][i], f"{f} line {i + 1}"), name, f"{f} line {i + 1}",
+                         language=lang) for lang, f in files.items()]
+
+        c(one)
+    return c.items
+
+
+def _write_crossmodal3600(d: Path) -> tuple[str, Path]:
+    keys = ["d89a4889331ce042", "74f94963ee1e135d"]
+    for key in keys:
+        _write_png(d / "images" / f"{key}.jpg")
+    words = (("en", "a red bus"), ("ru", "красный автобус"))
+    lines = [{"image/key": key, "image/locale": "en",
+              **{lang: {"caption": [f"{w} {i}"], "caption/tokenized": [f"{w} {i}"],
+                        "caption/tokenized/lowercase": [f"{w} {i}"]} for lang, w in words}}
+             for i, key in enumerate(keys)]
+    (d / "captions.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    return f"crossmodal3600:{d / 'captions.jsonl'}", d / "captions.jsonl"
+
+
+@spec_kind("crossmodal3600", PAIRS, ("image",), "JSONL", "Crossmodal-3600's `captions.jsonl`: a line per image with "
+           "`image/key` and, per language code, `{\"caption\": [...]}`; every caption of every language, each "
+           "carrying its language; images `{image/key}.jpg` in `--image-dir` (default `images/` beside the file)",
+           example=_write_crossmodal3600)
+def read_crossmodal3600(path: Path, opts: ReadOptions, skipped: Skipped) -> list[Pair]:
+    text = read_text(path)
+    base = opts.media_dir or (path.parent / "images" if (path.parent / "images").is_dir() else path.parent)
+    c, resolve = Collector(opts.skip_bad, skipped), _resolve(opts)
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 and the like may stand in a caption
+        if not line.strip():
+            continue
+
+        def one(line=line, where=f"{path} line {n}"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON ({exc.msg})", where) from exc
+            key = obj.get("image/key") if isinstance(obj, dict) else None
+            if not isinstance(key, str) or not key.strip():
+                raise DataError("needs an 'image/key' and one entry per language", where)
+            where = f"{where} (image/key {key})"
+            langs = {k: v for k, v in obj.items() if isinstance(v, dict)}
+            if not langs:
+                raise DataError("no language entries ({\"en\": {\"caption\": [...]}, ...})", where)
+            bad = [k for k, v in langs.items() if not isinstance(v.get("caption"), list)]
+            if bad:
+                raise DataError(f"language {bad[0]!r}: needs a 'caption' list", where)
+            image = resolve(base / f"{key.strip()}.jpg", where)
+            return [Pair(image, clean_caption(cap, f"{where} {lang} caption[{k}]"), key.strip(), where, language=lang)
+                    for lang, entry in langs.items() for k, cap in enumerate(entry["caption"])]
 
         c(one)
     return c.items
