@@ -156,6 +156,7 @@ def test_an_undefined_fit_says_why():
     assert [r["fitted"] for r in same["classes"]] == [None, None, None]
     flat = frequency_curve({"a": 0, "b": 9, "c": 99}, {"a": 0.5, "b": 0.5, "c": 0.5})  # r is undefined
     assert (flat["slope"], flat["intercept"]) == (0.0, 0.5)
+    assert (flat["slope_ci"], flat["intercept_ci"]) == (None, None)  # linregress's stderr is NaN: no interval
     assert (flat["r2"], flat["r2_ci"], flat["p_value"]) == (None, None, None)
     assert [r["standardised_residual"] for r in flat["classes"]] == [0.0, 0.0, 0.0] and flat["outliers"] == []
 

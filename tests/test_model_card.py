@@ -202,6 +202,12 @@ def test_bad_inputs_name_the_file_or_option(tmp_path, tiny_checkpoint):
     assert isinstance(r.exception, ConfigError) and "give --out" in str(r.exception)
     r = runner.invoke(app, ["card", str(tiny_checkpoint), "--out", str(out), "--train-data", f"csv:{tmp_path / 'x.csv'}"])
     assert isinstance(r.exception, DataError) and "x.csv" in str(r.exception)
+    other = tmp_path / "other-model.json"  # another model's results never land on this card
+    other.write_text(json.dumps({"top1": 0.5, "clips": 4, "multilabel": False, "model": "runs/b/checkpoint",
+                                 "model_provenance": {"fingerprint": "0123456789abcdef"}}))
+    r = runner.invoke(app, ["card", str(tiny_checkpoint), "--results", str(other), "--out", str(out)])
+    assert isinstance(r.exception, ConfigError) and "other-model.json: these results are of another model" in str(
+        r.exception) and not out.exists()
 
 
 def test_a_card_that_cannot_be_written_warns_and_the_run_stands(tmp_path):

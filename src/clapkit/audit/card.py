@@ -619,7 +619,7 @@ def build_card(info: CardInfo) -> str:
             f"{what[0].upper() + what[1:]}{f': `{info.family}`' if info.family not in (None, info.kind) else ''}, in {info.library or 'clapkit'}'s "
             f"format (`{info.kind}`). Load it with `clapkit.load(PATH)`; the command line takes the same path.", "",
             f"Model fingerprint: `{info.fingerprint}` (`clapkit.models.provenance.model_fingerprint` of this folder, "
-            "card included: the value every result of this model records).", ""]
+            "its model card aside: the value every result of this model records).", ""]
     body = head + _recipe_lines(info) + _training_lines(info) + _results_lines(info) + _contamination_lines(info)
     if info.notes:
         body += ["## Notes", ""] + [f"- {n}" for n in info.notes] + [""]
@@ -926,6 +926,22 @@ def _old_results(old: dict) -> list[dict]:
     return rows
 
 
+def _check_results_model(results: Sequence[str | Path], spec: str) -> None:
+    """Refuse a result file that names another model (its recorded fingerprint, an eval
+    JSON's ``model_provenance`` or a bench cell's ``model_fingerprint``, is neither this
+    model's nor, written before cards were left out of it, this model's with its card)."""
+    from ..models.provenance import model_fingerprint
+
+    ours = {model_fingerprint(str(spec)), model_fingerprint(str(spec), cards=True)}
+    for f in results:
+        d = json.loads(Path(f).read_text(encoding="utf-8"))
+        theirs = (d.get("model_provenance") or {}).get("fingerprint") or d.get("model_fingerprint") \
+            if isinstance(d, dict) else None
+        if theirs and theirs not in ours:
+            raise ConfigError(f"{f}: these results are of another model (fingerprint {theirs}, {d.get('model')!r}); "
+                              f"{spec} is {model_fingerprint(str(spec))}. Give the results of this model")
+
+
 def refresh_card(model: str | Path, train_data: Sequence[str] = (), evals: Sequence[str] = (),
                  results: Sequence[str | Path] = (), out: str | Path | None = None, labels: Sequence[str] = (),
                  media_dir=None, eval_dir=None, skip_bad: bool = False, fresh: bool = False) -> tuple[Path, CardInfo]:
@@ -950,6 +966,7 @@ def refresh_card(model: str | Path, train_data: Sequence[str] = (), evals: Seque
     out = Path(out)
     old = {} if fresh else (read_card(out).get("clapkit") or {})
     new_results = [r for f in results for r in read_results(f, m.medium)]  # bad files fail before any long audit
+    _check_results_model(results, m.spec)
     notes: list[str] = []
     old_suites = (old.get("contamination") or {}).get("suites")
     whole = isinstance(old_suites, dict) and all(isinstance(x, dict) and _SCAN_KEYS <= set(x) for x in old_suites.values())

@@ -323,11 +323,12 @@ def frequency_curve(counts: dict[str, int], values: dict[str, float | None],
         resid = y - fitted
         s = float(np.sqrt((resid ** 2).sum() / (n - 2)))
         z = resid / s if s > 0 else np.zeros(n)
+        finite = math.isfinite(fit.stderr) and math.isfinite(fit.intercept_stderr)  # NaN on a flat line
         out.update(slope=float(fit.slope),
-                   slope_ci=[float(fit.slope - t * fit.stderr), float(fit.slope + t * fit.stderr)],
+                   slope_ci=[float(fit.slope - t * fit.stderr), float(fit.slope + t * fit.stderr)] if finite else None,
                    intercept=float(fit.intercept),
                    intercept_ci=[float(fit.intercept - t * fit.intercept_stderr),
-                                 float(fit.intercept + t * fit.intercept_stderr)],
+                                 float(fit.intercept + t * fit.intercept_stderr)] if finite else None,
                    residual_se=s)
         if not math.isnan(fit.rvalue):  # every class at one value: the line is flat, r undefined
             out.update(r2=float(fit.rvalue ** 2), r2_ci=r2_interval(float(fit.rvalue), n, level),
@@ -396,6 +397,11 @@ def frequency_section(counts: ConceptCounts, values: dict[str, float | None],
             "all_rules": frequency_curve(counts.all_rules, values, intervals, items, metric)}
 
 
+def interval_text(ci, digits: int = 3) -> str:
+    """`` [lo, hi]`` of an interval, or nothing where it is undefined (a flat line's slope)."""
+    return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""
+
+
 def plot_frequency_curve(curve: dict, path: str | Path, title: str = "") -> Path:
     """One PNG: each class at (log10(captions + 1), its accuracy) with its interval, the
     fitted line, the outliers named; the x ticks read as caption counts."""
@@ -413,9 +419,8 @@ def plot_frequency_curve(curve: dict, path: str | Path, title: str = "") -> Path
     ax.errorbar(x, y, yerr=err, fmt="o", ms=4, capsize=2, color="tab:blue", ecolor="0.6", label="classes (95% CI)")
     if curve["slope"] is not None:
         grid = np.linspace(0, max(float(x.max()), 1.0), 50)
-        lo, hi = curve["slope_ci"]
         ax.plot(grid, curve["intercept"] + curve["slope"] * grid, color="tab:red",
-                label=f"slope {curve['slope']:.3f} [{lo:.3f}, {hi:.3f}] per 10x, r² "
+                label=f"slope {curve['slope']:.3f}{interval_text(curve['slope_ci'])} per 10x, r² "
                       f"{'n/a' if curve['r2'] is None else format(curve['r2'], '.2f')}, n {curve['n']}")
     for r in rows:  # the outliers in red; every class, in grey, when there are few
         if r["outlier"] or len(rows) <= LABEL_ALL:

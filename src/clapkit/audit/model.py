@@ -195,7 +195,8 @@ def _frequency_markdown(f: dict) -> list[str]:
             lines.append(f"| {rule} | {c['n']} | n/a ({c['undefined']}) | | | |")
             continue
         r2 = f" [{_fmt(c['r2_ci'][0])}, {_fmt(c['r2_ci'][1])}]" if c["r2_ci"] else ""
-        lines.append(f"| {rule} | {c['n']} | {_fmt(c['slope'])} [{_fmt(c['slope_ci'][0])}, {_fmt(c['slope_ci'][1])}] | "
+        ci = f" [{_fmt(c['slope_ci'][0])}, {_fmt(c['slope_ci'][1])}]" if c["slope_ci"] else ""
+        lines.append(f"| {rule} | {c['n']} | {_fmt(c['slope'])}{ci} | "
                      f"{_fmt(c['intercept'])} | {_fmt(c['r2'])}{r2} | {', '.join(c['outliers']) or 'none'} |")
     return lines + ["", f"![accuracy against caption frequency]({f['figure']})", ""]
 

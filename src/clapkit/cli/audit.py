@@ -173,10 +173,12 @@ def audit_model_cmd(
                    f"{acc['named']}; never named: {lk['not_named']['classes']} ({lk['not_named']['items']} items), "
                    f"accuracy {acc['not_named']}")
     if "frequency" in r:
+        from ..audit.frequency import interval_text
+
         c = r["frequency"]["paper"]
         r2 = "n/a" if c["r2"] is None else f"{c['r2']:.3f}"
         typer.echo("accuracy vs log10(captions + 1), paper's rule: " + (
-            f"slope {c['slope']:.3f} [{c['slope_ci'][0]:.3f}, {c['slope_ci'][1]:.3f}] per tenfold, r^2 {r2}, "
+            f"slope {c['slope']:.3f}{interval_text(c['slope_ci'])} per tenfold, r^2 {r2}, "
             f"{c['n']} classes, outliers: {', '.join(c['outliers']) or 'none'}" if c["slope"] is not None
             else f"undefined ({c['undefined']})") + f" ({out / 'frequency.png'})")
     typer.echo(f"report in {out / 'report.md'}")

@@ -45,6 +45,7 @@ def retrieval_eval(model: DualEncoder, pairs: list[Pair], batch_size: int = 32, 
     if windows is not None and windows.pool != "mean":
         raise ConfigError("--pool max is for zero-shot scores; retrieval pools the windows by mean")
     judged = None if relevance is None else judged_queries(relevance, pairs, clips, skip_bad)  # before embedding
+    languages = caption_languages(pairs)  # every caption with a language or none: checked before embedding too
     feats, info = embed_items(model, clips, ("E",), batch_size, device, num_workers, cache, model_spec, windows,
                               progress=progress)
     media_emb = feats["E"]
@@ -55,7 +56,6 @@ def retrieval_eval(model: DualEncoder, pairs: list[Pair], batch_size: int = 32, 
     if judged is not None:
         t2m = graded_text_retrieval(media_emb, text_emb, judged, bootstrap, seed)
         graded = {f"text_to_{m}_paired": both["text_to_audio"], "relevance": judged.record}
-    languages = caption_languages(pairs)
     by_language = {}
     if languages is not None:
         by_language = {"per_language": language_retrieval(media_emb, text_emb, rows, languages, m, bootstrap, seed)}
@@ -89,8 +89,10 @@ def language_retrieval(media_emb: np.ndarray, text_emb: np.ndarray, rows, langua
     language: text-to-media (its captions as queries against every media item) and
     media-to-text (each media item that has captions in it, against its captions in it),
     each with R@1/5/10, mAP@10 and ranks as :func:`~clapkit.evaluation.metrics.retrieval_metrics`
-    gives them (and 95% intervals with ``bootstrap``): the numbers of a retrieval run on
-    that language's captions alone. Keyed by language, ``reference`` (English) first then
+    gives them (and 95% intervals with ``bootstrap``). Every language ranks against the same
+    pool, all media items (so a language that captions fewer items is not scored on an
+    easier pool, and ``vs_en`` compares like with like); where every item has captions in
+    every language these are the numbers of a run on that language's captions alone. Keyed by language, ``reference`` (English) first then
     by code; every other language gets ``vs_en``: its R@1 minus the reference's (negative:
     the language loses). Text-to-media has no paired test: its queries are different
     captions in each language, so only the difference (and each side's interval) is

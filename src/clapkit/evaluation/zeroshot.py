@@ -40,6 +40,7 @@ from .prompts import (  # noqa: F401  (the default prompts live with the publish
     default_templates,
     zeroshot_texts,
 )
+from .retrieval import REFERENCE_LANGUAGE
 from .uncertainty import weighted_intervals
 
 FOLD_PROTOCOLS = {
@@ -200,6 +201,45 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: str
     plt.close(fig)
 
 
+def _score_texts(model: DualEncoder, data: LabelledSet, texts: ZeroshotTexts, media_emb: np.ndarray, owner,
+                 bootstrap: int, seed: int, device) -> tuple[dict, np.ndarray]:
+    """One set of prompts scored on embeddings already computed (a sweep's step): the main
+    metric (top-1, a multi-label set's mAP) with its interval and the first class's prompts,
+    and what a paired comparison needs per item (correctness, or the scores)."""
+    metric = "mAP" if data.multilabel else "top1"
+    scores = zeroshot_scores(model, data, texts, device=device, media_emb=media_emb, owner=owner)
+    m = zeroshot_metrics(scores, data, bootstrap, seed, keep_ranks=not data.multilabel)
+    per_item = scores if data.multilabel else m["ranks"] == 1
+    return {metric: m[metric], "ci": m.get("ci", {}).get(metric), "first_prompts": texts.texts[0]}, per_item
+
+
+def _paired_against(results: dict, per_item: dict, reference: str, key: str, data: LabelledSet, bootstrap: int,
+                    seed: int) -> None:
+    """Each result but ``reference``'s gets ``key``: its difference from the reference on the
+    same items with a paired-bootstrap interval, and McNemar's exact p for top-1 (the paired
+    bootstrap's p for a multi-label set's mAP)."""
+    from .uncertainty import mcnemar, paired_bootstrap
+
+    base, targets = per_item[reference], data.targets() if data.multilabel else None
+    metric = "mAP" if data.multilabel else "top1"
+    for name, r in results.items():
+        if name == reference:
+            continue
+        if data.multilabel:
+            def diff(w, a=per_item[name], b=base, y=targets):
+                return float(np.nanmean(weighted_average_precision(a, y, w))
+                             - np.nanmean(weighted_average_precision(b, y, w)))
+
+            lo, hi, p = paired_bootstrap(diff, len(targets), bootstrap or 1000, seed)
+            r[key] = {"difference": r[metric] - results[reference][metric], "ci": [lo, hi], "p_value": p,
+                      "test": "paired_bootstrap"}
+        else:
+            d = per_item[name].astype(float) - base.astype(float)
+            lo, hi, _ = paired_bootstrap(lambda w, d=d: float((w * d).sum() / w.sum()), len(d), bootstrap or 1000, seed)
+            r[key] = {"difference": float(d.mean()), "ci": [lo, hi], "p_value": mcnemar(per_item[name], base)["p_value"],
+                      "test": "mcnemar_exact"}
+
+
 def prompt_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray, owner: np.ndarray | None = None,
                  default=None, classnames=None, bootstrap: int = 1000, seed: int = 0, device="cpu") -> dict:
     """How much the prompt moves a zero-shot number: every registered prompt set of the
@@ -213,7 +253,6 @@ def prompt_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray, o
     Each set's number equals an ``eval zeroshot --prompts NAME`` run on the same items."""
     from ..errors import ClapkitError
     from .prompts import registered_prompt_sets
-    from .uncertainty import mcnemar, paired_bootstrap
 
     metric = "mAP" if data.multilabel else "top1"
     spec = default or "clapkit:default"
@@ -228,33 +267,12 @@ def prompt_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray, o
         except ClapkitError as exc:
             skipped[name] = str(exc)
             continue
-        scores = zeroshot_scores(model, data, texts, device=device, media_emb=media_emb, owner=owner)
-        m = zeroshot_metrics(scores, data, bootstrap, seed, keep_ranks=not data.multilabel)
-        per_item[name] = scores if data.multilabel else m["ranks"] == 1
-        results[name] = {"name": name, metric: m[metric], "ci": m.get("ci", {}).get(metric),
-                         "first_prompts": texts.texts[0]}
+        results[name], per_item[name] = _score_texts(model, data, texts, media_emb, owner, bootstrap, seed, device)
+        results[name] = {"name": name, **results[name]}
     if default not in results:
         raise ClapkitError(f"--prompt-sweep: the default prompts {default!r} do not apply to the data "
                            f"({skipped.get(default, 'not scored')})")
-    base = per_item[default]
-    for name, r in results.items():
-        if name == default:
-            continue
-        if data.multilabel:
-            targets = data.targets()
-
-            def diff(w, a=per_item[name], b=base, y=targets):
-                return float(np.nanmean(weighted_average_precision(a, y, w))
-                             - np.nanmean(weighted_average_precision(b, y, w)))
-
-            lo, hi, p = paired_bootstrap(diff, len(targets), bootstrap or 1000, seed)
-            r["vs_default"] = {"difference": r[metric] - results[default][metric], "ci": [lo, hi], "p_value": p,
-                               "test": "paired_bootstrap"}
-        else:
-            d = per_item[name].astype(float) - base.astype(float)
-            lo, hi, _ = paired_bootstrap(lambda w, d=d: float((w * d).sum() / w.sum()), len(d), bootstrap or 1000, seed)
-            r["vs_default"] = {"difference": float(d.mean()), "ci": [lo, hi],
-                               "p_value": mcnemar(per_item[name], base)["p_value"], "test": "mcnemar_exact"}
+    _paired_against(results, per_item, default, "vs_default", data, bootstrap, seed)
     values = [r[metric] for r in results.values()]
     return {"metric": metric, "default": default, "sets": list(results.values()),
             "spread": float(max(values) - min(values)), "best": max(results, key=lambda k: results[k][metric]),
@@ -305,9 +323,6 @@ def load_language_prompts(spec, class_names: list[str]) -> tuple[dict[str, dict]
     return out, where
 
 
-REFERENCE_LANGUAGE = "en"  # what each language's zero-shot number is compared with (``vs_en``)
-
-
 def language_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray, spec, owner: np.ndarray | None = None,
                    bootstrap: int = 1000, seed: int = 0, device="cpu") -> dict:
     """Zero-shot in each language of a ``--language-prompts`` file
@@ -320,39 +335,18 @@ def language_sweep(model: DualEncoder, data: LabelledSet, media_emb: np.ndarray,
     (:func:`~clapkit.evaluation.retrieval.tokenizer_coverage`). Each language's number
     equals an ``eval zeroshot --template ... --classnames ...`` run with its prompts."""
     from .retrieval import tokenizer_coverage
-    from .uncertainty import mcnemar, paired_bootstrap
+
+    ref = REFERENCE_LANGUAGE
 
     languages, where = load_language_prompts(spec, data.class_names)
     metric = "mAP" if data.multilabel else "top1"
     results, per_item = {}, {}
-    for lang, entry in sorted(languages.items(), key=lambda kv: (kv[0] != REFERENCE_LANGUAGE, kv[0])):
+    for lang, entry in sorted(languages.items(), key=lambda kv: (kv[0] != ref, kv[0])):
         texts = zeroshot_texts(data.class_names, model.medium, entry["templates"], entry["names"], data.class_ids)
-        scores = zeroshot_scores(model, data, texts, device=device, media_emb=media_emb, owner=owner)
-        m = zeroshot_metrics(scores, data, bootstrap, seed, keep_ranks=not data.multilabel)
-        per_item[lang] = scores if data.multilabel else m["ranks"] == 1
-        results[lang] = {metric: m[metric], "ci": m.get("ci", {}).get(metric), "templates": entry["templates"],
-                         "class_names_used": entry["names"], "first_prompts": texts.texts[0],
+        r, per_item[lang] = _score_texts(model, data, texts, media_emb, owner, bootstrap, seed, device)
+        results[lang] = {**r, "templates": entry["templates"], "class_names_used": entry["names"],
                          "tokenizer": tokenizer_coverage(model, [t for ts in texts.texts for t in ts])}
-    ref = REFERENCE_LANGUAGE
     if ref in results:
-        for lang, r in results.items():
-            if lang == ref:
-                continue
-            if data.multilabel:
-                targets = data.targets()
-
-                def diff(w, a=per_item[lang], b=per_item[ref], y=targets):
-                    return float(np.nanmean(weighted_average_precision(a, y, w))
-                                 - np.nanmean(weighted_average_precision(b, y, w)))
-
-                lo, hi, p = paired_bootstrap(diff, len(targets), bootstrap or 1000, seed)
-                r[f"vs_{ref}"] = {"difference": r[metric] - results[ref][metric], "ci": [lo, hi], "p_value": p,
-                                  "test": "paired_bootstrap"}
-            else:
-                d = per_item[lang].astype(float) - per_item[ref].astype(float)
-                lo, hi, _ = paired_bootstrap(lambda w, d=d: float((w * d).sum() / w.sum()), len(d), bootstrap or 1000,
-                                             seed)
-                r[f"vs_{ref}"] = {"difference": float(d.mean()), "ci": [lo, hi],
-                                  "p_value": mcnemar(per_item[lang], per_item[ref])["p_value"], "test": "mcnemar_exact"}
+        _paired_against(results, per_item, ref, f"vs_{ref}", data, bootstrap, seed)
     return {"metric": metric, "file": where, "reference": ref if ref in results else None, "languages": results,
             "items": len(data.clips)}

@@ -188,10 +188,12 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
         if made != precision:
             raise ConfigError(f"{path}: a cell computed in {made}; this run asks for {precision}. Give another --out "
                               f"(or rerun with --precision {made})")
+        now = model_fingerprint(str(model["model"]))
+        fingerprints = {now, model_fingerprint(str(model["model"]), cards=True)}
         stale = [f"{what} {cell.get(key)!r}, not {now!r}" for what, key, now in (
-            ("model", "model_spec", model["model"]), ("model fingerprint", "model_fingerprint",
-                                                      model_fingerprint(str(model["model"]))),
-            ("data", "data", task["data"])) if cell.get(key) != now]
+            ("model", "model_spec", model["model"]), ("data", "data", task["data"])) if cell.get(key) != now]
+        if cell.get("model_fingerprint") not in fingerprints:  # (cells written before model cards were left aside too)
+            stale.append(f"model fingerprint {cell.get('model_fingerprint')!r}, not {now!r}")
         if stale:
             raise ConfigError(f"{path}: this cell was computed from another {'; '.join(stale)}. Give another --out, "
                               "or delete the cell to recompute it")

@@ -88,15 +88,17 @@ def frequency_columns(captions: list[str], data, metrics: dict, scores: np.ndarr
     the slope of accuracy (a multi-label set: AP) per class against log10(captions naming
     the class + 1), by the paper's rule, with its t interval, and r^2 with its Fisher
     interval. The ``frequency_slope`` row carries the whole curve (``curve``, both rules)
-    for ``bench_report``, which draws ``OUT/figures/MODEL__TASK.frequency.png`` from it."""
-    from ..audit.frequency import accuracy_intervals, ap_intervals, count_files, frequency_section
+    for ``bench_report``, which draws ``OUT/figures/MODEL__TASK.frequency.png`` from it; a
+    multi-label set's per-class APs are drawn without intervals here (``audit model`` gives
+    them), so the cell's costliest bootstrap is not run twice."""
+    from ..audit.frequency import accuracy_intervals, count_files, frequency_section
     from ..audit.leakage import default_word_list
 
     counts = count_files(captions, default_word_list(data.class_names))
     per, names = metrics["per_class"], data.class_names
     if data.multilabel:
         values, items, metric = {c: v["AP"] for c, v in per.items()}, {c: v["positives"] for c, v in per.items()}, "AP"
-        intervals = ap_intervals(scores, data.targets(), names, boot, seed) if boot else None
+        intervals = None  # per-class AP intervals would redo zeroshot_metrics' bootstrap; the fit needs none
     else:
         values, items, metric = {c: v["accuracy"] for c, v in per.items()}, {c: v["clips"] for c, v in per.items()}, \
             "accuracy"

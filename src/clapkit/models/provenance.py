@@ -28,17 +28,20 @@ from pathlib import Path
 from typing import Any
 
 
-def model_fingerprint(spec: str) -> str:
+def model_fingerprint(spec: str, cards: bool = False) -> str:
     """Which model a result came from: the relative names and sizes of the model's files
     (its model card, ``README.md``, aside) and its config.json bytes (a hub name by its name). It does not depend on where the
     folder is or when it was written, so a copy on another machine gives the same value;
     the embedding cache's :func:`clapkit.inference.cache.model_fingerprint` adds the files'
-    mtimes, because it asks a different question (are these vectors stale?)."""
+    mtimes, because it asks a different question (are these vectors stale?). ``cards``: count
+    the model cards too, as fingerprints did before cards were left aside (what results
+    written then record)."""
     path = Path(spec)
     if not path.exists():
         return hashlib.sha256(spec.encode()).hexdigest()[:16]  # a hub name: the name is what is known
     # a model card (README.md) describes the model and is rewritten by `clapkit card`: not part of what it is
-    files = [p for p in sorted(path.rglob("*")) if p.is_file() and p.name != "README.md"] if path.is_dir() else [path]
+    files = [p for p in sorted(path.rglob("*")) if p.is_file() and (cards or p.name != "README.md")] \
+        if path.is_dir() else [path]
     h = hashlib.sha256()
     for p in files:
         h.update(f"{p.relative_to(path) if path.is_dir() else p.name}\t{p.stat().st_size}\n".encode())

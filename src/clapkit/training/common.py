@@ -233,6 +233,13 @@ def write_run_card(out: Path, recipe: str, cfg: dict, summary: dict, medium: str
     fails the run (``clapkit card OUT/checkpoint`` writes it later)."""
     if not is_main():
         return
+    if summary.get("stopped"):  # a stop (SIGTERM, a fault) leaves the grace period to the checkpoint, not the audit
+        import warnings
+
+        warnings.warn(f"{Path(out) / 'checkpoint'}: the run stopped ({summary['stopped']}); no model card written "
+                      f"(resume it, or write one with `clapkit card {Path(out) / 'checkpoint'}`)", RuntimeWarning,
+                      stacklevel=2)
+        return
     try:
         from ..audit.card import write_training_card
 

@@ -428,7 +428,8 @@ class CseTrainer(Recipe):
         if self.other:
             specs.append(c["images"] if self.other == "image" else c["audio"])
             counts["images" if self.other == "image" else "audio_clips"] = d.n_other
-            media = [x.media for x in d.audio.clips] if d.audio is not None else []
+            media = list(d.images.items) if self.other == "image" and d.images is not None else \
+                [x.media for x in d.audio.clips] if d.audio is not None else []
         counts["skipped"] = d.skipped.count
         return TrainingData([str(s) for s in specs], list(texts), media, counts)
 
