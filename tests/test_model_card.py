@@ -116,7 +116,7 @@ def test_training_run_writes_its_card(tiny_checkpoint):
     import clapkit
     from clapkit.audit.leakage import default_word_list, scan
     from clapkit.config import load_config
-    from clapkit.experiments.bench_cells import fingerprint_files
+    from clapkit.data.files import fingerprint_files
     from clapkit.training.pairs import load_clap_data
 
     run = tiny_checkpoint.parent

@@ -105,7 +105,7 @@ class TrainingData:
     note: str | None = None
 
     def record(self) -> dict:
-        from ..experiments.bench_cells import fingerprint_files
+        from ..data.files import fingerprint_files
 
         distinct = list(dict.fromkeys(map(_media_name, self.media)))
         return {"specs": list(self.specs), "counts": dict(self.counts),
@@ -171,7 +171,7 @@ def overlap_evidence(train, eval_spec: str, medium: str, train_fingerprint: str 
     """Which items of ``eval_spec`` the training side ``train`` (:func:`.overlap.load_side`)
     holds, by ``rules`` (:func:`.overlap.find_overlap`): counts per rule, the classes with a
     matched item, a few matched pairs and both sides' fingerprints."""
-    from ..experiments.bench_cells import fingerprint_files
+    from ..data.files import fingerprint_files
     from .overlap import find_overlap, load_side, overlap_report
 
     ev = load_side([eval_spec], medium, None, eval_dir, skip_bad)

@@ -248,3 +248,16 @@ class TarMember:
 
     def __str__(self) -> str:
         return f"{self.tar}#{self.name}"
+
+
+def fingerprint_files(paths) -> str:
+    """Which files a result was computed on: sha256 of their sorted (path, size) (their
+    bytes are not read; :mod:`clapkit.data.manifest` hashes contents)."""
+    import hashlib
+    import os
+
+    h = hashlib.sha256()
+    for p in sorted(str(p) for p in paths):
+        size = os.path.getsize(p) if os.path.isfile(p) else -1
+        h.update(f"{p}\t{size}\n".encode())
+    return h.hexdigest()[:16]

@@ -3,7 +3,6 @@ leakage columns of a model that names its training captions, and its provenance.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.files import fingerprint_files
 from ..errors import ConfigError
 from ..models.provenance import audio_input, describe, model_fingerprint  # noqa: F401 (bench's provenance)
 
@@ -30,15 +30,6 @@ def task_medium(task: dict, model_medium: str) -> str:
 
 def cell_name(model: str, task: str) -> str:
     return f"{model}__{task}"
-
-
-def fingerprint_files(paths) -> str:
-    """sha256 of the sorted (path, size) of the files (their bytes are not read)."""
-    h = hashlib.sha256()
-    for p in sorted(str(p) for p in paths):
-        size = os.path.getsize(p) if os.path.isfile(p) else -1
-        h.update(f"{p}\t{size}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def versions() -> dict:
