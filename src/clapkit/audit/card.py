@@ -892,9 +892,13 @@ def _audit_training(m: _Model, train_data: Sequence[str], evals: Sequence[str], 
             raise ConfigError(f"--eval: {m.spec} names no training data; give --train-data SPEC")
         from .overlap import load_side
 
-        side = load_side(specs, m.medium, None, media_dir, skip_bad)
-        training = TrainingData(specs, [p.caption for p in side.pairs], [p.media for p in side.pairs],
-                                {"pairs": len(side.pairs), "media": len(side.items)})
+        side = load_side(specs, m.medium, None, media_dir, skip_bad)  # the recordings, for the overlap
+        # the captions as training read them (a labelled set: every label template of the run's config), for the
+        # class leakage; load_side reads one caption per labelled item
+        texts = read_training(specs, m.medium, None if train_data else (m.cfg or {}).get("data"), media_dir,
+                              skip_bad).texts
+        training = TrainingData(specs, texts, [p.media for p in side.pairs],
+                                {"pairs": len(texts), "media": len(side.items)})
     elif specs:
         try:
             training = read_training(specs, m.medium, None if train_data else (m.cfg or {}).get("data"), media_dir,

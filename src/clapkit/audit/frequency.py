@@ -430,7 +430,7 @@ def plot_frequency_curve(curve: dict, path: str | Path, title: str = "") -> Path
     ticks = [0] + [10 ** k for k in range(0, 12) if math.log10(10 ** k + curve["offset"]) <= right]
     ax.set_xticks([math.log10(t + curve["offset"]) for t in ticks], [f"{t:,}" for t in ticks])
     ax.set_xlabel(f"captions naming the class ({curve['x']} scale)")
-    ax.set_ylabel(f"zero-shot {curve['metric']}")
+    ax.set_ylabel(curve["metric"])  # zero-shot only where the items are outside the training data (audit overlap)
     ax.set_title(textwrap.fill(title, 80), fontsize=8)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()

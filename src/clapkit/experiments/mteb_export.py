@@ -407,9 +407,9 @@ def export_mteb(paths: list[Path], out: Path, model_name: str | None = None, rev
                 not_exported.append({**base, "mteb_task": e.task, "status": "protocol_differs", "reasons": diffs})
                 continue
             candidates.append(_Candidate(name, rev, e, r, base, scores, diffs))
-    # one file per model and MTEB task: a result that follows MTEB's protocol before one that does not
+    # one file per model and MTEB task: the result closest to MTEB's protocol (fewest differences) first
     chosen: dict[tuple, _Candidate] = {}
-    for c in sorted(candidates, key=lambda c: bool(c.diffs)):
+    for c in sorted(candidates, key=lambda c: len(c.diffs)):
         key = (c.name, c.revision, c.entry.task)
         if key in chosen:
             first = chosen[key].result
