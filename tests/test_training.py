@@ -135,13 +135,22 @@ def test_save_run_writes_the_best_model_before_last(tmp_path):
     """A crash after last/ but before checkpoint/ would leave a stale best model that
     resume never rewrites (last/ already records the new best). checkpoint/ goes first:
     a crash while writing last/ leaves last/ at the previous epoch, which resume redoes."""
-    save_run(tmp_path, _TagModel("epoch1"), {"epoch": 1}, improved=True)
+    def run(tag, epoch, improved, crash_on=None):
+        model = _TagModel(tag, crash_on)
+
+        def last(folder):
+            model.save(folder)
+            torch.save({"epoch": epoch}, folder / "trainer_state.pt")
+
+        save_run(tmp_path, model.save if improved else None, last)
+
+    run("epoch1", 1, improved=True)
     with pytest.raises(KeyboardInterrupt):
-        save_run(tmp_path, _TagModel("epoch2", crash_on=".last."), {"epoch": 2}, improved=True)
+        run("epoch2", 2, improved=True, crash_on=".last.")
     assert (tmp_path / "checkpoint" / "tag").read_text() == "epoch2"
     assert (tmp_path / "last" / "tag").read_text() == "epoch1"
     assert torch.load(tmp_path / "last" / "trainer_state.pt")["epoch"] == 1
-    save_run(tmp_path, _TagModel("epoch3"), {"epoch": 3}, improved=False)
+    run("epoch3", 3, improved=False)
     assert (tmp_path / "checkpoint" / "tag").read_text() == "epoch2"
     assert (tmp_path / "last" / "tag").read_text() == "epoch3"
 
@@ -465,11 +474,11 @@ def test_an_unwritable_run_folder_and_a_full_disk_are_named(tmp_path, tiny_bert,
         ClapTrainer(_cfg(tiny_bert, tiny_synthetic), tmp_path / "a-file" / "run")
     real, calls = clap.save_run, []
 
-    def full_disk(out, model, state, improved):
-        calls.append(state["state"]["window"])
+    def full_disk(out, write_checkpoint, write_last):
+        calls.append(out)
         if len(calls) == 2:  # the second save finds the disk full
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(out, model, state, improved)
+        real(out, write_checkpoint, write_last)
 
     monkeypatch.setattr(clap, "save_run", full_disk)
     with pytest.raises(TrainingError, match=r"run: saving the checkpoint failed .*No space left.*previous checkpoint"):

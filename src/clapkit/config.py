@@ -246,6 +246,8 @@ def validate(cfg: dict) -> None:
         ("train", "schedule"): {"plateau", "cosine"},
         ("runtime", "precision"): {"fp32", "bf16", "fp16"},
         ("runtime", "logger"): {"csv", "tensorboard"},
+        ("runtime", "compile"): {"none", "default", "reduce-overhead"},
+        ("runtime", "parallel"): {"ddp", "fsdp"},
         ("train", "val_objective"): {"train", "clip"},
         ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},
         ("train", "se", "loss"): {"captions", "corpus", "nli"},
@@ -283,6 +285,9 @@ def validate(cfg: dict) -> None:
     for key in ("save_every_steps", "max_bad_steps", "num_workers"):
         if int(cfg["runtime"][key]) < 0:
             raise ConfigError(f"'runtime.{key}' = {cfg['runtime'][key]}: give 0 or more")
+    ema = cfg["train"]["ema"]
+    if not 0.0 <= float(ema["decay"]) < 1.0 or int(ema["start_step"]) < 0:
+        raise ConfigError(f"train.ema = {ema}: decay is in [0, 1) (0: off; 0.999 a common value) and start_step >= 0")
     if cfg["train"]["batch_size"] < 2:
         raise ConfigError("'train.batch_size' must be at least 2 for a contrastive loss")
     for key in ("batch_size", "other_batch_size"):

@@ -35,6 +35,12 @@ DEFAULTS: dict[str, Any] = {
         "logger": "csv",  # csv | tensorboard
         "progress": True,
         "eval_batch_size": 64,
+        # torch.compile of the training forward and of inference: none | default | reduce-overhead
+        # (a model that cannot compile runs eager, with a warning; see clapkit.training.compile)
+        "compile": "none",
+        # under torchrun: ddp (every process holds the whole model) | fsdp (FSDP2's fully_shard: each
+        # process holds a shard of every parameter and its optimizer state; see clapkit.training.parallel)
+        "parallel": "ddp",
     },
     "data": {
         # Training sources as KIND:PATH specs (csv:, jsonl:, clotho:, audiocaps:, esc50:, folder:).
@@ -282,6 +288,11 @@ DEFAULTS: dict[str, Any] = {
         "eval_every": 1,
         # gradient caching of the cross-modal loss (GradCache): rows a chunk, one process; 0: off
         "cache_chunk": 0,
+        # an exponential moving average of the weights (clapkit.training.ema), updated after every
+        # optimizer step from start_step on: ema = decay * ema + (1 - decay) * weights; decay 0: off.
+        # eval: validate (and pick checkpoint/ by) the averaged weights; checkpoint: checkpoint/ holds
+        # them (last/ always holds the trained weights and the average, for --resume)
+        "ema": {"decay": 0.0, "start_step": 0, "eval": True, "checkpoint": True},
         # CyCLIP's cyclic-consistency regularisers added to the loss (see losses.cyclip_regularisers)
         "cyclip": {"in_modal": 0.0, "cross_modal": 0.0},
         # S0's joint training: + weight x a SimCSE loss on the text backbone's x_t (the same

@@ -168,7 +168,7 @@ class BackboneTrainer(Recipe):
             acc, val_loss = correct / len(self.val_ds), total / len(self.val_ds)
         return {"train_loss": mean_of(results, "loss"), "val_accuracy": acc, "val_loss": val_loss}
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, model=None) -> None:
         save_weights(self.tower.state_dict(), Path(folder) / "audio_tower.safetensors")
         save_weights(self.head.state_dict(), Path(folder) / "head.safetensors")
 

@@ -53,7 +53,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..data.datasets import stack_media
 from ..data.media import media_dataset
@@ -62,7 +61,7 @@ from ..errors import ConfigError
 from ..inference.embed import to_device
 from ..losses import clip_loss, cyclip_regularisers, gather_with_grad
 from ..models.dual import DualEncoder
-from ..models.public.hf import HFDualEncoder
+from ..models.public.base import PublicDualEncoder
 from ..models.public.loader import load_for_training
 from .common import (
     init_distributed,
@@ -80,6 +79,7 @@ from .monitors import Evaluators, clap_monitor
 from .objectives import Rows, objective_class
 from .objectives.caching import cached_objective
 from .optim import build_optimizer, warmup_cosine
+from .parallel import wrap_for_training
 from .pairs import ClapData, FeatureCache, extractor_of, load_clap_data, split_pairs  # noqa: F401 (API)
 from .sources import EpochLoader, Stream, batches_per_epoch, epoch_batches
 
@@ -146,7 +146,8 @@ class ClapTrainer(Recipe):
             except OSError as exc:
                 raise ConfigError(f"--out {self.out}: cannot write the run folder ({exc}); choose a writable folder "
                                   "with free space") from exc
-        self.loop = Loop(self, self.out, monitor, cfg["runtime"], self.precision, self.device, self.rank, self.world, resume)
+        self.loop = Loop(self, self.out, monitor, cfg["runtime"], self.precision, self.device, self.rank, self.world, resume,
+                         ema=cfg["train"]["ema"])
 
     @property
     def state(self) -> dict:
@@ -200,12 +201,11 @@ class ClapTrainer(Recipe):
                 plateau=True)
         update.grad_clip = t["grad_clip"]
         update.after_step = lambda: self.model.cap_logit_scale(t["max_logit_scale"])  # after every step, as every reference
-        self.net = self.model
-        if self.world > 1:
-            # a public model may hold parameters the loss never reaches (CLAP's logit_scale_t, its
-            # fusion branch on a batch without long clips)
-            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                           find_unused_parameters=isinstance(self.model, HFDualEncoder))
+        # DDP, FSDP2 and torch.compile (runtime.parallel, runtime.compile); a public model may hold
+        # parameters the loss never reaches (CLAP's logit_scale_t, its fusion branch on a batch
+        # without long clips, an unused pooler of a text tower): DDP must not wait for their gradients
+        self.net = wrap_for_training(self.model, self.cfg, self.device, self.world,
+                                     find_unused=isinstance(self.model, PublicDualEncoder))
         self.caches = None
         if self.model.frozen and t["cache_frozen"] and not self.streaming:
             self.model.eval()
@@ -393,8 +393,8 @@ class ClapTrainer(Recipe):
         return row
 
     # --- saving and the summary --------------------------------------------------------------
-    def save(self, folder: Path) -> None:
-        self.model.save(folder)
+    def save(self, folder: Path, model: torch.nn.Module | None = None) -> None:
+        (model if model is not None else self.model).save(folder)
         own = {k: v.detach().cpu() for k, v in self.objective.named_parameters() if v.requires_grad}
         if own:  # an objective's own trained parameters (SigLIP's bias): beside the model
             from safetensors.torch import save_file

@@ -207,21 +207,21 @@ def resume_config(out: Path | str, cfg: dict, may_change: tuple[tuple[str, str],
     return base
 
 
-def save_run(out: Path, model, trainer_state: dict, improved: bool) -> None:
-    """Write ``checkpoint/`` (the best model; when ``improved`` or none exists yet), then
-    ``last/`` (the model and ``trainer_state.pt``, what ``--resume`` reads). Both atomically.
+def save_run(out: Path, write_checkpoint, write_last) -> None:
+    """Write ``checkpoint/`` (the best model; ``write_checkpoint(folder)``, None: kept as it
+    is), then ``last/`` (``write_last(folder)``: the model and ``trainer_state.pt``, what
+    ``--resume`` reads). Both atomically.
 
     The order matters: ``last/`` records the new best, so it is written only once the
     best model is on disk. A crash between the two leaves ``last/`` at the previous
     save, and the resumed run redoes (and re-saves) what followed it.
     """
     out = Path(out)
-    if improved or not (out / "checkpoint").exists():
+    if write_checkpoint is not None:
         with atomic_dir(out / "checkpoint") as tmp:
-            model.save(tmp)
+            write_checkpoint(tmp)
     with atomic_dir(out / "last") as tmp:
-        model.save(tmp)
-        torch.save(trainer_state, tmp / "trainer_state.pt")
+        write_last(tmp)
 
 
 def write_run_card(out: Path, recipe: str, cfg: dict, summary: dict, medium: str | None, training,

@@ -15,11 +15,16 @@ A recipe supplies small parts; the loop owns everything a run needs around them:
   objective and calls :meth:`Loop.apply` per update; the loop unscales (fp16), clips,
   skips a non-finite step (counted; ``runtime.max_bad_steps`` in a row stop the run) and
   restores BatchNorm statistics a skipped step would have spoilt.
+- **weight average** (``train.ema``, :mod:`clapkit.training.ema`): updated after every
+  applied step; swapped in for the window's evaluation and for writing ``checkpoint/``
+  when asked.
 - **state** (``last/trainer_state.pt``): the loop's counters, every update's
-  optimizer and scheduler, the fp16 scaler, every process's RNG state and the
-  recipe's own counters; writing is atomic (:func:`clapkit.training.common.save_run`),
-  and a resume continues exactly. Old layouts are upgraded by the recipe
-  (:meth:`Recipe.upgrade_state`).
+  optimizer and scheduler, the fp16 scaler, every process's RNG state, the weight
+  average and the recipe's own counters; writing is atomic, and a resume continues
+  exactly. Old layouts are upgraded by the recipe (:meth:`Recipe.upgrade_state`).
+- **processes** (:mod:`clapkit.training.parallel`): under FSDP the weights and optimizer
+  states are shards; :meth:`Loop.save` gathers them (every process takes part), so
+  ``checkpoint/`` and ``last/`` are always written whole, by the first process.
 
 A recipe implements :class:`Recipe`; the loop never looks at data, models or losses.
 """
@@ -30,6 +35,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import TrainingError
+from . import parallel
 from .common import (
     ScalarLogger,
     is_main,
@@ -46,6 +53,7 @@ from .common import (
     on_sigterm,
     save_run,
 )
+from .ema import WeightAverage
 
 STATE_FORMAT = 2  # trainer_state.pt layout; older ones go through Recipe.upgrade_state
 
@@ -76,11 +84,12 @@ class Update:
         self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(),
+        """The optimizer's state whole (gathered from the shards under FSDP: collective)."""
+        return {"optimizer": parallel.optimizer_state(self.optimizer),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
 
     def load_state_dict(self, saved: dict) -> None:
-        self.optimizer.load_state_dict(saved["optimizer"])
+        parallel.load_optimizer_state(self.optimizer, saved["optimizer"])
         if self.scheduler is not None and saved.get("scheduler") is not None:
             self.scheduler.load_state_dict(saved["scheduler"])
 
@@ -144,8 +153,9 @@ class Recipe:
 
     # model and state
     model: torch.nn.Module
-    def save(self, folder: Path) -> None:
-        self.model.save(folder)
+    def save(self, folder: Path, model: torch.nn.Module | None = None) -> None:
+        """Write the model (``model``: its gathered copy under FSDP) into ``folder``."""
+        (model if model is not None else self.model).save(folder)
     def extra_state(self) -> dict:
         return {}
     def load_extra_state(self, saved: dict) -> None:
@@ -171,10 +181,11 @@ class Loop:
     """Drives a :class:`Recipe` to its last window (see the module docstring).
 
     ``options`` are the runtime ones: ``progress``, ``logger``, ``save_every_steps``,
-    ``max_bad_steps`` (the config's ``runtime`` section)."""
+    ``max_bad_steps`` (the config's ``runtime`` section); ``ema`` the ``train.ema`` section
+    (None or decay 0: no weight average)."""
 
     def __init__(self, recipe: Recipe, out: Path, monitor: Monitor, options: dict, precision, device: torch.device,
-                 rank: int = 0, world: int = 1, resume: bool = False):
+                 rank: int = 0, world: int = 1, resume: bool = False, ema: dict | None = None):
         self.recipe, self.out, self.monitor, self.options = recipe, Path(out), monitor, options
         self.precision, self.device, self.rank, self.world = precision, device, rank, world
         self.state = {**FRESH, "best": monitor.initial(), "window_results": []}  # a list of this run's own
@@ -185,6 +196,8 @@ class Loop:
         self._skipped = False
         self._norm_stats = [b for m in recipe.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                             for b in m.buffers()]
+        self.ema_options = ema if ema and ema.get("decay") else None
+        self.ema = None  # built at the start of the run, once the recipe's model is placed (begin)
         if resume:
             saved = load_trainer_state(self.out)
             if saved.get("format") != STATE_FORMAT:
@@ -196,6 +209,10 @@ class Loop:
             if self.state["step_in_window"] and saved.get("rng"):
                 self._rng = saved["rng"][rank]
             recipe.load_extra_state(saved.get("extra", {}))
+            self._saved_ema = saved.get("ema")
+            if self.ema_options and self._saved_ema is None and self.state["step"]:
+                raise TrainingError(f"{self.out / 'last'}: saved without train.ema, which this run sets; resume "
+                                    "with the run's own config (train.ema.decay: 0) or start a new run")
         self.logger = ScalarLogger(self.out, options["logger"], append=resume) if is_main() else None
         if resume and self.logger:
             self.logger.truncate(self.state["window"] if recipe.unit == "epoch" else self.state["step"])
@@ -226,7 +243,32 @@ class Loop:
         if self._skipped:
             for buf, before in stats:
                 buf.copy_(before)
+        elif self.ema is not None:
+            self.ema.update(self.recipe.model, self.state["step"] + 1)
         return result
+
+    def _start_ema(self) -> None:
+        """The weight average of ``train.ema``, from the model as it starts (or as ``last/`` kept it)."""
+        if not self.ema_options:
+            return
+        o = self.ema_options
+        self.ema = WeightAverage(self.recipe.model, o["decay"], o["start_step"])
+        saved = getattr(self, "_saved_ema", None)
+        if saved is not None:
+            try:
+                self.ema.load_state_dict(saved)
+            except ValueError as exc:
+                raise TrainingError(f"{self.out / 'last'}: {exc}") from exc
+
+    @contextmanager
+    def weights_for(self, use: str):
+        """The model with the weights ``use`` (``eval`` or ``checkpoint``) asks for: the
+        average where ``train.ema.<use>`` is set, else its own."""
+        if self.ema is None or not self.ema_options.get(use, True):
+            yield self.recipe.model
+        else:
+            with self.ema.applied(self.recipe.model) as model:
+                yield model
 
     def _stop_requested(self) -> bool:
         """A SIGTERM reached this process (any process, under DDP: all stop at the same step)."""
@@ -261,6 +303,7 @@ class Loop:
         r, s, opts = self.recipe, self.state, self.options
         start_time, current, stopped = time.time(), None, None
         r.begin(self)
+        self._start_ema()
         while s["window"] < r.windows():
             w = s["window"]
             phase = r.phase(w)
@@ -294,7 +337,8 @@ class Loop:
                     print(f"SIGTERM: stopped at {r.unit} {w + 1}, step {s['step']}; {self.out / 'last'} saved, "
                           "continue with --resume", flush=True)
                 break
-            row = r.evaluate(w, s["window_results"])
+            with self.weights_for("eval"):
+                row = r.evaluate(w, s["window_results"])
             value = self.monitor.value(row)
             for u in self.updates:
                 if u.plateau and not math.isnan(value):
@@ -326,29 +370,65 @@ class Loop:
         return summary
 
     def save(self, improved: bool) -> None:
-        """``checkpoint/`` (when ``improved``) and ``last/`` with everything ``--resume``
-        needs, atomically; collective under DDP (every process's RNG state is kept)."""
+        """``checkpoint/`` (the best model: when ``improved``, or none exists yet) and ``last/``
+        (the model and ``trainer_state.pt``, what ``--resume`` reads), each atomically.
+        Collective under torchrun: every process's RNG state is kept, and under FSDP the
+        shards are gathered; the first process writes.
+
+        The writing is :func:`~clapkit.training.common.save_run`'s."""
         rng = get_rng(self.device)
-        if self.world > 1:
-            everyone: list = [None] * self.world
-            torch.distributed.all_gather_object(everyone, rng)
-        else:
-            everyone = [rng]
+        everyone = self._everyone(rng)
+        best = improved or self._everyone(not (self.out / "checkpoint").exists())[0]  # the first process decides
+        updates = {u.name: u.state_dict() for u in self.updates}
+        ema = self.ema.state_dict() if self.ema is not None else None
+        self._check_finite()
+        model = self.recipe.model
+        sharded, best_full = parallel.is_sharded(model), None
+        if best and sharded:  # gathered now, by every process, with the weights checkpoint/ holds
+            with self.weights_for("checkpoint") as weights:
+                best_full = parallel.full_model(weights)
+        last_full = parallel.full_model(model)
         if not is_main():
             return
-        model = self.recipe.model
-        tensors = [*model.named_parameters(), *model.named_buffers()]
-        bad = [n for n, p in tensors if p.is_floating_point() and not torch.isfinite(p).all()]
-        if bad:
-            raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}) at step {self.state['step']}: not saved; "
-                                f"{self.out / 'last'} keeps the previous state")
-        state = {"format": STATE_FORMAT, "state": self.state, "updates": {u.name: u.state_dict() for u in self.updates},
-                 "scaler": self.precision.scaler.state_dict(), "rng": everyone, "extra": self.recipe.extra_state()}
+
+        def write_checkpoint(folder: Path) -> None:
+            if sharded:
+                self.recipe.save(folder, best_full)
+            else:
+                with self.weights_for("checkpoint") as weights:
+                    self.recipe.save(folder, weights)
+            if self.ema is not None and self.ema_options.get("checkpoint", True):
+                self.ema.record(folder)
+
+        def write_last(folder: Path) -> None:
+            self.recipe.save(folder, last_full)
+            torch.save({"format": STATE_FORMAT, "state": self.state, "updates": updates,
+                        "scaler": self.precision.scaler.state_dict(), "rng": everyone,
+                        "extra": self.recipe.extra_state(), "ema": ema}, folder / "trainer_state.pt")
+
         try:
-            save_run(self.out, self.recipe, state, improved)
+            save_run(self.out, write_checkpoint if best else None, write_last)
         except OSError as exc:
             raise TrainingError(f"{self.out}: saving the checkpoint failed ({exc}); the previous checkpoint and "
                                 "last/ are intact. Free space or fix the folder, then --resume") from exc
+
+    def _everyone(self, value) -> list:
+        """``value`` of every process, in rank order (collective under torchrun)."""
+        if self.world == 1:
+            return [value]
+        everyone: list = [None] * self.world
+        torch.distributed.all_gather_object(everyone, value)
+        return everyone
+
+    def _check_finite(self) -> None:
+        model = self.recipe.model
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        bad = [n for n, p in tensors if p.is_floating_point() and not torch.isfinite(parallel.local(p)).all()]
+        if self.world > 1:  # every process stops, or none (a shard's NaN is its process's alone)
+            bad = [n for share in self._everyone(bad) for n in share]
+        if bad:
+            raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}) at step {self.state['step']}: not saved; "
+                                f"{self.out / 'last'} keeps the previous state")
 
 
 def mean_of(results: list[dict], key: str) -> float:
