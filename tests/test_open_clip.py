@@ -127,9 +127,4 @@ def test_commands_take_an_open_clip_model(tiny_open_clip, tiny_images, tmp_path)
         f"g\tf\ty\t{i}\t{i % 5}.0\ta dog number {i}\ta cat number {i * 3 % 7}\n" for i in range(8)))
     run = CliRunner().invoke(app, ["eval", "sts", "--model", spec, "--data", f"stsb:{tmp_path / 'stsb'}", "--projected"])
     assert run.exit_code == 0, run.output
-    from clapkit.config import load_config
-    from clapkit.training.clap import train_clap
-
-    with pytest.raises(ConfigError, match=r"open_clip models are for evaluation, audit and curation"):
-        train_clap(load_config(None, [f"model.init_from={spec}", "model.modality=image",
-                                      f"data.train=[csv:{tiny_images / 'train.csv'}]"]), tmp_path / "run")
+    # fine-tuning it: tests/test_open_clip_finetune.py

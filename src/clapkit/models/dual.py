@@ -83,18 +83,34 @@ class Trainable(nn.Module):
                           f"{self.medium} model; use media (or {self.medium}) and/or text")
 
     def freeze_backbones(self, towers: tuple[str, ...] | list[str] = ("media", "text")) -> None:
-        """Freeze (and keep in eval mode) the named backbones; unfreeze the others."""
+        """Freeze (and keep in eval mode) the named backbones; unfreeze the others.
+
+        A tower's prefix may be a tuple of prefixes (one ending in ``.`` takes what starts
+        with it; another, that name and the names under it); names in the optional
+        ``tower_projections`` (a projection inside a tower, after the x the frozen cache
+        holds) stay as trainable as ``_trainable`` says."""
+        def under(name: str, prefixes: str | tuple[str, ...]) -> bool:
+            return any(name.startswith(p) if p.endswith(".") else name == p or name.startswith(f"{p}.")
+                       for p in ((prefixes,) if isinstance(prefixes, str) else prefixes))
+
         self.frozen = frozenset(self.tower_name(t) for t in towers)
+        kept = tuple(getattr(self, "tower_projections", ()))
         for name, p in self.named_parameters():
-            for tower, prefix in self.tower_prefixes.items():
-                if name.startswith(prefix):
-                    p.requires_grad_(tower not in self.frozen and name in self._trainable)
+            for tower, prefixes in self.tower_prefixes.items():
+                if under(name, prefixes):
+                    frozen = tower in self.frozen and not under(name, kept)
+                    p.requires_grad_(not frozen and name in self._trainable)
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
         for tower in self.frozen:
-            self.get_submodule(self.tower_prefixes[tower].rstrip(".")).eval()
+            prefixes = self.tower_prefixes[tower]
+            for prefix in (prefixes,) if isinstance(prefixes, str) else prefixes:
+                try:
+                    self.get_submodule(prefix.rstrip(".")).eval()
+                except AttributeError:  # a prefix naming a parameter (a positional embedding) has no mode
+                    self.get_parameter(prefix)
         return self
 
     def forward(

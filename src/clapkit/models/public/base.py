@@ -49,7 +49,7 @@ class PublicDualEncoder(Trainable):
 
     def for_training(self, cfg: dict, option: str = "model.init_from") -> PublicDualEncoder:
         raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes public CLAP, CLIP and SigLIP models in transformers "
-                          f"format; {self.family} models are for evaluation, audit and curation")
+                          f"format and open_clip's image models; {self.family} models are for evaluation, audit and curation")
 
 
 class WeightFileDualEncoder(PublicDualEncoder):

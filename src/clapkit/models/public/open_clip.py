@@ -17,10 +17,17 @@ projection is built in (ModifiedResNet's attention pool, timm and HF text towers
 the unnormalised features. E is ``encode_image`` / ``encode_text`` normalised, and
 ``scale() * E_i @ E_t.T + bias()`` are the model's own logits (``logit_bias`` for
 SigLIP models, else 0).
+
+``model.init_from`` an open_clip image model fine-tunes it in place (:meth:`OpenClipDualEncoder.for_training`);
+checkpoints are saved in open_clip's own local-dir layout (:meth:`OpenClipDualEncoder.save`),
+so ``open_clip.create_model_and_transforms("local-dir:DIR")`` and clapkit load them alike.
+open_clip has no audio models, so nothing here trains a CLAP.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +40,7 @@ from ..formats import OPEN_CLIP_PREFIX
 from .base import PublicDualEncoder
 
 PREFIX = OPEN_CLIP_PREFIX
+WEIGHTS, CONFIG = "open_clip_model.safetensors", "open_clip_config.json"  # open_clip's hf-hub / local-dir names
 
 
 def is_open_clip(name: str | Path) -> bool:
@@ -98,18 +106,29 @@ class OpenClipDualEncoder(PublicDualEncoder):
         try:
             self.model, _, self.transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
             tokenizer = open_clip.get_tokenizer(model_name)
+            # what save() writes back (open_clip looks a built-in name up with / as -)
+            self.model_cfg = (open_clip.get_model_config(model_name)
+                              or open_clip.get_model_config(model_name.replace("/", "-")))
         except (RuntimeError, ValueError, OSError, KeyError) as exc:
             raise ConfigError(f"--model {name}: open_clip cannot build {model_name!r}"
                               f"{f' with pretrained {pretrained!r}' if pretrained else ''} ({type(exc).__name__}: {exc}); "
                               "open_clip.list_models() and open_clip.list_pretrained() name what it has") from exc
         self.model.eval()
         self.text = _OpenClipTokens(tokenizer)
-        self.declare("open_clip", "image", name, {"image": "model.visual.", "text": "model.transformer."}, trainable=False)
+        # CustomTextCLIP keeps its text tower in model.text; CLIP spreads it over the model's top level
+        top = [n for n, _ in self.model.named_children()] + [n for n, _ in self.model.named_parameters(recurse=False)]
+        text = ("model.text.",) if hasattr(self.model, "text") else tuple(
+            f"model.{n}" for n in top if n not in ("visual", "logit_scale", "logit_bias"))
+        self.declare("open_clip", "image", name, {"image": "model.visual.", "text": text}, trainable=False)
         visual = self.model.visual
         self._image_proj = (visual, "proj") if getattr(visual, "proj", None) is not None else None
-        text_owner = getattr(self.model, "text", self.model)  # CustomTextCLIP keeps its text tower apart
+        text_owner = getattr(self.model, "text", self.model)
         has_proj = getattr(text_owner, "text_projection", None) is not None
         self._text_proj = (text_owner, "text_projection") if has_proj else None
+        # the projections after x: trained in the frozen phase, which caches x
+        names = {module: n for n, module in self.named_modules()}
+        self.tower_projections = tuple(f"{names[owner]}.{attr}" for owner, attr in
+                                       filter(None, (self._image_proj, self._text_proj)))
 
     def preprocess(self, media: list, keys: list | None = None) -> dict[str, torch.Tensor]:
         """RGB Pillow images -> ``pixel_values`` through the model's validation transform."""
@@ -139,3 +158,73 @@ class OpenClipDualEncoder(PublicDualEncoder):
 
     def bias(self) -> torch.Tensor | float:
         return self.model.logit_bias if getattr(self.model, "logit_bias", None) is not None else 0.0
+
+    def logit_scale_parameter(self) -> nn.Parameter:
+        return self.model.logit_scale
+
+    def logit_bias_parameter(self) -> nn.Parameter | None:
+        """A SigLIP model's learnt ``logit_bias`` (trained by the ``siglip`` objective), else None."""
+        return getattr(self.model, "logit_bias", None)
+
+    # --- fine-tuning ----------------------------------------------------------------------------
+    def for_training(self, cfg: dict, option: str = "model.init_from") -> OpenClipDualEncoder:
+        """Fit a training run's config to this model, which the run fine-tunes in place.
+
+        The architecture is the model's own (``model.image/text/projector`` do not apply);
+        ``image.size/mean/std`` are its preprocessing's (``model.visual.preprocess_cfg``).
+        Every parameter trains but ``logit_scale`` when ``model.learn_temperature`` is false
+        and ``logit_bias`` (SigLIP models) unless ``train.loss`` is ``siglip``: the loss
+        reaches nothing else. The frozen phase freezes the towers but their projections
+        (``visual.proj``, ``text_projection``), which come after the cached x.
+        """
+        cfg = copy.deepcopy(cfg)  # the run's config stays as given; this copy is the model's own
+        wanted = cfg["model"].get("modality", "audio")
+        if wanted != "image":
+            raise ConfigError(f"{option} = {self.source}: an image model (open_clip; open_clip has no audio models); "
+                              f"this config trains {wanted} (use `clapkit train clip`)")
+        if hasattr(self.model, "text_decoder"):
+            raise ConfigError(f"{option} = {self.source}: a CoCa model; clapkit's contrastive objectives never reach "
+                              "its captioning decoder: fine-tune it with open_clip's own training")
+        from open_clip.model import get_model_preprocess_cfg
+
+        pre = get_model_preprocess_cfg(self.model)
+        size = pre.get("size", self.model.visual.image_size)
+        sides = set(size) if isinstance(size, (tuple, list)) else {size}
+        if len(sides) != 1:
+            raise ConfigError(f"{option} = {self.source}: its input is {size[0]} x {size[1]} pixels; clapkit's image "
+                              "pipeline feeds square images")
+        cfg["image"].update(size=int(sides.pop()), mean=[float(v) for v in pre["mean"]],
+                            std=[float(v) for v in pre["std"]])
+        unused = set()  # parameters the loss never reaches
+        if not cfg["model"]["learn_temperature"]:
+            unused.add("model.logit_scale")
+        if cfg["train"]["loss"] != "siglip":
+            unused.add("model.logit_bias")
+        # the text tower's causal mask holds -inf: float's min gives the same softmax, and every
+        # buffer finite, as the trainer checks before it saves
+        for module in self.model.modules():
+            mask = getattr(module, "attn_mask", None)
+            if isinstance(mask, torch.Tensor) and mask.is_floating_point():
+                mask.clamp_(min=torch.finfo(mask.dtype).min)
+        self._trainable = {n for n, _ in self.named_parameters() if n not in unused}
+        for n, p in self.named_parameters():
+            p.requires_grad_(n in self._trainable)
+        self.logit_clamp = cfg["model"]["logit_clamp"]
+        self.cfg = cfg
+        return self
+
+    def save(self, folder: str | Path) -> None:
+        """The model in open_clip's local-dir layout: ``open_clip_model.safetensors`` (its
+        state dict, which ``create_model(NAME, pretrained=FILE)`` also loads),
+        ``open_clip_config.json`` (``model_cfg`` and ``preprocess_cfg``) and an HF
+        tokenizer's files where the model has one."""
+        from open_clip.model import get_model_preprocess_cfg
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(folder / WEIGHTS))
+        config = {"model_cfg": self.model_cfg, "preprocess_cfg": get_model_preprocess_cfg(self.model)}
+        (folder / CONFIG).write_text(json.dumps(config, indent=2))
+        if hasattr(self.text.tokenizer, "save_pretrained"):  # local-dir reads an HF tokenizer from the folder
+            self.text.tokenizer.save_pretrained(folder)
