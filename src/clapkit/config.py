@@ -248,6 +248,7 @@ def validate(cfg: dict) -> None:
         ("runtime", "logger"): {"csv", "tensorboard"},
         ("runtime", "compile"): {"none", "default", "reduce-overhead"},
         ("runtime", "parallel"): {"ddp", "fsdp"},
+        ("audio", "crop"): {"fixed", "variable"},
         ("train", "val_objective"): {"train", "clip"},
         ("train", "soft", "similarity"): {"aa", "tt", "at", "mean"},
         ("train", "se", "loss"): {"captions", "corpus", "nli"},

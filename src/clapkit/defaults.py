@@ -68,6 +68,10 @@ DEFAULTS: dict[str, Any] = {
         # no two captions of one clip or image in a batch (each other's false negatives in the CLIP
         # loss): sentence-transformers' NoDuplicatesBatchSampler rule, for epochs and the stream
         "no_duplicate_media": True,
+        # audio.crop: variable: the epoch's permutation is sorted by clip length in chunks of this
+        # many batches, then cut into batches (clips of similar length, little padding); 1: each
+        # batch only sorted (clapkit.training.sources.bucketed_batches)
+        "bucket_batches": 16,
     },
     "audio": {
         "sample_rate": 16000,
@@ -76,6 +80,11 @@ DEFAULTS: dict[str, Any] = {
         # a clip shorter than the segment: zero (zeros after it) | repeatpad (repeated, then zeros:
         # LAION-CLAP's default) | repeat; a public CLAP fine-tuned takes its extractor's own padding
         "pad": "zero",
+        # training input: fixed (one seeded segment_seconds crop of every clip) | variable (the whole
+        # clip up to max_seconds, a seeded crop of a longer one; batches of clips of similar length,
+        # padded with a mask: see clapkit.training.sources.bucketed_batches). Evaluation is unchanged
+        "crop": "fixed",
+        "max_seconds": 30.0,  # crop: variable: the longest training input
     },
     # Image input (model.modality = image). size/mean/std null: the HF tower's
     # preprocessor_config.json, else 224 and CLIP's mean and std.

@@ -21,9 +21,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from .audio.io import AudioError, audio_info, declared_wav_frames, fix_length, load_audio, normalize
+from .audio.io import (
+    AudioError,
+    audio_info,
+    cap_length,
+    declared_wav_frames,
+    fix_length,
+    load_audio,
+    normalize,
+)
 from .files import Skipped, keep_good
-from .records import Window
+from .records import ArrayAudio, Window
 
 
 class WaveCache:
@@ -115,22 +123,51 @@ class ClipDataset(SeededItems):
 
     ``train=True`` takes a random segment seeded by (seed, epoch, index); otherwise the
     centre segment. A short clip is padded by ``pad`` (see
-    :func:`~clapkit.data.audio.io.fix_length`). Returns ``(wave, index)``.
+    :func:`~clapkit.data.audio.io.fix_length`). ``crop="variable"`` with ``train=True``
+    takes the whole clip instead, cut to ``max_seconds`` by a random segment seeded the
+    same way when longer (items of differing lengths: :attr:`padded`, batched by
+    :func:`collate_padded`). Returns ``(wave, index)``.
     """
 
     def __init__(self, items: Sequence, sample_rate: int, seconds: float, norm: bool = True,
-                 train: bool = False, seed: int = 0, cache_mb: float = 1024, pad: str = "zero"):
+                 train: bool = False, seed: int = 0, cache_mb: float = 1024, pad: str = "zero",
+                 crop: str = "fixed", max_seconds: float = 30.0):
         self.items = list(items)
         self.length = int(round(seconds * sample_rate))
         self.norm, self.train, self.seed, self.pad = norm, train, seed, pad
+        self.padded = crop == "variable" and train  # whole clips: padded with a mask in a batch
+        self.max_length = int(round(max_seconds * sample_rate))
         self.cache = WaveCache(sample_rate, cache_mb)
 
     def draw(self, item, rng: np.random.Generator | None) -> torch.Tensor:
         wave = self.cache.get(item.media, item.where)
         if isinstance(item, Window):
             wave = item.cut(wave, self.cache.sample_rate)
-        wave = fix_length(wave, self.length, rng, self.pad)
+        if self.padded:
+            wave = cap_length(wave, self.max_length, rng)
+        else:
+            wave = fix_length(wave, self.length, rng, self.pad)
         return torch.from_numpy(np.ascontiguousarray(normalize(wave) if self.norm else wave))
+
+
+def clip_seconds(items: Sequence) -> np.ndarray:
+    """The duration in seconds of each item's audio (``.media``), from its file's header
+    (frames / samplerate, read once per distinct file, not decoded); a :class:`Window`
+    its own ``seconds``, an in-memory wave its samples."""
+    known: dict = {}
+    out = np.empty(len(items))
+    for k, item in enumerate(items):
+        if isinstance(item, Window):
+            out[k] = item.seconds
+            continue
+        if item.media not in known:
+            if isinstance(item.media, ArrayAudio):
+                known[item.media] = len(item.media.wave) / item.media.sample_rate
+            else:
+                info = audio_info(item.media)
+                known[item.media] = info.frames / info.samplerate
+        out[k] = known[item.media]
+    return out
 
 
 class ExtractedClips(SeededItems):
@@ -153,11 +190,26 @@ class ExtractedClips(SeededItems):
         return self.extract(self.cache.get(item.media, item.where), seed=seed)
 
 
-def stack_media(items: list) -> torch.Tensor | dict[str, torch.Tensor]:
-    """A batch of dataset items: tensors stacked, or dicts of (1, ...) tensors concatenated."""
+def stack_media(items: list, padded: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A batch of dataset items: tensors stacked, or dicts of (1, ...) tensors concatenated;
+    ``padded``: waves of differing lengths padded with a mask (:func:`pad_waves`)."""
+    if padded:
+        return pad_waves(items)
     if isinstance(items[0], dict):
         return {k: torch.cat([x[k] for x in items]) for k in items[0]}
     return torch.stack(items)
+
+
+def pad_waves(waves: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Waves of differing lengths as ``{"wave": (B, T) zeros after each clip, "mask": (B, T)
+    bool, True on its real samples}``, T the longest (what a tower with ``accepts_mask`` takes)."""
+    lengths = [w.shape[0] for w in waves]
+    wave = torch.zeros(len(waves), max(lengths), dtype=waves[0].dtype)
+    mask = torch.zeros(len(waves), max(lengths), dtype=torch.bool)
+    for i, (w, n) in enumerate(zip(waves, lengths, strict=True)):
+        wave[i, :n] = w
+        mask[i, :n] = True
+    return {"wave": wave, "mask": mask}
 
 
 def no_duplicate_batches(items, group, size: int, max_waiting: int | None = None) -> Iterator[list]:
@@ -234,9 +286,20 @@ def epoch_loader(dataset: ClipDataset, num_workers: int, pin_memory: bool = Fals
     """A training loader built once per run: workers persist across epochs (with their
     wave caches) and prefetch; the returned sampler chooses each epoch's batches."""
     sampler = EpochBatches()
-    return batch_loader(dataset, sampler, num_workers, pin_memory, collate_clips, persistent=True), sampler
+    return batch_loader(dataset, sampler, num_workers, pin_memory, collate_for(dataset), persistent=True), sampler
 
 
 def collate_clips(batch: list[tuple]) -> tuple:
     waves, idx = zip(*batch, strict=True)
     return stack_media(list(waves)), torch.tensor(idx)
+
+
+def collate_padded(batch: list[tuple]) -> tuple:
+    """:func:`collate_clips` for whole clips of differing lengths: ``({"wave", "mask"}, idx)``."""
+    waves, idx = zip(*batch, strict=True)
+    return pad_waves(list(waves)), torch.tensor(idx)
+
+
+def collate_for(dataset: Dataset):
+    """The collate of ``dataset``'s items: padded with a mask where its items differ in length."""
+    return collate_padded if getattr(dataset, "padded", False) else collate_clips

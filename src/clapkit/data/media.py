@@ -9,7 +9,8 @@ file checks and torch dataset, so the rest of clapkit is written once for both m
 caption manifests   the kinds of clapkit.data.specs (``clapkit formats``), and any labelled set, one pair per template
 labelled sets       the kinds of clapkit.data.specs (``clapkit formats``)
 file check          header (soundfile)                          full decode (Pillow)
-dataset item        fixed-length waveform                       normalised (3, S, S) pixels
+dataset item        fixed-length waveform (``audio.crop:        normalised (3, S, S) pixels
+                    variable``: the whole clip in training)
 training draw       segment, seeded (seed, epoch, i)            crop + flip, seeded (seed, epoch, i)
 ==================  ==========================================  =============================================
 """
@@ -64,7 +65,7 @@ def media_dataset(cfg: dict, items: Sequence, train: bool = False, seed: int = 0
     if extract is not None:
         return ExtractedClips(items, a["sample_rate"], extract, train=train, seed=seed)
     return ClipDataset(items, a["sample_rate"], a["segment_seconds"], a["normalize"], train=train, seed=seed,
-                       pad=a.get("pad", "zero"))
+                       pad=a.get("pad", "zero"), crop=a.get("crop", "fixed"), max_seconds=a.get("max_seconds", 30.0))
 
 
 def check_media(medium: str, items: Sequence, skip_bad: bool, skipped: Skipped) -> list:

@@ -198,7 +198,11 @@ class DualEncoder(Trainable):
         return getattr(self, f"{self.medium}_proj")
 
     # backbones -> x ; projectors -> E (L2-normalised)
-    def media_backbone(self, media: torch.Tensor) -> torch.Tensor:
+    def media_backbone(self, media: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """x_m of a batch tensor, or of padded clips ``{"wave", "mask"}`` (``audio.crop:
+        variable``) for a tower that ``accepts_mask``."""
+        if isinstance(media, dict) and "mask" in media:
+            return self.media_tower(media["wave"], mask=media["mask"])
         return self.media_tower(media)
 
     def text_backbone(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:

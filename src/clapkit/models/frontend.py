@@ -10,6 +10,11 @@ Two implementations of the same transform:
 
 Both use a periodic Hann window, centred frames with reflect padding, the power
 spectrum, a Slaney-normalised Slaney-scale mel filterbank and ``10 log10(max(x, 1e-10))``.
+
+Given ``lengths`` (a padded batch of clips of differing lengths, ``audio.crop:
+variable``), each clip is reflect-padded at its own end (:func:`reflect_ends`), so its
+first ``1 + length // hop`` frames (:func:`valid_frames`) are those of the clip alone;
+the frames after them are not.
 """
 
 from __future__ import annotations
@@ -44,15 +49,32 @@ def fp32(forward):
     the mel projection and the log lose too much in bf16 or fp16."""
 
     @functools.wraps(forward)
-    def wrapped(self, x: torch.Tensor) -> torch.Tensor:
+    def wrapped(self, x: torch.Tensor, *args) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return forward(self, x.float())
+            return forward(self, x.float(), *args)
 
     return wrapped
 
 
+def reflect_ends(wave: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
+    """(B, T) clips, row ``b`` real up to ``lengths[b]`` -> (B, T + 2 pad): each row
+    reflect-padded by ``pad`` at both ends of its real part (what centred frames of the clip
+    alone see; a clip of ``pad`` samples or fewer reflects what it has), zeros after."""
+    pos = torch.arange(-pad, wave.shape[1] + pad, device=wave.device)[None, :]
+    last = lengths.to(wave.device)[:, None].long() - 1
+    src = pos.abs()
+    src = torch.where(src > last, 2 * last - src, src)
+    keep = (src >= 0) & (src <= last) & (pos <= last + pad)
+    return wave.gather(1, src.clamp(0, wave.shape[1] - 1).expand(wave.shape[0], -1)) * keep
+
+
+def valid_frames(lengths: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Centred frames of clips of ``lengths`` samples: ``1 + length // hop``."""
+    return 1 + lengths.long() // hop_length
+
+
 class LogMel(nn.Module):
-    """Waveform (B, T) -> log-mel (B, 1, frames, n_mels)."""
+    """Waveform (B, T) -> log-mel (B, 1, frames, n_mels); ``lengths``: see the module docstring."""
 
     def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, fmin: float, fmax: float):
         super().__init__()
@@ -63,9 +85,11 @@ class LogMel(nn.Module):
         )
 
     @fp32
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None:
+            wave = reflect_ends(wave, lengths, self.n_fft // 2)
         spec = torch.stft(
-            wave, self.n_fft, self.hop_length, window=self.window, center=True,
+            wave, self.n_fft, self.hop_length, window=self.window, center=lengths is None,
             pad_mode="reflect", return_complex=True,
         )
         power = spec.real.square() + spec.imag.square()  # (B, F, frames)
@@ -87,7 +111,8 @@ class _DFTConv(nn.Module):
 
 
 class PannsSpectrogram(nn.Module):
-    """Power spectrogram with PANNs' parameter names: (B, T) -> (B, 1, frames, F)."""
+    """Power spectrogram with PANNs' parameter names: (B, T) -> (B, 1, frames, F);
+    ``lengths``: see the module docstring."""
 
     def __init__(self, n_fft: int, hop_length: int):
         super().__init__()
@@ -97,8 +122,11 @@ class PannsSpectrogram(nn.Module):
             p.requires_grad_(False)
 
     @fp32
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        x = F.pad(wave[:, None, :], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None:
+            x = reflect_ends(wave, lengths, self.n_fft // 2)[:, None, :]
+        else:
+            x = F.pad(wave[:, None, :], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
         real, imag = self.stft.conv_real(x), self.stft.conv_imag(x)  # (B, F, frames)
         return (real.square() + imag.square()).transpose(1, 2)[:, None]
 

@@ -26,7 +26,8 @@ clapkit did before), or zero-shot accuracy, retrieval R@k or STS-B dev
 
 While frozen, the backbone outputs of every clip and caption are computed once and
 cached (``train.cache_frozen``), so a frozen epoch costs only the projectors. The
-cache holds one segment per clip, or one crop per image (drawn with the run's seed).
+cache holds one segment per clip (with ``audio.crop: variable``, the whole clip up to
+``audio.max_seconds``), or one crop per image (drawn with the run's seed).
 ``train.cache_chunk`` computes the cross-modal loss with gradient caching (one
 process): a global batch larger than memory, the same loss and gradients as the plain
 step where no BatchNorm statistics are in play (BatchNorm sees chunks, as in GradCache).
@@ -81,7 +82,7 @@ from .objectives.caching import cached_objective
 from .optim import build_optimizer, warmup_cosine
 from .parallel import wrap_for_training
 from .pairs import ClapData, FeatureCache, extractor_of, load_clap_data, split_pairs  # noqa: F401 (API)
-from .sources import EpochLoader, Stream, batches_per_epoch, epoch_batches
+from .sources import EpochLoader, Stream, batches_per_epoch, bucket_seconds, epoch_batches
 
 
 class ClapTrainer(Recipe):
@@ -127,6 +128,8 @@ class ClapTrainer(Recipe):
         self.cfg = cfg = {**cfg, "audio": self.model.cfg["audio"], "image": self.model.cfg["image"]}
         self.train_ds = media_dataset(cfg, self.data.train, train=True, seed=cfg["seed"], extract=extractor_of(self.model))
         self.val_ds = media_dataset(cfg, self.data.val, train=False, extract=extractor_of(self.model))
+        # audio.crop: variable: each training pair's clip length, for batches of similar lengths (None: fixed crop)
+        self._seconds = bucket_seconds(cfg, self.model, self.data.train)
         self.objective = objective(cfg).to(self.device)
         self.objective.setup(self)
         self.se = JointSE(cfg, self)
@@ -228,7 +231,7 @@ class ClapTrainer(Recipe):
 
     def _batches(self, epoch: int) -> list[list[int]]:
         """This process's share of each global batch of the epoch (:func:`~clapkit.training.sources.epoch_batches`)."""
-        return epoch_batches(self.data.train, self.cfg, epoch, self.rank, self.world)
+        return epoch_batches(self.data.train, self.cfg, epoch, self.rank, self.world, self._seconds)
 
     def window_length(self, epoch: int) -> int:
         t = self.cfg["train"]
@@ -320,7 +323,7 @@ class ClapTrainer(Recipe):
         out = {"x_m": x_m, "x_t": x_t, "media": None, "tokens": None}
         if x_m is None:
             if media is None:
-                media = stack_media([ds[i][0] for i in idx])
+                media = stack_media([ds[i][0] for i in idx], padded=getattr(ds, "padded", False))
             out["media"] = to_device(media, self.device)
         if x_t is None:
             out["tokens"] = self._tokens(pairs, idx)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.datasets import collate_clips
+from ..data.datasets import clip_seconds, collate_for
 from ..data.files import Skipped
 from ..data.media import check_media, load_media_pairs, media_dataset, medium_of
 from ..data.records import Pair, clip_index
@@ -85,7 +85,12 @@ def split_pairs(pairs: list[Pair], fraction: float, by: str, seed: int) -> tuple
 
 class FeatureCache:
     """Backbone outputs of the frozen towers for a pair list: x_m per distinct clip or
-    image, x_t per distinct caption; ``None`` for a tower that is not frozen."""
+    image, x_t per distinct caption; ``None`` for a tower that is not frozen.
+
+    x_m is of the input the dataset gives each clip at epoch 0: in training one seeded
+    segment (``audio.crop: fixed``) or the whole clip up to ``audio.max_seconds`` (a seeded
+    segment of a longer one; ``variable``: computed in batches of similar lengths, padded
+    with a mask, equal to each clip's own in eval mode); in validation the centre segment."""
 
     def __init__(self, model: DualEncoder, pairs: list[Pair], cfg: dict, train: bool, device: torch.device):
         bs = cfg["runtime"]["eval_batch_size"]
@@ -95,8 +100,17 @@ class FeatureCache:
                 items, rows = clip_index(pairs)
                 self.media_rows = torch.tensor(rows)
                 ds = media_dataset(cfg, items, train=train, seed=cfg["seed"], extract=extractor_of(model))
-                loader = DataLoader(ds, batch_size=bs, collate_fn=collate_clips, num_workers=cfg["runtime"]["num_workers"])
-                self.x_m = torch.cat([model.media_backbone(to_device(w, device)) for w, _ in loader])
+                order = np.arange(len(items))
+                if getattr(ds, "padded", False):  # whole clips: batches of similar lengths
+                    order = np.argsort(clip_seconds(items), kind="stable")
+                batches = [order[a : a + bs].tolist() for a in range(0, len(order), bs)]
+                loader = DataLoader(ds, batch_sampler=batches, collate_fn=collate_for(ds),
+                                    num_workers=cfg["runtime"]["num_workers"])
+                x_m, idx = [], []
+                for w, i in loader:
+                    x_m.append(model.media_backbone(to_device(w, device)))
+                    idx.append(i)
+                self.x_m = torch.cat(x_m)[torch.argsort(torch.cat(idx)).to(device)]
             if "text" in model.frozen:
                 texts = list(dict.fromkeys(p.caption for p in pairs))
                 row = {t: i for i, t in enumerate(texts)}

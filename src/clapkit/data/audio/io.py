@@ -1,7 +1,8 @@
 """Audio input: decode (soundfile), mix to mono, resample (soxr), cut or pad, normalise.
 
 ``fix_length`` picks a *random* segment when given a generator (training) and the
-*centre* segment otherwise (evaluation), so evaluation never depends on a seed.
+*centre* segment otherwise (evaluation), so evaluation never depends on a seed;
+``cap_length`` keeps a clip whole up to a length (``audio.crop: variable``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ def fix_length(
         return out
     start = int(rng.integers(0, n - length + 1)) if rng is not None else (n - length) // 2
     return wave[start : start + length]
+
+
+def cap_length(wave: np.ndarray, length: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """``wave`` whole, or cut to ``length`` samples when longer (a random segment with
+    ``rng``, else the centre one, as :func:`fix_length` cuts); never padded."""
+    return wave if wave.shape[0] <= length else fix_length(wave, length, rng)
 
 
 def normalize(wave: np.ndarray, eps: float = 1e-8) -> np.ndarray:

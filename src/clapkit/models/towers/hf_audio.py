@@ -21,6 +21,14 @@ the extractor's attention mask, where it returns one, is handed to the model), `
 (the first token); ``auto``: ``pooled`` where the model has one, else ``mean``. A
 checkpoint saves the tower's config and extractor in ``audio_tower/`` (its weights are in
 ``model.safetensors``), so it reloads without the source.
+
+A padded batch of clips of differing lengths (``forward(wave, mask)``, ``audio.crop:
+variable``) goes to the extractor as real-length waves: one that pads each clip to its
+own fixed size (AST, Whisper, CLAP) gives what it gives each clip alone; one that pads a
+batch to its longest clip (wav2vec2's, HuBERT's, WavLM's: asked to) returns an attention
+mask where its config says so, which the model gets and ``mean`` pooling reads (the
+output frames it marks). Without that mask (wav2vec2-base's extractor: GroupNorm models
+take zeros, as transformers advises) the padded frames are part of the output.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ def _audio_half(config, name: str, config_only: bool):
 class HFAudioTower(nn.Module):
     """A transformers audio encoder with its own feature extractor (see the module docstring)."""
 
+    accepts_mask = True  # forward(wave, mask): real-length waves to the extractor
+
     def __init__(self, name: str, pooling: str = "auto", config_only: bool = False):
         super().__init__()
         from transformers import AutoConfig, AutoFeatureExtractor
@@ -76,18 +86,28 @@ class HFAudioTower(nn.Module):
         sub = getattr(config, _HALVES.get(config.model_type, ""), None) or config
         self.embed_dim = int(getattr(sub, "hidden_size", None) or sub.d_model)
         self._accepts = set(inspect.signature(self.model.forward).parameters)
+        # an extractor that refuses clips of differing lengths unless told to pad (wav2vec2's)
+        padding = inspect.signature(type(self.extractor).__call__).parameters.get("padding")
+        self._pads_batches = padding is not None and padding.default is False
         self.pooling = pooling if pooling != "auto" else ("pooled" if self._has_pooler() else "mean")
 
     def _has_pooler(self) -> bool:
         return self.model_type in ("audio-spectrogram-transformer", "clap", "pe_audio")
 
-    def features(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The extractor's inputs for a batch of waveforms (B, T) at :attr:`sample_rate`."""
-        out = self.extractor(list(wave.detach().float().cpu().numpy()), sampling_rate=self.sample_rate, return_tensors="pt")
+    def features(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The extractor's inputs for a batch of waveforms (B, T) at :attr:`sample_rate`;
+        with ``mask`` (B, T), each wave up to its real length."""
+        waves = list(wave.detach().float().cpu().numpy())
+        extra = {}
+        if mask is not None:
+            waves = [w[:n] for w, n in zip(waves, mask.sum(dim=1).tolist(), strict=True)]
+            extra = {"padding": True} if self._pads_batches else {}
+        out = self.extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt", **extra)
         return {k: v.to(wave.device) for k, v in out.items() if k in self._accepts}
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        out = self.model(**self.features(wave))
+    def forward(self, wave: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = self.features(wave, mask)
+        out = self.model(**inputs)
         if self.pooling == "pooled":
             pooled = getattr(out, "pooler_output", None)
             if pooled is None:
@@ -95,7 +115,23 @@ class HFAudioTower(nn.Module):
                                   "= mean or first")
             return pooled
         hidden = out.last_hidden_state
-        return hidden[:, 0] if self.pooling == "first" else hidden.mean(dim=1)
+        if self.pooling == "first":
+            return hidden[:, 0]
+        frames = self._frame_mask(inputs, hidden.shape[1]) if mask is not None else None
+        if frames is None:
+            return hidden.mean(dim=1)
+        frames = frames.to(hidden.dtype)[:, :, None]
+        return (hidden * frames).sum(dim=1) / frames.sum(dim=1).clamp_min(1)
+
+    def _frame_mask(self, inputs: dict[str, torch.Tensor], frames: int) -> torch.Tensor | None:
+        """The output frames of the real input (B, frames), from the attention mask the
+        extractor returned and the model took; None without one."""
+        am = inputs.get("attention_mask")
+        if am is None:
+            return None
+        if hasattr(self.model, "_get_feature_vector_attention_mask"):  # wav2vec2, HuBERT, WavLM: conv downsampling
+            return self.model._get_feature_vector_attention_mask(frames, am)
+        return am if am.shape[1] == frames else None
 
     def save_config(self, folder: Path) -> None:
         """The config and extractor a checkpoint rebuilds this tower from (``config_only``)."""
