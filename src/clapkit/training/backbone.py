@@ -49,6 +49,7 @@ from .common import (
 )
 from .loop import Loop, Recipe, Update, mean_of
 from .monitors import Evaluators, pick_monitor
+from .parallel import require_whole_model
 
 
 class BackboneTrainer(Recipe):
@@ -60,6 +61,7 @@ class BackboneTrainer(Recipe):
         if resume:
             cfg = resume_config(self.out, cfg, (("backbone", "epochs"),))
         self.cfg = cfg
+        require_whole_model(cfg, "train audio-backbone")
         b, a = cfg["backbone"], cfg["audio"]
         if not b["data"]:
             raise ConfigError("backbone.data is empty: e.g. --set backbone.data=folder:DIR or esc50:ROOT")

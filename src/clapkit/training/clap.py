@@ -80,8 +80,8 @@ from .monitors import Evaluators, clap_monitor
 from .objectives import Rows, objective_class
 from .objectives.caching import cached_objective
 from .optim import build_optimizer, warmup_cosine
-from .parallel import wrap_for_training
 from .pairs import ClapData, FeatureCache, extractor_of, load_clap_data, split_pairs  # noqa: F401 (API)
+from .parallel import gathered, wrap_for_training
 from .sources import EpochLoader, Stream, batches_per_epoch, bucket_seconds, epoch_batches
 
 
@@ -194,6 +194,12 @@ class ClapTrainer(Recipe):
         t = self.cfg["train"]
         self.model.freeze_backbones(t["frozen_backbones"] if phase == "frozen" else t["keep_frozen"])
         lr = t["lr_frozen"] if phase == "frozen" else t["lr_unfrozen"]
+        # DDP, FSDP2 and torch.compile (runtime.parallel, runtime.compile); a public model may hold
+        # parameters the loss never reaches (CLAP's logit_scale_t, its fusion branch on a batch
+        # without long clips, an unused pooler of a text tower): DDP must not wait for their gradients;
+        # before the optimizer, as FSDP2 replaces the parameters with their shards
+        self.net = wrap_for_training(self.model, self.cfg, self.device, self.world,
+                                     find_unused=isinstance(self.model, PublicDualEncoder))
         optimizer = build_optimizer(_Both(self.model, self.objective), t, lr)
         if t["schedule"] == "cosine":
             update = Update("model", optimizer, warmup_cosine(optimizer, t["warmup_steps"], self._phase_steps(phase)),
@@ -204,18 +210,14 @@ class ClapTrainer(Recipe):
                 plateau=True)
         update.grad_clip = t["grad_clip"]
         update.after_step = lambda: self.model.cap_logit_scale(t["max_logit_scale"])  # after every step, as every reference
-        # DDP, FSDP2 and torch.compile (runtime.parallel, runtime.compile); a public model may hold
-        # parameters the loss never reaches (CLAP's logit_scale_t, its fusion branch on a batch
-        # without long clips, an unused pooler of a text tower): DDP must not wait for their gradients
-        self.net = wrap_for_training(self.model, self.cfg, self.device, self.world,
-                                     find_unused=isinstance(self.model, PublicDualEncoder))
         self.caches = None
         if self.model.frozen and t["cache_frozen"] and not self.streaming:
             self.model.eval()
-            self.caches = {
-                "train": FeatureCache(self.model, self.data.train, self.cfg, True, self.device),
-                "val": FeatureCache(self.model, self.data.val, self.cfg, False, self.device) if self.data.val else None,
-            }
+            with gathered(self.model):  # a sharded model whole while the towers run outside its forward
+                self.caches = {
+                    "train": FeatureCache(self.model, self.data.train, self.cfg, True, self.device),
+                    "val": FeatureCache(self.model, self.data.val, self.cfg, False, self.device) if self.data.val else None,
+                }
         return [update]
 
     def _start_phase(self, phase: str) -> None:

@@ -79,6 +79,7 @@ from .common import (
 from .loop import Loop, Recipe, Update, mean_of
 from .monitors import Evaluators, pick_monitor
 from .optim import linear_decay
+from .parallel import require_whole_model
 
 
 @dataclass
@@ -152,6 +153,7 @@ class CseTrainer(Recipe):
             cfg = resume_config(self.out, cfg, (("cse", "steps"), ("cse", "epochs")))
         self.cfg, c = cfg, cfg["cse"]
         self.c = c
+        require_whole_model(cfg, "train cse")
         if self.world > 1:
             if c["cache_chunk"]:
                 raise ConfigError("cse.cache_chunk (gradient caching) works in one process; under torchrun each "

@@ -58,8 +58,10 @@ class WeightAverage:
             return
         self.updates += 1
         avg = [(s, t) for s, t in pairs if s.is_floating_point()]
-        if avg:
-            torch._foreach_lerp_([s for s, _ in avg], [t.detach() for _, t in avg], 1.0 - self.decay)
+        for sharded in (True, False):  # FSDP's shards apart from whole tensors (buffers): one foreach takes one kind
+            group = [(s, t) for s, t in avg if hasattr(s, "device_mesh") == sharded]
+            if group:
+                torch._foreach_lerp_([s for s, _ in group], [t.detach() for _, t in group], 1.0 - self.decay)
         for s, t in pairs:
             if not s.is_floating_point():
                 s.copy_(t)

@@ -282,6 +282,8 @@ class Loop:
     # --- phases --------------------------------------------------------------------------
     def _enter(self, phase: str) -> None:
         self.updates = self.recipe.start_phase(phase)
+        if self.ema is None:  # once, after the recipe has wrapped its model (under FSDP the average is sharded too)
+            self._start_ema()
         saved, self._saved_updates = self._saved_updates, None
         if saved is not None and saved["phase"] == phase:
             for u in self.updates:
@@ -303,7 +305,6 @@ class Loop:
         r, s, opts = self.recipe, self.state, self.options
         start_time, current, stopped = time.time(), None, None
         r.begin(self)
-        self._start_ema()
         while s["window"] < r.windows():
             w = s["window"]
             phase = r.phase(w)
@@ -337,7 +338,7 @@ class Loop:
                     print(f"SIGTERM: stopped at {r.unit} {w + 1}, step {s['step']}; {self.out / 'last'} saved, "
                           "continue with --resume", flush=True)
                 break
-            with self.weights_for("eval"):
+            with self.weights_for("eval") as model, parallel.gathered(model):  # evaluation outside the training forward
                 row = r.evaluate(w, s["window_results"])
             value = self.monitor.value(row)
             for u in self.updates:
