@@ -23,12 +23,12 @@ from clapkit.training.loop import Loop
 
 
 def _hand_ema(snapshots: list[dict], decay: float, start_step: int) -> dict:
-    """The EMA of weight snapshots taken after steps 1, 2, ...: a copy up to ``start_step``,
+    """The EMA of weight snapshots taken after steps 1, 2, ...: a copy up to ``start_step + 1``,
     then decay * ema + (1 - decay) * w (float64 here); integer tensors copied."""
     ema: dict = {}
     for step, w in enumerate(snapshots, start=1):
         for k, v in w.items():
-            if step <= start_step or not v.is_floating_point():
+            if step <= start_step + 1 or not v.is_floating_point():
                 ema[k] = v.double() if v.is_floating_point() else v.clone()
             else:
                 ema[k] = decay * ema[k] + (1 - decay) * v.double()
@@ -57,7 +57,7 @@ def test_the_average_is_the_hand_written_ema_of_parameters_and_buffers():
     assert set(got) == set(hand)  # parameters and buffers (BatchNorm's running statistics, its step count)
     assert all(_close(got[k], hand[k].to(got[k].dtype)) for k in hand)
     assert torch.equal(got["1.num_batches_tracked"], torch.tensor(6))
-    assert ema.updates == 4 and ema.step == 6
+    assert ema.updates == 3 and ema.step == 6
     assert not torch.allclose(got["0.weight"], model[0].weight)  # an average, not the weights
     own = {k: v.clone() for k, v in model.state_dict().items()}
     with ema.applied(model):
@@ -65,9 +65,32 @@ def test_the_average_is_the_hand_written_ema_of_parameters_and_buffers():
     assert all(torch.equal(own[k], v) for k, v in model.state_dict().items())  # restored exactly
     again = WeightAverage(model, decay=0.8, start_step=2)
     again.load_state_dict(ema.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(again.shadow, ema.shadow, strict=True)) and again.updates == 4
+    assert all(torch.equal(a, b) for a, b in zip(again.shadow, ema.shadow, strict=True)) and again.updates == 3
     with pytest.raises(ValueError, match="train.ema.decay = 1.0"):
         WeightAverage(model, decay=1.0)
+
+
+@pytest.mark.parametrize("start_step", [0, 3])
+def test_the_average_is_timms_model_ema_v3(start_step):
+    """timm's ModelEmaV3 (update_after_step, no warmup, buffers averaged), stepped with the
+    count of optimizer steps as timm's train.py does, gives the same average."""
+    from timm.utils.model_ema import ModelEmaV3
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    ours = WeightAverage(model, decay=0.9, start_step=start_step)
+    timm = ModelEmaV3(model, decay=0.9, update_after_step=start_step, use_warmup=False)
+    for step in range(1, 9):
+        opt.zero_grad()
+        model(torch.randn(8, 4)).pow(2).sum().backward()
+        opt.step()
+        ours.update(model, step)
+        timm.update(model, step=step)
+        theirs = timm.module.state_dict()
+        for name, value in zip(ours.names, ours.shadow, strict=True):
+            assert torch.allclose(value, theirs[name], rtol=0, atol=1e-6), (step, name)
+    assert ours.updates == 8 - (start_step + 1)
 
 
 def _cfg(tiny_bert, synthetic, *extra):
@@ -99,6 +122,7 @@ def test_training_averages_every_step_evaluates_and_checkpoints_the_average(tmp_
     steps = summary["steps"]
     assert steps >= 6 and len(snapshots) == steps
     per_epoch = steps // 2
+    assert len(evaluated) == 2
     for epoch, weights in enumerate(evaluated, start=1):  # each epoch's evaluation: the average at its end
         hand = _hand_ema(snapshots[: epoch * per_epoch], 0.7, 2)
         assert all(_close(weights[k], hand[k].to(weights[k].dtype)) for k in hand)
@@ -106,12 +130,12 @@ def test_training_averages_every_step_evaluates_and_checkpoints_the_average(tmp_
     best = DualEncoder.load(tmp_path / "run" / "checkpoint").state_dict()
     assert all(_close(best[k], hand[k].to(best[k].dtype)) for k in hand)
     assert json.loads((tmp_path / "run" / "checkpoint" / "weights.json").read_text()) == {
-        "weights": "ema", "decay": 0.7, "start_step": 2, "updates": steps - 2, "step": steps}
+        "weights": "ema", "decay": 0.7, "start_step": 2, "updates": steps - 3, "step": steps}
     last = DualEncoder.load(tmp_path / "run" / "last").state_dict()
     assert all(torch.equal(last[k], snapshots[-1][k]) for k in last)  # the trained weights, for --resume
     assert not (tmp_path / "run" / "last" / "weights.json").exists()
     state = torch.load(tmp_path / "run" / "last" / "trainer_state.pt", weights_only=False)["ema"]
-    assert state["updates"] == steps - 2 and state["decay"] == 0.7
+    assert state["updates"] == steps - 3 and state["decay"] == 0.7
 
     # the average for neither: evaluation and checkpoint/ see the trained weights, the average is still kept
     evaluated.clear()
@@ -122,7 +146,7 @@ def test_training_averages_every_step_evaluates_and_checkpoints_the_average(tmp_
     best = DualEncoder.load(tmp_path / "plain" / "checkpoint").state_dict()
     assert all(torch.equal(best[k], snapshots[-1][k]) for k in best)
     assert not (tmp_path / "plain" / "checkpoint" / "weights.json").exists()
-    assert torch.load(tmp_path / "plain" / "last" / "trainer_state.pt", weights_only=False)["ema"]["updates"] == steps - 2
+    assert torch.load(tmp_path / "plain" / "last" / "trainer_state.pt", weights_only=False)["ema"]["updates"] == steps - 3
 
 
 def test_the_average_resumes_exactly_after_a_stop_and_a_sigkill(tmp_path, tiny_bert, tiny_synthetic, monkeypatch):

@@ -72,6 +72,11 @@ def test_for_training_takes_the_models_preprocessing_and_refuses_audio(tiny_oc, 
     with pytest.raises(ConfigError, match=r"model.init_from = .*an image model \(open_clip; open_clip has no audio "
                                           r"models\); this config trains audio \(use `clapkit train clip`\)"):
         OpenClipDualEncoder(str(tiny_oc)).for_training(load_config(None, []))
+    old = OpenClipDualEncoder(str(tiny_oc))
+    old.model_cfg = None  # what an open_clip too old to read local-dir: / hf-hub: configs gives
+    with pytest.raises(ConfigError, match=r"gives no model config for it, so a fine-tuned checkpoint could not be "
+                                          r"loaded back; upgrade open_clip"):
+        old.for_training(_cfg())
     siglip = _write(tmp_path / "siglip", init_logit_bias=-10.0)  # logit_bias trains under the siglip loss only
     for loss, trains in (("siglip", True), ("clip", False)):
         model = OpenClipDualEncoder(str(siglip)).for_training(_cfg(f"train.loss={loss}"))

@@ -22,6 +22,7 @@ from clapkit.data.datasets import ClipDataset, clip_seconds, collate_padded
 from clapkit.data.records import Pair
 from clapkit.errors import ConfigError
 from clapkit.models.towers.audio import Cnn14, SmallCNN, frame_mask, masked_batch_norm
+from clapkit.training.backbone import BackboneTrainer
 from clapkit.training.clap import ClapTrainer, train_clap
 from clapkit.training.sources import batches_per_epoch, epoch_batches
 
@@ -179,6 +180,10 @@ def test_bucketed_batches_hold_one_caption_per_clip_and_split_into_rank_shares()
         assert len(b) == 16 and max(Counter(pairs[i].media_id for i in b).values()) == 1
     rows = [i for b in batches for i in b]
     assert len(rows) == len(set(rows))
+    plain = epoch_batches(pairs, cfg, 0)  # the unbucketed epoch: the same rows, as many batches
+    assert sorted(rows) == sorted(i for b in plain for i in b) and len(plain) == len(batches)
+    spread = np.median([np.ptp(seconds[b]) for b in batches])  # similar lengths, a clip's captions apart
+    assert spread < 0.35 * np.median([np.ptp(seconds[b]) for b in plain]), spread  # 100 clips: chunks of 160 rows
     off = epoch_batches(pairs, _bucket_cfg("data.no_duplicate_media=false"), 0, seconds=seconds)
     assert any(max(Counter(pairs[i].media_id for i in b).values()) > 1 for b in off)  # what the rule is for
     # data.captions: one: one caption per clip, every clip once when the counts divide
@@ -300,7 +305,11 @@ def test_variable_crop_refuses_a_tower_without_a_mask_and_a_public_model(tmp_pat
     with pytest.raises(ConfigError, match=r"audio.crop: variable .*public model fine-tuned from model.init_from "
                                           r"\(HFDualEncoder\).*set audio.crop: fixed"):
         ClapTrainer(load_config(None, base + [f"model.init_from={public}"]), tmp_path / "b")
-    with pytest.raises(ConfigError, match="data.bucket_batches = 0"):
-        ClapTrainer(load_config(None, base + ["data.bucket_batches=0"]), tmp_path / "c")
+    with pytest.raises(ConfigError, match="'data.bucket_batches' = 0: give 1 or more"):
+        load_config(None, base + ["data.bucket_batches=0"])
+    with pytest.raises(ConfigError, match=r"'audio.max_seconds' = 0: give the longest training input in seconds, > 0"):
+        load_config(None, base + ["audio.max_seconds=0"])
+    with pytest.raises(ConfigError, match="audio.crop = variable applies to train clap.*set audio.crop: fixed"):
+        BackboneTrainer(load_config(None, base + ["backbone.data=folder:x"]), tmp_path / "d")
     with pytest.raises(ConfigError, match="audio.crop"):
         load_config(None, ["audio.crop=random"])

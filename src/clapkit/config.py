@@ -286,6 +286,11 @@ def validate(cfg: dict) -> None:
     for key in ("save_every_steps", "max_bad_steps", "num_workers"):
         if int(cfg["runtime"][key]) < 0:
             raise ConfigError(f"'runtime.{key}' = {cfg['runtime'][key]}: give 0 or more")
+    if cfg["audio"].get("crop") == "variable" and not float(cfg["audio"]["max_seconds"]) > 0:
+        raise ConfigError(f"'audio.max_seconds' = {cfg['audio']['max_seconds']}: give the longest training input in "
+                          "seconds, > 0 (e.g. 30)")
+    if int(cfg["data"].get("bucket_batches", 1)) < 1:
+        raise ConfigError(f"'data.bucket_batches' = {cfg['data']['bucket_batches']}: give 1 or more batches a chunk")
     ema = cfg["train"]["ema"]
     if not 0.0 <= float(ema["decay"]) < 1.0 or int(ema["start_step"]) < 0:
         raise ConfigError(f"train.ema = {ema}: decay is in [0, 1) (0: off; 0.999 a common value) and start_step >= 0")

@@ -297,8 +297,9 @@ DEFAULTS: dict[str, Any] = {
         "eval_every": 1,
         # gradient caching of the cross-modal loss (GradCache): rows a chunk, one process; 0: off
         "cache_chunk": 0,
-        # an exponential moving average of the weights (clapkit.training.ema), updated after every
-        # optimizer step from start_step on: ema = decay * ema + (1 - decay) * weights; decay 0: off.
+        # an exponential moving average of the weights (clapkit.training.ema, timm's ModelEmaV3 rule),
+        # updated after every optimizer step: a copy of the weights up to step start_step + 1, then
+        # ema = decay * ema + (1 - decay) * weights; decay 0: off.
         # eval: validate (and pick checkpoint/ by) the averaged weights; checkpoint: checkpoint/ holds
         # them (last/ always holds the trained weights and the average, for --resume)
         "ema": {"decay": 0.0, "start_step": 0, "eval": True, "checkpoint": True},

@@ -63,6 +63,10 @@ class BackboneTrainer(Recipe):
         self.cfg = cfg
         require_whole_model(cfg, "train audio-backbone")
         b, a = cfg["backbone"], cfg["audio"]
+        if a["crop"] != "fixed":
+            raise ConfigError("audio.crop = variable applies to train clap (whole clips in batches of similar length); "
+                              "train audio-backbone trains on one audio.segment_seconds crop of each clip: set "
+                              "audio.crop: fixed")
         if not b["data"]:
             raise ConfigError("backbone.data is empty: e.g. --set backbone.data=folder:DIR or esc50:ROOT")
         if b["batch_size"] < self.world:

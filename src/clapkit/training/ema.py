@@ -1,14 +1,16 @@
 """An exponential moving average of a model's weights (``train.ema``).
 
-After every applied optimizer step (a skipped, non-finite step is not averaged), with
-``s`` the run's step count after it::
+After every applied optimizer step (a step the loop skips as non-finite is not
+averaged; under fp16 a step the gradient scaler skips is, as in timm), with ``s`` the
+run's step count after it::
 
-    s <= start_step:  ema = weights                       (the average has not begun)
-    s >  start_step:  ema = decay * ema + (1 - decay) * weights
+    s <= start_step + 1:  ema = weights                   (the average has not begun)
+    s >  start_step + 1:  ema = decay * ema + (1 - decay) * weights
 
-timm's ``ModelEmaV3`` rule (``update_after_step``, no warmup), over every floating
-parameter *and* buffer (BatchNorm's running statistics are averaged too, as timm does
-by default); integer buffers (``num_batches_tracked``) are copied. The average is kept
+timm's ``ModelEmaV3`` rule (``update_after_step = start_step``, no warmup: its
+``get_decay`` is 0 up to step ``update_after_step + 1``; tested against timm), over every
+floating parameter *and* buffer (BatchNorm's running statistics are averaged too, as timm
+does by default); integer buffers (``num_batches_tracked``) are copied. The average is kept
 in the tensors' own dtype and device, in ``last/trainer_state.pt`` (so ``--resume``
 continues it exactly), and is swapped into the model for evaluation
 (``train.ema.eval``) and for writing ``checkpoint/`` (``train.ema.checkpoint``), which then
@@ -52,7 +54,7 @@ class WeightAverage:
         """Average in ``model``'s weights after the run's ``step``-th step."""
         pairs = self._pairs(model)
         self.step = step
-        if step <= self.start_step:
+        if step <= self.start_step + 1:
             for s, t in pairs:
                 s.copy_(t)
             return
@@ -72,9 +74,9 @@ class WeightAverage:
         """``model`` holding the average for the duration, its own weights restored after."""
         pairs = self._pairs(model)
         saved = [t.detach().clone() for _, t in pairs]
-        for s, t in pairs:
-            t.copy_(s)
         try:
+            for s, t in pairs:
+                t.copy_(s)
             yield model
         finally:
             for (_, t), w in zip(pairs, saved, strict=True):

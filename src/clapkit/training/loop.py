@@ -211,8 +211,8 @@ class Loop:
             recipe.load_extra_state(saved.get("extra", {}))
             self._saved_ema = saved.get("ema")
             if self.ema_options and self._saved_ema is None and self.state["step"]:
-                raise TrainingError(f"{self.out / 'last'}: saved without train.ema, which this run sets; resume "
-                                    "with the run's own config (train.ema.decay: 0) or start a new run")
+                raise TrainingError(f"{self.out / 'last'}: saved without the weight average that {self.out / 'config.yaml'} "
+                                    "sets (train.ema.decay); set train.ema.decay: 0 there, or start a new run")
         self.logger = ScalarLogger(self.out, options["logger"], append=resume) if is_main() else None
         if resume and self.logger:
             self.logger.truncate(self.state["window"] if recipe.unit == "epoch" else self.state["step"])
@@ -379,12 +379,13 @@ class Loop:
         The writing is :func:`~clapkit.training.common.save_run`'s."""
         rng = get_rng(self.device)
         everyone = self._everyone(rng)
-        best = improved or self._everyone(not (self.out / "checkpoint").exists())[0]  # the first process decides
+        best = self._everyone(improved or not (self.out / "checkpoint").exists())[0]  # the first process decides
         updates = {u.name: u.state_dict() for u in self.updates}
-        ema = self.ema.state_dict() if self.ema is not None else None
-        self._check_finite()
         model = self.recipe.model
         sharded, best_full = parallel.is_sharded(model), None
+        # the average whole (gathered from the shards by every process under FSDP; else the first process's)
+        ema = self.ema.state_dict() if self.ema is not None and (sharded or is_main()) else None
+        self._check_finite()
         if best and sharded:  # gathered now, by every process, with the weights checkpoint/ holds
             with self.weights_for("checkpoint") as weights:
                 best_full = parallel.full_model(weights)

@@ -53,14 +53,14 @@ def epoch_batches(pairs: list[Pair], cfg: dict, epoch: int, rank: int = 0, world
         rows = np.array([r[int(rng.integers(len(r)))] for r in by_media.values()])
     order = rows[epoch_order(seed, epoch, len(rows), rank)]
     n, per_epoch = len(order), batches_per_epoch(pairs, cfg)
-    if seconds is not None:
-        glob_batches = bucketed_batches(order, seconds, groups, cfg, epoch)
-    elif d["no_duplicate_media"] and d["captions"] == "all":
+    if d["no_duplicate_media"] and d["captions"] == "all":
         size = min(bs, n)
         found = list(itertools.islice(no_duplicate_batches(order.tolist(), groups.__getitem__, size), per_epoch))
         glob_batches = [b for b in found if len(b) == size] or found[:1]  # a tiny set still gives a step
     else:
         glob_batches = [order[b * bs : b * bs + min(bs, n)].tolist() for b in range(per_epoch)]
+    if seconds is not None:
+        glob_batches = bucketed_batches(glob_batches, seconds, groups, cfg, epoch)
     out = []
     for glob in glob_batches:
         per_rank = len(glob) // world
@@ -68,29 +68,79 @@ def epoch_batches(pairs: list[Pair], cfg: dict, epoch: int, rank: int = 0, world
     return out
 
 
-def bucketed_batches(order: np.ndarray, seconds: np.ndarray, groups: list, cfg: dict, epoch: int) -> list[list[int]]:
-    """The epoch's global batches of clips of similar length: ``order`` (the epoch's
-    seeded rows) in chunks of ``data.bucket_batches`` batches, each chunk sorted by
-    ``seconds`` (stable: equal lengths keep the permutation's order) and cut into batches,
-    their order then shuffled by (seed, epoch). The rows and the number of full batches
-    are those of the unbucketed epoch; with ``data.no_duplicate_media`` (every caption) the
-    sorted rows go through :func:`no_duplicate_batches`, so a row passed over waits for the
-    next batch (of the next chunk, at a chunk's end)."""
-    d, bs = cfg["data"], cfg["train"]["batch_size"]
-    n = len(order)
-    size, per_epoch = min(bs, n), max(1, n // bs)
-    no_duplicates = d["no_duplicate_media"] and d["captions"] == "all"
-    rows = order if no_duplicates else order[: per_epoch * size]
-    chunk = size * int(d["bucket_batches"])
-    parts = [rows[a : a + chunk] for a in range(0, len(rows), chunk)]
-    rows = np.concatenate([p[np.argsort(seconds[p], kind="stable")] for p in parts])
-    if no_duplicates:
-        found = list(itertools.islice(no_duplicate_batches(rows.tolist(), groups.__getitem__, size), per_epoch))
-        batches = [b for b in found if len(b) == size] or found[:1]
-    else:
-        batches = [rows[a : a + size].tolist() for a in range(0, len(rows), size)]
-    shuffle = np.random.default_rng((cfg["seed"], epoch, 17)).permutation(len(batches))
-    return [batches[i] for i in shuffle]
+def bucketed_batches(batches: list[list[int]], seconds: np.ndarray, groups: list, cfg: dict,
+                     epoch: int) -> list[list[int]]:
+    """The epoch's global ``batches`` regrouped into batches of clips of similar length:
+    the same rows in as many batches of the same sizes, their order shuffled by (seed, epoch).
+
+    Chunks of ``data.bucket_batches`` consecutive batches are regrouped each. Under
+    ``data.no_duplicate_media`` a row's *layer* is its clip's count of rows before it in the
+    chunk (0 for a clip's first caption, 1 for its second, ...; else every row is in layer
+    0); each layer's rows are sorted by ``seconds`` (stable),
+    ascending and descending in turn, so a layer's end meets the next layer's rows of
+    similar length; the chunk's rows in that order are cut into its batches. A clip's
+    captions are in different layers, so only a batch across two layers can hold one clip
+    twice; with ``data.no_duplicate_media`` such a row is swapped with the row of closest
+    length in another batch of the chunk that holds neither's clip (:func:`_apart`)."""
+    d = cfg["data"]
+    rule = d["no_duplicate_media"] and d["captions"] == "all"
+    chunk = int(d["bucket_batches"])
+    out: list[list[int]] = []
+    for c in range(0, len(batches), chunk):
+        part = batches[c : c + chunk]
+        rows = [r for b in part for r in b]
+        seen: dict = {}
+        layers: list[list[int]] = []
+        for r in rows:
+            k = seen.get(groups[r], 0) if rule else 0  # without the rule: one layer, sorted by length
+            seen[groups[r]] = k + 1
+            if k == len(layers):
+                layers.append([])
+            layers[k].append(r)
+        ordered = []
+        for k, layer in enumerate(layers):
+            by_length = sorted(layer, key=lambda r: seconds[r])  # stable: equal lengths keep the epoch's order
+            ordered += by_length if k % 2 == 0 else by_length[::-1]
+        cuts = np.cumsum([0] + [len(b) for b in part])
+        regrouped = [ordered[a:z] for a, z in zip(cuts[:-1], cuts[1:], strict=True)]
+        if rule:
+            regrouped = _apart(regrouped, groups, seconds) or part
+        out += regrouped
+    shuffle = np.random.default_rng((cfg["seed"], epoch, 17)).permutation(len(out))
+    return [out[i] for i in shuffle]
+
+
+def _apart(batches: list[list[int]], groups: list, seconds: np.ndarray) -> list[list[int]] | None:
+    """``batches`` with no clip twice in a batch: each second row of a clip is swapped with
+    the row of closest length (then the first found) in another batch where the swap
+    repeats no clip; None if some row has no such partner (a chunk of very few clips)."""
+    held = [{} for _ in batches]  # batch -> clip -> rows of it
+    for held_b, b in zip(held, batches, strict=True):
+        for r in b:
+            held_b[groups[r]] = held_b.get(groups[r], 0) + 1
+    for i, b in enumerate(batches):
+        for k in range(len(b)):
+            r = b[k]
+            if held[i][groups[r]] == 1:
+                continue
+            best = None
+            for j, other in enumerate(batches):
+                if j == i or groups[r] in held[j]:
+                    continue
+                for m, q in enumerate(other):
+                    if groups[q] not in held[i] and (best is None or abs(seconds[q] - seconds[r]) < best[0]):
+                        best = (abs(seconds[q] - seconds[r]), j, m)
+            if best is None:
+                return None
+            _, j, m = best
+            q = batches[j][m]
+            b[k], batches[j][m] = q, r
+            for held_b, out_g, in_g in ((held[i], groups[r], groups[q]), (held[j], groups[q], groups[r])):
+                held_b[out_g] -= 1
+                if not held_b[out_g]:
+                    del held_b[out_g]
+                held_b[in_g] = held_b.get(in_g, 0) + 1
+    return batches
 
 
 def bucket_seconds(cfg: dict, model, pairs: list[Pair]) -> np.ndarray | None:
@@ -115,8 +165,6 @@ def bucket_seconds(cfg: dict, model, pairs: list[Pair]) -> np.ndarray | None:
     if cfg["data"]["stream"]:
         raise ConfigError(f"audio.crop: variable batches indexed epochs by clip length; data.stream: true has no "
                           f"index of the clips: {fix}, or set data.stream: false")
-    if int(cfg["data"]["bucket_batches"]) < 1:
-        raise ConfigError(f"data.bucket_batches = {cfg['data']['bucket_batches']}: give 1 or more")
     return np.minimum(clip_seconds(pairs), float(a["max_seconds"]))
 
 

@@ -77,6 +77,12 @@ def _without(owner: nn.Module, attr: str):
         setattr(owner, attr, saved)
 
 
+def _open_clip_version() -> str:
+    import open_clip
+
+    return f"open_clip {getattr(open_clip, '__version__', '?')}"
+
+
 def _apply(proj, x: torch.Tensor) -> torch.Tensor:
     return proj(x) if isinstance(proj, nn.Module) else x @ proj
 
@@ -185,6 +191,10 @@ class OpenClipDualEncoder(PublicDualEncoder):
         if hasattr(self.model, "text_decoder"):
             raise ConfigError(f"{option} = {self.source}: a CoCa model; clapkit's contrastive objectives never reach "
                               "its captioning decoder: fine-tune it with open_clip's own training")
+        if self.model_cfg is None:  # what save() writes back for open_clip to rebuild the model
+            raise ConfigError(f"{option} = {self.source}: this open_clip ({_open_clip_version()}) gives no model "
+                              "config for it, so a fine-tuned checkpoint could not be loaded back; upgrade open_clip "
+                              "(3.x reads hf-hub: and local-dir: configs) or name a built-in architecture")
         from open_clip.model import get_model_preprocess_cfg
 
         pre = get_model_preprocess_cfg(self.model)
