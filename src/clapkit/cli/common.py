@@ -49,6 +49,9 @@ Pool = Annotated[str, typer.Option("--pool", help="Long clips: mean (of the wind
 Cache = Annotated[Path | None, typer.Option("--cache", help="Embedding cache folder: media embeddings reused across "
                                                             "commands and runs (eval, embed, probe, bench, curate)")]
 Precision = Annotated[str, typer.Option("--precision", help="fp32, or bf16 (autocast on CPU or CUDA)")]
+Compile = Annotated[str, typer.Option("--compile", help="none (eager), default or reduce-overhead: torch.compile of "
+                                                        "the towers (reduce-overhead: CUDA graphs on CUDA, as default "
+                                                        "on CPU); a model that cannot compile runs eager, with a warning")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="Preset name (see `clapkit config`) or YAML file")]
 
 

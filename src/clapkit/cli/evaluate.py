@@ -19,6 +19,7 @@ from .common import (
     Cache,
     CaptionColumn,
     Checkpoint,
+    Compile,
     Device,
     Hop,
     ImageDir,
@@ -67,6 +68,7 @@ def eval_zeroshot(
     hop: Hop = None,
     pool: Pool = "mean",
     precision: Precision = "fp32",
+    compile_mode: Compile = "none",
     cache: Cache = None,
     audio_dir: Annotated[Path | None, typer.Option(help="audioset: the downloaded clips (default: the CSV's folder)")] = None,
     captions: Annotated[list[Path] | None, typer.Option(help="The model's training captions (repeat): the dirty "
@@ -125,18 +127,18 @@ def eval_zeroshot(
         from ..evaluation.zeroshot import load_language_prompts
 
         load_language_prompts(language_prompts, labelled.class_names)  # its errors before the media are embedded
-    from ..inference.embed import inference_precision
+    from ..inference.embed import inference_compile, inference_precision
     from ..inference.features import embed_items
 
     windows = _windows(window, hop, pool)
-    with inference_precision(precision, dev):
+    with inference_precision(precision, dev), inference_compile(compile_mode):
         feats, made = embed_items(net, labelled.clips, ("E",), batch_size, dev, workers, cache, model, windows,
                                   pooled=windows is None or windows.pool == "mean", progress=True)
         owner = made.pop("owner", None)
         scores = zeroshot_scores(net, labelled, texts, batch_size, dev, media_emb=feats["E"], owner=owner)
     m = zeroshot_metrics(scores, labelled, bootstrap, seed, keep_ranks=bool(captions))
     ranks = m.pop("ranks", None)
-    m.update(texts_record(texts), skipped=labelled.skipped.to_dict(), precision=precision, **made,
+    m.update(texts_record(texts), skipped=labelled.skipped.to_dict(), precision=precision, compile=compile_mode, **made,
              coverage=coverage, **copies)
     if main:
         if main not in m:
@@ -375,6 +377,7 @@ def eval_retrieval(
     window: Window = None,
     hop: Hop = None,
     precision: Precision = "fp32",
+    compile_mode: Compile = "none",
     cache: Cache = None,
     batch_size: int = 32,
     device: Device = "auto",
@@ -399,14 +402,14 @@ def eval_retrieval(
         raise ClapkitError(f"{data}: no pairs left to evaluate")
     if bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
-    from ..inference.embed import inference_precision
+    from ..inference.embed import inference_compile, inference_precision
 
-    with inference_precision(precision, dev):
+    with inference_precision(precision, dev), inference_compile(compile_mode):
         m = retrieval_eval(net, pairs, batch_size, dev, progress=True, num_workers=workers, bootstrap=bootstrap,
                            seed=seed, windows=_windows(window, hop), cache=cache, model_spec=model,
                            relevance=relevance, skip_bad=skip_bad)
     m.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split,
-             skipped=skipped.to_dict(), precision=precision)
+             skipped=skipped.to_dict(), precision=precision, compile=compile_mode)
     _write_json(m, out)
     md = net.medium
     t2m, m2t = m[f"text_to_{md}"], m[f"{md}_to_text"]
@@ -452,6 +455,7 @@ def embed(
     window: Window = None,
     hop: Hop = None,
     precision: Precision = "fp32",
+    compile_mode: Compile = "none",
     cache: Cache = None,
     batch_size: int = 32,
     device: Device = "auto",
@@ -466,7 +470,7 @@ def embed(
 
     from ..data.files import Skipped
     from ..data.records import unique_clips
-    from ..inference.embed import embed_text, inference_precision
+    from ..inference.embed import embed_text, inference_compile, inference_precision
     from ..inference.features import embed_items
 
     if sum(x is not None for x in (audio, image, text)) != 1:
@@ -489,7 +493,7 @@ def embed(
             pairs, skipped = _pairs(medium, media, audio_dir if medium == "audio" else image_dir, None, skip_bad)
             items = unique_clips(pairs)
         kind = "x" if backbone else "E"
-        with inference_precision(precision, dev):
+        with inference_precision(precision, dev), inference_compile(compile_mode):
             feats, made = embed_items(net, items, (kind,), batch_size, dev, workers, cache, model,
                                       _windows(window, hop), progress=True)
         emb = feats[kind]
@@ -498,7 +502,7 @@ def embed(
         from ..data.files import read_lines
 
         ids = read_lines(text)
-        with inference_precision(precision, dev):
+        with inference_precision(precision, dev), inference_compile(compile_mode):
             emb = embed_text(net, ids, projected=not backbone, device=dev)
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = {"windows": np.array(json.dumps(made["windows"]))} if media is not None and "windows" in made else {}

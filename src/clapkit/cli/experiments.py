@@ -10,6 +10,7 @@ import typer
 from ..errors import ClapkitError
 from .common import (
     Cache,
+    Compile,
     ConfigOpt,
     Device,
     Precision,
@@ -160,6 +161,7 @@ def bench(
                                                  "the same content")] = False,
     cache: Cache = None,
     precision: Precision = "fp32",
+    compile_mode: Compile = "none",
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -174,8 +176,11 @@ def bench(
         if bootstrap < 0:
             raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no intervals) or a number of resamples")
         spec["bootstrap"] = bootstrap
-    result = run_bench(spec, out, shard, _device(device), batch_size, workers, skip_bad, cache=cache,
-                       precision=precision, prompt_sweep=prompt_sweep, manifests=manifest or (), intersect=intersect)
+    from ..inference.embed import inference_compile
+
+    with inference_compile(compile_mode):
+        result = run_bench(spec, out, shard, _device(device), batch_size, workers, skip_bad, cache=cache,
+                           precision=precision, prompt_sweep=prompt_sweep, manifests=manifest or (), intersect=intersect)
     from ..distributed import is_main
 
     if not is_main():  # under torchrun the first process writes the table and prints it
@@ -199,6 +204,7 @@ def reproduce(
     bootstrap: Annotated[int | None, typer.Option(help="Resamples for the interval (default: the card's, else 1000)")] = None,
     cache: Cache = None,
     precision: Precision = "fp32",
+    compile_mode: Compile = "none",
     batch_size: int = 32,
     device: Device = "auto",
     workers: Workers = 0,
@@ -226,7 +232,10 @@ def reproduce(
         raise ClapkitError("give a CARD (or --list) and --out")
     if bootstrap is not None and bootstrap < 0:
         raise ClapkitError(f"--bootstrap {bootstrap}: give 0 (no interval) or a number of resamples")
-    record = run(load_card(card), list(model or []), out, data_root, _device(device), batch_size, workers, precision,
-                 cache, bootstrap)
+    from ..inference.embed import inference_compile
+
+    with inference_compile(compile_mode):
+        record = run(load_card(card), list(model or []), out, data_root, _device(device), batch_size, workers,
+                     precision, cache, bootstrap)
     typer.echo(summary(record))
     typer.echo(f"wrote {out / 'reproduction.json'}")

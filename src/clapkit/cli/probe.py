@@ -12,6 +12,7 @@ from .common import (
     LABELLED_HELP,
     Cache,
     Checkpoint,
+    Compile,
     Device,
     Hop,
     MetricsJson,
@@ -57,6 +58,7 @@ def eval_probe(
     window: Window = None,
     hop: Hop = None,
     precision: Precision = "fp32",
+    compile_mode: Compile = "none",
     audio_dir: Annotated[Path | None, typer.Option(help="audioset:/vggsound: the downloaded clips")] = None,
     bootstrap: Annotated[int, typer.Option(help="Resamples of the items for 95% intervals (0: none)")] = 1000,
     seed: Annotated[int, typer.Option(help="First seed (splits, probes, few-shot draws, bootstrap)")] = 0,
@@ -75,7 +77,7 @@ def eval_probe(
         probe_eval,
         probe_splits,
     )
-    from ..inference.embed import FEATURES, inference_precision
+    from ..inference.embed import FEATURES, inference_compile, inference_precision
     from ..inference.features import embed_items
 
     kinds = [k.strip() for k in features.split(",") if k.strip()]
@@ -89,12 +91,12 @@ def eval_probe(
     pd = load_probe_data(data, net.medium, _fold_list(folds), _class_list(classes), split, train_split, skip_bad,
                          audio_dir)
     splits, rule = probe_splits(pd.y, pd.folds, cv, seed, pd.train_mask)
-    with inference_precision(precision, dev):
+    with inference_precision(precision, dev), inference_compile(compile_mode):
         feats, made = embed_items(net, pd.items, kinds, batch_size, dev, workers, cache, model, _windows(window, hop),
                                   progress=True)
     r, _ = probe_eval(feats, pd.y, pd.class_names, splits, opts, where=data)
     r.update(model=str(model), model_provenance=describe(str(model), net), data=data, split=split, train_split=train_split, splits=rule, skipped=pd.skipped,
-             precision=precision, **made)
+             precision=precision, compile=compile_mode, **made)
     _write_json(r, out)
     typer.echo(f"probe {data}: {len(pd.items)} items, {len(pd.class_names)} classes, {rule['rule']}"
                + (f", {shots}-shot x {opts.seeds} seeds" if shots else "") + f" ({protocol}; chance {r['chance']:.3f})")

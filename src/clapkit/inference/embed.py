@@ -7,10 +7,14 @@ feature extractor or image processor (:meth:`preprocess`)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import collate_clips
@@ -20,6 +24,8 @@ from ..models.public.base import PublicDualEncoder
 
 FEATURES = ("x", "E")  # the backbone output x and the projected, normalised E
 PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead")  # runtime.compile's (clapkit.training.compile)
+_COMPILE = contextvars.ContextVar("clapkit_inference_compile", default="none")
 
 
 def inference_precision(name: str, device):
@@ -30,6 +36,69 @@ def inference_precision(name: str, device):
     if name not in PRECISIONS:
         raise ConfigError(f"--precision {name!r}: choose {' or '.join(PRECISIONS)}")
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=name == "bf16")
+
+
+@contextlib.contextmanager
+def inference_compile(name: str):
+    """The compile mode (``--compile``) of the embedding functions called inside it that
+    are not given one: ``none`` (eager), ``default`` or ``reduce-overhead`` (torch.compile
+    of each tower's backbone and projection, :mod:`clapkit.training.compile`)."""
+    from ..errors import ConfigError
+
+    if name not in COMPILE_MODES:
+        raise ConfigError(f"--compile {name!r}: choose {', '.join(COMPILE_MODES)}")
+    token = _COMPILE.set(name)
+    try:
+        yield
+    finally:
+        _COMPILE.reset(token)
+
+
+class _Tower(nn.Module):
+    """A tower's backbone and projection as one module (one graph when compiled):
+    ``inputs -> (x, E)``. It holds the model weakly (a compiled tower is kept per model)."""
+
+    def __init__(self, model: nn.Module, tower: str):
+        super().__init__()
+        self.__dict__["_model"] = weakref.ref(model)  # not a submodule
+        self.tower = tower
+
+    def forward(self, inputs):
+        m = self._model()
+        if self.tower == "media":
+            x = m.media_backbone(inputs)
+            return x, m.project_media(x)
+        x = m.text_backbone(inputs)
+        return x, m.project_text(x)
+
+
+# per model: its compiled towers, {(tower, mode): Compiled}, each with its own recompile budget
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tower(model: nn.Module, which: str, compile: str | None = None) -> nn.Module:
+    """``which`` (media or text) of ``model`` as a module ``inputs -> (x, E)``, eager or
+    compiled with ``compile`` (None: the :func:`inference_compile` in force). A compiled
+    tower is kept for the model's later calls (compiled once; a fall-back warns once)."""
+    from ..training.compile import Compiled
+
+    mode = _COMPILE.get() if compile is None else compile
+    if mode not in COMPILE_MODES:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--compile {mode!r}: choose {', '.join(COMPILE_MODES)}")
+    if mode == "none":
+        return _Tower(model, which)
+    towers = _COMPILED.setdefault(model, {})
+    if (which, mode) not in towers:
+        towers[which, mode] = Compiled(_Tower(model, which), mode, isolate=True)
+    return towers[which, mode]
+
+
+def compile_stats(model: nn.Module) -> dict:
+    """``{"media/default": stats, ...}``: what compiled inference of ``model`` did so far
+    (:attr:`clapkit.training.compile.Compiled.stats`)."""
+    return {f"{w}/{m}": dict(c.stats) for (w, m), c in _COMPILED.get(model, {}).items()}
 
 
 def precision_tag() -> str:
@@ -77,21 +146,22 @@ def to_device(inputs, device):
 
 def embed_media(
     model: DualEncoder, items: Sequence, batch_size: int = 32, projected: bool = True,
-    device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False,
+    device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False, compile: str | None = None,
 ) -> np.ndarray:
     """E_m (projected, L2-normalised) or x_m (backbone output) of ``items`` (have ``.media``)."""
     kind = "E" if projected else "x"
-    return media_features(model, items, (kind,), batch_size, device, num_workers, progress)[kind]
+    return media_features(model, items, (kind,), batch_size, device, num_workers, progress, compile)[kind]
 
 
 @torch.no_grad()
 def media_features(
     model: DualEncoder, items: Sequence, kinds: Sequence[str] = ("x", "E"), batch_size: int = 32,
-    device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False,
+    device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = False, compile: str | None = None,
 ) -> dict[str, np.ndarray]:
     """``{"x": backbone outputs, "E": projected L2-normalised embeddings}`` of ``items``
-    (the ``kinds`` asked for), from one pass of the media tower. Under ``torchrun`` each
-    process embeds every ``world``-th batch and all get the whole result, in item order
+    (the ``kinds`` asked for), from one pass of the media tower, eager or compiled
+    (``compile``: see :func:`tower`). Under ``torchrun`` each process embeds every
+    ``world``-th batch and all get the whole result, in item order
     (:mod:`clapkit.distributed`)."""
     from ..distributed import gather_batches, my_batches
 
@@ -99,6 +169,7 @@ def media_features(
     if bad or not kinds:
         raise ValueError(f"features {sorted(bad) or list(kinds)}: choose from {', '.join(FEATURES)}")
     model.eval()
+    run = tower(model, "media", compile)
     n_batches = -(-len(items) // batch_size)
     mine = my_batches(n_batches)
     share = [item for b in mine for item in items[b * batch_size : (b + 1) * batch_size]]
@@ -109,8 +180,8 @@ def media_features(
         loader = tqdm(loader, desc=model.medium, leave=False, disable=None)  # off when not a terminal
     done = {}
     for b, (media, _) in zip(mine, loader, strict=True):
-        x = model.media_backbone(to_device(media, device))
-        done[b] = {k: (x if k == "x" else model.project_media(x)).float().cpu().numpy() for k in kinds}
+        out = dict(zip(("x", "E"), run(to_device(media, device)), strict=True))
+        done[b] = {k: out[k].float().cpu().numpy() for k in kinds}
     parts = gather_batches(done, n_batches)
     return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros((0, 0), np.float32) for k in kinds}
 
@@ -118,18 +189,20 @@ def media_features(
 @torch.no_grad()
 def embed_text(
     model: DualEncoder, texts: Sequence[str], batch_size: int = 64, projected: bool = True,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu", compile: str | None = None,
 ) -> np.ndarray:
-    """E_t (projected, L2-normalised) or x_t (backbone output) of ``texts``; under
-    ``torchrun`` split by batches as :func:`media_features` is."""
+    """E_t (projected, L2-normalised) or x_t (backbone output) of ``texts``, eager or
+    compiled (``compile``: see :func:`tower`); under ``torchrun`` split by batches as
+    :func:`media_features` is."""
     from ..distributed import gather_batches, my_batches
 
     model.eval()
+    run = tower(model, "text", compile)
     n_batches = -(-len(texts) // batch_size)
     done = {}
     for b in my_batches(n_batches):
-        x = model.text_backbone(model.text.tokenize(list(texts[b * batch_size : (b + 1) * batch_size]), device))
-        done[b] = (model.project_text(x) if projected else x).float().cpu().numpy()
+        x, e = run(model.text.tokenize(list(texts[b * batch_size : (b + 1) * batch_size]), device))
+        done[b] = (e if projected else x).float().cpu().numpy()
     parts = gather_batches(done, n_batches)
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 

@@ -436,6 +436,10 @@ class ClapTrainer(Recipe):
                            streamed_pairs=s["step"] * t["batch_size"], epochs=self.epochs)
         if hasattr(self.objective, "cache_stats"):
             summary["teacher_cache"] = self.objective.cache_stats
+        if self.cfg["runtime"]["compile"] != "none":  # compile time apart from the step time
+            from .compile import compile_stats
+
+            summary["compile"] = compile_stats(self.net)
         return summary
 
     def fit(self) -> dict:
