@@ -66,8 +66,8 @@ def main() -> None:
     cfg = load_config(None, ["audio.crop=variable", f"train.batch_size={bs}", f"data.bucket_batches={args.bucket_batches}",
                              "data.no_duplicate_media=false"])
     order = np.random.default_rng(1).permutation(n)
-    epoch = {"bucketed": bucketed_batches(order, seconds, list(range(n)), cfg, 0),
-             "unbucketed": [order[a : a + bs].tolist() for a in range(0, n, bs)]}
+    unbucketed = [order[a : a + bs].tolist() for a in range(0, n, bs)]
+    epoch = {"bucketed": bucketed_batches(unbucketed, seconds, list(range(n)), cfg, 0), "unbucketed": unbucketed}
     result["padding_fraction"] = {name: float(1 - sum(seconds[b].sum() for b in bb) / sum(len(b) * seconds[b].max() for b in bb))
                                   for name, bb in epoch.items()}
     timed = [i for b in epoch["bucketed"][: args.steps + 1] for i in b]  # step 0 warms up
