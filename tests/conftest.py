@@ -254,3 +254,15 @@ def train_clap_stopped_then_resumed(cfg: dict, out: Path, epoch: int, monkeypatc
         train_clap(cfg, out)
     monkeypatch.setattr(ClapTrainer, "steps", real)
     train_clap(cfg, out, resume=True)
+
+
+def same_weights(a: Path, b: Path) -> None:
+    """Two clapkit checkpoint folders hold the same weights, bit for bit (towers and text)."""
+    import torch
+    from safetensors.torch import load_file
+
+    for rel in ("model.safetensors", "text/model.safetensors"):
+        x, y = load_file(a / rel), load_file(b / rel)
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), (rel, k)

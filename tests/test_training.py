@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_image_overrides, tiny_overrides
+from conftest import same_weights, tiny_image_overrides, tiny_overrides
 from safetensors.torch import load_file
 
 from clapkit.config import load_config
@@ -344,14 +344,6 @@ def test_yaml_config_can_start_from_a_preset(tmp_path):
         load_config(tmp_path / "loop.yaml")
 
 
-def _same_weights(a: Path, b: Path) -> None:
-    for rel in ("model.safetensors", "text/model.safetensors"):
-        x, y = load_file(a / rel), load_file(b / rel)
-        assert x.keys() == y.keys()
-        for k in x:
-            assert torch.equal(x[k], y[k]), (rel, k)
-
-
 def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, tiny_bert, tiny_synthetic):
     """runtime.save_every_steps: a process killed with SIGKILL just after the step
     checkpoint of epoch 2, batch 3 (of 7) resumes mid-epoch to the weights, the
@@ -369,7 +361,7 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, ti
     assert (state["window"], state["step_in_window"], state["step"]) == (1, 3, 10)  # 7 batches an epoch, saves every 2
     summary = train_clap(load_config(cfg_path), tmp_path / "killed", resume=True)
     assert summary["steps"] == 21 and summary["epochs_run"] == 3
-    _same_weights(tmp_path / "straight" / "last", tmp_path / "killed" / "last")
+    same_weights(tmp_path / "straight" / "last", tmp_path / "killed" / "last")
     a = torch.load(tmp_path / "straight" / "last" / "trainer_state.pt", weights_only=False)
     b = torch.load(tmp_path / "killed" / "last" / "trainer_state.pt", weights_only=False)
     for sa, sb in zip(a["updates"]["model"]["optimizer"]["state"].values(), b["updates"]["model"]["optimizer"]["state"].values(), strict=True):
@@ -401,7 +393,7 @@ def test_sigterm_saves_last_and_the_resumed_run_finishes_exactly(tmp_path, tiny_
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the run's only
     summary = train_clap(_cfg(tiny_bert, tiny_synthetic, *cfg), tmp_path / "run", resume=True)
     assert "stopped" not in summary and summary["steps"] == 14
-    _same_weights(tmp_path / "straight" / "last", tmp_path / "run" / "last")
+    same_weights(tmp_path / "straight" / "last", tmp_path / "run" / "last")
 
 
 def test_a_non_finite_batch_is_skipped_and_counted_and_a_run_of_them_stops(tmp_path, tiny_bert, tiny_synthetic, monkeypatch):

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_overrides, train_clap_stopped_then_resumed
-from safetensors.torch import load_file
+from conftest import same_weights, tiny_overrides, train_clap_stopped_then_resumed
 
 from clapkit.config import load_config
 from clapkit.data.audio.io import load_audio, normalize
@@ -207,14 +206,6 @@ def _run_cfg(tiny_bert: str, data: Path, *extra):
                                                           "train.batch_size=8", "data.bucket_batches=2", *extra])
 
 
-def _same_weights(a: Path, b: Path) -> None:
-    for rel in ("model.safetensors", "text/model.safetensors"):
-        x, y = load_file(a / rel), load_file(b / rel)
-        assert x.keys() == y.keys()
-        for k in x:
-            assert torch.equal(x[k], y[k]), (rel, k)
-
-
 def test_variable_crop_trains_on_fsdd_and_resumes_exactly(tmp_path, tiny_bert, shared_data, monkeypatch):
     """Spoken digits of 0.2 to 1.1 s, whole, in batches of similar length: the tower gets
     padded batches with their masks; a run stopped at an epoch's start and one stopped
@@ -238,7 +229,7 @@ def test_variable_crop_trains_on_fsdd_and_resumes_exactly(tmp_path, tiny_bert, s
     assert len(seen) == 4 and len({n for b in seen for n in b}) > 10  # whole clips, of many lengths
     assert all(max(b) - min(b) < 0.5 * 8000 for b in seen)
     train_clap_stopped_then_resumed(cfg, tmp_path / "stopped", 1, monkeypatch)
-    _same_weights(tmp_path / "straight" / "last", tmp_path / "stopped" / "last")
+    same_weights(tmp_path / "straight" / "last", tmp_path / "stopped" / "last")
     step = ClapTrainer.train_step
 
     def step_then_term(self, idx, media=None, captions=None):
@@ -252,7 +243,7 @@ def test_variable_crop_trains_on_fsdd_and_resumes_exactly(tmp_path, tiny_bert, s
     assert stopped["stopped"] == "SIGTERM" and stopped["steps"] == 1
     monkeypatch.setattr(ClapTrainer, "train_step", step)
     train_clap(cfg, tmp_path / "term", resume=True)
-    _same_weights(tmp_path / "straight" / "last", tmp_path / "term" / "last")
+    same_weights(tmp_path / "straight" / "last", tmp_path / "term" / "last")
 
 
 def test_the_frozen_cache_holds_each_whole_clips_embedding(tmp_path, tiny_bert, shared_data):

@@ -47,6 +47,16 @@ class PublicDualEncoder(Trainable):
         """The model's own media-to-text logits."""
         return self.scale() * e_m @ e_t.T + self.bias()
 
+    def _fine_tune(self, cfg: dict, unused: set[str]) -> PublicDualEncoder:
+        """Train every parameter but ``unused`` (those the loss never reaches), with the run's
+        logit clamp; ``cfg`` (the model's own copy of the run's config) becomes its config."""
+        self._trainable = {n for n, _ in self.named_parameters() if n not in unused}
+        for n, p in self.named_parameters():
+            p.requires_grad_(n in self._trainable)
+        self.logit_clamp = cfg["model"]["logit_clamp"]
+        self.cfg = cfg
+        return self
+
     def for_training(self, cfg: dict, option: str = "model.init_from") -> PublicDualEncoder:
         raise ConfigError(f"{option} = {self.source}: clapkit fine-tunes public CLAP, CLIP and SigLIP models in transformers "
                           f"format and open_clip's image models; {self.family} models are for evaluation, audit and curation")

@@ -211,12 +211,7 @@ class HFDualEncoder(PublicDualEncoder):
         unused = {"model.logit_scale_t"}  # CLAP's text-to-audio scale: the CLIP loss uses logit_scale_a both ways
         if not cfg["model"]["learn_temperature"]:
             unused.add(f"model.{scale}")
-        self._trainable = {n for n, _ in self.named_parameters() if n not in unused}
-        for n, p in self.named_parameters():
-            p.requires_grad_(n in self._trainable)
-        self.logit_clamp = cfg["model"]["logit_clamp"]
-        self.cfg = cfg
-        return self
+        return self._fine_tune(cfg, unused)
 
     def save(self, folder: str | Path) -> None:
         """The model in ``transformers`` format with its processor and tokenizer, so

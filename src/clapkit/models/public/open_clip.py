@@ -216,12 +216,7 @@ class OpenClipDualEncoder(PublicDualEncoder):
             mask = getattr(module, "attn_mask", None)
             if isinstance(mask, torch.Tensor) and mask.is_floating_point():
                 mask.clamp_(min=torch.finfo(mask.dtype).min)
-        self._trainable = {n for n, _ in self.named_parameters() if n not in unused}
-        for n, p in self.named_parameters():
-            p.requires_grad_(n in self._trainable)
-        self.logit_clamp = cfg["model"]["logit_clamp"]
-        self.cfg = cfg
-        return self
+        return self._fine_tune(cfg, unused)
 
     def save(self, folder: str | Path) -> None:
         """The model in open_clip's local-dir layout: ``open_clip_model.safetensors`` (its
