@@ -73,8 +73,8 @@ def _summary(eager: list[float], comp: list[float]) -> dict:
 
 def main(mode: str = "default", repeats: int = 20, batch: int = 32) -> None:
     from clapkit.data.media import load_labelled_media
-    from clapkit.inference.embed import compile_stats as inference_stats
     from clapkit.inference.embed import embed_text, media_features
+    from clapkit.inference.embed import tower_compile_stats as inference_stats
     from clapkit.training.compile import compile_stats
 
     tmp = Path(tempfile.mkdtemp())

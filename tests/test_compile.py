@@ -2,6 +2,7 @@
 inference equals eager (losses, weights and embeddings within rtol 1e-4, atol 1e-5),
 records its compile time apart, and falls back to eager where it cannot compile."""
 
+import copy
 import json
 import warnings
 
@@ -83,6 +84,48 @@ def test_a_module_that_cannot_compile_runs_eager_with_one_warning_and_loses_no_s
     assert s["compiled"] is False and "InvalidCxxCompiler" in s["fell_back"] and s["compiles"] == 0
 
 
+class _Broken(nn.Module):
+    """BatchNorm and dropout, a graph break, a linear layer: two graphs a call."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn, self.lin = nn.BatchNorm1d(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = nn.functional.dropout(self.bn(x), 0.5, self.training)
+        torch._dynamo.graph_break()
+        return self.lin(x)
+
+
+def test_a_failure_after_a_graph_ran_reruns_the_call_from_where_it_started(monkeypatch):
+    """The first graph compiles and runs (it draws dropout and moves BatchNorm's statistics),
+    the second cannot compile: the eager rerun starts from the RNG state and buffers the
+    call began with, so the step is the eager step, once."""
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    graphs = []
+
+    def second_fails(self, model, inputs):
+        graphs.append(model)
+        if len(graphs) > 1:
+            raise InvalidCxxCompiler()
+        return model  # the first graph runs as it is
+
+    monkeypatch.setattr(torch._TorchCompileInductorWrapper, "__call__", second_fails)
+    torch.manual_seed(0)
+    model = _Broken().train()
+    twin = copy.deepcopy(model)
+    x = torch.randn(6, 4)
+    torch.manual_seed(1)
+    with pytest.warns(RuntimeWarning, match="_Broken could not be compiled"):
+        y = Compiled(model, "default")(x)
+    after = torch.rand(3)  # where the call left the RNG
+    torch.manual_seed(1)
+    assert torch.equal(y, twin(x)) and torch.equal(after, torch.rand(3))
+    assert len(graphs) == 2 and int(model.bn.num_batches_tracked) == 1
+    assert torch.equal(model.bn.running_mean, twin.bn.running_mean)
+
+
 def test_the_models_own_error_is_raised_not_taken_for_a_compiler_failure():
     net = Compiled(nn.Linear(4, 2), "default")
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
@@ -96,8 +139,8 @@ def _captions(tiny_synthetic, n: int) -> list[str]:
 
 def test_compiled_text_embeddings_equal_eager_and_new_lengths_recompile_a_bounded_number_of_times(
         tiny_checkpoint, tiny_synthetic):
-    from clapkit.inference.embed import compile_stats as inference_stats
     from clapkit.inference.embed import embed_text, inference_compile
+    from clapkit.inference.embed import tower_compile_stats as inference_stats
     from clapkit.models.dual import DualEncoder
 
     model = DualEncoder.load(tiny_checkpoint)
@@ -136,8 +179,8 @@ def test_the_command_line_embeds_compiled_and_refuses_an_unknown_mode(tmp_path, 
 @pytest.mark.slow
 def test_compiled_media_embeddings_equal_eager(tiny_checkpoint, tiny_synthetic):
     from clapkit.data.media import load_labelled_media
-    from clapkit.inference.embed import compile_stats as inference_stats
     from clapkit.inference.embed import media_features
+    from clapkit.inference.embed import tower_compile_stats as inference_stats
     from clapkit.models.dual import DualEncoder
 
     model = DualEncoder.load(tiny_checkpoint)
@@ -180,3 +223,29 @@ def test_a_compiled_training_run_gives_the_eager_losses_and_weights(tmp_path, ti
     assert s["mode"] == "default" and s["compiled"] is True and s["fell_back"] is None
     assert 1 <= s["compiles"] <= 3 and s["recompiles"] == s["compiles"] - 1  # the smaller last batch: once
     assert s["compiles"] + s["runs"] == 14 and s["compile_seconds"] > 0 and s["run_seconds_mean"] > 0
+
+
+def test_compiled_embeddings_are_cached_apart_from_eager_ones(tmp_path, tiny_checkpoint, tiny_synthetic):
+    """An eager run after a compiled one with the same --cache computes its own embeddings
+    (compiled equals eager within rounding, not bit for bit), and bf16 texts are kept apart too."""
+    from clapkit.inference.cache import EmbeddingCache
+    from clapkit.inference.embed import inference_compile, inference_precision, store_tag
+    from clapkit.models.dual import DualEncoder
+
+    assert store_tag() == ""
+    with inference_compile("default"):
+        assert store_tag() == "+compiled"
+        with inference_precision("bf16", "cpu"):
+            assert store_tag() == "+bf16+compiled"
+    texts = _captions(tiny_synthetic, 6)
+    with inference_compile("default"):
+        compiled_e = EmbeddingCache(tmp_path / "cache", tiny_checkpoint).text(texts)
+    eager = EmbeddingCache(tmp_path / "cache", tiny_checkpoint)
+    eager_e = eager.text(texts)
+    assert eager.stats["text_computed"] == 6  # nothing taken from the compiled store
+    from clapkit.inference.embed import embed_text
+
+    np.testing.assert_array_equal(eager_e, embed_text(DualEncoder.load(tiny_checkpoint), texts))
+    np.testing.assert_allclose(compiled_e, eager_e, rtol=1e-4, atol=1e-5)
+    stores = sorted(p.name for p in next((tmp_path / "cache").iterdir()).iterdir())
+    assert {"text", "text+compiled"} <= set(stores), stores

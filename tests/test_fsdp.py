@@ -149,3 +149,20 @@ def test_recipes_that_do_not_shard_refuse_fsdp(tmp_path, recipe):
     message = str(run.exception)
     assert message.startswith(f"runtime.parallel = fsdp: train {recipe} does not shard its model")
     assert "fsdp applies to train clap and train clip" in message and not (tmp_path / "run").exists()
+
+
+def test_fsdp_refuses_a_public_model(tmp_path):
+    """A public model fine-tuned trains under ddp: FSDP would reduce the parameters a batch
+    does not reach as zeros (moving them by weight decay and momentum) and replace
+    parameters an objective holds (SigLIP's bias). Refused before anything is sharded."""
+    from conftest import write_tiny_public_model
+
+    from clapkit.errors import ConfigError
+    from clapkit.models.public.hf import HFDualEncoder
+    from clapkit.training.parallel import shard
+
+    model = HFDualEncoder(write_tiny_public_model("clip", tmp_path / "clip"))
+    with pytest.raises(ConfigError, match=r"runtime.parallel = fsdp shards clapkit's own dual encoder; HFDualEncoder "
+                                          r"\(a public model fine-tuned from model.init_from\) trains under ddp.*"
+                                          r"set runtime.parallel: ddp"):
+        shard(model)

@@ -233,15 +233,15 @@ class EmbeddingCache:
 
     def media_features(self, items: Sequence, kinds: Sequence[str] = ("x", "E")) -> dict[str, np.ndarray]:
         """``{"x": backbone outputs, "E": E_m}`` of ``items`` (the ``kinds`` asked for;
-        E in the store :meth:`media` reads, x beside it in ``<medium>-x/``, bf16 ones in
-        ``<store>+bf16/``). An item may be a sliding window
+        E in the store :meth:`media` reads, x beside it in ``<medium>-x/``, bf16 or compiled
+        ones in ``<store>+bf16/``, ``<store>+compiled/``: :func:`~clapkit.inference.embed.store_tag`). An item may be a sliding window
         (:class:`~clapkit.data.records.Window`), stored under :func:`item_key`. The items
         any kind lacks are embedded once, in one pass of the tower, for every kind."""
-        from .embed import media_features, precision_tag
+        from .embed import media_features, store_tag
 
         ids, stamps = [item_key(i) for i in items], [media_stamp(i.media) for i in items]
-        tag = precision_tag()
-        names = {k: (self.medium if k == "E" else f"{self.medium}-{k}") + (f"+{tag}" if tag else "") for k in kinds}
+        tag = store_tag()
+        names = {k: (self.medium if k == "E" else f"{self.medium}-{k}") + tag for k in kinds}
         known = {k: self.store(names[k]).lookup(ids) for k in kinds}
         stale = sorted({n for k in kinds for n, (i, st) in enumerate(zip(ids, stamps, strict=True))
                         if known[k].get(i, ("",))[0] != st})
@@ -261,10 +261,10 @@ class EmbeddingCache:
 
     def text(self, texts: Sequence[str]) -> np.ndarray:
         """E_t of ``texts``; ids are the texts' hashes."""
-        from .embed import embed_text
+        from .embed import embed_text, store_tag
 
         ids = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
-        return self._lookup("text", ids, [""] * len(ids), lambda miss: embed_text(
+        return self._lookup("text" + store_tag(), ids, [""] * len(ids), lambda miss: embed_text(
             self.model(), [texts[n] for n in miss], device=self.device))
 
     def media_stream(self, items: Iterable, batch: int = 8192, skip_bad: bool = False,
@@ -274,19 +274,21 @@ class EmbeddingCache:
         naming it, or skipped and counted) and embedded."""
         from ..data.files import Skipped
         from ..data.media import check_media
+        from .embed import store_tag
 
         skipped = skipped if skipped is not None else Skipped()
+        name = self.medium + store_tag()
         for part in _batched(items, batch):
             stamps = [_stamp_or_none(i.media) for i in part]
             ids = [media_key(i.media) for i in part]
-            known = self.store(self.medium).lookup(ids)
+            known = self.store(name).lookup(ids)
             cached = [st is not None and known.get(i, ("",))[0] == st for i, st in zip(ids, stamps, strict=True)]
             fresh = [item for item, c in zip(part, cached, strict=True) if not c]  # missing files end here too
             good = {id(i) for i in check_media(self.medium, fresh, skip_bad, skipped)} if fresh else set()
             keep = [n for n, (item, c) in enumerate(zip(part, cached, strict=True)) if c or id(item) in good]
             if keep:
                 kept = [part[n] for n in keep]
-                yield kept, self._lookup(self.medium, [ids[n] for n in keep], [stamps[n] for n in keep],
+                yield kept, self._lookup(name, [ids[n] for n in keep], [stamps[n] for n in keep],
                                          self._embed_media(kept), known)
 
 

@@ -24,7 +24,6 @@ from ..models.public.base import PublicDualEncoder
 
 FEATURES = ("x", "E")  # the backbone output x and the projected, normalised E
 PRECISIONS = ("fp32", "bf16")
-COMPILE_MODES = ("none", "default", "reduce-overhead")  # runtime.compile's (clapkit.training.compile)
 _COMPILE = contextvars.ContextVar("clapkit_inference_compile", default="none")
 
 
@@ -43,10 +42,7 @@ def inference_compile(name: str):
     """The compile mode (``--compile``) of the embedding functions called inside it that
     are not given one: ``none`` (eager), ``default`` or ``reduce-overhead`` (torch.compile
     of each tower's backbone and projection, :mod:`clapkit.training.compile`)."""
-    from ..errors import ConfigError
-
-    if name not in COMPILE_MODES:
-        raise ConfigError(f"--compile {name!r}: choose {', '.join(COMPILE_MODES)}")
+    _check_mode(name)
     token = _COMPILE.set(name)
     try:
         yield
@@ -83,10 +79,7 @@ def tower(model: nn.Module, which: str, compile: str | None = None) -> nn.Module
     from ..training.compile import Compiled
 
     mode = _COMPILE.get() if compile is None else compile
-    if mode not in COMPILE_MODES:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"--compile {mode!r}: choose {', '.join(COMPILE_MODES)}")
+    _check_mode(mode)
     if mode == "none":
         return _Tower(model, which)
     towers = _COMPILED.setdefault(model, {})
@@ -95,19 +88,34 @@ def tower(model: nn.Module, which: str, compile: str | None = None) -> nn.Module
     return towers[which, mode]
 
 
-def compile_stats(model: nn.Module) -> dict:
+def _check_mode(mode: str) -> None:
+    from ..errors import ConfigError
+    from ..training.compile import MODES
+
+    if mode not in MODES:
+        raise ConfigError(f"--compile {mode!r}: choose {', '.join(MODES)}")
+
+
+def tower_compile_stats(model: nn.Module) -> dict:
     """``{"media/default": stats, ...}``: what compiled inference of ``model`` did so far
     (:attr:`clapkit.training.compile.Compiled.stats`)."""
     return {f"{w}/{m}": dict(c.stats) for (w, m), c in _COMPILED.get(model, {}).items()}
 
 
 def precision_tag() -> str:
-    """``"bf16"`` inside a bf16 autocast, else ``""`` (so cached features of the two
-    precisions are kept apart)."""
+    """``"bf16"`` inside a bf16 autocast, else ``""``."""
     for device in ("cpu", "cuda"):
         if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
             return "bf16"
     return ""
+
+
+def store_tag() -> str:
+    """What the embeddings computed here differ by, for a cache's store names: ``+bf16``
+    (:func:`precision_tag`), ``+compiled`` (an :func:`inference_compile` other than none:
+    equal to eager within rounding, not bit for bit), both, or ``""``."""
+    parts = [precision_tag(), "compiled" if _COMPILE.get() != "none" else ""]
+    return "".join(f"+{p}" for p in parts if p)
 
 
 def unit_rows(a: np.ndarray) -> np.ndarray:

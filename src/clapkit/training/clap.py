@@ -439,7 +439,7 @@ class ClapTrainer(Recipe):
         if self.cfg["runtime"]["compile"] != "none":  # compile time apart from the step time
             from .compile import compile_stats
 
-            summary["compile"] = compile_stats(self.net)
+            summary["compile"] = compile_stats(getattr(self, "net", None))  # None: a finished run resumed
         return summary
 
     def fit(self) -> dict:

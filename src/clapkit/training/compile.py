@@ -9,9 +9,18 @@
 
 Compilation happens at the first call of each new input signature, so its errors
 appear there: a module that cannot compile (a dynamo or inductor error, a missing C++
-compiler) warns once, naming ``runtime.compile``, reruns that call eagerly (the step
-is not lost) and stays eager. The backward graph is compiled with the forward
-(``force_non_lazy_backward_lowering``) so that its errors are caught there too.
+compiler) warns once, naming ``runtime.compile``, reruns that call eagerly from the
+torch RNG state and buffers it started with (a graph that ran before the failing one
+may have drawn dropout or moved BatchNorm statistics: the step is neither lost nor
+doubled) and stays eager. Under ``torchrun`` a process cannot turn eager alone (the
+others' collectives would no longer match), so the error is raised instead. The
+backward graph is compiled with the forward (``force_non_lazy_backward_lowering``,
+where this torch has it) so that its errors are caught there too.
+
+Equal to eager within rounding (losses, weights, embeddings: rtol 1e-4 / atol 1e-5 in
+fp32, tested) where no dropout is drawn: inductor draws dropout masks with its own
+random-number generator, so a compiled run with dropout trains on other masks than the
+eager run (still seeded: a compiled run repeats itself).
 
 Shapes: ``dynamic=None``, torch's automatic dynamic shapes: the first call compiles
 for its exact shapes; a call with another batch size (an epoch's last batch) or
@@ -38,7 +47,7 @@ import torch
 from torch import nn
 
 MODES = ("none", "default", "reduce-overhead")
-_ISOLATES = "isolate_recompiles" in inspect.signature(torch.compile).parameters  # torch >= 2.14
+_ISOLATES = "isolate_recompiles" in inspect.signature(torch.compile).parameters  # a recent torch (2.13 has it)
 
 # one stats record per underlying model, so that a run's phases (each wraps anew) add up
 _STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -103,12 +112,20 @@ class Compiled(nn.Module):
         if not self.stats["compiled"]:
             return self.module(*args, **kwargs)
         before, start = _counts(), time.perf_counter()
+        state = snapshot(self.module)
         try:
             if self.mode == "reduce-overhead" and torch.cuda.is_available():
                 torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs are done with
             with _eager_backward():
                 out = self._fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
+            if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"runtime.compile = {self.mode}: {type(self.module).__name__} could not be compiled "
+                                  f"in process {torch.distributed.get_rank()} ({_reason(e)}); under torchrun a "
+                                  "process cannot run eager alone. Set runtime.compile: none") from e
+            restore(state)
             out = self.module(*args, **kwargs)  # an error eager raises too is the model's own: it propagates
             self._fall_back(e)
             return out
@@ -130,6 +147,23 @@ class Compiled(nn.Module):
                       f"({reason}); running it eager. Set runtime.compile: none (or --compile none) to skip "
                       f"compiling, or fix the compiler (a C++ compiler for CPU, Triton for CUDA)",
                       RuntimeWarning, stacklevel=3)
+
+
+def snapshot(module: nn.Module) -> tuple:
+    """The torch RNG states and ``module``'s buffers, for :func:`restore`."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), cuda, [(b, b.detach().clone()) for b in module.buffers()]
+
+
+def restore(state: tuple) -> None:
+    """Put back what :func:`snapshot` took."""
+    cpu, cuda, buffers = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+    with torch.no_grad():
+        for b, saved in buffers:
+            b.copy_(saved)
 
 
 def _reason(e: BaseException) -> str:

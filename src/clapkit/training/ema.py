@@ -83,10 +83,17 @@ class WeightAverage:
                 t.copy_(w)
 
     def state_dict(self) -> dict:
-        """The average, whole (gathered under FSDP: every process calls it), on the CPU."""
+        """The average, whole, on the CPU (gathered under FSDP: every process calls it; the
+        first process keeps it, the others get None in its place)."""
+        from ..distributed import is_main
         from .parallel import whole
 
-        return {"names": list(self.names), "shadow": [whole(s.detach()).cpu() for s in self.shadow], "updates": self.updates,
+        main, shadow = is_main(), []
+        for s in self.shadow:
+            full = whole(s.detach())  # one tensor at a time
+            if main:
+                shadow.append(full.cpu())
+        return {"names": list(self.names), "shadow": shadow if main else None, "updates": self.updates,
                 "step": self.step, "decay": self.decay, "start_step": self.start_step}
 
     def load_state_dict(self, saved: dict) -> None:

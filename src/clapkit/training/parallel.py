@@ -3,10 +3,13 @@
 
 - ``ddp`` (the default under ``torchrun``): every process holds the whole model and
   its optimizer state; gradients are averaged (``DistributedDataParallel``).
-- ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``): every process holds a shard
-  of each parameter, its gradient and its optimizer state, for towers that do not fit
-  one device (``train clap`` / ``train clip``; the other recipes refuse it,
-  :func:`require_whole_model`).
+- ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``): between steps every process
+  holds a shard of each parameter, its gradient and its optimizer state (half of them on
+  two processes), for training state that does not fit one device. The weights are
+  still built whole on every device before sharding, and gathered whole for evaluation
+  and the frozen cache, so the model itself must fit one device. ``train clap`` /
+  ``train clip`` with clapkit's own dual encoder; the other recipes
+  (:func:`require_whole_model`) and public models fine-tuned refuse it.
 
 Under ``fsdp`` (:func:`shard`) each repeated layer (the entries of a ``ModuleList``: a
 Hugging Face encoder's layers, a CNN's blocks), each backbone, each projector and then
@@ -98,6 +101,15 @@ def shard(model: nn.Module, find_unused: bool = False) -> nn.Module:
     a skeleton of the model for :func:`full_model`. ``find_unused``: a parameter without a
     gradient in a step (a branch one process's batch did not take) is reduced as zeros, so
     every process reduces the same ones."""
+    from ..models.dual import DualEncoder
+
+    if not isinstance(model, DualEncoder):
+        raise ConfigError(f"runtime.parallel = fsdp shards clapkit's own dual encoder; {type(model).__name__} (a public "
+                          "model fine-tuned from model.init_from) trains under ddp, which leaves the parameters a "
+                          "batch does not reach untouched: set runtime.parallel: ddp")
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 13):
+        raise ConfigError(f"runtime.parallel = fsdp needs torch 2.13 or newer (FSDP2 as tested here); this is "
+                          f"torch {torch.__version__}: upgrade torch or set runtime.parallel: ddp")
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     if isinstance(model, FSDPModule):
@@ -188,6 +200,7 @@ def gathered(model: nn.Module):
         yield model
     finally:
         for m in fsdp:
+            m.reshard()
             m.set_reshard_after_forward(m is not model, recurse=False)  # the root keeps its own through to backward
         model.reset_iter_state()
 
