@@ -249,3 +249,21 @@ def test_compiled_embeddings_are_cached_apart_from_eager_ones(tmp_path, tiny_che
     np.testing.assert_allclose(compiled_e, eager_e, rtol=1e-4, atol=1e-5)
     stores = sorted(p.name for p in next((tmp_path / "cache").iterdir()).iterdir())
     assert {"text", "text+compiled"} <= set(stores), stores
+
+
+def test_a_bench_reuses_no_cell_of_another_compile_mode_and_a_card_names_it(tmp_path, tiny_checkpoint):
+    """A bench cell records --compile; a run with another mode refuses to mix it into its
+    table (as it refuses another precision), and a reproduction lists it as a departure."""
+    from clapkit.experiments.bench import run_bench
+    from clapkit.experiments.reproduce import departures
+
+    bench = {"models": [{"name": "ours", "model": str(tiny_checkpoint)}], "seed": 0, "bootstrap": 10,
+             "tasks": [{"name": "esc50", "type": "zeroshot", "data": "esc50:nowhere"}]}
+    (tmp_path / "out" / "cells").mkdir(parents=True)
+    (tmp_path / "out" / "cells" / "ours__esc50.json").write_text(json.dumps({"precision": "fp32", "compile": "default"}))
+    with pytest.raises(ConfigError, match=r"ours__esc50.json: a cell computed with --compile default; this run asks "
+                                          r"for --compile none .*Give another --out"):
+        run_bench(bench, tmp_path / "out", progress=False)
+    assert departures({"model": {"name": "m"}}, {"compile": "default"}) == [
+        "--compile default (equal to eager within rounding)"]
+    assert departures({"model": {"name": "m"}}, {"compile": "none"}) == []

@@ -169,7 +169,7 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
     from tqdm.auto import tqdm
 
     from ..distributed import barrier, is_main
-    from ..inference.embed import inference_precision
+    from ..inference.embed import compile_mode, inference_precision
     from ..models.provenance import model_fingerprint
     from .bench_cells import cell_name, run_cell
     from .bench_report import write_report
@@ -180,7 +180,8 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
     cells = [(m, t) for m in bench["models"] for t in bench["tasks"]]
     mine = [c for i, c in enumerate(cells) if i % n == k - 1]
     done = [out / "cells" / f"{cell_name(m['name'], t['name'])}.json" for m, t in mine]
-    for (model, task), path in zip(mine, done, strict=True):  # a cell is reused only for the same model, data, precision
+    mode = compile_mode()  # --compile (the CLI's inference_compile around this call)
+    for (model, task), path in zip(mine, done, strict=True):  # reused only for the same model, data, precision, compile
         if not path.is_file():
             continue
         cell = json.loads(path.read_text())
@@ -188,6 +189,11 @@ def run_bench(bench: dict, out: str | Path, shard: str | None = None, device="cp
         if made != precision:
             raise ConfigError(f"{path}: a cell computed in {made}; this run asks for {precision}. Give another --out "
                               f"(or rerun with --precision {made})")
+        compiled = cell.get("compile", "none")  # cells before --compile: eager
+        if compiled != mode:
+            raise ConfigError(f"{path}: a cell computed with --compile {compiled}; this run asks for --compile {mode} "
+                              f"(equal within rounding, not bit for bit). Give another --out (or rerun with --compile "
+                              f"{compiled})")
         now = model_fingerprint(str(model["model"]))
         fingerprints = {now, model_fingerprint(str(model["model"]), cards=True)}
         stale = [f"{what} {cell.get(key)!r}, not {now!r}" for what, key, now in (

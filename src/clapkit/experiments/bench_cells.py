@@ -116,7 +116,7 @@ def overlap_columns(train_data: list[str], data, correct: np.ndarray | None, med
 def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, batch_size: int, num_workers: int,
              skip_bad: bool, cache=None, prompt_sweep: bool = False, manifests=(), intersect: bool = False) -> None:
     """Score one model on one task (its type's function in :data:`CELLS`) and write the cell."""
-    from ..inference.embed import precision_tag
+    from ..inference.embed import compile_mode, precision_tag
 
     name = cell_name(model["name"], task["name"])
     if net is None:  # a text encoder on a media task
@@ -130,6 +130,7 @@ def run_cell(net, model: dict, task: dict, bench: dict, folder: Path, device, ba
     record = {"model": model["name"], "model_spec": model["model"], "task": task["name"], "type": task["type"],
               "data": task["data"], "medium": medium, "seed": bench["seed"], **versions(),
               "model_fingerprint": model_fingerprint(str(model["model"])), "precision": precision_tag() or "fp32",
+              "compile": compile_mode(),
               **{f"model_{k}": v for k, v in describe(str(model["model"]), getattr(net, "dual", None) or net).items()
                  if k in ("kind", "family", "training_data")}}
     if medium == "audio":

@@ -217,6 +217,8 @@ def departures(card: dict, cell: dict) -> list[str]:
             out.append(f"{key}: the model is fed {fed[key]}{unit}; the card states {stated}{unit}")
     if cell.get("precision", "fp32") != "fp32":
         out.append(f"precision {cell['precision']} (published rows are fp32 unless the card says otherwise)")
+    if cell.get("compile", "none") != "none":
+        out.append(f"--compile {cell['compile']} (equal to eager within rounding)")
     if cell.get("not_applicable"):
         out.append(f"not scored: {cell['not_applicable']}")
     return out

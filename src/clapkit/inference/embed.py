@@ -110,6 +110,11 @@ def precision_tag() -> str:
     return ""
 
 
+def compile_mode() -> str:
+    """The :func:`inference_compile` mode in force (``none`` outside one)."""
+    return _COMPILE.get()
+
+
 def store_tag() -> str:
     """What the embeddings computed here differ by, for a cache's store names: ``+bf16``
     (:func:`precision_tag`), ``+compiled`` (an :func:`inference_compile` other than none:
