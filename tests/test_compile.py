@@ -216,8 +216,13 @@ def test_a_compiled_training_run_gives_the_eager_losses_and_weights(tmp_path, ti
     c_losses, c_weights, c_summary = run("default")
     np.testing.assert_allclose(c_losses, losses, rtol=RTOL, atol=ATOL)
     assert c_weights.keys() == weights.keys()
-    for k in weights:
-        torch.testing.assert_close(c_weights[k], weights[k], rtol=RTOL, atol=ATOL, msg=k)
+    # an attention key's bias adds one constant to a query's every logit, which softmax ignores: its
+    # gradient is zero up to rounding, which Adam's normalised step amplifies (the two runs' biases
+    # were seen 1.2e-5 apart, near zero, past atol): only it is left out
+    noise = {k for k in weights if k.endswith("attention.self.key.bias")}
+    assert len(noise) == 2  # the tiny BERT's two layers
+    for k in sorted(weights.keys() - noise):
+        torch.testing.assert_close(c_weights[k], weights[k], rtol=RTOL, atol=ATOL, msg=lambda m, k=k: f"{k}: {m}")
     assert "compile" not in summary
     s = c_summary["compile"]
     assert s["mode"] == "default" and s["compiled"] is True and s["fell_back"] is None
