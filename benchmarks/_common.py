@@ -30,3 +30,15 @@ def timed(fn, *args, **kw) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn(*args, **kw)
     return time.perf_counter() - t0, out
+
+
+def interleaved(a, b, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``repeats`` calls of ``a`` and of ``b`` (after one warm-up call each),
+    interleaved in ABBA order so that the machine's drift falls on both alike."""
+    a(), b()
+    ta, tb = [], []
+    for r in range(repeats):
+        first, second = (a, b) if r % 2 == 0 else (b, a)
+        t1, t2 = timed(first)[0], timed(second)[0]
+        (ta.append(t1), tb.append(t2)) if r % 2 == 0 else (tb.append(t1), ta.append(t2))
+    return ta, tb

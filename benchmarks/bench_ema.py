@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import synthetic, timed  # noqa: E402
+from _common import interleaved, synthetic, timed  # noqa: E402
 
 from clapkit.config import load_config  # noqa: E402
 from clapkit.training.ema import WeightAverage  # noqa: E402
@@ -46,12 +46,7 @@ def main(repeats: int = 24, batch: int = 32) -> None:
         step[0] += 1
         ema.update(model, step[0])
 
-    plain(), averaged()  # warm-up
-    a, b = [], []
-    for r in range(repeats):
-        first, second = (averaged, plain) if r % 2 == 0 else (plain, averaged)
-        t1, t2 = timed(first)[0], timed(second)[0]
-        (a.append(t1), b.append(t2)) if r % 2 == 0 else (b.append(t1), a.append(t2))
+    a, b = interleaved(averaged, plain, repeats)
     update = [timed(ema.update, model, 10**6)[0] for _ in range(repeats)]
 
     def swap():

@@ -21,19 +21,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import synthetic, timed  # noqa: E402
+from _common import interleaved, synthetic  # noqa: E402
 
 from clapkit.config import load_config  # noqa: E402
 from clapkit.losses import clip_loss, cyclip_regularisers, simcse_loss  # noqa: E402
 
 
 def _ratio(ours, bare, repeats: int) -> dict:
-    ours(), bare()  # warm-up
-    a, b = [], []
-    for r in range(repeats):
-        first, second = (ours, bare) if r % 2 == 0 else (bare, ours)
-        t1, t2 = timed(first)[0], timed(second)[0]
-        (a.append(t1), b.append(t2)) if r % 2 == 0 else (b.append(t1), a.append(t2))
+    a, b = interleaved(ours, bare, repeats)
     ratios = [x / y for x, y in zip(a, b, strict=True)]
     return {"loop_step_s": statistics.median(a), "bare_step_s": statistics.median(b),
             "ratio_median": statistics.median(ratios)}
